@@ -1,0 +1,112 @@
+"""The ``meap`` command: argument parsing and calls into the library, nothing else.
+
+Imports are lazy so ``meap --help`` is instant. A :class:`~meap.errors.UserError` prints one line and
+exits with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from meap.errors import UserError
+
+
+def _config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One ``--key-name VALUE`` flag per config field; values are typed later by ``load_config``."""
+    group = parser.add_argument_group("config keys (override the YAML file)")
+    for f in dataclasses.fields(config_cls):
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="VALUE",
+                           help=f"{f.metadata.get('help', '')} (default: {f.default!r})")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from meap.config import PretrainConfig
+
+    parser = argparse.ArgumentParser(prog="meap", description="Mask-Enhanced Autoregressive Prediction (MEAP).",
+                                     allow_abbrev=False)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    pretrain = commands.add_parser("pretrain", help="pretrain a model with MEAP (or the NTP baseline)",
+                                   allow_abbrev=False)
+    pretrain.add_argument("--config", help="YAML recipe (see configs/)")
+    pretrain.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    pretrain.add_argument("--overwrite", action="store_true", help="replace the run in --output")
+    pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _config_flags(pretrain, PretrainConfig)
+
+    prepare = commands.add_parser("prepare", help="tokenise local corpora into packed token shards",
+                                  allow_abbrev=False)
+    prepare.add_argument("inputs", nargs="+", help="text files, directories, globs, JSONL/JSON, Parquet, a saved "
+                                                   "`datasets` dataset, or `builtin`")
+    prepare.add_argument("--output", "-o", required=True, help="directory to write the shards into")
+    source = prepare.add_mutually_exclusive_group()
+    source.add_argument("--tokenizer", help="local Hugging Face tokenizer directory, or `gpt2` (packaged; default)")
+    source.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
+                        help="train a byte-level BPE of this many tokens on the corpus")
+    prepare.add_argument("--text-field", default="text", help="field holding the text in JSONL/JSON/Parquet/datasets")
+    prepare.add_argument("--val-fraction", type=float, default=0.005, help="share of the corpus held out")
+    prepare.add_argument("--num-proc", type=int, default=None, help="tokeniser processes (default: CPUs, at most 8)")
+    prepare.add_argument("--overwrite", action="store_true", help="replace an existing prepared directory")
+
+    commands.add_parser("presets", help="list the model presets")
+    return parser
+
+
+def _reject_unknown(unknown: list[str]) -> None:
+    from meap.config import PretrainConfig, unknown_option
+
+    flag = next((arg for arg in unknown if arg.startswith("--")), None)
+    if flag is None:
+        raise UserError(f"unexpected argument {unknown[0]!r}")
+    raise unknown_option(flag, PretrainConfig)
+
+
+def run(argv: list[str]) -> int:
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "presets":
+        from meap.models import PRESETS
+
+        for name, shape in PRESETS.items():
+            print(f"{name:16s} {shape['num_hidden_layers']} layers, d={shape['hidden_size']}, "
+                  f"{shape['num_attention_heads']} heads / {shape['num_key_value_heads']} KV, "
+                  f"FFN {shape['intermediate_size']}, context {shape['max_position_embeddings']}")
+        return 0
+    if unknown:
+        if args.command != "pretrain":
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        _reject_unknown(unknown)
+    if args.command == "prepare":
+        from meap.data.prepare import prepare_corpus
+
+        prepare_corpus(args.inputs, args.output, tokenizer=args.tokenizer, train_tokenizer=args.train_tokenizer,
+                       text_field=args.text_field, val_fraction=args.val_fraction, num_proc=args.num_proc,
+                       overwrite=args.overwrite)
+        return 0
+    from meap.config import PretrainConfig, load_config
+    from meap.train import pretrain
+
+    keys = {f.name for f in dataclasses.fields(PretrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in keys and v is not None}
+    config = load_config(PretrainConfig, args.config, overrides)
+    output = pretrain(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"done: {output / 'final'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = run(sys.argv[1:] if argv is None else argv)
+    except UserError as error:
+        print(f"meap: error: {error}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("meap: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

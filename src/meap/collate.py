@@ -1,0 +1,112 @@
+"""Collators that apply MEAP masking per batch; usable as any Hugging Face Trainer's ``data_collator``.
+
+Contract: a list of samples in, a dict of tensors out.
+
+Samples: ``{"input_ids": L token ids (a block x_0 … x_{L-1}), "sample_index": int}``. ``sample_index`` is
+the sample's position in the run's stream; the row's mask is a function of (seed, sample_index) only, so
+masks do not depend on batch layout, world size or DataLoader workers, and a resumed run redraws them
+exactly. Without ``sample_index`` the collator falls back to its own generator (reproducible from the
+seed within one process, not across resumes).
+
+Batch (B rows, T = longest L - 1):
+
+* ``input_ids``     (B, T) int64: x_0 … x_{T-1} with a fraction of positions replaced by ``[MASK]``;
+* ``labels``        (B, T) int64: the clean x_0 … x_{T-1} (Hugging Face convention: the model shifts);
+* ``shift_labels``  (B, T) int64: the clean targets x_1 … x_T, already aligned, so Hugging Face losses
+  use them as they are and count tokens correctly under gradient accumulation;
+* ``attention_mask`` (B, T) int64: only when rows had different lengths (1 = token, 0 = padding).
+
+Padding gets ``IGNORE_INDEX`` in ``labels``/``shift_labels`` and is never masked, nor are special tokens.
+With ``mask_ratio=0`` the batch is exactly the NTP batch. Example (mask id 9, one position masked)::
+
+    [{"input_ids": [5, 6, 7, 8], "sample_index": 0}]
+    -> input_ids [[5, 9, 7]], labels [[5, 6, 7]], shift_labels [[6, 7, 8]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from meap.masking import MASK_MODES, mask_inputs, sample_generators
+from meap.tokens import IGNORE_INDEX
+
+
+@dataclass
+class MeapCollator:
+    """Masked inputs, clean next-token targets. See the module docstring for the batch layout."""
+
+    mask_token_id: int | None
+    """Id of ``[MASK]``; may be ``None`` only when ``mask_ratio`` is 0."""
+    mask_ratio: float = 0.15
+    """Fraction of eligible input positions masked per row (config key ``mask_ratio``)."""
+    mode: str = "exact"
+    """``exact``, ``bernoulli`` or ``reference`` (config key ``mask_mode``)."""
+    seed: int = 0
+    """Run seed; with ``sample_index`` it determines every mask."""
+    special_token_ids: Sequence[int] = ()
+    """Token ids never masked (BOS/EOS/PAD, document separators)."""
+    pad_token_id: int = 0
+    """Input id written at padding positions (ignored by the loss and by attention)."""
+    samples_per_step: int = 0
+    """Samples per optimizer step, all ranks together; ``mode="reference"`` derives the step from it."""
+    _fallback: torch.Generator | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.mode not in MASK_MODES:
+            raise ValueError(f"mask_mode must be one of {', '.join(MASK_MODES)}, got {self.mode!r}")
+        if self.mask_ratio > 0 and self.mask_token_id is None:
+            raise ValueError("mask_token_id is None but mask_ratio > 0: add [MASK] with meap.tokens.add_mask_token")
+        if self.mode == "reference" and self.mask_ratio > 0 and self.samples_per_step < 1:
+            raise ValueError('mask_mode="reference" needs samples_per_step (samples per optimizer step)')
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        blocks = [torch.as_tensor(sample["input_ids"], dtype=torch.long) for sample in samples]
+        lengths = torch.tensor([len(block) for block in blocks])
+        if int(lengths.min()) < 2:
+            raise ValueError("every sample needs at least 2 tokens (one input, one target)")
+        width = int(lengths.max())
+        padded = torch.full((len(blocks), width), self.pad_token_id, dtype=torch.long)
+        for row, block in enumerate(blocks):
+            padded[row, : len(block)] = block
+        valid = torch.arange(width)[None, :] < lengths[:, None]
+
+        clean = padded[:, :-1]
+        targets = padded[:, 1:].masked_fill(~valid[:, 1:], IGNORE_INDEX)
+        batch = {
+            "labels": clean.masked_fill(~valid[:, :-1], IGNORE_INDEX),
+            "shift_labels": targets,
+        }
+        input_valid = valid[:, :-1]
+        batch["input_ids"] = self._mask(clean, input_valid, samples)
+        if not bool(valid.all()):
+            batch["attention_mask"] = input_valid.long()
+        return batch
+
+    def _mask(self, clean: torch.Tensor, input_valid: torch.Tensor, samples: list[dict[str, Any]]) -> torch.Tensor:
+        if self.mask_ratio == 0.0:
+            return clean
+        eligible = input_valid.clone()
+        if self.special_token_ids:
+            eligible &= ~torch.isin(clean, torch.tensor(list(self.special_token_ids), dtype=clean.dtype))
+        indices = [sample.get("sample_index") for sample in samples]
+        step = None
+        if all(index is not None for index in indices):
+            generator = sample_generators(self.seed, indices)
+            if self.mode == "reference":
+                step = int(indices[0]) // self.samples_per_step
+        else:
+            if self._fallback is None:
+                self._fallback = torch.Generator().manual_seed(self.seed)
+            generator = self._fallback
+            if self.mode == "reference":
+                raise ValueError('mask_mode="reference" needs a "sample_index" in every sample')
+        masked, _ = mask_inputs(
+            clean, self.mask_ratio, self.mask_token_id, eligible=eligible, generator=generator, mode=self.mode, step=step
+        )
+        return masked

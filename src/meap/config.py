@@ -1,0 +1,192 @@
+"""Typed run configurations: dataclass defaults < YAML file < command-line flags.
+
+Every field has a ``help`` text (the CLI's help). Unknown keys and badly typed values are user errors
+that name the file (or flag) and the key; related fields are checked together and all problems are
+reported at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meap.errors import UserError
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class PretrainConfig:
+    """A pretraining run: what to train on, the objective, the shape of a step, the schedule."""
+
+    # What
+    data: str = _help("prepared data directory (`meap prepare`), or `builtin` for the embedded corpus", default="builtin")
+    model: str = _help("model preset (see `meap presets`) or a local Hugging Face model directory", default="tiny")
+    objective: str = _help("`meap` (masked inputs, clean next-token targets) or `ntp` (the baseline)", default="meap")
+    mask_ratio: float = _help("fraction of eligible input tokens replaced by [MASK] (MEAP only)", default=0.15)
+    mask_mode: str = _help("`exact` count per row, `bernoulli` per token, or `reference` (the reference code's shared masks)", default="exact")
+    output: str = _help("run directory (default: runs/pretrain-<objective>)", default="")
+    seed: int = _help("seeds the model init, the data order and the masks", default=1337)
+    # Shape of a step
+    seq_len: int = _help("tokens per training sequence", default=256)
+    micro_batch_size: int = _help("sequences per device per forward pass", default=16)
+    grad_accum_steps: int = _help("micro-batches accumulated into one optimizer step", default=1)
+    max_steps: int = _help("optimizer steps to train for", default=240)
+    # Optimizer and schedule (AdamW, linear warmup then cosine decay to min_lr)
+    lr: float = _help("peak learning rate", default=2e-3)
+    min_lr: float = _help("learning rate at the end of the cosine decay", default=2e-4)
+    warmup_steps: int = _help("linear warmup steps", default=20)
+    weight_decay: float = _help("AdamW weight decay", default=0.05)
+    adam_beta1: float = _help("AdamW beta1", default=0.9)
+    adam_beta2: float = _help("AdamW beta2", default=0.95)
+    grad_clip: float = _help("clip the global gradient norm to this (0 disables)", default=1.0)
+    # Cadence
+    log_every: int = _help("optimizer steps between metrics.jsonl records", default=10)
+    eval_every: int = _help("optimizer steps between validation losses (0 disables)", default=60)
+    eval_batches: int = _help("micro-batches per validation", default=8)
+    save_every: int = _help("optimizer steps between resumable checkpoints (0: only at the end)", default=100)
+    keep_checkpoints: int = _help("most recent checkpoints kept (0 keeps all)", default=2)
+    # System
+    dtype: str = _help("`auto` (bf16 on CUDA, fp32 on CPU), `float32`, `bfloat16` or `float16`", default="auto")
+    attn_implementation: str = _help("attention kernel passed to transformers (`sdpa`, `eager`, `flash_attention_2`)", default="sdpa")
+    compile: bool = _help("torch.compile the model", default=False)
+    num_workers: int = _help("DataLoader worker processes", default=0)
+
+    def resolved_output(self) -> Path:
+        return Path(self.output or f"runs/pretrain-{self.objective}")
+
+    def effective_mask_ratio(self) -> float:
+        """The ratio the collator applies: the NTP baseline is MEAP at ratio 0."""
+        return self.mask_ratio if self.objective == "meap" else 0.0
+
+    def problems(self) -> list[str]:
+        """Every inconsistent or out-of-range value, as `key: what is expected` lines."""
+        found = []
+        if self.objective not in ("meap", "ntp"):
+            found.append(f"objective: expected `meap` or `ntp`, got {self.objective!r}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            found.append(f"mask_ratio: expected a value in [0, 1), got {self.mask_ratio}")
+        if self.mask_mode not in ("exact", "bernoulli", "reference"):
+            found.append(f"mask_mode: expected `exact`, `bernoulli` or `reference`, got {self.mask_mode!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            found.append(f"dtype: expected auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        for key in ("seq_len", "micro_batch_size", "grad_accum_steps", "max_steps", "log_every", "eval_batches"):
+            if getattr(self, key) < 1:
+                found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
+        for key in ("warmup_steps", "eval_every", "save_every", "keep_checkpoints", "num_workers"):
+            if getattr(self, key) < 0:
+                found.append(f"{key}: expected an integer >= 0, got {getattr(self, key)}")
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            found.append(f"lr, min_lr: expected 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        return found
+
+
+def field_types(config_cls: type) -> dict[str, type]:
+    """Field name -> its plain Python type (str, int, float or bool)."""
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _closest(key: str, known: list[str], as_flag: bool = False) -> str:
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    if not match:
+        return ""
+    return f" (did you mean `{_flag(match[0]) if as_flag else match[0]}`?)"
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def coerce(key: str, value: Any, expected: type, where: str) -> Any:
+    """Convert a YAML value or a command-line string to the field's type, or raise a UserError."""
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, (str, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif isinstance(value, expected):
+        return value
+    raise UserError(f"{where}: `{key}` expects {expected.__name__}, got {value!r}")
+
+
+def unknown_option(key: str, config_cls: type) -> UserError:
+    """The error for a command-line key that ``config_cls`` does not have, naming the closest one."""
+    key = key.lstrip("-").split("=")[0].replace("-", "_")
+    return UserError(f"unknown option {_flag(key)}{_closest(key, list(field_types(config_cls)), as_flag=True)}")
+
+
+def load_config(config_cls: type, path: str | Path | None = None, overrides: dict[str, Any] | None = None):
+    """Build ``config_cls`` from its defaults, then a YAML file, then ``overrides`` (e.g. parsed flags)."""
+    types_by_key = field_types(config_cls)
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(_read_yaml(Path(path), types_by_key))
+    for key, value in (overrides or {}).items():
+        if key not in types_by_key:
+            raise unknown_option(key, config_cls)
+        values[key] = coerce(key, value, types_by_key[key], _flag(key))
+    config = config_cls(**values)
+    problems = config.problems()
+    if problems:
+        source = f"{path}: " if path is not None else ""
+        raise UserError(source + "; ".join(problems))
+    return config
+
+
+def _read_yaml(path: Path, types_by_key: dict[str, type]) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        line = getattr(getattr(error, "problem_mark", None), "line", None)
+        where = f"{path}:{line + 1}" if line is not None else str(path)
+        raise UserError(f"{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path}: expected a mapping of config keys to values, got {type(loaded).__name__}")
+    values = {}
+    for key, value in loaded.items():
+        if key not in types_by_key:
+            raise UserError(f"{path}: unknown key `{key}`{_closest(str(key), list(types_by_key))}")
+        values[key] = coerce(key, value, types_by_key[key], str(path))
+    return values
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_config(config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,78 @@
+"""Model presets (as transformers ``LlamaConfig``s) and loading local Hugging Face models.
+
+The paper's models are LLaMA-style with untied embeddings, RMSNorm, SwiGLU, RoPE (base 10000) and
+grouped-query attention with 2 KV groups; shapes from the reference code's ``tiny_LLaMA_*_mask`` configs.
+The vocabulary comes from the data's tokenizer (``[MASK]`` included), padded to a multiple of 64.
+This module holds no loss and no data logic: the objective lives in the batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from meap.errors import UserError
+
+PRESETS: dict[str, dict] = {
+    # 1.3M non-embedding parameters: trains at a few thousand tokens/s on 2 CPU cores.
+    "tiny": dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4, num_key_value_heads=4,
+                 intermediate_size=512, max_position_embeddings=2048),
+    "paper-0.1b": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, num_key_value_heads=2,
+                       intermediate_size=2048, max_position_embeddings=4096),
+    "paper-0.3b": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, num_key_value_heads=2,
+                       intermediate_size=2736, max_position_embeddings=4096),
+    "paper-0.5b": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, num_key_value_heads=2,
+                       intermediate_size=4864, max_position_embeddings=4096),
+    "paper-1.1b": dict(num_hidden_layers=24, hidden_size=2048, num_attention_heads=32, num_key_value_heads=2,
+                       intermediate_size=5632, max_position_embeddings=4096),
+    # TinyLlama-1.1B's shape (22 layers, 4 KV groups, 2048 context), the reference code's starting point.
+    "tinyllama-1.1b": dict(num_hidden_layers=22, hidden_size=2048, num_attention_heads=32, num_key_value_heads=4,
+                           intermediate_size=5632, max_position_embeddings=2048),
+}
+VOCAB_MULTIPLE = 64  # embedding rows padded for tensor-core friendly shapes (32000 + [MASK] -> 32064)
+
+
+def preset_config(name: str, vocab_size: int, **special_ids: int | None) -> LlamaConfig:
+    """The ``LlamaConfig`` of preset ``name`` for a tokenizer of ``vocab_size`` tokens."""
+    if name not in PRESETS:
+        raise UserError(f"unknown model preset `{name}`: expected one of {', '.join(PRESETS)} or a model directory")
+    padded = -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    return LlamaConfig(
+        vocab_size=padded, hidden_act="silu", rms_norm_eps=1e-5, rope_theta=10000.0,
+        tie_word_embeddings=False, attention_bias=False, mlp_bias=False, initializer_range=0.02,
+        **PRESETS[name], **special_ids,
+    )
+
+
+def is_model_dir(spec: str) -> bool:
+    return (Path(spec) / "config.json").is_file()
+
+
+def model_max_length(spec: str, vocab_size: int) -> int:
+    """Longest sequence the model ``spec`` (preset or directory) accepts."""
+    if is_model_dir(spec):
+        config = AutoConfig.from_pretrained(spec)
+        return int(getattr(config, "max_position_embeddings", 0) or 0) or 10**9
+    return preset_config(spec, vocab_size).max_position_embeddings
+
+
+def build_model(spec: str, vocab_size: int, *, attn_implementation: str = "sdpa",
+                dtype: torch.dtype = torch.float32, **special_ids: int | None) -> torch.nn.Module:
+    """A freshly initialised preset, or a local Hugging Face causal LM (``spec`` is its directory)."""
+    if is_model_dir(spec):
+        return AutoModelForCausalLM.from_pretrained(spec, attn_implementation=attn_implementation, dtype=dtype)
+    if Path(spec).exists():
+        raise UserError(f"{spec}: not a Hugging Face model directory (expected {Path(spec) / 'config.json'})")
+    config = preset_config(spec, vocab_size, **special_ids)
+    config._attn_implementation = attn_implementation
+    model = LlamaForCausalLM(config)
+    return model.to(dtype)
+
+
+def non_embedding_parameters(model: torch.nn.Module) -> int:
+    """Parameters outside the token embedding and the output head (the N of 6·N FLOPs per token)."""
+    excluded = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
+                for p in m.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in excluded)

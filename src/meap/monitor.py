@@ -1,0 +1,163 @@
+"""What a run reports while it trains: ``metrics.jsonl``, a progress bar, tokens/s and MFU.
+
+Throughput counts training time only: the time spent in validation and checkpointing is left out, so
+tokens/s and MFU describe the training step (data loading and masking included).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+# Dense bf16 peak TFLOP/s per device, matched against torch.cuda.get_device_name() (first match wins).
+PEAK_BF16_TFLOPS = (
+    ("H200", 989.0),
+    ("H100 NVL", 835.0),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),
+    ("GH200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("A10G", 70.0),
+    ("A10", 125.0),
+    ("RTX 4090", 165.0),
+    ("RTX 3090", 71.0),
+    ("V100", 125.0),  # fp16 tensor cores; V100 has no bf16
+)
+
+
+def peak_flops(device: torch.device | str | None = None) -> float | None:
+    """Peak dense bf16 FLOP/s of a CUDA device, or ``None`` (CPU, or a device missing from the table)."""
+    if not torch.cuda.is_available() or (device is not None and torch.device(device).type != "cuda"):
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if key in name:
+            return tflops * 1e12
+    warnings.warn(f"no peak-FLOP/s entry for {name!r}: MFU is not reported (add it to PEAK_BF16_TFLOPS)")
+    return None
+
+
+def flops_per_token(non_embedding_params: int, num_layers: int, hidden_size: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6·N for the matmuls plus 12·layers·d·seq for attention scores."""
+    return 6.0 * non_embedding_params + 12.0 * num_layers * hidden_size * seq_len
+
+
+class MetricsCallback(TrainerCallback):
+    """Writes one JSON object per logged step to ``metrics.jsonl`` and keeps tokens/s and MFU current.
+
+    A record holds ``step``, ``loss``, ``lr``, ``grad_norm``, ``tokens``, ``tokens_per_s`` (``mfu`` on CUDA)
+    and ``val_loss`` when validation ran at that step.
+    """
+
+    def __init__(self, path: Path, tokens_per_step: int, flops_per_step: float | None, peak: float | None,
+                 eval_every: int):
+        self.path = path
+        self.tokens_per_step = tokens_per_step
+        self.flops_per_step = flops_per_step
+        self.peak = peak
+        self.eval_every = eval_every
+        self.latest: dict = {}
+        self._pending: dict | None = None
+        self._train_seconds = 0.0
+        self._window_steps = 0
+        self._mark = time.perf_counter()
+
+    def _pause(self) -> None:
+        self._mark = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._pause()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        self._train_seconds += now - self._mark
+        self._window_steps += 1
+        self._mark = now
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._pause()
+
+    def on_save(self, args, state, control, **kwargs):
+        self._pause()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            tokens_per_s = self.tokens_per_step * self._window_steps / max(self._train_seconds, 1e-9)
+            record = {
+                "step": state.global_step,
+                "loss": round(float(logs["loss"]), 6),
+                "lr": float(logs.get("learning_rate", 0.0)),
+                "grad_norm": float(logs["grad_norm"]) if "grad_norm" in logs else None,
+                "tokens": state.global_step * self.tokens_per_step,
+                "tokens_per_s": round(tokens_per_s, 1),
+            }
+            if self.flops_per_step and self.peak:
+                record["mfu"] = round(tokens_per_s / self.tokens_per_step * self.flops_per_step / self.peak, 4)
+            self._train_seconds, self._window_steps = 0.0, 0
+            self.latest = record
+            self._pending = record
+            if not (self.eval_every and state.global_step % self.eval_every == 0):
+                self._flush(state)
+        elif "eval_loss" in logs:
+            record = self._pending if self._pending and self._pending["step"] == state.global_step else {
+                "step": state.global_step}
+            record["val_loss"] = round(float(logs["eval_loss"]), 6)
+            self.latest = {**self.latest, "val_loss": record["val_loss"]}
+            self._pending = record
+            self._flush(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._flush(state)
+
+    def _flush(self, state) -> None:
+        if self._pending is not None and state.is_world_process_zero:
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(self._pending) + "\n")
+        self._pending = None
+
+
+class ProgressBar(TrainerCallback):
+    """One tqdm bar over optimizer steps with loss, val loss, tokens/s (and MFU), rate and ETA."""
+
+    def __init__(self, metrics: MetricsCallback):
+        self.metrics = metrics
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step", dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None:
+            return
+        latest = self.metrics.latest
+        postfix = {}
+        if "loss" in latest:
+            postfix["loss"] = f"{latest['loss']:.3f}"
+        if "val_loss" in latest:
+            postfix["val"] = f"{latest['val_loss']:.3f}"
+        if "tokens_per_s" in latest:
+            postfix["tok/s"] = f"{latest['tokens_per_s']:,.0f}"
+        if "mfu" in latest:
+            postfix["mfu"] = f"{latest['mfu']:.1%}"
+        self.bar.set_postfix(postfix, refresh=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

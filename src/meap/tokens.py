@@ -1,0 +1,72 @@
+"""The ``[MASK]`` token: adding it to a tokenizer and growing a model's embeddings to match.
+
+This is the single home of ``MASK_TOKEN`` and ``IGNORE_INDEX``.
+"""
+
+from __future__ import annotations
+
+import torch
+from tokenizers import AddedToken
+
+MASK_TOKEN = "[MASK]"
+IGNORE_INDEX = -100  # label value that cross-entropy skips (PyTorch's and Hugging Face's convention)
+
+
+def mask_token_id(tokenizer) -> int | None:
+    """The id of ``[MASK]`` in ``tokenizer``, or ``None`` if it has none."""
+    token_id = tokenizer.convert_tokens_to_ids(MASK_TOKEN)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        return None
+    return int(token_id)
+
+
+def special_token_ids(tokenizer) -> list[int]:
+    """Ids of every special token of ``tokenizer`` (BOS, EOS, PAD, ``[MASK]``, ...): never masked."""
+    return sorted({int(i) for i in tokenizer.all_special_ids if i is not None})
+
+
+def add_mask_token(tokenizer, model: torch.nn.Module | None = None, pad_to_multiple_of: int | None = None) -> int:
+    """Add ``[MASK]`` to ``tokenizer`` as a special token and make ``model`` able to embed it.
+
+    A no-op for a tokenizer that already has ``[MASK]`` and a model whose embedding already covers it.
+    When the embedding must grow, the new rows of the input embedding (and of an untied output head) are
+    the mean of the old rows, so the new token starts as an "average" token rather than noise.
+
+    Returns the id of ``[MASK]``.
+    """
+    if model is not None:
+        rows = model.get_input_embeddings().weight.shape[0]
+        if len(tokenizer) > rows + (mask_token_id(tokenizer) is None):
+            # More ids than embedding rows (beyond the one [MASK] may add): tokenizer and model do not belong together.
+            raise ValueError(
+                f"the tokenizer has {len(tokenizer)} tokens but the model embeds only {rows}: "
+                "they do not belong to the same model"
+            )
+    token_id = mask_token_id(tokenizer)
+    if token_id is None:
+        token = AddedToken(MASK_TOKEN, special=True, normalized=False, lstrip=False, rstrip=False)
+        if tokenizer.mask_token is None:
+            tokenizer.add_special_tokens({"mask_token": token})
+        else:
+            tokenizer.add_tokens([token], special_tokens=True)
+        token_id = mask_token_id(tokenizer)
+        if token_id is None:  # pragma: no cover - a tokenizer that refuses added tokens
+            raise ValueError(f"could not add {MASK_TOKEN} to {type(tokenizer).__name__}")
+    if model is not None:
+        _init_mask_row(model, token_id, pad_to_multiple_of)
+    return token_id
+
+
+@torch.no_grad()
+def _init_mask_row(model: torch.nn.Module, token_id: int, pad_to_multiple_of: int | None) -> None:
+    embeddings = model.get_input_embeddings()
+    old_rows = embeddings.weight.shape[0]
+    if token_id < old_rows:
+        return  # the model already has a row for [MASK] (a padded vocabulary, or a model that was resized before)
+    model.resize_token_embeddings(token_id + 1, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
+    for layer in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}.values():
+        weight = layer.weight
+        weight[old_rows:] = weight[:old_rows].mean(dim=0, keepdim=True)
+        bias = getattr(layer, "bias", None)
+        if bias is not None and bias.shape[0] > old_rows:
+            bias[old_rows:] = bias[:old_rows].mean()
