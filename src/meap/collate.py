@@ -70,28 +70,29 @@ class MeapCollator:
         lengths = torch.tensor([len(block) for block in blocks])
         if int(lengths.min()) < 2:
             raise ValueError("every sample needs at least 2 tokens (one input, one target)")
-        width = int(lengths.max())
-        padded = torch.full((len(blocks), width), self.pad_token_id, dtype=torch.long)
-        for row, block in enumerate(blocks):
-            padded[row, : len(block)] = block
-        valid = torch.arange(width)[None, :] < lengths[:, None]
-
-        clean = padded[:, :-1]
-        targets = padded[:, 1:].masked_fill(~valid[:, 1:], IGNORE_INDEX)
-        batch = {
-            "labels": clean.masked_fill(~valid[:, :-1], IGNORE_INDEX),
-            "shift_labels": targets,
-        }
-        input_valid = valid[:, :-1]
-        batch["input_ids"] = self._mask(clean, input_valid, samples)
-        if not bool(valid.all()):
-            batch["attention_mask"] = input_valid.long()
+        if bool((lengths == lengths[0]).all()):  # packed pretraining blocks: no padding at all
+            padded = torch.stack(blocks)
+            clean, valid = padded[:, :-1].contiguous(), None
+            batch = {"labels": clean, "shift_labels": padded[:, 1:].contiguous()}
+        else:
+            padded = torch.full((len(blocks), int(lengths.max())), self.pad_token_id, dtype=torch.long)
+            for row, block in enumerate(blocks):
+                padded[row, : len(block)] = block
+            # Row r has lengths[r] - 1 (input, target) pairs; the positions after them are padding.
+            valid = torch.arange(padded.shape[1] - 1)[None, :] < (lengths - 1)[:, None]
+            clean = padded[:, :-1].masked_fill(~valid, self.pad_token_id)
+            batch = {
+                "labels": clean.masked_fill(~valid, IGNORE_INDEX),
+                "shift_labels": padded[:, 1:].masked_fill(~valid, IGNORE_INDEX),
+                "attention_mask": valid.long(),
+            }
+        batch["input_ids"] = self._mask(clean, valid, samples)
         return batch
 
-    def _mask(self, clean: torch.Tensor, input_valid: torch.Tensor, samples: list[dict[str, Any]]) -> torch.Tensor:
+    def _mask(self, clean: torch.Tensor, valid: torch.Tensor | None, samples: list[dict[str, Any]]) -> torch.Tensor:
         if self.mask_ratio == 0.0:
-            return clean
-        eligible = input_valid.clone()
+            return clean.clone()
+        eligible = torch.ones_like(clean, dtype=torch.bool) if valid is None else valid.clone()
         if self.special_token_ids:
             eligible &= ~torch.isin(clean, torch.tensor(list(self.special_token_ids), dtype=clean.dtype))
         indices = [sample.get("sample_index") for sample in samples]

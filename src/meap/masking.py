@@ -91,7 +91,10 @@ def _uniform_scores(
         return torch.rand(shape, generator=generator, device=device)
     if len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]} rows")
-    return torch.stack([torch.rand(shape[1], generator=g, device=device) for g in generator])
+    scores = torch.empty(shape, device=device)
+    for row, row_generator in zip(scores, generator):
+        row.uniform_(generator=row_generator)
+    return scores
 
 
 def mask_inputs(
@@ -143,16 +146,24 @@ def mask_inputs(
                 counts = torch.full((batch,), seq_len, device=input_ids.device)
             else:
                 # Ineligible positions score 2 > any U(0, 1) draw, so they sort last and are never chosen.
-                scores = scores.masked_fill(~eligible, 2.0)
+                scores.masked_fill_(~eligible, 2.0)
                 counts = eligible.sum(dim=1)
             # float64 and round-half-to-even, so the count equals Python's round(mask_ratio * count).
             num_masked = torch.round(counts.double() * mask_ratio).long()
             max_masked = int(num_masked.max())
             mask = torch.zeros_like(input_ids, dtype=torch.bool)
             if max_masked > 0:
-                # The k smallest scores of a row are a uniform k-subset; topk is O(T) where a sort is O(T log T).
-                chosen = scores.topk(max_masked, dim=1, largest=False, sorted=True).indices
-                keep = torch.arange(max_masked, device=input_ids.device) < num_masked[:, None]
-                mask.scatter_(1, chosen, keep)
+                # The k smallest scores of a row are a uniform k-subset. Take the max_masked smallest of every
+                # row (an unsorted topk is O(T)), then un-choose each row's surplus: its largest winners.
+                values, chosen = scores.topk(max_masked, dim=1, largest=False, sorted=False)
+                surplus = max_masked - num_masked
+                max_surplus = int(surplus.max())
+                if max_surplus == 0:
+                    mask.scatter_(1, chosen, True)
+                else:
+                    largest = values.topk(max_surplus, dim=1).indices  # descending
+                    drop = torch.arange(max_surplus, device=input_ids.device) < surplus[:, None]
+                    keep = torch.ones_like(chosen, dtype=torch.bool).scatter_(1, largest, ~drop)
+                    mask.scatter_(1, chosen, keep)
     masked_ids = input_ids.masked_fill(mask, mask_token_id)
     return masked_ids, mask

@@ -43,7 +43,8 @@ def add_mask_token(tokenizer, model: torch.nn.Module | None = None, pad_to_multi
                 "they do not belong to the same model"
             )
     token_id = mask_token_id(tokenizer)
-    if token_id is None:
+    newly_added = token_id is None
+    if newly_added:
         token = AddedToken(MASK_TOKEN, special=True, normalized=False, lstrip=False, rstrip=False)
         if tokenizer.mask_token is None:
             tokenizer.add_special_tokens({"mask_token": token})
@@ -53,20 +54,24 @@ def add_mask_token(tokenizer, model: torch.nn.Module | None = None, pad_to_multi
         if token_id is None:  # pragma: no cover - a tokenizer that refuses added tokens
             raise ValueError(f"could not add {MASK_TOKEN} to {type(tokenizer).__name__}")
     if model is not None:
-        _init_mask_row(model, token_id, pad_to_multiple_of)
+        _init_mask_row(model, token_id, newly_added, pad_to_multiple_of)
     return token_id
 
 
 @torch.no_grad()
-def _init_mask_row(model: torch.nn.Module, token_id: int, pad_to_multiple_of: int | None) -> None:
-    embeddings = model.get_input_embeddings()
-    old_rows = embeddings.weight.shape[0]
+def _init_mask_row(model: torch.nn.Module, token_id: int, newly_added: bool, pad_to_multiple_of: int | None) -> None:
+    old_rows = model.get_input_embeddings().weight.shape[0]
     if token_id < old_rows:
-        return  # the model already has a row for [MASK] (a padded vocabulary, or a model that was resized before)
-    model.resize_token_embeddings(token_id + 1, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
-    for layer in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}.values():
-        weight = layer.weight
-        weight[old_rows:] = weight[:old_rows].mean(dim=0, keepdim=True)
+        if not newly_added:
+            return  # the model already embeds [MASK] (it was added and trained before)
+        # A padded vocabulary already has a spare (untrained) row for the new token: initialise it too.
+        first_new, mean_of = token_id, token_id
+    else:
+        model.resize_token_embeddings(token_id + 1, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
+        first_new, mean_of = old_rows, old_rows
+    layers = {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
+    for layer in layers.values():  # one entry when input and output embeddings are tied
+        layer.weight[first_new : token_id + 1] = layer.weight[:mean_of].mean(dim=0, keepdim=True)
         bias = getattr(layer, "bias", None)
-        if bias is not None and bias.shape[0] > old_rows:
-            bias[old_rows:] = bias[:old_rows].mean()
+        if bias is not None:
+            bias[first_new : token_id + 1] = bias[:mean_of].mean()

