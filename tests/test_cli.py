@@ -1,0 +1,91 @@
+"""The `meap` command on bad input: one line naming the file or key, exit status 2, no traceback."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "meap.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("meap: error: "), result.stderr
+    assert result.stderr.rstrip().endswith(errors[0]), "the error is the last thing printed"
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def test_cli_unknown_key_suggests_the_closest(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: tiny\nmask_ratoi: 0.1\n")
+    assert_user_error(run_cli("pretrain", "--config", str(recipe)), str(recipe), "mask_ratoi", "mask_ratio")
+    assert_user_error(run_cli("pretrain", "--micro-batch", "8"), "--micro-batch", "--micro-batch-size")
+
+
+def test_cli_bad_values_name_the_key(tmp_path):
+    assert_user_error(run_cli("pretrain", "--mask-ratio", "1.0"), "mask_ratio", "[0, 1)")
+    assert_user_error(run_cli("pretrain", "--max-steps", "ten"), "--max-steps", "int")
+
+
+def test_cli_refuses_sequences_longer_than_the_model(prepared, tmp_path):
+    result = run_cli("pretrain", "--data", str(prepared), "--seq-len", "4096", "--output", str(tmp_path / "r"))
+    assert_user_error(result, "seq_len", "4096", "2048")
+
+
+def test_cli_refuses_an_output_holding_another_run(prepared, tmp_path):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "config.yaml").write_text("model: tiny\n")
+    result = run_cli("pretrain", "--data", str(prepared), "--output", str(output))
+    assert_user_error(result, str(output), "--resume", "--overwrite")
+    result = run_cli("pretrain", "--data", str(prepared), "--output", str(output), "--resume", "--seq-len", "64")
+    assert_user_error(result, "different configuration", "seq_len")
+
+
+def test_cli_missing_data_directory(tmp_path):
+    assert_user_error(run_cli("pretrain", "--data", str(tmp_path / "nope"), "--output", str(tmp_path / "r")),
+                      str(tmp_path / "nope"))
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    (tmp_path / "good.txt").write_text("Some prose about a king.\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_prepare_missing_path(tmp_path):
+    assert_user_error(run_cli("prepare", str(tmp_path / "absent.txt"), "-o", str(tmp_path / "out")), "absent.txt")
+
+
+def test_prepare_empty_corpus(tmp_path):
+    (tmp_path / "empty.txt").write_text("  \n", encoding="utf-8")
+    assert_user_error(run_cli("prepare", str(tmp_path / "empty.txt"), "-o", str(tmp_path / "out")), "empty.txt")
+    assert not (tmp_path / "out").exists()
+
+
+def test_prepare_non_utf8_text(corpus):
+    (corpus / "latin1.txt").write_bytes("first line\ncaf\xe9\n".encode("latin-1"))
+    result = run_cli("prepare", str(corpus / "latin1.txt"), "-o", str(corpus / "out"))
+    assert_user_error(result, "latin1.txt", "UTF-8")
+    assert not (corpus / "out").exists()
+
+
+def test_prepare_malformed_jsonl_names_the_line(corpus):
+    (corpus / "data.jsonl").write_text(json.dumps({"text": "ok"}) + "\n{not json\n", encoding="utf-8")
+    assert_user_error(run_cli("prepare", str(corpus / "data.jsonl"), "-o", str(corpus / "out")), "data.jsonl:2")
+    assert not (corpus / "out").exists()
+
+
+def test_prepare_tokenizer_directory_without_a_tokenizer(corpus):
+    (corpus / "not-a-tokenizer").mkdir()
+    result = run_cli("prepare", str(corpus / "good.txt"), "--tokenizer", str(corpus / "not-a-tokenizer"),
+                     "-o", str(corpus / "out"))
+    assert_user_error(result, "not-a-tokenizer")
