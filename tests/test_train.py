@@ -3,6 +3,9 @@ pairing, clean validation and exact resume."""
 
 import json
 import shutil
+import subprocess
+import sys
+import time
 from itertools import islice
 from pathlib import Path
 
@@ -90,10 +93,13 @@ def test_resume_reproduces_the_uninterrupted_run(prepared, tmp_path):
     shutil.rmtree(cut / "final")
     lines = (cut / "metrics.jsonl").read_text().splitlines()
     (cut / "metrics.jsonl").write_text("\n".join(lines[:6]) + "\n")  # it had logged up to step 6
+    # ...and a save it never finished (this step is never saved again, so only the clean-up removes it).
+    (cut / "checkpoints" / ".staging-step-6" / "checkpoint-6").mkdir(parents=True)
 
     pretrain(tiny_config(prepared, cut), resume=True, progress=False)
 
     assert without_timing(read_metrics(cut)) == without_timing(read_metrics(full))
+    assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == ["step-4", "step-8"]
     full_weights = AutoModelForCausalLM.from_pretrained(full / "final").state_dict()
     for name, tensor in AutoModelForCausalLM.from_pretrained(cut / "final").state_dict().items():
         assert torch.equal(tensor, full_weights[name]), name
@@ -103,3 +109,25 @@ def test_resume_reproduces_the_uninterrupted_run(prepared, tmp_path):
 def test_every_recipe_loads(config):
     loaded = load_config(PretrainConfig, config)
     assert loaded.problems() == []
+
+
+def test_resume_after_the_process_is_killed(prepared, tmp_path):
+    overrides = dict(max_steps=12, save_every=2)
+    full = pretrain(tiny_config(prepared, tmp_path / "full", **overrides), progress=False)
+    killed = tmp_path / "killed"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(tiny_config(prepared, killed, **overrides)).items()]
+    process = subprocess.Popen([sys.executable, "-m", "meap.cli", "pretrain", "--no-progress", *flags],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (killed / "checkpoints" / "step-4").is_dir():
+            assert process.poll() is None and time.monotonic() < deadline, "the run ended before step 4"
+            time.sleep(0.05)
+    finally:
+        process.kill()  # SIGKILL: no clean-up code runs
+        process.wait()
+    assert not (killed / "final").exists()
+
+    pretrain(tiny_config(prepared, killed, **overrides), resume=True, progress=False)
+
+    assert without_timing(read_metrics(killed)) == without_timing(read_metrics(full))

@@ -35,16 +35,23 @@ PEAK_BF16_TFLOPS = (
 )
 
 
-def peak_flops(device: torch.device | str | None = None) -> float | None:
-    """Peak dense bf16 FLOP/s of a CUDA device, or ``None`` (CPU, or a device missing from the table)."""
-    if not torch.cuda.is_available() or (device is not None and torch.device(device).type != "cuda"):
-        return None
-    name = torch.cuda.get_device_name(device)
+def peak_flops_of(device_name: str) -> float | None:
+    """Peak dense bf16 FLOP/s of the device called ``device_name``, or ``None`` if it is not in the table."""
     for key, tflops in PEAK_BF16_TFLOPS:
-        if key in name:
+        if key in device_name:
             return tflops * 1e12
-    warnings.warn(f"no peak-FLOP/s entry for {name!r}: MFU is not reported (add it to PEAK_BF16_TFLOPS)")
     return None
+
+
+def peak_flops() -> float | None:
+    """Peak dense bf16 FLOP/s of the current CUDA device; ``None`` on CPU or for a device missing from the table."""
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    peak = peak_flops_of(name)
+    if peak is None:
+        warnings.warn(f"no peak-FLOP/s entry for {name!r}: MFU is not reported (add it to PEAK_BF16_TFLOPS)")
+    return peak
 
 
 def flops_per_token(non_embedding_params: int, num_layers: int, hidden_size: int, seq_len: int) -> float:

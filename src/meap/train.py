@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments, set_seed
 from transformers.integrations import TensorBoardCallback
@@ -130,8 +131,6 @@ def claim_output(config: PretrainConfig, resume: bool, overwrite: bool) -> Path 
 
 
 def _check_same_run(output: Path, saved_yaml: str, config: PretrainConfig) -> None:
-    import yaml
-
     saved = yaml.safe_load(saved_yaml) or {}
     current = config_to_dict(config)
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
@@ -156,7 +155,6 @@ class Run:
     output: Path
     trainer: MeapTrainer
     tokenizer: object
-    metrics: MetricsCallback
 
 
 def resolve_data_dir(data: str, progress: bool = True) -> Path:
@@ -256,7 +254,7 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     trainer.remove_callback(ProgressCallback)
     if progress:
         trainer.add_callback(ProgressBar(metrics))
-    return Run(config, output, trainer, tokenizer, metrics)
+    return Run(config, output, trainer, tokenizer)
 
 
 def _summary_writer(path: Path):
@@ -296,6 +294,8 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, overwrite: bool = 
     run.output.mkdir(parents=True, exist_ok=True)
     if checkpoint is not None:
         _truncate_metrics(run.output / METRICS_FILE, int(checkpoint.name[5:]))
+        for stale in [*run.output.glob(".staging-*"), *(run.output / "checkpoints").glob(".staging-*")]:
+            shutil.rmtree(stale)  # a save that was interrupted: never renamed into place, so never used
     save_config(config, run.output / CONFIG_FILE)
     run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     save_final(run)
