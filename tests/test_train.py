@@ -131,3 +131,20 @@ def test_resume_after_the_process_is_killed(prepared, tmp_path):
     pretrain(tiny_config(prepared, killed, **overrides), resume=True, progress=False)
 
     assert without_timing(read_metrics(killed)) == without_timing(read_metrics(full))
+
+
+def test_the_last_step_is_logged_and_validated(prepared, tmp_path):
+    run = pretrain(tiny_config(prepared, tmp_path / "run", log_every=3, eval_every=3, save_every=0), progress=False)
+    records = read_metrics(run)
+    assert [(m["step"], "loss" in m, "val_loss" in m) for m in records] == [
+        (3, True, True), (6, True, True), (8, True, True)]
+    assert load_config(PretrainConfig, run / "config.yaml").output == str(tmp_path / "run")
+
+
+def test_resuming_a_finished_run_changes_nothing(prepared, tmp_path, capsys):
+    config = tiny_config(prepared, tmp_path / "run", max_steps=4, save_every=4)
+    run = pretrain(config, progress=False)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    pretrain(config, resume=True, progress=False)
+    assert "already complete" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before

@@ -15,29 +15,38 @@ from meap.errors import UserError
 
 def _config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """One ``--key-name VALUE`` flag per config field; values are typed later by ``load_config``."""
+    from meap.config import field_types
+
     group = parser.add_argument_group("config keys (override the YAML file)")
+    types = field_types(config_cls)
     for f in dataclasses.fields(config_cls):
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="VALUE",
-                           help=f"{f.metadata.get('help', '')} (default: {f.default!r})")
+        default = f" (default: {f.default})" if f.default != "" else ""
+        options = dict(nargs="?", const="true", metavar="BOOL") if types[f.name] is bool else dict(metavar="VALUE")
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                           help=f.metadata.get("help", "") + default, **options)
 
 
 def _parser() -> argparse.ArgumentParser:
     from meap.config import PretrainConfig
 
+    from meap import __version__
+
     parser = argparse.ArgumentParser(prog="meap", description="Mask-Enhanced Autoregressive Prediction (MEAP).",
                                      allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"meap {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     pretrain = commands.add_parser("pretrain", help="pretrain a model with MEAP (or the NTP baseline)",
                                    allow_abbrev=False)
     pretrain.add_argument("--config", help="YAML recipe (see configs/)")
-    pretrain.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    pretrain.add_argument("--overwrite", action="store_true", help="replace the run in --output")
+    existing = pretrain.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    existing.add_argument("--overwrite", action="store_true", help="replace the run in --output")
     pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
     _config_flags(pretrain, PretrainConfig)
 
     prepare = commands.add_parser("prepare", help="tokenise local corpora into packed token shards",
-                                  allow_abbrev=False)
+                                  allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     prepare.add_argument("inputs", nargs="+", help="text files, directories, globs, JSONL/JSON, Parquet, a saved "
                                                    "`datasets` dataset, or `builtin`")
     prepare.add_argument("--output", "-o", required=True, help="directory to write the shards into")

@@ -1,9 +1,16 @@
-"""User-facing errors: one line that names the file or key and says what is expected.
+"""User-facing errors and warnings: one line that names the file or key and says what is expected.
 
-The CLI prints `meap: error: <message>` and exits with status 2 for these; anything else is a bug
-and keeps its traceback.
+The CLI prints `meap: error: <message>` and exits with status 2 for a :class:`UserError`; anything else
+is a bug and keeps its traceback. :func:`warn` prints `meap: warning: <message>` and carries on.
 """
+
+import sys
 
 
 class UserError(Exception):
     """Bad input from the user (a path, a file's contents, a config key or value)."""
+
+
+def warn(message: str) -> None:
+    """Tell the user about a questionable but workable setting, on one line of stderr."""
+    print(f"meap: warning: {message}", file=sys.stderr)

@@ -90,6 +90,13 @@ class MetricsCallback(TrainerCallback):
         self._train_seconds += now - self._mark
         self._window_steps += 1
         self._mark = now
+        if state.global_step == state.max_steps:  # the last step is always logged and validated
+            control.should_log = True
+            control.should_evaluate = bool(self.eval_every)
+
+    def _eval_due(self, state) -> bool:
+        return bool(self.eval_every) and (
+            state.global_step % self.eval_every == 0 or state.global_step == state.max_steps)
 
     def on_evaluate(self, args, state, control, **kwargs):
         self._pause()
@@ -114,7 +121,7 @@ class MetricsCallback(TrainerCallback):
             self._train_seconds, self._window_steps = 0.0, 0
             self.latest = record
             self._pending = record
-            if not (self.eval_every and state.global_step % self.eval_every == 0):
+            if not self._eval_due(state):
                 self._flush(state)
         elif "eval_loss" in logs:
             record = self._pending if self._pending and self._pending["step"] == state.global_step else {

@@ -13,10 +13,10 @@ interrupted save never leaves a half-written checkpoint behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +24,14 @@ import torch
 import yaml
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments, set_seed
+from transformers.utils import logging as hf_logging
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from meap.collate import MeapCollator
 from meap.config import PretrainConfig, config_to_dict, save_config
 from meap.data.blocks import PackedBlocks
-from meap.errors import UserError
+from meap.errors import UserError, warn
 from meap.models import build_model, model_max_length, non_embedding_parameters
 from meap.monitor import MetricsCallback, ProgressBar, flops_per_token, peak_flops
 from meap.tokens import add_mask_token, special_token_ids
@@ -124,7 +125,7 @@ def claim_output(config: PretrainConfig, resume: bool, overwrite: bool) -> Path 
         elif overwrite:
             raise UserError(f"{output}: not a meap run directory; refusing to delete it (choose another --output)")
         elif holds_run(output):
-            raise UserError(f"{output}: holds another run; pass --resume to continue it or --overwrite to replace it")
+            raise UserError(f"{output}: already holds a run; pass --resume to continue it or --overwrite to start over")
         else:
             raise UserError(f"{output}: directory is not empty; choose another --output")
     return None
@@ -177,6 +178,7 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     if config.seq_len > limit:
         raise UserError(f"seq_len: {config.seq_len} is above the maximum of model `{config.model}` ({limit} tokens)")
 
+    hf_logging.disable_progress_bar()  # their per-save and per-load bars would cut through the run's own bar
     set_seed(config.seed)  # the model init depends on the seed only, so NTP and MEAP runs start identical
     eos = int(meta["eos_token_id"])
     model = build_model(config.model, vocab_size, attn_implementation=config.attn_implementation,
@@ -193,7 +195,9 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     val_blocks.num_samples = min(val_blocks.num_blocks, config.eval_batches * config.micro_batch_size)
     eval_every = config.eval_every if val_blocks.num_samples else 0
     if config.eval_every and not eval_every:
-        warnings.warn(f"{data_dir}: validation split shorter than one sequence; validation is off")
+        warn(f"{data_dir}: the validation split is shorter than one sequence; validation is off")
+    if config.warmup_steps >= config.max_steps:
+        warn(f"warmup_steps ({config.warmup_steps}) >= max_steps ({config.max_steps}): the peak lr is never reached")
 
     specials = special_token_ids(tokenizer)
     collator = MeapCollator(mask_id, config.effective_mask_ratio(), config.mask_mode, config.seed, specials,
@@ -281,6 +285,8 @@ def save_final(run: Run) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     run.trainer.save_model(str(staging))
     if run.trainer.is_world_process_zero():
+        (staging / "training_args.bin").unlink(missing_ok=True)  # final/ is a plain model, not a checkpoint
+        run.tokenizer.model_max_length = run.trainer.model.config.max_position_embeddings
         run.tokenizer.save_pretrained(str(staging))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
@@ -289,14 +295,19 @@ def save_final(run: Run) -> Path:
 
 def pretrain(config: PretrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Run (or resume) a pretraining run and return its output directory."""
+    config = dataclasses.replace(config, output=str(config.resolved_output()))
     checkpoint = claim_output(config, resume, overwrite)
+    output = config.resolved_output()
+    if checkpoint is not None and int(checkpoint.name[5:]) >= config.max_steps and (output / "final").is_dir():
+        print(f"{output}: already complete ({config.max_steps} steps); raise --max-steps to train further")
+        return output
     run = build_run(config, progress)
-    run.output.mkdir(parents=True, exist_ok=True)
+    output.mkdir(parents=True, exist_ok=True)
     if checkpoint is not None:
-        _truncate_metrics(run.output / METRICS_FILE, int(checkpoint.name[5:]))
-        for stale in [*run.output.glob(".staging-*"), *(run.output / "checkpoints").glob(".staging-*")]:
+        _truncate_metrics(output / METRICS_FILE, int(checkpoint.name[5:]))
+        for stale in [*output.glob(".staging-*"), *(output / "checkpoints").glob(".staging-*")]:
             shutil.rmtree(stale)  # a save that was interrupted: never renamed into place, so never used
-    save_config(config, run.output / CONFIG_FILE)
+    save_config(config, output / CONFIG_FILE)
     run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     save_final(run)
-    return run.output
+    return output

@@ -246,7 +246,7 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path, bpe_dir):
     prepare(write_corpus(tmp_path / "a.jsonl", make_documents(4)), out, tokenizer=bpe_dir)
     before = read_split(out, "train")
     other = write_corpus(tmp_path / "b.jsonl", make_documents(12))
-    with pytest.raises(UserError, match=r"out: already a prepared data directory; pass overwrite"):
+    with pytest.raises(UserError, match=r"out: already a prepared data directory; pass --overwrite"):
         prepare(other, out, tokenizer=bpe_dir)
     prepare(other, out, tokenizer=bpe_dir, overwrite=True)
     assert len(read_split(out, "train")) > len(before)

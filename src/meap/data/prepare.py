@@ -342,7 +342,7 @@ def _check_options(tokenizer, train_tokenizer, val_fraction, shard_tokens, num_p
 def _check_output(output: Path, overwrite: bool) -> None:
     if (output / META_FILE).is_file():
         if not overwrite:
-            raise UserError(f"{output}: already a prepared data directory; pass overwrite to replace it")
+            raise UserError(f"{output}: already a prepared data directory; pass --overwrite to replace it")
     elif output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise UserError(f"{output}: exists and is not a prepared data directory; refusing to replace it")
 

@@ -200,7 +200,7 @@ def _read_json(path: Path, text_field: str) -> Iterator[str]:
 def _text_of(record: dict, text_field: str, where: str) -> str:
     if text_field not in record:
         keys = ", ".join(sorted(map(str, record))[:10]) or "none"
-        raise UserError(f"{where}: no key {text_field!r} (keys: {keys}); set text_field to the key that holds the text")
+        raise UserError(f"{where}: no key {text_field!r} (keys: {keys}); pass --text-field with the key that holds the text")
     value = record[text_field]
     if not isinstance(value, str):
         raise UserError(f"{where}: key {text_field!r} holds a JSON {_json_type(value)}; expected a string")
@@ -272,7 +272,7 @@ def _check_string_column(schema, text_field: str, where: str) -> None:
     if text_field not in schema.names:
         raise UserError(
             f"{where}: no column {text_field!r} (columns: {', '.join(schema.names)}); "
-            "set text_field to the column that holds the text"
+            "pass --text-field with the column that holds the text"
         )
     column_type = schema.field(text_field).type
     if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
