@@ -143,26 +143,26 @@ def mask_inputs(
                 mask &= eligible
         else:
             if eligible is None:
-                counts = torch.full((batch,), seq_len, device=input_ids.device)
+                counts = [seq_len] * batch
             else:
                 # Ineligible positions score 2 > any U(0, 1) draw, so they sort last and are never chosen.
                 scores.masked_fill_(~eligible, 2.0)
-                counts = eligible.sum(dim=1)
-            # float64 and round-half-to-even, so the count equals Python's round(mask_ratio * count).
-            num_masked = torch.round(counts.double() * mask_ratio).long()
-            max_masked = int(num_masked.max())
+                counts = eligible.sum(dim=1).tolist()
+            num_masked = [round(mask_ratio * count) for count in counts]  # Python's round: half to even
+            max_masked = max(num_masked)
             mask = torch.zeros_like(input_ids, dtype=torch.bool)
             if max_masked > 0:
                 # The k smallest scores of a row are a uniform k-subset. Take the max_masked smallest of every
                 # row (an unsorted topk is O(T)), then un-choose each row's surplus: its largest winners.
-                values, chosen = scores.topk(max_masked, dim=1, largest=False, sorted=False)
-                surplus = max_masked - num_masked
-                max_surplus = int(surplus.max())
-                if max_surplus == 0:
+                # Non-negative float32s order like their bit patterns read as int32, and topk on int32 is
+                # faster on CPU: same choice, less time.
+                values, chosen = scores.view(torch.int32).topk(max_masked, dim=1, largest=False, sorted=False)
+                if min(num_masked) == max_masked:
                     mask.scatter_(1, chosen, True)
                 else:
-                    largest = values.topk(max_surplus, dim=1).indices  # descending
-                    drop = torch.arange(max_surplus, device=input_ids.device) < surplus[:, None]
+                    surplus = torch.tensor([max_masked - k for k in num_masked], device=input_ids.device)
+                    largest = values.topk(int(surplus.max()), dim=1).indices  # descending
+                    drop = torch.arange(largest.shape[1], device=input_ids.device) < surplus[:, None]
                     keep = torch.ones_like(chosen, dtype=torch.bool).scatter_(1, largest, ~drop)
                     mask.scatter_(1, chosen, keep)
     masked_ids = input_ids.masked_fill(mask, mask_token_id)
