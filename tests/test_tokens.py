@@ -52,7 +52,7 @@ def test_padded_vocabulary_uses_the_spare_row(gpt2_tokenizer):
 
 
 def test_mismatched_model_and_tokenizer_are_refused(gpt2_tokenizer):
-    with pytest.raises(ValueError, match="50257 tokens but the model embeds only 1000"):
+    with pytest.raises(ValueError, match="50257 tokens besides \\[MASK\\] but the model embeds only 1000"):
         add_mask_token(gpt2_tokenizer, tiny_llama(1000))
 
 
@@ -62,3 +62,12 @@ def test_mask_survives_save_and_reload(gpt2_tokenizer, tmp_path):
     reloaded = AutoTokenizer.from_pretrained(tmp_path)
     assert mask_token_id(reloaded) == token_id
     assert MASK_TOKEN in reloaded.all_special_tokens
+
+
+def test_a_tokenizer_that_already_has_mask_fits_a_model_without_the_row(gpt2_tokenizer):
+    add_mask_token(gpt2_tokenizer)  # e.g. a prepared data directory's tokenizer
+    model = tiny_llama(50257)  # a model trained before [MASK] existed
+    old = model.get_input_embeddings().weight.detach().clone()
+    assert add_mask_token(gpt2_tokenizer, model) == 50257
+    assert model.get_input_embeddings().weight.shape[0] == 50258
+    torch.testing.assert_close(model.get_input_embeddings().weight[50257], old.mean(dim=0))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from meap.errors import UserError
+from meap.masking import MASK_MODES
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -32,7 +34,8 @@ class PretrainConfig:
     model: str = _help("model preset (see `meap presets`) or a local Hugging Face model directory", default="tiny")
     objective: str = _help("`meap` (masked inputs, clean next-token targets) or `ntp` (the baseline)", default="meap")
     mask_ratio: float = _help("fraction of eligible input tokens replaced by [MASK] (MEAP only)", default=0.15)
-    mask_mode: str = _help("`exact` count per row, `bernoulli` per token, or `reference` (the reference code's shared masks)", default="exact")
+    mask_mode: str = _help("`exact` count per row, `bernoulli` per token, or `reference` (the reference code's "
+                           "shared masks)", default="exact")
     output: str = _help("run directory (default: runs/pretrain-<objective>)", default="")
     seed: int = _help("seeds the model init, the data order and the masks", default=1337)
     # Shape of a step
@@ -74,18 +77,26 @@ class PretrainConfig:
             found.append(f"objective: expected `meap` or `ntp`, got {self.objective!r}")
         if not 0.0 <= self.mask_ratio < 1.0:
             found.append(f"mask_ratio: expected a value in [0, 1), got {self.mask_ratio}")
-        if self.mask_mode not in ("exact", "bernoulli", "reference"):
-            found.append(f"mask_mode: expected `exact`, `bernoulli` or `reference`, got {self.mask_mode!r}")
+        if self.mask_mode not in MASK_MODES:
+            found.append(f"mask_mode: expected one of {', '.join(MASK_MODES)}, got {self.mask_mode!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             found.append(f"dtype: expected auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if not 0 <= self.seed < 2**32:
+            found.append(f"seed: expected an integer in [0, 2**32), got {self.seed}")
         for key in ("seq_len", "micro_batch_size", "grad_accum_steps", "max_steps", "log_every", "eval_batches"):
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
         for key in ("warmup_steps", "eval_every", "save_every", "keep_checkpoints", "num_workers"):
             if getattr(self, key) < 0:
                 found.append(f"{key}: expected an integer >= 0, got {getattr(self, key)}")
-        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
-            found.append(f"lr, min_lr: expected 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if not (math.isfinite(self.lr) and math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr and self.lr > 0):
+            found.append(f"lr, min_lr: expected finite 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        for key in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                found.append(f"{key}: expected a value in [0, 1), got {getattr(self, key)}")
+        for key in ("weight_decay", "grad_clip"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
+                found.append(f"{key}: expected a finite value >= 0, got {getattr(self, key)}")
         return found
 
 

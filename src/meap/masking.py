@@ -88,10 +88,10 @@ def _uniform_scores(
 ) -> torch.Tensor:
     """U(0, 1) scores, one row per generator when a sequence of generators is given."""
     if generator is None or isinstance(generator, torch.Generator):
-        return torch.rand(shape, generator=generator, device=device)
+        return torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
     if len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]} rows")
-    scores = torch.empty(shape, device=device)
+    scores = torch.empty(shape, device=device, dtype=torch.float32)  # float32 whatever the default dtype
     for row, row_generator in zip(scores, generator):
         row.uniform_(generator=row_generator)
     return scores

@@ -50,29 +50,53 @@ def is_model_dir(spec: str) -> bool:
     return (Path(spec) / "config.json").is_file()
 
 
+def _check_spec(spec: str) -> None:
+    if is_model_dir(spec):
+        return
+    if Path(spec).exists():
+        raise UserError(f"{spec}: not a Hugging Face model directory (expected {Path(spec) / 'config.json'})")
+    if spec not in PRESETS:
+        raise UserError(f"unknown model preset `{spec}`: expected one of {', '.join(PRESETS)} or a model directory")
+
+
+def _loading(spec: str, error: Exception) -> UserError:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return UserError(f"{spec}: cannot load the model ({first_line})")
+
+
 def model_max_length(spec: str, vocab_size: int) -> int:
     """Longest sequence the model ``spec`` (preset or directory) accepts."""
-    if is_model_dir(spec):
+    _check_spec(spec)
+    if not is_model_dir(spec):
+        return preset_config(spec, vocab_size).max_position_embeddings
+    try:
         config = AutoConfig.from_pretrained(spec)
-        return int(getattr(config, "max_position_embeddings", 0) or 0) or 10**9
-    return preset_config(spec, vocab_size).max_position_embeddings
+    except (OSError, ValueError, KeyError) as error:
+        raise _loading(spec, error) from None
+    return int(getattr(config, "max_position_embeddings", 0) or 0) or 10**9
 
 
 def build_model(spec: str, vocab_size: int, *, attn_implementation: str = "sdpa",
-                dtype: torch.dtype = torch.float32, **special_ids: int | None) -> torch.nn.Module:
-    """A freshly initialised preset, or a local Hugging Face causal LM (``spec`` is its directory)."""
-    if is_model_dir(spec):
-        return AutoModelForCausalLM.from_pretrained(spec, attn_implementation=attn_implementation, dtype=dtype)
-    if Path(spec).exists():
-        raise UserError(f"{spec}: not a Hugging Face model directory (expected {Path(spec) / 'config.json'})")
-    config = preset_config(spec, vocab_size, **special_ids)
-    config._attn_implementation = attn_implementation
-    model = LlamaForCausalLM(config)
-    return model.to(dtype)
+                **special_ids: int | None) -> torch.nn.Module:
+    """A freshly initialised preset (float32), or a local Hugging Face causal LM (``spec`` is its directory)."""
+    _check_spec(spec)
+    try:
+        if is_model_dir(spec):
+            return AutoModelForCausalLM.from_pretrained(spec, attn_implementation=attn_implementation,
+                                                        dtype=torch.float32)
+        config = preset_config(spec, vocab_size, **special_ids)
+        config._attn_implementation = attn_implementation
+        return LlamaForCausalLM(config)
+    except (OSError, ValueError, KeyError, ImportError) as error:
+        raise _loading(spec, error) from None
 
 
-def non_embedding_parameters(model: torch.nn.Module) -> int:
-    """Parameters outside the token embedding and the output head (the N of 6·N FLOPs per token)."""
-    excluded = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
-                for p in m.parameters()}
-    return sum(p.numel() for p in model.parameters() if id(p) not in excluded)
+def matmul_parameters(model: torch.nn.Module) -> int:
+    """Parameters that take part in a matmul per token: all but the input embedding (a table lookup).
+
+    This is the N of the 6·N training FLOPs per token; the output head counts, as it is a real matmul.
+    """
+    embedding = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight is embedding
+    return sum(p.numel() for p in model.parameters()) - (0 if tied else embedding.numel())

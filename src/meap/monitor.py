@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
+
+from meap.errors import warn
 
 # Dense bf16 peak TFLOP/s per device, matched against torch.cuda.get_device_name() (first match wins).
 PEAK_BF16_TFLOPS = (
@@ -26,6 +27,7 @@ PEAK_BF16_TFLOPS = (
     ("A100", 312.0),
     ("A800", 312.0),
     ("L40S", 362.0),
+    ("L40", 181.0),
     ("L4", 121.0),
     ("A10G", 70.0),
     ("A10", 125.0),
@@ -50,13 +52,14 @@ def peak_flops() -> float | None:
     name = torch.cuda.get_device_name()
     peak = peak_flops_of(name)
     if peak is None:
-        warnings.warn(f"no peak-FLOP/s entry for {name!r}: MFU is not reported (add it to PEAK_BF16_TFLOPS)")
+        warn(f"no peak-FLOP/s entry for {name!r}: MFU is not reported (add it to meap.monitor.PEAK_BF16_TFLOPS)")
     return peak
 
 
-def flops_per_token(non_embedding_params: int, num_layers: int, hidden_size: int, seq_len: int) -> float:
-    """Training FLOPs per token: 6·N for the matmuls plus 12·layers·d·seq for attention scores."""
-    return 6.0 * non_embedding_params + 12.0 * num_layers * hidden_size * seq_len
+def flops_per_token(matmul_params: int, num_layers: int, hidden_size: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6·N for the weight matmuls (output head included, the embedding lookup not)
+    plus 12·layers·d·seq for the attention scores and values."""
+    return 6.0 * matmul_params + 12.0 * num_layers * hidden_size * seq_len
 
 
 class MetricsCallback(TrainerCallback):
@@ -67,11 +70,11 @@ class MetricsCallback(TrainerCallback):
     """
 
     def __init__(self, path: Path, tokens_per_step: int, flops_per_step: float | None, peak: float | None,
-                 eval_every: int):
+                 eval_every: int, world_size: int = 1):
         self.path = path
         self.tokens_per_step = tokens_per_step
         self.flops_per_step = flops_per_step
-        self.peak = peak
+        self.peak = None if peak is None else peak * world_size  # the step's FLOPs are spread over every device
         self.eval_every = eval_every
         self.latest: dict = {}
         self._pending: dict | None = None
@@ -120,6 +123,7 @@ class MetricsCallback(TrainerCallback):
                 record["mfu"] = round(tokens_per_s / self.tokens_per_step * self.flops_per_step / self.peak, 4)
             self._train_seconds, self._window_steps = 0.0, 0
             self.latest = record
+            self._flush(state)  # a record still waiting for a validation that never came
             self._pending = record
             if not self._eval_due(state):
                 self._flush(state)

@@ -29,21 +29,13 @@ def add_mask_token(tokenizer, model: torch.nn.Module | None = None, pad_to_multi
     """Add ``[MASK]`` to ``tokenizer`` as a special token and make ``model`` able to embed it.
 
     A no-op for a tokenizer that already has ``[MASK]`` and a model whose embedding already covers it.
-    When the embedding must grow, the new rows of the input embedding (and of an untied output head) are
-    the mean of the old rows, so the new token starts as an "average" token rather than noise.
-
-    Returns the id of ``[MASK]``.
+    A newly added token gets the mean of the existing rows, in the input embedding and in an untied output
+    head, so it starts as an "average" token rather than noise. Returns the id of ``[MASK]``.
     """
-    if model is not None:
-        rows = model.get_input_embeddings().weight.shape[0]
-        if len(tokenizer) > rows + (mask_token_id(tokenizer) is None):
-            # More ids than embedding rows (beyond the one [MASK] may add): tokenizer and model do not belong together.
-            raise ValueError(
-                f"the tokenizer has {len(tokenizer)} tokens but the model embeds only {rows}: "
-                "they do not belong to the same model"
-            )
     token_id = mask_token_id(tokenizer)
     newly_added = token_id is None
+    if model is not None:
+        check_vocab_fits(tokenizer, model)
     if newly_added:
         token = AddedToken(MASK_TOKEN, special=True, normalized=False, lstrip=False, rstrip=False)
         if tokenizer.mask_token is None:
@@ -54,17 +46,34 @@ def add_mask_token(tokenizer, model: torch.nn.Module | None = None, pad_to_multi
         if token_id is None:  # pragma: no cover - a tokenizer that refuses added tokens
             raise ValueError(f"could not add {MASK_TOKEN} to {type(tokenizer).__name__}")
     if model is not None:
-        _init_mask_row(model, token_id, newly_added, pad_to_multiple_of)
+        fit_mask_embedding(model, token_id, initialise=newly_added, pad_to_multiple_of=pad_to_multiple_of)
     return token_id
 
 
+def check_vocab_fits(tokenizer, model: torch.nn.Module) -> None:
+    """Raise if ``tokenizer``'s tokens other than ``[MASK]`` have no embedding row in ``model``."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    without_mask = len(tokenizer) - (mask_token_id(tokenizer) is not None)
+    if without_mask > rows:
+        raise ValueError(
+            f"the tokenizer has {without_mask} tokens besides {MASK_TOKEN} but the model embeds only {rows}: "
+            "they do not belong to the same model"
+        )
+
+
 @torch.no_grad()
-def _init_mask_row(model: torch.nn.Module, token_id: int, newly_added: bool, pad_to_multiple_of: int | None) -> None:
+def fit_mask_embedding(model: torch.nn.Module, token_id: int, *, initialise: bool,
+                       pad_to_multiple_of: int | None = None) -> None:
+    """Make sure ``model`` has an embedding row for ``token_id``.
+
+    Rows the embedding has to grow by are always set to the mean of the old rows. An existing row (a
+    padded vocabulary's spare row) is set to the mean of the rows before it only when ``initialise`` is true:
+    the token is new to this model, so that row was never trained.
+    """
     old_rows = model.get_input_embeddings().weight.shape[0]
     if token_id < old_rows:
-        if not newly_added:
-            return  # the model already embeds [MASK] (it was added and trained before)
-        # A padded vocabulary already has a spare (untrained) row for the new token: initialise it too.
+        if not initialise:
+            return
         first_new, mean_of = token_id, token_id
     else:
         model.resize_token_embeddings(token_id + 1, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)

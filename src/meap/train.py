@@ -1,14 +1,17 @@
 """Pretraining on the Hugging Face Trainer: config → data, model, collator → run → checkpoints → final model.
 
-Stages, each a small function: :func:`claim_output` (refuse to clobber another run), :func:`build_run`
-(tokenizer, model with ``[MASK]``, the sample stream, collators, Trainer), then ``Trainer.train`` and
-:func:`save_final`. The objective lives in the collator: NTP is MEAP at mask ratio 0, with the same
-init, data order and everything else.
+Stages, each a small function: :func:`claim_output` (refuse to clobber another run, find the checkpoint to
+resume), :func:`build_run` (tokenizer, model with ``[MASK]``, the sample stream, collators, Trainer), then
+``Trainer.train`` and :func:`save_final`. The objective lives in the collator: NTP is MEAP at mask ratio 0,
+with the same init, data order and everything else.
 
 :class:`MeapTrainer` changes three things of the stock Trainer: the sample order is the stream's own
 (sequential over :class:`~meap.data.blocks.PackedBlocks`, which is seeded), validation batches are
 clean, and checkpoints are written to a staging directory and renamed into ``checkpoints/step-N`` so an
 interrupted save never leaves a half-written checkpoint behind.
+
+Under ``torchrun``/``accelerate launch`` every process runs this; only the main process writes or deletes
+files outside what the Trainer itself coordinates, and the others wait for it.
 """
 
 from __future__ import annotations
@@ -22,25 +25,33 @@ from pathlib import Path
 
 import torch
 import yaml
+from accelerate import PartialState
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments, set_seed
-from transformers.utils import logging as hf_logging
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.utils import logging as hf_logging
 
 from meap.collate import MeapCollator
 from meap.config import PretrainConfig, config_to_dict, save_config
 from meap.data.blocks import PackedBlocks
 from meap.errors import UserError, warn
-from meap.models import build_model, model_max_length, non_embedding_parameters
+from meap.models import build_model, is_model_dir, matmul_parameters, model_max_length
 from meap.monitor import MetricsCallback, ProgressBar, flops_per_token, peak_flops
-from meap.tokens import add_mask_token, special_token_ids
+from meap.tokens import check_vocab_fits, fit_mask_embedding, mask_token_id, special_token_ids
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+RUN_FILE = "run.json"  # facts of the run that are not config keys (samples per optimizer step)
 # Keys that may change when a run is resumed: they do not alter the trajectory of the steps already taken.
 RESUMABLE_CHANGES = {"max_steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints",
                      "num_workers", "compile", "output"}
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Move a fully written directory into place in one rename: readers see all of it or none."""
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
 
 
 class MeapTrainer(Trainer):
@@ -72,33 +83,34 @@ class MeapTrainer(Trainer):
         staging = root / f".staging-step-{step}"
         if self.args.should_save:
             shutil.rmtree(staging, ignore_errors=True)
+        self.accelerator.wait_for_everyone()  # nobody writes into the staging directory before it is empty
         self._staging_dir = str(staging)
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self._staging_dir = None
+        self.accelerator.wait_for_everyone()  # every process has written its part (its RNG state, say)
         if self.args.should_save:
             written = staging / f"checkpoint-{step}"
             config = root.parent / CONFIG_FILE
             if config.is_file():
                 shutil.copy2(config, written / CONFIG_FILE)
-            final = root / f"step-{step}"
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(written, final)  # atomic: a checkpoint directory is either complete or absent
+            publish(written, root / f"step-{step}")
             shutil.rmtree(staging, ignore_errors=True)
-            self._drop_old_checkpoints(root)
+            if self.keep_checkpoints > 0:
+                for old in checkpoint_dirs(root)[: -self.keep_checkpoints]:
+                    shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
-    def _drop_old_checkpoints(self, root: Path) -> None:
-        if self.keep_checkpoints > 0:
-            for old in checkpoint_dirs(root)[: -self.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix("step-"))
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
     """Complete checkpoints under ``root``, oldest first."""
-    found = [p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
+    found = [p for p in root.glob("step-*") if p.is_dir() and p.name.removeprefix("step-").isdigit()]
+    return sorted(found, key=checkpoint_step)
 
 
 def holds_run(output: Path) -> bool:
@@ -106,46 +118,51 @@ def holds_run(output: Path) -> bool:
 
 
 def claim_output(config: PretrainConfig, resume: bool, overwrite: bool) -> Path | None:
-    """Check the output directory and return the checkpoint to resume from, if any."""
+    """Check the output directory (read-only) and return the checkpoint to resume from, if any."""
     output = config.resolved_output()
     if output.exists() and not output.is_dir():
         raise UserError(f"{output}: output path exists and is not a directory")
     if resume:
         if not holds_run(output):
             raise UserError(f"{output}: --resume given but the directory holds no run")
-        saved = (output / CONFIG_FILE).read_text(encoding="utf-8") if (output / CONFIG_FILE).is_file() else ""
-        _check_same_run(output, saved, config)
+        _check_same_run(output, config)
         checkpoints = checkpoint_dirs(output / "checkpoints")
         if not checkpoints:
             raise UserError(f"{output / 'checkpoints'}: --resume given but no checkpoint was saved yet")
         return checkpoints[-1]
     if output.is_dir() and any(output.iterdir()):
-        if overwrite and holds_run(output):
-            shutil.rmtree(output)
-        elif overwrite:
+        if overwrite and not holds_run(output):
             raise UserError(f"{output}: not a meap run directory; refusing to delete it (choose another --output)")
-        elif holds_run(output):
+        if not overwrite and holds_run(output):
             raise UserError(f"{output}: already holds a run; pass --resume to continue it or --overwrite to start over")
-        else:
+        if not overwrite:
             raise UserError(f"{output}: directory is not empty; choose another --output")
     return None
 
 
-def _check_same_run(output: Path, saved_yaml: str, config: PretrainConfig) -> None:
-    saved = yaml.safe_load(saved_yaml) or {}
+def _check_same_run(output: Path, config: PretrainConfig) -> None:
+    path = output / CONFIG_FILE
+    saved = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
     current = config_to_dict(config)
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-        raise UserError(f"{output / CONFIG_FILE}: --resume with a different configuration ({details})")
+        raise UserError(f"{path}: --resume with a different configuration ({details})")
 
 
 def _precision(config: PretrainConfig) -> dict:
+    """TrainingArguments for the mixed precision that ``dtype`` asks for on this machine."""
     on_cuda = torch.cuda.is_available()
-    dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if on_cuda else "float32")
+    if config.dtype == "auto":
+        dtype = "float32" if not on_cuda else ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    else:
+        dtype = config.dtype
     if dtype == "float16" and not on_cuda:
         raise UserError("dtype: float16 mixed precision needs a CUDA device; use float32 or bfloat16 on CPU")
-    return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16"}
+    if dtype == "bfloat16" and on_cuda and not torch.cuda.is_bf16_supported():
+        raise UserError(f"dtype: {torch.cuda.get_device_name()} has no bfloat16; use float16 or auto")
+    # bf16 autocast on CPU is allowed by the Trainer only with use_cpu.
+    return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16", "use_cpu": not on_cuda}
 
 
 @dataclass
@@ -156,6 +173,7 @@ class Run:
     output: Path
     trainer: MeapTrainer
     tokenizer: object
+    samples_per_step: int
 
 
 def resolve_data_dir(data: str, progress: bool = True) -> Path:
@@ -166,53 +184,20 @@ def resolve_data_dir(data: str, progress: bool = True) -> Path:
     return Path(data)
 
 
-def build_run(config: PretrainConfig, progress: bool = True) -> Run:
-    from meap.data.shards import load_meta, load_prepared_tokenizer, open_split
+def _model_knows_mask(spec: str) -> bool:
+    """Whether a local model was trained with ``[MASK]`` (its own tokenizer has it), so its row is trained."""
+    if not is_model_dir(spec):
+        return False
+    try:
+        from transformers import AutoTokenizer
 
-    output = config.resolved_output()
-    data_dir = resolve_data_dir(config.data, progress)
-    meta = load_meta(data_dir)
-    tokenizer = load_prepared_tokenizer(data_dir)
-    vocab_size = int(meta["vocab_size"])
-    limit = model_max_length(config.model, vocab_size)
-    if config.seq_len > limit:
-        raise UserError(f"seq_len: {config.seq_len} is above the maximum of model `{config.model}` ({limit} tokens)")
+        return mask_token_id(AutoTokenizer.from_pretrained(spec)) is not None
+    except (OSError, ValueError):
+        return False  # no tokenizer saved beside the model
 
-    hf_logging.disable_progress_bar()  # their per-save and per-load bars would cut through the run's own bar
-    set_seed(config.seed)  # the model init depends on the seed only, so NTP and MEAP runs start identical
-    eos = int(meta["eos_token_id"])
-    model = build_model(config.model, vocab_size, attn_implementation=config.attn_implementation,
-                        eos_token_id=eos, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
-    mask_id = add_mask_token(tokenizer, model)
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    samples_per_step = config.micro_batch_size * config.grad_accum_steps * world_size
-    train_blocks = PackedBlocks(open_split(data_dir, "train"), config.seq_len, seed=config.seed)
-    if train_blocks.num_blocks == 0:
-        raise UserError(f"{data_dir}: the train split has fewer than seq_len + 1 = {config.seq_len + 1} tokens")
-    train_blocks.num_samples = config.max_steps * samples_per_step
-    val_blocks = PackedBlocks(open_split(data_dir, "val"), config.seq_len, shuffle=False)
-    val_blocks.num_samples = min(val_blocks.num_blocks, config.eval_batches * config.micro_batch_size)
-    eval_every = config.eval_every if val_blocks.num_samples else 0
-    if config.eval_every and not eval_every:
-        warn(f"{data_dir}: the validation split is shorter than one sequence; validation is off")
-    if config.warmup_steps >= config.max_steps:
-        warn(f"warmup_steps ({config.warmup_steps}) >= max_steps ({config.max_steps}): the peak lr is never reached")
-
-    specials = special_token_ids(tokenizer)
-    collator = MeapCollator(mask_id, config.effective_mask_ratio(), config.mask_mode, config.seed, specials,
-                            pad_token_id=eos, samples_per_step=samples_per_step)
-    clean_collator = MeapCollator(mask_id, 0.0, "exact", config.seed, specials, pad_token_id=eos)
-
-    tokens_per_step = samples_per_step * config.seq_len
-    peak = peak_flops()
-    flops = None
-    if peak:
-        flops = tokens_per_step * flops_per_token(non_embedding_parameters(model), model.config.num_hidden_layers,
-                                                  model.config.hidden_size, config.seq_len)
-    metrics = MetricsCallback(output / METRICS_FILE, tokens_per_step, flops, peak, eval_every)
-
-    args = TrainingArguments(
+def _training_arguments(config: PretrainConfig, output: Path, eval_on: bool) -> TrainingArguments:
+    return TrainingArguments(
         output_dir=str(output / "checkpoints"),
         max_steps=config.max_steps,
         per_device_train_batch_size=config.micro_batch_size,
@@ -228,8 +213,8 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
         max_grad_norm=config.grad_clip,
         optim="adamw_torch_fused" if torch.cuda.is_available() else "adamw_torch",
         logging_steps=config.log_every,
-        eval_strategy="steps" if eval_every else "no",
-        eval_steps=eval_every or None,
+        eval_strategy="steps" if eval_on else "no",
+        eval_steps=config.eval_every if eval_on else None,
         save_strategy="steps",
         save_steps=config.save_every or config.max_steps,
         save_total_limit=None,
@@ -244,35 +229,96 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
         disable_tqdm=True,
         **_precision(config),
     )
+
+
+def build_run(config: PretrainConfig, progress: bool = True) -> Run:
+    from meap.data.shards import load_meta, load_prepared_tokenizer, open_split
+
+    hf_logging.disable_progress_bar()  # their per-save and per-load bars would cut through the run's own bar
+    output = config.resolved_output()
+    data_dir = resolve_data_dir(config.data, progress)
+    meta = load_meta(data_dir)
+    tokenizer = load_prepared_tokenizer(data_dir)
+    vocab_size = int(meta["vocab_size"])
+    limit = model_max_length(config.model, vocab_size)
+    if config.seq_len > limit:
+        raise UserError(f"seq_len: {config.seq_len} is above the maximum of model `{config.model}` ({limit} tokens)")
+
+    train_blocks = PackedBlocks(open_split(data_dir, "train"), config.seq_len, seed=config.seed)
+    if train_blocks.num_blocks == 0:
+        raise UserError(f"{data_dir}: the train split has fewer than seq_len + 1 = {config.seq_len + 1} tokens")
+    val_blocks = PackedBlocks(open_split(data_dir, "val"), config.seq_len, shuffle=False)
+    world_size = PartialState().num_processes
+    # Validation drops incomplete batches, so it needs at least one whole batch on every process.
+    val_batches = min(config.eval_batches, val_blocks.num_blocks // (config.micro_batch_size * world_size))
+    eval_on = bool(config.eval_every and val_batches)
+    if config.eval_every and not eval_on:
+        warn(f"{data_dir}: the validation split has {val_blocks.num_blocks} sequences of {config.seq_len + 1} "
+             f"tokens, fewer than one batch of {config.micro_batch_size * world_size}; validation is off")
+    if config.warmup_steps >= config.max_steps:
+        warn(f"warmup_steps ({config.warmup_steps}) >= max_steps ({config.max_steps}): the peak lr is never reached")
+
+    args = _training_arguments(config, output, eval_on)
+    samples_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+    train_blocks.num_samples = config.max_steps * samples_per_step
+    val_blocks.num_samples = val_batches * config.micro_batch_size * world_size
+
+    set_seed(config.seed)  # the model init depends on the seed only, so NTP and MEAP runs start identical
+    eos = int(meta["eos_token_id"])
+    model = build_model(config.model, vocab_size, attn_implementation=config.attn_implementation,
+                        eos_token_id=eos, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+    mask_id = int(meta["mask_token_id"])
+    try:
+        check_vocab_fits(tokenizer, model)
+    except ValueError as error:
+        raise UserError(f"{config.model}: {error} (prepare the data with this model's tokenizer)") from None
+    fit_mask_embedding(model, mask_id, initialise=is_model_dir(config.model) and not _model_knows_mask(config.model))
+
+    specials = special_token_ids(tokenizer)
+    collator = MeapCollator(mask_id, config.effective_mask_ratio(), config.mask_mode, config.seed, specials,
+                            pad_token_id=eos, samples_per_step=samples_per_step)
+    clean_collator = MeapCollator(mask_id, 0.0, "exact", config.seed, specials, pad_token_id=eos)
+
+    tokens_per_step = samples_per_step * config.seq_len
+    peak = peak_flops()
+    flops = None
+    if peak:
+        flops = tokens_per_step * flops_per_token(matmul_parameters(model), model.config.num_hidden_layers,
+                                                  model.config.hidden_size, config.seq_len)
+    metrics = MetricsCallback(output / METRICS_FILE, tokens_per_step, flops, peak,
+                              config.eval_every if eval_on else 0, world_size=args.world_size)
+    tensorboard = TensorBoardCallback()
+    tensorboard.logging_dir = str(output / "tensorboard")  # its writer opens at train start, on the main process
+    callbacks = [metrics, tensorboard]
     trainer = MeapTrainer(
         model=model,
         args=args,
         train_dataset=train_blocks,
-        eval_dataset=val_blocks if eval_every else None,
+        eval_dataset=val_blocks if eval_on else None,
         data_collator=collator,
         eval_collator=clean_collator,
         keep_checkpoints=config.keep_checkpoints,
-        callbacks=[metrics, TensorBoardCallback(_summary_writer(output / "tensorboard"))],
+        callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     if progress:
         trainer.add_callback(ProgressBar(metrics))
-    return Run(config, output, trainer, tokenizer)
-
-
-def _summary_writer(path: Path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(path))
+    return Run(config, output, trainer, tokenizer, samples_per_step)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop records after ``last_step``: the resumed run logs those steps again."""
+    """Drop records after ``last_step`` (the resumed run logs those steps again) and a half-written last line."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= last_step]
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step", last_step + 1) <= last_step:
+            kept.append(line)
     staging = path.with_suffix(".tmp")
     staging.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(staging, path)
@@ -282,32 +328,66 @@ def save_final(run: Run) -> Path:
     """Write ``final/``: a plain Hugging Face model and tokenizer (with ``[MASK]``), atomically."""
     final = run.output / "final"
     staging = run.output / ".staging-final"
-    shutil.rmtree(staging, ignore_errors=True)
-    run.trainer.save_model(str(staging))
-    if run.trainer.is_world_process_zero():
+    main = run.trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+    run.trainer.accelerator.wait_for_everyone()
+    run.trainer.save_model(str(staging))  # every process takes part (sharded models are gathered)
+    if main:
         (staging / "training_args.bin").unlink(missing_ok=True)  # final/ is a plain model, not a checkpoint
         run.tokenizer.model_max_length = run.trainer.model.config.max_position_embeddings
         run.tokenizer.save_pretrained(str(staging))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
+        publish(staging, final)
+    run.trainer.accelerator.wait_for_everyone()
     return final
+
+
+def _check_resumable(output: Path, samples_per_step: int) -> None:
+    path = output / RUN_FILE
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if saved.get("samples_per_step", samples_per_step) != samples_per_step:
+        raise UserError(
+            f"{path}: the run took {saved['samples_per_step']} samples per step, this launch takes {samples_per_step} "
+            "(micro_batch_size x grad_accum_steps x processes); resume with the same layout"
+        )
+
+
+def _prepare_output(output: Path, checkpoint: Path | None, config: PretrainConfig, samples_per_step: int) -> None:
+    """Main process only: clear or repair the run directory, then write the config and run facts."""
+    if checkpoint is None:
+        shutil.rmtree(output, ignore_errors=True)  # empty, or a run that --overwrite replaces (claim_output)
+    output.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None:
+        _truncate_metrics(output / METRICS_FILE, checkpoint_step(checkpoint))
+        for stale in [*output.glob(".staging-*"), *(output / "checkpoints").glob(".staging-*")]:
+            shutil.rmtree(stale, ignore_errors=True)  # a save that was interrupted: never renamed into place
+    save_config(config, output / CONFIG_FILE)
+    (output / RUN_FILE).write_text(json.dumps({"samples_per_step": samples_per_step}) + "\n")
+
+
+def _check_writable(output: Path) -> None:
+    parent = next(p for p in [output, *output.parents] if p.exists())
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{output}: cannot create the run directory ({parent} is not writable)")
 
 
 def pretrain(config: PretrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Run (or resume) a pretraining run and return its output directory."""
     config = dataclasses.replace(config, output=str(config.resolved_output()))
-    checkpoint = claim_output(config, resume, overwrite)
     output = config.resolved_output()
-    if checkpoint is not None and int(checkpoint.name[5:]) >= config.max_steps and (output / "final").is_dir():
+    # Checks are read-only, so every process reaches the same verdict; only the main process writes.
+    checkpoint = claim_output(config, resume, overwrite)
+    if checkpoint is not None and checkpoint_step(checkpoint) >= config.max_steps and (output / "final").is_dir():
         print(f"{output}: already complete ({config.max_steps} steps); raise --max-steps to train further")
         return output
+    _check_writable(output)
     run = build_run(config, progress)
-    output.mkdir(parents=True, exist_ok=True)
     if checkpoint is not None:
-        _truncate_metrics(output / METRICS_FILE, int(checkpoint.name[5:]))
-        for stale in [*output.glob(".staging-*"), *(output / "checkpoints").glob(".staging-*")]:
-            shutil.rmtree(stale)  # a save that was interrupted: never renamed into place, so never used
-    save_config(config, output / CONFIG_FILE)
+        _check_resumable(output, run.samples_per_step)
+    state = PartialState()
+    if state.is_main_process:
+        _prepare_output(output, checkpoint, config, run.samples_per_step)
+    state.wait_for_everyone()
     run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     save_final(run)
     return output
