@@ -89,3 +89,15 @@ def test_prepare_tokenizer_directory_without_a_tokenizer(corpus):
     result = run_cli("prepare", str(corpus / "good.txt"), "--tokenizer", str(corpus / "not-a-tokenizer"),
                      "-o", str(corpus / "out"))
     assert_user_error(result, "not-a-tokenizer")
+
+
+def test_cli_bad_model_settings(prepared, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    result = run_cli("pretrain", "--data", str(prepared), "--model", str(broken), "--output", str(tmp_path / "a"))
+    assert_user_error(result, str(broken), "cannot load the model")
+    result = run_cli("pretrain", "--data", str(prepared), "--attn-implementation", "bogus",
+                     "--output", str(tmp_path / "b"))
+    assert_user_error(result, "tiny", "cannot load the model")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

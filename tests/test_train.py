@@ -148,3 +148,47 @@ def test_resuming_a_finished_run_changes_nothing(prepared, tmp_path, capsys):
     pretrain(config, resume=True, progress=False)
     assert "already complete" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_gradient_accumulation_matches_a_bigger_micro_batch(prepared, tmp_path):
+    whole = pretrain(tiny_config(prepared, tmp_path / "whole", micro_batch_size=4, max_steps=4), progress=False)
+    split = pretrain(tiny_config(prepared, tmp_path / "split", micro_batch_size=2, grad_accum_steps=2, max_steps=4),
+                     progress=False)
+    for a, b in zip(read_metrics(whole), read_metrics(split), strict=True):
+        assert a["step"] == b["step"] and a["tokens"] == b["tokens"]
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
+
+
+def test_a_validation_split_smaller_than_a_batch_turns_validation_off(prepared, tmp_path, capsys):
+    run = pretrain(tiny_config(prepared, tmp_path / "run", micro_batch_size=64, max_steps=3), progress=False)
+    assert "validation is off" in capsys.readouterr().err
+    assert [(m["step"], "loss" in m, "val_loss" in m) for m in read_metrics(run)] == [
+        (1, True, False), (2, True, False), (3, True, False)]
+
+
+def test_continued_pretraining_from_a_run(prepared, tmp_path):
+    first = pretrain(tiny_config(prepared, tmp_path / "first", max_steps=2), progress=False)
+    run = build_run(tiny_config(prepared, tmp_path / "second", model=str(first / "final")), progress=False)
+    trained = AutoModelForCausalLM.from_pretrained(first / "final").state_dict()
+    for name, tensor in run.trainer.model.state_dict().items():
+        assert torch.equal(tensor, trained[name]), f"{name} must start from the trained weights"
+
+
+def test_a_local_model_without_mask_gets_a_mean_row(gpt2_tokenizer, tmp_path):
+    from conftest import tiny_llama
+    from meap.data.prepare import prepare_corpus
+
+    model_dir = tmp_path / "gpt2-like"
+    tiny_llama(len(gpt2_tokenizer), hidden=16).save_pretrained(model_dir)
+    gpt2_tokenizer.save_pretrained(model_dir)
+    (tmp_path / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 400, encoding="utf-8")
+    data = prepare_corpus([str(tmp_path / "text.txt")], tmp_path / "data", tokenizer=str(model_dir),
+                          val_fraction=0.1, num_proc=1, progress=False)
+    original = AutoModelForCausalLM.from_pretrained(model_dir).get_input_embeddings().weight
+
+    run = build_run(tiny_config(data, tmp_path / "run", model=str(model_dir), micro_batch_size=2), progress=False)
+
+    embeddings = run.trainer.model.get_input_embeddings().weight
+    mask_id = run.tokenizer.convert_tokens_to_ids("[MASK]")
+    assert mask_id == len(gpt2_tokenizer) == embeddings.shape[0] - 1
+    torch.testing.assert_close(embeddings[mask_id], original.mean(dim=0))

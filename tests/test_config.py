@@ -1,0 +1,50 @@
+"""Config loading: precedence, typing of YAML and flag values, unknown keys, range checks."""
+
+import pytest
+
+from meap.config import PretrainConfig, load_config
+from meap.errors import UserError
+
+
+def test_precedence_defaults_then_yaml_then_flags(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("seq_len: 128\nlr: 1.0e-3\ncompile: yes\n")
+    config = load_config(PretrainConfig, recipe, {"seq_len": "64", "max_steps": "1e3"})
+    assert (config.seq_len, config.lr, config.compile, config.max_steps) == (64, 1e-3, True, 1000)
+    assert config.micro_batch_size == PretrainConfig().micro_batch_size
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"seed": "-1"}, "seed"),
+    ({"adam_beta1": "1.5"}, "adam_beta1"),
+    ({"lr": "nan"}, "lr"),
+    ({"lr": "inf"}, "lr"),
+    ({"weight_decay": "-0.1"}, "weight_decay"),
+    ({"mask_mode": "spans"}, "mask_mode: expected one of exact, bernoulli, reference"),
+    ({"micro_batch_size": "0"}, "micro_batch_size"),
+    ({"seq_len": "2.5"}, "--seq-len"),
+    ({"compile": "maybe"}, "--compile"),
+])
+def test_bad_values_are_refused_with_the_key(overrides, message):
+    with pytest.raises(UserError, match=message):
+        load_config(PretrainConfig, overrides=overrides)
+
+
+def test_problems_are_reported_together():
+    with pytest.raises(UserError, match=r"mask_ratio.*; adam_beta2"):
+        load_config(PretrainConfig, overrides={"mask_ratio": "2", "adam_beta2": "1"})
+
+
+def test_yaml_errors_name_the_file_and_key(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("seq_len: [1, 2]\n")
+    with pytest.raises(UserError, match=r"r\.yaml: `seq_len` expects int"):
+        load_config(PretrainConfig, recipe)
+    recipe.write_text("- just\n- a list\n")
+    with pytest.raises(UserError, match=r"r\.yaml: expected a mapping"):
+        load_config(PretrainConfig, recipe)
+    recipe.write_text("seq_len: [1, 2\n")
+    with pytest.raises(UserError, match=r"r\.yaml:\d+: not valid YAML"):
+        load_config(PretrainConfig, recipe)
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(PretrainConfig, tmp_path / "absent.yaml")
