@@ -44,3 +44,12 @@ def prepared(tmp_path_factory) -> Path:
     for i, text in enumerate(documents):
         (root / f"doc{i}.txt").write_text(text[:100_000], encoding="utf-8")
     return prepare_corpus([str(root)], root.parent / "prepared", train_tokenizer=512, num_proc=1, progress=False)
+
+
+@pytest.fixture
+def tiny_model_dir(gpt2_tokenizer, tmp_path) -> Path:
+    """A randomly initialised 2-layer Llama saved with the GPT-2 tokenizer: any causal LM directory."""
+    directory = tmp_path / "tiny-model"
+    tiny_llama(len(gpt2_tokenizer), hidden=16).save_pretrained(directory)
+    gpt2_tokenizer.save_pretrained(directory)
+    return directory

@@ -101,3 +101,24 @@ def test_cli_bad_model_settings(prepared, tmp_path):
                      "--output", str(tmp_path / "b"))
     assert_user_error(result, "tiny", "cannot load the model")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_eval_niah_bad_input(tiny_model_dir, tmp_path):
+    not_causal = tmp_path / "t5"
+    not_causal.mkdir()
+    (not_causal / "config.json").write_text(json.dumps(
+        {"model_type": "t5", "vocab_size": 10, "d_model": 8, "num_layers": 1, "num_heads": 1, "d_ff": 8, "d_kv": 8}))
+    assert_user_error(run_cli("eval", "niah", "--model", str(not_causal), "-o", str(tmp_path / "a")),
+                      "not a causal language model")
+    haystack = tmp_path / "hay.txt"
+    haystack.write_text("A short haystack. It has two sentences.\n")
+    result = run_cli("eval", "niah", "--model", str(tiny_model_dir), "--haystack", str(haystack),
+                     "--lengths", "400", "-o", str(tmp_path / "b"))
+    assert_user_error(result, "--lengths", "haystack")
+    result = run_cli("eval", "niah", "--model", str(tiny_model_dir), "--lengths", "4096", "-o", str(tmp_path / "d"))
+    assert_user_error(result, "--lengths", "context of 512")
+    (tmp_path / "empty.txt").write_text("\n")
+    result = run_cli("eval", "niah", "--model", str(tiny_model_dir), "--haystack", str(tmp_path / "empty.txt"),
+                     "-o", str(tmp_path / "c"))
+    assert_user_error(result, "empty.txt", "empty")
+    assert not any((tmp_path / name).exists() for name in "abcd")

@@ -60,7 +60,52 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing prepared directory")
 
     commands.add_parser("presets", help="list the model presets")
+    _eval_parsers(commands.add_parser("eval", help="evaluate a model (NIAH, multi-document QA, lm-eval)"))
     return parser
+
+
+def _csv(kind: type):
+    def parse(text: str) -> list:
+        try:
+            return [kind(item) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+
+    return parse
+
+
+def _eval_parsers(parser: argparse.ArgumentParser) -> None:
+    evals = parser.add_subparsers(dest="evaluation", required=True)
+    model_help = "a Hugging Face model directory, a meap run directory, or `smollm2-135m` (packaged)"
+    niah = evals.add_parser("niah", help="needle in a haystack", allow_abbrev=False,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    niah.add_argument("--model", required=True, help=model_help)
+    niah.add_argument("--output", "-o", required=True, help="directory for results.jsonl, summary.json, heatmap.png")
+    niah.add_argument("--haystack", nargs="+", default=["builtin"],
+                      help="text files, `builtin` (Paul Graham essays) or `builtin-prose` (public-domain prose)")
+    niah.add_argument("--lengths", type=_csv(int), default=[512, 1024, 2048], help="prompt lengths in model tokens")
+    niah.add_argument("--depths", type=_csv(float), default=[0, 25, 50, 75, 100], help="needle depths in percent")
+    niah.add_argument("--needle", help="a fixed needle sentence (default: random RULER-style needles)")
+    niah.add_argument("--question", help="the question for --needle")
+    niah.add_argument("--answer", help="the expected answer for --needle")
+    niah.add_argument("--samples", type=int, default=1, help="needles per cell")
+    niah.add_argument("--seed", type=int, default=0)
+    niah.add_argument("--batch-size", type=int, default=8)
+    niah.add_argument("--max-new-tokens", type=int, default=32)
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    if args.evaluation == "niah":
+        from meap.eval.niah import Needle, run
+
+        fixed = (args.needle, args.question, args.answer)
+        if any(fixed) and not all(fixed):
+            raise UserError("--needle, --question and --answer go together")
+        summary = run(args.model, args.output, haystack=args.haystack, lengths=args.lengths, depths=args.depths,
+                      needle=Needle(*fixed) if all(fixed) else None, samples=args.samples, seed=args.seed,
+                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+        print(f"niah: substring {summary['overall']['substring']:.3f}, ROUGE-1 F {summary['overall']['rouge1_f']:.3f}"
+              f" -> {args.output}")
 
 
 def _reject_unknown(unknown: list[str]) -> None:
@@ -82,6 +127,11 @@ def run(argv: list[str]) -> int:
             print(f"{name:16s} {shape['num_hidden_layers']} layers, d={shape['hidden_size']}, "
                   f"{shape['num_attention_heads']} heads / {shape['num_key_value_heads']} KV, "
                   f"FFN {shape['intermediate_size']}, context {shape['max_position_embeddings']}")
+        return 0
+    if args.command == "eval":
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        _run_eval(args)
         return 0
     if unknown:
         if args.command != "pretrain":

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers.utils import logging as hf_logging
 
 from meap.errors import UserError
 
@@ -161,11 +162,16 @@ def resolve_model_dir(spec: str) -> Path:
 def load_causal_lm(spec: str, device: str | torch.device | None = None):
     """``(model, tokenizer)`` for generation: eval mode, left padding, a pad token, bf16 on CUDA."""
     from transformers import AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     directory = resolve_model_dir(spec)
+    hf_logging.disable_progress_bar()  # a weight-loading bar per call is noise in evaluation output
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     try:
+        config = AutoConfig.from_pretrained(directory)
+        if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+            raise UserError(f"{directory}: a `{config.model_type}` model, not a causal language model")
         tokenizer = AutoTokenizer.from_pretrained(directory)
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
     except (OSError, ValueError, KeyError) as error:

@@ -1,0 +1,254 @@
+"""Synthetic multi-document QA in the lost-in-the-middle format, answerable only from the documents.
+
+Each example asks about one invented fact ("The harbour master of Velmora is Odrin Castellane."): the
+names are made of random syllables, so no pretrained model can know the answer and only retrieval from
+the context scores. The fact sits at a random sentence boundary of a ~100-word prose passage from the
+built-in corpus (:func:`meap.data.builtin.builtin_documents`), the gold document; ``num_docs - 1`` other
+passages are the distractors. Like Wikipedia passages in NQ-Open, every document is titled by its source
+(a play or a Bible book), so the title does not give the gold document away. No distractor contains the
+answer or the invented names of the fact (checked with the metric's normalisation).
+
+The lines are those of lost-in-the-middle's ``nq-open-*_gold_at_*.jsonl.gz``::
+
+    {"question": str, "answers": [str], "ctxs": [{"title", "text", "hasanswer", "isgold"}, ...]}
+
+Every example draws from its own random stream seeded by ``(seed, index)``, and the gold document is
+moved to ``gold_position`` only after the draw: files made with the same seed and ``num_docs`` but
+different gold positions hold the same questions and documents in the same order, as in the paper's
+protocol, and fewer ``examples`` give a prefix of more.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import itertools
+import json
+import os
+import random
+import re
+import string
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from meap.errors import UserError
+from meap.eval.metrics import normalize_answer
+
+PASSAGE_WORDS = 100  # documents are about this long, as NQ-Open's Wikipedia passages
+_SENTENCE_WORDS = (5, 40)  # prose sentences outside this range (headings, long verse runs) are not used
+_MAX_DRAWS = 1000  # passage draws per document before giving up (a hit on an invented name is very rare)
+
+_BRACKETED = re.compile(r"\[[^\]]*\]")  # Shakespeare's stage directions
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_SHOUTED_WORD = re.compile(r"\b[A-Z]{2,}\b")  # speaker names and headings ("LAFEU", "ACT I")
+_ROMAN_NUMERAL = re.compile(r"[IVX]+\W?")
+_MINOR_TITLE_WORDS = {"a", "an", "and", "as", "for", "in", "of", "on", "or", "the", "to"}
+
+
+@dataclass(frozen=True)
+class _FactTemplate:
+    """A fact sentence, its question, and which slot of theirs is the answer."""
+
+    fact: str
+    question: str
+    answer_slot: str
+
+
+_FACT_TEMPLATES = (
+    _FactTemplate("The {role} of {place} is {person}.", "Who is the {role} of {place}?", "person"),
+    _FactTemplate("{person} was born in the village of {place}.", "In which village was {person} born?", "place"),
+    _FactTemplate("The capital of the island of {island} is {place}.",
+                  "What is the capital of the island of {island}?", "place"),
+    _FactTemplate("The {institution} of {place} was founded in {year}.",
+                  "In what year was the {institution} of {place} founded?", "year"),
+    _FactTemplate("The ship captained by {person} is named the {ship}.",
+                  "What is the name of the ship captained by {person}?", "ship"),
+)
+_INVENTED_SLOTS = ("person", "place", "island", "ship", "year")
+_ROLES = ("harbour master", "mayor", "chief librarian", "lighthouse keeper", "head brewer", "schoolmaster")
+_INSTITUTIONS = ("observatory", "botanical garden", "clockmakers' guild", "lending library", "rowing club")
+_ONSETS = ("b", "br", "c", "d", "dr", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "th", "v", "z")
+_VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o", "ai", "ou")
+_CODAS = ("", "", "", "l", "n", "r", "s")
+
+
+@dataclass(frozen=True)
+class _ProseSource:
+    """A built-in document as a title and its usable prose sentences."""
+
+    title: str
+    sentences: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class _ProseCorpus:
+    """The prose sources, and after each its running sentence count (to draw a sentence uniformly)."""
+
+    sources: tuple[_ProseSource, ...]
+    sentence_ends: tuple[int, ...]
+
+
+def make_mdqa(output: str | Path, *, num_docs: int = 20, gold_position: int = 0, examples: int = 100,
+              seed: int = 0, progress: bool = False) -> Path:
+    """Write ``examples`` synthetic questions, each over ``num_docs`` documents with the gold one at
+    ``gold_position`` (0-based), to ``output``; return its path.
+
+    The file is gzipped JSONL when ``output`` ends in ``.gz`` (byte-identical for the same arguments),
+    plain JSONL otherwise, and appears whole or not at all (a temporary file is renamed into place).
+    """
+    if num_docs < 1:
+        raise UserError(f"num_docs must be at least 1, got {num_docs}")
+    if not 0 <= gold_position < num_docs:
+        raise UserError(f"gold_position must be in [0, {num_docs}) for {num_docs} documents, got {gold_position}")
+    if examples < 1:
+        raise UserError(f"examples must be at least 1, got {examples}")
+    corpus = _prose_corpus()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as raw:
+            # mtime=0 and no file name in the gzip header keep the bytes a function of the arguments alone.
+            stream = gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) if output.suffix == ".gz" else raw
+            with stream:
+                for index in tqdm(range(examples), desc="mdqa examples", unit="example", disable=not progress):
+                    example = _make_example(random.Random(f"meap-mdqa:{seed}:{index}"), corpus, num_docs,
+                                            gold_position)
+                    stream.write((json.dumps(example, ensure_ascii=False) + "\n").encode("utf-8"))
+        os.replace(temporary, output)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return output
+
+
+def _make_example(rng: random.Random, corpus: _ProseCorpus, num_docs: int, gold_position: int) -> dict:
+    """One line: the fact in a gold passage plus ``num_docs - 1`` distractors, gold moved last to its place."""
+    template = rng.choice(_FACT_TEMPLATES)
+    slots = _fill_slots(rng)
+    fact = template.fact.format(**slots)
+    answer = slots[template.answer_slot]
+    # The answer, and the invented names that the question asks about, must occur only in the gold document.
+    forbidden = [slots[name] for name in _INVENTED_SLOTS if slots[name] in fact]
+    used: set[tuple[int, int]] = set()
+    fact_words = len(fact.split())
+    gold_title, gold_sentences = _draw_passage(rng, corpus, PASSAGE_WORDS - fact_words, forbidden, used)
+    gold_sentences.insert(rng.randrange(len(gold_sentences) + 1), fact)
+    gold = {"title": gold_title, "text": " ".join(gold_sentences), "hasanswer": True, "isgold": True}
+    documents = []
+    for _ in range(num_docs - 1):
+        title, sentences = _draw_passage(rng, corpus, PASSAGE_WORDS, forbidden, used)
+        documents.append({"title": title, "text": " ".join(sentences), "hasanswer": False, "isgold": False})
+    documents.insert(gold_position, gold)
+    return {"question": template.question.format(**slots), "answers": [answer], "ctxs": documents}
+
+
+def _fill_slots(rng: random.Random) -> dict[str, str]:
+    """Values for every template slot; the invented names are pairwise distinct."""
+    names: list[str] = []
+    while len(names) < 4:
+        name = _invented_word(rng)
+        if name not in names:
+            names.append(name)
+    return {
+        "person": f"{names[0]} {_invented_word(rng)}",
+        "place": names[1],
+        "island": names[2],
+        "ship": names[3],
+        "year": str(rng.randrange(1400, 1900)),
+        "role": rng.choice(_ROLES),
+        "institution": rng.choice(_INSTITUTIONS),
+    }
+
+
+def _invented_word(rng: random.Random) -> str:
+    """A capitalised two- or three-syllable nonsense name such as "Velmora"."""
+    syllables = [rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(rng.choice((2, 2, 3)))]
+    return "".join(syllables).capitalize()
+
+
+def _draw_passage(rng: random.Random, corpus: _ProseCorpus, words: int, forbidden: list[str],
+                  used: set[tuple[int, int]]) -> tuple[str, list[str]]:
+    """(title, consecutive sentences of about ``words`` words) from a source, not yet in ``used``, holding
+    none of ``forbidden``. Start sentences are uniform over the whole corpus, so long works weigh more."""
+    ends = corpus.sentence_ends
+    forbidden = [normalize_answer(text) for text in forbidden]
+    for _ in range(_MAX_DRAWS):
+        position = rng.randrange(ends[-1])
+        source_index = bisect.bisect_right(ends, position)
+        start = position - (ends[source_index - 1] if source_index else 0)
+        if (source_index, start) in used:
+            continue
+        source = corpus.sources[source_index]
+        sentences = _consecutive_sentences(source.sentences, start, words)
+        text = normalize_answer(" ".join(sentences))
+        if not any(name in text for name in forbidden):
+            used.add((source_index, start))
+            return source.title, sentences
+    raise RuntimeError(f"no passage without {forbidden} in {_MAX_DRAWS} draws")  # the names are nonsense words
+
+
+def _consecutive_sentences(sentences: tuple[str, ...], start: int, words: int) -> list[str]:
+    """Sentences from ``start`` on until ``words`` words; taken from before ``start`` if the source ends."""
+    passage: list[str] = []
+    count = 0
+    end = start
+    while count < words and end < len(sentences):
+        passage.append(sentences[end])
+        count += len(sentences[end].split())
+        end += 1
+    while count < words and start > 0:
+        start -= 1
+        passage.insert(0, sentences[start])
+        count += len(sentences[start].split())
+    return passage
+
+
+@lru_cache(maxsize=1)
+def _prose_corpus() -> _ProseCorpus:
+    """The built-in documents as prose sentences (≈ 2 s, once per process); raises :class:`UserError` if
+    the asset packages are missing."""
+    from meap.data.builtin import builtin_documents
+
+    sources = []
+    for document in builtin_documents():
+        title, _, body = document.partition("\n")
+        sentences = tuple(_prose_sentences(body))
+        if sentences:
+            sources.append(_ProseSource(_readable_title(title.strip()), sentences))
+    return _ProseCorpus(tuple(sources), tuple(itertools.accumulate(len(source.sentences) for source in sources)))
+
+
+def _prose_sentences(text: str):
+    """Sentences of running prose: stage directions, speaker names and headings dropped, verse lines joined."""
+    for paragraph in _BRACKETED.sub(" ", text).split("\n\n"):
+        lines = [line for line in paragraph.splitlines() if not _is_heading(line)]
+        for sentence in _SENTENCE_END.split(" ".join(" ".join(lines).split())):
+            length = len(sentence.split())
+            if (_SENTENCE_WORDS[0] <= length <= _SENTENCE_WORDS[1] and sentence[0].isupper()
+                    and sentence[-1] in ".!?" and not _SHOUTED_WORD.search(sentence)
+                    and not any(ch.isdigit() for ch in sentence)):
+                yield sentence
+
+
+def _is_heading(line: str) -> bool:
+    """A speaker name, act or scene heading: mostly upper-case letters."""
+    letters = [ch for ch in line if ch.isalpha()]
+    return bool(letters) and sum(ch.isupper() for ch in letters) > 0.6 * len(letters)
+
+
+def _readable_title(title: str) -> str:
+    """Shakespeare's upper-case titles in title case ("All's Well That Ends Well"); others as they are."""
+    if not title.isupper():
+        return title
+    words = []
+    for i, word in enumerate(title.split()):
+        if _ROMAN_NUMERAL.fullmatch(word):
+            words.append(word)
+        elif i and word.lower() in _MINOR_TITLE_WORDS:
+            words.append(word.lower())
+        else:
+            words.append(string.capwords(word.lower()))
+    return " ".join(words)

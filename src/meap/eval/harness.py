@@ -1,0 +1,238 @@
+"""Standard benchmarks through lm-evaluation-harness (``lm-eval``) on a meap model, offline first.
+
+The model is loaded once with :func:`meap.models.load_causal_lm` and handed to lm-eval in memory
+(``HFLM``); lm-eval does the prompting, scoring and aggregation. The machines this runs on usually have
+no network, so the Hugging Face Hub is switched to offline mode for the run (unless ``HF_HUB_OFFLINE``
+or ``HF_DATASETS_OFFLINE`` is set): a task whose dataset is neither cached nor local then fails at once
+with a one-line :class:`UserError` instead of after a minute of download retries. Local task definitions
+(YAML pointing at local data files) come in through ``include_path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import logging
+import math
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from meap.errors import UserError
+
+RESULTS_FILE = "results.json"
+OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # either one set: the libraries decide (=0: download)
+NO_FILTER = ",none"  # lm-eval names results `<metric>,<filter>`; most tasks use no filter
+NOT_AVAILABLE = "N/A"  # lm-eval's value for a metric it could not compute
+BOOKKEEPING = {"alias", "name", "sample_len"}  # non-metric entries of lm-eval's per-task results
+# lm-eval warnings that every run through this module triggers on purpose (an in-memory model, an
+# explicit num_fewshot): (logger, message start).
+EXPECTED_WARNINGS = (
+    ("lm_eval.models.huggingface", "`pretrained` model kwarg is not of type `str`"),
+    ("lm_eval.models.huggingface", "Passed an already-initialized model"),
+    ("lm_eval.evaluator", "Overwriting default num_fewshot"),
+)
+
+
+def run(model: str, tasks: list[str], output: str | Path, *, num_fewshot: int = 0, limit: int | None = None,
+        include_path: str | None = None, batch_size: int = 8, progress: bool = True) -> dict:
+    """Evaluate ``model`` on lm-eval ``tasks`` and write ``output/results.json``; returns the same summary.
+
+    ``model`` is a model directory, a meap run directory or a packaged model name; ``limit`` caps the
+    examples per task; ``include_path`` is a folder of extra task definitions (YAML), searched in addition
+    to lm-eval's own. Tasks are loaded before the model, so a bad or unavailable task fails fast.
+    """
+    _check_settings(tasks, num_fewshot, limit, batch_size)
+    _quiet_lm_eval_logging()
+    with _hub_offline():
+        task_manager = _task_manager(include_path)
+        _check_task_names(tasks, task_manager)
+        loaded_tasks = [item for name in tasks for item in _load_task(name, task_manager)]
+        evaluated = _evaluate(model, loaded_tasks, task_manager, num_fewshot=num_fewshot, limit=limit,
+                              batch_size=batch_size, progress=progress)
+    summary = _summary(evaluated, model=model, tasks=tasks, num_fewshot=num_fewshot, limit=limit)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _check_settings(tasks: list[str], num_fewshot: int, limit: int | None, batch_size: int) -> None:
+    if not tasks:
+        raise UserError("no lm-eval task given: name at least one (e.g. arc_easy, or a task under --include-path)")
+    if num_fewshot < 0:
+        raise UserError(f"num_fewshot must be 0 or more, got {num_fewshot}")
+    if limit is not None and limit < 1:
+        raise UserError(f"limit must be a positive number of examples per task, got {limit}")
+    if batch_size < 1:
+        raise UserError(f"batch_size must be positive, got {batch_size}")
+
+
+def _quiet_lm_eval_logging() -> None:
+    """lm-eval logs every task it builds and every setting it applies at INFO; keep its warnings only,
+    less those that only describe how this module calls it."""
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    for logger_name, message_start in EXPECTED_WARNINGS:
+        logger = logging.getLogger(logger_name)
+        if not any(getattr(known, "message_start", None) == message_start for known in logger.filters):
+            logger.addFilter(_DropMessage(message_start))
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``message_start``."""
+
+    def __init__(self, message_start: str):
+        super().__init__()
+        self.message_start = message_start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.message_start)
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """Hub offline mode for the block, unless the user chose a mode through the environment.
+
+    Both libraries read the environment once, at import, and ``transformers`` (hence ``huggingface_hub``)
+    is usually imported long before this module; so their module-level switches are flipped directly.
+    """
+    if any(name in os.environ for name in OFFLINE_SWITCHES):
+        yield
+        return
+    import datasets.config
+    import huggingface_hub.constants
+
+    switches = [(huggingface_hub.constants, "HF_HUB_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"),
+                (datasets.config, "HF_DATASETS_OFFLINE")]
+    saved = [getattr(module, name) for module, name in switches]
+    for module, name in switches:
+        setattr(module, name, True)
+    try:
+        yield
+    finally:
+        for (module, name), value in zip(switches, saved):
+            setattr(module, name, value)
+
+
+@lru_cache(maxsize=4)
+def _task_manager(include_path: str | None):
+    """lm-eval's task index (its own tasks plus ``include_path``), cached: building it takes ~5 s."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path is not None and not Path(include_path).is_dir():
+        raise UserError(f"{include_path}: no such folder of lm-eval task definitions (--include-path)")
+    return TaskManager(include_path=include_path)
+
+
+def _check_task_names(tasks: list[str], task_manager) -> None:
+    """Every name must be a known task, group or tag, or a task YAML file; suggest near misses."""
+    known = set(task_manager.all_tasks)
+    for name in tasks:
+        if name in known or Path(name).is_file():
+            continue
+        close = difflib.get_close_matches(name, task_manager.all_tasks, n=5, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "list them with `lm-eval ls tasks`"
+        raise UserError(f"unknown lm-eval task `{name}`: {hint}")
+
+
+def _load_task(name: str, task_manager) -> list:
+    """The task, group or tag ``name`` as lm-eval objects, its dataset loaded (from cache or local files)."""
+    try:
+        loaded = task_manager.load(name)
+    except ConnectionError as error:  # datasets' way of saying: not cached, and the Hub is offline or unreachable
+        raise UserError(f"lm-eval task `{name}`: its data is not available offline ({_first_line(error)}); "
+                        f"pass --include-path DIR with local task definitions and data, or set HF_HUB_OFFLINE=0 "
+                        f"to download it") from None
+    except FileNotFoundError as error:  # a local task's data_files
+        raise UserError(f"lm-eval task `{name}`: {_first_line(error)} (a relative data_files path is read from "
+                        f"the working directory, not from the task's folder)") from None
+    return _top_level(loaded)
+
+
+def _top_level(loaded: dict) -> list:
+    """Groups not nested in another group, then tasks outside every group: what ``simple_evaluate`` takes."""
+    nested = {sub.name for group in loaded["groups"].values() for sub in group.get_all_groups()}
+    groups = [group for name, group in loaded["groups"].items() if name not in nested]
+    grouped = {task.task_name for group in groups for task in group.get_all_tasks()}
+    return groups + [task for name, task in loaded["tasks"].items() if name not in grouped]
+
+
+def _evaluate(model: str, loaded_tasks: list, task_manager, *, num_fewshot: int, limit: int | None,
+              batch_size: int, progress: bool) -> dict:
+    """lm-eval's raw results for the loaded tasks on ``model``."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    from meap.models import load_causal_lm
+
+    causal_lm, tokenizer = load_causal_lm(model)
+    harness_model = HFLM(pretrained=causal_lm, tokenizer=tokenizer, batch_size=batch_size)
+    with _progress_bars(progress):
+        return lm_eval.simple_evaluate(model=harness_model, tasks=loaded_tasks, num_fewshot=num_fewshot,
+                                       limit=limit, task_manager=task_manager, log_samples=False)
+
+
+@contextlib.contextmanager
+def _progress_bars(enabled: bool):
+    """lm-eval's own progress bars (building, tokenising and scoring requests), silenced unless ``enabled``.
+
+    lm-eval has no switch for all of them, so the ``tqdm`` its modules imported is swapped for the block.
+    """
+    if enabled:
+        yield
+        return
+    import lm_eval.api.model
+    import lm_eval.api.task
+    import lm_eval.models.huggingface
+
+    modules = [lm_eval.api.task, lm_eval.api.model, lm_eval.models.huggingface]
+    saved = [module.tqdm for module in modules]
+    for module, bar in zip(modules, saved):
+        module.tqdm = _disabled(bar)
+    try:
+        yield
+    finally:
+        for module, bar in zip(modules, saved):
+            module.tqdm = bar
+
+
+def _disabled(bar):
+    """``bar`` (a tqdm class) that never displays, whatever ``disable`` its caller passes."""
+    def disabled_bar(*args, **kwargs):
+        return bar(*args, **{**kwargs, "disable": True})
+    return disabled_bar
+
+
+def _summary(evaluated: dict, *, model: str, tasks: list[str], num_fewshot: int, limit: int | None) -> dict:
+    """The run's settings and, per task (and group), lm-eval's metrics plus the examples scored."""
+    import lm_eval
+
+    samples = evaluated.get("n-samples", {})
+    results = {}
+    for task, metrics in evaluated["results"].items():
+        results[task] = _metrics(metrics)
+        if task in samples:
+            results[task]["samples"] = samples[task]["effective"]
+    return {"model": model, "tasks": list(tasks), "num_fewshot": num_fewshot, "limit": limit,
+            "lm_eval_version": lm_eval.__version__, "results": results}
+
+
+def _metrics(reported: dict) -> dict:
+    """lm-eval's numbers for one task, `acc,none` shortened to `acc`; what it cannot compute as null.
+
+    lm-eval writes "N/A" for a standard error of a single example, and a metric can come out NaN.
+    """
+    metrics = {}
+    for key, value in reported.items():
+        if key in BOOKKEEPING:
+            continue
+        if value == NOT_AVAILABLE or (isinstance(value, float) and not math.isfinite(value)):
+            value = None
+        metrics[key.removesuffix(NO_FILTER)] = value
+    return metrics
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

