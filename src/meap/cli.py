@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("presets", help="list the model presets")
     _eval_parsers(commands.add_parser("eval", help="evaluate a model (NIAH, multi-document QA, lm-eval)"))
+    _data_parsers(commands.add_parser("data", help="make evaluation data"))
     return parser
 
 
@@ -93,6 +94,37 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     niah.add_argument("--batch-size", type=int, default=8)
     niah.add_argument("--max-new-tokens", type=int, default=32)
 
+    mdqa = evals.add_parser("mdqa", help="multi-document QA (lost in the middle)", allow_abbrev=False,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    mdqa.add_argument("--model", required=True, help=model_help)
+    mdqa.add_argument("--data", nargs="+", required=True,
+                      help="JSONL(.gz) files in the lost-in-the-middle format (`meap data make-mdqa`, or nq-open-*)")
+    mdqa.add_argument("--output", "-o", required=True, help="directory for results.jsonl, summary.json, mdqa.png")
+    mdqa.add_argument("--limit", type=int, help="examples per file")
+    mdqa.add_argument("--batch-size", type=int, default=8)
+    mdqa.add_argument("--max-new-tokens", type=int, default=32)
+
+    harness = evals.add_parser("harness", help="lm-evaluation-harness tasks", allow_abbrev=False,
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    harness.add_argument("--model", required=True, help=model_help)
+    harness.add_argument("--tasks", type=_csv(str), required=True, help="comma-separated lm-eval task names")
+    harness.add_argument("--output", "-o", required=True, help="directory for results.json")
+    harness.add_argument("--num-fewshot", type=int, default=0)
+    harness.add_argument("--limit", type=int, help="examples per task")
+    harness.add_argument("--include-path", help="directory of local lm-eval task definitions (offline data)")
+    harness.add_argument("--batch-size", type=int, default=8)
+
+
+def _data_parsers(parser: argparse.ArgumentParser) -> None:
+    makers = parser.add_subparsers(dest="maker", required=True)
+    make = makers.add_parser("make-mdqa", help="synthetic multi-document QA in the lost-in-the-middle format",
+                             allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    make.add_argument("--output", "-o", required=True, help="file to write (.jsonl.gz is gzipped)")
+    make.add_argument("--num-docs", type=int, default=20, help="documents per question")
+    make.add_argument("--gold-position", type=int, default=0, help="0-based position of the gold document")
+    make.add_argument("--examples", type=int, default=100)
+    make.add_argument("--seed", type=int, default=0)
+
 
 def _run_eval(args: argparse.Namespace) -> None:
     if args.evaluation == "niah":
@@ -106,6 +138,21 @@ def _run_eval(args: argparse.Namespace) -> None:
                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
         print(f"niah: substring {summary['overall']['substring']:.3f}, ROUGE-1 F {summary['overall']['rouge1_f']:.3f}"
               f" -> {args.output}")
+    elif args.evaluation == "mdqa":
+        from meap.eval.mdqa import run
+
+        summary = run(args.model, args.data, args.output, batch_size=args.batch_size,
+                      max_new_tokens=args.max_new_tokens, limit=args.limit)
+        print(f"mdqa: best-subspan EM {summary['accuracy']} by gold position "
+              f"{summary['accuracy_by_gold_position']} -> {args.output}")
+    else:
+        from meap.eval.harness import run
+
+        results = run(args.model, args.tasks, args.output, num_fewshot=args.num_fewshot, limit=args.limit,
+                      include_path=args.include_path, batch_size=args.batch_size)
+        for task, metrics in results["results"].items():
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            print(f"{task}: {shown}")
 
 
 def _reject_unknown(unknown: list[str]) -> None:
@@ -128,10 +175,17 @@ def run(argv: list[str]) -> int:
                   f"{shape['num_attention_heads']} heads / {shape['num_key_value_heads']} KV, "
                   f"FFN {shape['intermediate_size']}, context {shape['max_position_embeddings']}")
         return 0
-    if args.command == "eval":
+    if args.command in ("eval", "data"):
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        _run_eval(args)
+        if args.command == "eval":
+            _run_eval(args)
+        else:
+            from meap.data.mdqa import make_mdqa
+
+            path = make_mdqa(args.output, num_docs=args.num_docs, gold_position=args.gold_position,
+                             examples=args.examples, seed=args.seed)
+            print(f"wrote {path}")
         return 0
     if unknown:
         if args.command != "pretrain":

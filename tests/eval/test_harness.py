@@ -10,7 +10,6 @@ import yaml
 
 from meap.errors import UserError
 from meap.eval import harness
-from conftest import tiny_llama
 
 FIXTURES = Path(__file__).parent / "fixtures" / "harness"
 TOY_TASK = "meap_toy_qa"
@@ -30,15 +29,6 @@ def toy_task_dir(tmp_path_factory) -> Path:
     task_dir = tmp_path_factory.mktemp("tasks")
     (task_dir / "toy_qa.yaml").write_text(yaml.safe_dump(definition), encoding="utf-8")
     return task_dir
-
-
-@pytest.fixture
-def tiny_model_dir(tmp_path, gpt2_tokenizer) -> Path:
-    """A randomly initialised 2-layer Llama with the real GPT-2 tokenizer, saved as a HF directory."""
-    directory = tmp_path / "model"
-    tiny_llama(len(gpt2_tokenizer)).save_pretrained(directory)
-    gpt2_tokenizer.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(autouse=True)
