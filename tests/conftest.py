@@ -53,3 +53,15 @@ def tiny_model_dir(gpt2_tokenizer, tmp_path) -> Path:
     tiny_llama(len(gpt2_tokenizer), hidden=16).save_pretrained(directory)
     gpt2_tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture
+def builtin_prose():
+    """Skip where the packages carrying the built-in prose (requirements/assets.txt) are missing."""
+    from meap.data.builtin import builtin_source_files
+    from meap.errors import UserError
+
+    try:
+        builtin_source_files()
+    except UserError as error:
+        pytest.skip(str(error))

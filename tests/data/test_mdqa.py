@@ -13,15 +13,7 @@ from meap.errors import UserError
 from meap.eval.metrics import normalize_answer
 
 
-@pytest.fixture(autouse=True)
-def builtin_prose():
-    """The generator draws its prose from the built-in corpus packages; skip where they are missing."""
-    from meap.data.builtin import builtin_source_files
-
-    try:
-        builtin_source_files()
-    except UserError as error:
-        pytest.skip(str(error))
+pytestmark = pytest.mark.usefixtures("builtin_prose")
 
 
 def read_lines(path):

@@ -16,15 +16,7 @@ from meap.eval.mdqa import INSTRUCTION, build_prompt, gold_position, read_mdqa, 
 RESULT_KEYS = {"file", "gold_position", "question", "answers", "prediction", "best_subspan_em"}
 
 
-@pytest.fixture(autouse=True)
-def builtin_prose():
-    """Synthetic files draw their prose from the built-in corpus packages; skip where they are missing."""
-    from meap.data.builtin import builtin_source_files
-
-    try:
-        builtin_source_files()
-    except UserError as error:
-        pytest.skip(str(error))
+pytestmark = pytest.mark.usefixtures("builtin_prose")
 
 
 def save_tiny_llama(directory, tokenizer, max_positions=4096):
@@ -73,7 +65,7 @@ def test_plain_jsonl_is_read_too(tmp_path):
 def test_malformed_json_line_is_named(tmp_path):
     good = json.dumps(read_mdqa(make_mdqa(tmp_path / "good.jsonl.gz", num_docs=2, examples=1))[0])
     path = write_gzip_lines(tmp_path / "bad.jsonl.gz", [good, good, '{"question": "cut off'])
-    with pytest.raises(UserError, match=r"bad\.jsonl\.gz:3: not valid JSON"):
+    with pytest.raises(UserError, match=r"bad\.jsonl\.gz:3: malformed JSON"):
         read_mdqa(path)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import zlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -151,6 +152,16 @@ def _decode(data: bytes, path: Path, line: int = 1, offset: int = 0) -> str:
 
 
 def _read_jsonl(path: Path, text_field: str, expected: str = "a JSON object per line") -> Iterator[str]:
+    for where, record in json_lines(path, expected):
+        yield _text_of(record, text_field, where)
+
+
+def json_lines(path: Path, expected: str = "a JSON object per line") -> Iterator[tuple[str, dict]]:
+    """``("file:LINE", object)`` for every non-blank line of a JSONL file, gzipped or not.
+
+    A line that is not UTF-8, not JSON or not a JSON object raises :class:`UserError` naming ``file:LINE``
+    and ``expected``.
+    """
     offset = 0
     for line_number, raw in enumerate(_binary_lines(path), start=1):
         line = _decode(raw, path, line_number, offset)
@@ -163,16 +174,17 @@ def _read_jsonl(path: Path, text_field: str, expected: str = "a JSON object per 
             raise UserError(f"{path}:{line_number}: malformed JSON ({error.msg}); expected {expected}") from None
         if not isinstance(record, dict):
             raise UserError(f"{path}:{line_number}: found a JSON {_json_type(record)}; expected {expected}")
-        yield _text_of(record, text_field, f"{path}:{line_number}")
+        yield f"{path}:{line_number}", record
 
 
 def _binary_lines(path: Path) -> Iterator[bytes]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as file:
+    with open(path, "rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"  # by content, whatever the suffix
+    with (gzip.open if gzipped else open)(path, "rb") as file:
         while True:
             try:
                 line = file.readline()
-            except (OSError, EOFError) as error:  # a corrupt or truncated .gz
+            except (OSError, EOFError, zlib.error) as error:  # a corrupt or truncated .gz
                 raise UserError(f"{path}: cannot read ({error})") from None
             if not line:
                 return

@@ -9,10 +9,8 @@ from ``gold_at_K`` in the file name.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,7 +19,6 @@ from meap.errors import UserError, warn
 INSTRUCTION = ("Write a high-quality answer for the given question using only the provided search results "
                "(some of which might be irrelevant).")
 _GOLD_AT = re.compile(r"gold_at_(\d+)")
-_GZIP_MAGIC = b"\x1f\x8b"
 _JSON_NAMES = {str: "string", list: "list"}
 
 
@@ -32,36 +29,19 @@ def read_mdqa(path: str | Path) -> list[dict]:
     Gzip is recognised by its magic bytes, whatever the suffix. Blank lines are skipped; any other bad line
     raises :class:`UserError` naming ``file:LINE`` (and the key, for a missing or mistyped one).
     """
+    from meap.data.sources import json_lines
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    with open(path, "rb") as probe:
-        compressed = probe.read(2) == _GZIP_MAGIC
-    examples = []
-    line_number = 0
-    try:
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as lines:
-            for line_number, raw_line in enumerate(lines, 1):
-                try:
-                    line = raw_line.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise UserError(f"{path}:{line_number}: not UTF-8 text") from None
-                if line.strip():
-                    examples.append(_checked_example(line, f"{path}:{line_number}"))
-    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
-        raise UserError(f"{path}: unreadable after line {line_number} ({error})") from None
+    examples = [_checked_example(record, where)
+                for where, record in json_lines(path, "a JSON object with question, answers and ctxs")]
     if not examples:
         raise UserError(f"{path}: no examples (the file is empty)")
     return examples
 
 
-def _checked_example(line: str, where: str) -> dict:
-    try:
-        example = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise UserError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-    if not isinstance(example, dict):
-        raise UserError(f"{where}: expected a JSON object with question, answers and ctxs")
+def _checked_example(example: dict, where: str) -> dict:
     for key, kind in (("question", str), ("answers", list), ("ctxs", list)):
         if key not in example:
             raise UserError(f"{where}: missing key `{key}`")
