@@ -105,3 +105,9 @@ def test_bad_arguments(kwargs, message):
 def test_a_conversation_without_answer_is_refused():
     with pytest.raises(ValueError, match="answer"):
         build_sft_example(PROMPT, [], mask_token_id=MASK, eos_token_id=EOS)
+
+
+def test_a_conversation_already_ending_in_eos_gets_no_second_one():
+    (row,) = build_sft_rows([(PROMPT, False), (ANSWER[:10] + [EOS], True)], mask_token_id=MASK, eos_token_id=EOS)
+    assert row["input_ids"].tolist() == PROMPT + ANSWER[:10] + [EOS]
+    assert row["labels"].tolist()[-1] == EOS

@@ -212,7 +212,8 @@ def build_sft_rows(
     max_length: int | None = None,
 ) -> list[dict]:
     """Training rows of one conversation: ``segments`` are ``(token ids, supervised)`` in order, the
-    supervised ones being the answers (assistant turns); EOS is appended to the conversation.
+    supervised ones being the answers (assistant turns); EOS is appended unless the conversation already
+    ends with it (a chat template whose end-of-turn token is the EOS).
 
     Each row is ``{"input_ids", "labels", "kind"}`` (int64 tensors; labels are ``-100`` where not supervised,
     in Hugging Face's convention: the model shifts them, so ``labels[p]`` is predicted at position ``p - 1``).
@@ -237,10 +238,15 @@ def build_sft_rows(
         raise ValueError(f"layout must be one of {', '.join(SFT_LAYOUTS)}, got {layout!r}")
     if min_answer_tokens < 0:
         raise ValueError(f"min_answer_tokens must be >= 0, got {min_answer_tokens}")
-    ids = torch.tensor([token for tokens, _ in segments for token in tokens] + [eos_token_id], dtype=torch.long)
-    is_answer = torch.tensor([supervised for tokens, supervised in segments for _ in tokens] + [False])
+    tokens = [token for piece, _ in segments for token in piece]
+    flags = [supervised for piece, supervised in segments for _ in piece]
+    if tokens and tokens[-1] == eos_token_id:  # a chat template's end-of-turn that is the EOS already
+        flags[-1] = False
+    else:
+        tokens, flags = tokens + [eos_token_id], flags + [False]
+    ids, is_answer = torch.tensor(tokens, dtype=torch.long), torch.tensor(flags, dtype=torch.bool)
     supervised = is_answer.clone()
-    supervised[-1] = True  # the EOS that ends the conversation is learned as well
+    supervised[-1] = True  # the EOS that ends the conversation is learned, never masked
     if not bool(is_answer.any()):
         raise ValueError("a conversation needs at least one non-empty answer")
     labels = ids.masked_fill(~supervised, IGNORE)

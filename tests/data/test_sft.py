@@ -1,0 +1,68 @@
+"""SFT data: the three formats from JSONL/JSON/Parquet, auto-detection, errors, chat-template segments."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from meap.data.sft import read_conversations, render_turns, tokenize_conversation
+from meap.errors import UserError
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+ALPACA = {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}
+SHAREGPT = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}
+MESSAGES = {"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
+                         {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Again"},
+                         {"role": "assistant", "content": "Hello again"}]}
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return str(path)
+
+
+def test_formats_are_detected_and_normalised(tmp_path):
+    conversations = read_conversations([write_jsonl(tmp_path / "a.jsonl", [ALPACA]),
+                                        write_jsonl(tmp_path / "s.jsonl", [SHAREGPT]),
+                                        write_jsonl(tmp_path / "m.jsonl", [MESSAGES])])
+    assert conversations[0] == [{"role": "user", "content": "Add the numbers.\n\n2 and 3"},
+                                {"role": "assistant", "content": "5"}]
+    assert conversations[1] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    assert [t["role"] for t in conversations[2]] == ["system", "user", "assistant", "user", "assistant"]
+
+
+def test_json_list_and_parquet(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps([ALPACA, ALPACA]))
+    pq.write_table(pa.Table.from_pylist([ALPACA]), tmp_path / "a.parquet")
+    assert len(read_conversations([str(tmp_path / "a.json"), str(tmp_path / "a.parquet")], "alpaca")) == 3
+
+
+@pytest.mark.parametrize("records, fmt, message", [
+    ([ALPACA, {"instruction": "x"}], None, r"bad\.jsonl:2: missing or non-string `output`"),
+    ([{"text": "x"}], None, r"bad\.jsonl:1: cannot tell the format"),
+    ([{"instruction": "x", "output": "  "}], None, r"bad\.jsonl:1: empty answer"),
+    ([{"messages": [{"role": "robot", "content": "x"}]}], None, r"bad\.jsonl:1: `messages\[0\]\.role`"),
+    ([ALPACA], "yaml", "unknown format 'yaml'"),
+])
+def test_bad_records_name_file_and_line(tmp_path, records, fmt, message):
+    with pytest.raises(UserError, match=message):
+        read_conversations([write_jsonl(tmp_path / "bad.jsonl", records)], fmt)
+
+
+def test_chat_template_pieces_rebuild_the_conversation(gpt2_tokenizer):
+    gpt2_tokenizer.chat_template = CHATML
+    turns = MESSAGES["messages"]
+    pieces = render_turns(gpt2_tokenizer, turns)
+    assert "".join(text for text, _ in pieces) == gpt2_tokenizer.apply_chat_template(turns, tokenize=False).rstrip("\n")
+    assert [text for text, answer in pieces if answer] == ["Hello<|im_end|>\n", "Hello again<|im_end|>"]
+    assert all(not text.startswith("<|im_start|>assistant") for text, answer in pieces if answer)
+
+
+def test_plain_template_without_a_chat_template(gpt2_tokenizer):
+    segments = tokenize_conversation(gpt2_tokenizer, [{"role": "user", "content": "Hi"},
+                                                      {"role": "assistant", "content": "Hello"}])
+    assert [answer for _, answer in segments] == [False, True]
+    assert gpt2_tokenizer.decode(segments[0][0]) == "### Instruction:\nHi\n\n### Response:\n"
+    assert gpt2_tokenizer.decode(segments[1][0]) == "Hello\n\n"
