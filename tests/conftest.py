@@ -9,11 +9,12 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 
-def tiny_llama(vocab_size: int, tied: bool = False, layers: int = 2, hidden: int = 32) -> LlamaForCausalLM:
+def tiny_llama(vocab_size: int, tied: bool = False, layers: int = 2, hidden: int = 32,
+               max_positions: int = 512) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=tied)
+                         max_position_embeddings=max_positions, tie_word_embeddings=tied)
     return LlamaForCausalLM(config)
 
 

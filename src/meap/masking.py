@@ -179,7 +179,7 @@ def mask_inputs(
 # ---------------------------------------------------------------------------------------------------------
 
 SFT_LAYOUTS = ("concat", "separate")
-IGNORE = -100  # label value cross-entropy skips (the same value as meap.tokens.IGNORE_INDEX)
+IGNORE = -100  # label value cross-entropy skips (PyTorch's and Hugging Face's convention)
 
 
 def build_sft_example(

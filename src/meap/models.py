@@ -8,6 +8,9 @@ This module holds no loss and no data logic: the objective lives in the batch.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -113,10 +116,6 @@ def packaged_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     The package holds a quantised GGUF; it is dequantised once (≈ 20 s on 2 cores) into
     ``$MEAP_CACHE/models/<name>`` through a staging directory, so an interrupted conversion leaves nothing.
     """
-    import importlib.util
-    import os
-    import shutil
-
     from transformers import AutoTokenizer
 
     package, gguf_file = PACKAGED_MODELS[name]

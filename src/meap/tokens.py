@@ -8,8 +8,10 @@ from __future__ import annotations
 import torch
 from tokenizers import AddedToken
 
+from meap.masking import IGNORE
+
 MASK_TOKEN = "[MASK]"
-IGNORE_INDEX = -100  # label value that cross-entropy skips (PyTorch's and Hugging Face's convention)
+IGNORE_INDEX = IGNORE  # label value cross-entropy skips; defined in the masking core, which imports nothing
 
 
 def mask_token_id(tokenizer) -> int | None:

@@ -7,8 +7,8 @@ import gzip
 import json
 
 import pytest
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from conftest import tiny_llama
 from meap.data.mdqa import make_mdqa
 from meap.errors import UserError
 from meap.eval.mdqa import INSTRUCTION, build_prompt, gold_position, read_mdqa, run
@@ -21,10 +21,7 @@ pytestmark = pytest.mark.usefixtures("builtin_prose")
 
 def save_tiny_llama(directory, tokenizer, max_positions=4096):
     """A randomly initialised two-layer Llama with ``tokenizer`` as a Hugging Face model directory."""
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
-    LlamaForCausalLM(config).save_pretrained(directory)
+    tiny_llama(len(tokenizer), max_positions=max_positions).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
 
