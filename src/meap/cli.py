@@ -20,14 +20,19 @@ def _config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
     group = parser.add_argument_group("config keys (override the YAML file)")
     types = field_types(config_cls)
     for f in dataclasses.fields(config_cls):
-        default = f" (default: {f.default})" if f.default != "" else ""
-        options = dict(nargs="?", const="true", metavar="BOOL") if types[f.name] is bool else dict(metavar="VALUE")
+        default = f" (default: {f.default})" if f.default not in ("", dataclasses.MISSING) else ""
+        if types[f.name] is bool:
+            options = dict(nargs="?", const="true", metavar="BOOL")
+        elif types[f.name] == list[str]:
+            options = dict(nargs="+", metavar="VALUE")
+        else:
+            options = dict(metavar="VALUE")
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
                            help=f.metadata.get("help", "") + default, **options)
 
 
 def _parser() -> argparse.ArgumentParser:
-    from meap.config import PretrainConfig
+    from meap.config import PretrainConfig, SFTConfig
 
     from meap import __version__
 
@@ -36,14 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"meap {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    pretrain = commands.add_parser("pretrain", help="pretrain a model with MEAP (or the NTP baseline)",
-                                   allow_abbrev=False)
-    pretrain.add_argument("--config", help="YAML recipe (see configs/)")
-    existing = pretrain.add_mutually_exclusive_group()
-    existing.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    existing.add_argument("--overwrite", action="store_true", help="replace the run in --output")
-    pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _config_flags(pretrain, PretrainConfig)
+    for name, config_cls, text in (("pretrain", PretrainConfig, "pretrain a model with MEAP (or the NTP baseline)"),
+                                   ("sft", SFTConfig, "fine-tune a causal LM with MEAP-SFT (or the NTP baseline)")):
+        training = commands.add_parser(name, help=text, allow_abbrev=False)
+        training.add_argument("--config", help="YAML recipe (see configs/)")
+        existing = training.add_mutually_exclusive_group()
+        existing.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+        existing.add_argument("--overwrite", action="store_true", help="replace the run in --output")
+        training.add_argument("--no-progress", action="store_true", help="no progress bar")
+        _config_flags(training, config_cls)
 
     prepare = commands.add_parser("prepare", help="tokenise local corpora into packed token shards",
                                   allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -155,13 +161,13 @@ def _run_eval(args: argparse.Namespace) -> None:
             print(f"{task}: {shown}")
 
 
-def _reject_unknown(unknown: list[str]) -> None:
-    from meap.config import PretrainConfig, unknown_option
+def _reject_unknown(unknown: list[str], config_cls: type) -> None:
+    from meap.config import unknown_option
 
     flag = next((arg for arg in unknown if arg.startswith("--")), None)
     if flag is None:
         raise UserError(f"unexpected argument {unknown[0]!r}")
-    raise unknown_option(flag, PretrainConfig)
+    raise unknown_option(flag, config_cls)
 
 
 def run(argv: list[str]) -> int:
@@ -187,10 +193,13 @@ def run(argv: list[str]) -> int:
                              examples=args.examples, seed=args.seed)
             print(f"wrote {path}")
         return 0
+    from meap.config import PretrainConfig, SFTConfig
+
+    config_cls = {"pretrain": PretrainConfig, "sft": SFTConfig}.get(args.command)
     if unknown:
-        if args.command != "pretrain":
+        if config_cls is None:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        _reject_unknown(unknown)
+        _reject_unknown(unknown, config_cls)
     if args.command == "prepare":
         from meap.data.prepare import prepare_corpus
 
@@ -198,13 +207,14 @@ def run(argv: list[str]) -> int:
                        text_field=args.text_field, val_fraction=args.val_fraction, num_proc=args.num_proc,
                        overwrite=args.overwrite)
         return 0
-    from meap.config import PretrainConfig, load_config
-    from meap.train import pretrain
+    from meap.config import load_config
+    from meap.train import pretrain, sft
 
-    keys = {f.name for f in dataclasses.fields(PretrainConfig)}
+    keys = {f.name for f in dataclasses.fields(config_cls)}
     overrides = {k: v for k, v in vars(args).items() if k in keys and v is not None}
-    config = load_config(PretrainConfig, args.config, overrides)
-    output = pretrain(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    config = load_config(config_cls, args.config, overrides)
+    train = pretrain if args.command == "pretrain" else sft
+    output = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"done: {output / 'final'}")
     return 0
 

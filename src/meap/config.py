@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from meap.errors import UserError
-from meap.masking import MASK_MODES
+from meap.masking import MASK_MODES, SFT_LAYOUTS
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -26,20 +26,17 @@ def _help(text: str, **kwargs: Any) -> Any:
 
 
 @dataclass
-class PretrainConfig:
-    """A pretraining run: what to train on, the objective, the shape of a step, the schedule."""
+class TrainingConfig:
+    """Keys every training run has: the objective, the shape of a step, the schedule, cadence and system.
 
-    # What
-    data: str = _help("prepared data directory (`meap prepare`), or `builtin` for the embedded corpus", default="builtin")
-    model: str = _help("model preset (see `meap presets`) or a local Hugging Face model directory", default="tiny")
+    Subclasses add what they train on and redeclare fields whose defaults differ.
+    """
+
     objective: str = _help("`meap` (masked inputs, clean next-token targets) or `ntp` (the baseline)", default="meap")
-    mask_ratio: float = _help("fraction of eligible input tokens replaced by [MASK] (MEAP only)", default=0.15)
-    mask_mode: str = _help("`exact` count per row, `bernoulli` per token, or `reference` (the reference code's "
-                           "shared masks)", default="exact")
-    output: str = _help("run directory (default: runs/pretrain-<objective>)", default="")
+    mask_ratio: float = _help("fraction of eligible tokens replaced by [MASK] (MEAP only)", default=0.15)
+    output: str = _help("run directory (default: runs/<command>-<objective>)", default="")
     seed: int = _help("seeds the model init, the data order and the masks", default=1337)
     # Shape of a step
-    seq_len: int = _help("tokens per training sequence", default=256)
     micro_batch_size: int = _help("sequences per device per forward pass", default=16)
     grad_accum_steps: int = _help("micro-batches accumulated into one optimizer step", default=1)
     max_steps: int = _help("optimizer steps to train for", default=240)
@@ -63,8 +60,10 @@ class PretrainConfig:
     compile: bool = _help("torch.compile the model", default=False)
     num_workers: int = _help("DataLoader worker processes", default=0)
 
+    command = "train"  # names the default output directory
+
     def resolved_output(self) -> Path:
-        return Path(self.output or f"runs/pretrain-{self.objective}")
+        return Path(self.output or f"runs/{self.command}-{self.objective}")
 
     def effective_mask_ratio(self) -> float:
         """The ratio the collator applies: the NTP baseline is MEAP at ratio 0."""
@@ -77,16 +76,14 @@ class PretrainConfig:
             found.append(f"objective: expected `meap` or `ntp`, got {self.objective!r}")
         if not 0.0 <= self.mask_ratio < 1.0:
             found.append(f"mask_ratio: expected a value in [0, 1), got {self.mask_ratio}")
-        if self.mask_mode not in MASK_MODES:
-            found.append(f"mask_mode: expected one of {', '.join(MASK_MODES)}, got {self.mask_mode!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             found.append(f"dtype: expected auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if not 0 <= self.seed < 2**32:
             found.append(f"seed: expected an integer in [0, 2**32), got {self.seed}")
-        for key in ("seq_len", "micro_batch_size", "grad_accum_steps", "max_steps", "log_every", "eval_batches"):
+        for key in ("micro_batch_size", "grad_accum_steps", "log_every", "eval_batches"):
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
-        for key in ("warmup_steps", "eval_every", "save_every", "keep_checkpoints", "num_workers"):
+        for key in ("max_steps", "warmup_steps", "eval_every", "save_every", "keep_checkpoints", "num_workers"):
             if getattr(self, key) < 0:
                 found.append(f"{key}: expected an integer >= 0, got {getattr(self, key)}")
         if not (math.isfinite(self.lr) and math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr and self.lr > 0):
@@ -100,8 +97,82 @@ class PretrainConfig:
         return found
 
 
+@dataclass
+class PretrainConfig(TrainingConfig):
+    """A pretraining run: packed blocks of a prepared corpus, a preset or local model, MEAP or NTP."""
+
+    data: str = _help("prepared data directory (`meap prepare`), or `builtin` for the embedded corpus", default="builtin")
+    model: str = _help("model preset (see `meap presets`) or a local Hugging Face model directory", default="tiny")
+    mask_mode: str = _help("`exact` count per row, `bernoulli` per token, or `reference` (the reference code's "
+                           "shared masks)", default="exact")
+    seq_len: int = _help("tokens per training sequence", default=256)
+
+    command = "pretrain"
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.mask_mode not in MASK_MODES:
+            found.append(f"mask_mode: expected one of {', '.join(MASK_MODES)}, got {self.mask_mode!r}")
+        for key in ("seq_len", "max_steps"):
+            if getattr(self, key) < 1:
+                found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
+        return found
+
+
+@dataclass
+class SFTConfig(TrainingConfig):
+    """A supervised fine-tuning run: instruction files, a local causal LM, MEAP-SFT or NTP-SFT."""
+
+    data: list[str] = _help("instruction files (JSON, JSONL, Parquet), or `builtin[:N]` (the built-in instruction "
+                            "set, also the default)",
+                            default_factory=list)
+    format: str = _help("`alpaca`, `sharegpt` or `messages`; empty: detected from the first record", default="")
+    model: str = _help("Hugging Face causal LM directory, a meap run directory, or `smollm2-135m` (packaged)",
+                       default="smollm2-135m")
+    mask_ratio: float = _help("fraction of answer tokens masked in the copy (MEAP only)", default=0.1)
+    layout: str = _help("`concat` (the paper: original + masked copy in one row) or `separate` (two rows)",
+                        default="concat")
+    min_answer_tokens: int = _help("conversations with this many answer tokens or fewer train as plain NTP", default=50)
+    max_length: int = _help("longest training row in tokens (and packed sequence length)", default=1024)
+    epochs: int = _help("passes over the training conversations (used when max_steps is 0)", default=1)
+    max_steps: int = _help("optimizer steps; 0: as many as `epochs` passes take", default=0)
+    packing: bool = _help("pack several rows per sequence (attention isolated per row)", default=False)
+    val_fraction: float = _help("share of conversations held out for the validation loss (NTP rows)", default=0.1)
+    lora_r: int = _help("LoRA rank (peft); 0 trains every weight", default=0)
+    lora_alpha: float = _help("LoRA scaling alpha", default=32.0)
+    lora_dropout: float = _help("LoRA dropout", default=0.05)
+    micro_batch_size: int = _help("conversations (packed: sequences) per device per forward pass", default=4)
+    lr: float = _help("peak learning rate", default=5e-5)
+    min_lr: float = _help("learning rate at the end of the cosine decay", default=0.0)
+    warmup_steps: int = _help("linear warmup steps", default=5)
+    weight_decay: float = _help("AdamW weight decay", default=0.0)
+    adam_beta2: float = _help("AdamW beta2", default=0.999)
+    eval_every: int = _help("optimizer steps between validation losses (0 disables)", default=20)
+    save_every: int = _help("optimizer steps between resumable checkpoints (0: only at the end)", default=50)
+
+    command = "sft"
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.format not in ("", "alpaca", "sharegpt", "messages"):
+            found.append(f"format: expected alpaca, sharegpt or messages, got {self.format!r}")
+        if self.layout not in SFT_LAYOUTS:
+            found.append(f"layout: expected one of {', '.join(SFT_LAYOUTS)}, got {self.layout!r}")
+        for key in ("min_answer_tokens", "lora_r"):
+            if getattr(self, key) < 0:
+                found.append(f"{key}: expected an integer >= 0, got {getattr(self, key)}")
+        for key in ("max_length", "epochs"):
+            if getattr(self, key) < 1:
+                found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            found.append(f"val_fraction: expected a value in [0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            found.append(f"lora_dropout: expected a value in [0, 1), got {self.lora_dropout}")
+        return found
+
+
 def field_types(config_cls: type) -> dict[str, type]:
-    """Field name -> its plain Python type (str, int, float or bool)."""
+    """Field name -> its Python type (str, int, float, bool or list[str])."""
     hints = typing.get_type_hints(config_cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
 
@@ -122,6 +193,11 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 def coerce(key: str, value: Any, expected: type, where: str) -> Any:
     """Convert a YAML value or a command-line string to the field's type, or raise a UserError."""
+    if typing.get_origin(expected) is list:  # a YAML list, one value, or the values of an nargs="+" flag
+        items = value if isinstance(value, list) else [value]
+        if all(isinstance(item, str) for item in items):
+            return list(items)
+        raise UserError(f"{where}: `{key}` expects a list of strings, got {value!r}")
     if expected is bool:
         if isinstance(value, bool):
             return value

@@ -120,7 +120,7 @@ def packaged_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
 
     package, gguf_file = PACKAGED_MODELS[name]
     cache = Path(cache_dir or os.environ.get("MEAP_CACHE") or Path.home() / ".cache" / "meap")
-    target = cache / "models" / f"{name}-v1"
+    target = cache / "models" / f"{name}-v2"  # v2: no GGUF quantization_config left in config.json
     if (target / "config.json").is_file():
         return target
     spec = importlib.util.find_spec(package)
@@ -132,8 +132,12 @@ def packaged_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
         quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
-        # A GGUF-loaded model refuses save_pretrained: copy its weights into a fresh model of the same config.
-        model = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
+        # A GGUF-loaded model refuses save_pretrained: copy its weights into a fresh model of the same config,
+        # minus the GGUF quantization entry (the weights are dequantised; the Trainer would refuse to train it).
+        config = quantised.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(quantised.state_dict())
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -158,24 +162,38 @@ def resolve_model_dir(spec: str) -> Path:
     raise UserError(f"{spec}: not a Hugging Face model directory or meap run (expected config.json or final/)")
 
 
-def load_causal_lm(spec: str, device: str | torch.device | None = None):
-    """``(model, tokenizer)`` for generation: eval mode, left padding, a pad token, bf16 on CUDA."""
+def _load_pretrained(spec: str, **model_kwargs):
+    """``(directory, model, tokenizer)`` of a causal LM, or a one-line UserError naming the directory."""
     from transformers import AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     directory = resolve_model_dir(spec)
     hf_logging.disable_progress_bar()  # a weight-loading bar per call is noise in evaluation output
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     try:
         config = AutoConfig.from_pretrained(directory)
         if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
             raise UserError(f"{directory}: a `{config.model_type}` model, not a causal language model")
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(directory, **model_kwargs)
     except (OSError, ValueError, KeyError) as error:
         raise _loading(str(directory), error) from None
+    return directory, model, tokenizer
+
+
+def load_causal_lm(spec: str, device: str | torch.device | None = None):
+    """``(model, tokenizer)`` for generation: eval mode, left padding, a pad token, bf16 on CUDA."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    _, model, tokenizer = _load_pretrained(spec, dtype=dtype)
     tokenizer.padding_side = "left"  # generation continues from the right edge of every row
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
+
+
+def load_for_training(spec: str, attn_implementation: str = "sdpa"):
+    """``(model, tokenizer)`` to fine-tune: float32 weights (mixed precision is the Trainer's), train mode."""
+    directory, model, tokenizer = _load_pretrained(spec, dtype=torch.float32, attn_implementation=attn_implementation)
+    if tokenizer.eos_token_id is None:
+        raise UserError(f"{directory}: the tokenizer has no EOS token; fine-tuning needs one to end answers")
+    return model.train(), tokenizer

@@ -69,29 +69,34 @@ class MetricsCallback(TrainerCallback):
     and ``val_loss`` when validation ran at that step.
     """
 
-    def __init__(self, path: Path, tokens_per_step: int, flops_per_step: float | None, peak: float | None,
+    def __init__(self, path: Path, tokens_per_step: int | None, flops_per_token: float | None, peak: float | None,
                  eval_every: int, world_size: int = 1):
         self.path = path
-        self.tokens_per_step = tokens_per_step
-        self.flops_per_step = flops_per_step
+        self.tokens_per_step = tokens_per_step  # None: the Trainer's num_input_tokens_seen counts them
+        self.flops_per_token = flops_per_token
         self.peak = None if peak is None else peak * world_size  # the step's FLOPs are spread over every device
         self.eval_every = eval_every
         self.latest: dict = {}
         self._pending: dict | None = None
         self._train_seconds = 0.0
-        self._window_steps = 0
+        self._window_tokens = 0
         self._mark = time.perf_counter()
 
     def _pause(self) -> None:
         self._mark = time.perf_counter()
 
+    def _tokens(self, state) -> int:
+        if self.tokens_per_step is None:
+            return int(state.num_input_tokens_seen)
+        return state.global_step * self.tokens_per_step
+
     def on_train_begin(self, args, state, control, **kwargs):
+        self._window_tokens = self._tokens(state)
         self._pause()
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.perf_counter()
         self._train_seconds += now - self._mark
-        self._window_steps += 1
         self._mark = now
         if state.global_step == state.max_steps:  # the last step is always logged and validated
             control.should_log = True
@@ -110,18 +115,19 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if "loss" in logs:
-            tokens_per_s = self.tokens_per_step * self._window_steps / max(self._train_seconds, 1e-9)
+            tokens = self._tokens(state)
+            tokens_per_s = (tokens - self._window_tokens) / max(self._train_seconds, 1e-9)
             record = {
                 "step": state.global_step,
                 "loss": round(float(logs["loss"]), 6),
                 "lr": float(logs.get("learning_rate", 0.0)),
                 "grad_norm": float(logs["grad_norm"]) if "grad_norm" in logs else None,
-                "tokens": state.global_step * self.tokens_per_step,
+                "tokens": tokens,
                 "tokens_per_s": round(tokens_per_s, 1),
             }
-            if self.flops_per_step and self.peak:
-                record["mfu"] = round(tokens_per_s / self.tokens_per_step * self.flops_per_step / self.peak, 4)
-            self._train_seconds, self._window_steps = 0.0, 0
+            if self.flops_per_token and self.peak:
+                record["mfu"] = round(tokens_per_s * self.flops_per_token / self.peak, 4)
+            self._train_seconds, self._window_tokens = 0.0, tokens
             self.latest = record
             self._flush(state)  # a record still waiting for a validation that never came
             self._pending = record

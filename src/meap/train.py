@@ -1,13 +1,14 @@
-"""Pretraining on the Hugging Face Trainer: config → data, model, collator → run → checkpoints → final model.
+"""Pretraining and fine-tuning on the Hugging Face Trainer: config → data, model, collator → run →
+checkpoints → final model.
 
 Stages, each a small function: :func:`claim_output` (refuse to clobber another run, find the checkpoint to
-resume), :func:`build_run` (tokenizer, model with ``[MASK]``, the sample stream, collators, Trainer), then
-``Trainer.train`` and :func:`save_final`. The objective lives in the collator: NTP is MEAP at mask ratio 0,
-with the same init, data order and everything else.
+resume), :func:`build_run` / :func:`build_sft_run` (tokenizer, model with ``[MASK]``, the sample stream,
+collators, Trainer), then ``Trainer.train`` and :func:`save_final`. The objective lives in the collator: NTP
+is MEAP at mask ratio 0, with the same init, data order and everything else.
 
-:class:`MeapTrainer` changes three things of the stock Trainer: the sample order is the stream's own
-(sequential over :class:`~meap.data.blocks.PackedBlocks`, which is seeded), validation batches are
-clean, and checkpoints are written to a staging directory and renamed into ``checkpoints/step-N`` so an
+:class:`MeapTrainer` changes four things of the stock Trainer: the sample order is the stream's own
+(sequential over :class:`~meap.data.blocks.PackedBlocks` or :class:`~meap.data.sft.SFTStream`, both
+seeded), validation batches are clean, tokens/s counts real tokens when the collator reports them, and checkpoints are written to a staging directory and renamed into ``checkpoints/step-N`` so an
 interrupted save never leaves a half-written checkpoint behind.
 
 Under ``torchrun``/``accelerate launch`` every process runs this; only the main process writes or deletes
@@ -20,6 +21,7 @@ import dataclasses
 import json
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +34,13 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging as hf_logging
 
-from meap.collate import MeapCollator
-from meap.config import PretrainConfig, config_to_dict, save_config
+from meap.collate import MeapCollator, MeapSFTCollator
+from meap.config import PretrainConfig, SFTConfig, TrainingConfig, config_to_dict, save_config
 from meap.data.blocks import PackedBlocks
 from meap.errors import UserError, warn
 from meap.models import build_model, is_model_dir, matmul_parameters, model_max_length
 from meap.monitor import MetricsCallback, ProgressBar, flops_per_token, peak_flops
-from meap.tokens import check_vocab_fits, fit_mask_embedding, mask_token_id, special_token_ids
+from meap.tokens import add_mask_token, check_vocab_fits, fit_mask_embedding, mask_token_id, special_token_ids
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -63,8 +65,16 @@ class MeapTrainer(Trainer):
         self.keep_checkpoints = keep_checkpoints
         self._staging_dir: str | None = None
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        # Collators with count_tokens=True report the batch's real (non-padding) tokens for tokens/s.
+        tokens = inputs.pop("num_tokens", None)
+        if tokens is not None:
+            tokens = torch.as_tensor(tokens, device=self.args.device, dtype=torch.int64)
+            self.state.num_input_tokens_seen += int(self.accelerator.gather(tokens).sum())
+        return super().training_step(model, inputs, num_items_in_batch)
+
     def _get_train_sampler(self, train_dataset=None):
-        # PackedBlocks already maps sample n to a seeded block, so the Trainer must not reshuffle it.
+        # The streams (PackedBlocks, SFTStream) are in their own seeded order: the Trainer must not reshuffle.
         return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
 
     def get_eval_dataloader(self, eval_dataset=None):
@@ -117,7 +127,7 @@ def holds_run(output: Path) -> bool:
     return (output / CONFIG_FILE).is_file() or (output / "checkpoints").is_dir()
 
 
-def claim_output(config: PretrainConfig, resume: bool, overwrite: bool) -> Path | None:
+def claim_output(config: TrainingConfig, resume: bool, overwrite: bool) -> Path | None:
     """Check the output directory (read-only) and return the checkpoint to resume from, if any."""
     output = config.resolved_output()
     if output.exists() and not output.is_dir():
@@ -140,7 +150,7 @@ def claim_output(config: PretrainConfig, resume: bool, overwrite: bool) -> Path 
     return None
 
 
-def _check_same_run(output: Path, config: PretrainConfig) -> None:
+def _check_same_run(output: Path, config: TrainingConfig) -> None:
     path = output / CONFIG_FILE
     saved = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
     current = config_to_dict(config)
@@ -150,7 +160,7 @@ def _check_same_run(output: Path, config: PretrainConfig) -> None:
         raise UserError(f"{path}: --resume with a different configuration ({details})")
 
 
-def _precision(config: PretrainConfig) -> dict:
+def _precision(config: TrainingConfig) -> dict:
     """TrainingArguments for the mixed precision that ``dtype`` asks for on this machine."""
     on_cuda = torch.cuda.is_available()
     if config.dtype == "auto":
@@ -167,13 +177,15 @@ def _precision(config: PretrainConfig) -> dict:
 
 @dataclass
 class Run:
-    """Everything a pretraining run is made of, built once by :func:`build_run`."""
+    """Everything a run is made of, built once by :func:`build_run` or :func:`build_sft_run`."""
 
-    config: PretrainConfig
+    config: TrainingConfig
     output: Path
     trainer: MeapTrainer
     tokenizer: object
     samples_per_step: int
+    max_steps: int
+    facts: dict = dataclasses.field(default_factory=dict)  # more for run.json (SFT row counts, say)
 
 
 def resolve_data_dir(data: str, progress: bool = True) -> Path:
@@ -196,10 +208,10 @@ def _model_knows_mask(spec: str) -> bool:
         return False  # no tokenizer saved beside the model
 
 
-def _training_arguments(config: PretrainConfig, output: Path, eval_on: bool) -> TrainingArguments:
+def _training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max_steps: int) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(output / "checkpoints"),
-        max_steps=config.max_steps,
+        max_steps=max_steps,
         per_device_train_batch_size=config.micro_batch_size,
         per_device_eval_batch_size=config.micro_batch_size,
         gradient_accumulation_steps=config.grad_accum_steps,
@@ -216,19 +228,54 @@ def _training_arguments(config: PretrainConfig, output: Path, eval_on: bool) -> 
         eval_strategy="steps" if eval_on else "no",
         eval_steps=config.eval_every if eval_on else None,
         save_strategy="steps",
-        save_steps=config.save_every or config.max_steps,
+        save_steps=config.save_every or max_steps,
         save_total_limit=None,
         seed=config.seed,
         torch_compile=config.compile,
         dataloader_num_workers=config.num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         dataloader_drop_last=True,
-        remove_unused_columns=False,  # the collator needs each sample's `sample_index`
+        remove_unused_columns=False,  # the collators need each sample's `sample_index`
         prediction_loss_only=True,
         report_to="none",
         disable_tqdm=True,
         **_precision(config),
     )
+
+
+def _make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments, model, train_dataset, eval_dataset,
+                  collator, eval_collator, *, tokens_per_step: int | None, seq_len: int, progress: bool) -> MeapTrainer:
+    """The Trainer with metrics.jsonl, TensorBoard and the progress bar; ``tokens_per_step=None``: counted."""
+    peak = peak_flops()
+    flops = None
+    if peak:
+        flops = flops_per_token(matmul_parameters(model), model.config.num_hidden_layers, model.config.hidden_size,
+                                seq_len)
+    eval_every = config.eval_every if eval_dataset is not None else 0
+    metrics = MetricsCallback(output / METRICS_FILE, tokens_per_step, flops, peak, eval_every,
+                              world_size=args.world_size)
+    tensorboard = TensorBoardCallback()
+    tensorboard.logging_dir = str(output / "tensorboard")  # its writer opens at train start, on the main process
+    trainer = MeapTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        eval_collator=eval_collator,
+        keep_checkpoints=config.keep_checkpoints,
+        callbacks=[metrics, tensorboard],
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(ProgressBar(metrics))
+    return trainer
+
+
+def _check_warmup(config: TrainingConfig, max_steps: int) -> None:
+    if config.warmup_steps >= max_steps:
+        warn(f"warmup_steps ({config.warmup_steps}) >= the run's {max_steps} steps: the peak lr is never reached")
 
 
 def build_run(config: PretrainConfig, progress: bool = True) -> Run:
@@ -255,10 +302,9 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     if config.eval_every and not eval_on:
         warn(f"{data_dir}: the validation split has {val_blocks.num_blocks} sequences of {config.seq_len + 1} "
              f"tokens, fewer than one batch of {config.micro_batch_size * world_size}; validation is off")
-    if config.warmup_steps >= config.max_steps:
-        warn(f"warmup_steps ({config.warmup_steps}) >= max_steps ({config.max_steps}): the peak lr is never reached")
+    _check_warmup(config, config.max_steps)
 
-    args = _training_arguments(config, output, eval_on)
+    args = _training_arguments(config, output, eval_on, config.max_steps)
     samples_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
     train_blocks.num_samples = config.max_steps * samples_per_step
     val_blocks.num_samples = val_batches * config.micro_batch_size * world_size
@@ -278,33 +324,111 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     collator = MeapCollator(mask_id, config.effective_mask_ratio(), config.mask_mode, config.seed, specials,
                             pad_token_id=eos, samples_per_step=samples_per_step)
     clean_collator = MeapCollator(mask_id, 0.0, "exact", config.seed, specials, pad_token_id=eos)
+    trainer = _make_trainer(config, output, args, model, train_blocks, val_blocks if eval_on else None, collator,
+                            clean_collator, tokens_per_step=samples_per_step * config.seq_len, seq_len=config.seq_len,
+                            progress=progress)
+    return Run(config, output, trainer, tokenizer, samples_per_step, config.max_steps)
 
-    tokens_per_step = samples_per_step * config.seq_len
-    peak = peak_flops()
-    flops = None
-    if peak:
-        flops = tokens_per_step * flops_per_token(matmul_parameters(model), model.config.num_hidden_layers,
-                                                  model.config.hidden_size, config.seq_len)
-    metrics = MetricsCallback(output / METRICS_FILE, tokens_per_step, flops, peak,
-                              config.eval_every if eval_on else 0, world_size=args.world_size)
-    tensorboard = TensorBoardCallback()
-    tensorboard.logging_dir = str(output / "tensorboard")  # its writer opens at train start, on the main process
-    callbacks = [metrics, tensorboard]
-    trainer = MeapTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_blocks,
-        eval_dataset=val_blocks if eval_on else None,
-        data_collator=collator,
-        eval_collator=clean_collator,
-        keep_checkpoints=config.keep_checkpoints,
-        callbacks=callbacks,
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    if progress:
-        trainer.add_callback(ProgressBar(metrics))
-    return Run(config, output, trainer, tokenizer, samples_per_step)
+
+def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
+    """Model (+ ``[MASK]``, + LoRA), tokenised conversations, the seeded stream, SFT collators, Trainer."""
+    from meap.data.sft import SFTStream, read_conversations, tokenize_conversation
+    from meap.models import load_for_training
+
+    hf_logging.disable_progress_bar()
+    output = config.resolved_output()
+    model, tokenizer = load_for_training(config.model, config.attn_implementation)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and config.max_length > limit:
+        raise UserError(f"max_length: {config.max_length} is above the maximum of model `{config.model}` ({limit} tokens)")
+    newly_added = mask_token_id(tokenizer) is None
+    mask_id = add_mask_token(tokenizer, model)
+    conversations = read_conversations(config.data, config.format or None)
+    segments = [tokenize_conversation(tokenizer, turns) for turns in conversations]
+
+    # Lengths and kinds of a conversation's rows do not depend on the mask, so one draw tells both.
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    collator = MeapSFTCollator(mask_id, eos, pad, config.effective_mask_ratio(), config.min_answer_tokens,
+                               config.layout, config.max_length, config.seed, packing=config.packing,
+                               packed_attention=_packed_attention(model), count_tokens=True)
+    lengths, kinds = [], Counter()
+    for conversation in segments:
+        rows = collator.rows({"segments": conversation})
+        lengths.append(sum(len(row["input_ids"]) for row in rows))
+        kinds.update(row["kind"] for row in rows)
+    kept = [i for i, length in enumerate(lengths) if length > 0]
+    where = ", ".join(config.data or ["builtin"])
+    if len(kept) < len(segments):
+        warn(f"{where}: {len(segments) - len(kept)} conversations have no answer token within max_length "
+             f"({config.max_length}); skipped")
+    if kinds["ntp-fallback"]:
+        warn(f"{where}: {kinds['ntp-fallback']} conversations are too long for original + masked copy within "
+             f"max_length ({config.max_length}); they train as plain NTP rows (kind ntp-fallback)")
+    order = torch.randperm(len(kept), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    num_val = round(len(kept) * config.val_fraction)
+    val_ids, train_ids = [kept[i] for i in order[:num_val]], sorted(kept[i] for i in order[num_val:])
+    if not train_ids:
+        raise UserError(f"{where}: no conversation left to train on")
+
+    world_size = PartialState().num_processes
+    samples_per_step = config.micro_batch_size * config.grad_accum_steps * world_size
+    pack_lengths = [lengths[i] for i in train_ids] if config.packing else None
+    train = [segments[i] for i in train_ids]
+
+    def stream(epochs: int) -> SFTStream:
+        return SFTStream(train, epochs=epochs, seed=config.seed, pack_lengths=pack_lengths,
+                         max_length=config.max_length)
+
+    train_stream = stream(config.epochs)
+    max_steps = config.max_steps or len(train_stream) // samples_per_step
+    if max_steps == 0:
+        raise UserError(f"{where}: {len(train_stream)} training samples, fewer than one optimizer step of "
+                        f"{samples_per_step} (micro_batch_size x grad_accum_steps x processes)")
+    if config.max_steps:  # as many passes as the steps need, cut to them
+        epochs = -(-max_steps * samples_per_step // max(1, len(stream(1)))) + 1
+        train_stream = stream(epochs)
+    train_stream.items = train_stream.items[: max_steps * samples_per_step]
+
+    val_batches = min(config.eval_batches, len(val_ids) // (config.micro_batch_size * world_size))
+    eval_on = bool(config.eval_every and val_batches)
+    if config.eval_every and config.val_fraction and not eval_on:
+        warn(f"{where}: {len(val_ids)} validation conversations, fewer than one batch of "
+             f"{config.micro_batch_size * world_size}; validation is off")
+    val_stream = SFTStream([segments[i] for i in val_ids], shuffle=False)
+    val_stream.items = val_stream.items[: val_batches * config.micro_batch_size * world_size]
+    clean_collator = dataclasses.replace(collator, mask_ratio=0.0, packing=False, count_tokens=False)
+    _check_warmup(config, max_steps)
+
+    args = _training_arguments(config, output, eval_on, max_steps)
+    set_seed(config.seed)  # LoRA's initialisation
+    if config.lora_r:
+        model = _with_lora(model, config, mask_id if newly_added else None)
+    average = sum(lengths[i] for i in train_ids) / len(train_ids)
+    trainer = _make_trainer(config, output, args, model, train_stream, val_stream if eval_on else None, collator,
+                            clean_collator, tokens_per_step=None, seq_len=round(average), progress=progress)
+    facts = {"conversations": {"train": len(train_ids), "val": len(val_ids), "skipped": len(segments) - len(kept)},
+             "rows": dict(kinds)}
+    return Run(config, output, trainer, tokenizer, samples_per_step, max_steps, facts)
+
+
+def _packed_attention(model) -> str:
+    implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    if implementation.startswith("flash"):
+        return "flash_attention_2"
+    return "eager" if implementation == "eager" else "sdpa"
+
+
+def _with_lora(model, config: SFTConfig, new_mask_id: int | None):
+    """``model`` wrapped in LoRA adapters on every linear layer; a new ``[MASK]`` row stays trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM",
+                      trainable_token_indices=[new_mask_id] if new_mask_id is not None else None,
+                      ensure_weight_tying=tied and new_mask_id is not None)
+    return get_peft_model(model, lora)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -325,17 +449,30 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
 
 
 def save_final(run: Run) -> Path:
-    """Write ``final/``: a plain Hugging Face model and tokenizer (with ``[MASK]``), atomically."""
+    """Write ``final/``: a plain Hugging Face model and tokenizer (with ``[MASK]``), atomically.
+
+    A LoRA run also writes its adapter to ``adapter/`` and merges it into the weights of ``final/``.
+    """
     final = run.output / "final"
     staging = run.output / ".staging-final"
     main = run.trainer.is_world_process_zero()
     if main:
         shutil.rmtree(staging, ignore_errors=True)
     run.trainer.accelerator.wait_for_everyone()
-    run.trainer.save_model(str(staging))  # every process takes part (sharded models are gathered)
+    model = run.trainer.accelerator.unwrap_model(run.trainer.model)
+    if hasattr(model, "merge_and_unload"):  # a peft model
+        if main:
+            adapter = run.output / ".staging-adapter"
+            model.save_pretrained(str(adapter))
+            publish(adapter, run.output / "adapter")
+            model.merge_and_unload().save_pretrained(str(staging))
+    else:
+        run.trainer.save_model(str(staging))  # every process takes part (sharded models are gathered)
     if main:
         (staging / "training_args.bin").unlink(missing_ok=True)  # final/ is a plain model, not a checkpoint
-        run.tokenizer.model_max_length = run.trainer.model.config.max_position_embeddings
+        limit = getattr(run.trainer.model.config, "max_position_embeddings", None)
+        if limit:
+            run.tokenizer.model_max_length = limit
         run.tokenizer.save_pretrained(str(staging))
         publish(staging, final)
     run.trainer.accelerator.wait_for_everyone()
@@ -352,7 +489,7 @@ def _check_resumable(output: Path, samples_per_step: int) -> None:
         )
 
 
-def _prepare_output(output: Path, checkpoint: Path | None, config: PretrainConfig, samples_per_step: int) -> None:
+def _prepare_output(output: Path, checkpoint: Path | None, run: Run) -> None:
     """Main process only: clear or repair the run directory, then write the config and run facts."""
     if checkpoint is None:
         shutil.rmtree(output, ignore_errors=True)  # empty, or a run that --overwrite replaces (claim_output)
@@ -361,8 +498,9 @@ def _prepare_output(output: Path, checkpoint: Path | None, config: PretrainConfi
         _truncate_metrics(output / METRICS_FILE, checkpoint_step(checkpoint))
         for stale in [*output.glob(".staging-*"), *(output / "checkpoints").glob(".staging-*")]:
             shutil.rmtree(stale, ignore_errors=True)  # a save that was interrupted: never renamed into place
-    save_config(config, output / CONFIG_FILE)
-    (output / RUN_FILE).write_text(json.dumps({"samples_per_step": samples_per_step}) + "\n")
+    save_config(run.config, output / CONFIG_FILE)
+    facts = {"samples_per_step": run.samples_per_step, "max_steps": run.max_steps, **run.facts}
+    (output / RUN_FILE).write_text(json.dumps(facts) + "\n")
 
 
 def _check_writable(output: Path) -> None:
@@ -371,23 +509,39 @@ def _check_writable(output: Path) -> None:
         raise UserError(f"{output}: cannot create the run directory ({parent} is not writable)")
 
 
-def pretrain(config: PretrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) a pretraining run and return its output directory."""
+def _saved_max_steps(output: Path) -> int | None:
+    path = output / RUN_FILE
+    return json.loads(path.read_text()).get("max_steps") if path.is_file() else None
+
+
+def _execute(config: TrainingConfig, build, resume: bool, overwrite: bool, progress: bool) -> Path:
+    """Claim the output, build the run, train (or resume), write ``final/``; return the output directory."""
     config = dataclasses.replace(config, output=str(config.resolved_output()))
     output = config.resolved_output()
     # Checks are read-only, so every process reaches the same verdict; only the main process writes.
     checkpoint = claim_output(config, resume, overwrite)
-    if checkpoint is not None and checkpoint_step(checkpoint) >= config.max_steps and (output / "final").is_dir():
-        print(f"{output}: already complete ({config.max_steps} steps); raise --max-steps to train further")
+    target = config.max_steps or _saved_max_steps(output)
+    if checkpoint is not None and target and checkpoint_step(checkpoint) >= target and (output / "final").is_dir():
+        print(f"{output}: already complete ({target} steps); raise --max-steps to train further")
         return output
     _check_writable(output)
-    run = build_run(config, progress)
+    run = build(config, progress)
     if checkpoint is not None:
         _check_resumable(output, run.samples_per_step)
     state = PartialState()
     if state.is_main_process:
-        _prepare_output(output, checkpoint, config, run.samples_per_step)
+        _prepare_output(output, checkpoint, run)
     state.wait_for_everyone()
     run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     save_final(run)
     return output
+
+
+def pretrain(config: PretrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) a pretraining run and return its output directory."""
+    return _execute(config, build_run, resume, overwrite, progress)
+
+
+def sft(config: SFTConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) a supervised fine-tuning run and return its output directory."""
+    return _execute(config, build_sft_run, resume, overwrite, progress)

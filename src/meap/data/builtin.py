@@ -129,3 +129,52 @@ def _book_titles(tree: ast.AST) -> list[str]:
         ):
             return [value.value for value in node.values]
     return []
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+
+
+def builtin_conversations(count: int = 48, seed: int = 0) -> list[list[dict]]:
+    """A built-in instruction set whose answers are long (≈ 60-100 tokens): find a passage by a cue in a
+    context of several passages and write it out. MEAP-SFT applies to answers above 50 tokens, and this is
+    the key-information retrieval MEAP is meant to help.
+
+    Two tasks alternate, over passages of 50-75 words from the World English Bible: *quote* (passages are
+    labelled with random codes; copy the one with the asked code) and *continue* (given a passage's first
+    words, write out the rest of it). Deterministic in ``(count, seed)``.
+    """
+    import random
+
+    _, bible = builtin_source_files()
+    books = [_SENTENCE_END.split(" ".join(book.split("\n", 1)[-1].split())) for book in _bible_books(bible)]
+    rng = random.Random(seed)
+
+    def passage() -> str:
+        while True:
+            sentences = rng.choice(books)
+            start = rng.randrange(len(sentences))
+            words: list[str] = []
+            for sentence in sentences[start:]:
+                words += sentence.split()
+                if len(words) >= 50:
+                    break
+            if 50 <= len(words) <= 75:
+                return " ".join(words)
+
+    conversations = []
+    for index in range(count):
+        passages = [passage() for _ in range(3)]
+        target = rng.randrange(len(passages))
+        if index % 2 == 0:
+            codes = ["".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(4)) for _ in passages]
+            context = "\n\n".join(f"Passage {code}: {text}" for code, text in zip(codes, passages))
+            prompt = f"{context}\n\nCopy out passage {codes[target]} word for word."
+            answer = passages[target]
+        else:
+            words = passages[target].split()
+            context = "\n\n".join(passages)
+            prompt = (f"{context}\n\nOne of the passages above begins with \"{' '.join(words[:6])}\". "
+                      "Write out the rest of that passage.")
+            answer = " ".join(words[6:])
+        conversations.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+    return conversations

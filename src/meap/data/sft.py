@@ -15,9 +15,12 @@ here: :func:`meap.masking.build_sft_rows` draws them in the collator, anew every
 
 from __future__ import annotations
 
+import bisect
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import torch
 
 from meap.errors import UserError
 
@@ -95,7 +98,13 @@ def _records(path: Path) -> Iterator[tuple[str, dict]]:
 
 
 def read_conversations(files: list[str], sft_format: str | None = None) -> list[list[dict]]:
-    """Every record of ``files`` as a conversation; bad records raise :class:`UserError` naming file and line."""
+    """Every record of ``files`` as a conversation; bad records raise :class:`UserError` naming file and line.
+
+    ``builtin`` (or ``builtin:N`` for N conversations) names the built-in instruction set
+    (:func:`meap.data.builtin.builtin_conversations`); no files at all means the same.
+    """
+    if not files or files[0].split(":")[0] == "builtin":
+        return _builtin(files)
     if sft_format is not None and sft_format not in SFT_FORMATS:
         raise UserError(f"--format: unknown format {sft_format!r}; expected one of {', '.join(SFT_FORMATS)}")
     conversations = []
@@ -107,6 +116,16 @@ def read_conversations(files: list[str], sft_format: str | None = None) -> list[
     if not conversations:
         raise UserError(f"{', '.join(files)}: no records")
     return conversations
+
+
+def _builtin(files: list[str]) -> list[list[dict]]:
+    from meap.data.builtin import builtin_conversations
+
+    spec = files[0] if files else "builtin"
+    name, _, count = spec.partition(":")
+    if len(files) > 1 or name != "builtin" or (count and not (count.isdigit() and int(count) > 0)):
+        raise UserError(f"--data {' '.join(files)}: `builtin` or `builtin:N` (N > 0) stands alone")
+    return builtin_conversations(int(count)) if count else builtin_conversations()
 
 
 def render_turns(tokenizer, turns: list[dict]) -> list[tuple[str, bool]]:
@@ -138,3 +157,60 @@ def render_turns(tokenizer, turns: list[dict]) -> list[tuple[str, bool]]:
 def tokenize_conversation(tokenizer, turns: list[dict]) -> list[tuple[list[int], bool]]:
     """``(token ids, supervised)`` segments of a conversation, ready for :func:`meap.masking.build_sft_rows`."""
     return [(tokenizer(text, add_special_tokens=False)["input_ids"], answer) for text, answer in render_turns(tokenizer, turns)]
+
+
+class SFTStream(torch.utils.data.Dataset):
+    """Conversations in a seeded order, epoch after epoch, as samples for :class:`meap.collate.MeapSFTCollator`.
+
+    Epoch ``e`` visits every conversation once in its own seeded order; the ``k``-th conversation of the
+    stream gets ``sample_index = e·N + position``, so its masks differ between epochs and are the same for
+    the MEAP and NTP runs' identical data order. Without ``pack_lengths`` a sample is one conversation.
+    With them (tokens each conversation's rows take, at most ``max_length``), a sample is a pack
+    ``{"pack": [...]}``: each epoch's conversations, in order, go best-fit into sequences of ``max_length``.
+    """
+
+    def __init__(self, conversations: Sequence[list[tuple[list[int], bool]]], *, epochs: int = 1, seed: int = 0,
+                 shuffle: bool = True, pack_lengths: Sequence[int] | None = None, max_length: int | None = None):
+        if pack_lengths is not None and (max_length is None or max(pack_lengths, default=0) > max_length):
+            raise ValueError("packing needs max_length at least as long as every conversation's rows")
+        self.conversations = conversations
+        self.packing = pack_lengths is not None
+        self.items: list[list[tuple[int, int]]] = []  # each: (conversation, sample_index) pairs
+        size = len(conversations)
+        for epoch in range(epochs):
+            order = (torch.randperm(size, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+                     if shuffle else list(range(size)))
+            visits = [(conversation, epoch * size + position) for position, conversation in enumerate(order)]
+            if pack_lengths is None:
+                self.items += [[visit] for visit in visits]
+            else:
+                self.items += _best_fit(visits, pack_lengths, max_length)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _sample(self, conversation: int, sample_index: int) -> dict:
+        return {"segments": self.conversations[conversation], "sample_index": sample_index}
+
+    def __getitem__(self, index: int) -> dict:
+        visits = self.items[index]
+        if self.packing:
+            return {"pack": [self._sample(*visit) for visit in visits]}
+        return self._sample(*visits[0])
+
+
+def _best_fit(visits: list[tuple[int, int]], lengths: Sequence[int], capacity: int) -> list[list[tuple[int, int]]]:
+    """Visits into bins of ``capacity`` tokens, each into the fullest bin it fits (bins keep visit order)."""
+    bins: list[list[tuple[int, int]]] = []
+    free: list[tuple[int, int]] = []  # (free tokens, bin), sorted
+    for visit in visits:
+        need = lengths[visit[0]]
+        slot = bisect.bisect_left(free, (need, -1))
+        if slot < len(free):
+            room, chosen = free.pop(slot)
+        else:
+            room, chosen = capacity, len(bins)
+            bins.append([])
+        bins[chosen].append(visit)
+        bisect.insort(free, (room - need, chosen))
+    return bins
