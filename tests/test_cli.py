@@ -122,3 +122,35 @@ def test_eval_niah_bad_input(tiny_model_dir, tmp_path):
                      "-o", str(tmp_path / "c"))
     assert_user_error(result, "empty.txt", "empty")
     assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_sft_bad_input(tiny_model_dir, tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"instruction": "Say it.", "output": "It."}) + "\n")
+    sft = ("sft", "--model", str(tiny_model_dir), "--output")
+    assert_user_error(run_cli(*sft, str(tmp_path / "a"), "--data", str(good), "--format", "dolly"),
+                      "format", "alpaca, sharegpt or messages")
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps({"instruction": "Say it.", "output": "It."}) + "\n"
+                       + json.dumps({"instruction": "No output here."}) + "\n")
+    assert_user_error(run_cli(*sft, str(tmp_path / "b"), "--data", str(missing)), "missing.jsonl:2", "output")
+    turns = tmp_path / "turns.json"
+    turns.write_text(json.dumps([{"messages": [{"role": "user", "content": "Hi"}, {"role": "robot", "content": "x"}]}]))
+    assert_user_error(run_cli(*sft, str(tmp_path / "c"), "--data", str(turns)), "turns.json", "item 0", "robot")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": " "}]}))
+    assert_user_error(run_cli(*sft, str(tmp_path / "d"), "--data", str(empty)), "empty.jsonl:1", "empty answer")
+    assert_user_error(run_cli(*sft, str(tmp_path / "e"), "--data", str(good), "--min-answer-tokens", "-1"),
+                      "min_answer_tokens", ">= 0")
+    not_causal = tmp_path / "t5"
+    not_causal.mkdir()
+    (not_causal / "config.json").write_text(json.dumps(
+        {"model_type": "t5", "vocab_size": 10, "d_model": 8, "num_layers": 1, "num_heads": 1, "d_ff": 8, "d_kv": 8}))
+    assert_user_error(run_cli("sft", "--model", str(not_causal), "--data", str(good), "--output", str(tmp_path / "f")),
+                      "not a causal language model")
+    assert_user_error(run_cli(*sft, str(tmp_path / "g"), "--data", str(tmp_path / "nope.jsonl")), "nope.jsonl")
+    assert_user_error(run_cli(*sft, str(tmp_path / "h"), "--data", str(good), "--max-length", "4096"),
+                      "max_length", "512")
+    assert_user_error(run_cli(*sft, str(tmp_path / "i"), "--data", str(good), "--lora-rank", "8"),
+                      "--lora-rank", "--lora-r")
+    assert not any((tmp_path / name).exists() for name in "abcdefghi")

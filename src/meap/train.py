@@ -337,13 +337,13 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
 
     hf_logging.disable_progress_bar()
     output = config.resolved_output()
+    conversations = read_conversations(config.data, config.format or None)  # bad records fail before any loading
     model, tokenizer = load_for_training(config.model, config.attn_implementation)
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit and config.max_length > limit:
         raise UserError(f"max_length: {config.max_length} is above the maximum of model `{config.model}` ({limit} tokens)")
     newly_added = mask_token_id(tokenizer) is None
     mask_id = add_mask_token(tokenizer, model)
-    conversations = read_conversations(config.data, config.format or None)
     segments = [tokenize_conversation(tokenizer, turns) for turns in conversations]
 
     # Lengths and kinds of a conversation's rows do not depend on the mask, so one draw tells both.

@@ -1,0 +1,157 @@
+"""`meap sft` end to end on a tiny model and real files of each format: outputs, resume, the NTP baseline,
+packing, LoRA."""
+
+import json
+import shutil
+from itertools import islice
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from meap.config import SFTConfig, load_config
+from meap.train import build_sft_run, sft
+
+WORDS = ("river stone lantern meadow copper violet harbor thistle ember quarry willow falcon "
+         "marble cedar orchard tundra").split()
+
+
+def answer(i: int, words: int = 24) -> str:
+    return " ".join(WORDS[(i * 5 + k * 3) % len(WORDS)] for k in range(words)) + "."
+
+
+def alpaca(i):
+    return {"instruction": f"List the words of sequence {i}.", "input": "", "output": answer(i)}
+
+
+def sharegpt(i):
+    return {"conversations": [{"from": "system", "value": "Be exact."}, {"from": "human", "value": f"Sequence {i}?"},
+                              {"from": "gpt", "value": answer(i)}, {"from": "human", "value": "Again, shorter."},
+                              {"from": "gpt", "value": answer(i, 8)}]}
+
+
+def messages(i):
+    return {"messages": [{"role": "user", "content": f"Recite sequence {i}."},
+                         {"role": "assistant", "content": answer(i)}]}
+
+
+def write(path, records):
+    if path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(records), path)
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(records))
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture
+def alpaca_file(tmp_path):
+    return write(tmp_path / "alpaca.jsonl", [alpaca(i) for i in range(20)])
+
+
+def config(model, data, output, **overrides) -> SFTConfig:
+    values = dict(model=str(model), data=[str(d) for d in data], output=str(output), max_length=256,
+                  micro_batch_size=2, min_answer_tokens=10, lr=1e-3, warmup_steps=1, log_every=1, eval_every=4,
+                  eval_batches=1, save_every=4, keep_checkpoints=0, val_fraction=0.1, max_steps=0)
+    values.update(overrides)
+    return load_config(SFTConfig, overrides=values)
+
+
+def read_metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu")} for r in records]
+
+
+@pytest.mark.parametrize("fmt,name,make", [("alpaca", "a.jsonl", alpaca), ("sharegpt", "s.json", sharegpt),
+                                           ("messages", "m.parquet", messages)])
+def test_each_format_trains_checkpoints_and_writes_a_loadable_model(tiny_model_dir, tmp_path, fmt, name, make):
+    data = write(tmp_path / name, [make(i) for i in range(20)])
+    run = sft(config(tiny_model_dir, [data], tmp_path / "run"), progress=False)
+
+    facts = json.loads((run / "run.json").read_text())
+    assert facts["conversations"] == {"train": 18, "val": 2, "skipped": 0}
+    assert facts["max_steps"] == 9 and facts["rows"]["concat"] == 20  # one epoch of 18 in steps of 2 (+ val)
+    metrics = read_metrics(run)
+    assert [m["step"] for m in metrics] == list(range(1, 10))
+    assert [m["step"] for m in metrics if "val_loss" in m] == [4, 8, 9]
+    assert all(m["tokens_per_s"] > 0 for m in metrics) and metrics[-1]["tokens"] > 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-4", "step-8", "step-9"]
+
+    model = AutoModelForCausalLM.from_pretrained(run / "final")
+    tokenizer = AutoTokenizer.from_pretrained(run / "final")
+    mask_id = tokenizer.convert_tokens_to_ids("[MASK]")
+    assert mask_id == len(tokenizer) - 1 and mask_id < model.get_input_embeddings().weight.shape[0]
+    prompt = tokenizer("### Instruction:\nRecite sequence 3.\n\n### Response:\n", return_tensors="pt")
+    assert model.generate(**prompt, max_new_tokens=4, do_sample=False).shape[1] == prompt["input_ids"].shape[1] + 4
+    assert load_config(SFTConfig, run / "config.yaml").data == [str(data)]
+
+
+def test_resume_reproduces_the_uninterrupted_run(tiny_model_dir, alpaca_file, tmp_path):
+    full = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "full", epochs=2), progress=False)
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    for late in ("step-12", "step-16", "step-18"):
+        shutil.rmtree(cut / "checkpoints" / late)
+    shutil.rmtree(cut / "final")
+    lines = (cut / "metrics.jsonl").read_text().splitlines()
+    (cut / "metrics.jsonl").write_text("\n".join(lines[:10]) + "\n")
+
+    sft(config(tiny_model_dir, [alpaca_file], cut, epochs=2), resume=True, progress=False)
+
+    assert without_timing(read_metrics(cut)) == without_timing(read_metrics(full))
+    full_weights = AutoModelForCausalLM.from_pretrained(full / "final").state_dict()
+    for name, tensor in AutoModelForCausalLM.from_pretrained(cut / "final").state_dict().items():
+        assert torch.equal(tensor, full_weights[name]), name
+
+
+def test_ntp_baseline_sees_the_same_conversations_in_the_same_order(tiny_model_dir, alpaca_file, tmp_path):
+    meap = build_sft_run(config(tiny_model_dir, [alpaca_file], tmp_path / "m", epochs=2), progress=False)
+    ntp = build_sft_run(config(tiny_model_dir, [alpaca_file], tmp_path / "n", epochs=2, objective="ntp"),
+                        progress=False)
+    assert meap.max_steps == ntp.max_steps == 18
+    assert meap.trainer.train_dataset.items == ntp.trainer.train_dataset.items
+    for name, tensor in meap.trainer.model.state_dict().items():
+        assert torch.equal(tensor, ntp.trainer.model.state_dict()[name]), name
+    mask_id = meap.tokenizer.convert_tokens_to_ids("[MASK]")
+    for meap_batch, ntp_batch in islice(zip(meap.trainer.get_train_dataloader(), ntp.trainer.get_train_dataloader()), 4):
+        assert not (ntp_batch["input_ids"] == mask_id).any() and (meap_batch["input_ids"] == mask_id).any()
+        for row in range(ntp_batch["input_ids"].shape[0]):
+            n = int(ntp_batch["attention_mask"][row].sum())
+            # MEAP's concat row starts with exactly the NTP row, labels included; the masked copy follows.
+            assert torch.equal(meap_batch["input_ids"][row, :n], ntp_batch["input_ids"][row, :n])
+            assert torch.equal(meap_batch["labels"][row, :n], ntp_batch["labels"][row, :n])
+            assert int(meap_batch["attention_mask"][row].sum()) == 2 * n
+
+
+def test_packing_trains_on_fewer_fuller_sequences(tiny_model_dir, alpaca_file, tmp_path):
+    run = build_sft_run(config(tiny_model_dir, [alpaca_file], tmp_path / "p", packing=True), progress=False)
+    batch = next(iter(run.trainer.get_train_dataloader()))
+    assert batch["attention_mask"].dim() == 4 and "position_ids" in batch
+    assert run.max_steps < 9 and batch["input_ids"].shape[1] <= 256
+    out = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "packed", packing=True), progress=False)
+    assert (out / "final" / "config.json").is_file()
+
+
+def test_lora_writes_an_adapter_and_a_merged_model(tiny_model_dir, alpaca_file, tmp_path):
+    run = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "lora", lora_r=4, max_steps=3, eval_every=0),
+              progress=False)
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    tuned = AutoModelForCausalLM.from_pretrained(run / "final").state_dict()
+    assert set(tuned) == set(base)  # merged: a plain model, no LoRA modules left
+    changed = [name for name in base if name in tuned and tuned[name].shape == base[name].shape
+               and not torch.equal(tuned[name], base[name])]
+    assert any("proj" in name for name in changed)
+    mask_id = AutoTokenizer.from_pretrained(run / "final").convert_tokens_to_ids("[MASK]")
+    embeddings = tuned["model.embed_tokens.weight"]
+    assert embeddings.shape[0] == mask_id + 1
+    # The new [MASK] row started as the mean of the others and is trained alongside the adapters.
+    start = base["model.embed_tokens.weight"].mean(dim=0)
+    assert not torch.allclose(embeddings[mask_id], start)
+    torch.testing.assert_close(embeddings[:mask_id], base["model.embed_tokens.weight"])
