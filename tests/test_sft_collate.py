@@ -153,5 +153,7 @@ def test_trl_style_samples_and_token_counting():
     assert batch["input_ids"].shape == (2, 2 * len(ids))  # concat row: the original and its masked copy
     assert int(batch["num_tokens"]) == 2 * len(ids) + 11  # the short one gains its EOS
     assert int((batch["input_ids"][0] == MASK).sum()) == 6
+    labelled = {"input_ids": ids, "labels": [-100] * 3 + ids[3:]}
+    assert conversation_segments(labelled) == conversation_segments(sample)
     with pytest.raises(ValueError, match="completion_mask"):
         collator()([{"input_ids": ids}])

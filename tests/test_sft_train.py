@@ -155,3 +155,21 @@ def test_lora_writes_an_adapter_and_a_merged_model(tiny_model_dir, alpaca_file, 
     start = base["model.embed_tokens.weight"].mean(dim=0)
     assert not torch.allclose(embeddings[mask_id], start)
     torch.testing.assert_close(embeddings[:mask_id], base["model.embed_tokens.weight"])
+
+
+def test_the_command_fine_tunes_on_the_builtin_set(tiny_model_dir, tmp_path, builtin_prose):
+    import subprocess
+    import sys
+
+    output = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "meap.cli", "sft", "--model", str(tiny_model_dir), "--data",
+                             "builtin:12", "--max-steps", "2", "--micro-batch-size", "2", "--max-length", "512",
+                             "--output", str(output), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"done: {output / 'final'}" in result.stdout
+    facts = json.loads((output / "run.json").read_text())
+    # Built-in conversations take ~350 tokens, so original + copy do not fit this model's 512 positions: every
+    # one falls back to a plain NTP row, and the run says so.
+    assert facts["max_steps"] == 2 and facts["rows"] == {"ntp-fallback": 12}
+    assert "12 conversations are too long for original + masked copy" in result.stderr
+    assert load_config(SFTConfig, output / "config.yaml").data == ["builtin:12"]

@@ -15,11 +15,13 @@ from meap.errors import UserError
 
 def _config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """One ``--key-name VALUE`` flag per config field; values are typed later by ``load_config``."""
-    from meap.config import field_types
+    from meap.config import TrainingConfig, field_types
 
     group = parser.add_argument_group("config keys (override the YAML file)")
     types = field_types(config_cls)
-    for f in dataclasses.fields(config_cls):
+    shared = {f.name for f in dataclasses.fields(TrainingConfig)}
+    # What the command trains on comes first, then the keys every training run has.
+    for f in sorted(dataclasses.fields(config_cls), key=lambda f: f.name in shared):
         default = f" (default: {f.default})" if f.default not in ("", dataclasses.MISSING) else ""
         if types[f.name] is bool:
             options = dict(nargs="?", const="true", metavar="BOOL")

@@ -128,8 +128,9 @@ class MeapSFTCollator:
     Samples, one conversation each (either form), or a pack of them:
 
     * ``{"segments": [(token ids, supervised), ...], "sample_index": n}`` (:mod:`meap.data.sft`);
-    * ``{"input_ids": [...], "completion_mask" | "assistant_masks": [0/1, ...]}`` (TRL's tokenised datasets:
-      the 1-runs are the answers);
+    * ``{"input_ids": [...], "completion_mask" | "assistant_masks": [0/1, ...]}`` or ``{"input_ids", "labels"}``
+      (tokenised datasets as TRL's ``SFTTrainer`` and most SFT pipelines make them: the answers are the runs
+      of 1s, or of labels other than -100; the labels' values are not used, the targets are the inputs);
     * ``{"pack": [conversation, ...]}``: with ``packing=True``, all rows of the pack share one sequence.
 
     Each conversation becomes one or two rows by :func:`meap.masking.build_sft_rows` (objective, layout,
@@ -240,8 +241,11 @@ def conversation_segments(sample: dict[str, Any]) -> list[tuple[list[int], bool]
     if "segments" in sample:
         return [(list(ids), bool(supervised)) for ids, supervised in sample["segments"]]
     supervised = next((sample[key] for key in ("completion_mask", "assistant_masks") if key in sample), None)
+    if supervised is None and "labels" in sample:
+        supervised = [label != IGNORE_INDEX for label in torch.as_tensor(sample["labels"]).tolist()]
     if "input_ids" not in sample or supervised is None:
-        raise ValueError('an SFT sample needs "segments", or "input_ids" with "completion_mask" or "assistant_masks"')
+        raise ValueError('an SFT sample needs "segments", or "input_ids" with "completion_mask", "assistant_masks" '
+                         'or "labels"')
     ids = torch.as_tensor(sample["input_ids"]).tolist()
     flags = [bool(flag) for flag in torch.as_tensor(supervised).tolist()]
     return [([token for token, _ in run], answer) for answer, run in itertools.groupby(zip(ids, flags), key=lambda t: t[1])]

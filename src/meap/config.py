@@ -125,7 +125,7 @@ class SFTConfig(TrainingConfig):
 
     data: list[str] = _help("instruction files (JSON, JSONL, Parquet), or `builtin[:N]` (the built-in instruction "
                             "set, also the default)",
-                            default_factory=list)
+                            default_factory=lambda: ["builtin"])
     format: str = _help("`alpaca`, `sharegpt` or `messages`; empty: detected from the first record", default="")
     model: str = _help("Hugging Face causal LM directory, a meap run directory, or `smollm2-135m` (packaged)",
                        default="smollm2-135m")

@@ -66,3 +66,15 @@ def test_plain_template_without_a_chat_template(gpt2_tokenizer):
     assert [answer for _, answer in segments] == [False, True]
     assert gpt2_tokenizer.decode(segments[0][0]) == "### Instruction:\nHi\n\n### Response:\n"
     assert gpt2_tokenizer.decode(segments[1][0]) == "Hello\n\n"
+
+
+def test_builtin_instruction_set_has_long_answers_found_in_the_prompt(builtin_prose, gpt2_tokenizer):
+    conversations = read_conversations(["builtin:16"])
+    assert conversations == read_conversations(["builtin:16"]) and len(read_conversations([])) == 48
+    for turns in conversations:
+        prompt, answer = turns[0]["content"], turns[1]["content"]
+        assert [t["role"] for t in turns] == ["user", "assistant"]
+        assert answer in prompt  # retrieval: the answer is written out from the context, not recalled
+        assert len(gpt2_tokenizer(answer)["input_ids"]) > 50  # so MEAP-SFT applies (min_answer_tokens=50)
+    with pytest.raises(UserError, match="builtin:N"):
+        read_conversations(["builtin:x"])
