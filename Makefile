@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench
+.PHONY: setup demo sft test bench
 
 $(BIN)/meap: pyproject.toml requirements/base.txt requirements/assets.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ setup: $(BIN)/meap
 demo: setup
 	$(BIN)/meap pretrain
 
+sft: setup
+	$(BIN)/meap sft
+
 test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/overhead.py
+	cd benchmarks && ../$(BIN)/python sft_throughput.py

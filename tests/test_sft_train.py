@@ -173,3 +173,20 @@ def test_the_command_fine_tunes_on_the_builtin_set(tiny_model_dir, tmp_path, bui
     assert facts["max_steps"] == 2 and facts["rows"] == {"ntp-fallback": 12}
     assert "12 conversations are too long for original + masked copy" in result.stderr
     assert load_config(SFTConfig, output / "config.yaml").data == ["builtin:12"]
+
+
+def test_fine_tuning_a_meap_pretrain_run(prepared, tmp_path, alpaca_file):
+    """A `meap pretrain` output (its tokenizer already has [MASK], no chat template) is a valid --model."""
+    from meap.config import PretrainConfig
+    from meap.train import pretrain
+
+    base = pretrain(load_config(PretrainConfig, overrides=dict(
+        data=str(prepared), output=str(tmp_path / "base"), seq_len=32, micro_batch_size=4, max_steps=2,
+        eval_every=0)), progress=False)
+    run = sft(config(base, [alpaca_file], tmp_path / "sft", max_steps=2, eval_every=0), progress=False)
+    before = AutoTokenizer.from_pretrained(base / "final")
+    after = AutoTokenizer.from_pretrained(run / "final")
+    assert len(after) == len(before)  # [MASK] was reused, not added again
+    assert after.convert_tokens_to_ids("[MASK]") == before.convert_tokens_to_ids("[MASK]")
+    assert AutoModelForCausalLM.from_pretrained(run / "final").config.vocab_size == \
+        AutoModelForCausalLM.from_pretrained(base / "final").config.vocab_size
