@@ -351,7 +351,7 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     collator = MeapSFTCollator(mask_id, eos, pad, config.effective_mask_ratio(), config.min_answer_tokens,
                                config.layout, config.max_length, config.seed, packing=config.packing,
-                               packed_attention=_packed_attention(model), count_tokens=True)
+                               packed_attention=_packed_attention(model, config.packing), count_tokens=True)
     lengths, kinds = [], Counter()
     for conversation in segments:
         rows = collator.rows({"segments": conversation})
@@ -412,11 +412,14 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     return Run(config, output, trainer, tokenizer, samples_per_step, max_steps, facts)
 
 
-def _packed_attention(model) -> str:
+def _packed_attention(model, packing: bool) -> str:
+    """How the collator isolates packed rows for the model's attention kernel (see MeapSFTCollator)."""
     implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
-    if implementation.startswith("flash"):
+    if implementation.startswith("flash_attention"):
         return "flash_attention_2"
-    return "eager" if implementation == "eager" else "sdpa"
+    if implementation in ("sdpa", "eager") or not packing:
+        return implementation if implementation in ("sdpa", "eager") else "sdpa"
+    raise UserError(f"attn_implementation: packing supports sdpa, eager or flash_attention_2, not {implementation!r}")
 
 
 def _with_lora(model, config: SFTConfig, new_mask_id: int | None):
