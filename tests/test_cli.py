@@ -1,11 +1,13 @@
 """The `meap` command on bad input: one line naming the file or key, exit status 2, no traceback."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -129,7 +131,7 @@ def test_sft_bad_input(tiny_model_dir, tmp_path):
     good.write_text(json.dumps({"instruction": "Say it.", "output": "It."}) + "\n")
     sft = ("sft", "--model", str(tiny_model_dir), "--output")
     assert_user_error(run_cli(*sft, str(tmp_path / "a"), "--data", str(good), "--format", "dolly"),
-                      "format", "alpaca, sharegpt or messages")
+                      "format", "alpaca, sharegpt, messages")
     missing = tmp_path / "missing.jsonl"
     missing.write_text(json.dumps({"instruction": "Say it.", "output": "It."}) + "\n"
                        + json.dumps({"instruction": "No output here."}) + "\n")
@@ -153,4 +155,12 @@ def test_sft_bad_input(tiny_model_dir, tmp_path):
                       "max_length", "512")
     assert_user_error(run_cli(*sft, str(tmp_path / "i"), "--data", str(good), "--lora-rank", "8"),
                       "--lora-rank", "--lora-r")
-    assert not any((tmp_path / name).exists() for name in "abcdefghi")
+    strict = tmp_path / "strict-template"
+    shutil.copytree(tiny_model_dir, strict)
+    tokenizer = AutoTokenizer.from_pretrained(strict)
+    tokenizer.chat_template = "{{ raise_exception('roles must alternate user/assistant') }}"
+    tokenizer.save_pretrained(strict)
+    assert_user_error(run_cli("sft", "--model", str(strict), "--data", str(good), "--max-length", "256",
+                              "--output", str(tmp_path / "j")),
+                      "good.jsonl: conversation 0", "roles must alternate")
+    assert not any((tmp_path / name).exists() for name in "abcdefghij")

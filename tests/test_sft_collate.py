@@ -87,8 +87,12 @@ def test_packing_bins_fit_max_length_and_visit_every_conversation_once_per_epoch
     for n in range(len(stream)):
         assert sum(lengths[CONVERSATIONS.index(c["segments"])] for c in stream[n]["pack"]) <= 200
     assert len(stream) < len(visits)  # something was packed together
-    with pytest.raises(ValueError, match="max_length"):
-        SFTStream(CONVERSATIONS, pack_lengths=lengths, max_length=100)
+    # A conversation longer than a pack (the separate layout's two rows, say) gets a pack of its own.
+    small = SFTStream(CONVERSATIONS, seed=0, pack_lengths=lengths, max_length=100)
+    for n in range(len(small)):
+        members = [CONVERSATIONS.index(c["segments"]) for c in small[n]["pack"]]
+        assert len(members) == 1 or sum(lengths[m] for m in members) <= 100
+    assert sum(len(small[n]["pack"]) for n in range(len(small))) == 4
 
 
 def per_row_token_losses(model, batch) -> list[torch.Tensor]:
@@ -133,6 +137,16 @@ def test_packed_and_unpacked_batches_give_every_row_the_same_loss(attention, lay
     starts = packed["position_ids"] == 0
     assert (packed["labels"][starts] == IGNORE).all()
     assert int((packed["labels"] != IGNORE).sum()) == int((unpacked["labels"][:, 1:] != IGNORE).sum())
+
+
+def test_flash_attention_packing_is_one_flat_sequence_split_by_position_ids():
+    packed = collator(max_length=400, packing=True, packed_attention="flash_attention_2")(
+        [{"pack": samples([0, 1])}, {"pack": samples([2, 3])}])
+    unpacked = collator(max_length=400)(samples())
+    assert "attention_mask" not in packed and packed["input_ids"].shape == (1, int(unpacked["attention_mask"].sum()))
+    assert int((packed["position_ids"] == 0).sum()) == 4  # one start per row
+    separate = collator(max_length=100, layout="separate", packing=True)([{"pack": samples([0])}])
+    assert separate["input_ids"].shape[1] == 2 * 69  # one conversation's two rows may exceed max_length together
 
 
 def test_packed_rows_cannot_see_each_other_without_the_mask():

@@ -138,7 +138,13 @@ def test_packing_trains_on_fewer_fuller_sequences(tiny_model_dir, alpaca_file, t
     assert (out / "final" / "config.json").is_file()
 
 
-def test_lora_writes_an_adapter_and_a_merged_model(tiny_model_dir, alpaca_file, tmp_path):
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_lora_writes_an_adapter_and_a_merged_model(gpt2_tokenizer, alpaca_file, tmp_path, tied):
+    from conftest import tiny_llama
+
+    tiny_model_dir = tmp_path / "base"
+    tiny_llama(len(gpt2_tokenizer), hidden=16, tied=tied).save_pretrained(tiny_model_dir)
+    gpt2_tokenizer.save_pretrained(tiny_model_dir)
     run = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "lora", lora_r=4, max_steps=3, eval_every=0),
               progress=False)
     assert (run / "adapter" / "adapter_config.json").is_file()
@@ -155,6 +161,9 @@ def test_lora_writes_an_adapter_and_a_merged_model(tiny_model_dir, alpaca_file, 
     start = base["model.embed_tokens.weight"].mean(dim=0)
     assert not torch.allclose(embeddings[mask_id], start)
     torch.testing.assert_close(embeddings[:mask_id], base["model.embed_tokens.weight"])
+    merged = AutoModelForCausalLM.from_pretrained(run / "final")
+    # Tied: one matrix for input and output after the merge, the trained [MASK] row included.
+    assert (merged.lm_head.weight.data_ptr() == merged.get_input_embeddings().weight.data_ptr()) == tied
 
 
 def test_the_command_fine_tunes_on_the_builtin_set(tiny_model_dir, tmp_path, builtin_prose):

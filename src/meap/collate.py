@@ -36,6 +36,16 @@ from meap.masking import MASK_MODES, build_sft_rows, mask_inputs, sample_generat
 from meap.tokens import IGNORE_INDEX
 
 
+def _check_mask_token(mask_token_id: int | None, mask_ratio: float) -> None:
+    if mask_ratio > 0 and mask_token_id is None:
+        raise ValueError("mask_token_id is None but mask_ratio > 0: add [MASK] with meap.tokens.add_mask_token")
+
+
+def _fallback_generator(generator: torch.Generator | None, seed: int) -> torch.Generator:
+    """The collator's own generator, for samples without a ``sample_index`` (seeded once, then advancing)."""
+    return generator if generator is not None else torch.Generator().manual_seed(seed)
+
+
 @dataclass
 class MeapCollator:
     """Masked inputs, clean next-token targets. See the module docstring for the batch layout."""
@@ -61,8 +71,7 @@ class MeapCollator:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be one of {', '.join(MASK_MODES)}, got {self.mode!r}")
-        if self.mask_ratio > 0 and self.mask_token_id is None:
-            raise ValueError("mask_token_id is None but mask_ratio > 0: add [MASK] with meap.tokens.add_mask_token")
+        _check_mask_token(self.mask_token_id, self.mask_ratio)
         if self.mode == "reference" and self.mask_ratio > 0 and self.samples_per_step < 1:
             raise ValueError('mask_mode="reference" needs samples_per_step (samples per optimizer step)')
 
@@ -103,9 +112,7 @@ class MeapCollator:
             if self.mode == "reference":
                 step = int(indices[0]) // self.samples_per_step
         else:
-            if self._fallback is None:
-                self._fallback = torch.Generator().manual_seed(self.seed)
-            generator = self._fallback
+            generator = self._fallback = _fallback_generator(self._fallback, self.seed)
             if self.mode == "reference":
                 raise ValueError('mask_mode="reference" needs a "sample_index" in every sample')
         masked, _ = mask_inputs(
@@ -131,7 +138,8 @@ class MeapSFTCollator:
     * ``{"input_ids": [...], "completion_mask" | "assistant_masks": [0/1, ...]}`` or ``{"input_ids", "labels"}``
       (tokenised datasets as TRL's ``SFTTrainer`` and most SFT pipelines make them: the answers are the runs
       of 1s, or of labels other than -100; the labels' values are not used, the targets are the inputs);
-    * ``{"pack": [conversation, ...]}``: with ``packing=True``, all rows of the pack share one sequence.
+    * ``{"pack": [conversation, ...]}``: with ``packing=True``, all rows of the pack share one sequence of at
+      most ``max_length`` tokens (a pack of one conversation may be longer: the separate layout's two rows).
 
     Each conversation becomes one or two rows by :func:`meap.masking.build_sft_rows` (objective, layout,
     ``min_answer_tokens`` and ``max_length`` rules there). Its mask is a function of (seed, sample_index)
@@ -143,8 +151,9 @@ class MeapSFTCollator:
     the first label of every row is -100 (it would be predicted from the previous row), and attention is
     isolated per row by a block-diagonal causal mask, because transformers' SDPA and eager kernels do not
     isolate rows from ``position_ids`` alone: ``packed_attention="sdpa"`` gives a (B, 1, T, T) bool mask,
-    ``"eager"`` the additive float mask, and ``"flash_attention_2"`` no mask (its varlen path reads
-    ``position_ids``). Packed and unpacked batches give each row the same loss.
+    ``"eager"`` the additive float mask, and ``"flash_attention_2"`` no mask but all packs flattened into
+    one sequence (transformers' varlen path splits rows by ``position_ids`` only in a batch of one).
+    Packed and unpacked batches give each row the same loss.
     """
 
     mask_token_id: int | None
@@ -168,8 +177,7 @@ class MeapSFTCollator:
     _fallback: torch.Generator | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.mask_ratio > 0 and self.mask_token_id is None:
-            raise ValueError("mask_token_id is None but mask_ratio > 0: add [MASK] with meap.tokens.add_mask_token")
+        _check_mask_token(self.mask_token_id, self.mask_ratio)
         if self.packed_attention not in PACKED_ATTENTION:
             raise ValueError(f"packed_attention must be one of {', '.join(PACKED_ATTENTION)}, got {self.packed_attention!r}")
         if self.packing and self.max_length is None:
@@ -181,9 +189,7 @@ class MeapSFTCollator:
         if index is not None:
             generator = sample_generators(self.seed, [index])[0]
         else:
-            if self._fallback is None:
-                self._fallback = torch.Generator().manual_seed(self.seed)
-            generator = self._fallback
+            generator = self._fallback = _fallback_generator(self._fallback, self.seed)
         return build_sft_rows(conversation_segments(conversation), mask_token_id=self.mask_token_id,
                               eos_token_id=self.eos_token_id, mask_ratio=self.mask_ratio,
                               min_answer_tokens=self.min_answer_tokens, layout=self.layout, generator=generator,
@@ -194,15 +200,21 @@ class MeapSFTCollator:
         if self.packing:
             sequences = [[row for conversation in sample.get("pack", [sample]) for row in self.rows(conversation)]
                          for sample in samples]
+            for sample, rows in zip(samples, sequences):
+                # One conversation may exceed max_length (the separate layout's two rows); packs of several may not.
+                if len(sample.get("pack", [sample])) > 1 and sum(len(row["input_ids"]) for row in rows) > self.max_length:
+                    raise ValueError(f"a pack of {len(sample['pack'])} conversations holds more than "
+                                     f"max_length={self.max_length} tokens")
         else:
             sequences = [[row] for sample in samples for conversation in sample.get("pack", [sample])
                          for row in self.rows(conversation)]
         sequences = [rows for rows in sequences if rows]
         if not sequences:
             raise ValueError("no sample of the batch has a supervised token left (answers cut by max_length?)")
+        if self.packing and self.packed_attention == "flash_attention_2":
+            # The varlen path splits rows by position_ids only in a batch of one sequence: flatten the packs.
+            sequences = [[row for rows in sequences for row in rows]]
         lengths = [sum(len(row["input_ids"]) for row in rows) for rows in sequences]
-        if self.packing and max(lengths) > self.max_length:
-            raise ValueError(f"a pack holds {max(lengths)} tokens, more than max_length={self.max_length}")
         width = max(lengths)
         input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
         labels = torch.full_like(input_ids, IGNORE_INDEX)

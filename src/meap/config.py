@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from meap.data.sft import SFT_FORMATS
 from meap.errors import UserError
 from meap.masking import MASK_MODES, SFT_LAYOUTS
 
@@ -154,8 +155,8 @@ class SFTConfig(TrainingConfig):
 
     def problems(self) -> list[str]:
         found = super().problems()
-        if self.format not in ("", "alpaca", "sharegpt", "messages"):
-            found.append(f"format: expected alpaca, sharegpt or messages, got {self.format!r}")
+        if self.format not in ("", *SFT_FORMATS):
+            found.append(f"format: expected {', '.join(SFT_FORMATS)} (or empty: detected), got {self.format!r}")
         if self.layout not in SFT_LAYOUTS:
             found.append(f"layout: expected one of {', '.join(SFT_LAYOUTS)}, got {self.layout!r}")
         for key in ("min_answer_tokens", "lora_r"):
@@ -166,6 +167,8 @@ class SFTConfig(TrainingConfig):
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
         if not 0.0 <= self.val_fraction < 1.0:
             found.append(f"val_fraction: expected a value in [0, 1), got {self.val_fraction}")
+        if not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            found.append(f"lora_alpha: expected a finite value > 0, got {self.lora_alpha}")
         if not 0.0 <= self.lora_dropout < 1.0:
             found.append(f"lora_dropout: expected a value in [0, 1), got {self.lora_dropout}")
         return found

@@ -34,7 +34,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging as hf_logging
 
-from meap.collate import MeapCollator, MeapSFTCollator
+from meap.collate import PACKED_ATTENTION, MeapCollator, MeapSFTCollator
 from meap.config import PretrainConfig, SFTConfig, TrainingConfig, config_to_dict, save_config
 from meap.data.blocks import PackedBlocks
 from meap.errors import UserError, warn
@@ -332,7 +332,7 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
 
 def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     """Model (+ ``[MASK]``, + LoRA), tokenised conversations, the seeded stream, SFT collators, Trainer."""
-    from meap.data.sft import SFTStream, read_conversations, tokenize_conversation
+    from meap.data.sft import SFTStream, read_conversations
     from meap.models import load_for_training
 
     hf_logging.disable_progress_bar()
@@ -344,7 +344,8 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
         raise UserError(f"max_length: {config.max_length} is above the maximum of model `{config.model}` ({limit} tokens)")
     newly_added = mask_token_id(tokenizer) is None
     mask_id = add_mask_token(tokenizer, model)
-    segments = [tokenize_conversation(tokenizer, turns) for turns in conversations]
+    where = ", ".join(config.data) or "builtin"
+    segments = [_tokenized(tokenizer, turns, f"{where}: conversation {n}") for n, turns in enumerate(conversations)]
 
     # Lengths and kinds of a conversation's rows do not depend on the mask, so one draw tells both.
     eos = tokenizer.eos_token_id
@@ -353,12 +354,14 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
                                config.layout, config.max_length, config.seed, packing=config.packing,
                                packed_attention=_packed_attention(model, config.packing), count_tokens=True)
     lengths, kinds = [], Counter()
-    for conversation in segments:
-        rows = collator.rows({"segments": conversation})
+    for n, conversation in enumerate(segments):
+        try:
+            rows = collator.rows({"segments": conversation})
+        except ValueError as error:  # e.g. every answer rendered away by a chat template
+            raise UserError(f"{where}: conversation {n}: {error}") from None
         lengths.append(sum(len(row["input_ids"]) for row in rows))
         kinds.update(row["kind"] for row in rows)
     kept = [i for i, length in enumerate(lengths) if length > 0]
-    where = ", ".join(config.data or ["builtin"])
     if len(kept) < len(segments):
         warn(f"{where}: {len(segments) - len(kept)} conversations have no answer token within max_length "
              f"({config.max_length}); skipped")
@@ -385,9 +388,10 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     if max_steps == 0:
         raise UserError(f"{where}: {len(train_stream)} training samples, fewer than one optimizer step of "
                         f"{samples_per_step} (micro_batch_size x grad_accum_steps x processes)")
-    if config.max_steps:  # as many passes as the steps need, cut to them
-        epochs = -(-max_steps * samples_per_step // max(1, len(stream(1)))) + 1
-        train_stream = stream(epochs)
+    if config.max_steps:  # as many passes as the steps need (packs per epoch vary), cut to them
+        epochs = -(-max_steps * samples_per_step // max(1, len(stream(1))))
+        while len(train_stream := stream(epochs)) < max_steps * samples_per_step:
+            epochs += 1
     train_stream.items = train_stream.items[: max_steps * samples_per_step]
 
     val_batches = min(config.eval_batches, len(val_ids) // (config.micro_batch_size * world_size))
@@ -407,19 +411,34 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     average = sum(lengths[i] for i in train_ids) / len(train_ids)
     trainer = _make_trainer(config, output, args, model, train_stream, val_stream if eval_on else None, collator,
                             clean_collator, tokens_per_step=None, seq_len=round(average), progress=progress)
+    if config.lora_r and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        raise UserError("lora_r: LoRA runs merge the adapter on one process; use DDP, not FSDP or DeepSpeed")
     facts = {"conversations": {"train": len(train_ids), "val": len(val_ids), "skipped": len(segments) - len(kept)},
              "rows": dict(kinds)}
     return Run(config, output, trainer, tokenizer, samples_per_step, max_steps, facts)
+
+
+def _tokenized(tokenizer, turns: list[dict], where: str):
+    from jinja2 import TemplateError
+
+    from meap.data.sft import tokenize_conversation
+
+    try:
+        return tokenize_conversation(tokenizer, turns)
+    except (TemplateError, UserError) as error:
+        raise UserError(f"{where}: cannot render it with the tokenizer's chat template ({error})") from None
 
 
 def _packed_attention(model, packing: bool) -> str:
     """How the collator isolates packed rows for the model's attention kernel (see MeapSFTCollator)."""
     implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
     if implementation.startswith("flash_attention"):
-        return "flash_attention_2"
-    if implementation in ("sdpa", "eager") or not packing:
-        return implementation if implementation in ("sdpa", "eager") else "sdpa"
-    raise UserError(f"attn_implementation: packing supports sdpa, eager or flash_attention_2, not {implementation!r}")
+        implementation = "flash_attention_2"  # the collator's name for "rows split by position_ids"
+    if implementation in PACKED_ATTENTION:
+        return implementation
+    if not packing:
+        return "sdpa"  # unused: unpacked batches carry a plain padding mask
+    raise UserError(f"attn_implementation: packing supports {', '.join(PACKED_ATTENTION)}, not {implementation!r}")
 
 
 def _with_lora(model, config: SFTConfig, new_mask_id: int | None):

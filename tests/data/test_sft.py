@@ -78,3 +78,10 @@ def test_builtin_instruction_set_has_long_answers_found_in_the_prompt(builtin_pr
         assert len(gpt2_tokenizer(answer)["input_ids"]) > 50  # so MEAP-SFT applies (min_answer_tokens=50)
     with pytest.raises(UserError, match="builtin:N"):
         read_conversations(["builtin:x"])
+
+
+def test_a_corrupt_parquet_file_is_a_user_error(tmp_path):
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(UserError, match=r"broken\.parquet: not a readable Parquet file"):
+        read_conversations([str(broken)])

@@ -80,9 +80,14 @@ def _records(path: Path) -> Iterator[tuple[str, dict]]:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     if path.suffix == ".parquet":
+        import pyarrow
         import pyarrow.parquet as pq
 
-        for row, record in enumerate(pq.read_table(path).to_pylist()):
+        try:
+            table = pq.read_table(path)
+        except pyarrow.ArrowException as error:
+            raise UserError(f"{path}: not a readable Parquet file ({error})") from None
+        for row, record in enumerate(table.to_pylist()):
             yield f"{path}: row {row}", record
     elif path.suffix == ".json":
         try:
@@ -142,7 +147,7 @@ def render_turns(tokenizer, turns: list[dict]) -> list[tuple[str, bool]]:
                 pieces += [(before[len(rendered):], False), (after[len(before):], True)]
             elif after.startswith(rendered):
                 pieces.append((after[len(rendered):], False))
-            else:  # a template that rewrites earlier turns: treat the conversation as one prompt + answer
+            else:  # a template that rewrites earlier turns cannot be split into prompt and answer pieces
                 raise UserError("the tokenizer's chat template re-renders earlier turns; it cannot be split "
                                 "into prompt and answer pieces")
             rendered = after
@@ -166,13 +171,14 @@ class SFTStream(torch.utils.data.Dataset):
     stream gets ``sample_index = e·N + position``, so its masks differ between epochs and are the same for
     the MEAP and NTP runs' identical data order. Without ``pack_lengths`` a sample is one conversation.
     With them (tokens each conversation's rows take, at most ``max_length``), a sample is a pack
-    ``{"pack": [...]}``: each epoch's conversations, in order, go best-fit into sequences of ``max_length``.
+    ``{"pack": [...]}``: each epoch's conversations, in order, go best-fit into sequences of ``max_length``;
+    a conversation longer than that (the separate layout's two rows) gets a pack of its own.
     """
 
     def __init__(self, conversations: Sequence[list[tuple[list[int], bool]]], *, epochs: int = 1, seed: int = 0,
                  shuffle: bool = True, pack_lengths: Sequence[int] | None = None, max_length: int | None = None):
-        if pack_lengths is not None and (max_length is None or max(pack_lengths, default=0) > max_length):
-            raise ValueError("packing needs max_length at least as long as every conversation's rows")
+        if pack_lengths is not None and max_length is None:
+            raise ValueError("packing needs max_length (the length of a packed sequence)")
         self.conversations = conversations
         self.packing = pack_lengths is not None
         self.items: list[list[tuple[int, int]]] = []  # each: (conversation, sample_index) pairs
@@ -200,7 +206,8 @@ class SFTStream(torch.utils.data.Dataset):
 
 
 def _best_fit(visits: list[tuple[int, int]], lengths: Sequence[int], capacity: int) -> list[list[tuple[int, int]]]:
-    """Visits into bins of ``capacity`` tokens, each into the fullest bin it fits (bins keep visit order)."""
+    """Visits into bins of ``capacity`` tokens, each into the fullest bin it fits (bins keep visit order);
+    a visit longer than ``capacity`` opens a bin that nothing else joins (its free room is negative)."""
     bins: list[list[tuple[int, int]]] = []
     free: list[tuple[int, int]] = []  # (free tokens, bin), sorted
     for visit in visits:
