@@ -70,7 +70,24 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("presets", help="list the model presets")
     _eval_parsers(commands.add_parser("eval", help="evaluate a model (NIAH, multi-document QA, lm-eval)"))
     _data_parsers(commands.add_parser("data", help="make evaluation data"))
+    _analyze_parsers(commands.add_parser("analyze", help="look inside models (attention)"))
     return parser
+
+
+def _analyze_parsers(parser: argparse.ArgumentParser) -> None:
+    analyses = parser.add_subparsers(dest="analysis", required=True)
+    attention = analyses.add_parser("attention", help="attention from the query onto the needle, entropy, and "
+                                    "the masked-key score decay (the MEAP paper's analysis)", allow_abbrev=False,
+                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    attention.add_argument("--model", required=True, nargs="+",
+                           help="one or more: Hugging Face model directories, meap run directories, `smollm2-135m`")
+    attention.add_argument("--output", "-o", required=True, help="directory for attention.json and the plots")
+    attention.add_argument("--samples", type=int, default=8, help="probes (needle inputs) per model")
+    attention.add_argument("--length", type=int, default=1024, help="probe length in model tokens")
+    attention.add_argument("--haystack", nargs="+", default=["builtin"],
+                           help="text files, `builtin` (Paul Graham essays) or `builtin-prose`")
+    attention.add_argument("--mask-ratio", type=float, default=0.15, help="context share masked in the masked copy")
+    attention.add_argument("--seed", type=int, default=0)
 
 
 def _csv(kind: type):
@@ -183,11 +200,21 @@ def run(argv: list[str]) -> int:
                   f"{shape['num_attention_heads']} heads / {shape['num_key_value_heads']} KV, "
                   f"FFN {shape['intermediate_size']}, context {shape['max_position_embeddings']}")
         return 0
-    if args.command in ("eval", "data"):
+    if args.command in ("eval", "data", "analyze"):
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         if args.command == "eval":
             _run_eval(args)
+        elif args.command == "analyze":
+            from meap.eval.attention import run as analyse_attention
+
+            summary = analyse_attention(args.model, args.output, samples=args.samples, length=args.length,
+                                        haystack=args.haystack, mask_ratio=args.mask_ratio, seed=args.seed)
+            for name, result in summary["models"].items():
+                average = result["average"]
+                decay = average.get("score_decay")
+                print(f"{name}: answer mass {average['segment_mass']['answer']:.3f}, entropy {average['entropy']:.2f}"
+                      + (f", score decay {decay:.3f}" if decay is not None else "") + f" -> {args.output}")
         else:
             from meap.data.mdqa import make_mdqa
 

@@ -64,3 +64,49 @@ def plot_accuracy_by_position(series: dict[str, dict[int, float]], path: Path,
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def plot_segment_mass(masses: dict[str, dict[str, float]], path: Path,
+                      title: str = "Attention from the query, by segment (mean over layers)") -> Path:
+    """Grouped bars: for each segment (before, answer, after, query), one bar per model."""
+    plt = _pyplot()
+    segments = list(next(iter(masses.values())))
+    width = 0.8 / max(1, len(masses))
+    figure, axes = plt.subplots(figsize=(6.5, 3.6))
+    for i, (name, mass) in enumerate(masses.items()):
+        positions = [s + (i - (len(masses) - 1) / 2) * width for s in range(len(segments))]
+        bars = axes.bar(positions, [mass[s] for s in segments], width, label=_short(name))
+        axes.bar_label(bars, fmt="%.2f", fontsize=7)
+    axes.set_xticks(range(len(segments)), segments)
+    axes.set_ylabel("attention mass")
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_attention_layers(results: dict[str, dict], path: Path) -> Path:
+    """Per-layer curves, one line per model: answer-segment mass, entropy, and (with [MASK]) score decay."""
+    plt = _pyplot()
+    panels = [("answer mass", lambda layer: layer["segment_mass"]["answer"]), ("entropy (nats)", lambda layer: layer["entropy"])]
+    if any(r["has_mask_token"] for r in results.values()):
+        panels.append(("masked-key score decay", lambda layer: layer.get("score_decay")))
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3))
+    for axis, (label, value) in zip(axes, panels):
+        for name, result in results.items():
+            points = [(layer["layer"], value(layer)) for layer in result["layers"] if value(layer) is not None]
+            if points:
+                axis.plot(*zip(*points), marker="o", markersize=3, label=_short(name))
+        axis.set_xlabel("layer")
+        axis.set_title(label, fontsize=10)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _short(name: str) -> str:
+    return Path(name).name or name

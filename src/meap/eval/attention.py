@@ -1,0 +1,203 @@
+"""Where the model looks: the MEAP paper's attention analysis on inputs whose segments are known.
+
+A probe is a needle-in-a-haystack input built from token segments, so every position's segment is exact:
+``before`` (haystack), ``answer`` (the needle sentence), ``after`` (haystack), ``query`` (the question).
+Rows of the analysis are the query tokens; statistics are averaged over heads, query rows and probes,
+per layer and over layers:
+
+* ``segment_mass``: attention mass from the query onto each segment (the paper: 9.4% NTP vs 34.5% MEAP
+  onto the answer);
+* ``entropy``: entropy (nats) of the query rows' attention distributions;
+* with ``[MASK]`` (models that have it), a masked copy X_M of each probe with ``mask_ratio`` of the
+  context tokens (before/after) replaced: ``score_decay`` = (A_N − A_M) / A_N, A the query's attention
+  mass on the masked keys in the clean input X_N and in X_M (the paper: ≈ 53%), and
+  ``variance_increase`` = (V_M − V_N) / V_N, V the variance of the query's attention over the unmasked
+  context keys (the paper: ≈ 7.8%). Undefined values (a zero denominator) are ``None``.
+
+Weights come from the eager kernel (the fused ones never materialise them) and are reduced inside a
+forward hook on each attention module, one layer at a time, so memory stays that of one layer's
+(heads × T × T) matrix however deep the model is.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from meap.errors import UserError
+
+SEGMENTS = ("before", "answer", "after", "query")
+
+
+def build_probes(tokenizer, haystack: str, *, length: int, samples: int, seed: int = 0) -> list[dict]:
+    """``samples`` probes of about ``length`` tokens: ``{"input_ids", "bounds": {segment: [start, end)}, ...}``.
+
+    The needle sits at a sentence-free random depth in 10-90% of the context; its value is random.
+    """
+    from meap.eval.niah import random_needle
+
+    haystack_ids = tokenizer(haystack, add_special_tokens=False)["input_ids"]
+    rng = random.Random(seed)
+    probes = []
+    for _ in range(samples):
+        needle = random_needle(rng)
+        answer = tokenizer(" " + needle.text + " ", add_special_tokens=False)["input_ids"]
+        query = tokenizer(f"\n\nQuestion: {needle.question}\nAnswer:", add_special_tokens=False)["input_ids"]
+        context = length - len(answer) - len(query)
+        if context < 2 or context > len(haystack_ids):
+            raise UserError(f"--length: {length} tokens do not fit a probe (needle and question take "
+                            f"{len(answer) + len(query)}, the haystack has {len(haystack_ids)})")
+        start = rng.randrange(0, len(haystack_ids) - context + 1)
+        cut = round(context * rng.uniform(0.1, 0.9))
+        pieces = {"before": haystack_ids[start:start + cut], "answer": answer,
+                  "after": haystack_ids[start + cut:start + context], "query": query}
+        bounds, ids = {}, []
+        for name in SEGMENTS:
+            bounds[name] = [len(ids), len(ids) + len(pieces[name])]
+            ids += pieces[name]
+        probes.append({"input_ids": ids, "bounds": bounds, "answer": needle.answer})
+    return probes
+
+
+def _attention_modules(model) -> list[torch.nn.Module]:
+    found = [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
+    if not found:
+        raise UserError(f"{type(model).__name__}: no attention modules with a layer index found to analyse")
+    return sorted(found, key=lambda m: m.layer_idx)
+
+
+class _Recorder:
+    """Forward hooks that reduce each layer's attention weights to the query rows' statistics."""
+
+    def __init__(self, modules: list[torch.nn.Module]):
+        self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(modules)]
+        self.rows: slice | None = None
+        self.context: torch.Tensor | None = None  # key positions of before/answer/after
+        self.masked: torch.Tensor | None = None  # bool over context keys
+        self.bounds: dict = {}
+        self.layers: list[dict] = [{} for _ in modules]
+
+    def _hook(self, index: int):
+        def hook(module, inputs, output):
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if weights is None:
+                raise RuntimeError("attention weights were not returned; the analysis needs the eager kernel")
+            rows = weights[0, :, self.rows, :].float()  # (heads, query rows, keys)
+            stats = {name: rows[..., slice(*self.bounds[name])].sum(-1).mean().item() for name in SEGMENTS}
+            stats["entropy"] = -torch.special.xlogy(rows, rows).sum(-1).mean().item()
+            if self.masked is not None:
+                context = rows[..., self.context]
+                stats["masked_mass"] = context[..., self.masked].sum(-1).mean().item()
+                stats["unmasked_variance"] = context[..., ~self.masked].var(-1).mean().item()
+            self.layers[index] = stats
+        return hook
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def analyse(model, probes: list[dict], *, mask_token_id: int | None = None, mask_ratio: float = 0.15,
+            seed: int = 0, progress: bool = False) -> dict:
+    """Per-layer and averaged attention statistics of ``model`` on ``probes`` (see the module docstring)."""
+    if not 0.0 < mask_ratio < 1.0:
+        raise UserError(f"--mask-ratio: expected a value in (0, 1), got {mask_ratio}")
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    modules = _attention_modules(model)
+    recorder = _Recorder(modules)
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    per_probe: list[list[dict]] = []
+    try:
+        for probe in tqdm(probes, desc="attention", unit="probe", disable=not progress):
+            ids = torch.tensor([probe["input_ids"]], device=device)
+            bounds = probe["bounds"]
+            recorder.bounds, recorder.rows, recorder.masked = bounds, slice(*bounds["query"]), None
+            model(input_ids=ids, use_cache=False)
+            clean = [dict(layer) for layer in recorder.layers]
+            if mask_token_id is not None:
+                context = torch.arange(bounds["query"][0])
+                eligible = torch.ones(len(context), dtype=torch.bool)
+                eligible[slice(*bounds["answer"])] = False  # mask the haystack, never the needle
+                count = max(1, round(mask_ratio * int(eligible.sum())))
+                chosen = eligible.nonzero().flatten()[torch.randperm(int(eligible.sum()), generator=generator)[:count]]
+                masked = torch.zeros(len(context), dtype=torch.bool)
+                masked[chosen] = True
+                recorder.context, recorder.masked = context.to(device), masked.to(device)
+                model(input_ids=ids, use_cache=False)  # X_N again, now with the masked-key statistics
+                clean_masked = [dict(layer) for layer in recorder.layers]
+                model(input_ids=ids.masked_fill(torch.cat([masked, torch.zeros(ids.shape[1] - len(context),
+                                                                               dtype=torch.bool)]).to(device)[None],
+                                                mask_token_id), use_cache=False)
+                for layer, n_stats, m_stats in zip(clean, clean_masked, recorder.layers):
+                    layer.update(clean_masked_mass=n_stats["masked_mass"], masked_mass=m_stats["masked_mass"],
+                                 clean_variance=n_stats["unmasked_variance"],
+                                 masked_variance=m_stats["unmasked_variance"])
+            per_probe.append(clean)
+    finally:
+        recorder.close()
+        model.set_attn_implementation(previous)
+    return _summarise(per_probe, masked=mask_token_id is not None)
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return None if denominator <= 1e-12 else numerator / denominator
+
+
+def _summarise(per_probe: list[list[dict]], masked: bool) -> dict:
+    layers = []
+    for index in range(len(per_probe[0])):
+        stats = [probe[index] for probe in per_probe]
+        mean = {key: sum(s[key] for s in stats) / len(stats) for key in stats[0]}
+        layer = {"layer": index, "segment_mass": {name: mean[name] for name in SEGMENTS}, "entropy": mean["entropy"]}
+        if masked:
+            layer["score_decay"] = _ratio(mean["clean_masked_mass"] - mean["masked_mass"], mean["clean_masked_mass"])
+            layer["variance_increase"] = _ratio(mean["masked_variance"] - mean["clean_variance"], mean["clean_variance"])
+        layers.append(layer)
+    average = {"segment_mass": {name: sum(l["segment_mass"][name] for l in layers) / len(layers) for name in SEGMENTS},
+               "entropy": sum(l["entropy"] for l in layers) / len(layers)}
+    if masked:
+        for key in ("score_decay", "variance_increase"):
+            values = [l[key] for l in layers if l[key] is not None]
+            average[key] = sum(values) / len(values) if values else None
+    return {"samples": len(per_probe), "layers": layers, "average": average}
+
+
+def run(models: list[str], output: str | Path, *, samples: int = 8, length: int = 1024,
+        haystack: list[str] | None = None, mask_ratio: float = 0.15, seed: int = 0, progress: bool = True) -> dict:
+    """Analyse each model on the same probes; write ``attention.json``, ``segment_mass.png``, ``layers.png``."""
+    from meap.eval.niah import read_haystack
+    from meap.models import load_causal_lm
+    from meap.report import plot_attention_layers, plot_segment_mass
+    from meap.tokens import mask_token_id
+
+    if samples < 1 or length < 8:
+        raise UserError("attention: expected --samples >= 1 and --length >= 8")
+    text, haystack_name = read_haystack(haystack or ["builtin"])
+    results = {}
+    for spec in models:
+        model, tokenizer = load_causal_lm(spec)
+        limit = int(getattr(model.config, "max_position_embeddings", 0) or 10**9)
+        if length > limit:
+            raise UserError(f"--length: {length} tokens exceed the context of {spec} ({limit})")
+        probes = build_probes(tokenizer, text, length=length, samples=samples, seed=seed)
+        mask_id = mask_token_id(tokenizer)
+        if mask_id is not None and mask_id >= model.get_input_embeddings().weight.shape[0]:
+            mask_id = None  # a tokenizer entry the model cannot embed
+        results[spec] = {**analyse(model, probes, mask_token_id=mask_id, mask_ratio=mask_ratio, seed=seed,
+                                   progress=progress), "has_mask_token": mask_id is not None}
+        del model
+    summary = {"haystack": haystack_name, "length": length, "mask_ratio": mask_ratio, "seed": seed,
+               "models": results}
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "attention.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    plot_segment_mass({name: r["average"]["segment_mass"] for name, r in results.items()}, output / "segment_mass.png")
+    plot_attention_layers(results, output / "layers.png")
+    return summary

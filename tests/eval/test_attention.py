@@ -1,0 +1,102 @@
+"""The attention analysis on models whose attention is known by construction."""
+
+import json
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from meap.eval.attention import SEGMENTS, analyse, build_probes, run
+
+MASK = 99
+
+
+def probe(lengths=(20, 6, 14, 5)):
+    ids, bounds = [], {}
+    for name, n in zip(SEGMENTS, lengths):
+        bounds[name] = [len(ids), len(ids) + n]
+        ids += [(7 * len(ids) + k) % 90 + 1 for k in range(n)]
+    return {"input_ids": ids, "bounds": bounds}
+
+
+def one_layer(**config) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    values = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                  num_key_value_heads=4, max_position_embeddings=128)
+    values.update(config)
+    return LlamaForCausalLM(LlamaConfig(**values)).eval()
+
+
+def test_uniform_attention_gives_the_segment_shares_of_the_visible_keys():
+    """Zero queries: every score is 0, so row r attends uniformly to keys 0..r."""
+    model = one_layer(num_hidden_layers=2)
+    for layer in model.model.layers:
+        torch.nn.init.zeros_(layer.self_attn.q_proj.weight)
+    example = probe()
+    result = analyse(model, [example, example], mask_token_id=MASK, mask_ratio=0.25)
+    q0, q1 = example["bounds"]["query"]
+    rows = range(q0, q1)
+    for name in SEGMENTS:
+        start, end = example["bounds"][name]
+        expected = sum(max(0, min(end, r + 1) - start) / (r + 1) for r in rows) / len(rows)
+        assert result["average"]["segment_mass"][name] == pytest.approx(expected, abs=1e-5)
+    assert result["average"]["entropy"] == pytest.approx(sum(math.log(r + 1) for r in rows) / len(rows), abs=1e-4)
+    assert result["samples"] == 2 and len(result["layers"]) == 2
+    # Attention does not depend on the input: masking moves nothing, and uniform rows have no variance.
+    assert result["average"]["score_decay"] == pytest.approx(0.0, abs=1e-5)
+    assert result["average"]["variance_increase"] is None
+
+
+def test_keys_of_mask_tokens_that_score_low_decay_fully():
+    """A query that is constant and a key that is large and negative only for [MASK], on the RoPE pair that
+    barely rotates: the masked copy's masked keys get no attention, the clean input's get their share."""
+    model = one_layer(attention_bias=True, rope_theta=1e12)
+    attention = model.model.layers[0].self_attn
+    with torch.no_grad():
+        for projection in (attention.q_proj, attention.k_proj):
+            projection.weight.zero_()
+            projection.bias.zero_()
+        head_dim = 8
+        attention.q_proj.bias[3::head_dim] = 1.0  # dim 3 of every head: the lowest RoPE frequency
+        model.model.embed_tokens.weight[:, 0] = 0.0
+        model.model.embed_tokens.weight[MASK, 0] = 5.0  # only [MASK] carries feature 0 ...
+        attention.k_proj.weight[3::head_dim, 0] = -200.0  # ... which becomes a very negative key
+    result = analyse(model, [probe()], mask_token_id=MASK, mask_ratio=0.3)
+    assert result["average"]["score_decay"] == pytest.approx(1.0, abs=1e-3)
+    assert result["average"]["segment_mass"]["answer"] > 0
+
+
+def test_run_writes_json_and_plots_for_several_models(tiny_model_dir, tmp_path, builtin_prose):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from meap.tokens import add_mask_token
+
+    with_mask = tmp_path / "with-mask"
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    add_mask_token(tokenizer, model)
+    model.save_pretrained(with_mask)
+    tokenizer.save_pretrained(with_mask)
+    summary = run([str(tiny_model_dir), str(with_mask)], tmp_path / "out", samples=2, length=96,
+                  haystack=["builtin-prose"], progress=False)
+    saved = json.loads((tmp_path / "out" / "attention.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    plain, masked = saved["models"][str(tiny_model_dir)], saved["models"][str(with_mask)]
+    assert plain["has_mask_token"] is False and "score_decay" not in plain["average"]
+    assert masked["has_mask_token"] is True and "score_decay" in masked["layers"][0]
+    for result in (plain, masked):
+        assert result["samples"] == 2
+        assert sum(result["average"]["segment_mass"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert (tmp_path / "out" / "segment_mass.png").stat().st_size > 0 and (tmp_path / "out" / "layers.png").is_file()
+
+
+def test_probes_have_exact_segments(gpt2_tokenizer, builtin_prose):
+    from meap.data.builtin import builtin_documents
+
+    text = next(iter(builtin_documents()))[:20000]
+    for example in build_probes(gpt2_tokenizer, text, length=300, samples=3, seed=1):
+        bounds = example["bounds"]
+        assert len(example["input_ids"]) == 300 == bounds["query"][1]
+        answer = gpt2_tokenizer.decode(example["input_ids"][slice(*bounds["answer"])])
+        assert example["answer"] in answer and "special magic number" in answer
+        assert gpt2_tokenizer.decode(example["input_ids"][slice(*bounds["query"])]).strip().startswith("Question:")
