@@ -65,7 +65,7 @@ def read_metrics(run):
 
 
 def without_timing(records):
-    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu")} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu", "elapsed_s")} for r in records]
 
 
 @pytest.mark.parametrize("fmt,name,make", [("alpaca", "a.jsonl", alpaca), ("sharegpt", "s.json", sharegpt),

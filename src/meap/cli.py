@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     _eval_parsers(commands.add_parser("eval", help="evaluate a model (NIAH, multi-document QA, lm-eval)"))
     _data_parsers(commands.add_parser("data", help="make evaluation data"))
     _analyze_parsers(commands.add_parser("analyze", help="look inside models (attention)"))
+    compare = commands.add_parser("compare", help="a report comparing runs (curves, evaluations, configs)",
+                                  allow_abbrev=False)
+    compare.add_argument("runs", nargs="+", help="run directories (evaluation outputs inside them are found)")
+    compare.add_argument("--output", "-o", required=True, help="directory for report.md, report.html and plots")
     return parser
 
 
@@ -199,6 +203,13 @@ def run(argv: list[str]) -> int:
             print(f"{name:16s} {shape['num_hidden_layers']} layers, d={shape['hidden_size']}, "
                   f"{shape['num_attention_heads']} heads / {shape['num_key_value_heads']} KV, "
                   f"FFN {shape['intermediate_size']}, context {shape['max_position_embeddings']}")
+        return 0
+    if args.command == "compare":
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        from meap.report import compare_runs
+
+        print(f"wrote {compare_runs(args.runs, args.output)} and report.html")
         return 0
     if args.command in ("eval", "data", "analyze"):
         if unknown:

@@ -65,7 +65,8 @@ def flops_per_token(matmul_params: int, num_layers: int, hidden_size: int, seq_l
 class MetricsCallback(TrainerCallback):
     """Writes one JSON object per logged step to ``metrics.jsonl`` and keeps tokens/s and MFU current.
 
-    A record holds ``step``, ``loss``, ``lr``, ``grad_norm``, ``tokens``, ``tokens_per_s`` (``mfu`` on CUDA)
+    A record holds ``step``, ``loss``, ``lr``, ``grad_norm``, ``tokens``, ``tokens_per_s``, ``elapsed_s``
+    (training seconds so far, validation and saves excluded; continued across resumes), ``mfu`` on CUDA,
     and ``val_loss`` when validation ran at that step.
     """
 
@@ -80,6 +81,7 @@ class MetricsCallback(TrainerCallback):
         self._pending: dict | None = None
         self._train_seconds = 0.0
         self._window_tokens = 0
+        self._elapsed = 0.0  # training seconds since the run began (validation and saves excluded)
         self._mark = time.perf_counter()
 
     def _pause(self) -> None:
@@ -92,7 +94,15 @@ class MetricsCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._window_tokens = self._tokens(state)
+        self._elapsed = self._resumed_elapsed()
         self._pause()
+
+    def _resumed_elapsed(self) -> float:
+        """A resumed run's clock continues from its last record (the file was cut back to its checkpoint)."""
+        if not self.path.is_file():
+            return 0.0
+        records = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()]
+        return next((float(r["elapsed_s"]) for r in reversed(records) if "elapsed_s" in r), 0.0)
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.perf_counter()
@@ -117,6 +127,7 @@ class MetricsCallback(TrainerCallback):
         if "loss" in logs:
             tokens = self._tokens(state)
             tokens_per_s = (tokens - self._window_tokens) / max(self._train_seconds, 1e-9)
+            self._elapsed += self._train_seconds
             record = {
                 "step": state.global_step,
                 "loss": round(float(logs["loss"]), 6),
@@ -124,6 +135,7 @@ class MetricsCallback(TrainerCallback):
                 "grad_norm": float(logs["grad_norm"]) if "grad_norm" in logs else None,
                 "tokens": tokens,
                 "tokens_per_s": round(tokens_per_s, 1),
+                "elapsed_s": round(self._elapsed, 3),
             }
             if self.flops_per_token and self.peak:
                 record["mfu"] = round(tokens_per_s * self.flops_per_token / self.peak, 4)

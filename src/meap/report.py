@@ -1,4 +1,8 @@
-"""Plots of evaluation results. Reads plain result dicts (the ``summary.json`` files); no torch, no transformers."""
+"""Plots of evaluation results and the comparison report of runs.
+
+Reads plain files (``metrics.jsonl``, ``config.yaml``, the evaluations' ``summary.json`` / ``results.json``
+/ ``attention.json``); no torch, no transformers.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,12 @@ def _pyplot():
     return plt
 
 
-def plot_niah_heatmap(cells: list[dict], path: Path, title: str = "Needle in a haystack") -> Path:
+def plot_niah_heatmap(cells: list[dict], path: Path, title: str = "Needle in a haystack",
+                      difference: bool = False) -> Path:
     """The usual NIAH picture: x = context length (tokens), y = needle depth (%), colour = mean score.
 
     ``cells``: ``[{"length": int, "depth": float, "score": float}, ...]``; a missing cell is left blank.
+    ``difference``: the scores are differences in [-1, 1] (a diverging scale centred on 0).
     """
     plt = _pyplot()
     from matplotlib.colors import LinearSegmentedColormap
@@ -27,19 +33,19 @@ def plot_niah_heatmap(cells: list[dict], path: Path, title: str = "Needle in a h
     grid = [[float("nan")] * len(lengths) for _ in depths]
     for cell in cells:
         grid[depths.index(cell["depth"])][lengths.index(cell["length"])] = cell["score"]
-    colours = LinearSegmentedColormap.from_list("niah", ["#F0496E", "#EBB839", "#0CD79F"])
+    colours = LinearSegmentedColormap.from_list("niah", ["#F0496E", "#FFFFFF" if difference else "#EBB839", "#0CD79F"])
     figure, axes = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.0 + 0.45 * len(depths)))
-    image = axes.imshow(grid, cmap=colours, vmin=0.0, vmax=1.0, aspect="auto")
+    image = axes.imshow(grid, cmap=colours, vmin=-1.0 if difference else 0.0, vmax=1.0, aspect="auto")
     for y, row in enumerate(grid):
         for x, value in enumerate(row):
             if value == value:  # not NaN
-                axes.text(x, y, f"{value:.2f}", ha="center", va="center", fontsize=8)
+                axes.text(x, y, f"{value:+.2f}" if difference else f"{value:.2f}", ha="center", va="center", fontsize=8)
     axes.set_xticks(range(len(lengths)), [str(length) for length in lengths])
     axes.set_yticks(range(len(depths)), [f"{depth:g}" for depth in depths])
     axes.set_xlabel("context length (tokens)")
     axes.set_ylabel("needle depth (%)")
     axes.set_title(title)
-    figure.colorbar(image, ax=axes, label="score")
+    figure.colorbar(image, ax=axes, label="score difference" if difference else "score")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -110,3 +116,264 @@ def plot_attention_layers(results: dict[str, dict], path: Path) -> Path:
 
 def _short(name: str) -> str:
     return Path(name).name or name
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Comparing runs
+# ---------------------------------------------------------------------------------------------------------
+
+EVALUATIONS = ("niah", "mdqa", "harness", "attention")
+_SKIPPED_DIRS = {"checkpoints", "final", "tensorboard", "adapter"}
+
+
+def _kind(data: dict) -> str | None:
+    """Which evaluation wrote this JSON object, from its keys."""
+    if "cells" in data and "overall" in data:
+        return "niah"
+    if "accuracy_by_gold_position" in data:
+        return "mdqa"
+    if "results" in data and "lm_eval_version" in data:
+        return "harness"
+    if "models" in data and "mask_ratio" in data:
+        return "attention"
+    return None
+
+
+def find_evaluations(run: Path) -> dict[str, tuple[Path, dict]]:
+    """The evaluation outputs under a run directory: kind -> (file, contents); the first found of each kind."""
+    import json
+
+    found: dict[str, tuple[Path, dict]] = {}
+    for path in sorted(run.rglob("*.json")):
+        if _SKIPPED_DIRS & set(path.relative_to(run).parts[:-1]):
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        kind = _kind(data) if isinstance(data, dict) else None
+        if kind and kind not in found:
+            found[kind] = (path, data)
+    return found
+
+
+def read_run(run: Path) -> dict:
+    """A run directory's configuration, metrics and evaluations, as found on disk."""
+    import json
+
+    import yaml
+
+    from meap.errors import UserError
+
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run directory")
+    metrics_path, config_path = run / "metrics.jsonl", run / "config.yaml"
+    if not metrics_path.is_file() and not config_path.is_file():
+        raise UserError(f"{run}: not a meap run directory (no metrics.jsonl or config.yaml)")
+    metrics = []
+    if metrics_path.is_file():
+        for number, line in enumerate(metrics_path.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                metrics.append(json.loads(line))
+            except ValueError:
+                raise UserError(f"{metrics_path}:{number}: not a JSON object") from None
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    return {"path": run, "config": config or {}, "metrics": metrics, "evaluations": find_evaluations(run)}
+
+
+def _labels(runs: list[Path]) -> list[str]:
+    names = [run.resolve().name for run in runs]
+    if len(set(names)) < len(names):
+        names = [f"{run.resolve().parent.name}/{run.resolve().name}" for run in runs]
+    if len(set(names)) < len(names):
+        names = [str(run) for run in runs]
+    return names
+
+
+def _plot_curves(runs: dict[str, dict], x_key: str, xlabel: str, path: Path) -> Path | None:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.5, 4))
+    drawn = False
+    for name, run in runs.items():
+        for key, style in (("loss", "-"), ("val_loss", "--")):
+            points = [(r[x_key], r[key]) for r in run["metrics"] if key in r and x_key in r]
+            if points:
+                axes.plot(*zip(*points), style, label=f"{name} ({'train' if key == 'loss' else 'validation'})")
+                drawn = True
+    if not drawn:
+        plt.close(figure)
+        return None
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("loss")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _niah_cells(summary: dict) -> dict[tuple, float]:
+    return {(cell["length"], cell["depth"]): cell["substring"] for cell in summary["cells"]}
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
+    """Write ``report.md`` and a self-contained ``report.html`` (plots embedded) comparing ``runs``.
+
+    Every number is read from the runs' files; an evaluation a run lacks is listed as absent.
+    """
+    from meap.errors import UserError
+
+    if len(runs) < 2:
+        raise UserError("compare: give at least two run directories")
+    paths = [Path(run) for run in runs]
+    loaded = dict(zip(_labels(paths), (read_run(path) for path in paths)))
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    blocks: list[tuple] = [("h1", "NTP vs MEAP: " + " vs ".join(loaded))]
+
+    rows = [[name, str(run["path"]), run["config"].get("objective", "n/a"),
+             _fmt(run["metrics"][-1].get("step")) if run["metrics"] else "n/a",
+             _fmt(next((r["loss"] for r in reversed(run["metrics"]) if "loss" in r), None)),
+             _fmt(next((r["val_loss"] for r in reversed(run["metrics"]) if "val_loss" in r), None)),
+             ", ".join(k for k in EVALUATIONS if k in run["evaluations"]) or "none",
+             ", ".join(k for k in EVALUATIONS if k not in run["evaluations"]) or "none"]
+            for name, run in loaded.items()]
+    blocks += [("h2", "Runs"), ("table", ["run", "directory", "objective", "last step", "last loss",
+                                          "last val loss", "evaluations found", "absent"], rows)]
+
+    blocks.append(("h2", "Training curves"))
+    for x_key, xlabel, file in (("step", "optimizer step", "loss_by_step.png"),
+                                ("elapsed_s", "training time (s)", "loss_by_time.png")):
+        plotted = _plot_curves(loaded, x_key, xlabel, output / file)
+        blocks.append(("img", file) if plotted else ("p", f"No `{x_key}` in any run's metrics.jsonl: no plot by {xlabel}."))
+
+    blocks.append(("h2", "Needle in a haystack (substring match)"))
+    niah = {name: run["evaluations"]["niah"][1] for name, run in loaded.items() if "niah" in run["evaluations"]}
+    for name in loaded:
+        if name not in niah:
+            blocks.append(("p", f"{name}: absent."))
+    for index, (name, summary) in enumerate(niah.items()):
+        file = f"niah_{index}.png"
+        plot_niah_heatmap([{"length": l, "depth": d, "score": v} for (l, d), v in _niah_cells(summary).items()],
+                          output / file, title=f"NIAH: {name} (overall {summary['overall']['substring']:.3f})")
+        blocks.append(("img", file))
+    if niah:
+        blocks.append(("table", ["run", "substring match", "ROUGE-1 F", "cells"],
+                       [[name, _fmt(s["overall"]["substring"]), _fmt(s["overall"]["rouge1_f"]), str(len(s["cells"]))]
+                        for name, s in niah.items()]))
+    names = list(niah)
+    for index, name in enumerate(names[1:], 1):
+        base, other = _niah_cells(niah[names[0]]), _niah_cells(niah[name])
+        shared = sorted(set(base) & set(other))
+        if shared:
+            file = f"niah_diff_{index}.png"
+            plot_niah_heatmap([{"length": l, "depth": d, "score": other[(l, d)] - base[(l, d)]} for l, d in shared],
+                              output / file, title=f"NIAH: {name} minus {names[0]}", difference=True)
+            blocks.append(("img", file))
+
+    blocks.append(("h2", "Multi-document QA (best-subspan EM by gold position)"))
+    mdqa = {name: run["evaluations"]["mdqa"][1] for name, run in loaded.items() if "mdqa" in run["evaluations"]}
+    for name in loaded:
+        if name not in mdqa:
+            blocks.append(("p", f"{name}: absent."))
+    if mdqa:
+        series = {name: {int(p): v for p, v in s["accuracy_by_gold_position"].items() if v is not None}
+                  for name, s in mdqa.items()}
+        plot_accuracy_by_position(series, output / "mdqa.png")
+        positions = sorted({p for by in series.values() for p in by})
+        blocks += [("img", "mdqa.png"),
+                   ("table", ["run", "overall", *[f"gold {p + 1}" for p in positions]],
+                    [[name, _fmt(mdqa[name]["accuracy"]), *[_fmt(series[name].get(p)) for p in positions]]
+                     for name in mdqa])]
+
+    blocks.append(("h2", "lm-evaluation-harness"))
+    harness = {name: run["evaluations"]["harness"][1]["results"] for name, run in loaded.items()
+               if "harness" in run["evaluations"]}
+    for name in loaded:
+        if name not in harness:
+            blocks.append(("p", f"{name}: absent."))
+    if harness:
+        columns = sorted({(task, metric) for results in harness.values() for task, metrics in results.items()
+                          for metric, value in metrics.items() if isinstance(value, float) and "stderr" not in metric})
+        blocks.append(("table", ["run", *[f"{task} {metric}" for task, metric in columns]],
+                       [[name, *[_fmt(results.get(task, {}).get(metric)) for task, metric in columns]]
+                        for name, results in harness.items()]))
+
+    blocks.append(("h2", "Attention (from the query, mean over layers)"))
+    attention_rows = []
+    for name, run in loaded.items():
+        if "attention" not in run["evaluations"]:
+            blocks.append(("p", f"{name}: absent."))
+            continue
+        for model, result in run["evaluations"]["attention"][1]["models"].items():
+            average = result["average"]
+            attention_rows.append([name, model, str(result["samples"]),
+                                   *[_fmt(average["segment_mass"][segment]) for segment in ("before", "answer", "after", "query")],
+                                   _fmt(average["entropy"]), _fmt(average.get("score_decay")),
+                                   _fmt(average.get("variance_increase"))])
+    if attention_rows:
+        blocks.append(("table", ["run", "model", "samples", "before", "answer", "after", "query", "entropy",
+                                 "score decay", "variance increase"], attention_rows))
+
+    blocks.append(("h2", "Configuration differences"))
+    keys = sorted({key for run in loaded.values() for key in run["config"]})
+    differing = [key for key in keys if len({repr(run["config"].get(key)) for run in loaded.values()}) > 1]
+    if differing:
+        blocks.append(("table", ["key", *loaded], [[key, *[str(run["config"].get(key, "absent")) for run in loaded.values()]]
+                                                 for key in differing]))
+    else:
+        blocks.append(("p", "The configurations are identical."))
+
+    (output / "report.md").write_text(_markdown(blocks), encoding="utf-8")
+    (output / "report.html").write_text(_html(blocks, output), encoding="utf-8")
+    return output / "report.md"
+
+
+def _markdown(blocks: list[tuple]) -> str:
+    lines = []
+    for block in blocks:
+        if block[0] == "h1":
+            lines += [f"# {block[1]}", ""]
+        elif block[0] == "h2":
+            lines += [f"## {block[1]}", ""]
+        elif block[0] == "p":
+            lines += [block[1], ""]
+        elif block[0] == "img":
+            lines += [f"![{block[1]}]({block[1]})", ""]
+        else:
+            _, header, rows = block
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _html(blocks: list[tuple], output: Path) -> str:
+    import base64
+    import html
+
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>meap comparison</title><style>"
+             "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>"]
+    for block in blocks:
+        if block[0] in ("h1", "h2"):
+            parts.append(f"<{block[0]}>{html.escape(block[1])}</{block[0]}>")
+        elif block[0] == "p":
+            parts.append(f"<p>{html.escape(block[1])}</p>")
+        elif block[0] == "img":
+            data = base64.b64encode((output / block[1]).read_bytes()).decode()
+            parts.append(f"<p><img alt='{html.escape(block[1])}' src='data:image/png;base64,{data}'></p>")
+        else:
+            _, header, rows = block
+            parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+                         + "</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
