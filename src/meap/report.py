@@ -194,11 +194,12 @@ def _plot_curves(runs: dict[str, dict], x_key: str, xlabel: str, path: Path) -> 
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.5, 4))
     drawn = False
-    for name, run in runs.items():
-        for key, style in (("loss", "-"), ("val_loss", "--")):
+    for index, (name, run) in enumerate(runs.items()):
+        for key, style in (("loss", "-"), ("val_loss", "--")):  # one colour per run: solid train, dashed val
             points = [(r[x_key], r[key]) for r in run["metrics"] if key in r and x_key in r]
             if points:
-                axes.plot(*zip(*points), style, label=f"{name} ({'train' if key == 'loss' else 'validation'})")
+                axes.plot(*zip(*points), style, color=f"C{index % 10}",
+                          label=f"{name} ({'train' if key == 'loss' else 'validation'})")
                 drawn = True
     if not drawn:
         plt.close(figure)
