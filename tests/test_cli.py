@@ -164,3 +164,14 @@ def test_sft_bad_input(tiny_model_dir, tmp_path):
                               "--output", str(tmp_path / "j")),
                       "good.jsonl: conversation 0", "roles must alternate")
     assert not any((tmp_path / name).exists() for name in "abcdefghij")
+
+
+def test_analyze_and_compare_bad_input(tiny_model_dir, tmp_path):
+    assert_user_error(run_cli("analyze", "attention", "--model", str(tiny_model_dir), "--length", "4096",
+                              "-o", str(tmp_path / "a")), "--length", "4096")
+    assert_user_error(run_cli("analyze", "attention", "--model", str(tmp_path / "nope"), "-o", str(tmp_path / "b")),
+                      "nope", "no such model directory")
+    assert_user_error(run_cli("compare", str(tmp_path), str(tmp_path / "nope"), "-o", str(tmp_path / "c")),
+                      "not a meap run directory")
+    assert_user_error(run_cli("compare", str(tmp_path), "-o", str(tmp_path / "d")), "at least two")
+    assert not any((tmp_path / name).exists() for name in "abcd")
