@@ -204,16 +204,19 @@ def run(argv: list[str]) -> int:
                   f"{shape['num_attention_heads']} heads / {shape['num_key_value_heads']} KV, "
                   f"FFN {shape['intermediate_size']}, context {shape['max_position_embeddings']}")
         return 0
-    if args.command == "compare":
-        if unknown:
+    from meap.config import PretrainConfig, SFTConfig
+
+    config_cls = {"pretrain": PretrainConfig, "sft": SFTConfig}.get(args.command)
+    if unknown:  # only the training commands take flags beyond the parser's: their config keys
+        if config_cls is None:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        _reject_unknown(unknown, config_cls)
+    if args.command == "compare":
         from meap.report import compare_runs
 
         print(f"wrote {compare_runs(args.runs, args.output)} and report.html")
         return 0
     if args.command in ("eval", "data", "analyze"):
-        if unknown:
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         if args.command == "eval":
             _run_eval(args)
         elif args.command == "analyze":
@@ -233,13 +236,6 @@ def run(argv: list[str]) -> int:
                              examples=args.examples, seed=args.seed)
             print(f"wrote {path}")
         return 0
-    from meap.config import PretrainConfig, SFTConfig
-
-    config_cls = {"pretrain": PretrainConfig, "sft": SFTConfig}.get(args.command)
-    if unknown:
-        if config_cls is None:
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        _reject_unknown(unknown, config_cls)
     if args.command == "prepare":
         from meap.data.prepare import prepare_corpus
 

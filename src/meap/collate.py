@@ -197,17 +197,17 @@ class MeapSFTCollator:
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pad = self.eos_token_id if self.pad_token_id is None else self.pad_token_id
+        conversations = [sample.get("pack", [sample]) for sample in samples]
+        rows_per_sample = [[row for conversation in group for row in self.rows(conversation)] for group in conversations]
         if self.packing:
-            sequences = [[row for conversation in sample.get("pack", [sample]) for row in self.rows(conversation)]
-                         for sample in samples]
-            for sample, rows in zip(samples, sequences):
+            sequences = rows_per_sample
+            for group, rows in zip(conversations, sequences):
                 # One conversation may exceed max_length (the separate layout's two rows); packs of several may not.
-                if len(sample.get("pack", [sample])) > 1 and sum(len(row["input_ids"]) for row in rows) > self.max_length:
-                    raise ValueError(f"a pack of {len(sample['pack'])} conversations holds more than "
+                if len(group) > 1 and sum(len(row["input_ids"]) for row in rows) > self.max_length:
+                    raise ValueError(f"a pack of {len(group)} conversations holds more than "
                                      f"max_length={self.max_length} tokens")
         else:
-            sequences = [[row] for sample in samples for conversation in sample.get("pack", [sample])
-                         for row in self.rows(conversation)]
+            sequences = [[row] for rows in rows_per_sample for row in rows]
         sequences = [rows for rows in sequences if rows]
         if not sequences:
             raise ValueError("no sample of the batch has a supervised token left (answers cut by max_length?)")
@@ -249,7 +249,7 @@ class MeapSFTCollator:
 
 
 def conversation_segments(sample: dict[str, Any]) -> list[tuple[list[int], bool]]:
-    """``(token ids, supervised)`` segments of one conversation sample, in either accepted form."""
+    """``(token ids, supervised)`` segments of one conversation sample, in any of the accepted forms."""
     if "segments" in sample:
         return [(list(ids), bool(supervised)) for ids, supervised in sample["segments"]]
     supervised = next((sample[key] for key in ("completion_mask", "assistant_masks") if key in sample), None)

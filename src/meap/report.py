@@ -255,11 +255,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
         plotted = _plot_curves(loaded, x_key, xlabel, output / file)
         blocks.append(("img", file) if plotted else ("p", f"No `{x_key}` in any run's metrics.jsonl: no plot by {xlabel}."))
 
-    blocks.append(("h2", "Needle in a haystack (substring match)"))
-    niah = {name: run["evaluations"]["niah"][1] for name, run in loaded.items() if "niah" in run["evaluations"]}
-    for name in loaded:
-        if name not in niah:
-            blocks.append(("p", f"{name}: absent."))
+    niah = _section(blocks, loaded, "niah", "Needle in a haystack (substring match)")
     for index, (name, summary) in enumerate(niah.items()):
         file = f"niah_{index}.png"
         plot_niah_heatmap([{"length": l, "depth": d, "score": v} for (l, d), v in _niah_cells(summary).items()],
@@ -279,11 +275,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
                               output / file, title=f"NIAH: {name} minus {names[0]}", difference=True)
             blocks.append(("img", file))
 
-    blocks.append(("h2", "Multi-document QA (best-subspan EM by gold position)"))
-    mdqa = {name: run["evaluations"]["mdqa"][1] for name, run in loaded.items() if "mdqa" in run["evaluations"]}
-    for name in loaded:
-        if name not in mdqa:
-            blocks.append(("p", f"{name}: absent."))
+    mdqa = _section(blocks, loaded, "mdqa", "Multi-document QA (best-subspan EM by gold position)")
     if mdqa:
         series = {name: {int(p): v for p, v in s["accuracy_by_gold_position"].items() if v is not None}
                   for name, s in mdqa.items()}
@@ -294,12 +286,8 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
                     [[name, _fmt(mdqa[name]["accuracy"]), *[_fmt(series[name].get(p)) for p in positions]]
                      for name in mdqa])]
 
-    blocks.append(("h2", "lm-evaluation-harness"))
-    harness = {name: run["evaluations"]["harness"][1]["results"] for name, run in loaded.items()
-               if "harness" in run["evaluations"]}
-    for name in loaded:
-        if name not in harness:
-            blocks.append(("p", f"{name}: absent."))
+    harness = {name: summary["results"]
+               for name, summary in _section(blocks, loaded, "harness", "lm-evaluation-harness").items()}
     if harness:
         columns = sorted({(task, metric) for results in harness.values() for task, metrics in results.items()
                           for metric, value in metrics.items() if isinstance(value, float) and "stderr" not in metric})
@@ -307,13 +295,9 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
                        [[name, *[_fmt(results.get(task, {}).get(metric)) for task, metric in columns]]
                         for name, results in harness.items()]))
 
-    blocks.append(("h2", "Attention (from the query, mean over layers)"))
     attention_rows = []
-    for name, run in loaded.items():
-        if "attention" not in run["evaluations"]:
-            blocks.append(("p", f"{name}: absent."))
-            continue
-        for model, result in run["evaluations"]["attention"][1]["models"].items():
+    for name, summary in _section(blocks, loaded, "attention", "Attention (from the query, mean over layers)").items():
+        for model, result in summary["models"].items():
             average = result["average"]
             attention_rows.append([name, model, str(result["samples"]),
                                    *[_fmt(average["segment_mass"][segment]) for segment in ("before", "answer", "after", "query")],
@@ -335,6 +319,13 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     (output / "report.md").write_text(_markdown(blocks), encoding="utf-8")
     (output / "report.html").write_text(_html(blocks, output), encoding="utf-8")
     return output / "report.md"
+
+
+def _section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str) -> dict[str, dict]:
+    """Open a report section: its heading, a line for each run that lacks ``kind``; the runs' outputs of it."""
+    blocks.append(("h2", title))
+    blocks += [("p", f"{name}: absent.") for name, run in loaded.items() if kind not in run["evaluations"]]
+    return {name: run["evaluations"][kind][1] for name, run in loaded.items() if kind in run["evaluations"]}
 
 
 def _markdown(blocks: list[tuple]) -> str:

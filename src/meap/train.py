@@ -8,8 +8,9 @@ is MEAP at mask ratio 0, with the same init, data order and everything else.
 
 :class:`MeapTrainer` changes four things of the stock Trainer: the sample order is the stream's own
 (sequential over :class:`~meap.data.blocks.PackedBlocks` or :class:`~meap.data.sft.SFTStream`, both
-seeded), validation batches are clean, tokens/s counts real tokens when the collator reports them, and checkpoints are written to a staging directory and renamed into ``checkpoints/step-N`` so an
-interrupted save never leaves a half-written checkpoint behind.
+seeded), validation batches are clean, tokens/s counts real tokens when the collator reports them, and
+checkpoints are written to a staging directory and renamed into ``checkpoints/step-N`` so an interrupted
+save never leaves a half-written checkpoint behind.
 
 Under ``torchrun``/``accelerate launch`` every process runs this; only the main process writes or deletes
 files outside what the Trainer itself coordinates, and the others wait for it.
@@ -501,9 +502,15 @@ def save_final(run: Run) -> Path:
     return final
 
 
+def _run_facts(output: Path) -> dict:
+    """What ``run.json`` recorded of the run in ``output`` (empty before its first launch)."""
+    path = output / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _check_resumable(output: Path, samples_per_step: int) -> None:
     path = output / RUN_FILE
-    saved = json.loads(path.read_text()) if path.is_file() else {}
+    saved = _run_facts(output)
     if saved.get("samples_per_step", samples_per_step) != samples_per_step:
         raise UserError(
             f"{path}: the run took {saved['samples_per_step']} samples per step, this launch takes {samples_per_step} "
@@ -531,18 +538,13 @@ def _check_writable(output: Path) -> None:
         raise UserError(f"{output}: cannot create the run directory ({parent} is not writable)")
 
 
-def _saved_max_steps(output: Path) -> int | None:
-    path = output / RUN_FILE
-    return json.loads(path.read_text()).get("max_steps") if path.is_file() else None
-
-
 def _execute(config: TrainingConfig, build, resume: bool, overwrite: bool, progress: bool) -> Path:
     """Claim the output, build the run, train (or resume), write ``final/``; return the output directory."""
     config = dataclasses.replace(config, output=str(config.resolved_output()))
     output = config.resolved_output()
     # Checks are read-only, so every process reaches the same verdict; only the main process writes.
     checkpoint = claim_output(config, resume, overwrite)
-    target = config.max_steps or _saved_max_steps(output)
+    target = config.max_steps or _run_facts(output).get("max_steps")
     if checkpoint is not None and target and checkpoint_step(checkpoint) >= target and (output / "final").is_dir():
         print(f"{output}: already complete ({target} steps); raise --max-steps to train further")
         return output

@@ -76,8 +76,7 @@ class _Recorder:
     def __init__(self, modules: list[torch.nn.Module]):
         self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(modules)]
         self.rows: slice | None = None
-        self.context: torch.Tensor | None = None  # key positions of before/answer/after
-        self.masked: torch.Tensor | None = None  # bool over context keys
+        self.masked: torch.Tensor | None = None  # bool over the context keys (the positions before the query)
         self.bounds: dict = {}
         self.layers: list[dict] = [{} for _ in modules]
 
@@ -90,7 +89,7 @@ class _Recorder:
             stats = {name: rows[..., slice(*self.bounds[name])].sum(-1).mean().item() for name in SEGMENTS}
             stats["entropy"] = -torch.special.xlogy(rows, rows).sum(-1).mean().item()
             if self.masked is not None:
-                context = rows[..., self.context]
+                context = rows[..., : len(self.masked)]
                 stats["masked_mass"] = context[..., self.masked].sum(-1).mean().item()
                 stats["unmasked_variance"] = context[..., ~self.masked].var(-1).mean().item()
             self.layers[index] = stats
@@ -118,32 +117,35 @@ def analyse(model, probes: list[dict], *, mask_token_id: int | None = None, mask
         for probe in tqdm(probes, desc="attention", unit="probe", disable=not progress):
             ids = torch.tensor([probe["input_ids"]], device=device)
             bounds = probe["bounds"]
-            recorder.bounds, recorder.rows, recorder.masked = bounds, slice(*bounds["query"]), None
-            model(input_ids=ids, use_cache=False)
+            masked = None if mask_token_id is None else _draw_mask(bounds, mask_ratio, generator).to(device)
+            recorder.bounds, recorder.rows, recorder.masked = bounds, slice(*bounds["query"]), masked
+            model(input_ids=ids, use_cache=False)  # X_N: segment statistics, and those of the keys to be masked
             clean = [dict(layer) for layer in recorder.layers]
-            if mask_token_id is not None:
-                context = torch.arange(bounds["query"][0])
-                eligible = torch.ones(len(context), dtype=torch.bool)
-                eligible[slice(*bounds["answer"])] = False  # mask the haystack, never the needle
-                count = max(1, round(mask_ratio * int(eligible.sum())))
-                chosen = eligible.nonzero().flatten()[torch.randperm(int(eligible.sum()), generator=generator)[:count]]
-                masked = torch.zeros(len(context), dtype=torch.bool)
-                masked[chosen] = True
-                recorder.context, recorder.masked = context.to(device), masked.to(device)
-                model(input_ids=ids, use_cache=False)  # X_N again, now with the masked-key statistics
-                clean_masked = [dict(layer) for layer in recorder.layers]
-                model(input_ids=ids.masked_fill(torch.cat([masked, torch.zeros(ids.shape[1] - len(context),
-                                                                               dtype=torch.bool)]).to(device)[None],
-                                                mask_token_id), use_cache=False)
-                for layer, n_stats, m_stats in zip(clean, clean_masked, recorder.layers):
-                    layer.update(clean_masked_mass=n_stats["masked_mass"], masked_mass=m_stats["masked_mass"],
-                                 clean_variance=n_stats["unmasked_variance"],
-                                 masked_variance=m_stats["unmasked_variance"])
+            if masked is not None:
+                hidden = torch.zeros_like(ids, dtype=torch.bool)
+                hidden[0, : len(masked)] = masked
+                model(input_ids=ids.masked_fill(hidden, mask_token_id), use_cache=False)  # X_M
+                for layer, masked_stats in zip(clean, recorder.layers):
+                    layer.update(clean_masked_mass=layer.pop("masked_mass"), masked_mass=masked_stats["masked_mass"],
+                                 clean_variance=layer.pop("unmasked_variance"),
+                                 masked_variance=masked_stats["unmasked_variance"])
             per_probe.append(clean)
     finally:
         recorder.close()
         model.set_attn_implementation(previous)
     return _summarise(per_probe, masked=mask_token_id is not None)
+
+
+def _draw_mask(bounds: dict, mask_ratio: float, generator: torch.Generator) -> torch.Tensor:
+    """Which context positions (before the query) the masked copy hides: ``mask_ratio`` of the haystack."""
+    context = bounds["query"][0]
+    eligible = torch.ones(context, dtype=torch.bool)
+    eligible[slice(*bounds["answer"])] = False  # mask the haystack, never the needle
+    count = max(1, round(mask_ratio * int(eligible.sum())))
+    chosen = eligible.nonzero().flatten()[torch.randperm(int(eligible.sum()), generator=generator)[:count]]
+    masked = torch.zeros(context, dtype=torch.bool)
+    masked[chosen] = True
+    return masked
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
