@@ -109,9 +109,10 @@ def test_resume_reproduces_the_uninterrupted_run(prepared, tmp_path):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_recipe_loads(config):
-    from meap.config import SFTConfig
+    from meap.config import DemoConfig, SFTConfig
 
-    loaded = load_config(SFTConfig if config.stem.startswith("sft") else PretrainConfig, config)
+    kind = {"sft": SFTConfig, "demo": DemoConfig, "repro-small": DemoConfig}.get(config.stem, PretrainConfig)
+    loaded = load_config(kind, config)
     assert loaded.problems() == []
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import typing
 
 from meap.errors import UserError
 
@@ -25,7 +26,7 @@ def _config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
         default = f" (default: {f.default})" if f.default not in ("", dataclasses.MISSING) else ""
         if types[f.name] is bool:
             options = dict(nargs="?", const="true", metavar="BOOL")
-        elif types[f.name] == list[str]:
+        elif typing.get_origin(types[f.name]) is list:
             options = dict(nargs="+", metavar="VALUE")
         else:
             options = dict(metavar="VALUE")
@@ -34,7 +35,7 @@ def _config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from meap.config import PretrainConfig, SFTConfig
+    from meap.config import DemoConfig, PretrainConfig, SFTConfig
 
     from meap import __version__
 
@@ -52,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
         existing.add_argument("--overwrite", action="store_true", help="replace the run in --output")
         training.add_argument("--no-progress", action="store_true", help="no progress bar")
         _config_flags(training, config_cls)
+
+    demo = commands.add_parser("demo", help="the paired NTP-vs-MEAP experiment on the demo corpus, end to end "
+                               "(train both, NIAH, MDQA, attention, report)", allow_abbrev=False)
+    demo.add_argument("--config", help="YAML recipe (configs/demo.yaml is the default; configs/repro-small.yaml for a GPU)")
+    demo.add_argument("--quick", action="store_true", help="every stage on a few documents and steps (a smoke test)")
+    demo.add_argument("--overwrite", action="store_true", help="replace the demo in --output (default: continue it)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still print)")
+    _config_flags(demo, DemoConfig)
 
     prepare = commands.add_parser("prepare", help="tokenise local corpora into packed token shards",
                                   allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -204,9 +213,9 @@ def run(argv: list[str]) -> int:
                   f"{shape['num_attention_heads']} heads / {shape['num_key_value_heads']} KV, "
                   f"FFN {shape['intermediate_size']}, context {shape['max_position_embeddings']}")
         return 0
-    from meap.config import PretrainConfig, SFTConfig
+    from meap.config import DemoConfig, PretrainConfig, SFTConfig
 
-    config_cls = {"pretrain": PretrainConfig, "sft": SFTConfig}.get(args.command)
+    config_cls = {"pretrain": PretrainConfig, "sft": SFTConfig, "demo": DemoConfig}.get(args.command)
     if unknown:  # only the training commands take flags beyond the parser's: their config keys
         if config_cls is None:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -248,6 +257,12 @@ def run(argv: list[str]) -> int:
 
     keys = {f.name for f in dataclasses.fields(config_cls)}
     overrides = {k: v for k, v in vars(args).items() if k in keys and v is not None}
+    if args.command == "demo":
+        from meap.demo import QUICK, run_demo
+
+        config = load_config(DemoConfig, args.config, {**(QUICK if args.quick else {}), **overrides})
+        run_demo(config, overwrite=args.overwrite, progress=not args.no_progress)
+        return 0
     config = load_config(config_cls, args.config, overrides)
     train = pretrain if args.command == "pretrain" else sft
     output = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)

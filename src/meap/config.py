@@ -174,8 +174,81 @@ class SFTConfig(TrainingConfig):
         return found
 
 
+@dataclass
+class DemoConfig(PretrainConfig):
+    """A paired experiment: the same pretraining run once per objective, then NIAH, MDQA, attention and a report.
+
+    The training keys are :class:`PretrainConfig`'s; ``objective`` lists the objectives to pair.
+    """
+
+    objective: str = _help("objectives to train and compare, comma-separated", default="ntp,meap")
+    output: str = _help("demo directory (default: runs/demo)", default="")
+    data: str = _help("`demo`: the demo corpus built in the output directory, or a prepared data directory "
+                      "(`meap prepare`)", default="demo")
+    # The demo corpus (data: demo)
+    vocab_size: int = _help("BPE vocabulary trained on the demo corpus", default=2048)
+    prose_documents: int = _help("prose passages from the built-in corpus", default=1500)
+    retrieval_documents: int = _help("documents in the NIAH prompt format: a random value stated in prose, "
+                                     "asked for at the end", default=5000)
+    mdqa_documents: int = _help("documents in the multi-document QA prompt format, with their answers",
+                                default=1000)
+    drill_documents: int = _help("copy drills: lists of random numbers, then the same list again", default=3000)
+    context_words: list[int] = _help("fewest and most prose words around a retrieval document's fact",
+                                     default_factory=lambda: [10, 200])
+    # Evaluation
+    niah_lengths: list[int] = _help("NIAH context lengths in tokens", default_factory=lambda: [128, 256, 448])
+    niah_depths: list[float] = _help("NIAH needle depths in percent", default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0])
+    niah_samples: int = _help("NIAH samples per (length, depth) cell", default=4)
+    mdqa_num_docs: int = _help("documents per MDQA question", default=3)
+    mdqa_examples: int = _help("MDQA questions per gold position", default=20)
+    attention_samples: int = _help("probes for the attention analysis", default=8)
+    attention_length: int = _help("attention probe length in tokens", default=256)
+    # Training (PretrainConfig's keys; defaults sized for 2 CPU cores)
+    seq_len: int = _help("tokens per training sequence", default=512)
+    micro_batch_size: int = _help("sequences per device per forward pass", default=8)
+    max_steps: int = _help("optimizer steps per objective", default=600)
+    lr: float = _help("peak learning rate", default=3e-3)
+    min_lr: float = _help("learning rate at the end of the cosine decay", default=3e-4)
+    eval_every: int = _help("optimizer steps between validation losses (0 disables)", default=100)
+    save_every: int = _help("optimizer steps between resumable checkpoints (0: only at the end)", default=200)
+
+    command = "demo"
+
+    def objectives(self) -> list[str]:
+        return [name.strip() for name in self.objective.split(",") if name.strip()]
+
+    def resolved_output(self) -> Path:
+        return Path(self.output or "runs/demo")
+
+    def problems(self) -> list[str]:
+        objectives = self.objectives()
+        found = PretrainConfig.problems(dataclasses.replace(self, objective="meap"))  # objective is checked below
+        if not objectives or any(name not in ("ntp", "meap") for name in objectives) or len(set(objectives)) < len(objectives):
+            found.append(f"objective: expected distinct names from `ntp`, `meap`, comma-separated, got {self.objective!r}")
+        for key in ("vocab_size", "niah_samples", "mdqa_num_docs", "mdqa_examples", "attention_samples",
+                    "attention_length"):
+            if getattr(self, key) < 1:
+                found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
+        for key in ("prose_documents", "retrieval_documents", "mdqa_documents", "drill_documents"):
+            if getattr(self, key) < 0:
+                found.append(f"{key}: expected an integer >= 0, got {getattr(self, key)}")
+        if len(self.context_words) != 2 or not 1 <= self.context_words[0] <= self.context_words[1]:
+            found.append(f"context_words: expected [fewest, most] with 1 <= fewest <= most, got {self.context_words}")
+        if not self.niah_lengths or any(length < 1 for length in self.niah_lengths):
+            found.append(f"niah_lengths: expected positive lengths, got {self.niah_lengths}")
+        if not self.niah_depths or any(not 0 <= depth <= 100 for depth in self.niah_depths):
+            found.append(f"niah_depths: expected depths within [0, 100], got {self.niah_depths}")
+        return found
+
+    def pretrain_config(self, objective: str, data: str, output: Path) -> PretrainConfig:
+        """The pretraining run of one objective."""
+        keys = {f.name for f in dataclasses.fields(PretrainConfig)}
+        values = {key: getattr(self, key) for key in keys}
+        return PretrainConfig(**{**values, "objective": objective, "data": data, "output": str(output)})
+
+
 def field_types(config_cls: type) -> dict[str, type]:
-    """Field name -> its Python type (str, int, float, bool or list[str])."""
+    """Field name -> its Python type (str, int, float, bool, or a list of str, int or float)."""
     hints = typing.get_type_hints(config_cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
 
@@ -197,10 +270,12 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 def coerce(key: str, value: Any, expected: type, where: str) -> Any:
     """Convert a YAML value or a command-line string to the field's type, or raise a UserError."""
     if typing.get_origin(expected) is list:  # a YAML list, one value, or the values of an nargs="+" flag
+        (item_type,) = typing.get_args(expected)
         items = value if isinstance(value, list) else [value]
-        if all(isinstance(item, str) for item in items):
-            return list(items)
-        raise UserError(f"{where}: `{key}` expects a list of strings, got {value!r}")
+        try:
+            return [coerce(key, item, item_type, where) for item in items]
+        except UserError:
+            raise UserError(f"{where}: `{key}` expects a list of {item_type.__name__} values, got {value!r}") from None
     if expected is bool:
         if isinstance(value, bool):
             return value

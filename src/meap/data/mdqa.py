@@ -115,8 +115,7 @@ def make_mdqa(output: str | Path, *, num_docs: int = 20, gold_position: int = 0,
             stream = gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) if output.suffix == ".gz" else raw
             with stream:
                 for index in tqdm(range(examples), desc="mdqa examples", unit="example", disable=not progress):
-                    example = _make_example(random.Random(f"meap-mdqa:{seed}:{index}"), corpus, num_docs,
-                                            gold_position)
+                    example = make_example(seed, index, num_docs, gold_position, corpus)
                     stream.write((json.dumps(example, ensure_ascii=False) + "\n").encode("utf-8"))
         os.replace(temporary, output)
     finally:
@@ -124,8 +123,12 @@ def make_mdqa(output: str | Path, *, num_docs: int = 20, gold_position: int = 0,
     return output
 
 
-def _make_example(rng: random.Random, corpus: _ProseCorpus, num_docs: int, gold_position: int) -> dict:
-    """One line: the fact in a gold passage plus ``num_docs - 1`` distractors, gold moved last to its place."""
+def make_example(seed: int | str, index: int, num_docs: int, gold_position: int,
+                 corpus: _ProseCorpus | None = None) -> dict:
+    """Example ``index`` of the stream ``seed``: the fact in a gold passage plus ``num_docs - 1`` distractors,
+    the gold one moved last to ``gold_position``."""
+    rng = random.Random(f"meap-mdqa:{seed}:{index}")
+    corpus = corpus or _prose_corpus()
     template = rng.choice(_FACT_TEMPLATES)
     slots = _fill_slots(rng)
     fact = template.fact.format(**slots)

@@ -58,7 +58,7 @@ def train_bpe(documents: Iterable[str], vocab_size: int, *, show_progress: bool 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
     )
-    tokenizer = _byte_level(models.BPE())
+    tokenizer = _byte_level(models.BPE(), split_digits=True)
     tokenizer.train_from_iterator(documents, trainer)
     return _wrap(tokenizer)
 
@@ -75,10 +75,16 @@ def _packaged_gpt2() -> PreTrainedTokenizerFast:
     return _wrap(_byte_level(bpe))
 
 
-def _byte_level(bpe: models.BPE) -> Tokenizer:
-    """GPT-2's byte-level pipeline around ``bpe``: lossless for any text, no unknown token."""
+def _byte_level(bpe: models.BPE, split_digits: bool = False) -> Tokenizer:
+    """GPT-2's byte-level pipeline around ``bpe``: lossless for any text, no unknown token.
+
+    ``split_digits``: one token per digit (as LLaMA and SmolLM), so a small vocabulary spends no merges on
+    numbers and a small model can learn to copy and compare them digit by digit.
+    """
     tokenizer = Tokenizer(bpe)
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                               if split_digits else byte_level)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     return tokenizer

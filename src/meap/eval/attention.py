@@ -40,7 +40,7 @@ def build_probes(tokenizer, haystack: str, *, length: int, samples: int, seed: i
     """
     from meap.eval.niah import random_needle
 
-    haystack_ids = tokenizer(haystack, add_special_tokens=False)["input_ids"]
+    haystack_ids = tokenizer(haystack, add_special_tokens=False, verbose=False)["input_ids"]
     rng = random.Random(seed)
     probes = []
     for _ in range(samples):

@@ -53,6 +53,12 @@ def random_needle(rng: random.Random) -> Needle:
                   f"What is the special magic number for {key} mentioned in the document?", value)
 
 
+def random_needles(count: int, seed: int) -> list[Needle]:
+    """The random needles of an evaluation with ``count`` samples in all, in the order they are placed."""
+    rng = random.Random(seed)
+    return [random_needle(rng) for _ in range(count)]
+
+
 def read_haystack(sources: list[str]) -> tuple[str, str]:
     """``(text, name)`` of the haystack: ``builtin`` (Paul Graham's essays), ``builtin-prose`` (public-domain
     prose shipped with meap) or text files."""
@@ -101,13 +107,13 @@ def question_text(context: str, question: str) -> str:
 def build_examples(tokenizer, haystack: str, lengths: list[int], depths: list[float], *, samples: int = 1,
                    seed: int = 0, needle: Needle | None = None) -> list[dict]:
     """One example per (length, depth, sample): the prompt text, its expected answer and where it sits."""
-    haystack_ids = tokenizer(haystack, add_special_tokens=False)["input_ids"]
-    rng = random.Random(seed)
+    haystack_ids = tokenizer(haystack, add_special_tokens=False, verbose=False)["input_ids"]
+    drawn = iter(random_needles(len(lengths) * len(depths) * samples, seed))
     examples = []
     for length in lengths:
         for depth in depths:
             for sample in range(samples):
-                chosen = needle or random_needle(rng)
+                chosen = needle or next(drawn)
                 overhead = prompt_length(tokenizer, question_text(chosen.text, chosen.question))
                 budget = length - overhead
                 if budget <= 0:
