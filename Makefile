@@ -1,9 +1,9 @@
-# Two entry points: `make demo` (set up, then pretrain on the embedded corpus) and `make test`.
+# Two entry points: `make demo` (set up, then the NTP-vs-MEAP demo on the embedded corpus) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo sft test bench
+.PHONY: setup demo pretrain sft test bench
 
 $(BIN)/meap: pyproject.toml requirements/base.txt requirements/assets.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(BIN)/meap: pyproject.toml requirements/base.txt requirements/assets.txt
 setup: $(BIN)/meap
 
 demo: setup
+	$(BIN)/meap demo
+
+pretrain: setup
 	$(BIN)/meap pretrain
 
 sft: setup
