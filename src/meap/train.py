@@ -9,8 +9,10 @@ is MEAP at mask ratio 0, with the same init, data order and everything else.
 :class:`MeapTrainer` changes four things of the stock Trainer: the sample order is the stream's own
 (sequential over :class:`~meap.data.blocks.PackedBlocks` or :class:`~meap.data.sft.SFTStream`, both
 seeded), validation batches are clean, tokens/s counts real tokens when the collator reports them, and
-checkpoints are written to a staging directory and renamed into ``checkpoints/step-N`` so an interrupted
-save never leaves a half-written checkpoint behind.
+checkpoints are written to a staging directory with a ``manifest.json`` (size and SHA-256 of every file)
+and renamed into ``checkpoints/step-N``, so an interrupted save never leaves a half-written checkpoint
+behind and one damaged later on disk is detected on resume (the previous intact one is used). A
+non-finite loss stops the run before the optimizer step, so the last checkpoint stays the last good state.
 
 Under ``torchrun``/``accelerate launch`` every process runs this; only the main process writes or deletes
 files outside what the Trainer itself coordinates, and the others wait for it.
@@ -19,6 +21,8 @@ files outside what the Trainer itself coordinates, and the others wait for it.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import json
 import os
 import shutil
@@ -46,6 +50,7 @@ from meap.tokens import add_mask_token, check_vocab_fits, fit_mask_embedding, ma
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 RUN_FILE = "run.json"  # facts of the run that are not config keys (samples per optimizer step)
+MANIFEST_FILE = "manifest.json"  # in every checkpoint: size and SHA-256 of each of its files
 # Keys that may change when a run is resumed: they do not alter the trajectory of the steps already taken.
 RESUMABLE_CHANGES = {"max_steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints",
                      "num_workers", "compile", "output"}
@@ -72,7 +77,11 @@ class MeapTrainer(Trainer):
         if tokens is not None:
             tokens = torch.as_tensor(tokens, device=self.args.device, dtype=torch.int64)
             self.state.num_input_tokens_seen += int(self.accelerator.gather(tokens).sum())
-        return super().training_step(model, inputs, num_items_in_batch)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # One host sync per micro-batch, the one the stock Trainer spends on its NaN logging filter (off here).
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(self.state.global_step + 1, float(loss), Path(self.args.output_dir))
+        return loss
 
     def _get_train_sampler(self, train_dataset=None):
         # The streams (PackedBlocks, SFTStream) are in their own seeded order: the Trainer must not reshuffle.
@@ -98,20 +107,83 @@ class MeapTrainer(Trainer):
         self._staging_dir = str(staging)
         try:
             super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()  # every process has written its part (its RNG state, say)
+            if self.args.should_save:
+                written = staging / f"checkpoint-{step}"
+                config = root.parent / CONFIG_FILE
+                if config.is_file():
+                    shutil.copy2(config, written / CONFIG_FILE)
+                write_manifest(written)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            previous = checkpoint_dirs(root)
+            reason = "no space left on device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+            raise UserError(f"{error.filename or staging}: cannot write the step-{step} checkpoint ({reason}); "
+                            f"stopped. {_last_checkpoint_note(previous)}") from None
         finally:
             self._staging_dir = None
-        self.accelerator.wait_for_everyone()  # every process has written its part (its RNG state, say)
         if self.args.should_save:
-            written = staging / f"checkpoint-{step}"
-            config = root.parent / CONFIG_FILE
-            if config.is_file():
-                shutil.copy2(config, written / CONFIG_FILE)
             publish(written, root / f"step-{step}")
             shutil.rmtree(staging, ignore_errors=True)
             if self.keep_checkpoints > 0:
                 for old in checkpoint_dirs(root)[: -self.keep_checkpoints]:
                     shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
+
+
+class NonFiniteLoss(UserError):
+    """The loss of a micro-batch is NaN or infinite: the run stops before the optimizer step."""
+
+    def __init__(self, step: int, loss: float, checkpoints: Path):
+        super().__init__(f"step {step}: the training loss is {loss} (not finite); stopped before the optimizer "
+                         f"step. {_last_checkpoint_note(checkpoint_dirs(checkpoints))} "
+                         "(a lower --lr or a higher --warmup-steps may help)")
+
+
+def _last_checkpoint_note(checkpoints: list[Path]) -> str:
+    if not checkpoints:
+        return "No checkpoint was saved yet."
+    return f"The last checkpoint, {checkpoints[-1]}, is intact: continue with --resume."
+
+
+def write_manifest(checkpoint: Path) -> None:
+    """Record the size and SHA-256 of every file of ``checkpoint`` in its ``manifest.json``."""
+    files = {}
+    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != MANIFEST_FILE):
+        with open(path, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        files[path.relative_to(checkpoint).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest}
+    (checkpoint / MANIFEST_FILE).write_text(json.dumps({"files": files}, indent=1) + "\n", encoding="utf-8")
+
+
+def checkpoint_damage(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be trusted (a missing, truncated or altered file), or None if it is intact."""
+    try:
+        files = json.loads((checkpoint / MANIFEST_FILE).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no readable {MANIFEST_FILE}"
+    for name, expected in files.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, expected {expected['bytes']}"
+        with open(path, "rb") as handle:
+            if hashlib.file_digest(handle, "sha256").hexdigest() != expected["sha256"]:
+                return f"{name} does not match its SHA-256"
+    return None
+
+
+def intact_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint under ``root`` that matches its manifest; each newer damaged one is reported."""
+    checkpoints = checkpoint_dirs(root)
+    for index in range(len(checkpoints) - 1, -1, -1):
+        damage = checkpoint_damage(checkpoints[index])
+        if damage is None:
+            return checkpoints[index]
+        fallback = f"resuming from {checkpoints[index - 1].name}" if index else "no earlier checkpoint"
+        warn(f"{checkpoints[index]}: damaged ({damage}); {fallback}")
+    return None
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -137,10 +209,13 @@ def claim_output(config: TrainingConfig, resume: bool, overwrite: bool) -> Path 
         if not holds_run(output):
             raise UserError(f"{output}: --resume given but the directory holds no run")
         _check_same_run(output, config)
-        checkpoints = checkpoint_dirs(output / "checkpoints")
-        if not checkpoints:
+        if not checkpoint_dirs(output / "checkpoints"):
             raise UserError(f"{output / 'checkpoints'}: --resume given but no checkpoint was saved yet")
-        return checkpoints[-1]
+        checkpoint = intact_checkpoint(output / "checkpoints")
+        if checkpoint is None:
+            raise UserError(f"{output / 'checkpoints'}: --resume given but every checkpoint is damaged; "
+                            "start over with --overwrite")
+        return checkpoint
     if output.is_dir() and any(output.iterdir()):
         if overwrite and not holds_run(output):
             raise UserError(f"{output}: not a meap run directory; refusing to delete it (choose another --output)")
@@ -238,6 +313,7 @@ def _training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max
         dataloader_drop_last=True,
         remove_unused_columns=False,  # the collators need each sample's `sample_index`
         prediction_loss_only=True,
+        logging_nan_inf_filter=False,  # a non-finite loss stops the run (MeapTrainer.training_step)
         report_to="none",
         disable_tqdm=True,
         **_precision(config),
@@ -527,6 +603,9 @@ def _prepare_output(output: Path, checkpoint: Path | None, run: Run) -> None:
         _truncate_metrics(output / METRICS_FILE, checkpoint_step(checkpoint))
         for stale in [*output.glob(".staging-*"), *(output / "checkpoints").glob(".staging-*")]:
             shutil.rmtree(stale, ignore_errors=True)  # a save that was interrupted: never renamed into place
+        for newer in checkpoint_dirs(output / "checkpoints"):
+            if checkpoint_step(newer) > checkpoint_step(checkpoint):
+                shutil.rmtree(newer)  # damaged (intact_checkpoint passed it over); the run will write it again
     save_config(run.config, output / CONFIG_FILE)
     facts = {"samples_per_step": run.samples_per_step, "max_steps": run.max_steps, **run.facts}
     (output / RUN_FILE).write_text(json.dumps(facts) + "\n")

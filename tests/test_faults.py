@@ -1,0 +1,148 @@
+"""Faults lose nothing: SIGKILL at any moment, damaged checkpoints, a full disk and a non-finite loss."""
+
+import errno
+import functools
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import LlamaForCausalLM
+
+from meap.errors import UserError
+from meap.train import MANIFEST_FILE, NonFiniteLoss, checkpoint_damage, checkpoint_dirs, pretrain
+
+from test_train import read_metrics, tiny_config, without_timing
+
+STEPS = dict(max_steps=10, save_every=2, eval_every=5)
+
+
+def same_weights(a, b) -> bool:
+    first, second = load_file(a / "final" / "model.safetensors"), load_file(b / "final" / "model.safetensors")
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(prepared, tmp_path_factory):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    return {objective: pretrain(tiny_config(prepared, root / objective, objective=objective, **STEPS), progress=False)
+            for objective in ("ntp", "meap")}
+
+
+@pytest.mark.parametrize("objective", ["ntp", "meap"])
+@pytest.mark.parametrize("moment", ["during a step", "during a checkpoint write"])
+def test_sigkill_then_resume_is_the_uninterrupted_run(prepared, tmp_path, uninterrupted, objective, moment):
+    run = tmp_path / "killed"
+    config = tiny_config(prepared, run, objective=objective, **STEPS)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(config).items()]
+    process = subprocess.Popen([sys.executable, "-m", "meap.cli", "pretrain", "--no-progress", *flags],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = run / "checkpoints"
+    try:
+        deadline = time.monotonic() + 240
+        if moment == "during a step":  # a random moment after the first checkpoint
+            while not (checkpoints / "step-2").is_dir():
+                assert process.poll() is None and time.monotonic() < deadline, "the run ended before step 2"
+                time.sleep(0.01)
+            time.sleep(random.Random(objective).uniform(0.0, 0.3))
+        else:  # as soon as a checkpoint after the first is being written
+            while not [p for p in checkpoints.glob(".staging-step-*") if p.name != ".staging-step-2"]:
+                assert process.poll() is None and time.monotonic() < deadline, "no checkpoint write was caught"
+                time.sleep(0.001)
+    finally:
+        process.kill()  # SIGKILL: no clean-up code runs
+        process.wait()
+    assert not (run / "final").exists()
+
+    pretrain(config, resume=True, progress=False)
+
+    assert without_timing(read_metrics(run)) == without_timing(read_metrics(uninterrupted[objective]))
+    assert same_weights(run, uninterrupted[objective])
+    assert not list(checkpoints.glob(".staging-*"))
+
+
+def test_damaged_checkpoints_are_detected_and_the_last_intact_one_is_used(prepared, tmp_path, uninterrupted, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted["meap"], run)
+    shutil.rmtree(run / "final")  # as if the run had stopped after its last checkpoint
+    newest, previous = checkpoint_dirs(run / "checkpoints")[-1], checkpoint_dirs(run / "checkpoints")[-2]
+    assert checkpoint_damage(newest) is None and (newest / MANIFEST_FILE).is_file()
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
+    optimizer = previous / "optimizer.pt"
+    data = bytearray(optimizer.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: same size
+    optimizer.write_bytes(bytes(data))
+    assert "model.safetensors has" in checkpoint_damage(newest)
+    assert checkpoint_damage(previous) == "optimizer.pt does not match its SHA-256"
+
+    pretrain(tiny_config(prepared, run, objective="meap", **STEPS), resume=True, progress=False)
+
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "damaged" in line]
+    assert len(warnings) == 2 and "step-10: damaged" in warnings[0] and "resuming from step-8" in warnings[0]
+    assert "step-8: damaged" in warnings[1] and "resuming from step-6" in warnings[1]
+    assert without_timing(read_metrics(run)) == without_timing(read_metrics(uninterrupted["meap"]))
+    assert same_weights(run, uninterrupted["meap"])
+    assert all(checkpoint_damage(c) is None for c in checkpoint_dirs(run / "checkpoints"))
+
+
+def test_resume_refuses_when_every_checkpoint_is_damaged(prepared, tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted["ntp"], run)
+    shutil.rmtree(run / "final")
+    for checkpoint in checkpoint_dirs(run / "checkpoints"):
+        (checkpoint / MANIFEST_FILE).unlink()
+    with pytest.raises(UserError, match="every checkpoint is damaged"):
+        pretrain(tiny_config(prepared, run, objective="ntp", **STEPS), resume=True, progress=False)
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(prepared, tmp_path, monkeypatch):
+    real_save = torch.save
+
+    def save(obj, path, *args, **kwargs):
+        if ".staging-step-4" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    run = tmp_path / "run"
+    with pytest.raises(UserError) as error:
+        pretrain(tiny_config(prepared, run, **STEPS), progress=False)
+    message = str(error.value)
+    assert "no space left on device" in message and "step-4 checkpoint" in message and "step-2" in message
+    assert "\n" not in message
+    assert [c.name for c in checkpoint_dirs(run / "checkpoints")] == ["step-2"]
+    assert checkpoint_damage(run / "checkpoints" / "step-2") is None
+    assert not list((run / "checkpoints").glob(".staging-*")) and not (run / "final").exists()
+
+
+def test_a_non_finite_loss_stops_the_run_and_names_the_step(prepared, tmp_path, uninterrupted, monkeypatch):
+    real_forward = LlamaForCausalLM.forward
+    calls = {"training": 0}
+
+    @functools.wraps(real_forward)  # the Trainer reads `labels` from the signature
+    def forward(self, *args, **kwargs):
+        output = real_forward(self, *args, **kwargs)
+        if self.training:
+            calls["training"] += 1
+            if calls["training"] == 7:  # the 7th optimizer step (one micro-batch per step)
+                output.loss = output.loss * float("nan")
+        return output
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", forward)
+    run = tmp_path / "run"
+    config = tiny_config(prepared, run, objective="meap", **STEPS)
+    with pytest.raises(NonFiniteLoss) as error:
+        pretrain(config, progress=False)
+    assert str(error.value).startswith("step 7: the training loss is nan")
+    assert "step-6" in str(error.value) and "\n" not in str(error.value)
+    assert [c.name for c in checkpoint_dirs(run / "checkpoints")] == ["step-2", "step-4", "step-6"]
+    assert max(m["step"] for m in read_metrics(run)) <= 6 and not (run / "final").exists()
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", real_forward)  # the fault is gone: resume finishes the run
+    pretrain(config, resume=True, progress=False)
+    assert without_timing(read_metrics(run)) == without_timing(read_metrics(uninterrupted["meap"]))
