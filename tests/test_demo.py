@@ -90,15 +90,3 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         main([*main_args, "--max-steps", "3"])
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--overwrite" in error and error.count("\n") == 1
-
-
-def test_demo_bad_options_are_one_line_errors(tmp_path, capsys):
-    for flags, expected in ((["--objective", "ntp,bert"], "objective"),
-                            (["--context-words", "50", "10"], "context_words"),
-                            (["--niah-lengths", "12x"], "niah_lengths"),
-                            (["--retrieval-documnts", "3"], "--retrieval-documents")):
-        with pytest.raises(SystemExit) as exit_info:
-            main(["demo", "--quick", "--output", str(tmp_path / "d"), *flags])
-        error = capsys.readouterr().err
-        assert exit_info.value.code == 2 and expected in error and error.count("\n") == 1, (flags, error)
-        assert not (tmp_path / "d").exists()

@@ -1,0 +1,241 @@
+"""The bad-input catalogue (docs/errors.md): every case runs the real `meap` command on a real bad file or
+flag and must exit with status 2 and one `meap: error:` line naming what is wrong, with no traceback and
+nothing written (the directory the case works in is byte-for-byte what it was before the command).
+
+Each case builds its bad input under ``tmp`` and returns the command line. The catalogue in
+docs/errors.md lists the same case ids; a test keeps the two in step.
+"""
+
+import gzip
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from transformers import AutoTokenizer
+
+from meap.cli import main
+from meap.config import PretrainConfig, save_config
+
+DOC = Path(__file__).parents[1] / "docs" / "errors.md"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    tmp: Path
+    prepared: Path  # a prepared corpus (outside tmp)
+    model: Path  # a tiny causal LM directory with the GPT-2 tokenizer, 512 positions (inside tmp)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    command: Callable[[Inputs], list[str]]
+    fragments: tuple[str, ...]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def jsonl(path: Path, *records) -> Path:
+    return write(path, "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+
+
+def t5_dir(inputs: Inputs) -> Path:
+    return write(inputs.tmp / "t5" / "config.json", json.dumps(
+        {"model_type": "t5", "vocab_size": 10, "d_model": 8, "num_layers": 1, "num_heads": 1, "d_ff": 8,
+         "d_kv": 8})).parent
+
+
+def run_dir(inputs: Inputs, config: str = "model: tiny\n") -> Path:
+    return write(inputs.tmp / "run" / "config.yaml", config).parent
+
+
+def saved_run(inputs: Inputs) -> Path:
+    """A run directory as `meap pretrain` leaves it after its first checkpoint (config and checkpoint dir)."""
+    run = inputs.tmp / "run"
+    (run / "checkpoints" / "step-2").mkdir(parents=True)
+    save_config(PretrainConfig(data=str(inputs.prepared), output=str(run)), run / "config.yaml")
+    return run
+
+
+def good_sft(inputs: Inputs) -> Path:
+    return jsonl(inputs.tmp / "good.jsonl", {"instruction": "Say it.", "output": "It."})
+
+
+def strict_template_model(inputs: Inputs) -> Path:
+    strict = inputs.tmp / "strict-template"
+    shutil.copytree(inputs.model, strict)
+    tokenizer = AutoTokenizer.from_pretrained(strict)
+    tokenizer.chat_template = "{{ raise_exception('roles must alternate user/assistant') }}"
+    tokenizer.save_pretrained(strict)
+    return strict
+
+
+def pretrain(inputs: Inputs, *flags: str) -> list[str]:
+    return ["pretrain", "--data", str(inputs.prepared), "--output", str(inputs.tmp / "out"), *flags]
+
+
+def sft(inputs: Inputs, data: Path, *flags: str, model: Path | None = None) -> list[str]:
+    return ["sft", "--model", str(model or inputs.model), "--data", str(data), "--output", str(inputs.tmp / "out"),
+            *flags]
+
+
+def niah(inputs: Inputs, *flags: str, model: Path | None = None) -> list[str]:
+    return ["eval", "niah", "--model", str(model or inputs.model), "-o", str(inputs.tmp / "out"), *flags]
+
+
+CASES = [
+    # meap pretrain (and the config loading every training command shares)
+    Case("pretrain-unknown-yaml-key", lambda i: ["pretrain", "--config", str(write(i.tmp / "r.yaml", "mask_ratoi: 0.1\n"))],
+         ("r.yaml", "mask_ratoi", "did you mean `mask_ratio`")),
+    Case("pretrain-invalid-yaml", lambda i: ["pretrain", "--config", str(write(i.tmp / "r.yaml", "model: [tiny\n"))],
+         ("r.yaml:", "not valid YAML")),
+    Case("pretrain-missing-recipe", lambda i: ["pretrain", "--config", str(i.tmp / "nope.yaml")],
+         ("nope.yaml", "config file not found")),
+    Case("pretrain-unknown-flag", lambda i: pretrain(i, "--micro-batch", "8"),
+         ("--micro-batch", "did you mean `--micro-batch-size`")),
+    Case("pretrain-value-out-of-range", lambda i: pretrain(i, "--mask-ratio", "1.0"), ("mask_ratio", "[0, 1)")),
+    Case("pretrain-badly-typed-value", lambda i: pretrain(i, "--max-steps", "ten"), ("--max-steps", "expects int")),
+    Case("pretrain-missing-data", lambda i: ["pretrain", "--data", str(i.tmp / "nope"), "--output", str(i.tmp / "out")],
+         ("nope",)),
+    Case("pretrain-unknown-preset", lambda i: pretrain(i, "--model", "tinyy"), ("unknown model preset `tinyy`",)),
+    Case("pretrain-broken-model-config",
+         lambda i: pretrain(i, "--model", str(write(i.tmp / "broken" / "config.json", "{not json").parent)),
+         ("broken", "cannot load the model")),
+    Case("pretrain-unknown-attention-kernel", lambda i: pretrain(i, "--attn-implementation", "bogus"),
+         ("tiny", "cannot load the model")),
+    Case("pretrain-seq-len-above-model", lambda i: pretrain(i, "--seq-len", "4096"), ("seq_len", "4096", "2048")),
+    Case("pretrain-output-holds-a-run",
+         lambda i: ["pretrain", "--data", str(i.prepared), "--output", str(run_dir(i))],
+         ("already holds a run", "--resume", "--overwrite")),
+    Case("pretrain-output-not-empty",
+         lambda i: ["pretrain", "--data", str(i.prepared), "--output", str(write(i.tmp / "notes" / "a.txt", "x").parent)],
+         ("notes", "not empty")),
+    Case("pretrain-resume-without-a-run", lambda i: pretrain(i, "--resume"), ("--resume given but", "holds no run")),
+    Case("pretrain-resume-another-config",
+         lambda i: ["pretrain", "--data", str(i.prepared), "--output", str(saved_run(i)), "--resume", "--seq-len", "64"],
+         ("config.yaml", "different configuration", "seq_len")),
+    # meap prepare
+    Case("prepare-missing-path", lambda i: ["prepare", str(i.tmp / "absent.txt"), "-o", str(i.tmp / "out")],
+         ("absent.txt",)),
+    Case("prepare-empty-corpus", lambda i: ["prepare", str(write(i.tmp / "empty.txt", "  \n")), "-o", str(i.tmp / "out")],
+         ("empty.txt",)),
+    Case("prepare-not-utf8", lambda i: ["prepare", str(i.tmp / "latin1.txt"), "-o", str(i.tmp / "out")],
+         ("latin1.txt", "UTF-8")),
+    Case("prepare-malformed-jsonl-line",
+         lambda i: ["prepare", str(jsonl(i.tmp / "data.jsonl", {"text": "ok"}, "{not json")), "-o", str(i.tmp / "out")],
+         ("data.jsonl:2",)),
+    Case("prepare-jsonl-without-the-text-field",
+         lambda i: ["prepare", str(jsonl(i.tmp / "data.jsonl", {"text": "ok"}, {"body": "x"})), "-o", str(i.tmp / "out")],
+         ("data.jsonl:2", "text")),
+    Case("prepare-tokenizer-directory-without-a-tokenizer",
+         lambda i: ["prepare", str(write(i.tmp / "good.txt", "A king.\n")), "--tokenizer",
+                    str(write(i.tmp / "not-a-tokenizer" / "README", "").parent), "-o", str(i.tmp / "out")],
+         ("not-a-tokenizer", "no tokenizer files")),
+    Case("prepare-vocab-too-small",
+         lambda i: ["prepare", str(write(i.tmp / "good.txt", "A king.\n")), "--train-tokenizer", "100",
+                    "-o", str(i.tmp / "out")],
+         ("vocab size 100 is too small",)),
+    # meap sft
+    Case("sft-unknown-format", lambda i: sft(i, good_sft(i), "--format", "dolly"), ("format", "alpaca, sharegpt, messages")),
+    Case("sft-missing-field",
+         lambda i: sft(i, jsonl(i.tmp / "missing.jsonl", {"instruction": "Say it.", "output": "It."},
+                                {"instruction": "No output here."})),
+         ("missing.jsonl:2", "output")),
+    Case("sft-unknown-role",
+         lambda i: sft(i, write(i.tmp / "turns.json", json.dumps([{"messages": [
+             {"role": "user", "content": "Hi"}, {"role": "robot", "content": "x"}]}]))),
+         ("turns.json", "item 0", "robot")),
+    Case("sft-empty-answer",
+         lambda i: sft(i, jsonl(i.tmp / "empty.jsonl", {"conversations": [
+             {"from": "human", "value": "Hi"}, {"from": "gpt", "value": " "}]})),
+         ("empty.jsonl:1", "empty answer")),
+    Case("sft-negative-min-answer-tokens", lambda i: sft(i, good_sft(i), "--min-answer-tokens", "-1"),
+         ("min_answer_tokens", ">= 0")),
+    Case("sft-not-a-causal-lm", lambda i: sft(i, good_sft(i), model=t5_dir(i)), ("not a causal language model",)),
+    Case("sft-missing-data-file", lambda i: sft(i, i.tmp / "nope.jsonl"), ("nope.jsonl",)),
+    Case("sft-max-length-above-model", lambda i: sft(i, good_sft(i), "--max-length", "4096"), ("max_length", "512")),
+    Case("sft-unknown-flag", lambda i: sft(i, good_sft(i), "--lora-rank", "8"), ("--lora-rank", "--lora-r")),
+    Case("sft-chat-template-raises",
+         lambda i: sft(i, good_sft(i), "--max-length", "256", model=strict_template_model(i)),
+         ("good.jsonl: conversation 0", "roles must alternate")),
+    # meap eval / data
+    Case("niah-not-a-causal-lm", lambda i: niah(i, model=t5_dir(i)), ("not a causal language model",)),
+    Case("niah-lengths-above-the-haystack",
+         lambda i: niah(i, "--haystack", str(write(i.tmp / "hay.txt", "A short haystack. Two sentences.\n")),
+                        "--lengths", "400"),
+         ("--lengths", "haystack")),
+    Case("niah-lengths-above-the-context", lambda i: niah(i, "--lengths", "4096"), ("--lengths", "context of 512")),
+    Case("niah-empty-haystack", lambda i: niah(i, "--haystack", str(write(i.tmp / "empty.txt", "\n"))),
+         ("empty.txt", "empty")),
+    Case("mdqa-malformed-line",
+         lambda i: ["eval", "mdqa", "--model", str(i.model), "--data", str(i.tmp / "bad.jsonl.gz"), "-o", str(i.tmp / "out")],
+         ("bad.jsonl.gz:2",)),
+    Case("mdqa-missing-file",
+         lambda i: ["eval", "mdqa", "--model", str(i.model), "--data", str(i.tmp / "nope.jsonl.gz"), "-o", str(i.tmp / "out")],
+         ("nope.jsonl.gz",)),
+    Case("make-mdqa-gold-position-out-of-range",
+         lambda i: ["data", "make-mdqa", "--output", str(i.tmp / "out.jsonl.gz"), "--num-docs", "3", "--gold-position", "5"],
+         ("gold_position", "[0, 3)")),
+    Case("harness-no-such-include-path",
+         lambda i: ["eval", "harness", "--model", str(i.model), "--tasks", "mytask", "--include-path", str(i.tmp / "tasks"),
+                    "-o", str(i.tmp / "out")],
+         ("tasks", "--include-path")),
+    # meap analyze / compare / demo
+    Case("attention-length-above-the-context",
+         lambda i: ["analyze", "attention", "--model", str(i.model), "--length", "4096", "-o", str(i.tmp / "out")],
+         ("--length", "4096")),
+    Case("attention-missing-model",
+         lambda i: ["analyze", "attention", "--model", str(i.tmp / "nope"), "-o", str(i.tmp / "out")],
+         ("nope", "no such model directory")),
+    Case("compare-not-a-run", lambda i: ["compare", str(run_dir(i)), str(i.tmp / "nope"), "-o", str(i.tmp / "out")],
+         ("nope",)),
+    Case("compare-a-single-run", lambda i: ["compare", str(run_dir(i)), "-o", str(i.tmp / "out")], ("at least two",)),
+    Case("demo-unknown-objective", lambda i: ["demo", "--objective", "ntp,bert", "--output", str(i.tmp / "out")],
+         ("objective", "ntp", "meap")),
+    Case("demo-bad-context-words", lambda i: ["demo", "--context-words", "50", "10", "--output", str(i.tmp / "out")],
+         ("context_words",)),
+    Case("demo-output-holds-something-else",
+         lambda i: ["demo", "--quick", "--output", str(write(i.tmp / "notes" / "a.txt", "x").parent)],
+         ("notes", "holds no demo")),
+]
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, prepared, tiny_model_dir, tmp_path, capsys):
+    inputs = Inputs(tmp=tmp_path, prepared=prepared, model=tiny_model_dir)
+    (tmp_path / "latin1.txt").write_bytes("first line\ncaf\xe9\n".encode("latin-1"))
+    with gzip.open(tmp_path / "bad.jsonl.gz", "wt") as out:
+        out.write(json.dumps({"question": "q?", "answers": ["a"], "ctxs": [{"title": "t", "text": "x"}]}) + "\n{oops\n")
+    argv = case.command(inputs)
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("meap: error: ")]
+    assert len(errors) == 1 and stderr.rstrip().endswith(errors[0]), stderr
+    assert "Traceback" not in stderr
+    for fragment in case.fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    assert snapshot(tmp_path) == before, "the command wrote or changed files"
+
+
+def test_the_catalogue_lists_exactly_the_tested_cases():
+    documented = re.findall(r"^\| `([a-z0-9-]+)` \|", DOC.read_text(encoding="utf-8"), flags=re.M)
+    assert sorted(documented) == sorted(case.id for case in CASES)
+    assert len(CASES) >= 25
