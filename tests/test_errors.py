@@ -53,6 +53,15 @@ def t5_dir(inputs: Inputs) -> Path:
          "d_kv": 8})).parent
 
 
+def custom_code_dir(inputs: Inputs) -> Path:
+    """A model directory whose config asks for its own Python code, which would leave a file if it ran."""
+    directory = inputs.tmp / "custom_code"
+    write(directory / "config.json", json.dumps({"model_type": "custom", "vocab_size": 10, "auto_map": {
+        "AutoConfig": "modeling.CustomConfig", "AutoModelForCausalLM": "modeling.CustomModel"}}))
+    write(directory / "modeling.py", f"open({str(inputs.tmp / 'code-ran')!r}, 'w').close()\n")
+    return directory
+
+
 def run_dir(inputs: Inputs, config: str = "model: tiny\n") -> Path:
     return write(inputs.tmp / "run" / "config.yaml", config).parent
 
@@ -168,6 +177,8 @@ CASES = [
          ("good.jsonl: conversation 0", "roles must alternate")),
     # meap eval / data
     Case("niah-not-a-causal-lm", lambda i: niah(i, model=t5_dir(i)), ("not a causal language model",)),
+    Case("niah-model-with-custom-code", lambda i: niah(i, model=custom_code_dir(i)),
+         ("custom_code", "contains custom code")),
     Case("niah-lengths-above-the-haystack",
          lambda i: niah(i, "--haystack", str(write(i.tmp / "hay.txt", "A short haystack. Two sentences.\n")),
                         "--lengths", "400"),

@@ -74,7 +74,7 @@ def model_max_length(spec: str, vocab_size: int) -> int:
     if not is_model_dir(spec):
         return preset_config(spec, vocab_size).max_position_embeddings
     try:
-        config = AutoConfig.from_pretrained(spec)
+        config = AutoConfig.from_pretrained(spec, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as error:
         raise _loading(spec, error) from None
     return int(getattr(config, "max_position_embeddings", 0) or 0) or 10**9
@@ -87,7 +87,7 @@ def build_model(spec: str, vocab_size: int, *, attn_implementation: str = "sdpa"
     try:
         if is_model_dir(spec):
             return AutoModelForCausalLM.from_pretrained(spec, attn_implementation=attn_implementation,
-                                                        dtype=torch.float32)
+                                                        trust_remote_code=False, dtype=torch.float32)
         config = preset_config(spec, vocab_size, **special_ids)
         config._attn_implementation = attn_implementation
         return LlamaForCausalLM(config)
@@ -170,11 +170,11 @@ def _load_pretrained(spec: str, **model_kwargs):
     directory = resolve_model_dir(spec)
     hf_logging.disable_progress_bar()  # a weight-loading bar per call is noise in evaluation output
     try:
-        config = AutoConfig.from_pretrained(directory)
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
         if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
             raise UserError(f"{directory}: a `{config.model_type}` model, not a causal language model")
-        tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = AutoModelForCausalLM.from_pretrained(directory, **model_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(directory, trust_remote_code=False, **model_kwargs)
     except (OSError, ValueError, KeyError) as error:
         raise _loading(str(directory), error) from None
     return directory, model, tokenizer

@@ -279,7 +279,7 @@ def _model_knows_mask(spec: str) -> bool:
     try:
         from transformers import AutoTokenizer
 
-        return mask_token_id(AutoTokenizer.from_pretrained(spec)) is not None
+        return mask_token_id(AutoTokenizer.from_pretrained(spec, trust_remote_code=False)) is not None
     except (OSError, ValueError):
         return False  # no tokenizer saved beside the model
 

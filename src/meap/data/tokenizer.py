@@ -110,7 +110,7 @@ def _local_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
             "(a directory written by save_pretrained)"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as error:
         raise UserError(f"{directory}: cannot load the tokenizer ({_first_line(error)})") from None
     if not tokenizer.is_fast:
