@@ -92,21 +92,42 @@ def test_each_format_trains_checkpoints_and_writes_a_loadable_model(tiny_model_d
     assert load_config(SFTConfig, run / "config.yaml").data == [str(data)]
 
 
-def test_resume_reproduces_the_uninterrupted_run(tiny_model_dir, alpaca_file, tmp_path):
+@pytest.mark.parametrize("moment", ["during a step", "during a checkpoint write"])
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tiny_model_dir, alpaca_file, tmp_path, moment):
+    import subprocess
+    import sys
+    import time
+
     full = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "full", epochs=2), progress=False)
-    cut = tmp_path / "cut"
-    shutil.copytree(full, cut)
-    for late in ("step-12", "step-16", "step-18"):
-        shutil.rmtree(cut / "checkpoints" / late)
-    shutil.rmtree(cut / "final")
-    lines = (cut / "metrics.jsonl").read_text().splitlines()
-    (cut / "metrics.jsonl").write_text("\n".join(lines[:10]) + "\n")
+    run = tmp_path / "killed"
+    killed = config(tiny_model_dir, [alpaca_file], run, epochs=2)
+    flags = []
+    for key, value in vars(killed).items():
+        flags += [f"--{key.replace('_', '-')}", *(value if isinstance(value, list) else [str(value)])]
+    process = subprocess.Popen([sys.executable, "-m", "meap.cli", "sft", "--no-progress", *flags],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = run / "checkpoints"
+    try:
+        deadline = time.monotonic() + 240
+        if moment == "during a step":
+            while not (checkpoints / "step-4").is_dir():
+                assert process.poll() is None and time.monotonic() < deadline, "the run ended before step 4"
+                time.sleep(0.01)
+            time.sleep(0.2)
+        else:
+            while not [p for p in checkpoints.glob(".staging-step-*") if p.name != ".staging-step-4"]:
+                assert process.poll() is None and time.monotonic() < deadline, "no checkpoint write was caught"
+                time.sleep(0.001)
+    finally:
+        process.kill()  # SIGKILL: no clean-up code runs
+        process.wait()
+    assert not (run / "final").exists()
 
-    sft(config(tiny_model_dir, [alpaca_file], cut, epochs=2), resume=True, progress=False)
+    sft(killed, resume=True, progress=False)
 
-    assert without_timing(read_metrics(cut)) == without_timing(read_metrics(full))
+    assert without_timing(read_metrics(run)) == without_timing(read_metrics(full))
     full_weights = AutoModelForCausalLM.from_pretrained(full / "final").state_dict()
-    for name, tensor in AutoModelForCausalLM.from_pretrained(cut / "final").state_dict().items():
+    for name, tensor in AutoModelForCausalLM.from_pretrained(run / "final").state_dict().items():
         assert torch.equal(tensor, full_weights[name]), name
 
 
