@@ -26,6 +26,28 @@ def same_weights(a, b) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
+def sigkill(argv: list[str], checkpoints, moment: str, first_checkpoint: str) -> None:
+    """Run `meap ARGV` and SIGKILL it "during a step" (a random moment after ``first_checkpoint`` exists) or
+    "during a checkpoint write" (as soon as a later checkpoint is being staged)."""
+    process = subprocess.Popen([sys.executable, "-m", "meap.cli", *argv],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        if moment == "during a step":
+            while not (checkpoints / first_checkpoint).is_dir():
+                assert process.poll() is None and time.monotonic() < deadline, f"the run ended before {first_checkpoint}"
+                time.sleep(0.01)
+            time.sleep(random.Random(" ".join(argv)).uniform(0.0, 0.3))
+        else:
+            while not [p for p in checkpoints.glob(".staging-step-*") if p.name != f".staging-{first_checkpoint}"]:
+                assert process.poll() is None and time.monotonic() < deadline, "no checkpoint write was caught"
+                time.sleep(0.001)
+    finally:
+        process.kill()  # SIGKILL: no clean-up code runs
+        process.wait()
+    assert not (checkpoints.parent / "final").exists()
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(prepared, tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
@@ -39,30 +61,13 @@ def test_sigkill_then_resume_is_the_uninterrupted_run(prepared, tmp_path, uninte
     run = tmp_path / "killed"
     config = tiny_config(prepared, run, objective=objective, **STEPS)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(config).items()]
-    process = subprocess.Popen([sys.executable, "-m", "meap.cli", "pretrain", "--no-progress", *flags],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = run / "checkpoints"
-    try:
-        deadline = time.monotonic() + 240
-        if moment == "during a step":  # a random moment after the first checkpoint
-            while not (checkpoints / "step-2").is_dir():
-                assert process.poll() is None and time.monotonic() < deadline, "the run ended before step 2"
-                time.sleep(0.01)
-            time.sleep(random.Random(objective).uniform(0.0, 0.3))
-        else:  # as soon as a checkpoint after the first is being written
-            while not [p for p in checkpoints.glob(".staging-step-*") if p.name != ".staging-step-2"]:
-                assert process.poll() is None and time.monotonic() < deadline, "no checkpoint write was caught"
-                time.sleep(0.001)
-    finally:
-        process.kill()  # SIGKILL: no clean-up code runs
-        process.wait()
-    assert not (run / "final").exists()
+    sigkill(["pretrain", "--no-progress", *flags], run / "checkpoints", moment, first_checkpoint="step-2")
 
     pretrain(config, resume=True, progress=False)
 
     assert without_timing(read_metrics(run)) == without_timing(read_metrics(uninterrupted[objective]))
     assert same_weights(run, uninterrupted[objective])
-    assert not list(checkpoints.glob(".staging-*"))
+    assert not list((run / "checkpoints").glob(".staging-*"))
 
 
 def test_damaged_checkpoints_are_detected_and_the_last_intact_one_is_used(prepared, tmp_path, uninterrupted, capsys):

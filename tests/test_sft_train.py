@@ -2,7 +2,6 @@
 packing, LoRA."""
 
 import json
-import shutil
 from itertools import islice
 
 import pyarrow as pa
@@ -94,9 +93,7 @@ def test_each_format_trains_checkpoints_and_writes_a_loadable_model(tiny_model_d
 
 @pytest.mark.parametrize("moment", ["during a step", "during a checkpoint write"])
 def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tiny_model_dir, alpaca_file, tmp_path, moment):
-    import subprocess
-    import sys
-    import time
+    from test_faults import sigkill
 
     full = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "full", epochs=2), progress=False)
     run = tmp_path / "killed"
@@ -104,24 +101,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tiny_model_dir, al
     flags = []
     for key, value in vars(killed).items():
         flags += [f"--{key.replace('_', '-')}", *(value if isinstance(value, list) else [str(value)])]
-    process = subprocess.Popen([sys.executable, "-m", "meap.cli", "sft", "--no-progress", *flags],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = run / "checkpoints"
-    try:
-        deadline = time.monotonic() + 240
-        if moment == "during a step":
-            while not (checkpoints / "step-4").is_dir():
-                assert process.poll() is None and time.monotonic() < deadline, "the run ended before step 4"
-                time.sleep(0.01)
-            time.sleep(0.2)
-        else:
-            while not [p for p in checkpoints.glob(".staging-step-*") if p.name != ".staging-step-4"]:
-                assert process.poll() is None and time.monotonic() < deadline, "no checkpoint write was caught"
-                time.sleep(0.001)
-    finally:
-        process.kill()  # SIGKILL: no clean-up code runs
-        process.wait()
-    assert not (run / "final").exists()
+    sigkill(["sft", "--no-progress", *flags], run / "checkpoints", moment, first_checkpoint="step-4")
 
     sft(killed, resume=True, progress=False)
 
