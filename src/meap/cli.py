@@ -11,7 +11,7 @@ import dataclasses
 import sys
 import typing
 
-from meap.errors import UserError
+from meap.errors import UserError, is_main_process
 
 
 def _config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
@@ -266,7 +266,8 @@ def run(argv: list[str]) -> int:
     config = load_config(config_cls, args.config, overrides)
     train = pretrain if args.command == "pretrain" else sft
     output = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"done: {output / 'final'}")
+    if is_main_process():
+        print(f"done: {output / 'final'}")
     return 0
 
 

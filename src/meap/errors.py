@@ -4,6 +4,7 @@ The CLI prints `meap: error: <message>` and exits with status 2 for a :class:`Us
 is a bug and keeps its traceback. :func:`warn` prints `meap: warning: <message>` and carries on.
 """
 
+import os
 import sys
 
 
@@ -11,6 +12,12 @@ class UserError(Exception):
     """Bad input from the user (a path, a file's contents, a config key or value)."""
 
 
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a torchrun / accelerate launch (which set RANK)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def warn(message: str) -> None:
-    """Tell the user about a questionable but workable setting, on one line of stderr."""
-    print(f"meap: warning: {message}", file=sys.stderr)
+    """Tell the user about a questionable but workable setting, on one line of stderr (once per job)."""
+    if is_main_process():
+        print(f"meap: warning: {message}", file=sys.stderr)

@@ -52,8 +52,10 @@ METRICS_FILE = "metrics.jsonl"
 RUN_FILE = "run.json"  # facts of the run that are not config keys (samples per optimizer step)
 MANIFEST_FILE = "manifest.json"  # in every checkpoint: size and SHA-256 of each of its files
 # Keys that may change when a run is resumed: they do not alter the trajectory of the steps already taken.
+# The micro-batch and accumulation may change with the number of processes as long as the samples per
+# optimizer step stay the same (checked against run.json).
 RESUMABLE_CHANGES = {"max_steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints",
-                     "num_workers", "compile", "output"}
+                     "num_workers", "compile", "output", "micro_batch_size", "grad_accum_steps"}
 
 
 def publish(staging: Path, final: Path) -> None:
@@ -184,6 +186,12 @@ def intact_checkpoint(root: Path) -> Path | None:
         fallback = f"resuming from {checkpoints[index - 1].name}" if index else "no earlier checkpoint"
         warn(f"{checkpoints[index]}: damaged ({damage}); {fallback}")
     return None
+
+
+def launched_world_size() -> int:
+    """Processes the launcher started (torchrun and accelerate set WORLD_SIZE). Read from the environment:
+    an accelerate state made before the TrainingArguments would count one process on CPU."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -372,7 +380,7 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     if train_blocks.num_blocks == 0:
         raise UserError(f"{data_dir}: the train split has fewer than seq_len + 1 = {config.seq_len + 1} tokens")
     val_blocks = PackedBlocks(open_split(data_dir, "val"), config.seq_len, shuffle=False)
-    world_size = PartialState().num_processes
+    world_size = launched_world_size()
     # Validation drops incomplete batches, so it needs at least one whole batch on every process.
     val_batches = min(config.eval_batches, val_blocks.num_blocks // (config.micro_batch_size * world_size))
     eval_on = bool(config.eval_every and val_batches)
@@ -451,7 +459,7 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     if not train_ids:
         raise UserError(f"{where}: no conversation left to train on")
 
-    world_size = PartialState().num_processes
+    world_size = launched_world_size()
     samples_per_step = config.micro_batch_size * config.grad_accum_steps * world_size
     pack_lengths = [lengths[i] for i in train_ids] if config.packing else None
     train = [segments[i] for i in train_ids]
