@@ -9,7 +9,7 @@ import pytest
 
 from meap.train import checkpoint_damage, checkpoint_dirs, pretrain
 
-from test_train import read_metrics, tiny_config, without_timing
+from test_train import assert_metrics_close, read_metrics, tiny_config
 
 # Two processes of 2 sequences make the global batch of one process of 4; validation reads 2 micro-batches of
 # 2 per process (8 sequences), as one process reading 2 of 4.
@@ -31,13 +31,7 @@ def test_two_processes_match_one_with_the_same_global_batch(prepared, tmp_path, 
     result = torchrun(tiny_config(prepared, tmp_path / "ddp", objective=objective, micro_batch_size=2, **SHAPE), 2)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    ddp, one = read_metrics(tmp_path / "ddp"), read_metrics(single)
-    assert [r["step"] for r in ddp] == [r["step"] for r in one] and [r["tokens"] for r in ddp] == [r["tokens"] for r in one]
-    for a, b in zip(ddp, one):
-        for key in ("loss", "val_loss", "grad_norm"):
-            assert (key in a) == (key in b), (a, b)
-            if key in a:
-                assert a[key] == pytest.approx(b[key], rel=1e-4), (key, a, b)
+    assert_metrics_close(read_metrics(tmp_path / "ddp"), read_metrics(single), rel=1e-4)
     # Written once, by the main process: one line per step, one final model, intact checkpoints.
     assert result.stdout.count("done:") == 1
     assert [c.name for c in checkpoint_dirs(tmp_path / "ddp" / "checkpoints")] == ["step-3", "step-6"]
@@ -56,7 +50,4 @@ def test_a_two_process_run_resumes_as_one_process(prepared, tmp_path):
         pretrain(tiny_config(prepared, run, micro_batch_size=2, **SHAPE), resume=True, progress=False)
     pretrain(tiny_config(prepared, run, micro_batch_size=4, **SHAPE), resume=True, progress=False)
 
-    resumed, uninterrupted = without_timing(read_metrics(run)), without_timing(read_metrics(full))
-    assert len(resumed) == len(uninterrupted)
-    for a, b in zip(resumed, uninterrupted):
-        assert a == pytest.approx(b, rel=1e-4), (a, b)
+    assert_metrics_close(read_metrics(run), read_metrics(full), rel=1e-4)

@@ -27,6 +27,16 @@ def read_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def assert_metrics_close(first: list[dict], second: list[dict], rel: float) -> None:
+    """The same steps, tokens and validations, with losses and gradient norms equal to ``rel``."""
+    assert [(r["step"], r["tokens"]) for r in first] == [(r["step"], r["tokens"]) for r in second]
+    for a, b in zip(first, second):
+        for key in ("loss", "val_loss", "grad_norm"):
+            assert (key in a) == (key in b), (key, a, b)
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=rel), (key, a, b)
+
+
 def without_timing(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in record.items() if k not in ("tokens_per_s", "mfu", "elapsed_s")} for record in records]
 

@@ -59,6 +59,8 @@ class TrainingConfig:
     dtype: str = _help("`auto` (bf16 on CUDA, fp32 on CPU), `float32`, `bfloat16` or `float16`", default="auto")
     attn_implementation: str = _help("attention kernel passed to transformers (`sdpa`, `eager`, `flash_attention_2`)", default="sdpa")
     compile: bool = _help("torch.compile the model", default=False)
+    loss_chunk_size: int = _help("compute the loss from hidden states this many tokens at a time, never holding "
+                                 "all logits (pretraining; 0: the model's own loss)", default=0)
     num_workers: int = _help("DataLoader worker processes", default=0)
 
     command = "train"  # names the default output directory
@@ -84,7 +86,8 @@ class TrainingConfig:
         for key in ("micro_batch_size", "grad_accum_steps", "log_every", "eval_batches"):
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
-        for key in ("max_steps", "warmup_steps", "eval_every", "save_every", "keep_checkpoints", "num_workers"):
+        for key in ("max_steps", "warmup_steps", "eval_every", "save_every", "keep_checkpoints", "num_workers",
+                    "loss_chunk_size"):
             if getattr(self, key) < 0:
                 found.append(f"{key}: expected an integer >= 0, got {getattr(self, key)}")
         if not (math.isfinite(self.lr) and math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr and self.lr > 0):

@@ -43,6 +43,7 @@ from meap.collate import PACKED_ATTENTION, MeapCollator, MeapSFTCollator
 from meap.config import PretrainConfig, SFTConfig, TrainingConfig, config_to_dict, save_config
 from meap.data.blocks import PackedBlocks
 from meap.errors import UserError, warn
+from meap.loss import IGNORE_INDEX, chunked_cross_entropy
 from meap.models import build_model, is_model_dir, matmul_parameters, model_max_length
 from meap.monitor import MetricsCallback, ProgressBar, flops_per_token, peak_flops
 from meap.tokens import add_mask_token, check_vocab_fits, fit_mask_embedding, mask_token_id, special_token_ids
@@ -67,11 +68,33 @@ def publish(staging: Path, final: Path) -> None:
 class MeapTrainer(Trainer):
     """The stock Trainer with the run's own sample order, clean validation and atomic checkpoints."""
 
-    def __init__(self, *args, eval_collator=None, keep_checkpoints: int = 0, **kwargs):
+    def __init__(self, *args, eval_collator=None, keep_checkpoints: int = 0, loss_chunk_size: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_collator = eval_collator
         self.keep_checkpoints = keep_checkpoints
+        self.loss_chunk_size = loss_chunk_size
         self._staging_dir: str | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.loss_chunk_size:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # The model runs (through any DDP wrapper) without its head but for the last position; the loss is
+        # taken from the final hidden states in chunks, normalised as transformers normalises its own.
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        targets = inputs.pop("shift_labels", None)
+        if targets is None:
+            targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+        outputs = model(**inputs, logits_to_keep=1, output_hidden_states=True)
+        head = self.accelerator.unwrap_model(model).get_output_embeddings().weight
+        total = chunked_cross_entropy(outputs.hidden_states[-1], head, targets, chunk_size=self.loss_chunk_size)
+        if num_items_in_batch is None:
+            loss = total / (targets != IGNORE_INDEX).sum().clamp(min=1)
+        else:
+            loss = total / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs:
+                loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss: DDP averages gradients
+        return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Collators with count_tokens=True report the batch's real (non-padding) tokens for tokens/s.
@@ -349,6 +372,7 @@ def _make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments,
         data_collator=collator,
         eval_collator=eval_collator,
         keep_checkpoints=config.keep_checkpoints,
+        loss_chunk_size=config.loss_chunk_size,
         callbacks=[metrics, tensorboard],
     )
     trainer.remove_callback(PrinterCallback)
