@@ -29,7 +29,7 @@ import shutil
 import time
 from pathlib import Path
 
-from meap.config import DemoConfig, save_config
+from meap.config import DemoConfig, config_to_dict, save_config
 from meap.errors import UserError
 
 CORPUS_FILE = "corpus.jsonl"
@@ -200,7 +200,10 @@ def _headline(run: Path) -> dict:
 
     found = read_run(run)
     metrics, evaluations = found["metrics"], found["evaluations"]
-    last = lambda key: next((record[key] for record in reversed(metrics) if key in record), None)  # noqa: E731
+
+    def last(key: str):
+        return next((record[key] for record in reversed(metrics) if key in record), None)
+
     mass = evaluations["attention"][1]["models"][str(run)]["average"]["segment_mass"]
     return {"final_loss": last("loss"), "final_val_loss": last("val_loss"), "train_seconds": last("elapsed_s"),
             "niah_substring": evaluations["niah"][1]["overall"]["substring"],
@@ -222,16 +225,10 @@ def _check_output(config: DemoConfig, output: Path, overwrite: bool) -> None:
             raise UserError(f"{output}: not a meap demo directory; refusing to delete it (choose another --output)")
         shutil.rmtree(output)
         return
-    if saved.is_file() and yaml.safe_load(saved.read_text(encoding="utf-8")) != _saved_form(config):
+    if saved.is_file() and yaml.safe_load(saved.read_text(encoding="utf-8")) != config_to_dict(config):
         raise UserError(f"{output}: holds a demo with another configuration; pass --overwrite to start over")
     if not saved.is_file() and any(output.iterdir()):
         raise UserError(f"{output}: directory is not empty and holds no demo; choose another --output")
-
-
-def _saved_form(config: DemoConfig) -> dict:
-    from meap.config import config_to_dict
-
-    return config_to_dict(config)
 
 
 def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
