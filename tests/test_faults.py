@@ -125,7 +125,8 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(prepared, tmp_pa
     assert not list((run / "checkpoints").glob(".staging-*")) and not (run / "final").exists()
 
 
-def test_a_non_finite_loss_stops_the_run_and_names_the_step(prepared, tmp_path, uninterrupted, monkeypatch):
+def poison_training_forward(monkeypatch, call: int):
+    """Make the loss of the ``call``-th training forward pass NaN (one micro-batch per step: that step)."""
     real_forward = LlamaForCausalLM.forward
     calls = {"training": 0}
 
@@ -134,11 +135,16 @@ def test_a_non_finite_loss_stops_the_run_and_names_the_step(prepared, tmp_path, 
         output = real_forward(self, *args, **kwargs)
         if self.training:
             calls["training"] += 1
-            if calls["training"] == 7:  # the 7th optimizer step (one micro-batch per step)
+            if calls["training"] == call:
                 output.loss = output.loss * float("nan")
         return output
 
     monkeypatch.setattr(LlamaForCausalLM, "forward", forward)
+    return real_forward
+
+
+def test_a_non_finite_loss_stops_the_run_and_names_the_step(prepared, tmp_path, uninterrupted, monkeypatch):
+    real_forward = poison_training_forward(monkeypatch, 7)
     run = tmp_path / "run"
     config = tiny_config(prepared, run, objective="meap", **STEPS)
     with pytest.raises(NonFiniteLoss) as error:
@@ -151,3 +157,18 @@ def test_a_non_finite_loss_stops_the_run_and_names_the_step(prepared, tmp_path, 
     monkeypatch.setattr(LlamaForCausalLM, "forward", real_forward)  # the fault is gone: resume finishes the run
     pretrain(config, resume=True, progress=False)
     assert without_timing(read_metrics(run)) == without_timing(read_metrics(uninterrupted["meap"]))
+
+
+def test_on_nan_skip_skips_that_step_and_goes_on(prepared, tmp_path, monkeypatch, capsys):
+    poison_training_forward(monkeypatch, 7)
+    run = pretrain(tiny_config(prepared, tmp_path / "run", on_nan="skip", max_steps=9, save_every=1, eval_every=0),
+                   progress=False)
+
+    assert "step 7: the training loss is nan" in capsys.readouterr().err
+    records = {r["step"]: r for r in read_metrics(run)}
+    assert sorted(records) == list(range(1, 10)) and records[7]["skipped_steps"] == [7]
+    assert not any("skipped_steps" in r for step, r in records.items() if step != 7)
+    weights = {step: load_file(run / "checkpoints" / f"step-{step}" / "model.safetensors") for step in (6, 7, 8)}
+    assert all(torch.equal(weights[6][k], weights[7][k]) for k in weights[6])  # the skipped step changed nothing
+    assert not all(torch.equal(weights[7][k], weights[8][k]) for k in weights[7])  # the next one trained
+    assert all(torch.isfinite(t).all() for t in load_file(run / "final" / "model.safetensors").values())

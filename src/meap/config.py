@@ -59,6 +59,8 @@ class TrainingConfig:
     dtype: str = _help("`auto` (bf16 on CUDA, fp32 on CPU), `float32`, `bfloat16` or `float16`", default="auto")
     attn_implementation: str = _help("attention kernel passed to transformers (`sdpa`, `eager`, `flash_attention_2`)", default="sdpa")
     compile: bool = _help("torch.compile the model", default=False)
+    on_nan: str = _help("a NaN or infinite training loss: `stop` the run (the last checkpoint stays), or `skip` "
+                        "that optimizer step and go on", default="stop")
     loss_chunk_size: int = _help("compute the loss from hidden states this many tokens at a time, never holding "
                                  "all logits (pretraining; 0: the model's own loss)", default=0)
     num_workers: int = _help("DataLoader worker processes", default=0)
@@ -79,6 +81,8 @@ class TrainingConfig:
             found.append(f"objective: expected `meap` or `ntp`, got {self.objective!r}")
         if not 0.0 <= self.mask_ratio < 1.0:
             found.append(f"mask_ratio: expected a value in [0, 1), got {self.mask_ratio}")
+        if self.on_nan not in ("stop", "skip"):
+            found.append(f"on_nan: expected `stop` or `skip`, got {self.on_nan!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             found.append(f"dtype: expected auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if not 0 <= self.seed < 2**32:

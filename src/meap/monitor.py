@@ -7,6 +7,7 @@ tokens/s and MFU describe the training step (data loading and masking included).
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -67,7 +68,8 @@ class MetricsCallback(TrainerCallback):
 
     A record holds ``step``, ``loss``, ``lr``, ``grad_norm``, ``tokens``, ``tokens_per_s``, ``elapsed_s``
     (training seconds so far, validation and saves excluded; continued across resumes), ``mfu`` on CUDA,
-    and ``val_loss`` when validation ran at that step.
+    ``val_loss`` when validation ran at that step, and ``skipped_steps`` when steps since the previous
+    record were skipped for a non-finite loss (``on_nan: skip``; their batches count 0 in ``loss``).
     """
 
     def __init__(self, path: Path, tokens_per_step: int | None, flops_per_token: float | None, peak: float | None,
@@ -78,6 +80,8 @@ class MetricsCallback(TrainerCallback):
         self.peak = None if peak is None else peak * world_size  # the step's FLOPs are spread over every device
         self.eval_every = eval_every
         self.latest: dict = {}
+        self.skipped_steps: list[int] = []  # optimizer steps skipped for a non-finite loss (shared with the trainer)
+        self._logged_step = 0
         self._pending: dict | None = None
         self._train_seconds = 0.0
         self._window_tokens = 0
@@ -93,6 +97,7 @@ class MetricsCallback(TrainerCallback):
         return state.global_step * self.tokens_per_step
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self._logged_step = state.global_step
         self._window_tokens = self._tokens(state)
         self._elapsed = self._resumed_elapsed()
         self._pause()
@@ -139,6 +144,12 @@ class MetricsCallback(TrainerCallback):
             }
             if self.flops_per_token and self.peak:
                 record["mfu"] = round(tokens_per_s * self.flops_per_token / self.peak, 4)
+            skipped = [step for step in self.skipped_steps if self._logged_step < step <= state.global_step]
+            if skipped:
+                record["skipped_steps"] = skipped
+                if record["grad_norm"] is not None and not math.isfinite(record["grad_norm"]):
+                    record["grad_norm"] = None  # the norm of the skipped step's gradients
+            self._logged_step = state.global_step
             self._train_seconds, self._window_tokens = 0.0, tokens
             self.latest = record
             self._flush(state)  # a record still waiting for a validation that never came

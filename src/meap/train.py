@@ -68,12 +68,34 @@ def publish(staging: Path, final: Path) -> None:
 class MeapTrainer(Trainer):
     """The stock Trainer with the run's own sample order, clean validation and atomic checkpoints."""
 
-    def __init__(self, *args, eval_collator=None, keep_checkpoints: int = 0, loss_chunk_size: int = 0, **kwargs):
+    def __init__(self, *args, eval_collator=None, keep_checkpoints: int = 0, loss_chunk_size: int = 0,
+                 on_nan: str = "stop", **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_collator = eval_collator
         self.keep_checkpoints = keep_checkpoints
         self.loss_chunk_size = loss_chunk_size
+        self.on_nan = on_nan
+        self.skipped_steps: list[int] = []
+        self._skip_step = False
         self._staging_dir: str | None = None
+
+    def create_optimizer(self, *args, **kwargs):
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if self.on_nan == "skip" and not getattr(optimizer, "_meap_skips", False):
+            optimizer.step = self._skippable(optimizer.step)  # before the LR scheduler wraps it
+            optimizer._meap_skips = True
+        return optimizer
+
+    def _skippable(self, step):
+        def guarded_step(*args, **kwargs):
+            # Every process skips or none does: a step skipped on one rank only would split the replicas.
+            skip = torch.tensor(float(self._skip_step), device=self.args.device)
+            self._skip_step = False
+            if self.accelerator.reduce(skip, reduction="sum").item() > 0:
+                self.skipped_steps.append(self.state.global_step + 1)
+                return None  # weights and optimizer state stay as they were; the gradients are zeroed next
+            return step(*args, **kwargs)
+        return guarded_step
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.loss_chunk_size:
@@ -105,7 +127,12 @@ class MeapTrainer(Trainer):
         loss = super().training_step(model, inputs, num_items_in_batch)
         # One host sync per micro-batch, the one the stock Trainer spends on its NaN logging filter (off here).
         if not torch.isfinite(loss):
-            raise NonFiniteLoss(self.state.global_step + 1, float(loss), Path(self.args.output_dir))
+            if self.on_nan != "skip":
+                raise NonFiniteLoss(self.state.global_step + 1, float(loss), Path(self.args.output_dir))
+            warn(f"step {self.state.global_step + 1}: the training loss is {float(loss)} (not finite); "
+                 "this optimizer step is skipped")
+            self._skip_step = True
+            return torch.zeros_like(loss)  # the logged loss of the window counts the skipped batch as 0
         return loss
 
     def _get_train_sampler(self, train_dataset=None):
@@ -373,8 +400,10 @@ def _make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments,
         eval_collator=eval_collator,
         keep_checkpoints=config.keep_checkpoints,
         loss_chunk_size=config.loss_chunk_size,
+        on_nan=config.on_nan,
         callbacks=[metrics, tensorboard],
     )
+    metrics.skipped_steps = trainer.skipped_steps  # reported in the records of the steps that skipped
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     if progress:
