@@ -26,6 +26,14 @@ def same_weights(a, b) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
+def staged(checkpoints) -> list:
+    """Checkpoints being written; none while the run directory is still being (re)created."""
+    try:
+        return list(checkpoints.glob(".staging-step-*"))
+    except FileNotFoundError:
+        return []
+
+
 def sigkill(argv: list[str], checkpoints, moment: str, first_checkpoint: str) -> None:
     """Run `meap ARGV` and SIGKILL it "during a step" (a random moment after ``first_checkpoint`` exists) or
     "during a checkpoint write" (as soon as a later checkpoint is being staged)."""
@@ -39,7 +47,7 @@ def sigkill(argv: list[str], checkpoints, moment: str, first_checkpoint: str) ->
                 time.sleep(0.01)
             time.sleep(random.Random(" ".join(argv)).uniform(0.0, 0.3))
         else:
-            while not [p for p in checkpoints.glob(".staging-step-*") if p.name != f".staging-{first_checkpoint}"]:
+            while not [p for p in staged(checkpoints) if p.name != f".staging-{first_checkpoint}"]:
                 assert process.poll() is None and time.monotonic() < deadline, "no checkpoint write was caught"
                 time.sleep(0.001)
     finally:
