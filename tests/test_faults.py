@@ -45,11 +45,12 @@ def sigkill(argv: list[str], checkpoints, moment: str, first_checkpoint: str) ->
             while not (checkpoints / first_checkpoint).is_dir():
                 assert process.poll() is None and time.monotonic() < deadline, f"the run ended before {first_checkpoint}"
                 time.sleep(0.01)
-            time.sleep(random.Random(" ".join(argv)).uniform(0.0, 0.3))
+            time.sleep(random.Random(" ".join(argv)).uniform(0.0, 0.02))  # within the next step or two
         else:
             while not [p for p in staged(checkpoints) if p.name != f".staging-{first_checkpoint}"]:
                 assert process.poll() is None and time.monotonic() < deadline, "no checkpoint write was caught"
                 time.sleep(0.001)
+        assert process.poll() is None, "the run finished before it could be killed"
     finally:
         process.kill()  # SIGKILL: no clean-up code runs
         process.wait()
