@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from meap.cli import main
@@ -121,6 +122,7 @@ CASES = [
     Case("pretrain-unknown-attention-kernel", lambda i: pretrain(i, "--attn-implementation", "bogus"),
          ("tiny", "cannot load the model")),
     Case("pretrain-seq-len-above-model", lambda i: pretrain(i, "--seq-len", "4096"), ("seq_len", "4096", "2048")),
+    Case("pretrain-fsdp-without-cuda", lambda i: pretrain(i, "--fsdp", "true"), ("fsdp", "CUDA")),
     Case("pretrain-output-holds-a-run",
          lambda i: ["pretrain", "--data", str(i.prepared), "--output", str(run_dir(i))],
          ("already holds a run", "--resume", "--overwrite")),
@@ -225,6 +227,8 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, prepared, tiny_model_dir, tmp_path, capsys):
+    if case.id == "pretrain-fsdp-without-cuda" and torch.cuda.is_available():
+        pytest.skip("the machine has CUDA")
     inputs = Inputs(tmp=tmp_path, prepared=prepared, model=tiny_model_dir)
     (tmp_path / "latin1.txt").write_bytes("first line\ncaf\xe9\n".encode("latin-1"))
     with gzip.open(tmp_path / "bad.jsonl.gz", "wt") as out:

@@ -59,6 +59,8 @@ class TrainingConfig:
     dtype: str = _help("`auto` (bf16 on CUDA, fp32 on CPU), `float32`, `bfloat16` or `float16`", default="auto")
     attn_implementation: str = _help("attention kernel passed to transformers (`sdpa`, `eager`, `flash_attention_2`)", default="sdpa")
     compile: bool = _help("torch.compile the model", default=False)
+    fsdp: bool = _help("under torchrun: FSDP2 instead of DDP (parameters, gradients and optimizer state sharded, one "
+                       "unit per decoder layer; checkpoints and the final model saved whole)", default=False)
     on_nan: str = _help("a NaN or infinite training loss: `stop` the run (the last checkpoint stays), or `skip` "
                         "that optimizer step and go on", default="stop")
     loss_chunk_size: int = _help("compute the loss from hidden states this many tokens at a time, never holding "

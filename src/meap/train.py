@@ -342,6 +342,13 @@ def _model_knows_mask(spec: str) -> bool:
         return False  # no tokenizer saved beside the model
 
 
+def _fsdp(config: TrainingConfig) -> bool | None:
+    if config.fsdp and not torch.cuda.is_available():
+        # accelerate would silently fall back to DDP on CPU processes
+        raise UserError("fsdp: FSDP needs CUDA devices; on CPU, launch without --fsdp (processes run DDP)")
+    return config.fsdp or None
+
+
 def _training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max_steps: int) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(output / "checkpoints"),
@@ -370,6 +377,9 @@ def _training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max
         dataloader_pin_memory=torch.cuda.is_available(),
         dataloader_drop_last=True,
         remove_unused_columns=False,  # the collators need each sample's `sample_index`
+        ddp_find_unused_parameters=False,  # every parameter takes part: no extra autograd traversal per step
+        fsdp=_fsdp(config),
+        fsdp_config={"version": 2, "state_dict_type": "FULL_STATE_DICT"} if config.fsdp else None,
         prediction_loss_only=True,
         logging_nan_inf_filter=False,  # a non-finite loss stops the run (MeapTrainer.training_step)
         report_to="none",
