@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from meap.loss import IGNORE_INDEX, chunked_cross_entropy
+from meap.loss import chunked_cross_entropy
+from meap.tokens import IGNORE_INDEX
 from meap.train import pretrain, sft
 
 from test_train import assert_metrics_close, read_metrics, tiny_config

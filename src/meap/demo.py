@@ -20,7 +20,6 @@ value the evaluation asks for is removed from the training documents, so no answ
 
 from __future__ import annotations
 
-import bisect
 import gzip
 import json
 import os
@@ -51,23 +50,12 @@ def _say(message: str) -> None:
 # The demo corpus
 # ---------------------------------------------------------------------------------------------------------
 
-def _passage(rng: random.Random, corpus, words: int) -> str:
-    """About ``words`` words of consecutive prose sentences from a random place in the built-in corpus."""
-    from meap.data.mdqa import _consecutive_sentences
-
-    position = rng.randrange(corpus.sentence_ends[-1])
-    source = bisect.bisect_right(corpus.sentence_ends, position)
-    start = position - (corpus.sentence_ends[source - 1] if source else 0)
-    return " ".join(_consecutive_sentences(corpus.sources[source].sentences, start, words))
-
-
 def demo_documents(config: DemoConfig, held_out: set[str]) -> list[str]:
     """The demo corpus in a seeded shuffled order; no document holds any value in ``held_out``."""
-    from meap.data.mdqa import _prose_corpus, make_example
+    from meap.data.mdqa import make_example, random_passage
     from meap.eval import niah
     from meap.eval.mdqa import build_prompt
 
-    corpus = _prose_corpus()
     rng = random.Random(f"meap-demo:{config.seed}")
 
     def fresh_number() -> str:
@@ -75,17 +63,17 @@ def demo_documents(config: DemoConfig, held_out: set[str]) -> list[str]:
             pass
         return value
 
-    documents = [_passage(rng, corpus, 200) for _ in range(config.prose_documents)]
+    documents = [random_passage(rng, 200) for _ in range(config.prose_documents)]
     for _ in range(config.retrieval_documents):
         needle = niah.random_needle(rng)
         needle = niah.Needle(needle.text.replace(needle.answer, value := fresh_number()), needle.question, value)
-        context = niah.insert_at_depth(_passage(rng, corpus, rng.randint(*config.context_words)), needle.text,
+        context = niah.insert_at_depth(random_passage(rng, rng.randint(*config.context_words)), needle.text,
                                        rng.uniform(0, 100))
         documents.append(f"{niah.question_text(context, needle.question)} {needle.answer}")
     index = written = 0
     while written < config.mdqa_documents:
         example = make_example(f"demo-train-{config.seed}", index, config.mdqa_num_docs,
-                               index % config.mdqa_num_docs, corpus)
+                               index % config.mdqa_num_docs)
         index += 1
         document = f"{build_prompt(example)} {example['answers'][0]}"
         if not any(value in document for value in held_out):  # names recur across examples in other roles
@@ -100,13 +88,12 @@ def demo_documents(config: DemoConfig, held_out: set[str]) -> list[str]:
 
 def _haystack(config: DemoConfig, output: Path) -> list[str]:
     """The NIAH and attention haystack: prose like the training prose, its own random passages."""
-    from meap.data.mdqa import _prose_corpus
+    from meap.data.mdqa import random_passage
 
     path = output / HAYSTACK_FILE
     if not path.is_file():
         rng = random.Random(f"meap-demo-haystack:{config.seed}")
-        corpus = _prose_corpus()
-        _write_atomically(path, (_passage(rng, corpus, 200) for _ in range(HAYSTACK_PASSAGES)))
+        _write_atomically(path, (random_passage(rng, 200) for _ in range(HAYSTACK_PASSAGES)))
     return [str(path)]
 
 
@@ -179,7 +166,7 @@ def _train(config: DemoConfig, objective: str, data: Path, output: Path, progres
 
 
 def _evaluate(config: DemoConfig, run: Path, mdqa_files: list[Path], haystack: list[str], progress: bool) -> None:
-    from meap.eval import attention, mdqa, niah
+    from meap.eval import mdqa, niah
 
     if not (run / "eval" / "niah" / "summary.json").is_file():
         niah.run(str(run), run / "eval" / "niah", haystack=haystack, lengths=config.niah_lengths,
@@ -188,8 +175,14 @@ def _evaluate(config: DemoConfig, run: Path, mdqa_files: list[Path], haystack: l
     if not (run / "eval" / "mdqa" / "summary.json").is_file():
         mdqa.run(str(run), [str(path) for path in mdqa_files], run / "eval" / "mdqa", max_new_tokens=12,
                  batch_size=16, progress=progress)
-    if not (run / "eval" / "attention" / "attention.json").is_file():
-        attention.run([str(run)], run / "eval" / "attention", samples=config.attention_samples,
+    _attention(config, [run], run / "eval" / "attention", haystack, progress)
+
+
+def _attention(config: DemoConfig, runs: list[Path], output: Path, haystack: list[str], progress: bool) -> None:
+    from meap.eval import attention
+
+    if not (output / "attention.json").is_file():
+        attention.run([str(run) for run in runs], output, samples=config.attention_samples,
                       length=config.attention_length, haystack=haystack, mask_ratio=config.mask_ratio,
                       seed=config.seed, progress=progress)
 
@@ -234,7 +227,6 @@ def _check_output(config: DemoConfig, output: Path, overwrite: bool) -> None:
 def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Run every stage for ``config`` and return the headline numbers (also in ``demo.json``)."""
     from meap.report import compare_runs
-    from meap.eval import attention
 
     output = config.resolved_output()
     _check_output(config, output, overwrite)
@@ -256,10 +248,8 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     for run in runs:
         _say(f"{clock()}  3/4 evaluating {run.name}: NIAH, MDQA, attention")
         _evaluate(config, run, mdqa_files, haystack, progress)
-    if len(runs) > 1 and not (output / "attention" / "attention.json").is_file():
-        attention.run([str(run) for run in runs], output / "attention", samples=config.attention_samples,
-                      length=config.attention_length, haystack=haystack, mask_ratio=config.mask_ratio,
-                      seed=config.seed, progress=progress)
+    if len(runs) > 1:
+        _attention(config, runs, output / "attention", haystack, progress)
     _say(f"{clock()}  4/4 report")
     report = compare_runs(runs, output / "report") if len(runs) > 1 else None
     summary = {"runs": {run.name: _headline(run) for run in runs}, "wall_seconds": round(time.monotonic() - started, 1),

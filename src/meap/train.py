@@ -43,10 +43,11 @@ from meap.collate import PACKED_ATTENTION, MeapCollator, MeapSFTCollator
 from meap.config import PretrainConfig, SFTConfig, TrainingConfig, config_to_dict, save_config
 from meap.data.blocks import PackedBlocks
 from meap.errors import UserError, warn
-from meap.loss import IGNORE_INDEX, chunked_cross_entropy
+from meap.loss import chunked_cross_entropy
 from meap.models import build_model, is_model_dir, matmul_parameters, model_max_length
 from meap.monitor import MetricsCallback, ProgressBar, flops_per_token, peak_flops
-from meap.tokens import add_mask_token, check_vocab_fits, fit_mask_embedding, mask_token_id, special_token_ids
+from meap.tokens import (IGNORE_INDEX, add_mask_token, check_vocab_fits, fit_mask_embedding, mask_token_id,
+                         special_token_ids)
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -202,9 +203,7 @@ def write_manifest(checkpoint: Path) -> None:
     """Record the size and SHA-256 of every file of ``checkpoint`` in its ``manifest.json``."""
     files = {}
     for path in sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != MANIFEST_FILE):
-        with open(path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        files[path.relative_to(checkpoint).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest}
+        files[path.relative_to(checkpoint).as_posix()] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
     (checkpoint / MANIFEST_FILE).write_text(json.dumps({"files": files}, indent=1) + "\n", encoding="utf-8")
 
 
@@ -220,10 +219,14 @@ def checkpoint_damage(checkpoint: Path) -> str | None:
             return f"{name} is missing"
         if path.stat().st_size != expected["bytes"]:
             return f"{name} has {path.stat().st_size} bytes, expected {expected['bytes']}"
-        with open(path, "rb") as handle:
-            if hashlib.file_digest(handle, "sha256").hexdigest() != expected["sha256"]:
-                return f"{name} does not match its SHA-256"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} does not match its SHA-256"
     return None
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def intact_checkpoint(root: Path) -> Path | None:

@@ -176,12 +176,9 @@ def _draw_passage(rng: random.Random, corpus: _ProseCorpus, words: int, forbidde
                   used: set[tuple[int, int]]) -> tuple[str, list[str]]:
     """(title, consecutive sentences of about ``words`` words) from a source, not yet in ``used``, holding
     none of ``forbidden``. Start sentences are uniform over the whole corpus, so long works weigh more."""
-    ends = corpus.sentence_ends
     forbidden = [normalize_answer(text) for text in forbidden]
     for _ in range(_MAX_DRAWS):
-        position = rng.randrange(ends[-1])
-        source_index = bisect.bisect_right(ends, position)
-        start = position - (ends[source_index - 1] if source_index else 0)
+        source_index, start = _random_start(rng, corpus)
         if (source_index, start) in used:
             continue
         source = corpus.sources[source_index]
@@ -191,6 +188,20 @@ def _draw_passage(rng: random.Random, corpus: _ProseCorpus, words: int, forbidde
             used.add((source_index, start))
             return source.title, sentences
     raise RuntimeError(f"no passage without {forbidden} in {_MAX_DRAWS} draws")  # the names are nonsense words
+
+
+def _random_start(rng: random.Random, corpus: _ProseCorpus) -> tuple[int, int]:
+    """(source, sentence) uniform over all sentences of the corpus, so long works weigh more."""
+    position = rng.randrange(corpus.sentence_ends[-1])
+    source_index = bisect.bisect_right(corpus.sentence_ends, position)
+    return source_index, position - (corpus.sentence_ends[source_index - 1] if source_index else 0)
+
+
+def random_passage(rng: random.Random, words: int) -> str:
+    """About ``words`` words of consecutive prose sentences from a random place in the built-in corpus."""
+    corpus = _prose_corpus()
+    source_index, start = _random_start(rng, corpus)
+    return " ".join(_consecutive_sentences(corpus.sources[source_index].sentences, start, words))
 
 
 def _consecutive_sentences(sentences: tuple[str, ...], start: int, words: int) -> list[str]:
