@@ -186,6 +186,7 @@ CASES = [
                         "--lengths", "400"),
          ("--lengths", "haystack")),
     Case("niah-lengths-above-the-context", lambda i: niah(i, "--lengths", "4096"), ("--lengths", "context of 512")),
+    Case("niah-unknown-dtype", lambda i: niah(i, "--dtype", "fp8"), ("--dtype", "bfloat16")),
     Case("niah-empty-haystack", lambda i: niah(i, "--haystack", str(write(i.tmp / "empty.txt", "\n"))),
          ("empty.txt", "empty")),
     Case("mdqa-malformed-line",

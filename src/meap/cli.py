@@ -130,6 +130,8 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     niah.add_argument("--samples", type=int, default=1, help="needles per cell")
     niah.add_argument("--seed", type=int, default=0)
     niah.add_argument("--batch-size", type=int, default=8)
+    niah.add_argument("--dtype", default="auto",
+                      help="weights' precision: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16")
     niah.add_argument("--max-new-tokens", type=int, default=32)
 
     mdqa = evals.add_parser("mdqa", help="multi-document QA (lost in the middle)", allow_abbrev=False,
@@ -140,6 +142,8 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     mdqa.add_argument("--output", "-o", required=True, help="directory for results.jsonl, summary.json, mdqa.png")
     mdqa.add_argument("--limit", type=int, help="examples per file")
     mdqa.add_argument("--batch-size", type=int, default=8)
+    mdqa.add_argument("--dtype", default="auto",
+                      help="weights' precision: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16")
     mdqa.add_argument("--max-new-tokens", type=int, default=32)
 
     harness = evals.add_parser("harness", help="lm-evaluation-harness tasks", allow_abbrev=False,
@@ -151,6 +155,8 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     harness.add_argument("--limit", type=int, help="examples per task")
     harness.add_argument("--include-path", help="directory of local lm-eval task definitions (offline data)")
     harness.add_argument("--batch-size", type=int, default=8)
+    harness.add_argument("--dtype", default="auto",
+                      help="weights' precision: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16")
 
 
 def _data_parsers(parser: argparse.ArgumentParser) -> None:
@@ -173,21 +179,21 @@ def _run_eval(args: argparse.Namespace) -> None:
             raise UserError("--needle, --question and --answer go together")
         summary = run(args.model, args.output, haystack=args.haystack, lengths=args.lengths, depths=args.depths,
                       needle=Needle(*fixed) if all(fixed) else None, samples=args.samples, seed=args.seed,
-                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, dtype=args.dtype)
         print(f"niah: substring {summary['overall']['substring']:.3f}, ROUGE-1 F {summary['overall']['rouge1_f']:.3f}"
               f" -> {args.output}")
     elif args.evaluation == "mdqa":
         from meap.eval.mdqa import run
 
         summary = run(args.model, args.data, args.output, batch_size=args.batch_size,
-                      max_new_tokens=args.max_new_tokens, limit=args.limit)
+                      max_new_tokens=args.max_new_tokens, limit=args.limit, dtype=args.dtype)
         print(f"mdqa: best-subspan EM {summary['accuracy']} by gold position "
               f"{summary['accuracy_by_gold_position']} -> {args.output}")
     else:
         from meap.eval.harness import run
 
         results = run(args.model, args.tasks, args.output, num_fewshot=args.num_fewshot, limit=args.limit,
-                      include_path=args.include_path, batch_size=args.batch_size)
+                      include_path=args.include_path, batch_size=args.batch_size, dtype=args.dtype)
         for task, metrics in results["results"].items():
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
             print(f"{task}: {shown}")

@@ -180,11 +180,18 @@ def _load_pretrained(spec: str, **model_kwargs):
     return directory, model, tokenizer
 
 
-def load_causal_lm(spec: str, device: str | torch.device | None = None):
-    """``(model, tokenizer)`` for generation: eval mode, left padding, a pad token, bf16 on CUDA."""
+EVAL_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def load_causal_lm(spec: str, device: str | torch.device | None = None, dtype: str = "auto"):
+    """``(model, tokenizer)`` for generation: eval mode, left padding, a pad token; ``dtype`` ``auto`` is
+    bf16 on CUDA and float32 on CPU (bf16 is worth asking for on CPUs with AMX, which run it ~3x faster)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    _, model, tokenizer = _load_pretrained(spec, dtype=dtype)
+    if dtype not in EVAL_DTYPES:
+        raise UserError(f"--dtype: expected one of {', '.join(EVAL_DTYPES)}, got {dtype!r}")
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
+    _, model, tokenizer = _load_pretrained(spec, dtype=getattr(torch, dtype))
     tokenizer.padding_side = "left"  # generation continues from the right edge of every row
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

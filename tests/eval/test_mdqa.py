@@ -111,7 +111,7 @@ def test_run_end_to_end_on_a_tiny_random_llama(tmp_path, gpt2_tokenizer):
     accuracies = [summary["accuracy"], *summary["accuracy_by_gold_position"].values(),
                   *(entry["accuracy"] for entry in summary["by_file"].values())]
     assert all(0.0 <= accuracy <= 1.0 for accuracy in accuracies)
-    assert summary["config"] == {"batch_size": 2, "max_new_tokens": 4, "limit": None}
+    assert summary["config"] == {"batch_size": 2, "max_new_tokens": 4, "limit": None, "dtype": "float32"}
     assert (tmp_path / "out" / "mdqa.png").stat().st_size > 0
 
 

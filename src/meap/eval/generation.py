@@ -3,12 +3,23 @@
 Prompts are sorted by length so each batch pads little, left-padded so generation continues from the
 right edge of every row, and decoded with the KV cache. Chat models (a tokenizer with a chat template)
 get each prompt as one user turn through their template; base models get the text as it is.
+
+Evaluation prompts often share long prefixes (every NIAH prompt starts with the same haystack up to its
+needle), so when a quarter or more of all prompt tokens is shared the common prefix is computed once: the
+key/values of the reference prompt's prefix are reused by every row, each row runs only its own remainder,
+and the rows are then decoded together. The result equals the plain path up to float rounding.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache, StaticCache
+from transformers.cache_utils import DynamicLayer
+
+MIN_SHARED_FRACTION = 0.25  # below this, one more forward pass per row costs more than the sharing saves
+_REFERENCE_CANDIDATES = 32  # rows tried as the reference prefix (each costs one comparison with every row)
 
 
 def is_chat_model(tokenizer) -> bool:
@@ -28,21 +39,97 @@ def prompt_length(tokenizer, text: str) -> int:
     return len(tokenizer(render_prompt(tokenizer, text), add_special_tokens=False)["input_ids"])
 
 
+def shared_prefixes(encoded: list[list[int]]) -> tuple[int, list[int]]:
+    """``(reference, prefix)``: the row whose leading tokens the others share most, and how many leading
+    tokens each row shares with it (at most its length - 1, so every row still feeds its last token)."""
+    lengths = np.array([len(ids) for ids in encoded])
+    table = np.full((len(encoded), int(lengths.max())), -1, dtype=np.int64)
+    for row, ids in enumerate(encoded):
+        table[row, : len(ids)] = ids
+    by_length = np.argsort(-lengths, kind="stable")
+    candidates = by_length[np.linspace(0, len(encoded) - 1, min(len(encoded), _REFERENCE_CANDIDATES)).astype(int)]
+    best, best_prefix = 0, np.zeros(len(encoded), dtype=np.int64)
+    for candidate in dict.fromkeys(candidates.tolist()):
+        width = lengths[candidate]
+        prefix = np.cumprod(table[:, :width] == table[candidate, :width], axis=1).sum(axis=1)
+        prefix = np.minimum(prefix, lengths - 1)
+        if prefix.sum() > best_prefix.sum():
+            best, best_prefix = candidate, prefix
+    return best, best_prefix.tolist()
+
+
+def _prefill_rows(model, encoded: list[list[int]], rows: list[int], trunk: DynamicCache, prefix: list[int],
+                  pad_id: int, max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor, StaticCache]:
+    """Left-padded ``input_ids``/``attention_mask`` of ``rows`` and a cache holding all but their last token:
+    each row starts from the first ``prefix[row]`` positions of ``trunk`` and runs only the rest. The cache
+    is preallocated for the whole generation (growing it by concatenation copied it at every step)."""
+    device = next(model.parameters()).device
+    row_caches = []
+    for row in rows:
+        cache = DynamicCache([(layer.keys[:, :, : prefix[row]], layer.values[:, :, : prefix[row]])
+                              for layer in trunk.layers])
+        remainder = encoded[row][prefix[row] : -1]
+        if remainder:
+            model(input_ids=torch.tensor([remainder], device=device), cache=cache, use_cache=True, logits_to_keep=1)
+        row_caches.append(cache)
+    width = max(len(encoded[row]) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    batch_cache = StaticCache(config=model.config, max_cache_len=width + max_new_tokens)
+    for index, layer in enumerate(batch_cache.layers):
+        keys = trunk.layers[index].keys
+        shape = (len(rows), keys.shape[1], width - 1, keys.shape[3])
+        layer_keys, layer_values = keys.new_zeros(shape), keys.new_zeros(shape)
+        for slot, (row, row_cache) in enumerate(zip(rows, row_caches)):
+            cached = len(encoded[row]) - 1
+            if cached:
+                layer_keys[slot, :, width - 1 - cached :] = row_cache.layers[index].keys[0]
+                layer_values[slot, :, width - 1 - cached :] = row_cache.layers[index].values[0]
+        layer.update(layer_keys, layer_values)
+    for slot, row in enumerate(rows):
+        input_ids[slot, width - len(encoded[row]) :] = torch.tensor(encoded[row], device=device)
+        attention_mask[slot, width - len(encoded[row]) :] = 1
+    return input_ids, attention_mask, batch_cache
+
+
+def _trunk_cache(model, encoded: list[list[int]], share_prefixes: bool) -> tuple[DynamicCache, list[int]] | None:
+    """The shared prefix's key/values and each row's share of it, or None when sharing would not pay."""
+    if not share_prefixes or len(encoded) < 2:
+        return None
+    reference, prefix = shared_prefixes(encoded)
+    if sum(prefix) < MIN_SHARED_FRACTION * sum(len(ids) for ids in encoded):
+        return None
+    device = next(model.parameters()).device
+    trunk = model(input_ids=torch.tensor([encoded[reference][: max(prefix)]], device=device), use_cache=True,
+                  logits_to_keep=1).cache
+    if not isinstance(trunk, DynamicCache) or not all(type(layer) is DynamicLayer for layer in trunk.layers):
+        return None  # sliding-window or recurrent caches cannot be cut at a position
+    return trunk, prefix
+
+
 @torch.no_grad()
 def generate(model, tokenizer, texts: list[str], *, max_new_tokens: int = 32, batch_size: int = 8,
-             progress: bool = True, description: str = "generating") -> list[str]:
+             progress: bool = True, description: str = "generating", share_prefixes: bool = True) -> list[str]:
     """Greedy completions of ``texts`` (special tokens stripped), in the order of ``texts``."""
     rendered = [render_prompt(tokenizer, text) for text in texts]
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
+    if not encoded:
+        return []
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
     completions: list[str] = [""] * len(texts)
     device = next(model.parameters()).device
     stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    shared = _trunk_cache(model, encoded, share_prefixes)
     bar = tqdm(total=len(texts), desc=description, unit="prompt", disable=not progress)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
-        batch = {key: value.to(device) for key, value in batch.items()}
+        if shared:
+            input_ids, attention_mask, cache = _prefill_rows(model, encoded, rows, *shared, tokenizer.pad_token_id,
+                                                                 max_new_tokens)
+            batch = {"input_ids": input_ids, "attention_mask": attention_mask, "cache": cache}
+        else:
+            batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
+            batch = {key: value.to(device) for key, value in batch.items()}
         output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(stop) or None,
                                 use_cache=True)

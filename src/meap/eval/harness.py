@@ -36,7 +36,7 @@ EXPECTED_WARNINGS = (
 
 
 def run(model: str, tasks: list[str], output: str | Path, *, num_fewshot: int = 0, limit: int | None = None,
-        include_path: str | None = None, batch_size: int = 8, progress: bool = True) -> dict:
+        include_path: str | None = None, batch_size: int = 8, dtype: str = "auto", progress: bool = True) -> dict:
     """Evaluate ``model`` on lm-eval ``tasks`` and write ``output/results.json``; returns the same summary.
 
     ``model`` is a model directory, a meap run directory or a packaged model name; ``limit`` caps the
@@ -50,7 +50,7 @@ def run(model: str, tasks: list[str], output: str | Path, *, num_fewshot: int = 
         _check_task_names(tasks, task_manager)
         loaded_tasks = [item for name in tasks for item in _load_task(name, task_manager)]
         evaluated = _evaluate(model, loaded_tasks, task_manager, num_fewshot=num_fewshot, limit=limit,
-                              batch_size=batch_size, progress=progress)
+                              batch_size=batch_size, dtype=dtype, progress=progress)
     summary = _summary(evaluated, model=model, tasks=tasks, num_fewshot=num_fewshot, limit=limit)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -159,14 +159,14 @@ def _top_level(loaded: dict) -> list:
 
 
 def _evaluate(model: str, loaded_tasks: list, task_manager, *, num_fewshot: int, limit: int | None,
-              batch_size: int, progress: bool) -> dict:
+              batch_size: int, dtype: str, progress: bool) -> dict:
     """lm-eval's raw results for the loaded tasks on ``model``."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     from meap.models import load_causal_lm
 
-    causal_lm, tokenizer = load_causal_lm(model)
+    causal_lm, tokenizer = load_causal_lm(model, dtype=dtype)
     harness_model = HFLM(pretrained=causal_lm, tokenizer=tokenizer, batch_size=batch_size)
     with _progress_bars(progress):
         return lm_eval.simple_evaluate(model=harness_model, tasks=loaded_tasks, num_fewshot=num_fewshot,

@@ -77,7 +77,7 @@ def gold_position(example: dict, path: str | Path) -> int | None:
 
 
 def run(model: str, data_files: list[str], output: str | Path, *, batch_size: int = 8, max_new_tokens: int = 32,
-        limit: int | None = None, progress: bool = True) -> dict:
+        limit: int | None = None, dtype: str = "auto", progress: bool = True) -> dict:
     """Answer every question of ``data_files`` with ``model`` and score it; return the summary.
 
     ``model`` is anything :func:`meap.models.load_causal_lm` accepts; ``limit`` caps the examples taken
@@ -99,7 +99,7 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
             raise UserError(f"mdqa: {name} must be at least 1, got {value}")
     data = {str(path): read_mdqa(path)[:limit] for path in data_files}  # all files checked before the model loads
 
-    language_model, tokenizer = load_causal_lm(model)
+    language_model, tokenizer = load_causal_lm(model, dtype=dtype)
     max_positions = getattr(language_model.config, "max_position_embeddings", None)
     records, prompts = [], []
     skipped: dict[str, int] = defaultdict(int)
@@ -137,7 +137,8 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
                     for path, scores in by_file.items()},
         "num_examples": len(records),
         "skipped_too_long": sum(skipped.values()),
-        "config": {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "limit": limit},
+        "config": {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "limit": limit,
+                   "dtype": str(language_model.dtype).removeprefix("torch.")},
     }
 
     output = Path(output)

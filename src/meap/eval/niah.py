@@ -145,7 +145,7 @@ def summarize(records: list[dict]) -> dict:
 
 def run(model: str, output: str | Path, *, haystack: list[str] | None = None, lengths: list[int] | None = None,
         depths: list[float] | None = None, needle: Needle | None = None, samples: int = 1, seed: int = 0,
-        batch_size: int = 8, max_new_tokens: int = 32, progress: bool = True) -> dict:
+        batch_size: int = 8, max_new_tokens: int = 32, dtype: str = "auto", progress: bool = True) -> dict:
     """Evaluate ``model`` (a model directory, a meap run, or ``smollm2-135m``) and write the results."""
     from meap.models import load_causal_lm
     from meap.report import plot_niah_heatmap
@@ -155,7 +155,7 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
     if samples < 1 or any(length < 1 for length in lengths) or any(not 0 <= d <= 100 for d in depths):
         raise UserError("niah: expected --samples >= 1, positive --lengths and --depths within [0, 100]")
     text, haystack_name = read_haystack(haystack or ["builtin"])
-    lm, tokenizer = load_causal_lm(model)
+    lm, tokenizer = load_causal_lm(model, dtype=dtype)
     limit = int(getattr(lm.config, "max_position_embeddings", 0) or 10**9)
     fitting = [length for length in lengths if length + max_new_tokens <= limit]
     skipped = [length for length in lengths if length not in fitting]
@@ -178,7 +178,7 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
     output.mkdir(parents=True, exist_ok=True)
     summary = {"model": model, "haystack": haystack_name, "skipped_lengths": skipped, **summarize(records),
                "config": {"lengths": lengths, "depths": depths, "samples": samples, "seed": seed,
-                          "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+                          "batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": str(lm.dtype).removeprefix("torch."),
                           "needle": asdict(needle) if needle else "random (RULER-style)",
                           "prompt_example": render_prompt(tokenizer, examples[0]["text"])[:400] if examples else None}}
     with (output / "results.jsonl").open("w", encoding="utf-8") as out:

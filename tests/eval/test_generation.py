@@ -1,0 +1,45 @@
+"""Batched generation: reusing a shared prompt prefix must give what running every prompt whole gives."""
+
+import torch
+
+from meap.eval.generation import _prefill_rows, _trunk_cache, generate, shared_prefixes
+from tests.conftest import tiny_llama
+
+
+def test_shared_prefixes_picks_the_row_the_others_share_most_with():
+    encoded = [[1, 2, 3, 4, 5], [1, 2, 3, 9], [1, 2, 7], [8]]
+    # row 0 shares 3 tokens with row 1 and 2 with row 2; no row may share its own last token
+    assert shared_prefixes(encoded) == (0, [4, 3, 2, 0])
+    assert shared_prefixes([[5, 6], [5, 6]]) == (0, [1, 1])
+
+
+def _prompts() -> list[str]:
+    shared = " ".join(f"Line {i} of the shared document says the river ran north past the mill." for i in range(12))
+    return [f"{shared} Note {k}: the key is {k * 37}. " + "Then the story went on. " * k + "What is the key?"
+            for k in range(5)] + ["An unrelated short prompt?"]
+
+
+def test_prefix_reuse_gives_the_same_next_token_logits_as_whole_prompts(gpt2_tokenizer):
+    model = tiny_llama(len(gpt2_tokenizer), hidden=32).eval()
+    encoded = [gpt2_tokenizer(text)["input_ids"] for text in _prompts()]
+    with torch.no_grad():
+        trunk, prefix = _trunk_cache(model, encoded, share_prefixes=True)
+        assert min(prefix[:5]) > 100 and prefix[5] == 0  # the long prompts share their document, the last shares nothing
+        rows = [4, 0, 5, 2]
+        input_ids, attention_mask, cache = _prefill_rows(model, encoded, rows, trunk, prefix, 0, max_new_tokens=2)
+        position_ids = attention_mask.cumsum(-1)[:, -1:] - 1
+        last = model(input_ids=input_ids[:, -1:], attention_mask=attention_mask, cache=cache,
+                     position_ids=position_ids).logits[:, -1]
+        whole = [model(input_ids=torch.tensor([encoded[row]])).logits[0, -1] for row in rows]
+    torch.testing.assert_close(last, torch.stack(whole), rtol=1e-4, atol=1e-5)
+
+
+def test_generation_with_shared_prefixes_matches_one_prompt_at_a_time(gpt2_tokenizer):
+    gpt2_tokenizer.pad_token, gpt2_tokenizer.padding_side = gpt2_tokenizer.eos_token, "left"
+    model = tiny_llama(len(gpt2_tokenizer), hidden=32).eval()
+    prompts = _prompts()
+    shared = generate(model, gpt2_tokenizer, prompts, max_new_tokens=6, batch_size=4, progress=False)
+    alone = generate(model, gpt2_tokenizer, prompts, max_new_tokens=6, batch_size=1, progress=False,
+                     share_prefixes=False)
+    assert shared == alone and len(set(shared)) > 1
+    assert generate(model, gpt2_tokenizer, [], progress=False) == []
