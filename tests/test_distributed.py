@@ -4,6 +4,8 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -16,12 +18,39 @@ from test_train import assert_metrics_close, read_metrics, tiny_config
 SHAPE = dict(max_steps=6, save_every=3, eval_every=3, eval_batches=2, log_every=1)
 
 
-def torchrun(config, world_size: int, *extra: str) -> subprocess.CompletedProcess:
+def torchrun(config, world_size: int, *extra: str, fault: str | None = None,
+             timeout: int = 600) -> subprocess.CompletedProcess:
+    """``meap pretrain`` under torchrun; ``fault`` is Python run at start-up in the rank-1 process only."""
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(config).items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if fault:
+        startup = Path(config.output).parent / "rank1-fault"
+        startup.mkdir()
+        (startup / "sitecustomize.py").write_text(f"import os\nif os.environ.get('RANK') == '1':\n"
+                                                  + textwrap.indent(textwrap.dedent(fault), "    "))
+        env["PYTHONPATH"] = os.pathsep.join([str(startup), env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc_per_node={world_size}", "-m", "meap.cli", "pretrain", "--no-progress", *flags,
-                           *extra], capture_output=True, text=True, timeout=600, env=env)
+                           *extra], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+# The loss of rank 1's 4th training forward pass (step 4: one micro-batch per step) turns NaN.
+NAN_AT_STEP_4 = """
+    import functools
+    from transformers import LlamaForCausalLM
+    real_forward, calls = LlamaForCausalLM.forward, []
+
+    @functools.wraps(real_forward)
+    def forward(self, *args, **kwargs):
+        output = real_forward(self, *args, **kwargs)
+        if self.training:
+            calls.append(1)
+            if len(calls) == 4:
+                output.loss = output.loss * float("nan")
+        return output
+
+    LlamaForCausalLM.forward = forward
+"""
 
 
 @pytest.mark.parametrize("objective", ["ntp", "meap"])
@@ -51,3 +80,55 @@ def test_a_two_process_run_resumes_as_one_process(prepared, tmp_path):
     pretrain(tiny_config(prepared, run, micro_batch_size=4, **SHAPE), resume=True, progress=False)
 
     assert_metrics_close(read_metrics(run), read_metrics(full), rel=1e-4)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("meap: error:")]
+
+
+def test_a_nan_on_one_rank_stops_every_rank_before_the_optimizer_step(prepared, tmp_path):
+    run = tmp_path / "ddp"
+    result = torchrun(tiny_config(prepared, run, micro_batch_size=2, **SHAPE), 2, fault=NAN_AT_STEP_4, timeout=300)
+
+    assert result.returncode != 0
+    [line] = error_lines(result.stderr)  # said once, by rank 0, naming the rank that saw it
+    assert line.startswith("meap: error: step 4: the training loss is nan (not finite) on rank 1;"), line
+    assert "step-3" in line and "Traceback" not in result.stderr.split("meap: error:")[0]
+    assert [c.name for c in checkpoint_dirs(run / "checkpoints")] == ["step-3"] and not (run / "final").exists()
+    assert max(m["step"] for m in read_metrics(run)) == 3
+
+
+def test_on_nan_skip_skips_the_step_on_every_rank(prepared, tmp_path):
+    run = tmp_path / "ddp"
+    result = torchrun(tiny_config(prepared, run, micro_batch_size=2, on_nan="skip", **SHAPE), 2,
+                      fault=NAN_AT_STEP_4, timeout=300)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("step 4: the training loss is nan (not finite) on rank 1; this optimizer step is "
+                               "skipped") == 1
+    records = {r["step"]: r for r in read_metrics(run)}
+    assert sorted(records) == list(range(1, 7)) and records[4]["skipped_steps"] == [4]
+    assert all(checkpoint_damage(c) is None for c in checkpoint_dirs(run / "checkpoints"))
+
+
+def test_an_error_on_one_rank_stops_the_job_and_names_the_rank(prepared, tmp_path):
+    fault = """
+        import meap.train
+        from meap.errors import UserError
+        real_step, calls = meap.train.MeapTrainer.training_step, []
+
+        def training_step(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise UserError("/data/shard-7.bin: unreadable (simulated)")
+            return real_step(self, *args, **kwargs)
+
+        meap.train.MeapTrainer.training_step = training_step
+    """
+    run = tmp_path / "ddp"
+    # Rank 0 waits in the step's all-reduce for a peer that is gone: torchrun must end it, not the 30-min timeout.
+    result = torchrun(tiny_config(prepared, run, micro_batch_size=2, **SHAPE), 2, fault=fault, timeout=180)
+
+    assert result.returncode != 0
+    assert error_lines(result.stderr) == ["meap: error: rank 1: /data/shard-7.bin: unreadable (simulated)"]
+    assert not (run / "final").exists()

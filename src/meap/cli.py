@@ -11,7 +11,7 @@ import dataclasses
 import sys
 import typing
 
-from meap.errors import UserError, is_main_process
+from meap.errors import UserError, error_line, is_main_process
 
 
 def _config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
@@ -281,7 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = run(sys.argv[1:] if argv is None else argv)
     except UserError as error:
-        print(f"meap: error: {error}", file=sys.stderr)
+        line = error_line(error)
+        if line:
+            print(line, file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print("meap: interrupted", file=sys.stderr)

@@ -77,25 +77,34 @@ class MeapTrainer(Trainer):
         self.loss_chunk_size = loss_chunk_size
         self.on_nan = on_nan
         self.skipped_steps: list[int] = []
-        self._skip_step = False
+        self._non_finite_loss: float | None = None  # this process's, in the current optimizer step
         self._staging_dir: str | None = None
 
     def create_optimizer(self, *args, **kwargs):
         optimizer = super().create_optimizer(*args, **kwargs)
-        if self.on_nan == "skip" and not getattr(optimizer, "_meap_skips", False):
-            optimizer.step = self._skippable(optimizer.step)  # before the LR scheduler wraps it
-            optimizer._meap_skips = True
+        if not getattr(optimizer, "_meap_guarded", False):
+            optimizer.step = self._guarded(optimizer.step)  # before the LR scheduler wraps it
+            optimizer._meap_guarded = True
         return optimizer
 
-    def _skippable(self, step):
+    def _guarded(self, step):
         def guarded_step(*args, **kwargs):
-            # Every process skips or none does: a step skipped on one rank only would split the replicas.
-            skip = torch.tensor(float(self._skip_step), device=self.args.device)
-            self._skip_step = False
-            if self.accelerator.reduce(skip, reduction="sum").item() > 0:
-                self.skipped_steps.append(self.state.global_step + 1)
-                return None  # weights and optimizer state stay as they were; the gradients are zeroed next
-            return step(*args, **kwargs)
+            # Every process decides alike, from every process's losses: a NaN on one rank has already reached
+            # the others' gradients through DDP, so all must stop (or skip) before the optimizer step.
+            seen = [1.0, self._non_finite_loss] if self._non_finite_loss is not None else [0.0, 0.0]
+            self._non_finite_loss = None
+            gathered = self.accelerator.gather(torch.tensor([seen], device=self.args.device)).cpu()
+            ranks = gathered[:, 0].nonzero().flatten().tolist()
+            if not ranks:
+                return step(*args, **kwargs)
+            where = f" on rank {', '.join(map(str, ranks))}" if gathered.shape[0] > 1 else ""
+            loss = float(gathered[ranks[0], 1])
+            if self.on_nan != "skip":
+                raise NonFiniteLoss(self.state.global_step + 1, loss, Path(self.args.output_dir), where)
+            warn(f"step {self.state.global_step + 1}: the training loss is {loss} (not finite){where}; "
+                 "this optimizer step is skipped")
+            self.skipped_steps.append(self.state.global_step + 1)
+            return None  # weights and optimizer state stay as they were; the gradients are zeroed next
         return guarded_step
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -126,14 +135,12 @@ class MeapTrainer(Trainer):
             tokens = torch.as_tensor(tokens, device=self.args.device, dtype=torch.int64)
             self.state.num_input_tokens_seen += int(self.accelerator.gather(tokens).sum())
         loss = super().training_step(model, inputs, num_items_in_batch)
-        # One host sync per micro-batch, the one the stock Trainer spends on its NaN logging filter (off here).
+        # One host sync per micro-batch, the one the stock Trainer spends on its NaN logging filter (off here);
+        # the optimizer step then stops or skips (see _guarded).
         if not torch.isfinite(loss):
-            if self.on_nan != "skip":
-                raise NonFiniteLoss(self.state.global_step + 1, float(loss), Path(self.args.output_dir))
-            warn(f"step {self.state.global_step + 1}: the training loss is {float(loss)} (not finite); "
-                 "this optimizer step is skipped")
-            self._skip_step = True
-            return torch.zeros_like(loss)  # the logged loss of the window counts the skipped batch as 0
+            if self._non_finite_loss is None:
+                self._non_finite_loss = float(loss)
+            return torch.zeros_like(loss)  # the logged loss of the window counts the bad batch as 0
         return loss
 
     def _get_train_sampler(self, train_dataset=None):
@@ -185,10 +192,12 @@ class MeapTrainer(Trainer):
 
 
 class NonFiniteLoss(UserError):
-    """The loss of a micro-batch is NaN or infinite: the run stops before the optimizer step."""
+    """The loss of a micro-batch is NaN or infinite: the run stops before the optimizer step (every process)."""
 
-    def __init__(self, step: int, loss: float, checkpoints: Path):
-        super().__init__(f"step {step}: the training loss is {loss} (not finite); stopped before the optimizer "
+    on_every_process = True
+
+    def __init__(self, step: int, loss: float, checkpoints: Path, where: str = ""):
+        super().__init__(f"step {step}: the training loss is {loss} (not finite){where}; stopped before the optimizer "
                          f"step. {_last_checkpoint_note(checkpoint_dirs(checkpoints))} "
                          "(a lower --lr or a higher --warmup-steps may help)")
 

@@ -130,6 +130,8 @@ def generate(model, tokenizer, texts: list[str], *, max_new_tokens: int = 32, ba
         else:
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
             batch = {key: value.to(device) for key, value in batch.items()}
+            if len(rows) > 1:  # a growing cache is copied whole at every step, a cost that scales with the batch
+                batch["cache_implementation"] = "static"
         output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(stop) or None,
                                 use_cache=True)
