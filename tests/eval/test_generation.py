@@ -1,5 +1,6 @@
 """Batched generation: reusing a shared prompt prefix must give what running every prompt whole gives."""
 
+import pytest
 import torch
 
 from meap.eval.generation import _prefill_rows, _trunk_cache, generate, shared_prefixes
@@ -19,17 +20,19 @@ def _prompts() -> list[str]:
             for k in range(5)] + ["An unrelated short prompt?"]
 
 
-def test_prefix_reuse_gives_the_same_next_token_logits_as_whole_prompts(gpt2_tokenizer):
+@pytest.mark.parametrize("share", [True, False])
+def test_rowwise_prefill_gives_the_same_next_token_logits_as_whole_prompts(gpt2_tokenizer, share):
     model = tiny_llama(len(gpt2_tokenizer), hidden=32).eval()
     encoded = [gpt2_tokenizer(text)["input_ids"] for text in _prompts()]
     with torch.no_grad():
-        trunk, prefix = _trunk_cache(model, encoded, share_prefixes=True)
-        assert min(prefix[:5]) > 100 and prefix[5] == 0  # the long prompts share their document, the last shares nothing
+        shared = _trunk_cache(model, encoded, share_prefixes=share)
+        if share:  # the long prompts share their document, the last one nothing
+            assert min(shared[1][:5]) > 100 and shared[1][5] == 0
         rows = [4, 0, 5, 2]
-        input_ids, attention_mask, cache = _prefill_rows(model, encoded, rows, trunk, prefix, 0, max_new_tokens=2)
-        position_ids = attention_mask.cumsum(-1)[:, -1:] - 1
-        last = model(input_ids=input_ids[:, -1:], attention_mask=attention_mask, cache=cache,
-                     position_ids=position_ids).logits[:, -1]
+        batch = _prefill_rows(model, encoded, rows, shared, 0, max_new_tokens=2)
+        position_ids = batch["attention_mask"].cumsum(-1)[:, -1:] - 1
+        last = model(input_ids=batch["input_ids"][:, -1:], attention_mask=batch["attention_mask"],
+                     cache=batch["cache"], position_ids=position_ids).logits[:, -1]
         whole = [model(input_ids=torch.tensor([encoded[row]])).logits[0, -1] for row in rows]
     torch.testing.assert_close(last, torch.stack(whole), rtol=1e-4, atol=1e-5)
 
@@ -42,4 +45,6 @@ def test_generation_with_shared_prefixes_matches_one_prompt_at_a_time(gpt2_token
     alone = generate(model, gpt2_tokenizer, prompts, max_new_tokens=6, batch_size=1, progress=False,
                      share_prefixes=False)
     assert shared == alone and len(set(shared)) > 1
+    assert generate(model, gpt2_tokenizer, ["Hi", "A"], max_new_tokens=3, progress=False) == [
+        generate(model, gpt2_tokenizer, [text], max_new_tokens=3, progress=False)[0] for text in ["Hi", "A"]]
     assert generate(model, gpt2_tokenizer, [], progress=False) == []

@@ -4,10 +4,11 @@ Prompts are sorted by length so each batch pads little, left-padded so generatio
 right edge of every row, and decoded with the KV cache. Chat models (a tokenizer with a chat template)
 get each prompt as one user turn through their template; base models get the text as it is.
 
-Evaluation prompts often share long prefixes (every NIAH prompt starts with the same haystack up to its
-needle), so when a quarter or more of all prompt tokens is shared the common prefix is computed once: the
-key/values of the reference prompt's prefix are reused by every row, each row runs only its own remainder,
-and the rows are then decoded together. The result equals the plain path up to float rounding.
+Each prompt is prefilled on its own (no padding) and the rows are then decoded together from one
+preallocated cache. Evaluation prompts often share long prefixes (every NIAH prompt starts with the same
+haystack up to its needle), so when a quarter or more of all prompt tokens is shared the common prefix is
+computed once and each row runs only its own remainder. Results equal one-prompt-at-a-time generation up
+to float rounding.
 """
 
 from __future__ import annotations
@@ -58,26 +59,36 @@ def shared_prefixes(encoded: list[list[int]]) -> tuple[int, list[int]]:
     return best, best_prefix.tolist()
 
 
-def _prefill_rows(model, encoded: list[list[int]], rows: list[int], trunk: DynamicCache, prefix: list[int],
-                  pad_id: int, max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor, StaticCache]:
-    """Left-padded ``input_ids``/``attention_mask`` of ``rows`` and a cache holding all but their last token:
-    each row starts from the first ``prefix[row]`` positions of ``trunk`` and runs only the rest. The cache
-    is preallocated for the whole generation (growing it by concatenation copied it at every step)."""
+def _prefill_rows(model, encoded: list[list[int]], rows: list[int], shared: tuple[DynamicCache, list[int]] | None,
+                  pad_id: int, max_new_tokens: int) -> dict:
+    """``generate`` inputs for ``rows``: left-padded ``input_ids``/``attention_mask`` and a cache already
+    holding all but each row's last token. Rows run one at a time, unpadded (a padded batch needs an explicit
+    attention mask, which takes CPU attention off its fast causal kernel), each from the first ``prefix[row]``
+    positions of the shared ``trunk`` when there is one. The cache is preallocated for the whole generation
+    (a growing one is copied whole at every step)."""
     device = next(model.parameters()).device
     row_caches = []
     for row in rows:
-        cache = DynamicCache([(layer.keys[:, :, : prefix[row]], layer.values[:, :, : prefix[row]])
-                              for layer in trunk.layers])
-        remainder = encoded[row][prefix[row] : -1]
+        start = shared[1][row] if shared else 0
+        cache = DynamicCache([(layer.keys[:, :, :start], layer.values[:, :, :start]) for layer in shared[0].layers]
+                             if shared else None)
+        remainder = encoded[row][start:-1]
         if remainder:
             model(input_ids=torch.tensor([remainder], device=device), cache=cache, use_cache=True, logits_to_keep=1)
         row_caches.append(cache)
     width = max(len(encoded[row]) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for slot, row in enumerate(rows):
+        input_ids[slot, width - len(encoded[row]) :] = torch.tensor(encoded[row], device=device)
+        attention_mask[slot, width - len(encoded[row]) :] = 1
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    filled = [cache for cache in row_caches if cache.get_seq_length() > 0]
+    if not filled:  # one-token prompts: nothing to reuse
+        return inputs
     batch_cache = StaticCache(config=model.config, max_cache_len=width + max_new_tokens)
     for index, layer in enumerate(batch_cache.layers):
-        keys = trunk.layers[index].keys
+        keys = filled[0].layers[index].keys
         shape = (len(rows), keys.shape[1], width - 1, keys.shape[3])
         layer_keys, layer_values = keys.new_zeros(shape), keys.new_zeros(shape)
         for slot, (row, row_cache) in enumerate(zip(rows, row_caches)):
@@ -86,10 +97,16 @@ def _prefill_rows(model, encoded: list[list[int]], rows: list[int], trunk: Dynam
                 layer_keys[slot, :, width - 1 - cached :] = row_cache.layers[index].keys[0]
                 layer_values[slot, :, width - 1 - cached :] = row_cache.layers[index].values[0]
         layer.update(layer_keys, layer_values)
-    for slot, row in enumerate(rows):
-        input_ids[slot, width - len(encoded[row]) :] = torch.tensor(encoded[row], device=device)
-        attention_mask[slot, width - len(encoded[row]) :] = 1
-    return input_ids, attention_mask, batch_cache
+    return {**inputs, "cache": batch_cache}
+
+
+def _has_plain_cache(model) -> bool:
+    """Whether every decoder layer keeps a plain key/value cache, which can be cut and stacked at any position
+    (sliding-window and recurrent layers cannot)."""
+    try:
+        return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+    except (ValueError, TypeError, AttributeError):
+        return False
 
 
 def _trunk_cache(model, encoded: list[list[int]], share_prefixes: bool) -> tuple[DynamicCache, list[int]] | None:
@@ -102,8 +119,6 @@ def _trunk_cache(model, encoded: list[list[int]], share_prefixes: bool) -> tuple
     device = next(model.parameters()).device
     trunk = model(input_ids=torch.tensor([encoded[reference][: max(prefix)]], device=device), use_cache=True,
                   logits_to_keep=1).cache
-    if not isinstance(trunk, DynamicCache) or not all(type(layer) is DynamicLayer for layer in trunk.layers):
-        return None  # sliding-window or recurrent caches cannot be cut at a position
     return trunk, prefix
 
 
@@ -119,19 +134,16 @@ def generate(model, tokenizer, texts: list[str], *, max_new_tokens: int = 32, ba
     completions: list[str] = [""] * len(texts)
     device = next(model.parameters()).device
     stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
-    shared = _trunk_cache(model, encoded, share_prefixes)
+    plain_cache = _has_plain_cache(model)
+    shared = _trunk_cache(model, encoded, share_prefixes) if plain_cache else None
     bar = tqdm(total=len(texts), desc=description, unit="prompt", disable=not progress)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        if shared:
-            input_ids, attention_mask, cache = _prefill_rows(model, encoded, rows, *shared, tokenizer.pad_token_id,
-                                                                 max_new_tokens)
-            batch = {"input_ids": input_ids, "attention_mask": attention_mask, "cache": cache}
-        else:
+        if plain_cache:
+            batch = _prefill_rows(model, encoded, rows, shared, tokenizer.pad_token_id, max_new_tokens)
+        else:  # the model's own cache, prompts padded into one batch
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
             batch = {key: value.to(device) for key, value in batch.items()}
-            if len(rows) > 1:  # a growing cache is copied whole at every step, a cost that scales with the batch
-                batch["cache_implementation"] = "static"
         output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(stop) or None,
                                 use_cache=True)
