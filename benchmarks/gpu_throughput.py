@@ -25,6 +25,7 @@ import argparse
 import gc
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +42,14 @@ from meap.train import build_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from overhead import machine  # noqa: E402
+
+
+def driver_version() -> str | None:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def synchronize() -> None:
@@ -69,7 +78,7 @@ def plain_loop(run, initial: dict, batches: list[dict], compiled: bool, warmup: 
     groups = [{"params": [p for n, p in model.named_parameters() if n in decay], "weight_decay": config.weight_decay},
               {"params": [p for n, p in model.named_parameters() if n not in decay], "weight_decay": 0.0}]
     cuda = torch.cuda.is_available()
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), fused=cuda)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), fused=True)
     schedule = get_scheduler("cosine_with_min_lr", optimizer, num_warmup_steps=config.warmup_steps,
                              num_training_steps=config.max_steps, scheduler_specific_kwargs={"min_lr": config.min_lr})
     forward = torch.compile(model) if compiled else model
@@ -182,7 +191,7 @@ def main() -> None:
     summary = {
         "machine": machine(), "torch": torch.__version__, "transformers": __import__("transformers").__version__,
         "cuda": torch.version.cuda, "date": time.strftime("%Y-%m-%d"),
-        "driver": torch.cuda.get_device_properties(0).name if torch.cuda.is_available() else None,
+        "driver": driver_version(),
         "preset": args.preset, "seq_len": args.seq_len, "micro_batch": mb, "steps": args.steps, "warmup": args.warmup,
         "meap_settings": args.set, "flops_per_token": flops, "peak_flops": peak, "results": results,
         "meap_over_ntp_step_time": round(meap["step_ms"] / ntp["step_ms"], 4),
@@ -194,7 +203,8 @@ def main() -> None:
     name = f"gpu-throughput-{args.preset}-{args.seq_len}.json"
     (out / name).write_text(json.dumps(summary, indent=2) + "\n")
 
-    print(f"{summary['machine']}, torch {summary['torch']}, transformers {summary['transformers']}")
+    print(f"{summary['machine']} (driver {summary['driver']}), torch {summary['torch']}, CUDA {summary['cuda']}, "
+          f"transformers {summary['transformers']}, {summary['date']}")
     print(f"{args.preset}, seq {args.seq_len}, micro-batch {mb}, {args.steps} steps ({args.warmup} warm-up); "
           f"meap settings: {' '.join(args.set) or 'defaults'}")
     print(f"{'variant':<26} {'step ms':>9} {'tokens/s':>10} {'MFU':>6} {'peak GB':>8}")

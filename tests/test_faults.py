@@ -168,6 +168,16 @@ def test_a_non_finite_loss_stops_the_run_and_names_the_step(prepared, tmp_path, 
     assert without_timing(read_metrics(run)) == without_timing(read_metrics(uninterrupted["meap"]))
 
 
+def test_between_logs_the_stop_comes_before_the_next_checkpoint(prepared, tmp_path, monkeypatch):
+    # The optimizer skips the bad step on the device; the host looks at the next log or checkpoint.
+    poison_training_forward(monkeypatch, 6)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match="^step 6: the training loss is nan"):
+        pretrain(tiny_config(prepared, run, max_steps=12, log_every=5, save_every=4, eval_every=0), progress=False)
+    assert [c.name for c in checkpoint_dirs(run / "checkpoints")] == ["step-4"]
+    assert [m["step"] for m in read_metrics(run)] == [5]
+
+
 def test_on_nan_skip_skips_that_step_and_goes_on(prepared, tmp_path, monkeypatch, capsys):
     poison_training_forward(monkeypatch, 7)
     run = pretrain(tiny_config(prepared, tmp_path / "run", on_nan="skip", max_steps=9, save_every=1, eval_every=0),

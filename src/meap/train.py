@@ -77,35 +77,68 @@ class MeapTrainer(Trainer):
         self.loss_chunk_size = loss_chunk_size
         self.on_nan = on_nan
         self.skipped_steps: list[int] = []
-        self._non_finite_loss: float | None = None  # this process's, in the current optimizer step
+        self._non_finite: torch.Tensor | None = None  # (seen, loss) of this process in the current step
+        self._unchecked: list[tuple[int, torch.Tensor]] = []  # (step, every process's (seen, loss)), on the device
         self._staging_dir: str | None = None
 
     def create_optimizer(self, *args, **kwargs):
         optimizer = super().create_optimizer(*args, **kwargs)
         if not getattr(optimizer, "_meap_guarded", False):
-            optimizer.step = self._guarded(optimizer.step)  # before the LR scheduler wraps it
+            optimizer.step = self._guarded(optimizer, optimizer.step)  # before the LR scheduler wraps it
             optimizer._meap_guarded = True
         return optimizer
 
-    def _guarded(self, step):
+    def _guarded(self, optimizer, step):
+        """``optimizer.step`` that leaves the weights alone when any process's loss was not finite.
+
+        Every process decides alike, from every process's losses: a NaN on one rank has already reached the
+        others' gradients through DDP. With a fused AdamW the decision stays on the device (the optimizer's
+        own ``found_inf`` skip, as under a GradScaler) and the host looks at it when it syncs anyway, at the
+        next log or checkpoint (:meth:`_check_non_finite`); otherwise it looks at once.
+        """
         def guarded_step(*args, **kwargs):
-            # Every process decides alike, from every process's losses: a NaN on one rank has already reached
-            # the others' gradients through DDP, so all must stop (or skip) before the optimizer step.
-            seen = [1.0, self._non_finite_loss] if self._non_finite_loss is not None else [0.0, 0.0]
-            self._non_finite_loss = None
-            gathered = self.accelerator.gather(torch.tensor([seen], device=self.args.device)).cpu()
-            ranks = gathered[:, 0].nonzero().flatten().tolist()
-            if not ranks:
+            seen = self._non_finite if self._non_finite is not None else torch.zeros(2, device=self.args.device)
+            self._non_finite = None
+            gathered = self.accelerator.gather(seen[None])
+            self._unchecked.append((self.state.global_step + 1, gathered))
+            if not optimizer.defaults.get("fused"):
+                if self._check_non_finite():
+                    return None  # weights and optimizer state stay as they were; the gradients are zeroed next
                 return step(*args, **kwargs)
-            where = f" on rank {', '.join(map(str, ranks))}" if gathered.shape[0] > 1 else ""
-            loss = float(gathered[ranks[0], 1])
-            if self.on_nan != "skip":
-                raise NonFiniteLoss(self.state.global_step + 1, loss, Path(self.args.output_dir), where)
-            warn(f"step {self.state.global_step + 1}: the training loss is {loss} (not finite){where}; "
-                 "this optimizer step is skipped")
-            self.skipped_steps.append(self.state.global_step + 1)
-            return None  # weights and optimizer state stay as they were; the gradients are zeroed next
+            earlier = getattr(optimizer, "found_inf", None)  # a float16 GradScaler's own
+            found = (gathered[:, 0].sum() > 0).float()
+            optimizer.found_inf = found if earlier is None else torch.maximum(earlier, found.to(earlier))
+            try:
+                return step(*args, **kwargs)
+            finally:
+                optimizer.found_inf = earlier
         return guarded_step
+
+    def _check_non_finite(self) -> bool:
+        """Look (on the host) at the steps not yet checked: stop at the first with a non-finite loss, or
+        report each as skipped. True when the newest one was skipped."""
+        if not self._unchecked:
+            return False
+        steps = [step for step, _ in self._unchecked]
+        flags = torch.stack([gathered for _, gathered in self._unchecked]).float().cpu()  # (steps, processes, 2)
+        self._unchecked = []
+        skipped_newest = False
+        for step, per_process in zip(steps, flags):
+            ranks = per_process[:, 0].nonzero().flatten().tolist()
+            if not ranks:
+                continue
+            where = f" on rank {', '.join(map(str, ranks))}" if per_process.shape[0] > 1 else ""
+            loss = float(per_process[ranks[0], 1])
+            if self.on_nan != "skip":
+                raise NonFiniteLoss(step, loss, Path(self.args.output_dir), where)
+            warn(f"step {step}: the training loss is {loss} (not finite){where}; this optimizer step is skipped")
+            self.skipped_steps.append(step)
+            skipped_newest = step == steps[-1]
+        return skipped_newest
+
+    def log(self, logs, *args, **kwargs):
+        self._check_non_finite()  # before the metrics callback writes the step
+        return super().log(logs, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.loss_chunk_size:
@@ -135,13 +168,11 @@ class MeapTrainer(Trainer):
             tokens = torch.as_tensor(tokens, device=self.args.device, dtype=torch.int64)
             self.state.num_input_tokens_seen += int(self.accelerator.gather(tokens).sum())
         loss = super().training_step(model, inputs, num_items_in_batch)
-        # One host sync per micro-batch, the one the stock Trainer spends on its NaN logging filter (off here);
-        # the optimizer step then stops or skips (see _guarded).
-        if not torch.isfinite(loss):
-            if self._non_finite_loss is None:
-                self._non_finite_loss = float(loss)
-            return torch.zeros_like(loss)  # the logged loss of the window counts the bad batch as 0
-        return loss
+        # Noted on the device (no host sync per micro-batch); the optimizer step acts on it (see _guarded).
+        finite = torch.isfinite(loss)
+        seen = torch.stack([(~finite).float(), torch.where(finite, torch.zeros_like(loss), loss).float()])
+        self._non_finite = seen if self._non_finite is None else torch.where(self._non_finite[0] > 0, self._non_finite, seen)
+        return torch.where(finite, loss, torch.zeros_like(loss))  # the window's logged loss counts a bad batch as 0
 
     def _get_train_sampler(self, train_dataset=None):
         # The streams (PackedBlocks, SFTStream) are in their own seeded order: the Trainer must not reshuffle.
@@ -158,6 +189,7 @@ class MeapTrainer(Trainer):
         return self._staging_dir or super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial) -> None:
+        self._check_non_finite()  # no checkpoint after a step whose loss was not finite, under on_nan: stop
         root = Path(self.args.output_dir)
         step = self.state.global_step
         staging = root / f".staging-step-{step}"
@@ -376,7 +408,7 @@ def _training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max
         adam_beta1=config.adam_beta1,
         adam_beta2=config.adam_beta2,
         max_grad_norm=config.grad_clip,
-        optim="adamw_torch_fused" if torch.cuda.is_available() else "adamw_torch",
+        optim="adamw_torch_fused",  # one kernel per parameter group, on CUDA and CPU alike
         logging_steps=config.log_every,
         eval_strategy="steps" if eval_on else "no",
         eval_steps=config.eval_every if eval_on else None,
