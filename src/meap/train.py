@@ -79,7 +79,13 @@ class MeapTrainer(Trainer):
         self.skipped_steps: list[int] = []
         self._non_finite: torch.Tensor | None = None  # (seen, loss) of this process in the current step
         self._unchecked: list[tuple[int, torch.Tensor]] = []  # (step, every process's (seen, loss)), on the device
+        self._tokens_pending: torch.Tensor | None = None
         self._staging_dir: str | None = None
+
+    def _flush_tokens(self) -> None:
+        if self._tokens_pending is not None:
+            self.state.num_input_tokens_seen += int(self._tokens_pending)
+            self._tokens_pending = None
 
     def create_optimizer(self, *args, **kwargs):
         optimizer = super().create_optimizer(*args, **kwargs)
@@ -138,6 +144,7 @@ class MeapTrainer(Trainer):
 
     def log(self, logs, *args, **kwargs):
         self._check_non_finite()  # before the metrics callback writes the step
+        self._flush_tokens()
         return super().log(logs, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -162,11 +169,12 @@ class MeapTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        # Collators with count_tokens=True report the batch's real (non-padding) tokens for tokens/s.
+        # Collators with count_tokens=True report the batch's real (non-padding) tokens for tokens/s; summed
+        # on the device and added to the Trainer's count when the host syncs anyway (_flush_tokens).
         tokens = inputs.pop("num_tokens", None)
         if tokens is not None:
-            tokens = torch.as_tensor(tokens, device=self.args.device, dtype=torch.int64)
-            self.state.num_input_tokens_seen += int(self.accelerator.gather(tokens).sum())
+            tokens = self.accelerator.gather(torch.as_tensor(tokens, device=self.args.device, dtype=torch.int64)).sum()
+            self._tokens_pending = tokens if self._tokens_pending is None else self._tokens_pending + tokens
         loss = super().training_step(model, inputs, num_items_in_batch)
         # Noted on the device (no host sync per micro-batch); the optimizer step acts on it (see _guarded).
         finite = torch.isfinite(loss)
@@ -190,6 +198,7 @@ class MeapTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial) -> None:
         self._check_non_finite()  # no checkpoint after a step whose loss was not finite, under on_nan: stop
+        self._flush_tokens()  # the count is part of the checkpoint's trainer state
         root = Path(self.args.output_dir)
         step = self.state.global_step
         staging = root / f".staging-step-{step}"
