@@ -9,8 +9,9 @@ the plain loop's loss curve for the first steps, and measures the MEAP/NTP step-
 * `meap pretrain`'s training step (MeapTrainer, its collator and data loader), NTP and MEAP, with the
   settings given by ``--set key=value`` (any `meap pretrain` key: compile, loss_chunk_size, num_workers...).
 
-Each step is timed to a device synchronisation (the Trainer logs every step, which syncs too); medians
-over the steps after ``--warmup``. MFU uses meap.monitor's per-device peak table (dense bf16).
+Each step is timed to a device synchronisation (a callback syncs at the end of every Trainer step, before
+meap's metrics take the time); medians over the steps after ``--warmup``. MFU uses meap.monitor's
+per-device peak table (dense bf16). Peak memory is per variant, after freeing the previous one.
 
     python benchmarks/gpu_throughput.py                                   # one H100: tinyllama-1.1b, seq 2048
     python benchmarks/gpu_throughput.py --set compile=true --set loss_chunk_size=4096
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import get_scheduler
+from transformers import TrainerCallback, get_scheduler
 from transformers.trainer_utils import SaveStrategy
 
 from meap.config import PretrainConfig, load_config
@@ -101,20 +102,34 @@ def plain_loop(run, initial: dict, batches: list[dict], compiled: bool, warmup: 
         seconds.append(time.perf_counter() - start)
     result = {"seconds": seconds[warmup:], "losses": [float(x) for x in losses], "peak_memory_gb": peak_memory_gb()}
     del optimizer, schedule, forward
+    model.zero_grad(set_to_none=True)
+    if compiled:
+        torch._dynamo.reset()  # drops the compiled graphs (and what they hold) before the next variant
+    reset_memory()
     return result
+
+
+class SynchronizeAtStepEnd(TrainerCallback):
+    """Placed before meap's metrics callback, so the step time it takes includes the queued GPU work."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        synchronize()
 
 
 def meap_loop(config: PretrainConfig, warmup: int) -> dict:
     """`meap pretrain`'s Trainer for ``config.max_steps`` steps (no checkpoints); per-step seconds and losses."""
     run = build_run(config, progress=False)
     run.trainer.args.save_strategy = SaveStrategy.NO  # the measurement is the step, not a multi-GB save
+    run.trainer.callback_handler.callbacks.insert(0, SynchronizeAtStepEnd())
     reset_memory()
     run.trainer.train()
     records = [json.loads(line) for line in (run.output / "metrics.jsonl").read_text().splitlines()]
     tokens_per_step = run.samples_per_step * config.seq_len
     result = {"seconds": [tokens_per_step / r["tokens_per_s"] for r in records[warmup:]],
               "losses": [r["loss"] for r in records], "peak_memory_gb": peak_memory_gb()}
+    run.trainer.accelerator.free_memory()
     del run
+    reset_memory()
     return result
 
 
@@ -143,6 +158,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.warmup >= args.steps:
         parser.error("--warmup must be below --steps")
+    fixed = {"model", "seq_len", "micro_batch_size", "grad_accum_steps", "max_steps", "seed", "data", "dtype",
+             "objective", "output", "log_every", "eval_every", "save_every"}
+    for item in args.set:
+        if "=" not in item or item.split("=", 1)[0] in fixed:
+            parser.error(f"--set {item}: expected KEY=VALUE for a key other than {', '.join(sorted(fixed))} "
+                         "(those are the benchmark's own: every variant must see the same batches)")
 
     work = Path(tempfile.mkdtemp(prefix="meap-throughput-"))
     data = args.data

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from meap.eval.generation import generate, render_prompt
+from meap.eval.generation import generate, render_prompt, stop_token_ids
 from meap.eval.niah import build_examples, read_haystack
-from meap.models import load_causal_lm
+from meap.models import dtype_name, load_causal_lm
 
 PATHS = ("sequential", "batched", "batched+shared-prefix")
 
@@ -27,13 +27,12 @@ PATHS = ("sequential", "batched", "batched+shared-prefix")
 @torch.no_grad()
 def one_at_a_time(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
     """The baseline: each rendered prompt through `model.generate` alone, greedy, default (dynamic) cache."""
-    stop = sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}) or None
     completions = []
     for prompt in prompts:
         ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False, return_tensors="pt")
         ids = {k: v.to(model.device) for k, v in ids.items()}
         output = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id, eos_token_id=stop)
+                                pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(tokenizer))
         completions.append(tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
     return completions
 
@@ -55,7 +54,8 @@ def main() -> None:
     examples = build_examples(tokenizer, text, [int(x) for x in args.lengths.split(",")],
                               [float(x) for x in args.depths.split(",")], samples=args.samples, seed=0)
     prompts = [e["text"] for e in examples]
-    generate(model, tokenizer, prompts[:2], max_new_tokens=2, batch_size=2, progress=False)  # warm-up
+    generate(model, tokenizer, prompts[:2], max_new_tokens=2, batch_size=2, progress=False)  # warm-up, both paths
+    one_at_a_time(model, tokenizer, prompts[:1], max_new_tokens=2)
     seconds, outputs = {}, {}
     for name in PATHS:
         start = time.perf_counter()
@@ -67,7 +67,7 @@ def main() -> None:
                                      progress=False)
         seconds[name] = round(time.perf_counter() - start, 2)
     result = {
-        "model": args.model, "dtype": str(model.dtype).removeprefix("torch."),
+        "model": args.model, "dtype": dtype_name(model),
         "device": str(next(model.parameters()).device), "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "prompts": len(prompts), "lengths": args.lengths, "depths": args.depths,
         "samples": args.samples, "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,

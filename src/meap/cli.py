@@ -113,6 +113,9 @@ def _csv(kind: type):
     return parse
 
 
+DTYPE_HELP = "weights' precision: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16 (CUDA)"
+
+
 def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     evals = parser.add_subparsers(dest="evaluation", required=True)
     model_help = "a Hugging Face model directory, a meap run directory, or `smollm2-135m` (packaged)"
@@ -131,7 +134,7 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     niah.add_argument("--seed", type=int, default=0)
     niah.add_argument("--batch-size", type=int, default=8)
     niah.add_argument("--dtype", default="auto",
-                      help="weights' precision: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16")
+                      help=DTYPE_HELP)
     niah.add_argument("--max-new-tokens", type=int, default=32)
 
     mdqa = evals.add_parser("mdqa", help="multi-document QA (lost in the middle)", allow_abbrev=False,
@@ -143,7 +146,7 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     mdqa.add_argument("--limit", type=int, help="examples per file")
     mdqa.add_argument("--batch-size", type=int, default=8)
     mdqa.add_argument("--dtype", default="auto",
-                      help="weights' precision: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16")
+                      help=DTYPE_HELP)
     mdqa.add_argument("--max-new-tokens", type=int, default=32)
 
     harness = evals.add_parser("harness", help="lm-evaluation-harness tasks", allow_abbrev=False,
@@ -156,7 +159,7 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     harness.add_argument("--include-path", help="directory of local lm-eval task definitions (offline data)")
     harness.add_argument("--batch-size", type=int, default=8)
     harness.add_argument("--dtype", default="auto",
-                      help="weights' precision: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16")
+                      help=DTYPE_HELP)
 
 
 def _data_parsers(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import sys
 class UserError(Exception):
     """Bad input from the user (a path, a file's contents, a config key or value)."""
 
-    on_every_process = False  # True where every process of a job raises it alike (say it once)
+    rank_local = False  # raised by one process of a job alone (else every process raises it alike)
 
 
 def is_main_process() -> bool:
@@ -20,12 +20,12 @@ def is_main_process() -> bool:
 
 
 def error_line(error: UserError) -> str | None:
-    """The line to print for ``error`` on this process: once per job for an error every process raises
-    alike, otherwise from whichever process raised it (its rank named, so one failing rank is found)."""
-    rank = os.environ.get("RANK", "0")
-    if rank == "0":
-        return f"meap: error: {error}"
-    return None if error.on_every_process else f"meap: error: rank {rank}: {error}"
+    """The line to print for ``error`` on this process: once per job (by rank 0) for an error every process
+    raises alike, by the process that raised it, naming its rank, for one that only it met."""
+    rank, world_size = os.environ.get("RANK", "0"), int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and error.rank_local:
+        return f"meap: error: rank {rank}: {error}"
+    return f"meap: error: {error}" if rank == "0" else None
 
 
 def warn(message: str) -> None:

@@ -183,6 +183,11 @@ def _load_pretrained(spec: str, **model_kwargs):
 EVAL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+def dtype_name(model) -> str:
+    """``float32``, ``bfloat16``...: the model's weights' precision as --dtype names it."""
+    return str(model.dtype).removeprefix("torch.")
+
+
 def load_causal_lm(spec: str, device: str | torch.device | None = None, dtype: str = "auto"):
     """``(model, tokenizer)`` for generation: eval mode, left padding, a pad token; ``dtype`` ``auto`` is
     bf16 on CUDA and float32 on CPU (bf16 is worth asking for on CPUs with AMX, which run it ~3x faster)."""
@@ -191,6 +196,8 @@ def load_causal_lm(spec: str, device: str | torch.device | None = None, dtype: s
         raise UserError(f"--dtype: expected one of {', '.join(EVAL_DTYPES)}, got {dtype!r}")
     if dtype == "auto":
         dtype = "bfloat16" if device.type == "cuda" else "float32"
+    if dtype == "float16" and device.type == "cpu":
+        raise UserError("--dtype float16: not on a CPU (slow or unsupported there); use bfloat16 or float32")
     _, model, tokenizer = _load_pretrained(spec, dtype=getattr(torch, dtype))
     tokenizer.padding_side = "left"  # generation continues from the right edge of every row
     if tokenizer.pad_token is None:

@@ -12,7 +12,8 @@ seeded), validation batches are clean, tokens/s counts real tokens when the coll
 checkpoints are written to a staging directory with a ``manifest.json`` (size and SHA-256 of every file)
 and renamed into ``checkpoints/step-N``, so an interrupted save never leaves a half-written checkpoint
 behind and one damaged later on disk is detected on resume (the previous intact one is used). A
-non-finite loss stops the run before the optimizer step, so the last checkpoint stays the last good state.
+non-finite loss skips that step's update and stops the run before any later checkpoint, so the last
+checkpoint stays the last good state.
 
 Under ``torchrun``/``accelerate launch`` every process runs this; only the main process writes or deletes
 files outside what the Trainer itself coordinates, and the others wait for it.
@@ -100,15 +101,16 @@ class MeapTrainer(Trainer):
         Every process decides alike, from every process's losses: a NaN on one rank has already reached the
         others' gradients through DDP. With a fused AdamW the decision stays on the device (the optimizer's
         own ``found_inf`` skip, as under a GradScaler) and the host looks at it when it syncs anyway, at the
-        next log or checkpoint (:meth:`_check_non_finite`); otherwise it looks at once.
+        next log or checkpoint (:meth:`check_non_finite`); otherwise (and under FSDP, untested there) it
+        looks at once.
         """
         def guarded_step(*args, **kwargs):
             seen = self._non_finite if self._non_finite is not None else torch.zeros(2, device=self.args.device)
             self._non_finite = None
             gathered = self.accelerator.gather(seen[None])
             self._unchecked.append((self.state.global_step + 1, gathered))
-            if not optimizer.defaults.get("fused"):
-                if self._check_non_finite():
+            if not optimizer.defaults.get("fused") or self.is_fsdp_enabled:  # FSDP: sharded (DTensor) parameters
+                if self.check_non_finite():
                     return None  # weights and optimizer state stay as they were; the gradients are zeroed next
                 return step(*args, **kwargs)
             earlier = getattr(optimizer, "found_inf", None)  # a float16 GradScaler's own
@@ -117,10 +119,13 @@ class MeapTrainer(Trainer):
             try:
                 return step(*args, **kwargs)
             finally:
-                optimizer.found_inf = earlier
+                if earlier is None:
+                    del optimizer.found_inf
+                else:
+                    optimizer.found_inf = earlier
         return guarded_step
 
-    def _check_non_finite(self) -> bool:
+    def check_non_finite(self) -> bool:
         """Look (on the host) at the steps not yet checked: stop at the first with a non-finite loss, or
         report each as skipped. True when the newest one was skipped."""
         if not self._unchecked:
@@ -136,14 +141,14 @@ class MeapTrainer(Trainer):
             where = f" on rank {', '.join(map(str, ranks))}" if per_process.shape[0] > 1 else ""
             loss = float(per_process[ranks[0], 1])
             if self.on_nan != "skip":
-                raise NonFiniteLoss(step, loss, Path(self.args.output_dir), where)
+                raise NonFiniteLoss(step, loss, Path(self.args.output_dir), where, self.state.global_step)
             warn(f"step {step}: the training loss is {loss} (not finite){where}; this optimizer step is skipped")
             self.skipped_steps.append(step)
             skipped_newest = step == steps[-1]
         return skipped_newest
 
     def log(self, logs, *args, **kwargs):
-        self._check_non_finite()  # before the metrics callback writes the step
+        self.check_non_finite()  # before the metrics callback writes the step
         self._flush_tokens()
         return super().log(logs, *args, **kwargs)
 
@@ -197,7 +202,7 @@ class MeapTrainer(Trainer):
         return self._staging_dir or super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial) -> None:
-        self._check_non_finite()  # no checkpoint after a step whose loss was not finite, under on_nan: stop
+        self.check_non_finite()  # no checkpoint after a step whose loss was not finite, under on_nan: stop
         self._flush_tokens()  # the count is part of the checkpoint's trainer state
         root = Path(self.args.output_dir)
         step = self.state.global_step
@@ -233,13 +238,13 @@ class MeapTrainer(Trainer):
 
 
 class NonFiniteLoss(UserError):
-    """The loss of a micro-batch is NaN or infinite: the run stops before the optimizer step (every process)."""
+    """The loss of a micro-batch was NaN or infinite: that step's update was skipped and the run stops (every
+    process alike), at the latest before the next checkpoint."""
 
-    on_every_process = True
-
-    def __init__(self, step: int, loss: float, checkpoints: Path, where: str = ""):
-        super().__init__(f"step {step}: the training loss is {loss} (not finite){where}; stopped before the optimizer "
-                         f"step. {_last_checkpoint_note(checkpoint_dirs(checkpoints))} "
+    def __init__(self, step: int, loss: float, checkpoints: Path, where: str = "", stopped_at: int | None = None):
+        stopped = f" at step {stopped_at}" if stopped_at and stopped_at != step else ""
+        super().__init__(f"step {step}: the training loss is {loss} (not finite){where}; its update was skipped and "
+                         f"the run stopped{stopped}. {_last_checkpoint_note(checkpoint_dirs(checkpoints))} "
                          "(a lower --lr or a higher --warmup-steps may help)")
 
 
@@ -759,7 +764,13 @@ def _execute(config: TrainingConfig, build, resume: bool, overwrite: bool, progr
     if state.is_main_process:
         _prepare_output(output, checkpoint, run)
     state.wait_for_everyone()
-    run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        run.trainer.check_non_finite()  # the Trainer's last log did; no final model after a bad step in any case
+    except UserError as error:
+        # Raised by this process alone (a disk, a file), unless all processes decided it together.
+        error.rank_local = not isinstance(error, NonFiniteLoss)
+        raise
     save_final(run)
     return output
 

@@ -37,14 +37,20 @@ def test_rowwise_prefill_gives_the_same_next_token_logits_as_whole_prompts(gpt2_
     torch.testing.assert_close(last, torch.stack(whole), rtol=1e-4, atol=1e-5)
 
 
-def test_generation_with_shared_prefixes_matches_one_prompt_at_a_time(gpt2_tokenizer):
+def test_generation_matches_hugging_face_generate_one_prompt_at_a_time(gpt2_tokenizer):
     gpt2_tokenizer.pad_token, gpt2_tokenizer.padding_side = gpt2_tokenizer.eos_token, "left"
     model = tiny_llama(len(gpt2_tokenizer), hidden=32).eval()
-    prompts = _prompts()
-    shared = generate(model, gpt2_tokenizer, prompts, max_new_tokens=6, batch_size=4, progress=False)
-    alone = generate(model, gpt2_tokenizer, prompts, max_new_tokens=6, batch_size=1, progress=False,
-                     share_prefixes=False)
-    assert shared == alone and len(set(shared)) > 1
-    assert generate(model, gpt2_tokenizer, ["Hi", "A"], max_new_tokens=3, progress=False) == [
-        generate(model, gpt2_tokenizer, [text], max_new_tokens=3, progress=False)[0] for text in ["Hi", "A"]]
+    prompts = _prompts() + ["Hi"]  # "Hi" is one token: nothing to prefill, in a batch with long rows
+    expected = []
+    for prompt in prompts:
+        ids = gpt2_tokenizer(prompt, return_tensors="pt")
+        output = model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=gpt2_tokenizer.pad_token_id)
+        expected.append(gpt2_tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    for share in (True, False):
+        assert generate(model, gpt2_tokenizer, prompts, max_new_tokens=6, batch_size=4, progress=False,
+                        share_prefixes=share) == expected
+    assert len(set(expected)) > 1
+    assert generate(model, gpt2_tokenizer, ["Hi"], max_new_tokens=6, progress=False) == expected[-1:]
     assert generate(model, gpt2_tokenizer, [], progress=False) == []
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        generate(model, gpt2_tokenizer, ["Hi", ""], progress=False)

@@ -40,6 +40,11 @@ def prompt_length(tokenizer, text: str) -> int:
     return len(tokenizer(render_prompt(tokenizer, text), add_special_tokens=False)["input_ids"])
 
 
+def stop_token_ids(tokenizer) -> list[int] | None:
+    """Token ids that end a completion: EOS and the pad token."""
+    return sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}) or None
+
+
 def shared_prefixes(encoded: list[list[int]]) -> tuple[int, list[int]]:
     """``(reference, prefix)``: the row whose leading tokens the others share most, and how many leading
     tokens each row shares with it (at most its length - 1, so every row still feeds its last token)."""
@@ -67,42 +72,44 @@ def _prefill_rows(model, encoded: list[list[int]], rows: list[int], shared: tupl
     positions of the shared ``trunk`` when there is one. The cache is preallocated for the whole generation
     (a growing one is copied whole at every step)."""
     device = next(model.parameters()).device
-    row_caches = []
-    for row in rows:
-        start = shared[1][row] if shared else 0
-        cache = DynamicCache([(layer.keys[:, :, :start], layer.values[:, :, :start]) for layer in shared[0].layers]
-                             if shared else None)
-        remainder = encoded[row][start:-1]
-        if remainder:
-            model(input_ids=torch.tensor([remainder], device=device), cache=cache, use_cache=True, logits_to_keep=1)
-        row_caches.append(cache)
     width = max(len(encoded[row]) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
     for slot, row in enumerate(rows):
         input_ids[slot, width - len(encoded[row]) :] = torch.tensor(encoded[row], device=device)
         attention_mask[slot, width - len(encoded[row]) :] = 1
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    filled = [cache for cache in row_caches if cache.get_seq_length() > 0]
-    if not filled:  # one-token prompts: nothing to reuse
-        return inputs
+    if width == 1:  # one-token prompts: nothing to prefill
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+    staged: list[list[torch.Tensor]] = []  # per layer: keys, values of all rows, left-padded to width - 1
+    for slot, row in enumerate(rows):
+        start = shared[1][row] if shared else 0
+        cache = DynamicCache([(layer.keys[:, :, :start], layer.values[:, :, :start]) for layer in shared[0].layers]
+                             if shared else None)
+        remainder = encoded[row][start:-1]
+        if remainder:
+            model(input_ids=torch.tensor([remainder], device=device), cache=cache, use_cache=True, logits_to_keep=1)
+        cached = len(encoded[row]) - 1
+        if not cached:
+            continue
+        for index, layer in enumerate(cache.layers):
+            if len(staged) == index:  # keys and values may differ in head size
+                staged.append([tensor.new_zeros((len(rows), tensor.shape[1], width - 1, tensor.shape[3]))
+                               for tensor in (layer.keys, layer.values)])
+            staged[index][0][slot, :, width - 1 - cached :] = layer.keys[0]
+            staged[index][1][slot, :, width - 1 - cached :] = layer.values[0]
+        del cache  # one row's cache at a time: the batch's keys and values live in `staged` only
     batch_cache = StaticCache(config=model.config, max_cache_len=width + max_new_tokens)
-    for index, layer in enumerate(batch_cache.layers):
-        keys = filled[0].layers[index].keys
-        shape = (len(rows), keys.shape[1], width - 1, keys.shape[3])
-        layer_keys, layer_values = keys.new_zeros(shape), keys.new_zeros(shape)
-        for slot, (row, row_cache) in enumerate(zip(rows, row_caches)):
-            cached = len(encoded[row]) - 1
-            if cached:
-                layer_keys[slot, :, width - 1 - cached :] = row_cache.layers[index].keys[0]
-                layer_values[slot, :, width - 1 - cached :] = row_cache.layers[index].values[0]
-        layer.update(layer_keys, layer_values)
-    return {**inputs, "cache": batch_cache}
+    for layer, keys_values in zip(batch_cache.layers, staged):
+        layer.update(*keys_values)
+        keys_values.clear()  # freed layer by layer as the preallocated cache fills
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "cache": batch_cache}
 
 
 def _has_plain_cache(model) -> bool:
     """Whether every decoder layer keeps a plain key/value cache, which can be cut and stacked at any position
     (sliding-window and recurrent layers cannot)."""
+    if getattr(model.generation_config, "cache_implementation", None):
+        return False  # the model asks for its own cache kind, which generate() will not combine with ours
     try:
         return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
     except (ValueError, TypeError, AttributeError):
@@ -130,10 +137,11 @@ def generate(model, tokenizer, texts: list[str], *, max_new_tokens: int = 32, ba
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
     if not encoded:
         return []
+    if not all(encoded):
+        raise ValueError(f"prompt {[len(ids) for ids in encoded].index(0)} is empty: there is nothing to continue")
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
     completions: list[str] = [""] * len(texts)
     device = next(model.parameters()).device
-    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
     plain_cache = _has_plain_cache(model)
     shared = _trunk_cache(model, encoded, share_prefixes) if plain_cache else None
     bar = tqdm(total=len(texts), desc=description, unit="prompt", disable=not progress)
@@ -145,8 +153,8 @@ def generate(model, tokenizer, texts: list[str], *, max_new_tokens: int = 32, ba
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
             batch = {key: value.to(device) for key, value in batch.items()}
         output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(stop) or None,
-                                use_cache=True)
+                                pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(tokenizer),
+                                use_cache=True, disable_compile=True)  # a static cache would trigger compiling
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         for row, tokens in zip(rows, new_tokens):
             completions[row] = tokenizer.decode(tokens, skip_special_tokens=True).strip()

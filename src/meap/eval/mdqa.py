@@ -89,7 +89,7 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
     """
     from meap.eval.generation import generate, prompt_length
     from meap.eval.metrics import best_subspan_em
-    from meap.models import load_causal_lm
+    from meap.models import dtype_name, load_causal_lm
     from meap.report import plot_accuracy_by_position
 
     if not data_files:
@@ -138,7 +138,7 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
         "num_examples": len(records),
         "skipped_too_long": sum(skipped.values()),
         "config": {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "limit": limit,
-                   "dtype": str(language_model.dtype).removeprefix("torch.")},
+                   "dtype": dtype_name(language_model)},
     }
 
     output = Path(output)

@@ -147,7 +147,7 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
         depths: list[float] | None = None, needle: Needle | None = None, samples: int = 1, seed: int = 0,
         batch_size: int = 8, max_new_tokens: int = 32, dtype: str = "auto", progress: bool = True) -> dict:
     """Evaluate ``model`` (a model directory, a meap run, or ``smollm2-135m``) and write the results."""
-    from meap.models import load_causal_lm
+    from meap.models import dtype_name, load_causal_lm
     from meap.report import plot_niah_heatmap
 
     lengths = sorted(lengths or DEFAULT_LENGTHS)
@@ -178,7 +178,7 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
     output.mkdir(parents=True, exist_ok=True)
     summary = {"model": model, "haystack": haystack_name, "skipped_lengths": skipped, **summarize(records),
                "config": {"lengths": lengths, "depths": depths, "samples": samples, "seed": seed,
-                          "batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": str(lm.dtype).removeprefix("torch."),
+                          "batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": dtype_name(lm),
                           "needle": asdict(needle) if needle else "random (RULER-style)",
                           "prompt_example": render_prompt(tokenizer, examples[0]["text"])[:400] if examples else None}}
     with (output / "results.jsonl").open("w", encoding="utf-8") as out:
