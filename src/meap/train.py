@@ -91,7 +91,7 @@ class MeapTrainer(Trainer):
     def create_optimizer(self, *args, **kwargs):
         optimizer = super().create_optimizer(*args, **kwargs)
         if not getattr(optimizer, "_meap_guarded", False):
-            optimizer.step = self._guarded(optimizer, optimizer.step)  # before the LR scheduler wraps it
+            optimizer.step = self._guarded(optimizer, optimizer.step)  # before accelerate wraps the optimizer
             optimizer._meap_guarded = True
         return optimizer
 
@@ -242,7 +242,7 @@ class NonFiniteLoss(UserError):
     process alike), at the latest before the next checkpoint."""
 
     def __init__(self, step: int, loss: float, checkpoints: Path, where: str = "", stopped_at: int | None = None):
-        stopped = f" at step {stopped_at}" if stopped_at and stopped_at != step else ""
+        stopped = f" at step {stopped_at}" if stopped_at and stopped_at > step else ""
         super().__init__(f"step {step}: the training loss is {loss} (not finite){where}; its update was skipped and "
                          f"the run stopped{stopped}. {_last_checkpoint_note(checkpoint_dirs(checkpoints))} "
                          "(a lower --lr or a higher --warmup-steps may help)")
