@@ -187,6 +187,7 @@ CASES = [
          ("--lengths", "haystack")),
     Case("niah-lengths-above-the-context", lambda i: niah(i, "--lengths", "4096"), ("--lengths", "context of 512")),
     Case("niah-unknown-dtype", lambda i: niah(i, "--dtype", "fp8"), ("--dtype", "bfloat16")),
+    Case("niah-float16-on-cpu", lambda i: niah(i, "--dtype", "float16"), ("--dtype float16", "not on a CPU")),
     Case("niah-empty-haystack", lambda i: niah(i, "--haystack", str(write(i.tmp / "empty.txt", "\n"))),
          ("empty.txt", "empty")),
     Case("mdqa-malformed-line",
@@ -228,7 +229,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, prepared, tiny_model_dir, tmp_path, capsys):
-    if case.id == "pretrain-fsdp-without-cuda" and torch.cuda.is_available():
+    if case.id in ("pretrain-fsdp-without-cuda", "niah-float16-on-cpu") and torch.cuda.is_available():
         pytest.skip("the machine has CUDA")
     inputs = Inputs(tmp=tmp_path, prepared=prepared, model=tiny_model_dir)
     (tmp_path / "latin1.txt").write_bytes("first line\ncaf\xe9\n".encode("latin-1"))
