@@ -133,8 +133,6 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     niah.add_argument("--samples", type=int, default=1, help="needles per cell")
     niah.add_argument("--seed", type=int, default=0)
     niah.add_argument("--batch-size", type=int, default=8)
-    niah.add_argument("--dtype", default="auto",
-                      help=DTYPE_HELP)
     niah.add_argument("--max-new-tokens", type=int, default=32)
 
     mdqa = evals.add_parser("mdqa", help="multi-document QA (lost in the middle)", allow_abbrev=False,
@@ -145,8 +143,6 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     mdqa.add_argument("--output", "-o", required=True, help="directory for results.jsonl, summary.json, mdqa.png")
     mdqa.add_argument("--limit", type=int, help="examples per file")
     mdqa.add_argument("--batch-size", type=int, default=8)
-    mdqa.add_argument("--dtype", default="auto",
-                      help=DTYPE_HELP)
     mdqa.add_argument("--max-new-tokens", type=int, default=32)
 
     harness = evals.add_parser("harness", help="lm-evaluation-harness tasks", allow_abbrev=False,
@@ -158,8 +154,8 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     harness.add_argument("--limit", type=int, help="examples per task")
     harness.add_argument("--include-path", help="directory of local lm-eval task definitions (offline data)")
     harness.add_argument("--batch-size", type=int, default=8)
-    harness.add_argument("--dtype", default="auto",
-                      help=DTYPE_HELP)
+    for evaluation in (niah, mdqa, harness):
+        evaluation.add_argument("--dtype", default="auto", help=DTYPE_HELP)
 
 
 def _data_parsers(parser: argparse.ArgumentParser) -> None:

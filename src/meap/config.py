@@ -26,6 +26,14 @@ def _help(text: str, **kwargs: Any) -> Any:
     return field(metadata={"help": text}, **kwargs)
 
 
+def _new_default(base: type, name: str, **kwargs: Any) -> Any:
+    """Field ``name`` of a subclass of ``base`` with another default and ``base``'s help text."""
+    return _help(base.__dataclass_fields__[name].metadata["help"], **kwargs)
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # `auto`: bf16 on CUDA, float32 on CPU
+
+
 @dataclass
 class TrainingConfig:
     """Keys every training run has: the objective, the shape of a step, the schedule, cadence and system.
@@ -85,8 +93,8 @@ class TrainingConfig:
             found.append(f"mask_ratio: expected a value in [0, 1), got {self.mask_ratio}")
         if self.on_nan not in ("stop", "skip"):
             found.append(f"on_nan: expected `stop` or `skip`, got {self.on_nan!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            found.append(f"dtype: expected auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            found.append(f"dtype: expected {', '.join(DTYPES[:-1])} or {DTYPES[-1]}, got {self.dtype!r}")
         if not 0 <= self.seed < 2**32:
             found.append(f"seed: expected an integer in [0, 2**32), got {self.seed}")
         for key in ("micro_batch_size", "grad_accum_steps", "log_every", "eval_batches"):
@@ -152,13 +160,13 @@ class SFTConfig(TrainingConfig):
     lora_alpha: float = _help("LoRA scaling alpha", default=32.0)
     lora_dropout: float = _help("LoRA dropout", default=0.05)
     micro_batch_size: int = _help("conversations (packed: sequences) per device per forward pass", default=4)
-    lr: float = _help("peak learning rate", default=5e-5)
-    min_lr: float = _help("learning rate at the end of the cosine decay", default=0.0)
-    warmup_steps: int = _help("linear warmup steps", default=5)
-    weight_decay: float = _help("AdamW weight decay", default=0.0)
-    adam_beta2: float = _help("AdamW beta2", default=0.999)
-    eval_every: int = _help("optimizer steps between validation losses (0 disables)", default=20)
-    save_every: int = _help("optimizer steps between resumable checkpoints (0: only at the end)", default=50)
+    lr: float = _new_default(TrainingConfig, "lr", default=5e-5)
+    min_lr: float = _new_default(TrainingConfig, "min_lr", default=0.0)
+    warmup_steps: int = _new_default(TrainingConfig, "warmup_steps", default=5)
+    weight_decay: float = _new_default(TrainingConfig, "weight_decay", default=0.0)
+    adam_beta2: float = _new_default(TrainingConfig, "adam_beta2", default=0.999)
+    eval_every: int = _new_default(TrainingConfig, "eval_every", default=20)
+    save_every: int = _new_default(TrainingConfig, "save_every", default=50)
 
     command = "sft"
 
@@ -213,13 +221,13 @@ class DemoConfig(PretrainConfig):
     attention_samples: int = _help("probes for the attention analysis", default=8)
     attention_length: int = _help("attention probe length in tokens", default=256)
     # Training (PretrainConfig's keys; defaults sized for 2 CPU cores)
-    seq_len: int = _help("tokens per training sequence", default=512)
-    micro_batch_size: int = _help("sequences per device per forward pass", default=8)
+    seq_len: int = _new_default(PretrainConfig, "seq_len", default=512)
+    micro_batch_size: int = _new_default(PretrainConfig, "micro_batch_size", default=8)
     max_steps: int = _help("optimizer steps per objective", default=600)
-    lr: float = _help("peak learning rate", default=3e-3)
-    min_lr: float = _help("learning rate at the end of the cosine decay", default=3e-4)
-    eval_every: int = _help("optimizer steps between validation losses (0 disables)", default=100)
-    save_every: int = _help("optimizer steps between resumable checkpoints (0: only at the end)", default=200)
+    lr: float = _new_default(PretrainConfig, "lr", default=3e-3)
+    min_lr: float = _new_default(PretrainConfig, "min_lr", default=3e-4)
+    eval_every: int = _new_default(PretrainConfig, "eval_every", default=100)
+    save_every: int = _new_default(PretrainConfig, "save_every", default=200)
 
     command = "demo"
 

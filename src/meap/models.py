@@ -17,6 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
+from meap.config import DTYPES
 from meap.errors import UserError
 
 PRESETS: dict[str, dict] = {
@@ -180,9 +181,6 @@ def _load_pretrained(spec: str, **model_kwargs):
     return directory, model, tokenizer
 
 
-EVAL_DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
 def dtype_name(model) -> str:
     """``float32``, ``bfloat16``...: the model's weights' precision as --dtype names it."""
     return str(model.dtype).removeprefix("torch.")
@@ -192,8 +190,8 @@ def load_causal_lm(spec: str, device: str | torch.device | None = None, dtype: s
     """``(model, tokenizer)`` for generation: eval mode, left padding, a pad token; ``dtype`` ``auto`` is
     bf16 on CUDA and float32 on CPU (bf16 is worth asking for on CPUs with AMX, which run it ~3x faster)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dtype not in EVAL_DTYPES:
-        raise UserError(f"--dtype: expected one of {', '.join(EVAL_DTYPES)}, got {dtype!r}")
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
     if dtype == "auto":
         dtype = "bfloat16" if device.type == "cuda" else "float32"
     if dtype == "float16" and device.type == "cpu":

@@ -439,7 +439,7 @@ def _training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max
         fsdp=_fsdp(config),
         fsdp_config={"version": 2, "state_dict_type": "FULL_STATE_DICT"} if config.fsdp else None,
         prediction_loss_only=True,
-        logging_nan_inf_filter=False,  # a non-finite loss stops the run (MeapTrainer.training_step)
+        logging_nan_inf_filter=False,  # a non-finite loss stops or skips the step (MeapTrainer._guarded)
         report_to="none",
         disable_tqdm=True,
         **_precision(config),

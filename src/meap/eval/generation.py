@@ -71,7 +71,7 @@ def _prefill_rows(model, encoded: list[list[int]], rows: list[int], shared: tupl
     attention mask, which takes CPU attention off its fast causal kernel), each from the first ``prefix[row]``
     positions of the shared ``trunk`` when there is one. The cache is preallocated for the whole generation
     (a growing one is copied whole at every step)."""
-    device = next(model.parameters()).device
+    device = model.device
     width = max(len(encoded[row]) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
@@ -123,7 +123,7 @@ def _trunk_cache(model, encoded: list[list[int]], share_prefixes: bool) -> tuple
     reference, prefix = shared_prefixes(encoded)
     if sum(prefix) < MIN_SHARED_FRACTION * sum(len(ids) for ids in encoded):
         return None
-    device = next(model.parameters()).device
+    device = model.device
     trunk = model(input_ids=torch.tensor([encoded[reference][: max(prefix)]], device=device), use_cache=True,
                   logits_to_keep=1).cache
     return trunk, prefix
@@ -141,7 +141,7 @@ def generate(model, tokenizer, texts: list[str], *, max_new_tokens: int = 32, ba
         raise ValueError(f"prompt {[len(ids) for ids in encoded].index(0)} is empty: there is nothing to continue")
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
     completions: list[str] = [""] * len(texts)
-    device = next(model.parameters()).device
+    device = model.device
     plain_cache = _has_plain_cache(model)
     shared = _trunk_cache(model, encoded, share_prefixes) if plain_cache else None
     bar = tqdm(total=len(texts), desc=description, unit="prompt", disable=not progress)
