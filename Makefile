@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo pretrain sft test bench
+.PHONY: setup demo evidence pretrain sft test bench
 
 $(BIN)/meap: pyproject.toml requirements/base.txt requirements/assets.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ setup: $(BIN)/meap
 
 demo: setup
 	$(BIN)/meap demo
+
+# The paired NTP-vs-MEAP experiment behind RESULTS.md: 3 seeds per objective (about 2 hours on 2 CPU cores).
+evidence: setup
+	$(BIN)/meap demo --config configs/evidence-cpu.yaml
 
 pretrain: setup
 	$(BIN)/meap pretrain

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from meap.collate import MeapCollator
 from meap.masking import mask_inputs, sample_generators
 from meap.models import build_model
+from meap.monitor import cpu_name
 
 VOCAB = 8192
 MASK_ID = VOCAB - 1
@@ -33,12 +33,7 @@ EOS = 0
 def machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        model = names[0] if names else model
-    return f"{model}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
 def masking_throughput(rows: int, seq_len: int, repeats: int) -> dict:

@@ -81,3 +81,47 @@ def test_bad_settings_are_rejected_before_the_first_batch():
         MeapCollator(MASK_ID, mode="reference")
     with pytest.raises(ValueError, match="mask_mode"):
         MeapCollator(MASK_ID, mode="spans")
+
+
+def test_document_attention_restarts_positions_and_isolates_documents():
+    row = [5, 6, EOS, 7, 8, 9, EOS, 4, 3]  # inputs 5 6 EOS 7 8 9 EOS 4: documents [5 6 EOS] [7 8 9 EOS] [4]
+    batch = MeapCollator(None, mask_ratio=0.0, eos_token_id=EOS, document_attention="sdpa")(samples([row]))
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2, 3, 0]]
+    allowed = batch["attention_mask"][0, 0]
+    assert allowed.shape == (8, 8) and allowed.dtype == torch.bool
+    assert allowed[5].tolist() == [False, False, False, True, True, True, False, False]
+    assert allowed[2].tolist() == [True, True, True, False, False, False, False, False]  # an EOS ends its document
+    assert batch["shift_labels"].tolist() == [[6, EOS, 7, 8, 9, EOS, 4, 3]]
+    eager = MeapCollator(None, mask_ratio=0.0, eos_token_id=EOS, document_attention="eager")(samples([row]))
+    assert torch.equal(eager["attention_mask"][0, 0] == 0, allowed)
+    flash = MeapCollator(None, mask_ratio=0.0, eos_token_id=EOS, document_attention="flash_attention_2")(
+        samples([row, row]))
+    assert "attention_mask" not in flash and flash["input_ids"].shape == (1, 16)
+    assert flash["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2, 3, 0] * 2]
+    with pytest.raises(ValueError, match="eos_token_id"):
+        MeapCollator(None, mask_ratio=0.0, document_attention="sdpa")
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_document_attention_gives_each_document_the_loss_it_has_alone(implementation):
+    """A real model: per-token losses of a packed block equal those of each document run on its own."""
+    from conftest import tiny_llama
+
+    model = tiny_llama(64)
+    model.config._attn_implementation = implementation
+    documents = [[11, 12, 13, 14, EOS], [21, 22, 23, EOS], [31, 32, 33, 34, 35, 36]]
+    block = [token for document in documents for token in document]
+    batch = MeapCollator(None, mask_ratio=0.0, eos_token_id=EOS, document_attention=implementation)(samples([block]))
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch["position_ids"]).logits[0]
+        start = 0
+        for document in documents:
+            length = len(document) if start + len(document) < len(block) else len(document) - 1
+            alone = model(input_ids=torch.tensor([document[:length]])).logits[0]
+            torch.testing.assert_close(packed[start:start + length], alone, rtol=1e-4, atol=1e-5)
+            start += len(document)
+    # Without document attention the later documents see the earlier ones.
+    with torch.no_grad():
+        mixed = model(input_ids=batch["input_ids"]).logits[0]
+    assert not torch.allclose(mixed[5:9], packed[5:9], atol=1e-4)

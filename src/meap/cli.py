@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--tokenizer", help="local Hugging Face tokenizer directory, or `gpt2` (packaged; default)")
     source.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
                         help="train a byte-level BPE of this many tokens on the corpus")
+    prepare.add_argument("--merge-digits", action="store_true",
+                         help="with --train-tokenizer: let numbers merge into multi-digit tokens (GPT-2's way) "
+                              "instead of one token per digit")
     prepare.add_argument("--text-field", default="text", help="field holding the text in JSONL/JSON/Parquet/datasets")
     prepare.add_argument("--val-fraction", type=float, default=0.005, help="share of the corpus held out")
     prepare.add_argument("--num-proc", type=int, default=None, help="tokeniser processes (default: CPUs, at most 8)")
@@ -131,6 +134,11 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     niah.add_argument("--question", help="the question for --needle")
     niah.add_argument("--answer", help="the expected answer for --needle")
     niah.add_argument("--samples", type=int, default=1, help="needles per cell")
+    niah.add_argument("--distractors", type=int, default=0,
+                      help="other needles (other keys and values) in each haystack: RULER's multi-key NIAH")
+    niah.add_argument("--absent", action="store_true",
+                      help="control: leave the asked needle out (only distractors remain); summary.json then "
+                           "says how often a distractor's value was given")
     niah.add_argument("--seed", type=int, default=0)
     niah.add_argument("--batch-size", type=int, default=8)
     niah.add_argument("--max-new-tokens", type=int, default=32)
@@ -165,6 +173,7 @@ def _data_parsers(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--output", "-o", required=True, help="file to write (.jsonl.gz is gzipped)")
     make.add_argument("--num-docs", type=int, default=20, help="documents per question")
     make.add_argument("--gold-position", type=int, default=0, help="0-based position of the gold document")
+    make.add_argument("--passage-words", type=int, default=100, help="words per document (NQ-Open's are about 100)")
     make.add_argument("--examples", type=int, default=100)
     make.add_argument("--seed", type=int, default=0)
 
@@ -178,9 +187,10 @@ def _run_eval(args: argparse.Namespace) -> None:
             raise UserError("--needle, --question and --answer go together")
         summary = run(args.model, args.output, haystack=args.haystack, lengths=args.lengths, depths=args.depths,
                       needle=Needle(*fixed) if all(fixed) else None, samples=args.samples, seed=args.seed,
-                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, dtype=args.dtype)
+                      distractors=args.distractors, absent=args.absent, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, dtype=args.dtype)
+        copied = summary["overall"].get("distractor_copied")
         print(f"niah: substring {summary['overall']['substring']:.3f}, ROUGE-1 F {summary['overall']['rouge1_f']:.3f}"
-              f" -> {args.output}")
+              + (f", distractor copied {copied:.3f}" if copied is not None else "") + f" -> {args.output}")
     elif args.evaluation == "mdqa":
         from meap.eval.mdqa import run
 
@@ -247,14 +257,16 @@ def run(argv: list[str]) -> int:
             from meap.data.mdqa import make_mdqa
 
             path = make_mdqa(args.output, num_docs=args.num_docs, gold_position=args.gold_position,
-                             examples=args.examples, seed=args.seed)
+                             examples=args.examples, seed=args.seed, passage_words=args.passage_words)
             print(f"wrote {path}")
         return 0
     if args.command == "prepare":
         from meap.data.prepare import prepare_corpus
 
+        if args.merge_digits and args.train_tokenizer is None:
+            raise UserError("--merge-digits: only with --train-tokenizer (a given tokenizer keeps its own rules)")
         prepare_corpus(args.inputs, args.output, tokenizer=args.tokenizer, train_tokenizer=args.train_tokenizer,
-                       text_field=args.text_field, val_fraction=args.val_fraction, num_proc=args.num_proc,
+                       split_digits=not args.merge_digits, text_field=args.text_field, val_fraction=args.val_fraction, num_proc=args.num_proc,
                        overwrite=args.overwrite)
         return 0
     from meap.config import load_config

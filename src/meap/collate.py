@@ -16,6 +16,10 @@ Batch (B rows, T = longest L - 1):
   use them as they are and count tokens correctly under gradient accumulation;
 * ``attention_mask`` (B, T) int64: only when rows had different lengths (1 = token, 0 = padding).
 
+With ``document_attention`` (packed blocks only), every document of a block (its tokens up to and including
+its EOS) attends only to itself and ``position_ids`` restart at 0 where it starts, as Llama 3 is trained;
+``attention_mask`` is then the block-diagonal causal mask (see :func:`segment_attention`).
+
 Padding gets ``IGNORE_INDEX`` in ``labels``/``shift_labels`` and is never masked, nor are special tokens.
 With ``mask_ratio=0`` the batch is exactly the NTP batch. Example (mask id 9, one position masked)::
 
@@ -34,6 +38,10 @@ import torch
 
 from meap.masking import MASK_MODES, build_sft_rows, mask_inputs, sample_generators
 from meap.tokens import IGNORE_INDEX
+
+
+# How rows packed into one sequence are kept apart, by attention implementation (see segment_attention).
+PACKED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
 def _check_mask_token(mask_token_id: int | None, mask_ratio: float) -> None:
@@ -64,9 +72,20 @@ class MeapCollator:
     """Input id written at padding positions (ignored by the loss and by attention)."""
     samples_per_step: int = 0
     """Samples per optimizer step, all ranks together; ``mode="reference"`` derives the step from it."""
+    eos_token_id: int | None = None
+    """Document separator of packed blocks; needed by ``document_attention``."""
+    document_attention: str | None = None
+    """Confine attention to each document of a packed block: the model's attention implementation
+    (``sdpa``, ``eager``, ``flash_attention_2``), or ``None`` (documents in a block attend to each other)."""
     _fallback: torch.Generator | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.document_attention is not None:
+            if self.document_attention not in PACKED_ATTENTION:
+                raise ValueError(f"document_attention must be one of {', '.join(PACKED_ATTENTION)} or None, "
+                                 f"got {self.document_attention!r}")
+            if self.eos_token_id is None:
+                raise ValueError("document_attention needs eos_token_id (the documents' separator)")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.mode not in MASK_MODES:
@@ -84,6 +103,10 @@ class MeapCollator:
             padded = torch.stack(blocks)
             clean, valid = padded[:, :-1].contiguous(), None
             batch = {"labels": clean, "shift_labels": padded[:, 1:].contiguous()}
+            if self.document_attention is not None:
+                batch.update(self._documents(clean))
+        elif self.document_attention is not None:
+            raise ValueError("document_attention needs packed blocks of one length (no padding)")
         else:
             padded = torch.full((len(blocks), int(lengths.max())), self.pad_token_id, dtype=torch.long)
             for row, block in enumerate(blocks):
@@ -97,7 +120,20 @@ class MeapCollator:
                 "attention_mask": valid.long(),
             }
         batch["input_ids"] = self._mask(clean, valid, samples)
+        if self.document_attention == "flash_attention_2":
+            # The varlen kernel splits rows by position_ids only in a batch of one sequence: flatten the rows
+            # (each row starts a segment, so no document spans two rows).
+            batch = {key: value.reshape(1, -1) for key, value in batch.items()}
         return batch
+
+    def _documents(self, clean: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``position_ids`` and ``attention_mask`` of documents separated by EOS (which ends its document)."""
+        ends = clean == self.eos_token_id
+        segment = torch.cumsum(ends.long(), dim=1) - ends.long()  # an EOS belongs to the document it ends
+        positions = segment_positions(segment)
+        if self.document_attention == "flash_attention_2":
+            return {"position_ids": positions}
+        return {"position_ids": positions, "attention_mask": segment_attention(segment, self.document_attention)}
 
     def _mask(self, clean: torch.Tensor, valid: torch.Tensor | None, samples: list[dict[str, Any]]) -> torch.Tensor:
         if self.mask_ratio == 0.0:
@@ -124,9 +160,6 @@ class MeapCollator:
 # ---------------------------------------------------------------------------------------------------------
 # Supervised fine-tuning
 # ---------------------------------------------------------------------------------------------------------
-
-PACKED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
-
 
 @dataclass
 class MeapSFTCollator:
@@ -238,14 +271,32 @@ class MeapSFTCollator:
         else:
             batch["position_ids"] = positions
             if self.packed_attention != "flash_attention_2":
-                causal = torch.ones(width, width, dtype=torch.bool).tril()
-                allowed = (segment[:, :, None] == segment[:, None, :]) & causal
-                if self.packed_attention == "eager":
-                    allowed = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
-                batch["attention_mask"] = allowed[:, None]
+                batch["attention_mask"] = segment_attention(segment, self.packed_attention)
         if self.count_tokens:
             batch["num_tokens"] = torch.tensor(sum(lengths))
         return batch
+
+
+def segment_attention(segment: torch.Tensor, implementation: str) -> torch.Tensor:
+    """(B, 1, T, T) causal mask within segments: position i attends to j <= i when ``segment`` is equal there.
+
+    SDPA takes the bool mask (True: attend); eager the additive float mask (0 or the dtype's minimum).
+    transformers' SDPA and eager kernels do not isolate segments from ``position_ids`` alone.
+    """
+    width = segment.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = (segment[:, :, None] == segment[:, None, :]) & causal
+    if implementation == "eager":
+        allowed = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    return allowed[:, None]
+
+
+def segment_positions(segment: torch.Tensor) -> torch.Tensor:
+    """Positions that restart at 0 wherever ``segment`` (B, T) changes along a row, and at each row's start."""
+    index = torch.arange(segment.shape[1]).expand_as(segment)
+    starts = torch.ones_like(segment, dtype=torch.bool)
+    starts[:, 1:] = segment[:, 1:] != segment[:, :-1]
+    return index - torch.cummax(torch.where(starts, index, torch.zeros_like(index)), dim=1).values
 
 
 def conversation_segments(sample: dict[str, Any]) -> list[tuple[list[int], bool]]:

@@ -124,6 +124,9 @@ class PretrainConfig(TrainingConfig):
     mask_mode: str = _help("`exact` count per row, `bernoulli` per token, or `reference` (the reference code's "
                            "shared masks)", default="exact")
     seq_len: int = _help("tokens per training sequence", default=256)
+    document_attention: bool = _help("attention and positions restart at every document (EOS) of a packed "
+                                     "sequence, as Llama 3 trains; false: documents of a sequence attend to "
+                                     "each other", default=False)
 
     command = "pretrain"
 
@@ -193,46 +196,80 @@ class SFTConfig(TrainingConfig):
 
 @dataclass
 class DemoConfig(PretrainConfig):
-    """A paired experiment: the same pretraining run once per objective, then NIAH, MDQA, attention and a report.
+    """A paired experiment: the same pretraining run once per objective and seed, then NIAH, MDQA, attention,
+    a report per seed and the paired comparison over all seeds.
 
-    The training keys are :class:`PretrainConfig`'s; ``objective`` lists the objectives to pair.
+    The training keys are :class:`PretrainConfig`'s; ``objective`` lists the objectives to pair. With a
+    copy warm-up (``copy_warmup_steps`` > 0) each run first trains on copy drills at a short length and
+    the main run continues from that model (see :mod:`meap.demo` for why).
     """
 
     objective: str = _help("objectives to train and compare, comma-separated", default="ntp,meap")
     output: str = _help("demo directory (default: runs/demo)", default="")
+    seed: int = _help("seeds the demo corpus and the evaluation items (shared by every training seed), and "
+                      "training when `seeds` is empty", default=1337)
+    seeds: list[int] = _help("training seeds (model init, data order, masks); each seed trains every objective. "
+                             "Empty: `seed` alone", default_factory=list)
+    summary: str = _help("also write the summary JSON to this file (e.g. results/evidence-cpu.json), and its "
+                         "tables beside it (.md)", default="")
     data: str = _help("`demo`: the demo corpus built in the output directory, or a prepared data directory "
                       "(`meap prepare`)", default="demo")
-    # The demo corpus (data: demo)
+    # The demo corpus (data: demo); `seed` seeds it and the evaluation items, shared by every training seed
     vocab_size: int = _help("BPE vocabulary trained on the demo corpus", default=2048)
-    prose_documents: int = _help("prose passages from the built-in corpus", default=1500)
-    retrieval_documents: int = _help("documents in the NIAH prompt format: a random value stated in prose, "
-                                     "asked for at the end", default=5000)
+    split_digits: bool = _help("one BPE token per digit; false merges digits into multi-digit tokens, which a "
+                               "small model copies far sooner (BENCHMARKS.md)", default=False)
+    prose_documents: int = _help("prose passages from the built-in corpus", default=0)
+    retrieval_documents: int = _help("documents in the NIAH prompt format: random values stated in prose under "
+                                     "keys, one of them asked for at the end", default=10000)
+    needles_per_document: list[int] = _help("fewest and most needles (distinct keys) in a retrieval document",
+                                            default_factory=lambda: [1, 2])
+    quote_answers: bool = _help("retrieval and MDQA documents answer by quoting the sentence that states the fact "
+                                "(as the paper's NIAH scoring expects); false: the bare value", default=True)
     mdqa_documents: int = _help("documents in the multi-document QA prompt format, with their answers",
-                                default=1000)
-    drill_documents: int = _help("copy drills: lists of random numbers, then the same list again", default=3000)
-    context_words: list[int] = _help("fewest and most prose words around a retrieval document's fact",
-                                     default_factory=lambda: [10, 200])
+                                default=2000)
+    mdqa_passage_words: int = _help("words per MDQA document (training and evaluation)", default=40)
+    drill_documents: int = _help("copy drills: a list of random numbers, then the same list again", default=8000)
+    drill_numbers: list[int] = _help("fewest and most numbers in a copy drill", default_factory=lambda: [2, 6])
+    context_words: list[int] = _help("fewest and most prose words around a retrieval document's needles",
+                                     default_factory=lambda: [0, 40])
+    # The copy warm-up
+    copy_warmup_steps: int = _help("optimizer steps on copy drills alone at copy_warmup_seq_len before the main "
+                                   "run (0: none)", default=1000)
+    copy_warmup_seq_len: int = _help("sequence length of the copy warm-up", default=64)
+    copy_warmup_batch_size: int = _help("sequences per step in the copy warm-up", default=32)
+    copy_warmup_documents: int = _help("copy drills in the warm-up corpus", default=20000)
+    copy_warmup_numbers: list[int] = _help("fewest and most numbers in a warm-up drill",
+                                           default_factory=lambda: [2, 4])
     # Evaluation
-    niah_lengths: list[int] = _help("NIAH context lengths in tokens", default_factory=lambda: [128, 256, 448])
+    niah_lengths: list[int] = _help("NIAH context lengths in tokens", default_factory=lambda: [128, 192, 256])
     niah_depths: list[float] = _help("NIAH needle depths in percent", default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0])
-    niah_samples: int = _help("NIAH samples per (length, depth) cell", default=4)
+    niah_samples: int = _help("NIAH samples per (length, depth) cell", default=8)
+    key_check: bool = _help("also run NIAH with a distractor needle under another key, and with only the "
+                            "distractor (the asked key absent): is retrieval key-based?", default=True)
+    max_new_tokens: int = _help("tokens generated per NIAH and MDQA answer", default=24)
     mdqa_num_docs: int = _help("documents per MDQA question", default=3)
     mdqa_examples: int = _help("MDQA questions per gold position", default=20)
-    attention_samples: int = _help("probes for the attention analysis", default=8)
-    attention_length: int = _help("attention probe length in tokens", default=256)
+    attention_samples: int = _help("probes for the attention analysis", default=16)
+    attention_length: int = _help("attention probe length in tokens", default=192)
     # Training (PretrainConfig's keys; defaults sized for 2 CPU cores)
-    seq_len: int = _new_default(PretrainConfig, "seq_len", default=512)
+    model: str = _new_default(PretrainConfig, "model", default="tiny-2l")
+    seq_len: int = _new_default(PretrainConfig, "seq_len", default=256)
+    document_attention: bool = _new_default(PretrainConfig, "document_attention", default=True)
     micro_batch_size: int = _new_default(PretrainConfig, "micro_batch_size", default=8)
-    max_steps: int = _help("optimizer steps per objective", default=600)
+    max_steps: int = _help("optimizer steps per objective (after the copy warm-up)", default=3000)
     lr: float = _new_default(PretrainConfig, "lr", default=3e-3)
     min_lr: float = _new_default(PretrainConfig, "min_lr", default=3e-4)
-    eval_every: int = _new_default(PretrainConfig, "eval_every", default=100)
-    save_every: int = _new_default(PretrainConfig, "save_every", default=200)
+    warmup_steps: int = _new_default(PretrainConfig, "warmup_steps", default=100)
+    eval_every: int = _new_default(PretrainConfig, "eval_every", default=500)
+    save_every: int = _new_default(PretrainConfig, "save_every", default=500)
 
     command = "demo"
 
     def objectives(self) -> list[str]:
         return [name.strip() for name in self.objective.split(",") if name.strip()]
+
+    def training_seeds(self) -> list[int]:
+        return list(self.seeds) or [self.seed]
 
     def resolved_output(self) -> Path:
         return Path(self.output or "runs/demo")
@@ -242,26 +279,37 @@ class DemoConfig(PretrainConfig):
         found = PretrainConfig.problems(dataclasses.replace(self, objective="meap"))  # objective is checked below
         if not objectives or any(name not in ("ntp", "meap") for name in objectives) or len(set(objectives)) < len(objectives):
             found.append(f"objective: expected distinct names from `ntp`, `meap`, comma-separated, got {self.objective!r}")
+        if len(set(self.seeds)) < len(self.seeds) or any(not 0 <= seed < 2**32 for seed in self.seeds):
+            found.append(f"seeds: expected distinct integers in [0, 2**32), got {self.seeds}")
         for key in ("vocab_size", "niah_samples", "mdqa_num_docs", "mdqa_examples", "attention_samples",
-                    "attention_length"):
+                    "attention_length", "max_new_tokens", "mdqa_passage_words", "copy_warmup_seq_len",
+                    "copy_warmup_batch_size"):
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
-        for key in ("prose_documents", "retrieval_documents", "mdqa_documents", "drill_documents"):
+        for key in ("prose_documents", "retrieval_documents", "mdqa_documents", "drill_documents",
+                    "copy_warmup_steps", "copy_warmup_documents"):
             if getattr(self, key) < 0:
                 found.append(f"{key}: expected an integer >= 0, got {getattr(self, key)}")
-        if len(self.context_words) != 2 or not 1 <= self.context_words[0] <= self.context_words[1]:
-            found.append(f"context_words: expected [fewest, most] with 1 <= fewest <= most, got {self.context_words}")
+        ranges = {"context_words": 0, "needles_per_document": 1, "drill_numbers": 1, "copy_warmup_numbers": 1}
+        for key, least in ranges.items():
+            value = getattr(self, key)
+            if len(value) != 2 or not least <= value[0] <= value[1]:
+                found.append(f"{key}: expected [fewest, most] with {least} <= fewest <= most, got {value}")
+        if self.copy_warmup_steps and not self.copy_warmup_documents:
+            found.append("copy_warmup_documents: expected > 0 when copy_warmup_steps > 0")
         if not self.niah_lengths or any(length < 1 for length in self.niah_lengths):
             found.append(f"niah_lengths: expected positive lengths, got {self.niah_lengths}")
         if not self.niah_depths or any(not 0 <= depth <= 100 for depth in self.niah_depths):
             found.append(f"niah_depths: expected depths within [0, 100], got {self.niah_depths}")
         return found
 
-    def pretrain_config(self, objective: str, data: str, output: Path) -> PretrainConfig:
-        """The pretraining run of one objective."""
+    def pretrain_config(self, objective: str, data: str, output: Path, seed: int | None = None,
+                        **overrides: Any) -> PretrainConfig:
+        """The pretraining run of one objective and seed (``overrides``: other PretrainConfig keys)."""
         keys = {f.name for f in dataclasses.fields(PretrainConfig)}
         values = {key: getattr(self, key) for key in keys}
-        return PretrainConfig(**{**values, "objective": objective, "data": data, "output": str(output)})
+        return PretrainConfig(**{**values, "objective": objective, "data": data, "output": str(output),
+                                 "seed": self.seed if seed is None else seed, **overrides})
 
 
 def field_types(config_cls: type) -> dict[str, type]:

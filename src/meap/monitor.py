@@ -38,6 +38,21 @@ PEAK_BF16_TFLOPS = (
 )
 
 
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it, with its widest vector extension (timings depend on it)."""
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines()
+        name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), name)
+        flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    widest = next((label for flag, label in (("amx_bf16", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+                   if flag in flags), None)
+    return f"{name} ({widest})" if widest else name
+
+
 def peak_flops_of(device_name: str) -> float | None:
     """Peak dense bf16 FLOP/s of the device called ``device_name``, or ``None`` if it is not in the table."""
     for key, tflops in PEAK_BF16_TFLOPS:

@@ -527,9 +527,11 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     fit_mask_embedding(model, mask_id, initialise=is_model_dir(config.model) and not _model_knows_mask(config.model))
 
     specials = special_token_ids(tokenizer)
+    documents = _packed_attention(model, True) if config.document_attention else None
     collator = MeapCollator(mask_id, config.effective_mask_ratio(), config.mask_mode, config.seed, specials,
-                            pad_token_id=eos, samples_per_step=samples_per_step)
-    clean_collator = MeapCollator(mask_id, 0.0, "exact", config.seed, specials, pad_token_id=eos)
+                            pad_token_id=eos, samples_per_step=samples_per_step, eos_token_id=eos,
+                            document_attention=documents)
+    clean_collator = dataclasses.replace(collator, mask_ratio=0.0, mode="exact")
     trainer = _make_trainer(config, output, args, model, train_blocks, val_blocks if eval_on else None, collator,
                             clean_collator, tokens_per_step=samples_per_step * config.seq_len, seq_len=config.seq_len,
                             progress=progress)
@@ -644,7 +646,7 @@ def _packed_attention(model, packing: bool) -> str:
         return implementation
     if not packing:
         return "sdpa"  # unused: unpacked batches carry a plain padding mask
-    raise UserError(f"attn_implementation: packing supports {', '.join(PACKED_ATTENTION)}, not {implementation!r}")
+    raise UserError(f"attn_implementation: packing and document_attention support {', '.join(PACKED_ATTENTION)}, not {implementation!r}")
 
 
 def _with_lora(model, config: SFTConfig, new_mask_id: int | None):

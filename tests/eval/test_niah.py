@@ -43,6 +43,28 @@ def test_random_needles_differ_per_sample(gpt2_tokenizer):
     assert random_needle(random.Random(3)) == random_needle(random.Random(3))
 
 
+def test_distractor_needles_have_other_keys_and_absent_leaves_the_asked_one_out(gpt2_tokenizer):
+    plain = build_examples(gpt2_tokenizer, PROSE, [256, 512], [0, 50, 100], samples=2, seed=4)
+    multikey = build_examples(gpt2_tokenizer, PROSE, [256, 512], [0, 50, 100], samples=2, seed=4, distractors=2)
+    absent = build_examples(gpt2_tokenizer, PROSE, [256, 512], [0, 50, 100], samples=2, seed=4, distractors=2,
+                            absent=True)
+    # The asked needles are those of the plain evaluation; the distractors are the same in both variants.
+    assert [e["needle"] for e in multikey] == [e["needle"] for e in plain] == [e["needle"] for e in absent]
+    assert [e["distractor_values"] for e in multikey] == [e["distractor_values"] for e in absent]
+    for with_it, without in zip(multikey, absent):
+        key = with_it["question"].rsplit(" for ", 1)[1]
+        stated = [v for v in with_it["distractor_values"]]
+        assert len(stated) == 2 and with_it["answer"] not in stated
+        assert with_it["needle"] in with_it["text"] and with_it["needle"] not in without["text"]
+        assert all(f"is: {value}." in with_it["text"] and f"is: {value}." in without["text"] for value in stated)
+        # every distractor sits under another key than the asked one
+        assert with_it["text"].count(f"magic number for {key.split(' mentioned')[0]} is") == 1
+        assert without["text"].count(f"magic number for {key.split(' mentioned')[0]} is") == 0
+        assert abs(with_it["prompt_tokens"] - with_it["length"]) <= 4
+    with pytest.raises(UserError, match="needs distractors"):
+        build_examples(gpt2_tokenizer, PROSE, [256], [50], absent=True)
+
+
 def test_bad_haystacks_and_lengths(gpt2_tokenizer, tmp_path):
     with pytest.raises(UserError, match="haystack has"):
         build_examples(gpt2_tokenizer, PROSE, [100_000], [50], needle=NEEDLE)

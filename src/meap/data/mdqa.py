@@ -92,9 +92,9 @@ class _ProseCorpus:
 
 
 def make_mdqa(output: str | Path, *, num_docs: int = 20, gold_position: int = 0, examples: int = 100,
-              seed: int = 0, progress: bool = False) -> Path:
-    """Write ``examples`` synthetic questions, each over ``num_docs`` documents with the gold one at
-    ``gold_position`` (0-based), to ``output``; return its path.
+              seed: int = 0, passage_words: int = PASSAGE_WORDS, progress: bool = False) -> Path:
+    """Write ``examples`` synthetic questions, each over ``num_docs`` documents of about ``passage_words``
+    words with the gold one at ``gold_position`` (0-based), to ``output``; return its path.
 
     The file is gzipped JSONL when ``output`` ends in ``.gz`` (byte-identical for the same arguments),
     plain JSONL otherwise, and appears whole or not at all (a temporary file is renamed into place).
@@ -105,6 +105,8 @@ def make_mdqa(output: str | Path, *, num_docs: int = 20, gold_position: int = 0,
         raise UserError(f"gold_position must be in [0, {num_docs}) for {num_docs} documents, got {gold_position}")
     if examples < 1:
         raise UserError(f"examples must be at least 1, got {examples}")
+    if passage_words < 1:
+        raise UserError(f"passage_words must be at least 1, got {passage_words}")
     corpus = _prose_corpus()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +117,7 @@ def make_mdqa(output: str | Path, *, num_docs: int = 20, gold_position: int = 0,
             stream = gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) if output.suffix == ".gz" else raw
             with stream:
                 for index in tqdm(range(examples), desc="mdqa examples", unit="example", disable=not progress):
-                    example = make_example(seed, index, num_docs, gold_position, corpus)
+                    example = make_example(seed, index, num_docs, gold_position, corpus, passage_words)
                     stream.write((json.dumps(example, ensure_ascii=False) + "\n").encode("utf-8"))
         os.replace(temporary, output)
     finally:
@@ -124,7 +126,7 @@ def make_mdqa(output: str | Path, *, num_docs: int = 20, gold_position: int = 0,
 
 
 def make_example(seed: int | str, index: int, num_docs: int, gold_position: int,
-                 corpus: _ProseCorpus | None = None) -> dict:
+                 corpus: _ProseCorpus | None = None, passage_words: int = PASSAGE_WORDS) -> dict:
     """Example ``index`` of the stream ``seed``: the fact in a gold passage plus ``num_docs - 1`` distractors,
     the gold one moved last to ``gold_position``."""
     rng = random.Random(f"meap-mdqa:{seed}:{index}")
@@ -137,12 +139,12 @@ def make_example(seed: int | str, index: int, num_docs: int, gold_position: int,
     forbidden = [slots[name] for name in _INVENTED_SLOTS if slots[name] in fact]
     used: set[tuple[int, int]] = set()
     fact_words = len(fact.split())
-    gold_title, gold_sentences = _draw_passage(rng, corpus, PASSAGE_WORDS - fact_words, forbidden, used)
+    gold_title, gold_sentences = _draw_passage(rng, corpus, max(1, passage_words - fact_words), forbidden, used)
     gold_sentences.insert(rng.randrange(len(gold_sentences) + 1), fact)
     gold = {"title": gold_title, "text": " ".join(gold_sentences), "hasanswer": True, "isgold": True}
     documents = []
     for _ in range(num_docs - 1):
-        title, sentences = _draw_passage(rng, corpus, PASSAGE_WORDS, forbidden, used)
+        title, sentences = _draw_passage(rng, corpus, passage_words, forbidden, used)
         documents.append({"title": title, "text": " ".join(sentences), "hasanswer": False, "isgold": False})
     documents.insert(gold_position, gold)
     return {"question": template.question.format(**slots), "answers": [answer], "ctxs": documents}

@@ -65,6 +65,7 @@ def prepare_corpus(
     *,
     tokenizer: str | None = None,
     train_tokenizer: int | None = None,
+    split_digits: bool = True,
     text_field: str = "text",
     val_fraction: float = 0.005,
     shard_tokens: int = 100_000_000,
@@ -76,7 +77,8 @@ def prepare_corpus(
 
     ``inputs``: paths and glob patterns (see :mod:`meap.data.sources`), or ``["builtin"]`` for the built-in
     corpus. ``tokenizer``: ``"gpt2"`` (the default) or a local tokenizer directory; ``train_tokenizer``: instead,
-    train a byte-level BPE of that many tokens on the inputs. ``num_proc``: tokenizing processes (default
+    train a byte-level BPE of that many tokens on the inputs, one token per digit unless ``split_digits`` is
+    false. ``num_proc``: tokenizing processes (default
     ``min(cpu_count, 8)``; 1 tokenizes in this process, on all cores through the tokenizer's own threads);
     workers are started with ``spawn``, so a script calling this needs ``if __name__ == "__main__":``.
     ``overwrite``: replace an existing prepared directory (anything else at ``output`` is never replaced).
@@ -88,7 +90,8 @@ def prepare_corpus(
     _check_output(output, overwrite)
     staging = _make_staging_dir(output)
     try:
-        meta = _prepare_in(staging, corpus, tokenizer, train_tokenizer, val_fraction, shard_tokens, num_proc, progress)
+        meta = _prepare_in(staging, corpus, tokenizer, train_tokenizer, split_digits, val_fraction, shard_tokens,
+                           num_proc, progress)
         meta.update(sources=corpus.sources, text_field=text_field, val_fraction=val_fraction)
         write_meta(staging, meta)
         _publish(staging, output)
@@ -121,12 +124,12 @@ def _open_corpus(inputs: Sequence[str] | str, text_field: str) -> _Corpus:
 
 
 def _prepare_in(
-    staging, corpus, tokenizer_spec, train_tokenizer, val_fraction, shard_tokens, num_proc, progress
+    staging, corpus, tokenizer_spec, train_tokenizer, split_digits, val_fraction, shard_tokens, num_proc, progress
 ) -> dict:
     """Steps 1-3 inside ``staging``; returns the ``meta.json`` entries that describe the tokens."""
     from meap.tokens import mask_token_id, special_token_ids
 
-    tokenizer, tokenizer_source = _make_tokenizer(tokenizer_spec, train_tokenizer, corpus, progress)
+    tokenizer, tokenizer_source = _make_tokenizer(tokenizer_spec, train_tokenizer, split_digits, corpus, progress)
     tokenizer.save_pretrained(staging / TOKENIZER_DIR)
     tokenizer_file = staging / TOKENIZER_DIR / "tokenizer.json"
     if not tokenizer_file.is_file():
@@ -157,7 +160,8 @@ def _prepare_in(
     }
 
 
-def _make_tokenizer(spec: str | None, train_tokenizer: int | None, corpus: _Corpus, progress: bool):
+def _make_tokenizer(spec: str | None, train_tokenizer: int | None, split_digits: bool, corpus: _Corpus,
+                    progress: bool):
     """(the tokenizer, how meta.json describes where it came from)."""
     # Imported here: transformers is slow to import, and spawned workers never need it.
     from meap.data.tokenizer import PACKAGED_TOKENIZERS, load_tokenizer, train_bpe
@@ -165,8 +169,10 @@ def _make_tokenizer(spec: str | None, train_tokenizer: int | None, corpus: _Corp
     if train_tokenizer is not None:
         # The trainer's own bars leave blank lines on stdout when it is not a terminal.
         show_progress = progress and sys.stdout.isatty()
-        tokenizer = train_bpe(corpus.documents(), train_tokenizer, show_progress=show_progress)
-        return tokenizer, f"byte-level BPE of {train_tokenizer} tokens trained on the inputs"
+        tokenizer = train_bpe(corpus.documents(), train_tokenizer, split_digits=split_digits,
+                              show_progress=show_progress)
+        digits = "one token per digit" if split_digits else "digits merged"
+        return tokenizer, f"byte-level BPE of {train_tokenizer} tokens trained on the inputs ({digits})"
     spec = spec or DEFAULT_TOKENIZER
     return load_tokenizer(spec), spec if spec in PACKAGED_TOKENIZERS else os.path.abspath(spec)
 

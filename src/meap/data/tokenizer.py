@@ -39,12 +39,14 @@ def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerFast:
     return _local_tokenizer(Path(spec))
 
 
-def train_bpe(documents: Iterable[str], vocab_size: int, *, show_progress: bool = False) -> PreTrainedTokenizerFast:
+def train_bpe(documents: Iterable[str], vocab_size: int, *, split_digits: bool = True,
+              show_progress: bool = False) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on ``documents``, deterministic for the same documents in the same order.
 
     ``vocab_size`` counts every token, ``<|endoftext|>`` and ``[MASK]`` included, so a model built for it
     needs exactly ``vocab_size`` embedding rows (fewer tokens result when the corpus has too few distinct
-    pairs). Merges need a pair seen at least twice.
+    pairs). Merges need a pair seen at least twice. ``split_digits``: one token per digit (LLaMA's choice);
+    ``False`` lets numbers merge into multi-digit tokens as in GPT-2 (a number then takes fewer tokens).
     """
     if vocab_size < MIN_BPE_VOCAB_SIZE:
         raise UserError(
@@ -58,7 +60,7 @@ def train_bpe(documents: Iterable[str], vocab_size: int, *, show_progress: bool 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
     )
-    tokenizer = _byte_level(models.BPE(), split_digits=True)
+    tokenizer = _byte_level(models.BPE(), split_digits=split_digits)
     tokenizer.train_from_iterator(documents, trainer)
     return _wrap(tokenizer)
 
@@ -79,7 +81,8 @@ def _byte_level(bpe: models.BPE, split_digits: bool = False) -> Tokenizer:
     """GPT-2's byte-level pipeline around ``bpe``: lossless for any text, no unknown token.
 
     ``split_digits``: one token per digit (as LLaMA and SmolLM), so a small vocabulary spends no merges on
-    numbers and a small model can learn to copy and compare them digit by digit.
+    numbers. Copying a number is then harder for a small model, not easier: a digit recurs within a number,
+    so finding where to copy from needs more than the last token (measured: BENCHMARKS.md, retrieval search).
     """
     tokenizer = Tokenizer(bpe)
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)

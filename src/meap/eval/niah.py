@@ -105,16 +105,27 @@ def question_text(context: str, question: str) -> str:
 
 
 def build_examples(tokenizer, haystack: str, lengths: list[int], depths: list[float], *, samples: int = 1,
-                   seed: int = 0, needle: Needle | None = None) -> list[dict]:
-    """One example per (length, depth, sample): the prompt text, its expected answer and where it sits."""
+                   seed: int = 0, needle: Needle | None = None, distractors: int = 0,
+                   absent: bool = False) -> list[dict]:
+    """One example per (length, depth, sample): the prompt text, its expected answer and where it sits.
+
+    ``distractors``: that many other needles, with other keys and values, at random depths (RULER's
+    multi-key NIAH): a model that copies any number it finds, not the one under the asked key, loses.
+    ``absent``: the asked needle is left out (a control: only the distractors are in the haystack, so
+    the right answer is nowhere and a key-based model should not answer with a distractor's value).
+    """
+    if absent and not distractors:
+        raise UserError("niah: `absent` needs distractors (otherwise the haystack holds no needle at all)")
     haystack_ids = tokenizer(haystack, add_special_tokens=False, verbose=False)["input_ids"]
-    drawn = iter(random_needles(len(lengths) * len(depths) * samples, seed))
+    drawn = iter(needle_sets(len(lengths) * len(depths) * samples, seed, distractors, needle))
+    distractor_depths = random.Random(f"meap-niah-distractor-depths:{seed}")
     examples = []
     for length in lengths:
         for depth in depths:
             for sample in range(samples):
-                chosen = needle or next(drawn)
-                overhead = prompt_length(tokenizer, question_text(chosen.text, chosen.question))
+                chosen, extra = next(drawn)
+                stated = "".join(f" {n.text}" for n in extra) + ("" if absent else chosen.text)
+                overhead = prompt_length(tokenizer, question_text(stated, chosen.question))
                 budget = length - overhead
                 if budget <= 0:
                     raise UserError(f"--lengths: {length} tokens leave no room for a haystack "
@@ -122,12 +133,38 @@ def build_examples(tokenizer, haystack: str, lengths: list[int], depths: list[fl
                 if budget > len(haystack_ids):
                     raise UserError(f"--lengths: {length} tokens need {budget} haystack tokens but the haystack "
                                     f"has {len(haystack_ids)}; pass a larger --haystack or shorter --lengths")
-                context = insert_at_depth(tokenizer.decode(haystack_ids[:budget]), chosen.text, depth)
+                context = tokenizer.decode(haystack_ids[:budget])
+                for other in extra:
+                    context = insert_at_depth(context, other.text, distractor_depths.uniform(0, 100))
+                if not absent:
+                    context = insert_at_depth(context, chosen.text, depth)
                 text = question_text(context, chosen.question)
                 examples.append({"length": length, "depth": depth, "sample": sample, "needle": chosen.text,
                                  "question": chosen.question, "answer": chosen.answer, "text": text,
+                                 "distractor_values": [other.answer for other in extra], "absent": absent,
                                  "prompt_tokens": prompt_length(tokenizer, text)})
     return examples
+
+
+def needle_sets(count: int, seed: int, distractors: int = 0, needle: Needle | None = None) -> list[tuple[Needle, list[Needle]]]:
+    """The (asked needle, distractor needles) of an evaluation with ``count`` samples, in placement order."""
+    asked = [needle] * count if needle else random_needles(count, seed)
+    others = random.Random(f"meap-niah-distractors:{seed}")
+    return [(chosen, _distractor_needles(others, chosen, distractors)) for chosen in asked]
+
+
+def _distractor_needles(rng: random.Random, chosen: Needle, count: int) -> list[Needle]:
+    """``count`` needles whose keys differ from ``chosen``'s and from each other, values from ``chosen``'s."""
+    found: list[Needle] = []
+    while len(found) < count:
+        other = random_needle(rng)
+        if other.answer != chosen.answer and all(_key(other) != _key(n) for n in (chosen, *found)):
+            found.append(other)
+    return found
+
+
+def _key(needle: Needle) -> str:
+    return needle.question.rsplit(" for ", 1)[-1]
 
 
 def summarize(records: list[dict]) -> dict:
@@ -139,13 +176,15 @@ def summarize(records: list[dict]) -> dict:
                 "substring": sum(r["substring"] for r in group) / len(group),
                 "rouge1_f": sum(r["rouge1_f"] for r in group) / len(group)}
                for (length, depth), group in sorted(cells.items())]
-    overall = {key: sum(r[key] for r in records) / len(records) if records else None for key in ("substring", "rouge1_f")}
+    keys = ("substring", "rouge1_f") + (("distractor_copied",) if any("distractor_copied" in r for r in records) else ())
+    overall = {key: sum(r[key] for r in records) / len(records) if records else None for key in keys}
     return {"overall": overall, "cells": by_cell}
 
 
 def run(model: str, output: str | Path, *, haystack: list[str] | None = None, lengths: list[int] | None = None,
         depths: list[float] | None = None, needle: Needle | None = None, samples: int = 1, seed: int = 0,
-        batch_size: int = 8, max_new_tokens: int = 32, dtype: str = "auto", progress: bool = True) -> dict:
+        distractors: int = 0, absent: bool = False, batch_size: int = 8, max_new_tokens: int = 32,
+        dtype: str = "auto", progress: bool = True) -> dict:
     """Evaluate ``model`` (a model directory, a meap run, or ``smollm2-135m``) and write the results."""
     from meap.models import dtype_name, load_causal_lm
     from meap.report import plot_niah_heatmap
@@ -154,6 +193,8 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
     depths = list(depths if depths is not None else DEFAULT_DEPTHS)
     if samples < 1 or any(length < 1 for length in lengths) or any(not 0 <= d <= 100 for d in depths):
         raise UserError("niah: expected --samples >= 1, positive --lengths and --depths within [0, 100]")
+    if not 0 <= distractors < len(_KEY_WORDS):
+        raise UserError(f"niah: expected --distractors in [0, {len(_KEY_WORDS) - 1}] (one key each), got {distractors}")
     text, haystack_name = read_haystack(haystack or ["builtin"])
     lm, tokenizer = load_causal_lm(model, dtype=dtype)
     limit = int(getattr(lm.config, "max_position_embeddings", 0) or 10**9)
@@ -164,7 +205,8 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
                         f"of {limit} tokens")
     if skipped:
         warn(f"niah: lengths {skipped} (+{max_new_tokens} new tokens) exceed the model's context of {limit}; skipped")
-    examples = build_examples(tokenizer, text, fitting, depths, samples=samples, seed=seed, needle=needle)
+    examples = build_examples(tokenizer, text, fitting, depths, samples=samples, seed=seed, needle=needle,
+                              distractors=distractors, absent=absent)
     predictions = generate(lm, tokenizer, [e["text"] for e in examples], max_new_tokens=max_new_tokens,
                            batch_size=batch_size, progress=progress, description="niah")
     records = []
@@ -172,12 +214,16 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
         record = {k: v for k, v in example.items() if k != "text"}
         record.update(prediction=prediction, substring=substring_match(prediction, example["answer"]),
                       rouge1_f=rouge1_f(prediction, example["needle"]))
+        if example["distractor_values"]:
+            record["distractor_copied"] = float(any(substring_match(prediction, value)
+                                                    for value in example["distractor_values"]))
         records.append(record)
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     summary = {"model": model, "haystack": haystack_name, "skipped_lengths": skipped, **summarize(records),
                "config": {"lengths": lengths, "depths": depths, "samples": samples, "seed": seed,
+                          "distractors": distractors, "absent": absent,
                           "batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": dtype_name(lm),
                           "needle": asdict(needle) if needle else "random (RULER-style)",
                           "prompt_example": render_prompt(tokenizer, examples[0]["text"])[:400] if examples else None}}
