@@ -24,3 +24,20 @@ def test_gpu_throughput_runs_every_variant_and_meap_ntp_follows_the_plain_loop(p
     assert losses["meap pretrain, meap"][0] != losses["meap pretrain, ntp"][0]  # masked inputs: another loss
     if summary["peak_flops"] is None:  # no peak-FLOP/s table entry for a CPU: no MFU, never a made-up one
         assert all(r["mfu"] is None for r in summary["results"])
+
+
+def test_retrieval_search_runs_both_modes():
+    """The search behind BENCHMARKS.md's retrieval table must stay runnable (a few steps of each mode)."""
+    script = str(BENCHMARKS / "retrieval_search.py")
+    rows = subprocess.run([sys.executable, script, "--documents", "300", "--vocab", "400", "--merge-digits",
+                           "--quote-answers", "--drills", "0.5", "--warmup-drill-steps", "2", "--warmup-batch", "2",
+                           "--document-attention", "--mask-ratio", "0.15", "--steps", "2", "--eval-every", "2",
+                           "--context-words", "0", "20", "--lengths", "128"],
+                          capture_output=True, text=True, timeout=600)
+    assert rows.returncode == 0, rows.stderr[-3000:]
+    last = json.loads(rows.stdout.strip().splitlines()[-1])
+    assert last["step"] == 4 and set(last["niah"]) == {"128"} and 0 <= last["drill_copy"] <= 1
+    probe = subprocess.run([sys.executable, script, "--induction", "--steps", "4", "--eval-every", "2",
+                            "--seq-len", "64", "--batch", "4"], capture_output=True, text=True, timeout=600)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert json.loads(probe.stdout.strip().splitlines()[-1])["step"] == 4

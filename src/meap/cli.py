@@ -35,7 +35,7 @@ def _config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from meap.config import DemoConfig, PretrainConfig, SFTConfig
+    from meap.config import DemoConfig, PretrainConfig, SFTConfig, SFTDemoConfig
 
     from meap import __version__
 
@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace the demo in --output (default: continue it)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still print)")
     _config_flags(demo, DemoConfig)
+
+    demo_sft = commands.add_parser("demo-sft", help="the paired NTP-SFT vs MEAP-SFT experiment: fine-tune a model "
+                                   "both ways at equal tokens, multi-document QA before and after", allow_abbrev=False)
+    demo_sft.add_argument("--config", help="YAML recipe (configs/evidence-sft.yaml: the one behind RESULTS.md)")
+    demo_sft.add_argument("--overwrite", action="store_true", help="replace the run in --output (default: continue it)")
+    demo_sft.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still print)")
+    _config_flags(demo_sft, SFTDemoConfig)
 
     prepare = commands.add_parser("prepare", help="tokenise local corpora into packed token shards",
                                   allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -228,9 +235,10 @@ def run(argv: list[str]) -> int:
                   f"{shape['num_attention_heads']} heads / {shape['num_key_value_heads']} KV, "
                   f"FFN {shape['intermediate_size']}, context {shape['max_position_embeddings']}")
         return 0
-    from meap.config import DemoConfig, PretrainConfig, SFTConfig
+    from meap.config import DemoConfig, PretrainConfig, SFTConfig, SFTDemoConfig
 
-    config_cls = {"pretrain": PretrainConfig, "sft": SFTConfig, "demo": DemoConfig}.get(args.command)
+    config_cls = {"pretrain": PretrainConfig, "sft": SFTConfig, "demo": DemoConfig,
+                  "demo-sft": SFTDemoConfig}.get(args.command)
     if unknown:  # only the training commands take flags beyond the parser's: their config keys
         if config_cls is None:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -266,8 +274,8 @@ def run(argv: list[str]) -> int:
         if args.merge_digits and args.train_tokenizer is None:
             raise UserError("--merge-digits: only with --train-tokenizer (a given tokenizer keeps its own rules)")
         prepare_corpus(args.inputs, args.output, tokenizer=args.tokenizer, train_tokenizer=args.train_tokenizer,
-                       split_digits=not args.merge_digits, text_field=args.text_field, val_fraction=args.val_fraction, num_proc=args.num_proc,
-                       overwrite=args.overwrite)
+                       split_digits=not args.merge_digits, text_field=args.text_field,
+                       val_fraction=args.val_fraction, num_proc=args.num_proc, overwrite=args.overwrite)
         return 0
     from meap.config import load_config
     from meap.train import pretrain, sft
@@ -279,6 +287,12 @@ def run(argv: list[str]) -> int:
 
         config = load_config(DemoConfig, args.config, {**(QUICK if args.quick else {}), **overrides})
         run_demo(config, overwrite=args.overwrite, progress=not args.no_progress)
+        return 0
+    if args.command == "demo-sft":
+        from meap.demo_sft import run_demo_sft
+
+        run_demo_sft(load_config(SFTDemoConfig, args.config, overrides), overwrite=args.overwrite,
+                     progress=not args.no_progress)
         return 0
     config = load_config(config_cls, args.config, overrides)
     train = pretrain if args.command == "pretrain" else sft

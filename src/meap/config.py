@@ -256,11 +256,11 @@ class DemoConfig(PretrainConfig):
     seq_len: int = _new_default(PretrainConfig, "seq_len", default=256)
     document_attention: bool = _new_default(PretrainConfig, "document_attention", default=True)
     micro_batch_size: int = _new_default(PretrainConfig, "micro_batch_size", default=8)
-    max_steps: int = _help("optimizer steps per objective (after the copy warm-up)", default=3000)
+    max_steps: int = _help("optimizer steps per objective (after the copy warm-up)", default=1000)
     lr: float = _new_default(PretrainConfig, "lr", default=3e-3)
     min_lr: float = _new_default(PretrainConfig, "min_lr", default=3e-4)
     warmup_steps: int = _new_default(PretrainConfig, "warmup_steps", default=100)
-    eval_every: int = _new_default(PretrainConfig, "eval_every", default=500)
+    eval_every: int = _new_default(PretrainConfig, "eval_every", default=250)
     save_every: int = _new_default(PretrainConfig, "save_every", default=500)
 
     command = "demo"
@@ -310,6 +310,65 @@ class DemoConfig(PretrainConfig):
         values = {key: getattr(self, key) for key in keys}
         return PretrainConfig(**{**values, "objective": objective, "data": data, "output": str(output),
                                  "seed": self.seed if seed is None else seed, **overrides})
+
+
+@dataclass
+class SFTDemoConfig(SFTConfig):
+    """A paired fine-tuning experiment: NTP-SFT and MEAP-SFT of one model per seed at equal training tokens,
+    multi-document QA of the base model and of every fine-tuned one, and the paired comparison."""
+
+    objective: str = _help("objectives to fine-tune and compare, comma-separated", default="ntp,meap")
+    output: str = _help("demo directory (default: runs/demo-sft)", default="")
+    seeds: list[int] = _help("fine-tuning seeds (data order, masks, LoRA init); empty: `seed` alone",
+                             default_factory=list)
+    summary: str = _help("also write the summary JSON to this file, and its tables beside it (.md)", default="")
+    ntp_epochs: int = _help("epochs of NTP-SFT", default=4)
+    meap_epochs: int = _help("epochs of MEAP-SFT (the paper: half NTP's, as each long example is doubled)",
+                             default=2)
+    mdqa_num_docs: int = _help("documents per MDQA question", default=10)
+    mdqa_gold_positions: list[int] = _help("gold-document positions evaluated (0-based)",
+                                           default_factory=lambda: [0, 4, 9])
+    mdqa_examples: int = _help("MDQA questions per gold position", default=30)
+    mdqa_passage_words: int = _help("words per MDQA document", default=40)
+    max_new_tokens: int = _help("tokens generated per MDQA answer", default=24)
+    eval_dtype: str = _help("precision of the MDQA evaluation (`auto`, `float32`, `bfloat16`)", default="auto")
+
+    command = "demo-sft"
+
+    def objectives(self) -> list[str]:
+        return [name.strip() for name in self.objective.split(",") if name.strip()]
+
+    def training_seeds(self) -> list[int]:
+        return list(self.seeds) or [self.seed]
+
+    def resolved_output(self) -> Path:
+        return Path(self.output or "runs/demo-sft")
+
+    def problems(self) -> list[str]:
+        objectives = self.objectives()
+        found = SFTConfig.problems(dataclasses.replace(self, objective="meap"))
+        if not objectives or any(name not in ("ntp", "meap") for name in objectives) or len(set(objectives)) < len(objectives):
+            found.append(f"objective: expected distinct names from `ntp`, `meap`, comma-separated, got {self.objective!r}")
+        if len(set(self.seeds)) < len(self.seeds) or any(not 0 <= seed < 2**32 for seed in self.seeds):
+            found.append(f"seeds: expected distinct integers in [0, 2**32), got {self.seeds}")
+        for key in ("ntp_epochs", "meap_epochs", "mdqa_num_docs", "mdqa_examples", "mdqa_passage_words",
+                    "max_new_tokens"):
+            if getattr(self, key) < 1:
+                found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
+        positions = self.mdqa_gold_positions
+        if not positions or len(set(positions)) < len(positions) or any(not 0 <= p < self.mdqa_num_docs for p in positions):
+            found.append(f"mdqa_gold_positions: expected distinct positions in [0, {self.mdqa_num_docs}), got {positions}")
+        if self.eval_dtype not in DTYPES:
+            found.append(f"eval_dtype: expected {', '.join(DTYPES[:-1])} or {DTYPES[-1]}, got {self.eval_dtype!r}")
+        return found
+
+    def sft_config(self, objective: str, output: Path, seed: int) -> SFTConfig:
+        """The fine-tuning run of one objective and seed."""
+        keys = {f.name for f in dataclasses.fields(SFTConfig)}
+        values = {key: getattr(self, key) for key in keys}
+        epochs = self.meap_epochs if objective == "meap" else self.ntp_epochs
+        return SFTConfig(**{**values, "objective": objective, "output": str(output), "seed": seed,
+                            "epochs": epochs, "max_steps": 0})
 
 
 def field_types(config_cls: type) -> dict[str, type]:

@@ -60,7 +60,7 @@ QUICK = dict(prose_documents=60, retrieval_documents=120, mdqa_documents=30, dri
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
@@ -142,11 +142,11 @@ def _haystack(config: DemoConfig, output: Path) -> list[str]:
     path = output / HAYSTACK_FILE
     if not path.is_file():
         rng = random.Random(f"meap-demo-haystack:{config.seed}")
-        _write_atomically(path, (random_passage(rng, 200) for _ in range(HAYSTACK_PASSAGES)))
+        write_lines(path, (random_passage(rng, 200) for _ in range(HAYSTACK_PASSAGES)))
     return [str(path)]
 
 
-def _write_atomically(path: Path, lines) -> None:
+def write_lines(path: Path, lines) -> None:
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(temporary, "w", encoding="utf-8") as out:
@@ -207,7 +207,7 @@ def _prepare(config: DemoConfig, output: Path, held_out: set[str], progress: boo
         data = output / "data"
         if not (data / META_FILE).is_file():
             documents = demo_documents(config, held_out)
-            _write_atomically(output / CORPUS_FILE, (json.dumps({"text": text}) for text in documents))
+            write_lines(output / CORPUS_FILE, (json.dumps({"text": text}) for text in documents))
             prepare_corpus([str(output / CORPUS_FILE)], data, train_tokenizer=config.vocab_size,
                            split_digits=config.split_digits, num_proc=1, overwrite=True, progress=progress)
     if not config.copy_warmup_steps:
@@ -215,7 +215,7 @@ def _prepare(config: DemoConfig, output: Path, held_out: set[str], progress: boo
     warmup = output / "warmup-data"
     if not (warmup / META_FILE).is_file():
         documents = warmup_documents(config, held_out)
-        _write_atomically(output / WARMUP_CORPUS_FILE, (json.dumps({"text": text}) for text in documents))
+        write_lines(output / WARMUP_CORPUS_FILE, (json.dumps({"text": text}) for text in documents))
         prepare_corpus([str(output / WARMUP_CORPUS_FILE)], warmup, tokenizer=str(data / TOKENIZER_DIR),
                        num_proc=1, overwrite=True, progress=progress)
     return data, warmup
@@ -283,8 +283,9 @@ def _key_check_dir(output: Path, run: Path) -> Path:
     return output / "key-check" / run.relative_to(output)
 
 
-def _check_output(config: DemoConfig, output: Path, overwrite: bool) -> None:
-    """An existing demo directory of the same configuration is continued; anything else needs --overwrite."""
+def check_output(config, output: Path, overwrite: bool) -> None:
+    """An existing demo directory of the same configuration (a DemoConfig or SFTDemoConfig) is continued;
+    anything else needs --overwrite."""
     import yaml
 
     if not output.exists():
@@ -308,31 +309,31 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     from meap.report import compare_runs, paired_comparison, write_paired_report
 
     output = config.resolved_output()
-    _check_output(config, output, overwrite)
+    check_output(config, output, overwrite)
     output.mkdir(parents=True, exist_ok=True)
     save_config(config, output / "config.yaml")
     started = time.monotonic()
     objectives, seeds = config.objectives(), config.training_seeds()
     clock = lambda: f"{time.monotonic() - started:5.0f} s"  # noqa: E731
 
-    _say(f"{clock()}  1/4 corpus and evaluation files")
+    say(f"{clock()}  1/4 corpus and evaluation files")
     mdqa_files = _mdqa_files(config, output / "mdqa")
     haystack = _haystack(config, output)
     data, warmup = _prepare(config, output, _held_out_values(config, mdqa_files), progress)
     runs: dict[int, dict[str, Path]] = {seed: {} for seed in seeds}
     for number, (seed, objective) in enumerate(((s, o) for s in seeds for o in objectives), 1):
         stages = f"{config.copy_warmup_steps} warm-up + " if warmup else ""
-        _say(f"{clock()}  2/4 training {objective.upper()}, seed {seed} ({number} of {len(seeds) * len(objectives)}): "
+        say(f"{clock()}  2/4 training {objective.upper()}, seed {seed} ({number} of {len(seeds) * len(objectives)}): "
              f"{config.model}, {stages}{config.max_steps} steps")
         runs[seed][objective] = _train(config, objective, seed, data, warmup, output, progress)
     for seed_runs in runs.values():
         for run in seed_runs.values():
-            _say(f"{clock()}  3/4 evaluating {run.relative_to(output)}: NIAH, MDQA, attention")
+            say(f"{clock()}  3/4 evaluating {run.relative_to(output)}: NIAH, MDQA, attention")
             _evaluate(config, run, _key_check_dir(output, run), mdqa_files, haystack, progress)
         if len(seed_runs) > 1:
             _attention(config, list(seed_runs.values()), next(iter(seed_runs.values())).parent / "attention",
                        haystack, progress)
-    _say(f"{clock()}  4/4 report")
+    say(f"{clock()}  4/4 report")
     reports = {seed: str(compare_runs(list(seed_runs.values()), next(iter(seed_runs.values())).parent / "report"))
                for seed, seed_runs in runs.items() if len(seed_runs) > 1}
     key_checks = {seed: {objective: _key_check_dir(output, run) for objective, run in seed_runs.items()}
@@ -367,11 +368,11 @@ def _write_evidence(config: DemoConfig, summary: dict, output: Path) -> None:
                 "wall_seconds": summary["wall_seconds"],
                 "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
                 "config": config_to_dict(config), "demo_dir": str(output)}
-    _write_atomically(path, [json.dumps(evidence, indent=2)])
+    write_lines(path, [json.dumps(evidence, indent=2)])
     figure = path.with_suffix(".png")
     shutil.copyfile(output / "comparison.png", figure)
     tables = (output / COMPARISON_FILE).read_text(encoding="utf-8").replace("comparison.png", figure.name)
-    _write_atomically(path.with_suffix(".md"), [tables])
+    write_lines(path.with_suffix(".md"), [tables])
 
 
 def _headline(run: Path) -> dict:

@@ -396,7 +396,7 @@ def _scores(records: list[dict], key: str, where: Path) -> list[float]:
     return [float(record[key]) for record in records]
 
 
-def _grouped_mean(records_by_seed: list[list[dict]], group: str, key: str) -> dict[str, float]:
+def grouped_mean(records_by_seed: list[list[dict]], group: str, key: str) -> dict[str, float]:
     """Mean of ``key`` per value of ``group``, over every seed's records."""
     sums: dict = {}
     for records in records_by_seed:
@@ -437,7 +437,7 @@ def paired_comparison(runs: dict[int, dict[str, Path]], key_checks: dict[int, di
         section = {"by_seed": by_seed, "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
                    "paired": paired_difference(tables["ntp"], tables["meap"])}
         for group in group_keys:
-            section[f"by_{group}"] = {o: _grouped_mean(records[o], group, key) for o in objectives}
+            section[f"by_{group}"] = {o: grouped_mean(records[o], group, key) for o in objectives}
         return section
 
     result["niah"] = scored("niah", "results.jsonl", "substring", ("length", "depth"))
@@ -482,11 +482,11 @@ def paired_comparison(runs: dict[int, dict[str, Path]], key_checks: dict[int, di
     return result
 
 
-def _pct(value) -> str:
+def percent(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
-def _interval(paired: dict) -> str:
+def interval_text(paired: dict) -> str:
     low, high = paired["ci95"]
     return f"{100 * paired['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
 
@@ -499,19 +499,19 @@ def write_paired_report(comparison: dict, output: Path) -> Path:
     blocks.append(("p", "Scores in percent. Differences are MEAP - NTP in points, with a 95% interval from a "
                         "two-level paired bootstrap (seeds, then prompts within seeds)"
                         + (" (one seed: prompts only)." if len(seeds) == 1 else ".")))
-    rows = [[str(seed), _pct(niah["by_seed"]["ntp"][i]), _pct(niah["by_seed"]["meap"][i]),
-             _pct(mdqa["by_seed"]["ntp"][i]), _pct(mdqa["by_seed"]["meap"][i]),
+    rows = [[str(seed), percent(niah["by_seed"]["ntp"][i]), percent(niah["by_seed"]["meap"][i]),
+             percent(mdqa["by_seed"]["ntp"][i]), percent(mdqa["by_seed"]["meap"][i]),
              _fmt(val["by_seed"]["ntp"][i]), _fmt(val["by_seed"]["meap"][i])] for i, seed in enumerate(seeds)]
-    rows.append(["mean", _pct(niah["mean"]["ntp"]), _pct(niah["mean"]["meap"]), _pct(mdqa["mean"]["ntp"]),
-                 _pct(mdqa["mean"]["meap"]), _fmt(val["mean"]["ntp"]), _fmt(val["mean"]["meap"])])
+    rows.append(["mean", percent(niah["mean"]["ntp"]), percent(niah["mean"]["meap"]), percent(mdqa["mean"]["ntp"]),
+                 percent(mdqa["mean"]["meap"]), _fmt(val["mean"]["ntp"]), _fmt(val["mean"]["meap"])])
     blocks += [("h2", "Per seed"), ("table", ["seed", "NIAH NTP", "NIAH MEAP", "MDQA NTP", "MDQA MEAP",
                                               "val loss NTP", "val loss MEAP"], rows)]
-    paired_rows = [["NIAH (substring)", _interval(niah["paired"]), f"{niah['paired']['seeds']} x {niah['paired']['prompts']}"],
-                   ["MDQA (best-subspan EM)", _interval(mdqa["paired"]), f"{mdqa['paired']['seeds']} x {mdqa['paired']['prompts']}"]]
+    paired_rows = [["NIAH (substring)", interval_text(niah["paired"]), f"{niah['paired']['seeds']} x {niah['paired']['prompts']}"],
+                   ["MDQA (best-subspan EM)", interval_text(mdqa["paired"]), f"{mdqa['paired']['seeds']} x {mdqa['paired']['prompts']}"]]
     key_check = comparison.get("key_check")
     if key_check:
         paired = key_check["multikey"]["paired"]
-        paired_rows.append(["NIAH with a distractor key", _interval(paired), f"{paired['seeds']} x {paired['prompts']}"])
+        paired_rows.append(["NIAH with a distractor key", interval_text(paired), f"{paired['seeds']} x {paired['prompts']}"])
     blocks += [("h2", "Paired differences (MEAP - NTP)"), ("table", ["evaluation", "difference [95% CI]",
                                                                       "seeds x prompts"], paired_rows)]
     for title, section, group in (("NIAH by context length (tokens)", niah, "length"),
@@ -520,7 +520,7 @@ def write_paired_report(comparison: dict, output: Path) -> Path:
         groups = list(section[f"by_{group}"]["ntp"])
         blocks += [("h2", title + ", mean over seeds"),
                    ("table", ["objective", *groups],
-                    [[o.upper(), *[_pct(section[f"by_{group}"][o].get(g)) for g in groups]] for o in ("ntp", "meap")])]
+                    [[o.upper(), *[percent(section[f"by_{group}"][o].get(g)) for g in groups]] for o in ("ntp", "meap")])]
     attention = comparison["attention"]
     blocks += [("h2", "Attention from the query (mean over layers, probes and seeds)"),
                ("table", ["objective", "mass on the needle", "entropy", "masked-key score decay", "variance increase"],
@@ -531,8 +531,8 @@ def write_paired_report(comparison: dict, output: Path) -> Path:
                          "(only the distractor is left). A model that copies any number it finds answers the "
                          "distractor's value in the second case; a key-based one does not."),
                    ("table", ["objective", "NIAH, asked + distractor needle", "answered the distractor, asked needle absent"],
-                    [[o.upper(), _pct(key_check["multikey"]["mean"][o]),
-                      _pct(key_check["absent_distractor_copied"]["mean"][o])] for o in ("ntp", "meap")])]
+                    [[o.upper(), percent(key_check["multikey"]["mean"][o]),
+                      percent(key_check["absent_distractor_copied"]["mean"][o])] for o in ("ntp", "meap")])]
     output.mkdir(parents=True, exist_ok=True)
     _plot_paired(comparison, output / "comparison.png")
     blocks.append(("img", "comparison.png"))

@@ -114,8 +114,7 @@ def build_examples(tokenizer, haystack: str, lengths: list[int], depths: list[fl
     ``absent``: the asked needle is left out (a control: only the distractors are in the haystack, so
     the right answer is nowhere and a key-based model should not answer with a distractor's value).
     """
-    if absent and not distractors:
-        raise UserError("niah: `absent` needs distractors (otherwise the haystack holds no needle at all)")
+    _check_absent(absent, distractors)
     haystack_ids = tokenizer(haystack, add_special_tokens=False, verbose=False)["input_ids"]
     drawn = iter(needle_sets(len(lengths) * len(depths) * samples, seed, distractors, needle))
     distractor_depths = random.Random(f"meap-niah-distractor-depths:{seed}")
@@ -144,6 +143,11 @@ def build_examples(tokenizer, haystack: str, lengths: list[int], depths: list[fl
                                  "distractor_values": [other.answer for other in extra], "absent": absent,
                                  "prompt_tokens": prompt_length(tokenizer, text)})
     return examples
+
+
+def _check_absent(absent: bool, distractors: int) -> None:
+    if absent and not distractors:
+        raise UserError("niah: `absent` needs distractors (otherwise the haystack holds no needle at all)")
 
 
 def needle_sets(count: int, seed: int, distractors: int = 0, needle: Needle | None = None) -> list[tuple[Needle, list[Needle]]]:
@@ -195,6 +199,7 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
         raise UserError("niah: expected --samples >= 1, positive --lengths and --depths within [0, 100]")
     if not 0 <= distractors < len(_KEY_WORDS):
         raise UserError(f"niah: expected --distractors in [0, {len(_KEY_WORDS) - 1}] (one key each), got {distractors}")
+    _check_absent(absent, distractors)
     text, haystack_name = read_haystack(haystack or ["builtin"])
     lm, tokenizer = load_causal_lm(model, dtype=dtype)
     limit = int(getattr(lm.config, "max_position_embeddings", 0) or 10**9)
