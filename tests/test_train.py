@@ -116,9 +116,11 @@ def test_resume_reproduces_the_uninterrupted_run(prepared, tmp_path):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_recipe_loads(config):
-    from meap.config import DemoConfig, SFTConfig
+    from meap.config import DemoConfig, SFTConfig, SFTDemoConfig
 
-    kind = {"sft": SFTConfig, "demo": DemoConfig, "repro-small": DemoConfig}.get(config.stem, PretrainConfig)
+    kinds = {"sft": SFTConfig, "demo": DemoConfig, "repro-small": DemoConfig, "evidence-cpu": DemoConfig,
+             "evidence-sft": SFTDemoConfig}
+    kind = kinds.get(config.stem, PretrainConfig)
     loaded = load_config(kind, config)
     assert loaded.problems() == []
 
