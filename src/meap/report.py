@@ -498,7 +498,9 @@ def write_paired_report(comparison: dict, output: Path) -> Path:
     blocks: list[tuple] = [("h1", f"NTP vs MEAP, paired over {len(seeds)} seed(s)")]
     blocks.append(("p", "Scores in percent. Differences are MEAP - NTP in points, with a 95% interval from a "
                         "two-level paired bootstrap (seeds, then prompts within seeds)"
-                        + (" (one seed: prompts only)." if len(seeds) == 1 else ".")))
+                        + (". With one seed the interval covers prompt sampling only, not the spread between "
+                           "training seeds, which at small scale is larger: one seed is an example, not evidence "
+                           "(`--seeds` runs several)." if len(seeds) == 1 else ".")))
     rows = [[str(seed), percent(niah["by_seed"]["ntp"][i]), percent(niah["by_seed"]["meap"][i]),
              percent(mdqa["by_seed"]["ntp"][i]), percent(mdqa["by_seed"]["meap"][i]),
              _fmt(val["by_seed"]["ntp"][i]), _fmt(val["by_seed"]["meap"][i])] for i, seed in enumerate(seeds)]
