@@ -353,26 +353,29 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     return summary
 
 
+def publish_summary(path: Path, summary: dict, tables: str, figure: Path | None = None) -> None:
+    """A summary JSON outside the demo directory (e.g. ``results/``), its tables beside it (``.md``) and the
+    figure they show (``.png``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_lines(path, [json.dumps(summary, indent=2)])
+    if figure is not None:
+        shutil.copyfile(figure, path.with_suffix(".png"))
+        tables = tables.replace(figure.name, path.with_suffix(".png").name)
+    write_lines(path.with_suffix(".md"), [tables])
+
+
 def _write_evidence(config: DemoConfig, summary: dict, output: Path) -> None:
     """``config.summary``: the comparison with the machine, the recipe and the wall time; tables beside it."""
-    import platform
+    from meap.monitor import machine
 
-    from meap.monitor import cpu_name
-
-    path = Path(config.summary)
-    path.parent.mkdir(parents=True, exist_ok=True)
     comparison = summary["comparison"]
     evidence = {"niah_by_seed": comparison["niah"]["by_seed"],
                 "difference_ci95": comparison["niah"]["paired"]["ci95"],
                 **comparison,
-                "wall_seconds": summary["wall_seconds"],
-                "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+                "wall_seconds": summary["wall_seconds"], "machine": machine(),
                 "config": config_to_dict(config), "demo_dir": str(output)}
-    write_lines(path, [json.dumps(evidence, indent=2)])
-    figure = path.with_suffix(".png")
-    shutil.copyfile(output / "comparison.png", figure)
-    tables = (output / COMPARISON_FILE).read_text(encoding="utf-8").replace("comparison.png", figure.name)
-    write_lines(path.with_suffix(".md"), [tables])
+    publish_summary(Path(config.summary), evidence, (output / COMPARISON_FILE).read_text(encoding="utf-8"),
+                    output / "comparison.png")
 
 
 def _headline(run: Path) -> dict:

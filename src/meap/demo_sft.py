@@ -16,13 +16,11 @@ Stages (a finished stage is skipped, so an interrupted run continues):
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 from meap.config import SFTDemoConfig, config_to_dict, save_config
-from meap.demo import check_output, say, write_lines
+from meap.demo import check_output, publish_summary, say, write_lines
 
 SUMMARY_FILE = "demo-sft.json"
 COMPARISON_FILE = "comparison.md"
@@ -128,7 +126,7 @@ def _markdown(comparison: dict, config: SFTDemoConfig) -> str:
 
 def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Run every stage for ``config``; return the summary (also in ``demo-sft.json``)."""
-    from meap.monitor import cpu_name
+    from meap.monitor import machine
 
     output = config.resolved_output()
     check_output(config, output, overwrite)
@@ -154,14 +152,11 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     comparison = sft_comparison(base, runs)
     (output / COMPARISON_FILE).write_text(_markdown(comparison, config), encoding="utf-8")
     summary = {**comparison, "wall_seconds": round(time.monotonic() - started, 1),
-               "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+               "machine": machine(),
                "config": config_to_dict(config)}
     write_lines(output / SUMMARY_FILE, [json.dumps(summary, indent=2)])
     if config.summary:
-        path = Path(config.summary)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_lines(path, [json.dumps(summary, indent=2)])
-        write_lines(path.with_suffix(".md"), [(output / COMPARISON_FILE).read_text(encoding="utf-8")])
+        publish_summary(Path(config.summary), summary, (output / COMPARISON_FILE).read_text(encoding="utf-8"))
     print("\n" + (output / COMPARISON_FILE).read_text(encoding="utf-8"))
     print(f"{summary['wall_seconds']:.0f} s in all -> {output / SUMMARY_FILE}")
     return summary

@@ -53,6 +53,14 @@ def cpu_name() -> str:
     return f"{name} ({widest})" if widest else name
 
 
+def machine() -> dict:
+    """What a result file records about where it was measured."""
+    import os
+    import platform
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}
+
+
 def peak_flops_of(device_name: str) -> float | None:
     """Peak dense bf16 FLOP/s of the device called ``device_name``, or ``None`` if it is not in the table."""
     for key, tflops in PEAK_BF16_TFLOPS:
