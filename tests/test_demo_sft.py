@@ -10,7 +10,8 @@ from meap.cli import main
 def test_demo_sft_end_to_end_at_a_reduced_size(tiny_model_dir, tmp_path, capsys):
     output, summary = tmp_path / "sft", tmp_path / "results" / "sft.json"
     arguments = ["demo-sft", "--no-progress", "--model", str(tiny_model_dir), "--output", str(output),
-                 "--data", "builtin:8", "--val-fraction", "0", "--max-length", "448", "--layout", "separate", "--micro-batch-size", "2", "--seeds", "0", "1",
+                 "--data", "builtin:8", "--val-fraction", "0", "--max-length", "448", "--layout", "separate",
+                 "--micro-batch-size", "2", "--seeds", "0", "1",
                  "--ntp-epochs", "2", "--meap-epochs", "1", "--mdqa-num-docs", "3", "--mdqa-gold-positions", "0", "2",
                  "--mdqa-examples", "2", "--mdqa-passage-words", "20", "--max-new-tokens", "4", "--eval-every", "0",
                  "--save-every", "0", "--summary", str(summary)]

@@ -150,13 +150,14 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
         runs[seed][objective] = _evaluate(config, str(run), run / "eval" / "mdqa", files, progress)
     say(f"{clock()}  4/4 comparison")
     comparison = sft_comparison(base, runs)
-    (output / COMPARISON_FILE).write_text(_markdown(comparison, config), encoding="utf-8")
+    tables = _markdown(comparison, config)
+    (output / COMPARISON_FILE).write_text(tables, encoding="utf-8")
     summary = {**comparison, "wall_seconds": round(time.monotonic() - started, 1),
                "machine": machine(),
                "config": config_to_dict(config)}
     write_lines(output / SUMMARY_FILE, [json.dumps(summary, indent=2)])
     if config.summary:
-        publish_summary(Path(config.summary), summary, (output / COMPARISON_FILE).read_text(encoding="utf-8"))
-    print("\n" + (output / COMPARISON_FILE).read_text(encoding="utf-8"))
+        publish_summary(Path(config.summary), summary, tables)
+    print("\n" + tables)
     print(f"{summary['wall_seconds']:.0f} s in all -> {output / SUMMARY_FILE}")
     return summary
