@@ -88,6 +88,21 @@ def strict_template_model(inputs: Inputs) -> Path:
     return strict
 
 
+def run_on_re_prepared_data(inputs: Inputs) -> Path:
+    """A run with an intact checkpoint whose data directory was then prepared again with another tokenizer."""
+    from meap.data.prepare import prepare_corpus
+    from meap.train import pretrain as train
+
+    data, run = inputs.tmp / "data", inputs.tmp / "run"
+    shutil.copytree(inputs.prepared, data)
+    train(PretrainConfig(data=str(data), output=str(run), seq_len=32, micro_batch_size=2, max_steps=2,
+                         save_every=2, eval_every=0, warmup_steps=1), progress=False)
+    shutil.rmtree(run / "final")
+    prepare_corpus([str(write(inputs.tmp / "text.txt", "The quick brown fox jumps over the lazy dog. " * 500))], data,
+                   train_tokenizer=300, num_proc=1, overwrite=True, progress=False)
+    return run
+
+
 def pretrain(inputs: Inputs, *flags: str) -> list[str]:
     return ["pretrain", "--data", str(inputs.prepared), "--output", str(inputs.tmp / "out"), *flags]
 
@@ -133,7 +148,15 @@ CASES = [
     Case("pretrain-resume-another-config",
          lambda i: ["pretrain", "--data", str(i.prepared), "--output", str(saved_run(i)), "--resume", "--seq-len", "64"],
          ("config.yaml", "different configuration", "seq_len")),
+    Case("pretrain-data-from-another-tokenizer", lambda i: pretrain(i, "--model", str(i.model)),
+         ("tokenised by another tokenizer than model", "tiny-model", "--tokenizer")),
+    Case("pretrain-resume-another-tokenizer",
+         lambda i: ["pretrain", "--output", str(run_on_re_prepared_data(i)), "--resume", "--max-steps", "4"],
+         ("run.json", "another tokenizer", "resume with the data or model the run started from")),
     # meap prepare
+    Case("prepare-unknown-flag",
+         lambda i: ["prepare", str(write(i.tmp / "good.txt", "text")), "-o", str(i.tmp / "out"), "--val-fractoin", "0.1"],
+         ("unknown option --val-fractoin", "did you mean `--val-fraction`")),
     Case("prepare-missing-path", lambda i: ["prepare", str(i.tmp / "absent.txt"), "-o", str(i.tmp / "out")],
          ("absent.txt",)),
     Case("prepare-empty-corpus", lambda i: ["prepare", str(write(i.tmp / "empty.txt", "  \n")), "-o", str(i.tmp / "out")],
@@ -197,6 +220,10 @@ CASES = [
     Case("mdqa-malformed-line",
          lambda i: ["eval", "mdqa", "--model", str(i.model), "--data", str(i.tmp / "bad.jsonl.gz"), "-o", str(i.tmp / "out")],
          ("bad.jsonl.gz:2",)),
+    Case("niah-unknown-flag", lambda i: niah(i, "--lenghts", "128"),
+         ("unknown option --lenghts", "did you mean `--lengths`")),
+    Case("niah-missing-output", lambda i: ["eval", "niah", "--model", str(i.model)],
+         ("meap eval niah", "required", "--output", "meap eval niah --help")),
     Case("mdqa-missing-file",
          lambda i: ["eval", "mdqa", "--model", str(i.model), "--data", str(i.tmp / "nope.jsonl.gz"), "-o", str(i.tmp / "out")],
          ("nope.jsonl.gz",)),
@@ -211,6 +238,9 @@ CASES = [
     Case("attention-length-above-the-context",
          lambda i: ["analyze", "attention", "--model", str(i.model), "--length", "4096", "-o", str(i.tmp / "out")],
          ("--length", "4096")),
+    Case("attention-unknown-flag",
+         lambda i: ["analyze", "attention", "--model", str(i.model), "-o", str(i.tmp / "out"), "--sample", "2"],
+         ("unknown option --sample", "did you mean `--samples`")),
     Case("attention-missing-model",
          lambda i: ["analyze", "attention", "--model", str(i.tmp / "nope"), "-o", str(i.tmp / "out")],
          ("nope", "no such model directory")),

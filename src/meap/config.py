@@ -120,7 +120,8 @@ class PretrainConfig(TrainingConfig):
     """A pretraining run: packed blocks of a prepared corpus, a preset or local model, MEAP or NTP."""
 
     data: str = _help("prepared data directory (`meap prepare`), or `builtin` for the embedded corpus", default="builtin")
-    model: str = _help("model preset (see `meap presets`) or a local Hugging Face model directory", default="tiny")
+    model: str = _help("model preset (see `meap presets`), a local Hugging Face model directory, a meap run "
+                       "directory, or `smollm2-135m` (packaged) to continue pretraining", default="tiny")
     mask_mode: str = _help("`exact` count per row, `bernoulli` per token, or `reference` (the reference code's "
                            "shared masks)", default="exact")
     seq_len: int = _help("tokens per training sequence", default=256)

@@ -14,6 +14,10 @@ class UserError(Exception):
     rank_local = False  # raised by one process of a job alone (else every process raises it alike)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: ``str()`` says what was kept and how to continue."""
+
+
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of a torchrun / accelerate launch (which set RANK)."""
     return os.environ.get("RANK", "0") == "0"

@@ -65,7 +65,8 @@ def _check_spec(spec: str) -> None:
     if Path(spec).exists():
         raise UserError(f"{spec}: not a Hugging Face model directory (expected {Path(spec) / 'config.json'})")
     if spec not in PRESETS:
-        raise UserError(f"unknown model preset `{spec}`: expected one of {', '.join(PRESETS)} or a model directory")
+        raise UserError(f"unknown model preset `{spec}`: expected one of {', '.join(PRESETS)}, a packaged model "
+                        f"({', '.join(PACKAGED_MODELS)}) or a model directory")
 
 
 def _loading(spec: str, error: Exception) -> UserError:
@@ -165,6 +166,16 @@ def resolve_model_dir(spec: str) -> Path:
     if not path.exists():
         raise UserError(f"{spec}: no such model directory (or packaged model: {', '.join(PACKAGED_MODELS)})")
     raise UserError(f"{spec}: not a Hugging Face model directory or meap run (expected config.json or final/)")
+
+
+def training_model_spec(spec: str) -> str:
+    """What pretraining starts from: a preset name as given, else the model directory ``spec`` resolves to
+    (a packaged model, a meap run's ``final/``, or a model directory)."""
+    if spec in PRESETS:
+        return spec
+    if spec in PACKAGED_MODELS or (Path(spec) / "final" / "config.json").is_file():
+        return str(resolve_model_dir(spec))
+    return spec  # a model directory, or a name that _check_spec reports
 
 
 def _load_pretrained(spec: str, **model_kwargs):

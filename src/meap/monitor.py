@@ -231,3 +231,38 @@ class ProgressBar(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class LogLines(TrainerCallback):
+    """Without a progress bar (``--no-progress``, a log file): one plain line per logged step and validation,
+    e.g. ``step 40/1000  loss 3.2114  lr 2.9e-04  4,321 tok/s  elapsed 0:00:12  ETA 0:04:48``."""
+
+    def __init__(self, metrics: MetricsCallback):
+        self.metrics = metrics
+        self._started = self._first_step = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._started, self._first_step = time.monotonic(), state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        where = f"step {state.global_step}/{state.max_steps}"
+        if "eval_loss" in logs:
+            print(f"{where}  val_loss {float(logs['eval_loss']):.4f}", flush=True)
+        elif "loss" in logs and self.metrics.latest.get("step") == state.global_step:
+            latest = self.metrics.latest
+            wall = time.monotonic() - self._started
+            done = state.global_step - self._first_step
+            eta = wall / done * (state.max_steps - state.global_step) if done else 0.0
+            fields = [where, f"loss {latest['loss']:.4f}", f"lr {latest['lr']:.1e}",
+                      f"{latest['tokens_per_s']:,.0f} tok/s"]
+            if "mfu" in latest:
+                fields.append(f"mfu {latest['mfu']:.1%}")
+            fields += [f"elapsed {_clock(wall)}", f"ETA {_clock(eta)}"]
+            print("  ".join(fields), flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

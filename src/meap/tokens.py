@@ -5,6 +5,9 @@ This is the single home of ``MASK_TOKEN`` and ``IGNORE_INDEX``.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import torch
 from tokenizers import AddedToken
 
@@ -61,6 +64,34 @@ def check_vocab_fits(tokenizer, model: torch.nn.Module) -> None:
             f"the tokenizer has {without_mask} tokens besides {MASK_TOKEN} but the model embeds only {rows}: "
             "they do not belong to the same model"
         )
+
+
+def _vocabulary(tokenizer) -> dict[str, int]:
+    return {token: int(i) for token, i in tokenizer.get_vocab().items() if token != MASK_TOKEN}
+
+
+def vocabulary_mismatch(tokenizer, reference) -> str | None:
+    """How ``tokenizer``'s vocabulary differs from ``reference``'s, or None when they are the same.
+
+    ``[MASK]`` is left out of the comparison unless both have it (then its id must agree): a model's own
+    tokenizer gains it when data is prepared with it, at the next free id.
+    """
+    ours, theirs = _vocabulary(tokenizer), _vocabulary(reference)
+    if ours != theirs:
+        if len(ours) != len(theirs):
+            return f"{len(ours)} tokens besides {MASK_TOKEN} against {len(theirs)}"
+        token, i = next((t, i) for t, i in sorted(ours.items(), key=lambda item: item[1]) if theirs.get(t) != i)
+        return f"token {token!r} is id {i} in one and {theirs.get(token, 'absent')} in the other"
+    mine, reference_mask = mask_token_id(tokenizer), mask_token_id(reference)
+    if mine is not None and reference_mask is not None and mine != reference_mask:
+        return f"{MASK_TOKEN} is id {mine} in one and {reference_mask} in the other"
+    return None
+
+
+def vocabulary_sha256(tokenizer) -> str:
+    """A fingerprint of the whole vocabulary (``[MASK]`` included): two tokenizers that encode alike share it."""
+    vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
+    return hashlib.sha256(json.dumps(vocabulary, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 @torch.no_grad()

@@ -43,12 +43,12 @@ from transformers.utils import logging as hf_logging
 from meap.collate import PACKED_ATTENTION, MeapCollator, MeapSFTCollator
 from meap.config import PretrainConfig, SFTConfig, TrainingConfig, config_to_dict, save_config
 from meap.data.blocks import PackedBlocks
-from meap.errors import UserError, warn
+from meap.errors import Interrupted, UserError, is_main_process, warn
 from meap.loss import chunked_cross_entropy
-from meap.models import build_model, is_model_dir, matmul_parameters, model_max_length
-from meap.monitor import MetricsCallback, ProgressBar, flops_per_token, peak_flops
+from meap.models import build_model, is_model_dir, matmul_parameters, model_max_length, training_model_spec
+from meap.monitor import LogLines, MetricsCallback, ProgressBar, flops_per_token, peak_flops
 from meap.tokens import (IGNORE_INDEX, add_mask_token, check_vocab_fits, fit_mask_embedding, mask_token_id,
-                         special_token_ids)
+                         special_token_ids, vocabulary_mismatch, vocabulary_sha256)
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -388,16 +388,14 @@ def resolve_data_dir(data: str, progress: bool = True) -> Path:
     return Path(data)
 
 
-def _model_knows_mask(spec: str) -> bool:
-    """Whether a local model was trained with ``[MASK]`` (its own tokenizer has it), so its row is trained."""
-    if not is_model_dir(spec):
-        return False
-    try:
-        from transformers import AutoTokenizer
+def _model_tokenizer(directory: str):
+    """The tokenizer saved beside a local model, or None if there is none."""
+    from transformers import AutoTokenizer
 
-        return mask_token_id(AutoTokenizer.from_pretrained(spec, trust_remote_code=False)) is not None
-    except (OSError, ValueError):
-        return False  # no tokenizer saved beside the model
+    try:
+        return AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _fsdp(config: TrainingConfig) -> bool | None:
@@ -407,12 +405,13 @@ def _fsdp(config: TrainingConfig) -> bool | None:
     return config.fsdp or None
 
 
-def _training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max_steps: int) -> TrainingArguments:
+def _training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max_steps: int,
+                        eval_batch_size: int) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(output / "checkpoints"),
         max_steps=max_steps,
         per_device_train_batch_size=config.micro_batch_size,
-        per_device_eval_batch_size=config.micro_batch_size,
+        per_device_eval_batch_size=eval_batch_size or config.micro_batch_size,
         gradient_accumulation_steps=config.grad_accum_steps,
         learning_rate=config.lr,
         lr_scheduler_type="cosine_with_min_lr",
@@ -474,8 +473,7 @@ def _make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments,
     metrics.skipped_steps = trainer.skipped_steps  # reported in the records of the steps that skipped
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    if progress:
-        trainer.add_callback(ProgressBar(metrics))
+    trainer.add_callback(ProgressBar(metrics) if progress else LogLines(metrics))
     return trainer
 
 
@@ -493,38 +491,42 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     meta = load_meta(data_dir)
     tokenizer = load_prepared_tokenizer(data_dir)
     vocab_size = int(meta["vocab_size"])
-    limit = model_max_length(config.model, vocab_size)
+    model_spec = training_model_spec(config.model)
+    limit = model_max_length(model_spec, vocab_size)
     if config.seq_len > limit:
         raise UserError(f"seq_len: {config.seq_len} is above the maximum of model `{config.model}` ({limit} tokens)")
+    model_tokenizer = _check_data_tokenizer(data_dir, tokenizer, config.model, model_spec)
 
     train_blocks = PackedBlocks(open_split(data_dir, "train"), config.seq_len, seed=config.seed)
     if train_blocks.num_blocks == 0:
         raise UserError(f"{data_dir}: the train split has fewer than seq_len + 1 = {config.seq_len + 1} tokens")
     val_blocks = PackedBlocks(open_split(data_dir, "val"), config.seq_len, shuffle=False)
     world_size = launched_world_size()
-    # Validation drops incomplete batches, so it needs at least one whole batch on every process.
-    val_batches = min(config.eval_batches, val_blocks.num_blocks // (config.micro_batch_size * world_size))
+    val_batch, val_batches = validation_batches(val_blocks.num_blocks, config, world_size)
     eval_on = bool(config.eval_every and val_batches)
     if config.eval_every and not eval_on:
-        warn(f"{data_dir}: the validation split has {val_blocks.num_blocks} sequences of {config.seq_len + 1} "
-             f"tokens, fewer than one batch of {config.micro_batch_size * world_size}; validation is off")
+        warn(f"{data_dir}: the validation split holds {meta['splits']['val']['num_tokens']} tokens, fewer than one sequence of "
+             f"{config.seq_len + 1} per process; validation is off (prepare the data with a larger --val-fraction, "
+             f"or train with a shorter --seq-len)")
     _check_warmup(config, config.max_steps)
 
-    args = _training_arguments(config, output, eval_on, config.max_steps)
+    args = _training_arguments(config, output, eval_on, config.max_steps, val_batch)
     samples_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
     train_blocks.num_samples = config.max_steps * samples_per_step
-    val_blocks.num_samples = val_batches * config.micro_batch_size * world_size
+    val_blocks.num_samples = val_batches * val_batch * world_size
 
     set_seed(config.seed)  # the model init depends on the seed only, so NTP and MEAP runs start identical
     eos = int(meta["eos_token_id"])
-    model = build_model(config.model, vocab_size, attn_implementation=config.attn_implementation,
+    model = build_model(model_spec, vocab_size, attn_implementation=config.attn_implementation,
                         eos_token_id=eos, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
     mask_id = int(meta["mask_token_id"])
     try:
         check_vocab_fits(tokenizer, model)
     except ValueError as error:
-        raise UserError(f"{config.model}: {error} (prepare the data with this model's tokenizer)") from None
-    fit_mask_embedding(model, mask_id, initialise=is_model_dir(config.model) and not _model_knows_mask(config.model))
+        raise UserError(f"{config.model}: {error} ({_prepare_hint(config.model)})") from None
+    # [MASK]'s row is trained already when the model's own tokenizer has it (a meap run), else it starts as a mean.
+    knows_mask = model_tokenizer is not None and mask_token_id(model_tokenizer) is not None
+    fit_mask_embedding(model, mask_id, initialise=is_model_dir(model_spec) and not knows_mask)
 
     specials = special_token_ids(tokenizer)
     documents = _packed_attention(model, True) if config.document_attention else None
@@ -535,7 +537,37 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     trainer = _make_trainer(config, output, args, model, train_blocks, val_blocks if eval_on else None, collator,
                             clean_collator, tokens_per_step=samples_per_step * config.seq_len, seq_len=config.seq_len,
                             progress=progress)
-    return Run(config, output, trainer, tokenizer, samples_per_step, config.max_steps)
+    return Run(config, output, trainer, tokenizer, samples_per_step, config.max_steps,
+               {"tokenizer_sha256": vocabulary_sha256(tokenizer)})
+
+
+def validation_batches(available: int, config: TrainingConfig, world_size: int) -> tuple[int, int]:
+    """(sequences per batch, batches) of a validation from ``available`` held-out sequences: up to
+    ``eval_batches`` micro-batches, smaller batches when fewer sequences exist; (0, 0) when not one per process.
+    Validation drops incomplete batches, so every process gets whole ones."""
+    per_process = available // world_size
+    batch = min(config.micro_batch_size, per_process)
+    return (batch, min(config.eval_batches, per_process // batch)) if batch else (0, 0)
+
+
+def _prepare_hint(model: str) -> str:
+    return f"prepare the data with the model's own tokenizer: meap prepare FILES --tokenizer {model} -o DIR"
+
+
+def _check_data_tokenizer(data_dir: Path, tokenizer, model: str, model_spec: str):
+    """A model directory trains only on data its own tokenizer made; returns that tokenizer (None: a preset,
+    or a directory without one, which is only checked for fitting the embedding)."""
+    if not is_model_dir(model_spec):
+        return None
+    own = _model_tokenizer(model_spec)
+    if own is None:
+        warn(f"{model}: no tokenizer saved beside the model; cannot check that {data_dir} was tokenised by it")
+        return None
+    difference = vocabulary_mismatch(tokenizer, own)
+    if difference:
+        raise UserError(f"{data_dir}: tokenised by another tokenizer than model {model}'s ({difference}); "
+                        f"{_prepare_hint(model)}")
+    return own
 
 
 def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
@@ -602,17 +634,17 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
             epochs += 1
     train_stream.items = train_stream.items[: max_steps * samples_per_step]
 
-    val_batches = min(config.eval_batches, len(val_ids) // (config.micro_batch_size * world_size))
+    val_batch, val_batches = validation_batches(len(val_ids), config, world_size)
     eval_on = bool(config.eval_every and val_batches)
     if config.eval_every and config.val_fraction and not eval_on:
-        warn(f"{where}: {len(val_ids)} validation conversations, fewer than one batch of "
-             f"{config.micro_batch_size * world_size}; validation is off")
+        warn(f"{where}: {len(val_ids)} of {len(kept)} conversations held out (val_fraction {config.val_fraction}), "
+             f"fewer than one per process; validation is off (raise --val-fraction)")
     val_stream = SFTStream([segments[i] for i in val_ids], shuffle=False)
-    val_stream.items = val_stream.items[: val_batches * config.micro_batch_size * world_size]
+    val_stream.items = val_stream.items[: val_batches * val_batch * world_size]
     clean_collator = dataclasses.replace(collator, mask_ratio=0.0, packing=False, count_tokens=False)
     _check_warmup(config, max_steps)
 
-    args = _training_arguments(config, output, eval_on, max_steps)
+    args = _training_arguments(config, output, eval_on, max_steps, val_batch)
     set_seed(config.seed)  # LoRA's initialisation
     if config.lora_r:
         model = _with_lora(model, config, mask_id if newly_added else None)
@@ -622,7 +654,7 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     if config.lora_r and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         raise UserError("lora_r: LoRA runs merge the adapter on one process; use DDP, not FSDP or DeepSpeed")
     facts = {"conversations": {"train": len(train_ids), "val": len(val_ids), "skipped": len(segments) - len(kept)},
-             "rows": dict(kinds)}
+             "rows": dict(kinds), "tokenizer_sha256": vocabulary_sha256(tokenizer)}
     return Run(config, output, trainer, tokenizer, samples_per_step, max_steps, facts)
 
 
@@ -715,14 +747,19 @@ def _run_facts(output: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _check_resumable(output: Path, samples_per_step: int) -> None:
+def _check_resumable(output: Path, run: Run) -> None:
     path = output / RUN_FILE
     saved = _run_facts(output)
-    if saved.get("samples_per_step", samples_per_step) != samples_per_step:
+    if saved.get("samples_per_step", run.samples_per_step) != run.samples_per_step:
         raise UserError(
-            f"{path}: the run took {saved['samples_per_step']} samples per step, this launch takes {samples_per_step} "
-            "(micro_batch_size x grad_accum_steps x processes); resume with the same layout"
+            f"{path}: the run took {saved['samples_per_step']} samples per step, this launch takes "
+            f"{run.samples_per_step} (micro_batch_size x grad_accum_steps x processes); resume with the same layout"
         )
+    fingerprint = run.facts.get("tokenizer_sha256")
+    if saved.get("tokenizer_sha256", fingerprint) != fingerprint:
+        source = run.config.data if isinstance(run.config, PretrainConfig) else run.config.model
+        raise UserError(f"{path}: the run was trained with another tokenizer than {source} has now (its vocabulary "
+                        "differs); resume with the data or model the run started from")
 
 
 def _prepare_output(output: Path, checkpoint: Path | None, run: Run) -> None:
@@ -761,7 +798,10 @@ def _execute(config: TrainingConfig, build, resume: bool, overwrite: bool, progr
     _check_writable(output)
     run = build(config, progress)
     if checkpoint is not None:
-        _check_resumable(output, run.samples_per_step)
+        _check_resumable(output, run)
+        _note_schedule_change(output, checkpoint, run)
+        if is_main_process():
+            print(f"{output}: resuming from step {checkpoint_step(checkpoint)} ({checkpoint}) to {run.max_steps}")
     state = PartialState()
     if state.is_main_process:
         _prepare_output(output, checkpoint, run)
@@ -773,8 +813,43 @@ def _execute(config: TrainingConfig, build, resume: bool, overwrite: bool, progr
         # Raised by this process alone (a disk, a file), unless all processes decided it together.
         error.rank_local = not isinstance(error, NonFiniteLoss)
         raise
+    except KeyboardInterrupt:
+        kept = checkpoint_dirs(output / "checkpoints")
+        command = "sft" if isinstance(config, SFTConfig) else "pretrain"
+        raise Interrupted(f"{kept[-1]} is the last checkpoint kept: continue with `meap {command} --output {output} "
+                          "--resume`" if kept else "no checkpoint was saved yet") from None
     save_final(run)
     return output
+
+
+def _note_schedule_change(output: Path, checkpoint: Path, run: Run) -> None:
+    """A resume that changes max_steps re-plans the cosine schedule from the new total: the learning rate
+    of the steps still to come differs from either run's. Allowed (it is how a run is extended), warned
+    about and recorded in run.json (``schedule_changes``)."""
+    facts = _run_facts(output)
+    before = facts.get("max_steps")
+    changes = facts.get("schedule_changes", [])
+    if before and before != run.max_steps:
+        step = checkpoint_step(checkpoint)
+        warn(f"max_steps {before} -> {run.max_steps}: the learning-rate schedule is re-planned for "
+             f"{run.max_steps} steps from step {step} on, so this run is no longer the same as one started with "
+             f"either (recorded in {output / RUN_FILE})")
+        changes = [*changes, {"at_step": step, "max_steps": {"from": before, "to": run.max_steps}}]
+    if changes:
+        run.facts["schedule_changes"] = changes
+
+
+def launch_config(config_cls: type, recipe: str | None, overrides: dict, resume: bool) -> TrainingConfig:
+    """The configuration of a launch: the recipe's keys, then ``overrides`` (flags). Resuming without a
+    recipe starts from the run's own ``config.yaml`` instead, so ``--resume --output DIR`` is all it needs."""
+    from meap.config import load_config
+
+    if resume and recipe is None:
+        where = {key: overrides[key] for key in ("output", "objective") if key in overrides}
+        saved = load_config(config_cls, None, where).resolved_output() / CONFIG_FILE
+        if saved.is_file():
+            return load_config(config_cls, saved, overrides)
+    return load_config(config_cls, recipe, overrides)
 
 
 def pretrain(config: PretrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:

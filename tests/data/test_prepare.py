@@ -13,7 +13,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from meap.data.prepare import prepare_corpus
+from meap.data.prepare import MIN_VAL_TOKENS, prepare_corpus
 from meap.data.shards import load_meta, load_prepared_tokenizer, open_split
 from meap.data.tokenizer import load_tokenizer, train_bpe
 from meap.errors import UserError
@@ -67,6 +67,7 @@ def bpe_dir(tmp_path_factory):
 def prepare(inputs, output, **options):
     options.setdefault("num_proc", 1)
     options.setdefault("progress", False)
+    options.setdefault("min_val_tokens", 0)  # the split rule exactly at the fraction asked for (small corpora)
     return prepare_corpus(inputs if isinstance(inputs, list) else [inputs], output, **options)
 
 
@@ -347,3 +348,49 @@ def test_prepared_builtin_is_made_once_and_cached(tmp_path, monkeypatch):
     assert meta["splits"]["val"]["num_tokens"] > 0 and meta["splits"]["train"]["num_documents"] >= 100
     created = meta["created"]
     assert prepared_builtin(vocab_size=512, progress=False) == first and load_meta(first)["created"] == created
+
+
+def test_a_small_corpus_holds_out_enough_for_a_validation_loss(tmp_path, bpe_dir, capsys):
+    docs = make_documents(400)
+    out = prepare(write_corpus(tmp_path / "c.jsonl", docs), tmp_path / "out", tokenizer=bpe_dir,
+                  min_val_tokens=MIN_VAL_TOKENS, progress=True)
+    meta = load_meta(out)
+    total = meta["splits"]["train"]["num_tokens"] + meta["splits"]["val"]["num_tokens"]
+    assert total < 20 * MIN_VAL_TOKENS  # small: a tenth of it is less than MIN_VAL_TOKENS
+    assert meta["val_fraction"] == 0.005 and meta["val_fraction_used"] == pytest.approx(0.1)
+    assert meta["splits"]["val"]["num_documents"] == 40  # every tenth document, not 2 of 400
+    assert "10.0% held out instead of 0.5%: a small corpus" in capsys.readouterr().out
+
+
+def test_a_large_enough_corpus_keeps_the_fraction_asked_for(tmp_path, bpe_dir):
+    docs = make_documents(400)
+    out = prepare(write_corpus(tmp_path / "c.jsonl", docs), tmp_path / "out", tokenizer=bpe_dir, val_fraction=0.2,
+                  min_val_tokens=MIN_VAL_TOKENS)
+    assert load_meta(out)["val_fraction_used"] == 0.2 and load_meta(out)["splits"]["val"]["num_documents"] == 80
+
+
+def test_a_trained_bpe_records_its_real_size_and_says_when_it_falls_short(tmp_path, capsys):
+    out = prepare(write_corpus(tmp_path / "c.jsonl", make_documents(40)), tmp_path / "out", train_tokenizer=2000)
+    meta = load_meta(out)
+    assert meta["vocab_size"] < 2000
+    assert meta["tokenizer_source"].startswith(f"byte-level BPE of {meta['vocab_size']} tokens, 2000 asked for")
+    assert f"the BPE has {meta['vocab_size']} tokens" in capsys.readouterr().err
+
+
+def test_skip_bad_lines_counts_and_names_them_and_keeps_the_rest(tmp_path, bpe_dir, capsys):
+    good = make_documents(6)
+    lines = [json.dumps({"text": good[0]}), "{not json", json.dumps({"body": "x"}), json.dumps({"text": good[1]}),
+             json.dumps([1, 2]), *[json.dumps({"text": d}) for d in good[2:]]]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"{corpus}:2: malformed JSON"):
+        prepare(str(corpus), tmp_path / "strict", tokenizer=bpe_dir)
+    assert not (tmp_path / "strict").exists()
+
+    out = prepare(str(corpus), tmp_path / "out", tokenizer=bpe_dir, skip_bad_lines=True, val_fraction=0.3)
+
+    meta = load_meta(out)
+    assert meta["skipped_lines"] == 3
+    assert sorted(decoded_documents(out, "train") + decoded_documents(out, "val")) == sorted(good)
+    warning = capsys.readouterr().err
+    assert f"skipped 3 bad lines ({corpus}:2: malformed JSON" in warning and f"{corpus}:3: no key 'text'" in warning

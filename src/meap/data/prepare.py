@@ -21,6 +21,11 @@ Validation split (deterministic, disjoint from train, never empty), for D docume
   tokens of the stream, in ``k = max(1, V // 2048)`` equal pieces, piece p ending at ``⌊N·(p+1)/k⌋``, so
   val samples the whole corpus. A piece may cut a document; nothing is inserted at the cut.
 
+On a small corpus f is first raised so that val holds about ``min(8192, N/10)`` tokens (32 sequences of
+256, or a tenth of the corpus; ``min_val_tokens`` sets the 8192): enough for a validation loss, where 0.5%
+of 200 KB would be one sequence.
+``meta.json`` records the fraction asked for (``val_fraction``) and the one used (``val_fraction_used``).
+
 The stream is written whole before splitting because the rule needs D, known only at the end; copying the
 tokens once more costs little next to tokenizing them.
 """
@@ -35,9 +40,8 @@ import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,13 +52,15 @@ from tqdm import tqdm
 from meap.data.builtin import builtin_documents, builtin_source_files
 from meap.data.shards import FORMAT, META_FILE, TOKENIZER_DIR, VERSION, ShardWriter, token_dtype, write_meta
 from meap.data.sources import estimate_text_bytes, iter_documents, resolve_inputs
-from meap.errors import UserError
+from meap.errors import UserError, warn
 
 BUILTIN_INPUT = "builtin"
 DEFAULT_TOKENIZER = "gpt2"
 BATCH_DOCUMENTS = 1000
 BATCH_BYTES = 1 << 20
 VAL_PIECE_TOKENS = 2048
+MIN_VAL_TOKENS = 8192  # what a small corpus holds out at least (capped at MAX_SMALL_VAL_SHARE of it)
+MAX_SMALL_VAL_SHARE = 0.1
 SPLIT_BLOCK_TOKENS = 1 << 22
 _STREAM_FILE = "stream.tmp"
 
@@ -68,9 +74,11 @@ def prepare_corpus(
     split_digits: bool = True,
     text_field: str = "text",
     val_fraction: float = 0.005,
+    min_val_tokens: int = MIN_VAL_TOKENS,
     shard_tokens: int = 100_000_000,
     num_proc: int | None = None,
     overwrite: bool = False,
+    skip_bad_lines: bool = False,
     progress: bool = True,
 ) -> Path:
     """Tokenize ``inputs`` into a prepared directory at ``output`` and return its path.
@@ -82,17 +90,26 @@ def prepare_corpus(
     ``min(cpu_count, 8)``; 1 tokenizes in this process, on all cores through the tokenizer's own threads);
     workers are started with ``spawn``, so a script calling this needs ``if __name__ == "__main__":``.
     ``overwrite``: replace an existing prepared directory (anything else at ``output`` is never replaced).
+    ``min_val_tokens``: on a small corpus, hold out about this many tokens (at most a tenth) whatever
+    ``val_fraction`` says (0: exactly ``val_fraction``).
+    ``skip_bad_lines``: pass over bad JSON Lines lines (counted in ``meta.json``'s ``skipped_lines``, the first
+    few named in a warning) instead of stopping at the first.
     ``progress``: show a progress bar on stderr and print one summary line.
     """
     _check_options(tokenizer, train_tokenizer, val_fraction, shard_tokens, num_proc)
     output = Path(os.path.abspath(output))  # normalises "." and "..", whose names the staging directory needs
-    corpus = _open_corpus(inputs, text_field)
+    corpus = _open_corpus(inputs, text_field, skip_bad_lines)
     _check_output(output, overwrite)
     staging = _make_staging_dir(output)
     try:
-        meta = _prepare_in(staging, corpus, tokenizer, train_tokenizer, split_digits, val_fraction, shard_tokens,
-                           num_proc, progress)
+        meta = _prepare_in(staging, corpus, tokenizer, train_tokenizer, split_digits, val_fraction, min_val_tokens,
+                           shard_tokens, num_proc, progress)
         meta.update(sources=corpus.sources, text_field=text_field, val_fraction=val_fraction)
+        if skip_bad_lines:
+            meta["skipped_lines"] = len(corpus.skipped)  # of the last pass over the corpus: the tokenized one
+            if corpus.skipped:
+                shown = "; ".join(corpus.skipped[:3]) + ("; ..." if len(corpus.skipped) > 3 else "")
+                warn(f"skipped {len(corpus.skipped):,} bad lines ({shown})")
         write_meta(staging, meta)
         _publish(staging, output)
     except BaseException:
@@ -108,9 +125,10 @@ class _Corpus:
     documents: Callable[[], Iterator[str]]  # starts a fresh pass over the documents
     estimated_bytes: int
     sources: list[str]
+    skipped: list[str] = field(default_factory=list)  # bad lines passed over in the latest pass
 
 
-def _open_corpus(inputs: Sequence[str] | str, text_field: str) -> _Corpus:
+def _open_corpus(inputs: Sequence[str] | str, text_field: str, skip_bad_lines: bool = False) -> _Corpus:
     inputs = [inputs] if isinstance(inputs, (str, Path)) else [str(item) for item in inputs]
     if BUILTIN_INPUT in inputs:
         if inputs != [BUILTIN_INPUT]:
@@ -119,12 +137,18 @@ def _open_corpus(inputs: Sequence[str] | str, text_field: str) -> _Corpus:
         size = sum(path.stat().st_size for path in [*shakespeare, bible])
         return _Corpus(builtin_documents, size, [BUILTIN_INPUT])
     sources = resolve_inputs(inputs)
-    documents = partial(iter_documents, inputs, text_field)
-    return _Corpus(documents, estimate_text_bytes(sources), [os.path.abspath(item) for item in inputs])
+    skipped: list[str] = []
+
+    def documents() -> Iterator[str]:
+        skipped.clear()
+        return iter_documents(inputs, text_field, skipped if skip_bad_lines else None)
+
+    return _Corpus(documents, estimate_text_bytes(sources), [os.path.abspath(item) for item in inputs], skipped)
 
 
 def _prepare_in(
-    staging, corpus, tokenizer_spec, train_tokenizer, split_digits, val_fraction, shard_tokens, num_proc, progress
+    staging, corpus, tokenizer_spec, train_tokenizer, split_digits, val_fraction, min_val_tokens, shard_tokens,
+    num_proc, progress
 ) -> dict:
     """Steps 1-3 inside ``staging``; returns the ``meta.json`` entries that describe the tokens."""
     from meap.tokens import mask_token_id, special_token_ids
@@ -140,6 +164,7 @@ def _prepare_in(
     encoder = _Encoder(tokenizer_file, eos, dtype)
     num_documents = _tokenize(corpus, encoder, stream, num_proc or min(os.cpu_count() or 1, 8), progress)
     tokens = np.memmap(stream, dtype=dtype, mode="r")
+    val_fraction = _val_fraction_used(len(tokens), val_fraction, min_val_tokens)
     rule = _val_rule(num_documents, len(tokens), val_fraction)
     splits = _split(tokens, rule, staging, dtype, shard_tokens, eos)
     del tokens  # close the memmap before deleting its file
@@ -156,6 +181,7 @@ def _prepare_in(
         "tokenizer_source": tokenizer_source,
         "splits": splits,
         "val_rule": rule.name,
+        "val_fraction_used": val_fraction,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -172,7 +198,12 @@ def _make_tokenizer(spec: str | None, train_tokenizer: int | None, split_digits:
         tokenizer = train_bpe(corpus.documents(), train_tokenizer, split_digits=split_digits,
                               show_progress=show_progress)
         digits = "one token per digit" if split_digits else "digits merged"
-        return tokenizer, f"byte-level BPE of {train_tokenizer} tokens trained on the inputs ({digits})"
+        size = len(tokenizer)
+        if size < train_tokenizer:
+            warn(f"--train-tokenizer {train_tokenizer}: the corpus has too few distinct pairs seen twice; the "
+                 f"BPE has {size} tokens")
+        asked = f", {train_tokenizer} asked for" if size < train_tokenizer else ""
+        return tokenizer, f"byte-level BPE of {size} tokens{asked}, trained on the inputs ({digits})"
     spec = spec or DEFAULT_TOKENIZER
     return load_tokenizer(spec), spec if spec in PACKAGED_TOKENIZERS else os.path.abspath(spec)
 
@@ -301,6 +332,12 @@ class _EvenPieces:
         return inside & (positions >= self.starts[np.minimum(piece, len(self.ends) - 1)])
 
 
+def _val_fraction_used(num_tokens: int, fraction: float, min_val_tokens: int) -> float:
+    """``fraction``, raised on a small corpus to hold out about min(min_val_tokens, a tenth) of its tokens."""
+    wanted = min(min_val_tokens, num_tokens * MAX_SMALL_VAL_SHARE)
+    return max(fraction, wanted / num_tokens) if num_tokens else fraction
+
+
 def _val_rule(num_documents: int, num_tokens: int, fraction: float) -> _EveryNthDocument | _EvenPieces:
     if np.floor(num_documents * fraction) >= 1:
         return _EveryNthDocument(fraction)
@@ -399,6 +436,12 @@ def _summary(output: Path, meta: dict) -> str:
     return (
         f"prepared {output}: {train['num_documents'] + val['num_documents']:,} documents, "
         f"{train['num_tokens'] + val['num_tokens']:,} tokens (train {train['num_tokens']:,}, "
-        f"val {val['num_tokens']:,} by {meta['val_rule']}), {meta['dtype']}, "
+        f"val {val['num_tokens']:,} by {meta['val_rule']}{_raised(meta)}), {meta['dtype']}, "
         f"{len(train['shards']) + len(val['shards'])} shards"
+        + (f", {meta['skipped_lines']:,} bad lines skipped" if meta.get("skipped_lines") else "")
     )
+
+
+def _raised(meta: dict) -> str:
+    used, asked = meta["val_fraction_used"], meta["val_fraction"]
+    return f", {used:.1%} held out instead of {asked:.1%}: a small corpus" if used > asked else ""

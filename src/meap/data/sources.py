@@ -33,11 +33,16 @@ PARQUET_BATCH_ROWS = 1024
 _DATASET_MARKERS = ("dataset_info.json", "dataset_dict.json")
 
 
-def iter_documents(inputs: Sequence[str | Path], text_field: str = "text") -> Iterator[str]:
-    """Every non-empty document of ``inputs``, in order; :class:`UserError` if there is none at all."""
+def iter_documents(inputs: Sequence[str | Path], text_field: str = "text",
+                   skipped: list[str] | None = None) -> Iterator[str]:
+    """Every non-empty document of ``inputs``, in order; :class:`UserError` if there is none at all.
+
+    ``skipped``: a bad JSON Lines line (not UTF-8, not JSON, not an object, no string ``text_field``) is
+    appended to it as ``"file:LINE: what is wrong"`` and passed over, instead of stopping the read.
+    """
     found_any = False
     for source in resolve_inputs(inputs):
-        for document in read_documents(source, text_field):
+        for document in read_documents(source, text_field, skipped):
             if document.strip():
                 found_any = True
                 yield document
@@ -68,18 +73,19 @@ def resolve_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return sources
 
 
-def read_documents(source: Path, text_field: str = "text") -> Iterator[str]:
+def read_documents(source: Path, text_field: str = "text", skipped: list[str] | None = None) -> Iterator[str]:
     """The documents of one resolved source (a file or a saved dataset), empty ones included."""
-    reader = {
-        "dataset": _read_dataset,
-        "jsonl": _read_jsonl,
-        "json": _read_json,
-        "parquet": _read_parquet,
-    }.get(_format(source))
-    if reader is None:
-        yield _read_text(source)
+    kind = _format(source)
+    if kind == "jsonl":
+        yield from _read_jsonl(source, text_field, skipped=skipped)
+    elif kind == "json":
+        yield from _read_json(source, text_field, skipped)
+    elif kind == "dataset":
+        yield from _read_dataset(source, text_field)
+    elif kind == "parquet":
+        yield from _read_parquet(source, text_field)
     else:
-        yield from reader(source, text_field)
+        yield _read_text(source)
 
 
 def estimate_text_bytes(sources: Sequence[Path]) -> int:
@@ -151,30 +157,50 @@ def _decode(data: bytes, path: Path, line: int = 1, offset: int = 0) -> str:
         ) from None
 
 
-def _read_jsonl(path: Path, text_field: str, expected: str = "a JSON object per line") -> Iterator[str]:
-    for where, record in json_lines(path, expected):
-        yield _text_of(record, text_field, where)
+def _read_jsonl(path: Path, text_field: str, expected: str = "a JSON object per line",
+                skipped: list[str] | None = None) -> Iterator[str]:
+    for where, record in json_lines(path, expected, skipped):
+        try:
+            yield _text_of(record, text_field, where)
+        except UserError as error:
+            if skipped is None:
+                raise
+            skipped.append(str(error))
 
 
-def json_lines(path: Path, expected: str = "a JSON object per line") -> Iterator[tuple[str, dict]]:
+def json_lines(path: Path, expected: str = "a JSON object per line",
+               skipped: list[str] | None = None) -> Iterator[tuple[str, dict]]:
     """``("file:LINE", object)`` for every non-blank line of a JSONL file, gzipped or not.
 
     A line that is not UTF-8, not JSON or not a JSON object raises :class:`UserError` naming ``file:LINE``
-    and ``expected``.
+    and ``expected``, or, given a ``skipped`` list, is recorded there and passed over.
     """
     offset = 0
     for line_number, raw in enumerate(_binary_lines(path), start=1):
-        line = _decode(raw, path, line_number, offset)
-        offset += len(raw)
-        if not line.strip():
-            continue
+        start, offset = offset, offset + len(raw)
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{line_number}: malformed JSON ({error.msg}); expected {expected}") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{line_number}: found a JSON {_json_type(record)}; expected {expected}")
-        yield f"{path}:{line_number}", record
+            record = _json_line(raw, f"{path}:{line_number}", path, line_number, start, expected)
+        except UserError as error:
+            if skipped is None:
+                raise
+            skipped.append(str(error))
+            continue
+        if record is not None:
+            yield f"{path}:{line_number}", record
+
+
+def _json_line(raw: bytes, where: str, path: Path, line_number: int, offset: int, expected: str) -> dict | None:
+    """The object on one JSONL line, None for a blank line."""
+    line = _decode(raw, path, line_number, offset)
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{where}: malformed JSON ({error.msg}); expected {expected}") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: found a JSON {_json_type(record)}; expected {expected}")
+    return record
 
 
 def _binary_lines(path: Path) -> Iterator[bytes]:
@@ -191,12 +217,12 @@ def _binary_lines(path: Path) -> Iterator[bytes]:
             yield line
 
 
-def _read_json(path: Path, text_field: str) -> Iterator[str]:
+def _read_json(path: Path, text_field: str, skipped: list[str] | None = None) -> Iterator[str]:
     expected = "a JSON list of objects, or one JSON object per line"
     try:
         data = json.loads(_read_text(path))
     except json.JSONDecodeError:  # not one JSON value: read it as JSON Lines, which reports the bad line
-        yield from _read_jsonl(path, text_field, expected)
+        yield from _read_jsonl(path, text_field, expected, skipped)
         return
     if isinstance(data, dict):
         data = [data]

