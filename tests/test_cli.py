@@ -23,3 +23,19 @@ def test_a_bad_input_stops_the_process_with_one_line(case_id, prepared, tiny_mod
     assert result.stderr.rstrip().endswith(errors[0]) and "Traceback" not in result.stderr
     assert all(fragment in errors[0] for fragment in case.fragments), errors[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_every_flag_of_every_command_has_help_and_no_empty_default():
+    from meap.cli import _Parser, _parser
+
+    _parser()
+    commands = {prog: parser for prog, parser in _Parser.commands.items() if not parser._subparsers}
+    assert {"meap pretrain", "meap prepare", "meap eval niah", "meap eval mdqa", "meap analyze attention",
+            "meap data make-mdqa", "meap compare"} <= set(commands)
+    for prog, parser in commands.items():
+        text = parser.format_help()
+        assert "(default: None)" not in text and "(default: False)" not in text, prog
+        for action in parser._actions:
+            if action.option_strings and action.option_strings != ["-h", "--help"]:
+                assert action.help, (prog, action.option_strings)
+                assert action.nargs == 0 or action.metavar, (prog, action.option_strings)  # says what goes there

@@ -1,11 +1,13 @@
 """`meap compare`: a report of several runs built only from their files, with absent evaluations listed."""
 
 import json
+import shutil
 
 import pytest
 
 from meap.config import PretrainConfig, load_config
 from meap.errors import UserError
+from meap.plots import draw_accuracy_by_position, draw_attention_layers, draw_niah_heatmap, short_name
 from meap.report import compare_runs, find_evaluations
 from meap.train import pretrain
 
@@ -38,7 +40,7 @@ def test_report_compares_three_runs_from_their_files(three_runs, tmp_path):
     report = compare_runs(three_runs, tmp_path / "report")
     text = report.read_text()
     names = [run.name for run in three_runs]
-    assert text.startswith("# NTP vs MEAP: " + " vs ".join(names))
+    assert text.startswith("# NTP vs MEAP\n\nRuns: " + ", ".join(f"{run.name} ({run})" for run in three_runs))
     for png in ("loss_by_step.png", "loss_by_time.png", "niah_0.png", "niah_1.png", "niah_diff_1.png", "mdqa.png"):
         assert (tmp_path / "report" / png).stat().st_size > 0, png
         assert f"]({png})" in text
@@ -51,7 +53,7 @@ def test_report_compares_three_runs_from_their_files(three_runs, tmp_path):
         last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
         assert f"{last['loss']:.4f}" in text
     overall = json.loads((three_runs[0] / "eval" / "niah" / "summary.json").read_text())["overall"]
-    assert f"| {names[0]} | {overall['substring']:.4f} | {overall['rouge1_f']:.4f} | 4 |" in text
+    assert f"| {names[0]} | {overall['substring']:.4f} | {overall['rouge1_f']:.4f} | 4 | 4 |" in text
     # The configs differ in objective and seed (and output), and say so.
     differences = text.split("## Configuration differences")[1]
     assert "| objective | ntp | meap | meap |" in differences and "| seed | 1 | 1 | 2 |" in differences
@@ -73,3 +75,71 @@ def test_bad_runs_are_user_errors(three_runs, tmp_path):
         compare_runs([three_runs[0], tmp_path / "empty"], tmp_path / "r")
     with pytest.raises(UserError, match="no such run directory"):
         compare_runs([three_runs[0], tmp_path / "nope"], tmp_path / "r")
+
+
+def test_the_report_leads_with_clean_validation_loss_and_says_why(three_runs, tmp_path):
+    text = compare_runs(three_runs, tmp_path / "report").read_text()
+    runs_table = text.split("## Runs")[1].split("##")[0]
+    header = runs_table.strip().splitlines()[0]
+    assert header.index("validation loss (clean inputs)") < header.index("training loss (inputs as trained)")
+    assert "MEAP replaces a share of its inputs with [MASK], so its training loss is higher by construction" in runs_table
+    for run in three_runs:
+        val = [json.loads(line)["val_loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+               if "val_loss" in line][-1]
+        assert f"| {run.name} | {run.name.split('-')[0]} | 4 | {val:.4f} |" in runs_table
+
+
+def test_one_attention_analysis_of_two_runs_counts_for_both(three_runs, tmp_path):
+    from meap.eval import attention
+
+    ntp, meap = (shutil.copytree(run, tmp_path / run.name) for run in three_runs[:2])
+    shutil.rmtree(meap / "eval" / "attention")
+    haystack = tmp_path / "hay.txt"
+    haystack.write_text("The river ran past the old mill. " * 200)
+    # As the README does it: both models, one output inside one of the runs.
+    attention.run([str(ntp), str(meap)], meap / "eval" / "attention", samples=1, length=160, haystack=[str(haystack)],
+                  progress=False)
+
+    text = compare_runs([ntp, meap], tmp_path / "report").read_text()
+
+    section = text.split("## Attention")[1].split("## Configuration")[0]
+    assert "absent." not in section
+    rows = [line for line in section.splitlines() if line.startswith(f"| {ntp.name} |") or line.startswith(f"| {meap.name} |")]
+    assert [row.split(" | ")[0] for row in rows] == [f"| {ntp.name}", f"| {meap.name}"]
+    assert "](segment_mass.png)" in section and "](layers.png)" in section
+    assert (tmp_path / "report" / "layers.png").stat().st_size > 0
+
+
+def png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_figures_read_like_figures(three_runs, tmp_path):
+    compare_runs(three_runs, tmp_path / "report")
+    for png in sorted((tmp_path / "report").glob("*.png")):
+        assert png_size(png)[0] >= 900, png  # readable at 100%, not 360 px
+    # Integer ticks on discrete positions and layers, labelled axes, the sample count shown.
+    figure = draw_accuracy_by_position({"runs/ntp": {0: 0.0, 4: 0.0, 9: 0.0}, "runs/meap": {0: 0.0, 4: 0.0, 9: 0.0}},
+                                       counts={"runs/ntp": 30, "runs/meap": 30})
+    axes = figure.axes[0]
+    assert list(axes.get_xticks()) == [1, 5, 10] and axes.get_ylabel()
+    legend = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert legend == ["ntp (n = 30 per position)", "meap (n = 30 per position)"]
+    ntp_line, meap_line = axes.get_lines()
+    # Two lines of zeros: the second is drawn so the first shows through it.
+    assert (ntp_line.get_marker(), ntp_line.get_linestyle()) != (meap_line.get_marker(), meap_line.get_linestyle())
+    assert meap_line.get_markerfacecolor() == "none" and meap_line.get_markersize() > ntp_line.get_markersize()
+    layers = [{"layer": i, "segment_mass": {"answer": 0.1 * i}, "entropy": 1.0, "score_decay": 0.0} for i in range(4)]
+    figure = draw_attention_layers({"a": {"layers": layers, "samples": 8, "has_mask_token": True}})
+    for axis in figure.axes:
+        assert list(axis.get_xticks()) == [0, 1, 2, 3] and axis.get_ylabel() and axis.get_xlabel()
+    figure = draw_niah_heatmap([{"length": 256, "depth": 0.0, "score": 0.5, "samples": 4}],
+                               title="NIAH: smollm2-135m (substring match, overall 0.500)")
+    width, _ = figure.get_size_inches()
+    assert width >= 6 and "n = 4 per cell" in figure.axes[0].get_title()
+    figure.tight_layout()
+    figure.canvas.draw()
+    title, ylabel = figure.axes[0].title.get_window_extent(), figure.axes[0].yaxis.label.get_window_extent()
+    assert 0 <= title.x0 and title.x1 <= figure.bbox.width and not title.overlaps(ylabel)  # not clipped or on the label
+    assert short_name("runs/meap/final") == "meap"

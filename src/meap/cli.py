@@ -34,7 +34,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "(default" in text:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS or "(default" in text:
             return text
         return super()._get_help_string(action)
 
@@ -68,7 +68,8 @@ def _config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
     for f in sorted(dataclasses.fields(config_cls), key=lambda f: f.name in shared):
         text = f.metadata.get("help", "")
         shown = str(f.default).lower() if isinstance(f.default, bool) else f.default
-        default = f" (default: {shown})" if f.default not in ("", dataclasses.MISSING) and "(default" not in text else ""
+        stated = f.default in ("", dataclasses.MISSING) or "(default" in text
+        default = "" if stated else f" (default: {shown})"
         kind = types[f.name]
         if kind is bool:
             options = dict(nargs="?", const="true", metavar="BOOL")
@@ -94,14 +95,16 @@ def _parser() -> argparse.ArgumentParser:
         training.add_argument("--config", metavar="YAML", help="YAML recipe (see configs/); resuming without one "
                               "reads the run's own config.yaml")
         existing = training.add_mutually_exclusive_group()
-        existing.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+        existing.add_argument("--resume", action="store_true",
+                              help="continue the run in --output from its last checkpoint")
         existing.add_argument("--overwrite", action="store_true", help="replace the run in --output")
         training.add_argument("--no-progress", action="store_true", help="no progress bar")
         _config_flags(training, config_cls)
 
     demo = commands.add_parser("demo", help="the paired NTP-vs-MEAP experiment on the demo corpus, end to end "
                                "(train both, NIAH, MDQA, attention, report)")
-    demo.add_argument("--config", metavar="YAML", help="YAML recipe (configs/demo.yaml is the default; configs/repro-small.yaml for a GPU)")
+    demo.add_argument("--config", metavar="YAML",
+                      help="YAML recipe (configs/demo.yaml is the default; configs/repro-small.yaml for a GPU)")
     demo.add_argument("--quick", action="store_true", help="every stage on a few documents and steps (a smoke test)")
     demo.add_argument("--overwrite", action="store_true", help="replace the demo in --output (default: continue it)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still print)")
@@ -109,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
 
     demo_sft = commands.add_parser("demo-sft", help="the paired NTP-SFT vs MEAP-SFT experiment: fine-tune a model "
                                    "both ways at equal tokens, multi-document QA before and after")
-    demo_sft.add_argument("--config", metavar="YAML", help="YAML recipe (configs/evidence-sft.yaml: the one behind RESULTS.md)")
+    demo_sft.add_argument("--config", metavar="YAML",
+                          help="YAML recipe (configs/evidence-sft.yaml: the one behind RESULTS.md)")
     demo_sft.add_argument("--overwrite", action="store_true", help="replace the run in --output (default: continue it)")
     demo_sft.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still print)")
     _config_flags(demo_sft, SFTDemoConfig)
@@ -128,11 +132,13 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--merge-digits", action="store_true",
                          help="with --train-tokenizer: let numbers merge into multi-digit tokens (GPT-2's way) "
                               "instead of one token per digit")
-    prepare.add_argument("--text-field", default="text", metavar="KEY", help="field holding the text in JSONL/JSON/Parquet/datasets")
+    prepare.add_argument("--text-field", default="text", metavar="KEY",
+                         help="field holding the text in JSONL/JSON/Parquet/datasets")
     prepare.add_argument("--val-fraction", type=float, default=0.005, metavar="FRACTION",
                          help="share of the corpus held out for validation (a small corpus holds out at least "
                               "~8,192 tokens, at most a tenth)")
-    prepare.add_argument("--num-proc", type=int, default=None, metavar="N", help="tokeniser processes (default: CPUs, at most 8)")
+    prepare.add_argument("--num-proc", type=int, default=None, metavar="N",
+                         help="tokeniser processes (default: CPUs, at most 8)")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing prepared directory")
     prepare.add_argument("--skip-bad-lines", action="store_true",
                          help="pass over JSONL lines that are not JSON objects with the text field (counted and "
@@ -143,8 +149,10 @@ def _parser() -> argparse.ArgumentParser:
     _data_parsers(commands.add_parser("data", help="make evaluation data"))
     _analyze_parsers(commands.add_parser("analyze", help="look inside models (attention)"))
     compare = commands.add_parser("compare", help="a report comparing runs (curves, evaluations, configs)")
-    compare.add_argument("runs", nargs="+", metavar="RUN", help="run directories (evaluation outputs inside them are found)")
-    compare.add_argument("--output", "-o", required=True, metavar="DIR", help="directory for report.md, report.html and plots")
+    compare.add_argument("runs", nargs="+", metavar="RUN",
+                         help="run directories (evaluation outputs inside them are found)")
+    compare.add_argument("--output", "-o", required=True, metavar="DIR",
+                         help="directory for report.md, report.html and plots")
     return parser
 
 
@@ -154,12 +162,14 @@ def _analyze_parsers(parser: argparse.ArgumentParser) -> None:
                                     "the masked-key score decay (the MEAP paper's analysis)")
     attention.add_argument("--model", required=True, nargs="+", metavar="MODEL",
                            help="one or more: Hugging Face model directories, meap run directories, `smollm2-135m`")
-    attention.add_argument("--output", "-o", required=True, metavar="DIR", help="directory for attention.json and the plots")
+    attention.add_argument("--output", "-o", required=True, metavar="DIR",
+                           help="directory for attention.json and the plots")
     attention.add_argument("--samples", type=int, default=8, metavar="N", help="probes (needle inputs) per model")
     attention.add_argument("--length", type=int, default=1024, metavar="TOKENS", help="probe length in model tokens")
     attention.add_argument("--haystack", nargs="+", default=["builtin"], metavar="FILE",
                            help="text files, `builtin` (Paul Graham essays) or `builtin-prose` (default: builtin)")
-    attention.add_argument("--mask-ratio", type=float, default=0.15, metavar="RATIO", help="context share masked in the masked copy")
+    attention.add_argument("--mask-ratio", type=float, default=0.15, metavar="RATIO",
+                           help="context share masked in the masked copy")
     attention.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the probes' needles and masks")
     attention.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -182,7 +192,8 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     model_help = "a Hugging Face model directory, a meap run directory, or `smollm2-135m` (packaged)"
     niah = evals.add_parser("niah", help="needle in a haystack")
     niah.add_argument("--model", required=True, metavar="MODEL", help=model_help)
-    niah.add_argument("--output", "-o", required=True, metavar="DIR", help="directory for results.jsonl, summary.json, heatmap.png")
+    niah.add_argument("--output", "-o", required=True, metavar="DIR",
+                      help="directory for results.jsonl, summary.json, heatmap.png")
     niah.add_argument("--haystack", nargs="+", default=["builtin"], metavar="FILE",
                       help="text files, `builtin` (Paul Graham essays) or `builtin-prose` (public-domain prose) "
                            "(default: builtin)")
@@ -190,7 +201,8 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
                       help="prompt lengths in model tokens (default: 512,1024,2048)")
     niah.add_argument("--depths", type=_csv(float), default=[0, 25, 50, 75, 100], metavar="PERCENT,...",
                       help="needle depths in percent (default: 0,25,50,75,100)")
-    niah.add_argument("--needle", metavar="SENTENCE", help="a fixed needle sentence (default: random RULER-style needles)")
+    niah.add_argument("--needle", metavar="SENTENCE",
+                      help="a fixed needle sentence (default: random RULER-style needles)")
     niah.add_argument("--question", metavar="TEXT", help="the question for --needle")
     niah.add_argument("--answer", metavar="TEXT", help="the expected answer for --needle")
     niah.add_argument("--samples", type=int, default=1, metavar="N", help="needles per cell")
@@ -205,16 +217,19 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     mdqa.add_argument("--model", required=True, metavar="MODEL", help=model_help)
     mdqa.add_argument("--data", nargs="+", required=True, metavar="FILE",
                       help="JSONL(.gz) files in the lost-in-the-middle format (`meap data make-mdqa`, or nq-open-*)")
-    mdqa.add_argument("--output", "-o", required=True, metavar="DIR", help="directory for results.jsonl, summary.json, mdqa.png")
+    mdqa.add_argument("--output", "-o", required=True, metavar="DIR",
+                      help="directory for results.jsonl, summary.json, mdqa.png")
     mdqa.add_argument("--limit", type=int, metavar="N", help="examples per file (default: all)")
 
     harness = evals.add_parser("harness", help="lm-evaluation-harness tasks")
     harness.add_argument("--model", required=True, metavar="MODEL", help=model_help)
-    harness.add_argument("--tasks", type=_csv(str), required=True, metavar="TASK,...", help="comma-separated lm-eval task names")
+    harness.add_argument("--tasks", type=_csv(str), required=True, metavar="TASK,...",
+                         help="comma-separated lm-eval task names")
     harness.add_argument("--output", "-o", required=True, metavar="DIR", help="directory for results.json")
     harness.add_argument("--num-fewshot", type=int, default=0, metavar="N", help="examples shown before each question")
     harness.add_argument("--limit", type=int, metavar="N", help="examples per task (default: all)")
-    harness.add_argument("--include-path", metavar="DIR", help="directory of local lm-eval task definitions (offline data)")
+    harness.add_argument("--include-path", metavar="DIR",
+                         help="directory of local lm-eval task definitions (offline data)")
     for evaluation in (niah, mdqa, harness):
         evaluation.add_argument("--batch-size", type=int, default=8, metavar="N", help="prompts per forward pass")
         if evaluation is not harness:
@@ -230,7 +245,8 @@ def _data_parsers(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--output", "-o", required=True, metavar="FILE", help="file to write (.jsonl.gz is gzipped)")
     make.add_argument("--num-docs", type=int, default=20, metavar="N", help="documents per question")
     make.add_argument("--gold-position", type=int, default=0, metavar="N", help="0-based position of the gold document")
-    make.add_argument("--passage-words", type=int, default=100, metavar="N", help="words per document (NQ-Open's are about 100)")
+    make.add_argument("--passage-words", type=int, default=100, metavar="N",
+                      help="words per document (NQ-Open's are about 100)")
     make.add_argument("--examples", type=int, default=100, metavar="N", help="questions to write")
     make.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the passages and the questions")
 

@@ -1,4 +1,4 @@
-"""Plots of evaluation results and the comparison report of runs.
+"""The comparison report of runs (figures from :mod:`meap.plots`) and the paired NTP-vs-MEAP comparison.
 
 Reads plain files (``metrics.jsonl``, ``config.yaml``, the evaluations' ``summary.json`` / ``results.json``
 / ``attention.json``); no torch, no transformers.
@@ -8,114 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_niah_heatmap(cells: list[dict], path: Path, title: str = "Needle in a haystack",
-                      difference: bool = False) -> Path:
-    """The usual NIAH picture: x = context length (tokens), y = needle depth (%), colour = mean score.
-
-    ``cells``: ``[{"length": int, "depth": float, "score": float}, ...]``; a missing cell is left blank.
-    ``difference``: the scores are differences in [-1, 1] (a diverging scale centred on 0).
-    """
-    plt = _pyplot()
-    from matplotlib.colors import LinearSegmentedColormap
-
-    lengths = sorted({cell["length"] for cell in cells})
-    depths = sorted({cell["depth"] for cell in cells})
-    grid = [[float("nan")] * len(lengths) for _ in depths]
-    for cell in cells:
-        grid[depths.index(cell["depth"])][lengths.index(cell["length"])] = cell["score"]
-    colours = LinearSegmentedColormap.from_list("niah", ["#F0496E", "#FFFFFF" if difference else "#EBB839", "#0CD79F"])
-    figure, axes = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.0 + 0.45 * len(depths)))
-    image = axes.imshow(grid, cmap=colours, vmin=-1.0 if difference else 0.0, vmax=1.0, aspect="auto")
-    for y, row in enumerate(grid):
-        for x, value in enumerate(row):
-            if value == value:  # not NaN
-                axes.text(x, y, f"{value:+.2f}" if difference else f"{value:.2f}", ha="center", va="center", fontsize=8)
-    axes.set_xticks(range(len(lengths)), [str(length) for length in lengths])
-    axes.set_yticks(range(len(depths)), [f"{depth:g}" for depth in depths])
-    axes.set_xlabel("context length (tokens)")
-    axes.set_ylabel("needle depth (%)")
-    axes.set_title(title)
-    figure.colorbar(image, ax=axes, label="score difference" if difference else "score")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-def plot_accuracy_by_position(series: dict[str, dict[int, float]], path: Path,
-                              title: str = "Multi-document QA", xlabel: str = "position of the gold document") -> Path:
-    """Accuracy against gold-document position, one line per series (a model, or a document count)."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for label, by_position in series.items():
-        positions = sorted(by_position)
-        axes.plot([p + 1 for p in positions], [by_position[p] for p in positions], marker="o", label=label)
-    axes.set_xlabel(xlabel + " (1 = first)")
-    axes.set_ylabel("accuracy (best-subspan EM)")
-    axes.set_ylim(0.0, 1.0)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-def plot_segment_mass(masses: dict[str, dict[str, float]], path: Path,
-                      title: str = "Attention from the query, by segment (mean over layers)") -> Path:
-    """Grouped bars: for each segment (before, answer, after, query), one bar per model."""
-    plt = _pyplot()
-    segments = list(next(iter(masses.values())))
-    width = 0.8 / max(1, len(masses))
-    figure, axes = plt.subplots(figsize=(6.5, 3.6))
-    for i, (name, mass) in enumerate(masses.items()):
-        positions = [s + (i - (len(masses) - 1) / 2) * width for s in range(len(segments))]
-        bars = axes.bar(positions, [mass[s] for s in segments], width, label=_short(name))
-        axes.bar_label(bars, fmt="%.2f", fontsize=7)
-    axes.set_xticks(range(len(segments)), segments)
-    axes.set_ylabel("attention mass")
-    axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-def plot_attention_layers(results: dict[str, dict], path: Path) -> Path:
-    """Per-layer curves, one line per model: answer-segment mass, entropy, and (with [MASK]) score decay."""
-    plt = _pyplot()
-    panels = [("answer mass", lambda layer: layer["segment_mass"]["answer"]), ("entropy (nats)", lambda layer: layer["entropy"])]
-    if any(r["has_mask_token"] for r in results.values()):
-        panels.append(("masked-key score decay", lambda layer: layer.get("score_decay")))
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3))
-    for axis, (label, value) in zip(axes, panels):
-        for name, result in results.items():
-            points = [(layer["layer"], value(layer)) for layer in result["layers"] if value(layer) is not None]
-            if points:
-                axis.plot(*zip(*points), marker="o", markersize=3, label=_short(name))
-        axis.set_xlabel("layer")
-        axis.set_title(label, fontsize=10)
-    axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-def _short(name: str) -> str:
-    return Path(name).name or name
+from meap.plots import (plot_accuracy_by_position, plot_attention_layers, plot_loss_curves, plot_niah_heatmap,
+                        plot_paired, plot_segment_mass)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -190,28 +84,9 @@ def _labels(runs: list[Path]) -> list[str]:
     return names
 
 
-def _plot_curves(runs: dict[str, dict], x_key: str, xlabel: str, path: Path) -> Path | None:
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6.5, 4))
-    drawn = False
-    for index, (name, run) in enumerate(runs.items()):
-        for key, style in (("loss", "-"), ("val_loss", "--")):  # one colour per run: solid train, dashed val
-            points = [(r[x_key], r[key]) for r in run["metrics"] if key in r and x_key in r]
-            if points:
-                axes.plot(*zip(*points), style, color=f"C{index % 10}",
-                          label=f"{name} ({'train' if key == 'loss' else 'validation'})")
-                drawn = True
-    if not drawn:
-        plt.close(figure)
-        return None
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel("loss")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+def _curves(runs: dict[str, dict], x_key: str) -> dict[str, dict[str, list]]:
+    return {name: {key: [(r[x_key], r[key]) for r in run["metrics"] if key in r and x_key in r]
+                   for key in ("loss", "val_loss")} for name, run in runs.items()}
 
 
 def _niah_cells(summary: dict) -> dict[tuple, float]:
@@ -237,34 +112,51 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     loaded = dict(zip(_labels(paths), (read_run(path) for path in paths)))
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    blocks: list[tuple] = [("h1", "NTP vs MEAP: " + " vs ".join(loaded))]
+    objectives = {run["config"].get("objective") for run in loaded.values()}
+    blocks: list[tuple] = [("h1", "NTP vs MEAP" if objectives == {"ntp", "meap"} else "Comparison of runs"),
+                           ("p", "Runs: " + ", ".join(f"{name} ({run['path']})" for name, run in loaded.items()) + ".")]
+    attention = _attention_by_run(loaded)
 
-    rows = [[name, str(run["path"]), run["config"].get("objective", "n/a"),
+    def last(run: dict, key: str):
+        return next((r[key] for r in reversed(run["metrics"]) if key in r), None)
+
+    rows = [[name, run["config"].get("objective", "n/a"),
              _fmt(run["metrics"][-1].get("step")) if run["metrics"] else "n/a",
-             _fmt(next((r["loss"] for r in reversed(run["metrics"]) if "loss" in r), None)),
-             _fmt(next((r["val_loss"] for r in reversed(run["metrics"]) if "val_loss" in r), None)),
-             ", ".join(k for k in EVALUATIONS if k in run["evaluations"]) or "none",
-             ", ".join(k for k in EVALUATIONS if k not in run["evaluations"]) or "none"]
+             _fmt(last(run, "val_loss")), _fmt(last(run, "loss")),
+             ", ".join(k for k in EVALUATIONS if _has(run, k, name, attention)) or "none",
+             ", ".join(k for k in EVALUATIONS if not _has(run, k, name, attention)) or "none"]
             for name, run in loaded.items()]
-    blocks += [("h2", "Runs"), ("table", ["run", "directory", "objective", "last step", "last loss",
-                                          "last val loss", "evaluations found", "absent"], rows)]
+    blocks += [("h2", "Runs"), ("table", ["run", "objective", "last step", "validation loss (clean inputs)",
+                                          "training loss (inputs as trained)", "evaluations found", "absent"], rows)]
+    if "meap" in objectives:
+        blocks.append(("p", "Compare the validation loss: every run is validated on clean inputs. The training loss "
+                            "is measured on the inputs as trained, and MEAP replaces a share of its inputs with "
+                            "[MASK], so its training loss is higher by construction and does not compare with NTP's."))
+    if not any(last(run, "val_loss") is not None for run in loaded.values()):
+        blocks.append(("p", "No run has a validation loss (validation was off: too little held-out text, or "
+                            "eval_every 0), so no loss here compares the objectives; prepare the data with a larger "
+                            "--val-fraction."))
 
-    blocks.append(("h2", "Training curves"))
+    blocks.append(("h2", "Loss curves"))
     for x_key, xlabel, file in (("step", "optimizer step", "loss_by_step.png"),
                                 ("elapsed_s", "training time (s)", "loss_by_time.png")):
-        plotted = _plot_curves(loaded, x_key, xlabel, output / file)
-        blocks.append(("img", file) if plotted else ("p", f"No `{x_key}` in any run's metrics.jsonl: no plot by {xlabel}."))
+        curves = _curves(loaded, x_key)
+        if any(points for by_key in curves.values() for points in by_key.values()):
+            blocks.append(("img", plot_loss_curves(curves, output / file, xlabel).name))
+        else:
+            blocks.append(("p", f"No `{x_key}` in any run's metrics.jsonl: no plot by {xlabel}."))
 
     niah = _section(blocks, loaded, "niah", "Needle in a haystack (substring match)")
     for index, (name, summary) in enumerate(niah.items()):
         file = f"niah_{index}.png"
-        plot_niah_heatmap([{"length": l, "depth": d, "score": v} for (l, d), v in _niah_cells(summary).items()],
-                          output / file, title=f"NIAH: {name} (overall {summary['overall']['substring']:.3f})")
+        plot_niah_heatmap([{"length": c["length"], "depth": c["depth"], "score": c["substring"],
+                            "samples": c.get("samples")} for c in summary["cells"]],
+                          output / file, title=f"NIAH: {name} (substring match, overall {summary['overall']['substring']:.3f})")
         blocks.append(("img", file))
     if niah:
-        blocks.append(("table", ["run", "substring match", "ROUGE-1 F", "cells"],
-                       [[name, _fmt(s["overall"]["substring"]), _fmt(s["overall"]["rouge1_f"]), str(len(s["cells"]))]
-                        for name, s in niah.items()]))
+        blocks.append(("table", ["run", "substring match", "ROUGE-1 F", "cells", "prompts"],
+                       [[name, _fmt(s["overall"]["substring"]), _fmt(s["overall"]["rouge1_f"]), str(len(s["cells"])),
+                         str(sum(c.get("samples", 0) for c in s["cells"]) or "n/a")] for name, s in niah.items()]))
     names = list(niah)
     for index, name in enumerate(names[1:], 1):
         base, other = _niah_cells(niah[names[0]]), _niah_cells(niah[name])
@@ -279,12 +171,14 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     if mdqa:
         series = {name: {int(p): v for p, v in s["accuracy_by_gold_position"].items() if v is not None}
                   for name, s in mdqa.items()}
-        plot_accuracy_by_position(series, output / "mdqa.png")
+        examples = {name: {int(p): n for p, n in s.get("examples_by_gold_position", {}).items()} for name, s in mdqa.items()}
+        counts = {name: next(iter(set(by.values()))) for name, by in examples.items() if len(set(by.values())) == 1}
+        plot_accuracy_by_position(series, output / "mdqa.png", counts=counts)
         positions = sorted({p for by in series.values() for p in by})
         blocks += [("img", "mdqa.png"),
-                   ("table", ["run", "overall", *[f"gold {p + 1}" for p in positions]],
-                    [[name, _fmt(mdqa[name]["accuracy"]), *[_fmt(series[name].get(p)) for p in positions]]
-                     for name in mdqa])]
+                   ("table", ["run", "overall", *[f"gold {p + 1}" for p in positions], "examples"],
+                    [[name, _fmt(mdqa[name]["accuracy"]), *[_fmt(series[name].get(p)) for p in positions],
+                      str(mdqa[name].get("num_examples", "n/a"))] for name in mdqa])]
 
     harness = {name: summary["results"]
                for name, summary in _section(blocks, loaded, "harness", "lm-evaluation-harness").items()}
@@ -295,17 +189,21 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
                        [[name, *[_fmt(results.get(task, {}).get(metric)) for task, metric in columns]]
                         for name, results in harness.items()]))
 
-    attention_rows = []
-    for name, summary in _section(blocks, loaded, "attention", "Attention (from the query, mean over layers)").items():
-        for model, result in summary["models"].items():
-            average = result["average"]
-            attention_rows.append([name, model, str(result["samples"]),
-                                   *[_fmt(average["segment_mass"][segment]) for segment in ("before", "answer", "after", "query")],
-                                   _fmt(average["entropy"]), _fmt(average.get("score_decay")),
-                                   _fmt(average.get("variance_increase"))])
-    if attention_rows:
-        blocks.append(("table", ["run", "model", "samples", "before", "answer", "after", "query", "entropy",
-                                 "score decay", "variance increase"], attention_rows))
+    blocks.append(("h2", "Attention (from the query, mean over layers)"))
+    blocks += [("p", f"{name}: absent.") for name in loaded if name not in attention]
+    if attention:
+        results = {name: result for name, (result, _) in attention.items()}
+        blocks += [("img", plot_segment_mass({name: r["average"]["segment_mass"] for name, r in results.items()},
+                                             output / "segment_mass.png",
+                                             samples={name: r["samples"] for name, r in results.items()}).name),
+                   ("img", plot_attention_layers(results, output / "layers.png").name),
+                   ("table", ["run", "samples", "before", "answer", "after", "query", "entropy", "score decay",
+                              "variance increase", "file"],
+                    [[name, str(result["samples"]),
+                      *[_fmt(result["average"]["segment_mass"][segment]) for segment in ("before", "answer", "after", "query")],
+                      _fmt(result["average"]["entropy"]), _fmt(result["average"].get("score_decay")),
+                      _fmt(result["average"].get("variance_increase")), str(file)]
+                     for name, (result, file) in attention.items()])]
 
     blocks.append(("h2", "Configuration differences"))
     keys = sorted({key for run in loaded.values() for key in run["config"]})
@@ -319,6 +217,39 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     (output / "report.md").write_text(_markdown(blocks), encoding="utf-8")
     (output / "report.html").write_text(_html(blocks, output), encoding="utf-8")
     return output / "report.md"
+
+
+def _has(run: dict, kind: str, name: str, attention: dict) -> bool:
+    return name in attention if kind == "attention" else kind in run["evaluations"]
+
+
+def _attention_by_run(loaded: dict[str, dict]) -> dict[str, tuple[dict, Path]]:
+    """run name -> (its model's entry, the attention.json holding it). One `meap analyze attention` may cover
+    several runs (its models are their directories), and it may be saved inside any of them."""
+    import json
+
+    def same(model: str, run: Path) -> bool:
+        return Path(model).resolve() in (run.resolve(), (run / "final").resolve())
+
+    found: dict[str, tuple[dict, Path]] = {}
+    for run in loaded.values():
+        for path in sorted(run["path"].rglob("attention.json")):
+            if _SKIPPED_DIRS & set(path.relative_to(run["path"]).parts[:-1]):
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if _kind(data) != "attention":
+                continue
+            for model, result in data["models"].items():
+                for name, other in loaded.items():
+                    if name not in found and same(model, other["path"]):
+                        found[name] = (result, path)
+            owner = next(name for name, other in loaded.items() if other is run)
+            if owner not in found and len(data["models"]) == 1:  # its one model, named from another directory
+                found[owner] = (next(iter(data["models"].values())), path)
+    return {name: found[name] for name in loaded if name in found}
 
 
 def _section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str) -> dict[str, dict]:
@@ -353,15 +284,17 @@ def _html(blocks: list[tuple], output: Path) -> str:
 
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>meap comparison</title><style>"
              "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>"]
+             "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%;height:auto}</style></head><body>"]
     for block in blocks:
         if block[0] in ("h1", "h2"):
             parts.append(f"<{block[0]}>{html.escape(block[1])}</{block[0]}>")
         elif block[0] == "p":
             parts.append(f"<p>{html.escape(block[1])}</p>")
         elif block[0] == "img":
-            data = base64.b64encode((output / block[1]).read_bytes()).decode()
-            parts.append(f"<p><img alt='{html.escape(block[1])}' src='data:image/png;base64,{data}'></p>")
+            png = (output / block[1]).read_bytes()
+            width = int.from_bytes(png[16:20], "big") * 2 // 3  # shown at 100 dpi: every figure at one scale
+            parts.append(f"<p><img alt='{html.escape(block[1])}' width='{width}' "
+                         f"src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>")
         else:
             _, header, rows = block
             parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
@@ -536,29 +469,8 @@ def write_paired_report(comparison: dict, output: Path) -> Path:
                     [[o.upper(), percent(key_check["multikey"]["mean"][o]),
                       percent(key_check["absent_distractor_copied"]["mean"][o])] for o in ("ntp", "meap")])]
     output.mkdir(parents=True, exist_ok=True)
-    _plot_paired(comparison, output / "comparison.png")
+    plot_paired(comparison, output / "comparison.png")
     blocks.append(("img", "comparison.png"))
     path = output / "comparison.md"
     path.write_text(_markdown(blocks), encoding="utf-8")
-    return path
-
-
-def _plot_paired(comparison: dict, path: Path) -> Path:
-    """Per-seed NIAH and MDQA of both objectives, each seed's pair joined by a line."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(8, 3.6))
-    for axis, name, title in ((axes[0], "niah", "NIAH substring match"), (axes[1], "mdqa", "MDQA best-subspan EM")):
-        by_seed = comparison[name]["by_seed"]
-        for index, seed in enumerate(comparison["seeds"]):
-            axis.plot([0, 1], [by_seed["ntp"][index], by_seed["meap"][index]], "-o", color=f"C{index % 10}",
-                      label=f"seed {seed}")
-        axis.set_xticks([0, 1], ["NTP", "MEAP"])
-        axis.set_xlim(-0.4, 1.4)
-        axis.set_ylim(0.0, 1.0)
-        axis.set_title(title, fontsize=10)
-        axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path

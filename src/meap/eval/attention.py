@@ -176,7 +176,7 @@ def run(models: list[str], output: str | Path, *, samples: int = 8, length: int 
     """Analyse each model on the same probes; write ``attention.json``, ``segment_mass.png``, ``layers.png``."""
     from meap.eval.niah import read_haystack
     from meap.models import load_causal_lm
-    from meap.report import plot_attention_layers, plot_segment_mass
+    from meap.plots import plot_attention_layers, plot_segment_mass
     from meap.tokens import mask_token_id
 
     if samples < 1 or length < 8:
@@ -200,6 +200,7 @@ def run(models: list[str], output: str | Path, *, samples: int = 8, length: int 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "attention.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    plot_segment_mass({name: r["average"]["segment_mass"] for name, r in results.items()}, output / "segment_mass.png")
+    plot_segment_mass({name: r["average"]["segment_mass"] for name, r in results.items()}, output / "segment_mass.png",
+                      samples={name: r["samples"] for name, r in results.items()})
     plot_attention_layers(results, output / "layers.png")
     return summary

@@ -90,7 +90,7 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
     from meap.eval.generation import generate, prompt_length
     from meap.eval.metrics import best_subspan_em
     from meap.models import dtype_name, load_causal_lm
-    from meap.report import plot_accuracy_by_position
+    from meap.plots import plot_accuracy_by_position
 
     if not data_files:
         raise UserError("mdqa: no data files given")
@@ -133,6 +133,7 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
         "files": list(data),
         "accuracy": _mean([record["best_subspan_em"] for record in records]),
         "accuracy_by_gold_position": accuracy_by_position,
+        "examples_by_gold_position": {position: len(by_position[position]) for position in sorted(by_position)},
         "by_file": {path: {"accuracy": _mean(scores), "num_examples": len(scores), "skipped_too_long": skipped[path]}
                     for path, scores in by_file.items()},
         "num_examples": len(records),
@@ -148,7 +149,9 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
             results.write(json.dumps(record, ensure_ascii=False) + "\n")
     (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if accuracy_by_position:
-        plot_accuracy_by_position({model: accuracy_by_position}, output / "mdqa.png")
+        counts = set(summary["examples_by_gold_position"].values())
+        plot_accuracy_by_position({model: accuracy_by_position}, output / "mdqa.png",
+                                  counts={model: counts.pop()} if len(counts) == 1 else None)
     return summary
 
 

@@ -191,7 +191,7 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
         dtype: str = "auto", progress: bool = True) -> dict:
     """Evaluate ``model`` (a model directory, a meap run, or ``smollm2-135m``) and write the results."""
     from meap.models import dtype_name, load_causal_lm
-    from meap.report import plot_niah_heatmap
+    from meap.plots import plot_niah_heatmap, short_name
 
     lengths = sorted(lengths or DEFAULT_LENGTHS)
     depths = list(depths if depths is not None else DEFAULT_DEPTHS)
@@ -236,6 +236,7 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
         for record in records:
             out.write(json.dumps(record) + "\n")
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    plot_niah_heatmap([{"length": c["length"], "depth": c["depth"], "score": c["substring"]} for c in summary["cells"]],
-                      output / "heatmap.png", title=f"NIAH: {Path(model).name or model} (substring match)")
+    plot_niah_heatmap([{"length": c["length"], "depth": c["depth"], "score": c["substring"], "samples": c["samples"]}
+                       for c in summary["cells"]], output / "heatmap.png",
+                      title=f"NIAH: {short_name(str(model))} (substring match, overall {summary['overall']['substring']:.3f})")
     return summary
