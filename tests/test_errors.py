@@ -103,6 +103,16 @@ def run_on_re_prepared_data(inputs: Inputs) -> Path:
     return run
 
 
+def grown_tokenizer_model(inputs: Inputs) -> Path:
+    """A model directory whose tokenizer has a token more than the model has embedding rows."""
+    grown = inputs.tmp / "grown"
+    shutil.copytree(inputs.model, grown)
+    tokenizer = AutoTokenizer.from_pretrained(grown)
+    tokenizer.add_tokens(["<|tool|>"])
+    tokenizer.save_pretrained(grown)
+    return grown
+
+
 def pretrain(inputs: Inputs, *flags: str) -> list[str]:
     return ["pretrain", "--data", str(inputs.prepared), "--output", str(inputs.tmp / "out"), *flags]
 
@@ -199,6 +209,9 @@ CASES = [
     Case("sft-not-a-causal-lm", lambda i: sft(i, good_sft(i), model=t5_dir(i)), ("not a causal language model",)),
     Case("sft-missing-data-file", lambda i: sft(i, i.tmp / "nope.jsonl"), ("nope.jsonl",)),
     Case("sft-max-length-above-model", lambda i: sft(i, good_sft(i), "--max-length", "4096"), ("max_length", "512")),
+    Case("sft-tokenizer-larger-than-model",
+         lambda i: sft(i, good_sft(i), "--max-length", "256", model=grown_tokenizer_model(i)),
+         ("grown", "50258 tokens besides [MASK] but the model embeds only 50257", "not belong to the same model")),
     Case("sft-unknown-flag", lambda i: sft(i, good_sft(i), "--lora-rank", "8"), ("--lora-rank", "--lora-r")),
     Case("sft-chat-template-raises",
          lambda i: sft(i, good_sft(i), "--max-length", "256", model=strict_template_model(i)),

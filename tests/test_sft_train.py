@@ -2,6 +2,7 @@
 packing, LoRA."""
 
 import json
+import shutil
 from itertools import islice
 
 import pyarrow as pa
@@ -200,3 +201,19 @@ def test_fine_tuning_a_meap_pretrain_run(prepared, tmp_path, alpaca_file):
     assert after.convert_tokens_to_ids("[MASK]") == before.convert_tokens_to_ids("[MASK]")
     assert AutoModelForCausalLM.from_pretrained(run / "final").config.vocab_size == \
         AutoModelForCausalLM.from_pretrained(base / "final").config.vocab_size
+
+
+def test_resume_refuses_a_model_whose_tokenizer_changed(gpt2_tokenizer, alpaca_file, tmp_path):
+    from conftest import tiny_llama
+    from meap.errors import UserError
+
+    model_dir = tmp_path / "padded"  # spare embedding rows, as most released models have
+    tiny_llama(len(gpt2_tokenizer) + 63, hidden=16).save_pretrained(model_dir)
+    gpt2_tokenizer.save_pretrained(model_dir)
+    run = sft(config(model_dir, [alpaca_file], tmp_path / "run", max_steps=4, save_every=2), progress=False)
+    assert len(json.loads((run / "run.json").read_text())["tokenizer_sha256"]) == 64
+    shutil.rmtree(run / "final")
+    gpt2_tokenizer.add_tokens(["<|tool|>"])  # the model directory now holds another vocabulary
+    gpt2_tokenizer.save_pretrained(model_dir)
+    with pytest.raises(UserError, match=f"the run was trained with another tokenizer than {model_dir} has now"):
+        sft(config(model_dir, [alpaca_file], run, max_steps=4, save_every=2), resume=True, progress=False)

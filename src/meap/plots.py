@@ -240,7 +240,7 @@ def draw_paired(comparison: dict):
         axis.set_ylabel("score (share correct)")
         axis.grid(alpha=0.3)
         _title(axis, title, f"{len(comparison['seeds'])} training seeds")
-    axes[0][0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8, loc="best")
     return figure
 
 

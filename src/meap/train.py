@@ -583,7 +583,10 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     if limit and config.max_length > limit:
         raise UserError(f"max_length: {config.max_length} is above the maximum of model `{config.model}` ({limit} tokens)")
     newly_added = mask_token_id(tokenizer) is None
-    mask_id = add_mask_token(tokenizer, model)
+    try:
+        mask_id = add_mask_token(tokenizer, model)
+    except ValueError as error:  # a tokenizer with more tokens than the model has rows
+        raise UserError(f"{config.model}: {error}") from None
     where = ", ".join(config.data) or "builtin"
     segments = [_tokenized(tokenizer, turns, f"{where}: conversation {n}") for n, turns in enumerate(conversations)]
 
