@@ -1,12 +1,17 @@
 """Shared fixtures: real tokenizers from packaged files and tiny randomly initialised HF models."""
 
 import importlib.util
+import os
 from itertools import islice
 from pathlib import Path
 
-import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+# Nothing in the tests may reach the network: a path that does not exist and reads as `org/name` would
+# otherwise be looked up on the Hugging Face hub. Set before transformers reads it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 
 def tiny_llama(vocab_size: int, tied: bool = False, layers: int = 2, hidden: int = 32,

@@ -39,3 +39,10 @@ def test_every_flag_of_every_command_has_help_and_no_empty_default():
             if action.option_strings and action.option_strings != ["-h", "--help"]:
                 assert action.help, (prog, action.option_strings)
                 assert action.nargs == 0 or action.metavar, (prog, action.option_strings)  # says what goes there
+
+
+def test_python_dash_m_meap_is_the_meap_command():
+    result = subprocess.run([sys.executable, "-m", "meap", "eval", "niah", "--model", "m", "-o", "o", "--lenghts", "1"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "meap: error: unknown option --lenghts (did you mean `--lengths`?)"

@@ -233,6 +233,8 @@ CASES = [
     Case("mdqa-malformed-line",
          lambda i: ["eval", "mdqa", "--model", str(i.model), "--data", str(i.tmp / "bad.jsonl.gz"), "-o", str(i.tmp / "out")],
          ("bad.jsonl.gz:2",)),
+    Case("niah-uncached-hub-id", lambda i: niah(i, model="meap-test/not-cached"),
+         ("meap-test/not-cached: no such local directory, and not in the Hugging Face cache", "HF_HUB_OFFLINE")),
     Case("niah-unknown-flag", lambda i: niah(i, "--lenghts", "128"),
          ("unknown option --lenghts", "did you mean `--lengths`")),
     Case("niah-missing-output", lambda i: ["eval", "niah", "--model", str(i.model)],

