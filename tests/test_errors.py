@@ -163,6 +163,13 @@ CASES = [
     Case("pretrain-resume-another-tokenizer",
          lambda i: ["pretrain", "--output", str(run_on_re_prepared_data(i)), "--resume", "--max-steps", "4"],
          ("run.json", "another tokenizer", "resume with the data or model the run started from")),
+    Case("pretrain-unknown-model-override", lambda i: pretrain(i, "--model-override", "num_hidden_layrs=3"),
+         ("model_override", "`num_hidden_layrs` is no key of the llama config of tiny", "num_hidden_layers")),
+    Case("pretrain-impossible-model-shape", lambda i: pretrain(i, "--model-override", "num_key_value_heads=3"),
+         ("num_attention_heads 4 is not a multiple of num_key_value_heads 3",)),
+    Case("pretrain-model-config-not-a-causal-lm",
+         lambda i: pretrain(i, "--model-config", str(t5_dir(i) / "config.json")),
+         ("config.json", "a `t5` config, not a causal language model")),
     # meap prepare
     Case("prepare-unknown-flag",
          lambda i: ["prepare", str(write(i.tmp / "good.txt", "text")), "-o", str(i.tmp / "out"), "--val-fractoin", "0.1"],

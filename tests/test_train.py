@@ -285,3 +285,47 @@ def test_raising_max_steps_on_resume_is_warned_about_and_recorded(prepared, tmp_
     facts = json.loads((run / RUN_FILE).read_text())
     assert facts["max_steps"] == 6 and facts["schedule_changes"] == [{"at_step": 4, "max_steps": {"from": 4, "to": 6}}]
     assert [m["step"] for m in read_metrics(run)][-1] == 6
+
+
+QWEN3_LIKE = {"model_type": "qwen3", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 512,
+              "tie_word_embeddings": True, "vocab_size": 151936, "torch_dtype": "bfloat16"}
+
+
+def test_any_architecture_from_a_config_file_trains_saves_and_reloads(prepared, tmp_path):
+    config_file = tmp_path / "qwen3-like.json"
+    config_file.write_text(json.dumps(QWEN3_LIKE))
+    run = pretrain(tiny_config(prepared, tmp_path / "run", model_config=str(config_file), max_steps=5, save_every=0),
+                   progress=False)
+    model = AutoModelForCausalLM.from_pretrained(run / "final")
+    assert type(model).__name__ == "Qwen3ForCausalLM" and model.dtype == torch.float32
+    assert model.config.vocab_size == 512  # the data's 512 tokens ([MASK] included), not the file's 151,936
+    assert AutoTokenizer.from_pretrained(run / "final").convert_tokens_to_ids("[MASK]") == 511
+    assert read_metrics(run)[-1]["step"] == 5
+
+
+def test_a_preset_takes_overrides_and_refuses_unknown_keys_and_impossible_shapes(prepared, tmp_path):
+    run = build_run(tiny_config(prepared, tmp_path / "run", model_override=["num_hidden_layers=1", "rope_theta=5e5"]),
+                    progress=False)
+    config = run.trainer.model.config
+    assert config.num_hidden_layers == 1 and config.rope_parameters["rope_theta"] == 500000.0
+    for overrides, message in ((["num_hidden_layrs=3"], "`num_hidden_layrs` is no key of the llama config of tiny "
+                                                        "\\(did you mean `num_hidden_layers`\\?\\)"),
+                               (["num_key_value_heads=3"], "num_attention_heads 4 is not a multiple of "
+                                                           "num_key_value_heads 3"),
+                               (["vocab_size=10"], "vocab_size comes from the data's tokenizer")):
+        with pytest.raises(UserError, match=message):
+            build_run(tiny_config(prepared, tmp_path / "bad", model_override=overrides), progress=False)
+
+
+def test_a_run_saved_before_a_config_key_existed_still_resumes(prepared, tmp_path):
+    import yaml
+
+    run = pretrain(tiny_config(prepared, tmp_path / "run", max_steps=4, save_every=2), progress=False)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["model_config"], saved["model_override"]  # as an older meap wrote it
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    shutil.rmtree(run / "final")
+    shutil.rmtree(run / "checkpoints" / "step-4")
+    pretrain(tiny_config(prepared, run, max_steps=4, save_every=2), resume=True, progress=False)
+    assert (run / "final" / "config.json").is_file()

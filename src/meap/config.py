@@ -122,6 +122,11 @@ class PretrainConfig(TrainingConfig):
     data: str = _help("prepared data directory (`meap prepare`), or `builtin` for the embedded corpus", default="builtin")
     model: str = _help("model preset (see `meap presets`), a local Hugging Face model directory, a meap run "
                        "directory, or `smollm2-135m` (packaged) to continue pretraining", default="tiny")
+    model_config: str = _help("a config.json of any causal LM transformers knows (Llama, Qwen3, Mistral, Gemma, "
+                              "GPT-NeoX, ...): a fresh model of that shape, its vocabulary sized from the data's "
+                              "tokenizer (instead of --model)", default="")
+    model_override: list[str] = _help("KEY=VALUE changes to the model's config, e.g. num_hidden_layers=8 "
+                                      "rope_theta=500000 (a preset or --model-config)", default_factory=list)
     mask_mode: str = _help("`exact` count per row, `bernoulli` per token, or `reference` (the reference code's "
                            "shared masks)", default="exact")
     seq_len: int = _help("tokens per training sequence", default=256)
@@ -138,6 +143,9 @@ class PretrainConfig(TrainingConfig):
         for key in ("seq_len", "max_steps"):
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
+        bad = [item for item in self.model_override if "=" not in item or not item.split("=", 1)[0].strip()]
+        if bad:
+            found.append(f"model_override: expected KEY=VALUE items, got {bad[0]!r}")
         return found
 
 
@@ -472,6 +480,14 @@ def _read_yaml(path: Path, types_by_key: dict[str, type]) -> dict[str, Any]:
             raise UserError(f"{path}: unknown key `{key}`{_closest(str(key), list(types_by_key))}")
         values[key] = coerce(key, value, types_by_key[key], str(path))
     return values
+
+
+def saved_config(config_cls: type, path: Path) -> dict[str, Any]:
+    """A saved config.yaml as a dict, keys added to ``config_cls`` since it was written at their defaults
+    (so a run saved by an older meap still resumes)."""
+    saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    defaults = config_to_dict(config_cls())
+    return {**defaults, **saved} if isinstance(saved, dict) else saved
 
 
 def config_to_dict(config) -> dict[str, Any]:

@@ -42,7 +42,7 @@ import shutil
 import time
 from pathlib import Path
 
-from meap.config import DemoConfig, config_to_dict, save_config
+from meap.config import DemoConfig, config_to_dict, save_config, saved_config
 from meap.errors import UserError
 
 CORPUS_FILE = "corpus.jsonl"
@@ -288,8 +288,6 @@ def _key_check_dir(output: Path, run: Path) -> Path:
 def check_output(config, output: Path, overwrite: bool) -> None:
     """An existing demo directory of the same configuration (a DemoConfig or SFTDemoConfig) is continued;
     anything else needs --overwrite."""
-    import yaml
-
     if not output.exists():
         return
     if not output.is_dir():
@@ -300,7 +298,7 @@ def check_output(config, output: Path, overwrite: bool) -> None:
             raise UserError(f"{output}: not a meap demo directory; refusing to delete it (choose another --output)")
         shutil.rmtree(output)
         return
-    if saved.is_file() and yaml.safe_load(saved.read_text(encoding="utf-8")) != config_to_dict(config):
+    if saved.is_file() and saved_config(type(config), saved) != config_to_dict(config):
         raise UserError(f"{output}: holds a demo with another configuration; pass --overwrite to start over")
     if not saved.is_file() and any(output.iterdir()):
         raise UserError(f"{output}: directory is not empty and holds no demo; choose another --output")

@@ -74,8 +74,12 @@ def _loading(spec: str, error: Exception) -> UserError:
     return UserError(f"{spec}: cannot load the model ({first_line})")
 
 
-def model_max_length(spec: str, vocab_size: int) -> int:
-    """Longest sequence the model ``spec`` (preset or directory) accepts."""
+def model_max_length(spec: str, vocab_size: int, model_config: str = "", overrides: list[str] | None = None) -> int:
+    """Longest sequence the model ``spec`` (preset or directory; or ``model_config``) accepts."""
+    if model_config or (overrides and not is_model_dir(spec)):
+        config = config_from_file(model_config, vocab_size) if model_config else preset_config(spec, vocab_size)
+        _override(config, overrides or [], model_config or spec)
+        return int(getattr(config, "max_position_embeddings", 0) or 0) or 10**9
     _check_spec(spec)
     if not is_model_dir(spec):
         return preset_config(spec, vocab_size).max_position_embeddings
@@ -86,19 +90,110 @@ def model_max_length(spec: str, vocab_size: int) -> int:
     return int(getattr(config, "max_position_embeddings", 0) or 0) or 10**9
 
 
-def build_model(spec: str, vocab_size: int, *, attn_implementation: str = "sdpa",
-                **special_ids: int | None) -> torch.nn.Module:
-    """A freshly initialised preset (float32), or a local Hugging Face causal LM (``spec`` is its directory)."""
-    _check_spec(spec)
+def build_model(spec: str, vocab_size: int, *, attn_implementation: str = "sdpa", model_config: str = "",
+                overrides: list[str] | None = None, **special_ids: int | None) -> torch.nn.Module:
+    """A freshly initialised model (float32) of a preset or of ``model_config`` (a config.json), changed by
+    ``overrides`` (``KEY=VALUE``); or a local Hugging Face causal LM (``spec`` is its directory)."""
+    if not model_config:
+        _check_spec(spec)
+    if overrides and is_model_dir(spec) and not model_config:
+        raise UserError(f"model_override: changes the shape of a fresh model (a preset or --model-config), not "
+                        f"of the trained model {spec}")
     try:
-        if is_model_dir(spec):
+        if is_model_dir(spec) and not model_config:
             return AutoModelForCausalLM.from_pretrained(spec, attn_implementation=attn_implementation,
                                                         trust_remote_code=False, dtype=torch.float32)
-        config = preset_config(spec, vocab_size, **special_ids)
+        if model_config:
+            config = config_from_file(model_config, vocab_size, **special_ids)
+        else:
+            config = preset_config(spec, vocab_size, **special_ids)
+        source = model_config or spec
+        _override(config, overrides or [], source)
         config._attn_implementation = attn_implementation
-        return LlamaForCausalLM(config)
-    except (OSError, ValueError, KeyError, ImportError) as error:
-        raise _loading(spec, error) from None
+        return _causal_lm_class(config)(config)
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError, TypeError) as error:
+        raise _loading(model_config or spec, error) from None
+
+
+def _causal_lm_class(config):
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+
+
+def config_from_file(path: str, vocab_size: int, **special_ids: int | None):
+    """The transformers config of a causal LM from a ``config.json``, for a tokenizer of ``vocab_size`` tokens."""
+    import json
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such model config file") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: not a JSON config ({error})") from None
+    if not isinstance(values, dict) or not isinstance(values.get("model_type"), str):
+        raise UserError(f"{path}: expected a JSON object with a `model_type` (a transformers config.json)")
+    if values.get("auto_map"):
+        raise UserError(f"{path}: the config needs its own Python code (auto_map), which meap never runs")
+    for key in ("architectures", "transformers_version", "torch_dtype", "dtype", "quantization_config"):
+        values.pop(key, None)  # a fresh float32 model of this shape, whatever it was saved as
+    try:
+        config = AutoConfig.for_model(values.pop("model_type"), **values)
+    except ValueError as error:
+        raise UserError(f"{path}: {str(error).strip().splitlines()[0]}") from None
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise UserError(f"{path}: a `{config.model_type}` config, not a causal language model")
+    config.vocab_size = -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    for name, value in special_ids.items():
+        setattr(config, name, value)
+    return config
+
+
+def _value(text: str):
+    """A command-line value: an int, a float (``5e5`` too), else YAML (true, null, [1, 2], a string)."""
+    import yaml
+
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _override(config, overrides: list[str], source: str) -> None:
+    """Apply ``KEY=VALUE`` items (see :func:`_value`) to ``config``, then check its shape."""
+    import difflib
+
+    known = sorted(config.to_dict())
+    rope = getattr(config, "rope_parameters", None)
+    rope_keys = sorted(rope) if isinstance(rope, dict) else []  # transformers 5 keeps rope_theta in here
+    for item in overrides:
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if key in rope_keys and key not in known:
+            rope[key] = _value(text)
+            continue
+        if key not in known:
+            known = sorted({*known, *rope_keys})
+            match = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            raise UserError(f"model_override: `{key}` is no key of the {config.model_type} config of {source}"
+                            + (f" (did you mean `{match[0]}`?)" if match else ""))
+        if key == "vocab_size":
+            raise UserError("model_override: vocab_size comes from the data's tokenizer; it cannot be set")
+        setattr(config, key, _value(text))
+    heads, kv_heads = getattr(config, "num_attention_heads", None), getattr(config, "num_key_value_heads", None)
+    hidden = getattr(config, "hidden_size", None)
+    if isinstance(heads, int) and isinstance(hidden, int) and getattr(config, "head_dim", None) is None \
+            and hidden % heads:
+        raise UserError(f"{source}: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
+    if isinstance(heads, int) and isinstance(kv_heads, int) and (kv_heads < 1 or heads % kv_heads):
+        raise UserError(f"{source}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
 
 
 def matmul_parameters(model: torch.nn.Module) -> int:

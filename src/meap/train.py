@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from accelerate import PartialState
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments, set_seed
@@ -41,7 +40,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging as hf_logging
 
 from meap.collate import PACKED_ATTENTION, MeapCollator, MeapSFTCollator
-from meap.config import PretrainConfig, SFTConfig, TrainingConfig, config_to_dict, save_config
+from meap.config import PretrainConfig, SFTConfig, TrainingConfig, config_to_dict, save_config, saved_config
 from meap.data.blocks import PackedBlocks
 from meap.errors import Interrupted, UserError, is_main_process, warn
 from meap.loss import chunked_cross_entropy
@@ -344,7 +343,7 @@ def claim_output(config: TrainingConfig, resume: bool, overwrite: bool) -> Path 
 
 def _check_same_run(output: Path, config: TrainingConfig) -> None:
     path = output / CONFIG_FILE
-    saved = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    saved = saved_config(type(config), path) if path.is_file() else {}
     current = config_to_dict(config)
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
@@ -491,11 +490,13 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     meta = load_meta(data_dir)
     tokenizer = load_prepared_tokenizer(data_dir)
     vocab_size = int(meta["vocab_size"])
-    model_spec = training_model_spec(config.model)
-    limit = model_max_length(model_spec, vocab_size)
+    model_spec = training_model_spec(config.model) if not config.model_config else config.model
+    limit = model_max_length(model_spec, vocab_size, config.model_config, config.model_override)
     if config.seq_len > limit:
-        raise UserError(f"seq_len: {config.seq_len} is above the maximum of model `{config.model}` ({limit} tokens)")
-    model_tokenizer = _check_data_tokenizer(data_dir, tokenizer, config.model, model_spec)
+        raise UserError(f"seq_len: {config.seq_len} is above the maximum of model "
+                        f"`{config.model_config or config.model}` ({limit} tokens)")
+    model_tokenizer = None if config.model_config else _check_data_tokenizer(data_dir, tokenizer, config.model,
+                                                                             model_spec)
 
     train_blocks = PackedBlocks(open_split(data_dir, "train"), config.seq_len, seed=config.seed)
     if train_blocks.num_blocks == 0:
@@ -518,7 +519,7 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     set_seed(config.seed)  # the model init depends on the seed only, so NTP and MEAP runs start identical
     eos = int(meta["eos_token_id"])
     model = build_model(model_spec, vocab_size, attn_implementation=config.attn_implementation,
-                        eos_token_id=eos, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+                        model_config=config.model_config, overrides=config.model_override, eos_token_id=eos, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
     mask_id = int(meta["mask_token_id"])
     try:
         check_vocab_fits(tokenizer, model)
@@ -526,7 +527,8 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
         raise UserError(f"{config.model}: {error} ({_prepare_hint(config.model)})") from None
     # [MASK]'s row is trained already when the model's own tokenizer has it (a meap run), else it starts as a mean.
     knows_mask = model_tokenizer is not None and mask_token_id(model_tokenizer) is not None
-    fit_mask_embedding(model, mask_id, initialise=is_model_dir(model_spec) and not knows_mask)
+    trained = is_model_dir(model_spec) and not config.model_config  # else a fresh init: every row is new
+    fit_mask_embedding(model, mask_id, initialise=trained and not knows_mask)
 
     specials = special_token_ids(tokenizer)
     documents = _packed_attention(model, True) if config.document_attention else None
