@@ -7,6 +7,7 @@ docs/errors.md lists the same case ids; a test keeps the two in step.
 """
 
 import gzip
+import importlib.util
 import json
 import re
 import shutil
@@ -163,6 +164,8 @@ CASES = [
     Case("pretrain-resume-another-tokenizer",
          lambda i: ["pretrain", "--output", str(run_on_re_prepared_data(i)), "--resume", "--max-steps", "4"],
          ("run.json", "another tokenizer", "resume with the data or model the run started from")),
+    Case("pretrain-report-to-not-installed", lambda i: pretrain(i, "--report-to", "wandb"),
+         ("report_to: wandb is not installed", "meap[wandb]")),
     Case("pretrain-unknown-model-override", lambda i: pretrain(i, "--model-override", "num_hidden_layrs=3"),
          ("model_override", "`num_hidden_layrs` is no key of the llama config of tiny", "num_hidden_layers")),
     Case("pretrain-impossible-model-shape", lambda i: pretrain(i, "--model-override", "num_key_value_heads=3"),
@@ -289,6 +292,8 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, prepared, tiny_model_dir, tmp_path, capsys):
     if case.id in ("pretrain-fsdp-without-cuda", "niah-float16-on-cpu") and torch.cuda.is_available():
         pytest.skip("the machine has CUDA")
+    if case.id == "pretrain-report-to-not-installed" and importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed")
     inputs = Inputs(tmp=tmp_path, prepared=prepared, model=tiny_model_dir)
     (tmp_path / "latin1.txt").write_bytes("first line\ncaf\xe9\n".encode("latin-1"))
     with gzip.open(tmp_path / "bad.jsonl.gz", "wt") as out:

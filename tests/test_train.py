@@ -329,3 +329,17 @@ def test_a_run_saved_before_a_config_key_existed_still_resumes(prepared, tmp_pat
     shutil.rmtree(run / "checkpoints" / "step-4")
     pretrain(tiny_config(prepared, run, max_steps=4, save_every=2), resume=True, progress=False)
     assert (run / "final" / "config.json").is_file()
+
+
+def test_report_to_chooses_the_trainers_integrations(prepared, tmp_path):
+    import importlib.util
+
+    quiet = pretrain(tiny_config(prepared, tmp_path / "none", max_steps=2, report_to=["none"]), progress=False)
+    assert not (quiet / "tensorboard").exists() and (quiet / "metrics.jsonl").is_file()
+    logged = pretrain(tiny_config(prepared, tmp_path / "tb", max_steps=2), progress=False)  # the default
+    assert list((logged / "tensorboard").glob("events.out.tfevents.*"))
+    with pytest.raises(UserError, match="report_to: expected names from tensorboard, wandb, mlflow, none"):
+        tiny_config(prepared, tmp_path / "bad", report_to=["tensorbored"])
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(UserError, match=r"report_to: wandb is not installed \(pip install 'meap\[wandb\]'\)"):
+            build_run(tiny_config(prepared, tmp_path / "wandb", report_to=["wandb"]), progress=False)

@@ -32,6 +32,7 @@ def _new_default(base: type, name: str, **kwargs: Any) -> Any:
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # `auto`: bf16 on CUDA, float32 on CPU
+REPORT_TO = ("tensorboard", "wandb", "mlflow", "none")
 
 
 @dataclass
@@ -74,6 +75,9 @@ class TrainingConfig:
     loss_chunk_size: int = _help("compute the loss from hidden states this many tokens at a time, never holding "
                                  "all logits (pretraining; 0: the model's own loss)", default=0)
     num_workers: int = _help("DataLoader worker processes", default=0)
+    report_to: list[str] = _help("where metrics go besides metrics.jsonl: tensorboard (into the run's "
+                                 "tensorboard/), wandb, mlflow (the Trainer's integrations; optional extras), or "
+                                 "none", default_factory=lambda: ["tensorboard"])
 
     command = "train"  # names the default output directory
 
@@ -91,6 +95,9 @@ class TrainingConfig:
             found.append(f"objective: expected `meap` or `ntp`, got {self.objective!r}")
         if not 0.0 <= self.mask_ratio < 1.0:
             found.append(f"mask_ratio: expected a value in [0, 1), got {self.mask_ratio}")
+        none_with_others = "none" in self.report_to and len(self.report_to) > 1
+        if any(name not in REPORT_TO for name in self.report_to) or none_with_others:
+            found.append(f"report_to: expected names from {', '.join(REPORT_TO)} (`none` alone), got {self.report_to}")
         if self.on_nan not in ("stop", "skip"):
             found.append(f"on_nan: expected `stop` or `skip`, got {self.on_nan!r}")
         if self.dtype not in DTYPES:

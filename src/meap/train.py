@@ -57,7 +57,7 @@ MANIFEST_FILE = "manifest.json"  # in every checkpoint: size and SHA-256 of each
 # The micro-batch and accumulation may change with the number of processes as long as the samples per
 # optimizer step stay the same (checked against run.json).
 RESUMABLE_CHANGES = {"max_steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints",
-                     "num_workers", "compile", "output", "micro_batch_size", "grad_accum_steps"}
+                     "num_workers", "compile", "output", "micro_batch_size", "grad_accum_steps", "report_to"}
 
 
 def publish(staging: Path, final: Path) -> None:
@@ -438,10 +438,28 @@ def _training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max
         fsdp_config={"version": 2, "state_dict_type": "FULL_STATE_DICT"} if config.fsdp else None,
         prediction_loss_only=True,
         logging_nan_inf_filter=False,  # a non-finite loss stops or skips the step (MeapTrainer._guarded)
-        report_to="none",
+        report_to=_integrations(config, output),
         disable_tqdm=True,
         **_precision(config),
     )
+
+
+def _integrations(config: TrainingConfig, output: Path) -> list[str] | str:
+    """The Trainer's ``report_to`` besides TensorBoard (which meap adds itself, into the run directory).
+    Offline by default: wandb without an API key logs into ``output/wandb`` (``wandb sync`` uploads it later),
+    mlflow without a tracking URI into ``output/mlruns``."""
+    import importlib.util
+
+    chosen = [name for name in config.report_to if name in ("wandb", "mlflow")]
+    for name in chosen:
+        if importlib.util.find_spec(name) is None:
+            raise UserError(f"report_to: {name} is not installed (pip install 'meap[{name}]')")
+    if "wandb" in chosen and not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
+        os.environ["WANDB_MODE"] = "offline"
+        os.environ.setdefault("WANDB_DIR", str(output))
+    if "mlflow" in chosen:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (output / "mlruns").absolute().as_uri())
+    return chosen or "none"
 
 
 def _make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments, model, train_dataset, eval_dataset,
@@ -455,8 +473,11 @@ def _make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments,
     eval_every = config.eval_every if eval_dataset is not None else 0
     metrics = MetricsCallback(output / METRICS_FILE, tokens_per_step, flops, peak, eval_every,
                               world_size=args.world_size)
-    tensorboard = TensorBoardCallback()
-    tensorboard.logging_dir = str(output / "tensorboard")  # its writer opens at train start, on the main process
+    callbacks = [metrics]
+    if "tensorboard" in config.report_to:
+        tensorboard = TensorBoardCallback()
+        tensorboard.logging_dir = str(output / "tensorboard")  # its writer opens at train start, on the main process
+        callbacks.append(tensorboard)
     trainer = MeapTrainer(
         model=model,
         args=args,
@@ -467,7 +488,7 @@ def _make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments,
         keep_checkpoints=config.keep_checkpoints,
         loss_chunk_size=config.loss_chunk_size,
         on_nan=config.on_nan,
-        callbacks=[metrics, tensorboard],
+        callbacks=callbacks,
     )
     metrics.skipped_steps = trainer.skipped_steps  # reported in the records of the steps that skipped
     trainer.remove_callback(PrinterCallback)
