@@ -114,6 +114,17 @@ def grown_tokenizer_model(inputs: Inputs) -> Path:
     return grown
 
 
+def dataset_repo(inputs: Inputs) -> Path:
+    """A dataset repository laid out as on the hub, with a train split whose column is `body`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    repo = inputs.tmp / "corpus-repo"
+    (repo / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"body": ["one", "two"]}), repo / "data" / "train-00000-of-00001.parquet")
+    return repo
+
+
 def pretrain(inputs: Inputs, *flags: str) -> list[str]:
     return ["pretrain", "--data", str(inputs.prepared), "--output", str(inputs.tmp / "out"), *flags]
 
@@ -177,6 +188,11 @@ CASES = [
     Case("prepare-unknown-flag",
          lambda i: ["prepare", str(write(i.tmp / "good.txt", "text")), "-o", str(i.tmp / "out"), "--val-fractoin", "0.1"],
          ("unknown option --val-fractoin", "did you mean `--val-fraction`")),
+    Case("prepare-dataset-unknown-split",
+         lambda i: ["prepare", f"hf:{dataset_repo(i)}", "--split", "validation", "-o", str(i.tmp / "out")],
+         ("hf:", "corpus-repo: cannot load the dataset", 'Unknown split "validation"')),
+    Case("prepare-dataset-without-the-column", lambda i: ["prepare", f"hf:{dataset_repo(i)}", "-o", str(i.tmp / "out")],
+         ("corpus-repo: split 'train' has no column 'text' (columns: body)", "--text-field")),
     Case("prepare-missing-path", lambda i: ["prepare", str(i.tmp / "absent.txt"), "-o", str(i.tmp / "out")],
          ("absent.txt",)),
     Case("prepare-empty-corpus", lambda i: ["prepare", str(write(i.tmp / "empty.txt", "  \n")), "-o", str(i.tmp / "out")],

@@ -122,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="tokenise local corpora into packed token shards")
     prepare.add_argument("inputs", nargs="+", metavar="INPUT",
                          help="text files (each file is one document), directories, globs, JSONL/JSON (one document "
-                              "per record), Parquet, a saved `datasets` dataset, or `builtin`")
+                              "per record), Parquet, a saved `datasets` dataset, `hf:NAME` (a hub dataset id or a "
+                              "directory laid out as one, through datasets.load_dataset), or `builtin`")
     prepare.add_argument("--output", "-o", required=True, metavar="DIR", help="directory to write the shards into")
     source = prepare.add_mutually_exclusive_group()
     source.add_argument("--tokenizer", metavar="TOKENIZER",
@@ -141,6 +142,10 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--num-proc", type=int, default=None, metavar="N",
                          help="tokeniser processes (default: CPUs, at most 8)")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing prepared directory")
+    prepare.add_argument("--split", default="train", metavar="NAME", help="with an `hf:NAME` input: the split to read")
+    prepare.add_argument("--config-name", metavar="NAME", help="with an `hf:NAME` input: the dataset's configuration")
+    prepare.add_argument("--streaming", action="store_true",
+                         help="with an `hf:NAME` input: stream it (corpora larger than memory or disk)")
     prepare.add_argument("--skip-bad-lines", action="store_true",
                          help="pass over JSONL lines that are not JSON objects with the text field (counted and "
                               "reported) instead of stopping at the first")
@@ -341,7 +346,8 @@ def run(argv: list[str]) -> int:
         prepare_corpus(args.inputs, args.output, tokenizer=args.tokenizer, train_tokenizer=args.train_tokenizer,
                        split_digits=not args.merge_digits, text_field=args.text_field,
                        val_fraction=args.val_fraction, num_proc=args.num_proc, overwrite=args.overwrite,
-                       skip_bad_lines=args.skip_bad_lines)
+                       skip_bad_lines=args.skip_bad_lines, dataset_split=args.split,
+                       dataset_config=args.config_name, streaming=args.streaming)
         return 0
     from meap.config import load_config
     from meap.train import launch_config, pretrain, sft

@@ -394,3 +394,37 @@ def test_skip_bad_lines_counts_and_names_them_and_keeps_the_rest(tmp_path, bpe_d
     assert sorted(decoded_documents(out, "train") + decoded_documents(out, "val")) == sorted(good)
     warning = capsys.readouterr().err
     assert f"skipped 3 bad lines ({corpus}:2: malformed JSON" in warning and f"{corpus}:3: no key 'text'" in warning
+
+
+@pytest.fixture
+def dataset_repo(tmp_path):
+    """A dataset repository laid out as on the hub: data/<split>-00000-of-00001.parquet, a README."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    repo = tmp_path / "org-corpus"
+    (repo / "data").mkdir(parents=True)
+    docs = make_documents(30)
+    pq.write_table(pa.table({"text": docs[:24], "id": list(range(24))}), repo / "data" / "train-00000-of-00001.parquet")
+    pq.write_table(pa.table({"text": docs[24:], "id": list(range(6))}), repo / "data" / "test-00000-of-00001.parquet")
+    (repo / "README.md").write_text("# a corpus\n")
+    return repo, docs
+
+
+def test_a_hub_dataset_is_read_through_load_dataset_by_split_and_streamed_alike(dataset_repo, tmp_path, bpe_dir):
+    repo, docs = dataset_repo
+    spec = f"hf:{repo}"
+    whole = prepare(spec, tmp_path / "whole", tokenizer=bpe_dir, val_fraction=0.1)
+    streamed = prepare(spec, tmp_path / "streamed", tokenizer=bpe_dir, val_fraction=0.1, streaming=True)
+    assert sorted(decoded_documents(whole, "train") + decoded_documents(whole, "val")) == sorted(docs[:24])
+    for split in ("train", "val"):
+        assert np.array_equal(read_split(whole, split), read_split(streamed, split))
+    test = prepare(spec, tmp_path / "test", tokenizer=bpe_dir, dataset_split="test", val_fraction=0.34)
+    assert sorted(decoded_documents(test, "train") + decoded_documents(test, "val")) == sorted(docs[24:])
+    assert load_meta(test)["sources"] == [f"{spec} (split test)"]
+
+    with pytest.raises(UserError, match=rf"{spec}: split 'train' has no column 'body' \(columns: text, id\)"):
+        prepare(spec, tmp_path / "bad", tokenizer=bpe_dir, text_field="body")
+    with pytest.raises(UserError, match=rf"{spec}: cannot load the dataset \(Unknown split \"validation\""):
+        prepare(spec, tmp_path / "bad", tokenizer=bpe_dir, dataset_split="validation")
+    assert not (tmp_path / "bad").exists()

@@ -42,6 +42,7 @@ from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,7 +52,8 @@ from tqdm import tqdm
 
 from meap.data.builtin import builtin_documents, builtin_source_files
 from meap.data.shards import FORMAT, META_FILE, TOKENIZER_DIR, VERSION, ShardWriter, token_dtype, write_meta
-from meap.data.sources import estimate_text_bytes, iter_documents, resolve_inputs
+from meap.data.sources import (HUB_DATASET_PREFIX, estimate_text_bytes, hub_dataset_documents, iter_documents,
+                               resolve_inputs)
 from meap.errors import UserError, warn
 
 BUILTIN_INPUT = "builtin"
@@ -79,6 +81,9 @@ def prepare_corpus(
     num_proc: int | None = None,
     overwrite: bool = False,
     skip_bad_lines: bool = False,
+    dataset_split: str = "train",
+    dataset_config: str | None = None,
+    streaming: bool = False,
     progress: bool = True,
 ) -> Path:
     """Tokenize ``inputs`` into a prepared directory at ``output`` and return its path.
@@ -94,11 +99,13 @@ def prepare_corpus(
     ``val_fraction`` says (0: exactly ``val_fraction``).
     ``skip_bad_lines``: pass over bad JSON Lines lines (counted in ``meta.json``'s ``skipped_lines``, the first
     few named in a warning) instead of stopping at the first.
+    ``dataset_split``, ``dataset_config``, ``streaming``: for an input ``hf:NAME`` (a dataset as
+    ``datasets.load_dataset`` reads it), the split, the configuration and whether to stream it.
     ``progress``: show a progress bar on stderr and print one summary line.
     """
     _check_options(tokenizer, train_tokenizer, val_fraction, shard_tokens, num_proc)
     output = Path(os.path.abspath(output))  # normalises "." and "..", whose names the staging directory needs
-    corpus = _open_corpus(inputs, text_field, skip_bad_lines)
+    corpus = _open_corpus(inputs, text_field, skip_bad_lines, (dataset_split, dataset_config, streaming))
     _check_output(output, overwrite)
     staging = _make_staging_dir(output)
     try:
@@ -128,8 +135,16 @@ class _Corpus:
     skipped: list[str] = field(default_factory=list)  # bad lines passed over in the latest pass
 
 
-def _open_corpus(inputs: Sequence[str] | str, text_field: str, skip_bad_lines: bool = False) -> _Corpus:
+def _open_corpus(inputs: Sequence[str] | str, text_field: str, skip_bad_lines: bool = False,
+                 dataset: tuple[str, str | None, bool] = ("train", None, False)) -> _Corpus:
     inputs = [inputs] if isinstance(inputs, (str, Path)) else [str(item) for item in inputs]
+    hub = [item for item in inputs if item.startswith(HUB_DATASET_PREFIX)]
+    if hub:
+        if len(inputs) > 1:
+            raise UserError(f"{hub[0]}: a dataset input stands alone (prepare other inputs into another directory)")
+        split, config_name, streaming = dataset
+        return _Corpus(partial(hub_dataset_documents, hub[0], text_field, split, config_name, streaming), 0,
+                       [f"{hub[0]} (split {split}" + (f", config {config_name})" if config_name else ")")])
     if BUILTIN_INPUT in inputs:
         if inputs != [BUILTIN_INPUT]:
             raise UserError(f"{BUILTIN_INPUT!r} is the whole built-in corpus and cannot be combined with other inputs")

@@ -9,7 +9,10 @@ An input is a path or a glob pattern (``**`` recurses):
 * a directory written by ``datasets``' ``save_to_disk``: its column ``text_field``; of a ``DatasetDict``,
   the "train" split, or the only one;
 * any other directory: the files of the formats above inside it (text files only as ``.txt``, ``.text``,
-  ``.md``, ``.markdown``, ``.rst``), recursively, in sorted order; hidden entries are skipped.
+  ``.md``, ``.markdown``, ``.rst``), recursively, in sorted order; hidden entries are skipped;
+* ``hf:NAME``: a dataset as ``datasets.load_dataset(NAME)`` reads it (a hub id, from the cache offline, or a
+  local directory laid out as a hub dataset repository), one split, optionally streamed
+  (:func:`hub_dataset_documents`).
 
 The order is deterministic: inputs as given, glob matches and directory entries sorted by name. Documents
 that are empty or only whitespace are skipped. Every problem with an input raises :class:`UserError` with one
@@ -321,4 +324,31 @@ def _column_strings(values: list, text_field: str, where: str, first_row: int) -
     for offset, value in enumerate(values):
         if value is None:
             raise UserError(f"{where}: row {first_row + offset}: column {text_field!r} is null; expected a string")
+        yield value
+
+
+HUB_DATASET_PREFIX = "hf:"
+
+
+def hub_dataset_documents(spec: str, text_field: str = "text", split: str = "train", config_name: str | None = None,
+                          streaming: bool = False) -> Iterator[str]:
+    """The ``text_field`` of every row of split ``split`` of ``hf:NAME`` (``streaming``: read as it downloads,
+    for corpora larger than memory or disk)."""
+    import datasets
+
+    name = spec.removeprefix(HUB_DATASET_PREFIX)
+    try:
+        data = datasets.load_dataset(name, name=config_name or None, split=split, streaming=streaming)
+    except (ValueError, ConnectionError, FileNotFoundError, OSError, datasets.exceptions.DatasetNotFoundError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"{spec}: cannot load the dataset ({first_line})") from None
+    columns = list(data.features or {}) if data.features is not None else None
+    if columns is not None and text_field not in columns:
+        raise UserError(f"{spec}: split {split!r} has no column {text_field!r} (columns: {', '.join(columns)}); "
+                        "pass --text-field with the column that holds the text")
+    for row_number, row in enumerate(data):
+        value = row.get(text_field)
+        if not isinstance(value, str):
+            raise UserError(f"{spec}: row {row_number}: column {text_field!r} holds {_json_type(value)}; "
+                            "expected a string")
         yield value
