@@ -343,3 +343,25 @@ def test_report_to_chooses_the_trainers_integrations(prepared, tmp_path):
     if importlib.util.find_spec("wandb") is None:
         with pytest.raises(UserError, match=r"report_to: wandb is not installed \(pip install 'meap\[wandb\]'\)"):
             build_run(tiny_config(prepared, tmp_path / "wandb", report_to=["wandb"]), progress=False)
+
+
+def test_context_extension_lets_a_run_evaluate_at_lengths_it_refused(prepared, tmp_path):
+    from meap.eval import niah
+
+    short = pretrain(tiny_config(prepared, tmp_path / "short", max_steps=2,
+                                 model_override=["max_position_embeddings=128"]), progress=False)
+    haystack = tmp_path / "hay.txt"
+    haystack.write_text("The river ran past the old mill. " * 300)
+    evaluate = dict(haystack=[str(haystack)], lengths=[200], depths=[50], max_new_tokens=4, progress=False)
+    with pytest.raises(UserError, match="fits the model's context of 128 tokens"):
+        niah.run(str(short), tmp_path / "niah-short", **evaluate)
+
+    recipe = load_config(PretrainConfig, Path(__file__).parents[1] / "configs" / "extend-context.yaml")
+    extended = pretrain(tiny_config(prepared, tmp_path / "long", model=str(short), seq_len=256, max_steps=2,
+                                    model_override=["max_position_embeddings=512", "rope_theta=40000"],
+                                    loss_chunk_size=recipe.loss_chunk_size), progress=False)
+
+    config = AutoModelForCausalLM.from_pretrained(extended / "final").config
+    assert config.max_position_embeddings == 512 and config.rope_parameters["rope_theta"] == 40000
+    assert len(niah.run(str(extended), tmp_path / "niah-long", **evaluate)["cells"]) == 1
+    assert recipe.model_override == ["max_position_embeddings=32768", "rope_theta=640000"]

@@ -87,6 +87,7 @@ def model_max_length(spec: str, vocab_size: int, model_config: str = "", overrid
         config = AutoConfig.from_pretrained(spec, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as error:
         raise _loading(spec, error) from None
+    _override(config, overrides or [], spec)
     return int(getattr(config, "max_position_embeddings", 0) or 0) or 10**9
 
 
@@ -96,12 +97,13 @@ def build_model(spec: str, vocab_size: int, *, attn_implementation: str = "sdpa"
     ``overrides`` (``KEY=VALUE``); or a local Hugging Face causal LM (``spec`` is its directory)."""
     if not model_config:
         _check_spec(spec)
-    if overrides and is_model_dir(spec) and not model_config:
-        raise UserError(f"model_override: changes the shape of a fresh model (a preset or --model-config), not "
-                        f"of the trained model {spec}")
     try:
         if is_model_dir(spec) and not model_config:
-            return AutoModelForCausalLM.from_pretrained(spec, attn_implementation=attn_implementation,
+            # Overrides of a trained model change what its weights allow: positions and the RoPE base
+            # (context extension: configs/extend-context.yaml); a changed shape fails to load, in one line.
+            config = AutoConfig.from_pretrained(spec, trust_remote_code=False)
+            _override(config, overrides or [], spec)
+            return AutoModelForCausalLM.from_pretrained(spec, config=config, attn_implementation=attn_implementation,
                                                         trust_remote_code=False, dtype=torch.float32)
         if model_config:
             config = config_from_file(model_config, vocab_size, **special_ids)
