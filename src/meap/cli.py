@@ -127,8 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--output", "-o", required=True, metavar="DIR", help="directory to write the shards into")
     source = prepare.add_mutually_exclusive_group()
     source.add_argument("--tokenizer", metavar="TOKENIZER",
-                        help="a Hugging Face tokenizer or model directory, a meap run directory, `gpt2` (packaged; "
-                             "the default) or `smollm2-135m` (packaged): the tokenizer of the model to train")
+                        help="a Hugging Face tokenizer or model directory, a hub id (org/name), a meap run "
+                             "directory, `gpt2` (packaged; the default) or `smollm2-135m` (packaged): the tokenizer "
+                             "of the model to train")
     source.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
                         help="train a byte-level BPE of this many tokens on the corpus")
     prepare.add_argument("--merge-digits", action="store_true",
@@ -167,7 +168,8 @@ def _analyze_parsers(parser: argparse.ArgumentParser) -> None:
     attention = analyses.add_parser("attention", help="attention from the query onto the needle, entropy, and "
                                     "the masked-key score decay (the MEAP paper's analysis)")
     attention.add_argument("--model", required=True, nargs="+", metavar="MODEL",
-                           help="one or more: Hugging Face model directories, meap run directories, `smollm2-135m`")
+                           help="one or more: Hugging Face model directories, hub ids, meap run directories, "
+                                "`smollm2-135m`")
     attention.add_argument("--output", "-o", required=True, metavar="DIR",
                            help="directory for attention.json and the plots")
     attention.add_argument("--samples", type=int, default=8, metavar="N", help="probes (needle inputs) per model")
@@ -195,7 +197,7 @@ DTYPE_HELP = "weights' precision: auto (bfloat16 on CUDA, float32 on CPU), float
 
 def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     evals = parser.add_subparsers(dest="evaluation", required=True)
-    model_help = "a Hugging Face model directory, a meap run directory, or `smollm2-135m` (packaged)"
+    model_help = "a Hugging Face model directory, a hub id (org/name), a meap run directory, or `smollm2-135m`"
     niah = evals.add_parser("niah", help="needle in a haystack")
     niah.add_argument("--model", required=True, metavar="MODEL", help=model_help)
     niah.add_argument("--output", "-o", required=True, metavar="DIR",

@@ -127,8 +127,8 @@ class PretrainConfig(TrainingConfig):
     """A pretraining run: packed blocks of a prepared corpus, a preset or local model, MEAP or NTP."""
 
     data: str = _help("prepared data directory (`meap prepare`), or `builtin` for the embedded corpus", default="builtin")
-    model: str = _help("model preset (see `meap presets`), a local Hugging Face model directory, a meap run "
-                       "directory, or `smollm2-135m` (packaged) to continue pretraining", default="tiny")
+    model: str = _help("model preset (see `meap presets`); to continue pretraining, a local Hugging Face model "
+                       "directory, a hub id (org/name), a meap run directory or `smollm2-135m`", default="tiny")
     model_config: str = _help("a config.json of any causal LM transformers knows (Llama, Qwen3, Mistral, Gemma, "
                               "GPT-NeoX, ...): a fresh model of that shape, its vocabulary sized from the data's "
                               "tokenizer (instead of --model)", default="")
@@ -164,7 +164,8 @@ class SFTConfig(TrainingConfig):
                             "set, also the default)",
                             default_factory=lambda: ["builtin"])
     format: str = _help("`alpaca`, `sharegpt` or `messages`; empty: detected from the first record", default="")
-    model: str = _help("Hugging Face causal LM directory, a meap run directory, or `smollm2-135m` (packaged)",
+    model: str = _help("Hugging Face causal LM directory, a hub id (org/name), a meap run directory, or "
+                       "`smollm2-135m` (packaged)",
                        default="smollm2-135m")
     mask_ratio: float = _help("fraction of answer tokens masked in the copy (MEAP only)", default=0.1)
     layout: str = _help("`concat` (the paper: original + masked copy in one row) or `separate` (two rows)",
