@@ -261,6 +261,8 @@ CASES = [
          ("bad.jsonl.gz:2",)),
     Case("niah-uncached-hub-id", lambda i: niah(i, model="meap-test/not-cached"),
          ("meap-test/not-cached: no such local directory, and not in the Hugging Face cache", "HF_HUB_OFFLINE")),
+    Case("niah-unknown-variant", lambda i: niah(i, "--variant", "multi-key"),
+         ("--variant: expected one of single, multikey, multivalue, multiquery, reasoning", "'multi-key'")),
     Case("niah-unknown-flag", lambda i: niah(i, "--lenghts", "128"),
          ("unknown option --lenghts", "did you mean `--lengths`")),
     Case("niah-missing-output", lambda i: ["eval", "niah", "--model", str(i.model)],

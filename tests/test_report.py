@@ -143,3 +143,23 @@ def test_figures_read_like_figures(three_runs, tmp_path):
     title, ylabel = figure.axes[0].title.get_window_extent(), figure.axes[0].yaxis.label.get_window_extent()
     assert 0 <= title.x0 and title.x1 <= figure.bbox.width and not title.overlaps(ylabel)  # not clipped or on the label
     assert short_name("runs/meap/final") == "meap"
+
+
+def test_each_niah_variant_has_its_own_section(three_runs, tmp_path):
+    from meap.eval import niah
+
+    runs = [shutil.copytree(run, tmp_path / run.name) for run in three_runs[:2]]
+    haystack = tmp_path / "hay.txt"
+    haystack.write_text("The river ran past the old mill. " * 200)
+    for run in runs:
+        niah.run(str(run), run / "eval" / "niah-multiquery", haystack=[str(haystack)], lengths=[400], depths=[0, 100],
+                 max_new_tokens=4, variant="multiquery", progress=False)
+    assert set(find_evaluations(runs[0])) >= {"niah", "niah-multiquery"}
+
+    text = compare_runs(runs, tmp_path / "report").read_text()
+
+    section = text.split("## Needle in a haystack, multiquery (share of required values recalled)")[1].split("\n## ")[0]
+    summary = json.loads((runs[0] / "eval" / "niah-multiquery" / "summary.json").read_text())
+    assert f"| {runs[0].name} | {summary['overall']['substring']:.4f} |" in section
+    assert "](niah_multiquery_0.png)" in section and "](niah_multiquery_diff_1.png)" in section
+    assert "## Needle in a haystack (share of required values recalled)" in text  # the single variant stays

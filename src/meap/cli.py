@@ -219,6 +219,11 @@ def _eval_parsers(parser: argparse.ArgumentParser) -> None:
     niah.add_argument("--absent", action="store_true",
                       help="control: leave the asked needle out (only distractors remain); summary.json then "
                            "says how often a distractor's value was given")
+    niah.add_argument("--variant", default="single", metavar="VARIANT",
+                      help="single, multikey (3+ distractor keys), multivalue (4 values under one key, all to "
+                           "recall), multiquery (4 keys asked at once) or reasoning (two needles to combine): RULER's "
+                           "NIAH tasks and NeedleBench's multi-needle reasoning")
+    niah.add_argument("--value-kind", default="numbers", metavar="KIND", help="needle values: numbers, words or uuids")
     niah.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the needles and their placement")
 
     mdqa = evals.add_parser("mdqa", help="multi-document QA (lost in the middle)")
@@ -269,7 +274,8 @@ def _run_eval(args: argparse.Namespace) -> None:
         summary = run(args.model, args.output, haystack=args.haystack, lengths=args.lengths, depths=args.depths,
                       needle=Needle(*fixed) if all(fixed) else None, samples=args.samples, seed=args.seed,
                       distractors=args.distractors, absent=args.absent, batch_size=args.batch_size,
-                      max_new_tokens=args.max_new_tokens, dtype=args.dtype, progress=not args.no_progress)
+                      max_new_tokens=args.max_new_tokens, dtype=args.dtype, variant=args.variant,
+                      value_kind=args.value_kind, progress=not args.no_progress)
         copied = summary["overall"].get("distractor_copied")
         print(f"niah: substring {summary['overall']['substring']:.3f}, ROUGE-1 F {summary['overall']['rouge1_f']:.3f}"
               + (f", distractor copied {copied:.3f}" if copied is not None else "") + f" -> {args.output}")

@@ -23,7 +23,8 @@ _SKIPPED_DIRS = {"checkpoints", "final", "tensorboard", "adapter"}
 def _kind(data: dict) -> str | None:
     """Which evaluation wrote this JSON object, from its keys."""
     if "cells" in data and "overall" in data:
-        return "niah"
+        variant = (data.get("config") or {}).get("variant", "single")
+        return "niah" if variant == "single" else f"niah-{variant}"  # each RULER variant a section of its own
     if "accuracy_by_gold_position" in data:
         return "mdqa"
     if "results" in data and "lm_eval_version" in data:
@@ -146,26 +147,10 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
         else:
             blocks.append(("p", f"No `{x_key}` in any run's metrics.jsonl: no plot by {xlabel}."))
 
-    niah = _section(blocks, loaded, "niah", "Needle in a haystack (substring match)")
-    for index, (name, summary) in enumerate(niah.items()):
-        file = f"niah_{index}.png"
-        plot_niah_heatmap([{"length": c["length"], "depth": c["depth"], "score": c["substring"],
-                            "samples": c.get("samples")} for c in summary["cells"]],
-                          output / file, title=f"NIAH: {name} (substring match, overall {summary['overall']['substring']:.3f})")
-        blocks.append(("img", file))
-    if niah:
-        blocks.append(("table", ["run", "substring match", "ROUGE-1 F", "cells", "prompts"],
-                       [[name, _fmt(s["overall"]["substring"]), _fmt(s["overall"]["rouge1_f"]), str(len(s["cells"])),
-                         str(sum(c.get("samples", 0) for c in s["cells"]) or "n/a")] for name, s in niah.items()]))
-    names = list(niah)
-    for index, name in enumerate(names[1:], 1):
-        base, other = _niah_cells(niah[names[0]]), _niah_cells(niah[name])
-        shared = sorted(set(base) & set(other))
-        if shared:
-            file = f"niah_diff_{index}.png"
-            plot_niah_heatmap([{"length": l, "depth": d, "score": other[(l, d)] - base[(l, d)]} for l, d in shared],
-                              output / file, title=f"NIAH: {name} minus {names[0]}", difference=True)
-            blocks.append(("img", file))
+    variants = sorted({kind for run in loaded.values() for kind in run["evaluations"] if kind.startswith("niah-")})
+    for kind in ["niah", *variants]:
+        title = "Needle in a haystack" + (f", {kind.removeprefix('niah-')}" if kind != "niah" else "")
+        _niah_section(blocks, loaded, kind, title, output)
 
     mdqa = _section(blocks, loaded, "mdqa", "Multi-document QA (best-subspan EM by gold position)")
     if mdqa:
@@ -217,6 +202,31 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     (output / "report.md").write_text(_markdown(blocks), encoding="utf-8")
     (output / "report.html").write_text(_html(blocks, output), encoding="utf-8")
     return output / "report.md"
+
+
+def _niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str, output: Path) -> None:
+    """Heatmaps, the table and the differences to the first run, of one NIAH variant."""
+    niah = _section(blocks, loaded, kind, f"{title} (share of required values recalled)")
+    stem = kind.replace("-", "_")
+    for index, (name, summary) in enumerate(niah.items()):
+        file = f"{stem}_{index}.png"
+        plot_niah_heatmap([{"length": c["length"], "depth": c["depth"], "score": c["substring"],
+                            "samples": c.get("samples")} for c in summary["cells"]],
+                          output / file, title=f"{title}: {name} (overall {summary['overall']['substring']:.3f})")
+        blocks.append(("img", file))
+    if niah:
+        blocks.append(("table", ["run", "substring match", "ROUGE-1 F", "cells", "prompts"],
+                       [[name, _fmt(s["overall"]["substring"]), _fmt(s["overall"]["rouge1_f"]), str(len(s["cells"])),
+                         str(sum(c.get("samples", 0) for c in s["cells"]) or "n/a")] for name, s in niah.items()]))
+    names = list(niah)
+    for index, name in enumerate(names[1:], 1):
+        base, other = _niah_cells(niah[names[0]]), _niah_cells(niah[name])
+        shared = sorted(set(base) & set(other))
+        if shared:
+            file = f"{stem}_diff_{index}.png"
+            plot_niah_heatmap([{"length": l, "depth": d, "score": other[(l, d)] - base[(l, d)]} for l, d in shared],
+                              output / file, title=f"{title}: {name} minus {names[0]}", difference=True)
+            blocks.append(("img", file))
 
 
 def _has(run: dict, kind: str, name: str, attention: dict) -> bool:

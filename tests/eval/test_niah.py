@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import random
+import re
 
 import pytest
 
@@ -88,3 +89,56 @@ def test_packaged_smollm2_passes_niah_up_to_2048_tokens(tmp_path):
                                      for r in records)
     assert (tmp_path / "heatmap.png").stat().st_size > 1000
     assert json.loads((tmp_path / "summary.json").read_text())["overall"] == summary["overall"]
+
+
+def document_of(example) -> str:
+    return example["text"].split("<document>\n", 1)[1].split("\n</document>", 1)[0]
+
+
+def test_multivalue_hides_every_value_under_one_key_and_asks_for_all(gpt2_tokenizer):
+    from meap.eval.niah import MULTI_COUNT
+
+    for example in build_examples(gpt2_tokenizer, PROSE, [512], [0, 100], samples=2, seed=5, variant="multivalue"):
+        document, key = document_of(example), example["question"].split(" for ")[1].split(" mentioned")[0]
+        assert len(set(example["answers"])) == MULTI_COUNT
+        for value in example["answers"]:
+            assert f"One of the special magic numbers for {key} is: {value}." in document
+        assert example["question"].startswith("What are all the special magic numbers for ")
+
+
+def test_multiquery_asks_for_several_keys_at_once(gpt2_tokenizer):
+    example = build_examples(gpt2_tokenizer, PROSE, [512], [50], seed=6, variant="multiquery", value_kind="uuids")[0]
+    document = document_of(example)
+    keys = re.findall(r"The special magic uuid for (\w+) is: ([0-9a-f-]{36})\.", document)
+    assert [value for _, value in keys] and sorted(v for _, v in keys) == sorted(example["answers"])
+    assert all(key in example["question"] for key, _ in keys) and len(keys) == 4
+
+
+def test_reasoning_needs_two_needles_combined(gpt2_tokenizer):
+    example = build_examples(gpt2_tokenizer, PROSE, [512], [25], seed=7, variant="reasoning", value_kind="words")[0]
+    document, (value,) = document_of(example), example["answers"]
+    asked = example["question"].split(" for ")[1].split(" mentioned")[0]
+    link = re.search(rf"The special magic word for {asked} is the same as the one for (\w+)\.", document)
+    assert link, "the asked key is only linked to another key"
+    assert f"The special magic word for {link[1]} is: {value}." in document
+    assert f"for {asked} is: " not in document  # the value is never stated under the asked key
+
+
+def test_multikey_has_at_least_three_distractors_and_a_bad_variant_is_refused(gpt2_tokenizer):
+    example = build_examples(gpt2_tokenizer, PROSE, [512], [50], seed=8, variant="multikey")[0]
+    assert len(example["distractor_values"]) == 3 and example["answers"][0] not in example["distractor_values"]
+    with pytest.raises(UserError, match="--variant: expected one of single, multikey, multivalue, multiquery"):
+        build_examples(gpt2_tokenizer, PROSE, [512], [50], variant="multi-key")
+
+
+def test_recall_is_the_share_of_required_values_found():
+    from meap.eval.niah import recall
+
+    assert recall("They are 1234567 and 7654321.", ["1234567", "7654321", "1111111", "2222222"]) == 0.5
+    assert recall("The number is 1234567", ["1234567"]) == 1.0 and recall("no idea", ["1234567"]) == 0.0
+
+
+def test_reasoning_has_distractor_values_in_sight(gpt2_tokenizer):
+    example = build_examples(gpt2_tokenizer, PROSE, [512], [25], seed=7, variant="reasoning")[0]
+    assert len(example["distractor_values"]) == 2
+    assert all(value in document_of(example) for value in example["distractor_values"])
