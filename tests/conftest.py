@@ -14,6 +14,18 @@ import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 
+def config_flags(config) -> list[str]:
+    """The command-line flags that give ``config`` (a list key as its values; an empty one left out)."""
+    flags: list[str] = []
+    for key, value in vars(config).items():
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, list):
+            flags += [flag, *map(str, value)] if value else []
+        else:
+            flags.append(f"{flag}={value}")
+    return flags
+
+
 def tiny_llama(vocab_size: int, tied: bool = False, layers: int = 2, hidden: int = 32,
                max_positions: int = 512) -> LlamaForCausalLM:
     torch.manual_seed(0)

@@ -11,6 +11,7 @@ import pytest
 
 from meap.train import checkpoint_damage, checkpoint_dirs, pretrain
 
+from conftest import config_flags
 from test_train import assert_metrics_close, read_metrics, tiny_config
 
 # Two processes of 2 sequences make the global batch of one process of 4; validation reads 2 micro-batches of
@@ -21,7 +22,7 @@ SHAPE = dict(max_steps=6, save_every=3, eval_every=3, eval_batches=2, log_every=
 def torchrun(config, world_size: int, *extra: str, fault: str | None = None,
              timeout: int = 600) -> subprocess.CompletedProcess:
     """``meap pretrain`` under torchrun; ``fault`` is Python run at start-up in the rank-1 process only."""
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(config).items()]
+    flags = config_flags(config)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if fault:
         startup = Path(config.output).parent / "rank1-fault"

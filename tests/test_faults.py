@@ -17,6 +17,7 @@ from transformers import LlamaForCausalLM
 from meap.errors import UserError
 from meap.train import MANIFEST_FILE, NonFiniteLoss, checkpoint_damage, checkpoint_dirs, pretrain
 
+from conftest import config_flags
 from test_train import read_metrics, tiny_config, without_timing
 
 STEPS = dict(max_steps=10, save_every=2, eval_every=5)
@@ -70,7 +71,7 @@ def uninterrupted(prepared, tmp_path_factory):
 def test_sigkill_then_resume_is_the_uninterrupted_run(prepared, tmp_path, uninterrupted, objective, moment):
     run = tmp_path / "killed"
     config = tiny_config(prepared, run, objective=objective, **STEPS)
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(config).items()]
+    flags = config_flags(config)
     sigkill(["pretrain", "--no-progress", *flags], run / "checkpoints", moment, first_checkpoint="step-2")
 
     pretrain(config, resume=True, progress=False)
@@ -197,7 +198,7 @@ def test_on_nan_skip_skips_that_step_and_goes_on(prepared, tmp_path, monkeypatch
 def test_ctrl_c_names_the_checkpoint_kept_and_how_to_continue(prepared, tmp_path):
     run = tmp_path / "run"
     config = tiny_config(prepared, run, max_steps=400, save_every=2, eval_every=0)
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(config).items()]
+    flags = config_flags(config)
     process = subprocess.Popen([sys.executable, "-m", "meap.cli", "pretrain", "--no-progress", *flags],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240

@@ -94,14 +94,13 @@ def test_each_format_trains_checkpoints_and_writes_a_loadable_model(tiny_model_d
 
 @pytest.mark.parametrize("moment", ["during a step", "during a checkpoint write"])
 def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tiny_model_dir, alpaca_file, tmp_path, moment):
+    from conftest import config_flags
     from test_faults import sigkill
 
     full = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "full", epochs=2), progress=False)
     run = tmp_path / "killed"
     killed = config(tiny_model_dir, [alpaca_file], run, epochs=2)
-    flags = []
-    for key, value in vars(killed).items():
-        flags += [f"--{key.replace('_', '-')}", *(value if isinstance(value, list) else [str(value)])]
+    flags = config_flags(killed)
     sigkill(["sft", "--no-progress", *flags], run / "checkpoints", moment, first_checkpoint="step-4")
 
     sft(killed, resume=True, progress=False)
