@@ -43,13 +43,16 @@ PRESETS: dict[str, dict] = {
 VOCAB_MULTIPLE = 64  # embedding rows padded for tensor-core friendly shapes (32000 + [MASK] -> 32064)
 
 
+def padded_vocab_size(vocab_size: int) -> int:
+    return -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
 def preset_config(name: str, vocab_size: int, **special_ids: int | None) -> LlamaConfig:
     """The ``LlamaConfig`` of preset ``name`` for a tokenizer of ``vocab_size`` tokens."""
     if name not in PRESETS:
         raise UserError(f"unknown model preset `{name}`: expected one of {', '.join(PRESETS)} or a model directory")
-    padded = -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
     return LlamaConfig(
-        vocab_size=padded, hidden_act="silu", rms_norm_eps=1e-5, rope_theta=10000.0,
+        vocab_size=padded_vocab_size(vocab_size), hidden_act="silu", rms_norm_eps=1e-5, rope_theta=10000.0,
         tie_word_embeddings=False, attention_bias=False, mlp_bias=False, initializer_range=0.02,
         **PRESETS[name], **special_ids,
     )
@@ -147,7 +150,7 @@ def config_from_file(path: str, vocab_size: int, **special_ids: int | None):
         raise UserError(f"{path}: {str(error).strip().splitlines()[0]}") from None
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
         raise UserError(f"{path}: a `{config.model_type}` config, not a causal language model")
-    config.vocab_size = -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    config.vocab_size = padded_vocab_size(vocab_size)
     for name, value in special_ids.items():
         setattr(config, name, value)
     return config
@@ -182,8 +185,7 @@ def _override(config, overrides: list[str], source: str) -> None:
             rope[key] = _value(text)
             continue
         if key not in known:
-            known = sorted({*known, *rope_keys})
-            match = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            match = difflib.get_close_matches(key, [*known, *rope_keys], n=1, cutoff=0.6)
             raise UserError(f"model_override: `{key}` is no key of the {config.model_type} config of {source}"
                             + (f" (did you mean `{match[0]}`?)" if match else ""))
         if key == "vocab_size":
