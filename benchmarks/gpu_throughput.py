@@ -39,7 +39,7 @@ from transformers.trainer_utils import SaveStrategy
 from meap.config import PretrainConfig, load_config
 from meap.models import matmul_parameters
 from meap.monitor import flops_per_token, peak_flops
-from meap.train import build_run
+from meap.train.build import build_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from overhead import machine  # noqa: E402

@@ -28,7 +28,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from meap.collate import segment_attention, segment_positions
-from meap.data.mdqa import random_passage
+from meap.eval.mdqa_data import random_passage
 from meap.data.tokenizer import train_bpe
 from meap.eval import niah
 

@@ -4,7 +4,7 @@ an epoch of MEAP-SFT vs NTP-SFT.
 The data mixes the built-in long-answer conversations (MEAP-SFT doubles them: original + masked copy) with
 as many short-answer ones (their first sentence only, below ``min_answer_tokens``: plain NTP rows), as real
 instruction sets mix lengths. Every configuration runs the same conversations in the same order through
-``meap.train.build_sft_run`` and the Trainer; only the objective and packing change.
+``meap.train.build_sft.build_sft_run`` and the Trainer; only the objective and packing change.
 
     python benchmarks/sft_throughput.py                                  # SmolLM2-135M, 2x16 conversations
     python benchmarks/sft_throughput.py --conversations 64 --max-length 2048   # a GPU
@@ -23,7 +23,7 @@ from overhead import machine
 
 from meap.config import SFTConfig
 from meap.data.sft import read_conversations
-from meap.train import build_sft_run
+from meap.train.build_sft import build_sft_run
 
 
 def mixed_data(directory: Path, count: int) -> Path:

@@ -1,6 +1,7 @@
 """Shared fixtures: real tokenizers from packaged files and tiny randomly initialised HF models."""
 
 import importlib.util
+import json
 import os
 from itertools import islice
 from pathlib import Path
@@ -12,6 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from meap.config import PretrainConfig, load_config  # noqa: E402
 
 
 def config_flags(config) -> list[str]:
@@ -83,3 +86,30 @@ def builtin_prose():
         builtin_source_files()
     except UserError as error:
         pytest.skip(str(error))
+
+
+# Pretraining runs of the tests: a few steps of the tiny preset on the session's prepared corpus.
+
+def tiny_config(data: Path, output: Path, **overrides) -> PretrainConfig:
+    values = dict(data=str(data), output=str(output), seq_len=32, micro_batch_size=4, max_steps=8,
+                  warmup_steps=2, log_every=1, eval_every=4, eval_batches=2, save_every=4, keep_checkpoints=0)
+    values.update(overrides)
+    return load_config(PretrainConfig, overrides=values)
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_metrics_close(first: list[dict], second: list[dict], rel: float) -> None:
+    """The same steps, tokens and validations, with losses and gradient norms equal to ``rel``."""
+    assert [(r["step"], r["tokens"]) for r in first] == [(r["step"], r["tokens"]) for r in second]
+    for a, b in zip(first, second):
+        for key in ("loss", "val_loss", "grad_norm"):
+            assert (key in a) == (key in b), (key, a, b)
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=rel), (key, a, b)
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in record.items() if k not in ("tokens_per_s", "mfu", "elapsed_s")} for record in records]

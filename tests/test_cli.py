@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from test_errors import CASES, Inputs
+from error_cases import CASES, Inputs
 
 PROCESS_CASES = ("pretrain-unknown-yaml-key", "pretrain-seq-len-above-model", "prepare-malformed-jsonl-line",
                  "sft-missing-field", "niah-empty-haystack", "compare-a-single-run")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from meap.collate import MeapCollator
-from meap.tokens import IGNORE_INDEX
+from meap.constants import IGNORE_INDEX
 
 MASK_ID, EOS = 99, 0
 

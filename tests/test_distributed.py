@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from meap.train import checkpoint_damage, checkpoint_dirs, pretrain
+from meap.rundir import checkpoint_dirs
+from meap.train import pretrain
+from meap.train.checkpoints import checkpoint_damage
 
 from conftest import config_flags
-from test_train import assert_metrics_close, read_metrics, tiny_config
+from conftest import assert_metrics_close, read_metrics, tiny_config
 
 # Two processes of 2 sequences make the global batch of one process of 4; validation reads 2 micro-batches of
 # 2 per process (8 sequences), as one process reading 2 of 4.
@@ -114,9 +116,9 @@ def test_on_nan_skip_skips_the_step_on_every_rank(prepared, tmp_path):
 
 def test_an_error_on_one_rank_stops_the_job_and_names_the_rank(prepared, tmp_path):
     fault = """
-        import meap.train
+        import meap.train.trainer
         from meap.errors import UserError
-        real_step, calls = meap.train.MeapTrainer.training_step, []
+        real_step, calls = meap.train.trainer.MeapTrainer.training_step, []
 
         def training_step(self, *args, **kwargs):
             calls.append(1)
@@ -124,7 +126,7 @@ def test_an_error_on_one_rank_stops_the_job_and_names_the_rank(prepared, tmp_pat
                 raise UserError("/data/shard-7.bin: unreadable (simulated)")
             return real_step(self, *args, **kwargs)
 
-        meap.train.MeapTrainer.training_step = training_step
+        meap.train.trainer.MeapTrainer.training_step = training_step
     """
     run = tmp_path / "ddp"
     # Rank 0 waits in the step's all-reduce for a peer that is gone: torchrun must end it, not the 30-min timeout.

@@ -15,10 +15,13 @@ from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 
 from meap.errors import UserError
-from meap.train import MANIFEST_FILE, NonFiniteLoss, checkpoint_damage, checkpoint_dirs, pretrain
+from meap.rundir import checkpoint_dirs
+from meap.train import pretrain
+from meap.train.checkpoints import MANIFEST_FILE, checkpoint_damage
+from meap.train.trainer import NonFiniteLoss
 
 from conftest import config_flags
-from test_train import read_metrics, tiny_config, without_timing
+from conftest import read_metrics, tiny_config, without_timing
 
 STEPS = dict(max_steps=10, save_every=2, eval_every=5)
 

@@ -6,10 +6,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from meap.loss import chunked_cross_entropy
-from meap.tokens import IGNORE_INDEX
+from meap.constants import IGNORE_INDEX
 from meap.train import pretrain, sft
 
-from test_train import assert_metrics_close, read_metrics, tiny_config
+from conftest import assert_metrics_close, read_metrics, tiny_config
 
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000])

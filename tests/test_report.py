@@ -14,7 +14,7 @@ from meap.train import pretrain
 
 @pytest.fixture(scope="module")
 def three_runs(prepared, tmp_path_factory, request):
-    from meap.data.mdqa import make_mdqa
+    from meap.eval.mdqa_data import make_mdqa
     from meap.eval import attention, mdqa, niah
 
     root = tmp_path_factory.mktemp("runs")

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from test_train import tiny_config
+from conftest import tiny_config
 
 from meap.train import pretrain
 

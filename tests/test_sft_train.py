@@ -12,7 +12,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from meap.config import SFTConfig, load_config
-from meap.train import build_sft_run, sft
+from meap.train import sft
+from meap.train.build_sft import build_sft_run
 
 WORDS = ("river stone lantern meadow copper violet harbor thistle ember quarry willow falcon "
          "marble cedar orchard tundra").split()

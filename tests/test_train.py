@@ -15,34 +15,13 @@ from meap.config import PretrainConfig, load_config
 from meap.data.blocks import PackedBlocks
 from meap.data.shards import open_split
 from meap.errors import UserError
-from meap.train import RUN_FILE, build_run, pretrain
+from meap.rundir import RUN_FILE
+from meap.train import pretrain
+from meap.train.build import build_run
+
+from conftest import read_metrics, tiny_config, without_timing
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
-
-
-def tiny_config(data: Path, output: Path, **overrides) -> PretrainConfig:
-    values = dict(data=str(data), output=str(output), seq_len=32, micro_batch_size=4, max_steps=8,
-                  warmup_steps=2, log_every=1, eval_every=4, eval_batches=2, save_every=4, keep_checkpoints=0)
-    values.update(overrides)
-    return load_config(PretrainConfig, overrides=values)
-
-
-def read_metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def assert_metrics_close(first: list[dict], second: list[dict], rel: float) -> None:
-    """The same steps, tokens and validations, with losses and gradient norms equal to ``rel``."""
-    assert [(r["step"], r["tokens"]) for r in first] == [(r["step"], r["tokens"]) for r in second]
-    for a, b in zip(first, second):
-        for key in ("loss", "val_loss", "grad_norm"):
-            assert (key in a) == (key in b), (key, a, b)
-            if key in a:
-                assert a[key] == pytest.approx(b[key], rel=rel), (key, a, b)
-
-
-def without_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in record.items() if k not in ("tokens_per_s", "mfu", "elapsed_s")} for record in records]
 
 
 def test_pretrain_writes_a_loadable_model_and_metrics(prepared, tmp_path):

@@ -102,22 +102,23 @@ def _parser() -> argparse.ArgumentParser:
         training.add_argument("--no-progress", action="store_true", help="no progress bar")
         _config_flags(training, config_cls)
 
-    demo = commands.add_parser("demo", help="the paired NTP-vs-MEAP experiment on the demo corpus, end to end "
-                               "(train both, NIAH, MDQA, attention, report)")
-    demo.add_argument("--config", metavar="YAML",
-                      help="YAML recipe (configs/demo.yaml is the default; configs/repro-small.yaml for a GPU)")
-    demo.add_argument("--quick", action="store_true", help="every stage on a few documents and steps (a smoke test)")
-    demo.add_argument("--overwrite", action="store_true", help="replace the demo in --output (default: continue it)")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still print)")
-    _config_flags(demo, DemoConfig)
-
-    demo_sft = commands.add_parser("demo-sft", help="the paired NTP-SFT vs MEAP-SFT experiment: fine-tune a model "
-                                   "both ways at equal tokens, multi-document QA before and after")
-    demo_sft.add_argument("--config", metavar="YAML",
-                          help="YAML recipe (configs/evidence-sft.yaml: the one behind RESULTS.md)")
-    demo_sft.add_argument("--overwrite", action="store_true", help="replace the run in --output (default: continue it)")
-    demo_sft.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still print)")
-    _config_flags(demo_sft, SFTDemoConfig)
+    experiments = (("demo", DemoConfig, "the paired NTP-vs-MEAP experiment on the demo corpus, end to end (train "
+                    "both, NIAH, MDQA, attention, report)",
+                    "YAML recipe (configs/demo.yaml is the default; configs/repro-small.yaml for a GPU)", "demo"),
+                   ("demo-sft", SFTDemoConfig, "the paired NTP-SFT vs MEAP-SFT experiment: fine-tune a model both "
+                    "ways at equal tokens, multi-document QA before and after",
+                    "YAML recipe (configs/evidence-sft.yaml: the one behind RESULTS.md)", "run"))
+    for name, config_cls, text, recipe, what in experiments:
+        experiment = commands.add_parser(name, help=text)
+        experiment.add_argument("--config", metavar="YAML", help=recipe)
+        if name == "demo":
+            experiment.add_argument("--quick", action="store_true",
+                                    help="every stage on a few documents and steps (a smoke test)")
+        experiment.add_argument("--overwrite", action="store_true",
+                                help=f"replace the {what} in --output (default: continue it)")
+        experiment.add_argument("--no-progress", action="store_true",
+                                help="no progress bars (stage lines still print)")
+        _config_flags(experiment, config_cls)
 
     prepare = commands.add_parser("prepare", help="tokenise local corpora into packed token shards")
     prepare.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -264,41 +265,28 @@ def _data_parsers(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the passages and the questions")
 
 
-def _run_eval(args: argparse.Namespace) -> None:
+def _run_eval(args: argparse.Namespace) -> dict:
     if args.evaluation == "niah":
         from meap.eval.niah import Needle, run
 
         fixed = (args.needle, args.question, args.answer)
         if any(fixed) and not all(fixed):
             raise UserError("--needle, --question and --answer go together")
-        summary = run(args.model, args.output, haystack=args.haystack, lengths=args.lengths, depths=args.depths,
-                      needle=Needle(*fixed) if all(fixed) else None, samples=args.samples, seed=args.seed,
-                      distractors=args.distractors, absent=args.absent, batch_size=args.batch_size,
-                      max_new_tokens=args.max_new_tokens, dtype=args.dtype, variant=args.variant,
-                      value_kind=args.value_kind, progress=not args.no_progress)
-        copied = summary["overall"].get("distractor_copied")
-        print(f"niah: substring {summary['overall']['substring']:.3f}, ROUGE-1 F {summary['overall']['rouge1_f']:.3f}"
-              + (f", distractor copied {copied:.3f}" if copied is not None else "") + f" -> {args.output}")
-    elif args.evaluation == "mdqa":
+        return run(args.model, args.output, haystack=args.haystack, lengths=args.lengths, depths=args.depths,
+                   needle=Needle(*fixed) if all(fixed) else None, samples=args.samples, seed=args.seed,
+                   distractors=args.distractors, absent=args.absent, batch_size=args.batch_size,
+                   max_new_tokens=args.max_new_tokens, dtype=args.dtype, variant=args.variant,
+                   value_kind=args.value_kind, progress=not args.no_progress)
+    if args.evaluation == "mdqa":
         from meap.eval.mdqa import run
 
-        summary = run(args.model, args.data, args.output, batch_size=args.batch_size,
-                      max_new_tokens=args.max_new_tokens, limit=args.limit, dtype=args.dtype,
-                      progress=not args.no_progress)
-        by_position = ", ".join(f"{int(position) + 1}: {accuracy:.3f}" for position, accuracy in
-                                sorted(summary["accuracy_by_gold_position"].items(), key=lambda item: int(item[0]))
-                                if accuracy is not None)
-        print(f"mdqa: best-subspan EM {summary['accuracy']:.3f}; by gold position (1 = first) {by_position} "
-              f"-> {args.output}")
-    else:
-        from meap.eval.harness import run
+        return run(args.model, args.data, args.output, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                   limit=args.limit, dtype=args.dtype, progress=not args.no_progress)
+    from meap.eval.harness import run
 
-        results = run(args.model, args.tasks, args.output, num_fewshot=args.num_fewshot, limit=args.limit,
-                      include_path=args.include_path, batch_size=args.batch_size, dtype=args.dtype,
-                      progress=not args.no_progress)
-        for task, metrics in results["results"].items():
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            print(f"{task}: {shown}")
+    return run(args.model, args.tasks, args.output, num_fewshot=args.num_fewshot, limit=args.limit,
+               include_path=args.include_path, batch_size=args.batch_size, dtype=args.dtype,
+               progress=not args.no_progress)
 
 
 def run(argv: list[str]) -> int:
@@ -309,7 +297,7 @@ def run(argv: list[str]) -> int:
                                     if getattr(args, dest, None))])
         raise _unknown_argument(unknown, _Parser.commands[given])
     if args.command == "presets":
-        from meap.models import PRESETS
+        from meap.presets import PRESETS
 
         for name, shape in PRESETS.items():
             print(f"{name:16s} {shape['num_hidden_layers']} layers, d={shape['hidden_size']}, "
@@ -325,26 +313,25 @@ def run(argv: list[str]) -> int:
 
         print(f"wrote {compare_runs(args.runs, args.output)} and report.html")
         return 0
-    if args.command in ("eval", "data", "analyze"):
+    if args.command in ("eval", "analyze"):
+        from meap.eval.results import headline
+
         if args.command == "eval":
-            _run_eval(args)
-        elif args.command == "analyze":
+            summary = _run_eval(args)
+        else:
             from meap.eval.attention import run as analyse_attention
 
             summary = analyse_attention(args.model, args.output, samples=args.samples, length=args.length,
                                         haystack=args.haystack, mask_ratio=args.mask_ratio, seed=args.seed,
                                         progress=not args.no_progress)
-            for name, result in summary["models"].items():
-                average = result["average"]
-                decay = average.get("score_decay")
-                print(f"{name}: answer mass {average['segment_mass']['answer']:.3f}, entropy {average['entropy']:.2f}"
-                      + (f", score decay {decay:.3f}" if decay is not None else "") + f" -> {args.output}")
-        else:
-            from meap.data.mdqa import make_mdqa
+        print(headline(summary, args.output))
+        return 0
+    if args.command == "data":
+        from meap.eval.mdqa_data import make_mdqa
 
-            path = make_mdqa(args.output, num_docs=args.num_docs, gold_position=args.gold_position,
-                             examples=args.examples, seed=args.seed, passage_words=args.passage_words)
-            print(f"wrote {path}")
+        path = make_mdqa(args.output, num_docs=args.num_docs, gold_position=args.gold_position,
+                         examples=args.examples, seed=args.seed, passage_words=args.passage_words)
+        print(f"wrote {path}")
         return 0
     if args.command == "prepare":
         from meap.data.prepare import prepare_corpus

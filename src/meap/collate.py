@@ -36,12 +36,9 @@ from typing import Any
 
 import torch
 
-from meap.masking import MASK_MODES, build_sft_rows, mask_inputs, sample_generators
-from meap.tokens import IGNORE_INDEX
+from meap.constants import IGNORE_INDEX, MASK_MODES, PACKED_ATTENTION
+from meap.masking import build_sft_rows, mask_inputs, sample_generators
 
-
-# How rows packed into one sequence are kept apart, by attention implementation (see segment_attention).
-PACKED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
 def _check_mask_token(mask_token_id: int | None, mask_ratio: float) -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
 import re
 import shutil
@@ -44,6 +43,8 @@ from pathlib import Path
 
 from meap.config import DemoConfig, config_to_dict, save_config, saved_config
 from meap.errors import UserError
+from meap.fsutil import atomic_write_lines
+from meap.rundir import RunDir
 
 CORPUS_FILE = "corpus.jsonl"
 WARMUP_CORPUS_FILE = "warmup-corpus.jsonl"
@@ -70,7 +71,7 @@ def say(message: str) -> None:
 
 def demo_documents(config: DemoConfig, held_out: set[str]) -> list[str]:
     """The demo corpus in a seeded shuffled order; no document holds any value in ``held_out``."""
-    from meap.data.mdqa import make_example, random_passage
+    from meap.eval.mdqa_data import make_example, random_passage
     from meap.eval import niah
     from meap.eval.mdqa import build_prompt
 
@@ -137,24 +138,13 @@ def _fact_sentence(example: dict) -> str:
 
 def _haystack(config: DemoConfig, output: Path) -> list[str]:
     """The NIAH and attention haystack: prose like the training prose, its own random passages."""
-    from meap.data.mdqa import random_passage
+    from meap.eval.mdqa_data import random_passage
 
     path = output / HAYSTACK_FILE
     if not path.is_file():
         rng = random.Random(f"meap-demo-haystack:{config.seed}")
-        write_lines(path, (random_passage(rng, 200) for _ in range(HAYSTACK_PASSAGES)))
+        atomic_write_lines(path, (random_passage(rng, 200) for _ in range(HAYSTACK_PASSAGES)))
     return [str(path)]
-
-
-def write_lines(path: Path, lines) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "w", encoding="utf-8") as out:
-            for line in lines:
-                out.write(line + "\n")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -163,17 +153,10 @@ def write_lines(path: Path, lines) -> None:
 
 def _mdqa_files(config: DemoConfig, directory: Path) -> list[Path]:
     """One evaluation file per gold position, the same questions in each (the paper's protocol)."""
-    from meap.data.mdqa import make_mdqa
+    from meap.eval.mdqa_data import make_mdqa_files
 
-    directory.mkdir(parents=True, exist_ok=True)
-    files = []
-    for gold in range(config.mdqa_num_docs):
-        path = directory / f"demo-mdqa-{config.mdqa_num_docs}docs_gold_at_{gold}.jsonl.gz"
-        if not path.is_file():
-            make_mdqa(path, num_docs=config.mdqa_num_docs, gold_position=gold, examples=config.mdqa_examples,
-                      seed=config.seed, passage_words=config.mdqa_passage_words)
-        files.append(path)
-    return files
+    return make_mdqa_files(directory, "demo-mdqa", range(config.mdqa_num_docs), num_docs=config.mdqa_num_docs,
+                           examples=config.mdqa_examples, seed=config.seed, passage_words=config.mdqa_passage_words)
 
 
 def _held_out_values(config: DemoConfig, mdqa_files: list[Path]) -> set[str]:
@@ -207,7 +190,7 @@ def _prepare(config: DemoConfig, output: Path, held_out: set[str], progress: boo
         data = output / "data"
         if not (data / META_FILE).is_file():
             documents = demo_documents(config, held_out)
-            write_lines(output / CORPUS_FILE, (json.dumps({"text": text}) for text in documents))
+            atomic_write_lines(output / CORPUS_FILE, (json.dumps({"text": text}) for text in documents))
             prepare_corpus([str(output / CORPUS_FILE)], data, train_tokenizer=config.vocab_size,
                            split_digits=config.split_digits, num_proc=1, overwrite=True, progress=progress)
     if not config.copy_warmup_steps:
@@ -215,7 +198,7 @@ def _prepare(config: DemoConfig, output: Path, held_out: set[str], progress: boo
     warmup = output / "warmup-data"
     if not (warmup / META_FILE).is_file():
         documents = warmup_documents(config, held_out)
-        write_lines(output / WARMUP_CORPUS_FILE, (json.dumps({"text": text}) for text in documents))
+        atomic_write_lines(output / WARMUP_CORPUS_FILE, (json.dumps({"text": text}) for text in documents))
         # min_val_tokens=0: the splits of the recorded experiments (RESULTS.md); 0.5% of the warm-up drills is
         # already 50 validation sequences at their 64 tokens.
         prepare_corpus([str(output / WARMUP_CORPUS_FILE)], warmup, tokenizer=str(data / TOKENIZER_DIR),
@@ -230,7 +213,7 @@ def _run_dir(config: DemoConfig, output: Path, seed: int, objective: str) -> Pat
 def _train(config: DemoConfig, objective: str, seed: int, data: Path, warmup: Path | None, output: Path,
            progress: bool) -> Path:
     run = _run_dir(config, output, seed, objective)
-    if (run / "final" / "config.json").is_file():
+    if RunDir(run).has_final_model():
         return run
     model = config.model
     if warmup is not None:
@@ -241,17 +224,17 @@ def _train(config: DemoConfig, objective: str, seed: int, data: Path, warmup: Pa
                                          max_steps=config.copy_warmup_steps, min_lr=config.lr,
                                          warmup_steps=min(config.warmup_steps, config.copy_warmup_steps),
                                          eval_every=0, save_every=0), progress)
-        model = str(warmup_run / "final")
+        model = str(RunDir(warmup_run).final)
     return _pretrain(config.pretrain_config(objective, str(data), run, seed, model=model), progress)
 
 
 def _pretrain(config, progress: bool) -> Path:
-    from meap.train import checkpoint_dirs, holds_run, pretrain
+    from meap.train import pretrain
 
-    run = config.resolved_output()
-    if (run / "final" / "config.json").is_file():
-        return run
-    resume = holds_run(run) and bool(checkpoint_dirs(run / "checkpoints"))
+    run = RunDir(config.resolved_output())
+    if run.has_final_model():
+        return run.root
+    resume = run.can_resume()
     return pretrain(config, resume=resume, overwrite=not resume, progress=progress)
 
 
@@ -292,7 +275,7 @@ def check_output(config, output: Path, overwrite: bool) -> None:
         return
     if not output.is_dir():
         raise UserError(f"{output}: output path exists and is not a directory")
-    saved = output / "config.yaml"
+    saved = RunDir(output).config
     if overwrite:
         if any(output.iterdir()) and not saved.is_file():
             raise UserError(f"{output}: not a meap demo directory; refusing to delete it (choose another --output)")
@@ -304,15 +287,22 @@ def check_output(config, output: Path, overwrite: bool) -> None:
         raise UserError(f"{output}: directory is not empty and holds no demo; choose another --output")
 
 
-def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Run every stage for ``config`` and return the summary (also in ``demo.json``)."""
-    from meap.report import compare_runs, paired_comparison, write_paired_report
-
+def start_experiment(config, overwrite: bool) -> tuple[Path, float]:
+    """Claim the experiment's directory (:func:`check_output`) and write its config.yaml; returns the directory
+    and the start time (``time.monotonic``)."""
     output = config.resolved_output()
     check_output(config, output, overwrite)
     output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / "config.yaml")
-    started = time.monotonic()
+    save_config(config, RunDir(output).config)
+    return output, time.monotonic()
+
+
+def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
+    """Run every stage for ``config`` and return the summary (also in ``demo.json``)."""
+    from meap.paired import paired_comparison, write_paired_report
+    from meap.report import compare_runs
+
+    output, started = start_experiment(config, overwrite)
     objectives, seeds = config.objectives(), config.training_seeds()
     clock = lambda: f"{time.monotonic() - started:5.0f} s"  # noqa: E731
 
@@ -357,11 +347,11 @@ def publish_summary(path: Path, summary: dict, tables: str, figure: Path | None 
     """A summary JSON outside the demo directory (e.g. ``results/``), its tables beside it (``.md``) and the
     figure they show (``.png``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_lines(path, [json.dumps(summary, indent=2)])
+    atomic_write_lines(path, [json.dumps(summary, indent=2)])
     if figure is not None:
         shutil.copyfile(figure, path.with_suffix(".png"))
         tables = tables.replace(figure.name, path.with_suffix(".png").name)
-    write_lines(path.with_suffix(".md"), [tables])
+    atomic_write_lines(path.with_suffix(".md"), [tables])
 
 
 def _write_evidence(config: DemoConfig, summary: dict, output: Path) -> None:

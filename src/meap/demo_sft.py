@@ -19,25 +19,20 @@ import json
 import time
 from pathlib import Path
 
-from meap.config import SFTDemoConfig, config_to_dict, save_config
-from meap.demo import check_output, publish_summary, say, write_lines
+from meap.config import SFTDemoConfig, config_to_dict
+from meap.demo import publish_summary, say, start_experiment
+from meap.fsutil import atomic_write_lines, atomic_write_text
+from meap.rundir import RunDir
 
 SUMMARY_FILE = "demo-sft.json"
 COMPARISON_FILE = "comparison.md"
 
 
 def _mdqa_files(config: SFTDemoConfig, directory: Path) -> list[Path]:
-    from meap.data.mdqa import make_mdqa
+    from meap.eval.mdqa_data import make_mdqa_files
 
-    directory.mkdir(parents=True, exist_ok=True)
-    files = []
-    for gold in config.mdqa_gold_positions:
-        path = directory / f"mdqa-{config.mdqa_num_docs}docs_gold_at_{gold}.jsonl.gz"
-        if not path.is_file():
-            make_mdqa(path, num_docs=config.mdqa_num_docs, gold_position=gold, examples=config.mdqa_examples,
-                      seed=config.seed, passage_words=config.mdqa_passage_words)
-        files.append(path)
-    return files
+    return make_mdqa_files(directory, "mdqa", config.mdqa_gold_positions, num_docs=config.mdqa_num_docs,
+                           examples=config.mdqa_examples, seed=config.seed, passage_words=config.mdqa_passage_words)
 
 
 def _evaluate(config: SFTDemoConfig, model: str, output: Path, files: list[Path], progress: bool) -> Path:
@@ -50,11 +45,11 @@ def _evaluate(config: SFTDemoConfig, model: str, output: Path, files: list[Path]
 
 
 def _fine_tune(config: SFTDemoConfig, objective: str, seed: int, run: Path, progress: bool) -> Path:
-    from meap.train import checkpoint_dirs, holds_run, sft
+    from meap.train import sft
 
-    if (run / "final" / "config.json").is_file():
+    if RunDir(run).has_final_model():
         return run
-    resume = holds_run(run) and bool(checkpoint_dirs(run / "checkpoints"))
+    resume = RunDir(run).can_resume()
     return sft(config.sft_config(objective, run, seed), resume=resume, overwrite=not resume, progress=progress)
 
 
@@ -68,7 +63,7 @@ def sft_comparison(base: Path, runs: dict[int, dict[str, Path]]) -> dict:
     ``base``: the base model's ``results.jsonl``; ``runs``: seed -> objective -> its ``results.jsonl``,
     all over the same questions in the same order.
     """
-    from meap.report import grouped_mean
+    from meap.paired import grouped_mean
     from meap.stats import mean_and_spread, paired_difference
 
     seeds = sorted(runs)
@@ -95,7 +90,7 @@ def sft_comparison(base: Path, runs: dict[int, dict[str, Path]]) -> dict:
 
 
 def _markdown(comparison: dict, config: SFTDemoConfig) -> str:
-    from meap.report import interval_text, percent
+    from meap.paired import interval_text, percent
 
     positions = list(comparison["base"]["by_gold_position"])
     objectives = comparison["objectives"]
@@ -128,11 +123,7 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     """Run every stage for ``config``; return the summary (also in ``demo-sft.json``)."""
     from meap.monitor import machine
 
-    output = config.resolved_output()
-    check_output(config, output, overwrite)
-    output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / "config.yaml")
-    started = time.monotonic()
+    output, started = start_experiment(config, overwrite)
     clock = lambda: f"{time.monotonic() - started:5.0f} s"  # noqa: E731
     seeds, objectives = config.training_seeds(), config.objectives()
 
@@ -151,11 +142,11 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     say(f"{clock()}  4/4 comparison")
     comparison = sft_comparison(base, runs)
     tables = _markdown(comparison, config)
-    (output / COMPARISON_FILE).write_text(tables, encoding="utf-8")
+    atomic_write_text(output / COMPARISON_FILE, tables)
     summary = {**comparison, "wall_seconds": round(time.monotonic() - started, 1),
                "machine": machine(),
                "config": config_to_dict(config)}
-    write_lines(output / SUMMARY_FILE, [json.dumps(summary, indent=2)])
+    atomic_write_lines(output / SUMMARY_FILE, [json.dumps(summary, indent=2)])
     if config.summary:
         publish_summary(Path(config.summary), summary, tables)
     print("\n" + tables)

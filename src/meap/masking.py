@@ -28,7 +28,7 @@ multi-turn conversation) into training rows: plain NTP for short answers, else t
 copy with a fraction of its answer tokens masked ("concat", the paper) or the two as separate rows
 ("separate", the reference code). The prompt is never masked.
 
-This module imports nothing from the rest of meap.
+Of meap it imports only the shared names in :mod:`meap.constants`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from collections.abc import Sequence
 
 import torch
 
-MASK_MODES = ("exact", "bernoulli", "reference")
+from meap.constants import IGNORE_INDEX, MASK_MODES, SFT_LAYOUTS
+
 
 _MASK64 = (1 << 64) - 1
 
@@ -178,26 +179,12 @@ def mask_inputs(
 # Supervised fine-tuning examples (MEAP-SFT)
 # ---------------------------------------------------------------------------------------------------------
 
-SFT_LAYOUTS = ("concat", "separate")
-IGNORE = -100  # label value cross-entropy skips (PyTorch's and Hugging Face's convention)
 
 
-def build_sft_example(
-    prompt_ids: Sequence[int],
-    answer_ids: Sequence[int],
-    *,
-    mask_token_id: int,
-    eos_token_id: int,
-    mask_ratio: float = 0.1,
-    min_answer_tokens: int = 50,
-    layout: str = "concat",
-    generator: torch.Generator | None = None,
-    max_length: int | None = None,
-) -> list[dict]:
-    """Training rows of one prompt/answer pair; see :func:`build_sft_rows` (``[(prompt, False), (answer, True)]``)."""
-    return build_sft_rows([(prompt_ids, False), (answer_ids, True)], mask_token_id=mask_token_id,
-                          eos_token_id=eos_token_id, mask_ratio=mask_ratio, min_answer_tokens=min_answer_tokens,
-                          layout=layout, generator=generator, max_length=max_length)
+def build_sft_example(prompt_ids: Sequence[int], answer_ids: Sequence[int], **options) -> list[dict]:
+    """Training rows of one prompt/answer pair: :func:`build_sft_rows` of ``[(prompt, False), (answer, True)]``
+    with the same keyword ``options``."""
+    return build_sft_rows([(prompt_ids, False), (answer_ids, True)], **options)
 
 
 def build_sft_rows(
@@ -249,14 +236,14 @@ def build_sft_rows(
     supervised[-1] = True  # the EOS that ends the conversation is learned, never masked
     if not bool(is_answer.any()):
         raise ValueError("a conversation needs at least one non-empty answer")
-    labels = ids.masked_fill(~supervised, IGNORE)
+    labels = ids.masked_fill(~supervised, IGNORE_INDEX)
 
     answer_tokens = int(is_answer.sum())
     if mask_ratio == 0.0 or answer_tokens <= min_answer_tokens:
         return _fitted("ntp", ids, labels, max_length)
     masked, mask = mask_inputs(ids[None], mask_ratio, mask_token_id, eligible=is_answer[None], generator=generator)
     masked, mask = masked[0], mask[0]
-    copy_labels = ids.masked_fill(~mask, IGNORE)
+    copy_labels = ids.masked_fill(~mask, IGNORE_INDEX)
     if layout == "separate":
         return _fitted("original", ids, labels, max_length) + _fitted("masked", masked, copy_labels, max_length)
     if max_length is not None and 2 * len(ids) > max_length:
@@ -268,6 +255,6 @@ def _fitted(kind: str, ids: torch.Tensor, labels: torch.Tensor, max_length: int 
     """The row cut to ``max_length`` tokens, or no row when nothing supervised is left."""
     if max_length is not None:
         ids, labels = ids[:max_length], labels[:max_length]
-    if not bool((labels != IGNORE).any()):
+    if not bool((labels != IGNORE_INDEX).any()):
         return []
     return [{"input_ids": ids, "labels": labels, "kind": kind}]

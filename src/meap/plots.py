@@ -225,7 +225,7 @@ def plot_loss_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], pa
 
 
 def draw_paired(comparison: dict):
-    """Per-seed NIAH and MDQA of both objectives (``report.paired_comparison``), each seed's pair joined."""
+    """Per-seed NIAH and MDQA of both objectives (``paired.paired_comparison``), each seed's pair joined."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(WIDTH * 1.3, 3.8), squeeze=False)
     for axis, name, title in ((axes[0][0], "niah", "NIAH substring match"), (axes[0][1], "mdqa", "MDQA best-subspan EM")):

@@ -1,4 +1,4 @@
-"""The comparison report of runs (figures from :mod:`meap.plots`) and the paired NTP-vs-MEAP comparison.
+"""``meap compare``: the comparison report of runs (figures from :mod:`meap.plots`).
 
 Reads plain files (``metrics.jsonl``, ``config.yaml``, the evaluations' ``summary.json`` / ``results.json``
 / ``attention.json``); no torch, no transformers.
@@ -6,47 +6,30 @@ Reads plain files (``metrics.jsonl``, ``config.yaml``, the evaluations' ``summar
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import yaml
+
+from meap.errors import UserError
+from meap.eval.results import EVALUATIONS, kind_of, section_of
 from meap.plots import (plot_accuracy_by_position, plot_attention_layers, plot_loss_curves, plot_niah_heatmap,
-                        plot_paired, plot_segment_mass)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Comparing runs
-# ---------------------------------------------------------------------------------------------------------
-
-EVALUATIONS = ("niah", "mdqa", "harness", "attention")
-_SKIPPED_DIRS = {"checkpoints", "final", "tensorboard", "adapter"}
-
-
-def _kind(data: dict) -> str | None:
-    """Which evaluation wrote this JSON object, from its keys."""
-    if "cells" in data and "overall" in data:
-        variant = (data.get("config") or {}).get("variant", "single")
-        return "niah" if variant == "single" else f"niah-{variant}"  # each RULER variant a section of its own
-    if "accuracy_by_gold_position" in data:
-        return "mdqa"
-    if "results" in data and "lm_eval_version" in data:
-        return "harness"
-    if "models" in data and "mask_ratio" in data:
-        return "attention"
-    return None
+                        plot_segment_mass)
+from meap.rundir import ARTIFACT_DIRS, RunDir
 
 
 def find_evaluations(run: Path) -> dict[str, tuple[Path, dict]]:
-    """The evaluation outputs under a run directory: kind -> (file, contents); the first found of each kind."""
-    import json
-
+    """The evaluation outputs under a run directory: section (kind, NIAH variants apart) -> (file, contents);
+    the first found of each."""
     found: dict[str, tuple[Path, dict]] = {}
     for path in sorted(run.rglob("*.json")):
-        if _SKIPPED_DIRS & set(path.relative_to(run).parts[:-1]):
+        if ARTIFACT_DIRS & set(path.relative_to(run).parts[:-1]):
             continue
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        kind = _kind(data) if isinstance(data, dict) else None
+        kind = section_of(data) if isinstance(data, dict) else None
         if kind and kind not in found:
             found[kind] = (path, data)
     return found
@@ -54,15 +37,9 @@ def find_evaluations(run: Path) -> dict[str, tuple[Path, dict]]:
 
 def read_run(run: Path) -> dict:
     """A run directory's configuration, metrics and evaluations, as found on disk."""
-    import json
-
-    import yaml
-
-    from meap.errors import UserError
-
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
-    metrics_path, config_path = run / "metrics.jsonl", run / "config.yaml"
+    metrics_path, config_path = RunDir(run).metrics, RunDir(run).config
     if not metrics_path.is_file() and not config_path.is_file():
         raise UserError(f"{run}: not a meap run directory (no metrics.jsonl or config.yaml)")
     metrics = []
@@ -94,7 +71,7 @@ def _niah_cells(summary: dict) -> dict[tuple, float]:
     return {(cell["length"], cell["depth"]): cell["substring"] for cell in summary["cells"]}
 
 
-def _fmt(value) -> str:
+def format_value(value) -> str:
     if value is None:
         return "n/a"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -105,8 +82,6 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
 
     Every number is read from the runs' files; an evaluation a run lacks is listed as absent.
     """
-    from meap.errors import UserError
-
     if len(runs) < 2:
         raise UserError("compare: give at least two run directories")
     paths = [Path(run) for run in runs]
@@ -122,8 +97,8 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
         return next((r[key] for r in reversed(run["metrics"]) if key in r), None)
 
     rows = [[name, run["config"].get("objective", "n/a"),
-             _fmt(run["metrics"][-1].get("step")) if run["metrics"] else "n/a",
-             _fmt(last(run, "val_loss")), _fmt(last(run, "loss")),
+             format_value(run["metrics"][-1].get("step")) if run["metrics"] else "n/a",
+             format_value(last(run, "val_loss")), format_value(last(run, "loss")),
              ", ".join(k for k in EVALUATIONS if _has(run, k, name, attention)) or "none",
              ", ".join(k for k in EVALUATIONS if not _has(run, k, name, attention)) or "none"]
             for name, run in loaded.items()]
@@ -162,7 +137,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
         positions = sorted({p for by in series.values() for p in by})
         blocks += [("img", "mdqa.png"),
                    ("table", ["run", "overall", *[f"gold {p + 1}" for p in positions], "examples"],
-                    [[name, _fmt(mdqa[name]["accuracy"]), *[_fmt(series[name].get(p)) for p in positions],
+                    [[name, format_value(mdqa[name]["accuracy"]), *[format_value(series[name].get(p)) for p in positions],
                       str(mdqa[name].get("num_examples", "n/a"))] for name in mdqa])]
 
     harness = {name: summary["results"]
@@ -171,7 +146,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
         columns = sorted({(task, metric) for results in harness.values() for task, metrics in results.items()
                           for metric, value in metrics.items() if isinstance(value, float) and "stderr" not in metric})
         blocks.append(("table", ["run", *[f"{task} {metric}" for task, metric in columns]],
-                       [[name, *[_fmt(results.get(task, {}).get(metric)) for task, metric in columns]]
+                       [[name, *[format_value(results.get(task, {}).get(metric)) for task, metric in columns]]
                         for name, results in harness.items()]))
 
     blocks.append(("h2", "Attention (from the query, mean over layers)"))
@@ -185,9 +160,9 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
                    ("table", ["run", "samples", "before", "answer", "after", "query", "entropy", "score decay",
                               "variance increase", "file"],
                     [[name, str(result["samples"]),
-                      *[_fmt(result["average"]["segment_mass"][segment]) for segment in ("before", "answer", "after", "query")],
-                      _fmt(result["average"]["entropy"]), _fmt(result["average"].get("score_decay")),
-                      _fmt(result["average"].get("variance_increase")), str(file)]
+                      *[format_value(result["average"]["segment_mass"][segment]) for segment in ("before", "answer", "after", "query")],
+                      format_value(result["average"]["entropy"]), format_value(result["average"].get("score_decay")),
+                      format_value(result["average"].get("variance_increase")), str(file)]
                      for name, (result, file) in attention.items()])]
 
     blocks.append(("h2", "Configuration differences"))
@@ -199,7 +174,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     else:
         blocks.append(("p", "The configurations are identical."))
 
-    (output / "report.md").write_text(_markdown(blocks), encoding="utf-8")
+    (output / "report.md").write_text(markdown(blocks), encoding="utf-8")
     (output / "report.html").write_text(_html(blocks, output), encoding="utf-8")
     return output / "report.md"
 
@@ -216,7 +191,7 @@ def _niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title
         blocks.append(("img", file))
     if niah:
         blocks.append(("table", ["run", "substring match", "ROUGE-1 F", "cells", "prompts"],
-                       [[name, _fmt(s["overall"]["substring"]), _fmt(s["overall"]["rouge1_f"]), str(len(s["cells"])),
+                       [[name, format_value(s["overall"]["substring"]), format_value(s["overall"]["rouge1_f"]), str(len(s["cells"])),
                          str(sum(c.get("samples", 0) for c in s["cells"]) or "n/a")] for name, s in niah.items()]))
     names = list(niah)
     for index, name in enumerate(names[1:], 1):
@@ -236,21 +211,19 @@ def _has(run: dict, kind: str, name: str, attention: dict) -> bool:
 def _attention_by_run(loaded: dict[str, dict]) -> dict[str, tuple[dict, Path]]:
     """run name -> (its model's entry, the attention.json holding it). One `meap analyze attention` may cover
     several runs (its models are their directories), and it may be saved inside any of them."""
-    import json
-
     def same(model: str, run: Path) -> bool:
-        return Path(model).resolve() in (run.resolve(), (run / "final").resolve())
+        return Path(model).resolve() in (run.resolve(), RunDir(run).final.resolve())
 
     found: dict[str, tuple[dict, Path]] = {}
     for run in loaded.values():
         for path in sorted(run["path"].rglob("attention.json")):
-            if _SKIPPED_DIRS & set(path.relative_to(run["path"]).parts[:-1]):
+            if ARTIFACT_DIRS & set(path.relative_to(run["path"]).parts[:-1]):
                 continue
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            if _kind(data) != "attention":
+            if kind_of(data) != "attention":
                 continue
             for model, result in data["models"].items():
                 for name, other in loaded.items():
@@ -269,7 +242,7 @@ def _section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str
     return {name: run["evaluations"][kind][1] for name, run in loaded.items() if kind in run["evaluations"]}
 
 
-def _markdown(blocks: list[tuple]) -> str:
+def markdown(blocks: list[tuple]) -> str:
     lines = []
     for block in blocks:
         if block[0] == "h1":
@@ -312,175 +285,3 @@ def _html(blocks: list[tuple], output: Path) -> str:
                          + "</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The paired NTP-vs-MEAP comparison over seeds
-# ---------------------------------------------------------------------------------------------------------
-
-ATTENTION_METRICS = ("answer_mass", "entropy", "score_decay", "variance_increase")
-
-
-def _jsonl(path: Path) -> list[dict]:
-    import json
-
-    from meap.errors import UserError
-
-    if not path.is_file():
-        raise UserError(f"{path}: missing (the evaluation has not run)")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _scores(records: list[dict], key: str, where: Path) -> list[float]:
-    from meap.errors import UserError
-
-    if not records:
-        raise UserError(f"{where}: no records")
-    return [float(record[key]) for record in records]
-
-
-def grouped_mean(records_by_seed: list[list[dict]], group: str, key: str) -> dict[str, float]:
-    """Mean of ``key`` per value of ``group``, over every seed's records."""
-    sums: dict = {}
-    for records in records_by_seed:
-        for record in records:
-            if record.get(group) is not None:
-                total, count = sums.get(record[group], (0.0, 0))
-                sums[record[group]] = (total + float(record[key]), count + 1)
-    return {f"{value:g}" if isinstance(value, float) else str(value): total / count
-            for value, (total, count) in sorted(sums.items())}
-
-
-def paired_comparison(runs: dict[int, dict[str, Path]], key_checks: dict[int, dict[str, Path]] | None = None) -> dict:
-    """NTP vs MEAP over seeds: per-seed and mean scores, breakdowns, and paired differences with 95% intervals.
-
-    ``runs``: seed -> {"ntp": run dir, "meap": run dir}, each evaluated by ``meap demo`` (NIAH and MDQA
-    ``results.jsonl`` under ``eval/``, ``eval/attention/attention.json``), on the same prompts for every run.
-    ``key_checks``: seed -> objective -> the directory holding its ``multikey/`` and ``absent/`` NIAH.
-    """
-    import json
-
-    from meap.errors import UserError
-    from meap.stats import mean_and_spread, paired_difference
-
-    objectives = ("ntp", "meap")
-    seeds = sorted(runs)
-    if any(set(runs[seed]) != set(objectives) for seed in seeds):
-        raise UserError("paired comparison: every seed needs an `ntp` and a `meap` run")
-    loaded = {seed: {objective: read_run(runs[seed][objective]) for objective in objectives} for seed in seeds}
-    result: dict = {"objectives": list(objectives), "seeds": seeds,
-                    "runs": {str(seed): {o: str(runs[seed][o]) for o in objectives} for seed in seeds}}
-
-    def scored(name: str, file: str, key: str, group_keys: tuple[str, ...]) -> dict:
-        records = {o: [_jsonl(runs[seed][o] / "eval" / name / file) for seed in seeds] for o in objectives}
-        tables = {o: [_scores(r, key, runs[seed][o]) for seed, r in zip(seeds, records[o])] for o in objectives}
-        if len({len(row) for rows in tables.values() for row in rows}) > 1:
-            raise UserError(f"paired comparison: the runs' {name} evaluations have different numbers of prompts")
-        by_seed = {o: [sum(row) / len(row) for row in tables[o]] for o in objectives}
-        section = {"by_seed": by_seed, "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
-                   "paired": paired_difference(tables["ntp"], tables["meap"])}
-        for group in group_keys:
-            section[f"by_{group}"] = {o: grouped_mean(records[o], group, key) for o in objectives}
-        return section
-
-    result["niah"] = scored("niah", "results.jsonl", "substring", ("length", "depth"))
-    result["mdqa"] = scored("mdqa", "results.jsonl", "best_subspan_em", ("gold_position",))
-
-    def last_val_loss(run: dict):
-        return next((record["val_loss"] for record in reversed(run["metrics"]) if "val_loss" in record), None)
-
-    val = {o: [last_val_loss(loaded[seed][o]) for seed in seeds] for o in objectives}
-    result["val_loss"] = {"by_seed": val, "mean": {o: mean_and_spread(val[o])["mean"] for o in objectives}}
-
-    attention: dict = {}
-    for o in objectives:
-        averages = []
-        for seed in seeds:
-            path = runs[seed][o] / "eval" / "attention" / "attention.json"
-            if not path.is_file():
-                raise UserError(f"{path}: missing (the attention analysis has not run)")
-            average = json.loads(path.read_text(encoding="utf-8"))["models"][str(runs[seed][o])]["average"]
-            averages.append({"answer_mass": average["segment_mass"]["answer"], "entropy": average["entropy"],
-                             "score_decay": average.get("score_decay"),
-                             "variance_increase": average.get("variance_increase")})
-        attention[o] = {metric: {"by_seed": [a[metric] for a in averages],
-                                 "mean": mean_and_spread([a[metric] for a in averages])["mean"]}
-                        for metric in ATTENTION_METRICS}
-    result["attention"] = attention
-
-    if key_checks:
-        multikey = {o: [_jsonl(key_checks[seed][o] / "multikey" / "results.jsonl") for seed in seeds] for o in objectives}
-        absent = {o: [_jsonl(key_checks[seed][o] / "absent" / "results.jsonl") for seed in seeds] for o in objectives}
-        tables = {o: [_scores(r, "substring", key_checks[seed][o]) for seed, r in zip(seeds, multikey[o])]
-                  for o in objectives}
-        by_seed = {o: [sum(row) / len(row) for row in tables[o]] for o in objectives}
-        copied = {o: [sum(_scores(r, "distractor_copied", key_checks[seed][o])) / len(r)
-                      for seed, r in zip(seeds, absent[o])] for o in objectives}
-        result["key_check"] = {
-            "multikey": {"by_seed": by_seed, "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
-                         "paired": paired_difference(tables["ntp"], tables["meap"])},
-            "absent_distractor_copied": {"by_seed": copied,
-                                         "mean": {o: mean_and_spread(copied[o])["mean"] for o in objectives}},
-        }
-    return result
-
-
-def percent(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}"
-
-
-def interval_text(paired: dict) -> str:
-    low, high = paired["ci95"]
-    return f"{100 * paired['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
-
-
-def write_paired_report(comparison: dict, output: Path) -> Path:
-    """``comparison.md`` (tables) and ``comparison.png`` (per-seed NIAH and MDQA) in ``output``; returns the .md."""
-    seeds = comparison["seeds"]
-    niah, mdqa, val = comparison["niah"], comparison["mdqa"], comparison["val_loss"]
-    blocks: list[tuple] = [("h1", f"NTP vs MEAP, paired over {len(seeds)} seed(s)")]
-    blocks.append(("p", "Scores in percent. Differences are MEAP - NTP in points, with a 95% interval from a "
-                        "two-level paired bootstrap (seeds, then prompts within seeds)"
-                        + (". With one seed the interval covers prompt sampling only, not the spread between "
-                           "training seeds, which at small scale is larger: one seed is an example, not evidence "
-                           "(`--seeds` runs several)." if len(seeds) == 1 else ".")))
-    rows = [[str(seed), percent(niah["by_seed"]["ntp"][i]), percent(niah["by_seed"]["meap"][i]),
-             percent(mdqa["by_seed"]["ntp"][i]), percent(mdqa["by_seed"]["meap"][i]),
-             _fmt(val["by_seed"]["ntp"][i]), _fmt(val["by_seed"]["meap"][i])] for i, seed in enumerate(seeds)]
-    rows.append(["mean", percent(niah["mean"]["ntp"]), percent(niah["mean"]["meap"]), percent(mdqa["mean"]["ntp"]),
-                 percent(mdqa["mean"]["meap"]), _fmt(val["mean"]["ntp"]), _fmt(val["mean"]["meap"])])
-    blocks += [("h2", "Per seed"), ("table", ["seed", "NIAH NTP", "NIAH MEAP", "MDQA NTP", "MDQA MEAP",
-                                              "val loss NTP", "val loss MEAP"], rows)]
-    paired_rows = [["NIAH (substring)", interval_text(niah["paired"]), f"{niah['paired']['seeds']} x {niah['paired']['prompts']}"],
-                   ["MDQA (best-subspan EM)", interval_text(mdqa["paired"]), f"{mdqa['paired']['seeds']} x {mdqa['paired']['prompts']}"]]
-    key_check = comparison.get("key_check")
-    if key_check:
-        paired = key_check["multikey"]["paired"]
-        paired_rows.append(["NIAH with a distractor key", interval_text(paired), f"{paired['seeds']} x {paired['prompts']}"])
-    blocks += [("h2", "Paired differences (MEAP - NTP)"), ("table", ["evaluation", "difference [95% CI]",
-                                                                      "seeds x prompts"], paired_rows)]
-    for title, section, group in (("NIAH by context length (tokens)", niah, "length"),
-                                  ("NIAH by needle depth (%)", niah, "depth"),
-                                  ("MDQA by gold position (0 = first)", mdqa, "gold_position")):
-        groups = list(section[f"by_{group}"]["ntp"])
-        blocks += [("h2", title + ", mean over seeds"),
-                   ("table", ["objective", *groups],
-                    [[o.upper(), *[percent(section[f"by_{group}"][o].get(g)) for g in groups]] for o in ("ntp", "meap")])]
-    attention = comparison["attention"]
-    blocks += [("h2", "Attention from the query (mean over layers, probes and seeds)"),
-               ("table", ["objective", "mass on the needle", "entropy", "masked-key score decay", "variance increase"],
-                [[o.upper(), *[_fmt(attention[o][m]["mean"]) for m in ATTENTION_METRICS]] for o in ("ntp", "meap")])]
-    if key_check:
-        blocks += [("h2", "Key check: is retrieval key-based?"),
-                   ("p", "A distractor needle with another key and value is added; then the asked needle is removed "
-                         "(only the distractor is left). A model that copies any number it finds answers the "
-                         "distractor's value in the second case; a key-based one does not."),
-                   ("table", ["objective", "NIAH, asked + distractor needle", "answered the distractor, asked needle absent"],
-                    [[o.upper(), percent(key_check["multikey"]["mean"][o]),
-                      percent(key_check["absent_distractor_copied"]["mean"][o])] for o in ("ntp", "meap")])]
-    output.mkdir(parents=True, exist_ok=True)
-    plot_paired(comparison, output / "comparison.png")
-    blocks.append(("img", "comparison.png"))
-    path = output / "comparison.md"
-    path.write_text(_markdown(blocks), encoding="utf-8")
-    return path

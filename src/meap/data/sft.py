@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
+from meap.constants import SFT_FORMATS
 from meap.errors import UserError
 
-SFT_FORMATS = ("alpaca", "sharegpt", "messages")
 _SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 # Used for tokenizers without a chat template (a model pretrained with `meap pretrain`, say).
 PLAIN_TEMPLATE = {"system": "{content}\n\n", "user": "### Instruction:\n{content}\n\n### Response:\n",
@@ -191,6 +191,19 @@ class SFTStream(torch.utils.data.Dataset):
                 self.items += [[visit] for visit in visits]
             else:
                 self.items += _best_fit(visits, pack_lengths, max_length)
+
+    @classmethod
+    def covering(cls, conversations, num_samples: int, **options) -> SFTStream:
+        """The stream of as many epochs as ``num_samples`` samples need (packs per epoch vary with packing)."""
+        epochs = -(-num_samples // max(1, len(cls(conversations, epochs=1, **options))))
+        while len(stream := cls(conversations, epochs=epochs, **options)) < num_samples:
+            epochs += 1
+        return stream
+
+    def truncate(self, num_samples: int) -> SFTStream:
+        """Keep the first ``num_samples`` samples (a run's steps x samples per step); returns the stream."""
+        self.items = self.items[:num_samples]
+        return self
 
     def __len__(self) -> int:
         return len(self.items)

@@ -23,12 +23,16 @@ tables) and what was expected.
 from __future__ import annotations
 
 import glob
+import os
 import gzip
 import zlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from meap.data.builtin import builtin_documents, builtin_source_files
 from meap.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst")
@@ -328,6 +332,7 @@ def _column_strings(values: list, text_field: str, where: str, first_row: int) -
 
 
 HUB_DATASET_PREFIX = "hf:"
+BUILTIN_INPUT = "builtin"
 
 
 def hub_dataset_documents(spec: str, text_field: str = "text", split: str = "train", config_name: str | None = None,
@@ -352,3 +357,40 @@ def hub_dataset_documents(spec: str, text_field: str = "text", split: str = "tra
             raise UserError(f"{spec}: row {row_number}: column {text_field!r} holds {_json_type(value)}; "
                             "expected a string")
         yield value
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The inputs of one preparation, readable as many times as the preparation needs (a tokenizer trained
+    on them reads them twice)."""
+
+    documents: Callable[[], Iterator[str]]  # starts a fresh pass over the documents
+    estimated_bytes: int
+    sources: list[str]
+    skipped: list[str] = field(default_factory=list)  # bad lines passed over in the latest pass
+
+
+def open_corpus(inputs: Sequence[str] | str, text_field: str, skip_bad_lines: bool = False,
+                 dataset: tuple[str, str | None, bool] = ("train", None, False)) -> Corpus:
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else [str(item) for item in inputs]
+    hub = [item for item in inputs if item.startswith(HUB_DATASET_PREFIX)]
+    if hub:
+        if len(inputs) > 1:
+            raise UserError(f"{hub[0]}: a dataset input stands alone (prepare other inputs into another directory)")
+        split, config_name, streaming = dataset
+        return Corpus(partial(hub_dataset_documents, hub[0], text_field, split, config_name, streaming), 0,
+                       [f"{hub[0]} (split {split}" + (f", config {config_name})" if config_name else ")")])
+    if BUILTIN_INPUT in inputs:
+        if inputs != [BUILTIN_INPUT]:
+            raise UserError(f"{BUILTIN_INPUT!r} is the whole built-in corpus and cannot be combined with other inputs")
+        shakespeare, bible = builtin_source_files()
+        size = sum(path.stat().st_size for path in [*shakespeare, bible])
+        return Corpus(builtin_documents, size, [BUILTIN_INPUT])
+    sources = resolve_inputs(inputs)
+    skipped: list[str] = []
+
+    def documents() -> Iterator[str]:
+        skipped.clear()
+        return iter_documents(inputs, text_field, skipped if skip_bad_lines else None)
+
+    return Corpus(documents, estimate_text_bytes(sources), [os.path.abspath(item) for item in inputs], skipped)

@@ -118,7 +118,7 @@ def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
 
 
 def _local_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
-    from meap.models import PACKAGED_MODELS
+    from meap.presets import PACKAGED_MODELS
 
     if not directory.is_dir():
         raise UserError(

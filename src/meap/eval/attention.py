@@ -21,7 +21,6 @@ forward hook on each attention module, one layer at a time, so memory stays that
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from meap.errors import UserError
+from meap.eval.results import write_summary
 
 SEGMENTS = ("before", "answer", "after", "query")
 
@@ -199,7 +199,7 @@ def run(models: list[str], output: str | Path, *, samples: int = 8, length: int 
                "models": results}
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "attention.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    summary = write_summary(output, "attention", summary)
     plot_segment_mass({name: r["average"]["segment_mass"] for name, r in results.items()}, output / "segment_mass.png",
                       samples={name: r["samples"] for name, r in results.items()})
     plot_attention_layers(results, output / "layers.png")

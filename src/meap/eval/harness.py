@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import json
 import logging
 import math
 import os
@@ -20,8 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from meap.errors import UserError
+from meap.eval.results import SUMMARY_FILES, write_summary
 
-RESULTS_FILE = "results.json"
+RESULTS_FILE = SUMMARY_FILES["harness"]
 OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # either one set: the libraries decide (=0: download)
 NO_FILTER = ",none"  # lm-eval names results `<metric>,<filter>`; most tasks use no filter
 NOT_AVAILABLE = "N/A"  # lm-eval's value for a metric it could not compute
@@ -54,8 +54,7 @@ def run(model: str, tasks: list[str], output: str | Path, *, num_fewshot: int = 
     summary = _summary(evaluated, model=model, tasks=tasks, num_fewshot=num_fewshot, limit=limit)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+    return write_summary(output, "harness", summary)
 
 
 def _check_settings(tasks: list[str], num_fewshot: int, limit: int | None, batch_size: int) -> None:

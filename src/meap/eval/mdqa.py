@@ -1,7 +1,7 @@
 """Multi-document QA ("lost in the middle"): accuracy against the position of the gold document.
 
 Reads files in the format of lost-in-the-middle's ``nq-open-*_gold_at_*.jsonl.gz`` (gzipped or plain
-JSONL; :func:`meap.data.mdqa.make_mdqa` writes synthetic ones), prompts with the paper's template,
+JSONL; :func:`meap.eval.mdqa_data.make_mdqa` writes synthetic ones), prompts with the paper's template,
 decodes greedily and scores with best-subspan EM (:func:`meap.eval.metrics.best_subspan_em`).
 One file per gold position is the usual layout; the position comes from the ``isgold`` document, else
 from ``gold_at_K`` in the file name.
@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from meap.errors import UserError, warn
+from meap.eval.results import write_summary
 
 INSTRUCTION = ("Write a high-quality answer for the given question using only the provided search results "
                "(some of which might be irrelevant).")
@@ -147,7 +148,7 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
     with open(output / "results.jsonl", "w", encoding="utf-8") as results:
         for record in records:
             results.write(json.dumps(record, ensure_ascii=False) + "\n")
-    (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    summary = write_summary(output, "mdqa", summary)
     if accuracy_by_position:
         counts = set(summary["examples_by_gold_position"].values())
         plot_accuracy_by_position({model: accuracy_by_position}, output / "mdqa.png",

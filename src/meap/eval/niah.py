@@ -28,6 +28,7 @@ from pathlib import Path
 from meap.errors import UserError, warn
 from meap.eval.generation import generate, prompt_length, render_prompt
 from meap.eval.metrics import rouge1_f, substring_match
+from meap.eval.results import write_summary
 
 INSTRUCTION = "Read the document below; a question about it follows."
 DEFAULT_LENGTHS = (512, 1024, 2048)
@@ -330,7 +331,7 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
     with (output / "results.jsonl").open("w", encoding="utf-8") as out:
         for record in records:
             out.write(json.dumps(record) + "\n")
-    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    summary = write_summary(output, "niah", summary)
     plot_niah_heatmap([{"length": c["length"], "depth": c["depth"], "score": c["substring"], "samples": c["samples"]}
                        for c in summary["cells"]], output / "heatmap.png",
                       title=f"NIAH{'' if variant == 'single' else ' ' + variant}: {short_name(str(model))} "

@@ -24,7 +24,6 @@ import bisect
 import gzip
 import itertools
 import json
-import os
 import random
 import re
 import string
@@ -35,6 +34,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from meap.errors import UserError
+from meap.fsutil import atomic_open
 from meap.eval.metrics import normalize_answer
 
 PASSAGE_WORDS = 100  # documents are about this long, as NQ-Open's Wikipedia passages
@@ -110,19 +110,29 @@ def make_mdqa(output: str | Path, *, num_docs: int = 20, gold_position: int = 0,
     corpus = _prose_corpus()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as raw:
-            # mtime=0 and no file name in the gzip header keep the bytes a function of the arguments alone.
-            stream = gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) if output.suffix == ".gz" else raw
-            with stream:
-                for index in tqdm(range(examples), desc="mdqa examples", unit="example", disable=not progress):
-                    example = make_example(seed, index, num_docs, gold_position, corpus, passage_words)
-                    stream.write((json.dumps(example, ensure_ascii=False) + "\n").encode("utf-8"))
-        os.replace(temporary, output)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_open(output, "wb") as raw:
+        # mtime=0 and no file name in the gzip header keep the bytes a function of the arguments alone.
+        stream = gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) if output.suffix == ".gz" else raw
+        with stream:
+            for index in tqdm(range(examples), desc="mdqa examples", unit="example", disable=not progress):
+                example = make_example(seed, index, num_docs, gold_position, corpus, passage_words)
+                stream.write((json.dumps(example, ensure_ascii=False) + "\n").encode("utf-8"))
     return output
+
+
+def make_mdqa_files(directory: Path, name: str, gold_positions, *, num_docs: int, examples: int, seed: int,
+                    passage_words: int) -> list[Path]:
+    """One file per gold position, the same questions in each (the paper's protocol), in ``directory`` as
+    ``{name}-{num_docs}docs_gold_at_{position}.jsonl.gz``; files already there are kept."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for gold in gold_positions:
+        path = directory / f"{name}-{num_docs}docs_gold_at_{gold}.jsonl.gz"
+        if not path.is_file():
+            make_mdqa(path, num_docs=num_docs, gold_position=gold, examples=examples, seed=seed,
+                      passage_words=passage_words)
+        files.append(path)
+    return files
 
 
 def make_example(seed: int | str, index: int, num_docs: int, gold_position: int,

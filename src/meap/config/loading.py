@@ -1,0 +1,146 @@
+"""Loading configs: dataclass defaults < YAML file < command-line flags, typed and checked.
+
+Unknown keys and badly typed values are user errors that name the file (or flag) and the key; related
+fields are checked together (each config's ``problems``) and all problems are reported at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meap.errors import UserError
+from meap.fsutil import atomic_write_text
+
+
+def help_field(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+def new_default(base: type, name: str, **kwargs: Any) -> Any:
+    """Field ``name`` of a subclass of ``base`` with another default and ``base``'s help text."""
+    return help_field(base.__dataclass_fields__[name].metadata["help"], **kwargs)
+
+
+def field_types(config_cls: type) -> dict[str, type]:
+    """Field name -> its Python type (str, int, float, bool, or a list of str, int or float)."""
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _closest(key: str, known: list[str], as_flag: bool = False) -> str:
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    if not match:
+        return ""
+    return f" (did you mean `{_flag(match[0]) if as_flag else match[0]}`?)"
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def coerce(key: str, value: Any, expected: type, where: str) -> Any:
+    """Convert a YAML value or a command-line string to the field's type, or raise a UserError."""
+    if typing.get_origin(expected) is list:  # a YAML list, one value, or the values of an nargs="+" flag
+        (item_type,) = typing.get_args(expected)
+        items = value if isinstance(value, list) else [value]
+        try:
+            return [coerce(key, item, item_type, where) for item in items]
+        except UserError:
+            raise UserError(f"{where}: `{key}` expects a list of {item_type.__name__} values, got {value!r}") from None
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, (str, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif isinstance(value, expected):
+        return value
+    raise UserError(f"{where}: `{key}` expects {expected.__name__}, got {value!r}")
+
+
+def unknown_option(key: str, config_cls: type) -> UserError:
+    """The error for a command-line key that ``config_cls`` does not have, naming the closest one."""
+    key = key.lstrip("-").split("=")[0].replace("-", "_")
+    return UserError(f"unknown option {_flag(key)}{_closest(key, list(field_types(config_cls)), as_flag=True)}")
+
+
+def load_config(config_cls: type, path: str | Path | None = None, overrides: dict[str, Any] | None = None):
+    """Build ``config_cls`` from its defaults, then a YAML file, then ``overrides`` (e.g. parsed flags)."""
+    types_by_key = field_types(config_cls)
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(_read_yaml(Path(path), types_by_key))
+    for key, value in (overrides or {}).items():
+        if key not in types_by_key:
+            raise unknown_option(key, config_cls)
+        values[key] = coerce(key, value, types_by_key[key], _flag(key))
+    config = config_cls(**values)
+    problems = config.problems()
+    if problems:
+        source = f"{path}: " if path is not None else ""
+        raise UserError(source + "; ".join(problems))
+    return config
+
+
+def _read_yaml(path: Path, types_by_key: dict[str, type]) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        line = getattr(getattr(error, "problem_mark", None), "line", None)
+        where = f"{path}:{line + 1}" if line is not None else str(path)
+        raise UserError(f"{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path}: expected a mapping of config keys to values, got {type(loaded).__name__}")
+    values = {}
+    for key, value in loaded.items():
+        if key not in types_by_key:
+            raise UserError(f"{path}: unknown key `{key}`{_closest(str(key), list(types_by_key))}")
+        values[key] = coerce(key, value, types_by_key[key], str(path))
+    return values
+
+
+def saved_config(config_cls: type, path: Path) -> dict[str, Any]:
+    """A saved config.yaml as a dict, keys added to ``config_cls`` since it was written at their defaults
+    (so a run saved by an older meap still resumes)."""
+    saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    defaults = config_to_dict(config_cls())
+    return {**defaults, **saved} if isinstance(saved, dict) else saved
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_config(config, path: Path) -> None:
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -1,0 +1,12 @@
+"""Names every part of meap shares, importable without torch (so ``meap --help`` and configs stay light)."""
+
+MASK_TOKEN = "[MASK]"
+IGNORE_INDEX = -100  # label value cross-entropy skips (PyTorch's and Hugging Face's convention)
+
+OBJECTIVES = ("ntp", "meap")
+MASK_MODES = ("exact", "bernoulli", "reference")  # how many positions a sequence masks: see masking.mask_inputs
+SFT_LAYOUTS = ("concat", "separate")  # MEAP-SFT: the masked copy in the same row, or a row of its own
+SFT_FORMATS = ("alpaca", "sharegpt", "messages")
+PACKED_ATTENTION = ("sdpa", "eager", "flash_attention_2")  # kernels the collators can isolate packed rows for
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # `auto`: bf16 on CUDA, float32 on CPU
+REPORT_TO = ("tensorboard", "wandb", "mlflow", "none")

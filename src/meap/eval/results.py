@@ -1,0 +1,73 @@
+"""What every evaluation writes, read back the same way by ``meap compare``, the demo and the CLI: a JSON
+summary file that names its ``kind``, and the one-line headline of it. Torch-free.
+
+Outputs written before summaries named their kind are recognised by their keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meap.fsutil import atomic_write_json
+
+SUMMARY_FILES = {"niah": "summary.json", "mdqa": "summary.json", "harness": "results.json",
+                 "attention": "attention.json"}
+EVALUATIONS = tuple(SUMMARY_FILES)
+
+
+def write_summary(output: Path, kind: str, summary: dict) -> dict:
+    """Write ``summary`` (with its ``kind`` first) to the kind's file in ``output``; returns what was written."""
+    written = {"kind": kind, **{key: value for key, value in summary.items() if key != "kind"}}
+    atomic_write_json(Path(output) / SUMMARY_FILES[kind], written, ensure_ascii=False)
+    return written
+
+
+def kind_of(data: dict) -> str | None:
+    """Which evaluation wrote this JSON object (None: not an evaluation summary)."""
+    if data.get("kind") in SUMMARY_FILES:
+        return data["kind"]
+    if "cells" in data and "overall" in data:
+        return "niah"
+    if "accuracy_by_gold_position" in data:
+        return "mdqa"
+    if "results" in data and "lm_eval_version" in data:
+        return "harness"
+    if "models" in data and "mask_ratio" in data:
+        return "attention"
+    return None
+
+
+def section_of(data: dict) -> str | None:
+    """The report section a summary belongs to: its kind, and each RULER variant of NIAH one of its own."""
+    kind = kind_of(data)
+    if kind == "niah":
+        variant = (data.get("config") or {}).get("variant", "single")
+        return "niah" if variant == "single" else f"niah-{variant}"
+    return kind
+
+
+def headline(summary: dict, output: str | Path) -> str:
+    """What the command prints when an evaluation is done (lm-eval: a line per task)."""
+    kind = kind_of(summary)
+    if kind == "niah":
+        overall = summary["overall"]
+        copied = overall.get("distractor_copied")
+        return (f"niah: substring {overall['substring']:.3f}, ROUGE-1 F {overall['rouge1_f']:.3f}"
+                + (f", distractor copied {copied:.3f}" if copied is not None else "") + f" -> {output}")
+    if kind == "mdqa":
+        by_position = ", ".join(f"{int(position) + 1}: {accuracy:.3f}" for position, accuracy in
+                                sorted(summary["accuracy_by_gold_position"].items(), key=lambda item: int(item[0]))
+                                if accuracy is not None)
+        return f"mdqa: best-subspan EM {summary['accuracy']:.3f}; by gold position (1 = first) {by_position} -> {output}"
+    if kind == "harness":
+        return "\n".join(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+                         for task, metrics in summary["results"].items())
+    if kind == "attention":
+        lines = []
+        for name, result in summary["models"].items():
+            average = result["average"]
+            decay = average.get("score_decay")
+            lines.append(f"{name}: answer mass {average['segment_mass']['answer']:.3f}, entropy {average['entropy']:.2f}"
+                         + (f", score decay {decay:.3f}" if decay is not None else "") + f" -> {output}")
+        return "\n".join(lines)
+    raise ValueError(f"not an evaluation summary (keys: {', '.join(summary)})")

@@ -1,0 +1,62 @@
+"""Writing files so that a reader (or a resumed run) sees all of one or none of it: the one implementation.
+
+A file is written beside its target under a hidden temporary name and renamed over it (``os.replace`` is
+atomic within a file system); a directory is filled under a staging name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+
+def temporary_name(path: Path) -> Path:
+    """The hidden sibling a write of ``path`` goes through (per process: concurrent writers do not collide)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open ``path`` for writing (``"w"`` text in UTF-8, ``"wb"`` bytes); it appears whole when the block
+    ends, and not at all (the old file kept) if the block raises."""
+    path = Path(path)
+    temporary = temporary_name(path)
+    try:
+        with open(temporary, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path) as handle:
+        handle.write(text)
+
+
+def atomic_write_lines(path: str | Path, lines) -> None:
+    """Each of ``lines`` (any iterable of strings, written as it is consumed) and a newline after it."""
+    with atomic_open(path) as handle:
+        for line in lines:
+            handle.write(line + "\n")
+
+
+def atomic_write_json(path: str | Path, value, **dump_options) -> None:
+    atomic_write_text(path, json.dumps(value, **{"indent": 2, **dump_options}) + "\n")
+
+
+def publish_dir(staging: Path, final: Path) -> None:
+    """Move a fully written directory into place in one rename, replacing what was there."""
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

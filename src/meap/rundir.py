@@ -1,0 +1,87 @@
+"""The layout of a run directory, in one place: every part of meap that reads or writes a run goes through
+:class:`RunDir` (no module spells ``checkpoints`` or ``final`` itself). Torch-free.
+
+::
+
+    RUN/config.yaml      the run's configuration (every key, defaults included)
+    RUN/run.json         facts of the run that are not config keys (samples per step, tokenizer fingerprint)
+    RUN/metrics.jsonl    one record per logged step and per validation
+    RUN/checkpoints/step-N/   resumable Trainer checkpoints, each with a manifest.json
+    RUN/final/           the trained model and tokenizer, a plain Hugging Face directory
+    RUN/adapter/         a LoRA run's adapter (final/ holds the merged weights)
+    RUN/tensorboard/     TensorBoard event files
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from meap.fsutil import atomic_write_text
+
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+FINAL_DIR = "final"
+ADAPTER_DIR = "adapter"
+TENSORBOARD_DIR = "tensorboard"
+# What is not an evaluation's output when a run directory is searched for them.
+ARTIFACT_DIRS = frozenset({CHECKPOINTS_DIR, FINAL_DIR, TENSORBOARD_DIR, ADAPTER_DIR})
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix("step-"))
+
+
+def checkpoint_dirs(root: Path) -> list[Path]:
+    """Complete checkpoints under ``root`` (a run's ``checkpoints/``), oldest first."""
+    found = [p for p in root.glob("step-*") if p.is_dir() and p.name.removeprefix("step-").isdigit()]
+    return sorted(found, key=checkpoint_step)
+
+
+class RunDir:
+    """The paths of the run in ``root`` and what can be read off them without loading anything."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.config = self.root / CONFIG_FILE
+        self.facts_file = self.root / RUN_FILE
+        self.metrics = self.root / METRICS_FILE
+        self.checkpoints = self.root / CHECKPOINTS_DIR
+        self.final = self.root / FINAL_DIR
+        self.adapter = self.root / ADAPTER_DIR
+        self.tensorboard = self.root / TENSORBOARD_DIR
+
+    def holds_run(self) -> bool:
+        return self.config.is_file() or self.checkpoints.is_dir()
+
+    def has_final_model(self) -> bool:
+        return (self.final / "config.json").is_file()
+
+    def saved_checkpoints(self) -> list[Path]:
+        return checkpoint_dirs(self.checkpoints)
+
+    def can_resume(self) -> bool:
+        return self.holds_run() and bool(self.saved_checkpoints())
+
+    def read_facts(self) -> dict:
+        """What ``run.json`` recorded (empty before the run's first launch)."""
+        return json.loads(self.facts_file.read_text()) if self.facts_file.is_file() else {}
+
+    def write_facts(self, facts: dict) -> None:
+        atomic_write_text(self.facts_file, json.dumps(facts) + "\n")
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Drop records after ``last_step`` (a resumed run logs those steps again) and a half-written line."""
+        if not self.metrics.is_file():
+            return
+        kept = []
+        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step", last_step + 1) <= last_step:
+                kept.append(line)
+        atomic_write_text(self.metrics, "".join(line + "\n" for line in kept))

@@ -1,0 +1,122 @@
+"""Building a fine-tuning run: the model (+ ``[MASK]``, + LoRA), tokenised conversations, the planned
+sample streams (validation split, epochs to cover ``max_steps``), the SFT collators and the Trainer."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import torch
+from transformers import set_seed
+from transformers.utils import logging as hf_logging
+
+from meap.collate import MeapSFTCollator
+from meap.config import SFTConfig
+from meap.data.sft import SFTStream, read_conversations, tokenize_conversation
+from meap.errors import UserError, warn
+from meap.models import load_for_training
+from meap.tokens import add_mask_token, mask_token_id, vocabulary_sha256
+from meap.train.arguments import launched_world_size, make_trainer, training_arguments
+from meap.train.build import Run, check_warmup, packed_attention, validation_batches
+
+
+def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
+    """Model (+ ``[MASK]``, + LoRA), tokenised conversations, the seeded stream, SFT collators, Trainer."""
+    hf_logging.disable_progress_bar()
+    output = config.resolved_output()
+    conversations = read_conversations(config.data, config.format or None)  # bad records fail before any loading
+    model, tokenizer = load_for_training(config.model, config.attn_implementation)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and config.max_length > limit:
+        raise UserError(f"max_length: {config.max_length} is above the maximum of model `{config.model}` ({limit} tokens)")
+    newly_added = mask_token_id(tokenizer) is None
+    try:
+        mask_id = add_mask_token(tokenizer, model)
+    except ValueError as error:  # a tokenizer with more tokens than the model has rows
+        raise UserError(f"{config.model}: {error}") from None
+    where = ", ".join(config.data) or "builtin"
+    segments = [_tokenized(tokenizer, turns, f"{where}: conversation {n}") for n, turns in enumerate(conversations)]
+
+    # Lengths and kinds of a conversation's rows do not depend on the mask, so one draw tells both.
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    collator = MeapSFTCollator(mask_id, eos, pad, config.effective_mask_ratio(), config.min_answer_tokens,
+                               config.layout, config.max_length, config.seed, packing=config.packing,
+                               packed_attention=packed_attention(model, config.packing), count_tokens=True)
+    lengths, kinds = [], Counter()
+    for n, conversation in enumerate(segments):
+        try:
+            rows = collator.rows({"segments": conversation})
+        except ValueError as error:  # e.g. every answer rendered away by a chat template
+            raise UserError(f"{where}: conversation {n}: {error}") from None
+        lengths.append(sum(len(row["input_ids"]) for row in rows))
+        kinds.update(row["kind"] for row in rows)
+    kept = [i for i, length in enumerate(lengths) if length > 0]
+    if len(kept) < len(segments):
+        warn(f"{where}: {len(segments) - len(kept)} conversations have no answer token within max_length "
+             f"({config.max_length}); skipped")
+    if kinds["ntp-fallback"]:
+        warn(f"{where}: {kinds['ntp-fallback']} conversations are too long for original + masked copy within "
+             f"max_length ({config.max_length}); they train as plain NTP rows (kind ntp-fallback)")
+    order = torch.randperm(len(kept), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    num_val = round(len(kept) * config.val_fraction)
+    val_ids, train_ids = [kept[i] for i in order[:num_val]], sorted(kept[i] for i in order[num_val:])
+    if not train_ids:
+        raise UserError(f"{where}: no conversation left to train on")
+
+    world_size = launched_world_size()
+    samples_per_step = config.micro_batch_size * config.grad_accum_steps * world_size
+    pack_lengths = [lengths[i] for i in train_ids] if config.packing else None
+    options = dict(seed=config.seed, pack_lengths=pack_lengths, max_length=config.max_length)
+    train = [segments[i] for i in train_ids]
+    train_stream = SFTStream(train, epochs=config.epochs, **options)
+    max_steps = config.max_steps or len(train_stream) // samples_per_step
+    if max_steps == 0:
+        raise UserError(f"{where}: {len(train_stream)} training samples, fewer than one optimizer step of "
+                        f"{samples_per_step} (micro_batch_size x grad_accum_steps x processes)")
+    if config.max_steps:  # as many passes as the steps need, cut to them
+        train_stream = SFTStream.covering(train, max_steps * samples_per_step, **options)
+    train_stream.truncate(max_steps * samples_per_step)
+
+    val_batch, val_batches = validation_batches(len(val_ids), config, world_size)
+    eval_on = bool(config.eval_every and val_batches)
+    if config.eval_every and config.val_fraction and not eval_on:
+        warn(f"{where}: {len(val_ids)} of {len(kept)} conversations held out (val_fraction {config.val_fraction}), "
+             f"fewer than one per process; validation is off (raise --val-fraction)")
+    val_stream = SFTStream([segments[i] for i in val_ids], shuffle=False).truncate(val_batches * val_batch * world_size)
+    clean_collator = dataclasses.replace(collator, mask_ratio=0.0, packing=False, count_tokens=False)
+    check_warmup(config, max_steps)
+
+    args = training_arguments(config, output, eval_on, max_steps, val_batch)
+    set_seed(config.seed)  # LoRA's initialisation
+    if config.lora_r:
+        model = _with_lora(model, config, mask_id if newly_added else None)
+    average = sum(lengths[i] for i in train_ids) / len(train_ids)
+    trainer = make_trainer(config, output, args, model, train_stream, val_stream if eval_on else None, collator,
+                            clean_collator, tokens_per_step=None, seq_len=round(average), progress=progress)
+    if config.lora_r and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        raise UserError("lora_r: LoRA runs merge the adapter on one process; use DDP, not FSDP or DeepSpeed")
+    facts = {"conversations": {"train": len(train_ids), "val": len(val_ids), "skipped": len(segments) - len(kept)},
+             "rows": dict(kinds), "tokenizer_sha256": vocabulary_sha256(tokenizer)}
+    return Run(config, output, trainer, tokenizer, samples_per_step, max_steps, facts)
+
+
+def _tokenized(tokenizer, turns: list[dict], where: str):
+    from jinja2 import TemplateError
+
+    try:
+        return tokenize_conversation(tokenizer, turns)
+    except (TemplateError, UserError) as error:
+        raise UserError(f"{where}: cannot render it with the tokenizer's chat template ({error})") from None
+
+
+def _with_lora(model, config: SFTConfig, new_mask_id: int | None):
+    """``model`` wrapped in LoRA adapters on every linear layer; a new ``[MASK]`` row stays trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM",
+                      trainable_token_indices=[new_mask_id] if new_mask_id is not None else None,
+                      ensure_weight_tying=tied and new_mask_id is not None)
+    return get_peft_model(model, lora)

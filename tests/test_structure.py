@@ -1,0 +1,89 @@
+"""The package's shape, held: imports flow one way (no cycle), no module outgrows one concept (450 lines),
+the command line starts without torch, and the private Trainer methods meap overrides still exist."""
+
+import ast
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from transformers import Trainer
+
+from meap.train.trainer import PRIVATE_TRAINER_METHODS
+
+PACKAGE = Path(__file__).parents[1] / "src" / "meap"
+MAX_LINES = 450
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The meap modules ``path`` imports, at the top or inside a function (``from meap.x import y`` counts
+    ``meap.x.y`` when that is a module, else ``meap.x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name in modules}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("meap"):
+            for alias in node.names:
+                name = f"{node.module}.{alias.name}"
+                found.add(name if name in modules else node.module)
+    return found & modules
+
+
+def test_no_import_cycle_inside_the_package():
+    paths = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph = {name: imports_of(path, set(paths)) - {name} for name, path in paths.items()}
+    # A package's __init__ may re-export its own submodules; every other edge must go one way.
+    graph = {name: {dep for dep in deps if not dep.startswith(name + ".")} for name, deps in graph.items()}
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = "open"
+        for dep in sorted(graph[name]):
+            assert state.get(dep) != "open", "import cycle: " + " -> ".join([*trail[trail.index(dep):], dep])
+            if dep not in state:
+                visit(dep, [*trail, dep])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert len(graph) > 30  # the walk saw the package
+
+
+def test_no_module_over_450_lines():
+    sizes = {str(path.relative_to(PACKAGE)): len(path.read_text(encoding="utf-8").splitlines())
+             for path in PACKAGE.rglob("*.py")}
+    assert {name: lines for name, lines in sizes.items() if lines > MAX_LINES} == {}
+
+
+def test_help_presets_and_argument_errors_import_no_torch():
+    probe = ("import sys\nfrom meap import cli\ncodes = []\n"
+             "for argv in (['--help'], ['presets'], ['pretrain', '--lenghts', '1'], ['eval', 'niah', '--bogus']):\n"
+             "    try:\n        codes.append(cli.run(argv))\n    except SystemExit as exit:\n        codes.append(exit.code)\n"
+             "    except Exception as error:\n        codes.append(type(error).__name__)\n"
+             "print(codes, sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[0, 0, 'UserError', 'UserError'] []"
+
+
+def test_the_private_trainer_methods_meap_overrides_keep_their_signatures():
+    for name, parameters in PRIVATE_TRAINER_METHODS.items():
+        method = getattr(Trainer, name, None)
+        assert method is not None, f"transformers' Trainer has no {name} any more"
+        assert tuple(inspect.signature(method).parameters)[: len(parameters)] == parameters, name
+
+
+def test_the_readme_layout_names_every_module_and_package():
+    readme = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):]
+    listed = set(re.findall(r"^src/meap/(\S+?)/?\s", layout, flags=re.M))
+    present = {path.name for path in PACKAGE.iterdir()
+               if (path.suffix == ".py" and path.stem not in ("__init__", "__main__")) or (path / "__init__.py").is_file()}
+    assert present - listed == set(), "modules the README's Layout does not describe"
+    assert listed - present == set(), "the README's Layout names modules that do not exist"
