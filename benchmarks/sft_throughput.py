@@ -22,7 +22,7 @@ import torch
 from overhead import machine
 
 from meap.config import SFTConfig
-from meap.data.sft import read_conversations
+from meap.sft.formats import read_conversations
 from meap.train.build_sft import build_sft_run
 
 

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_llama
-from meap.collate import MeapSFTCollator, conversation_segments
-from meap.data.sft import SFTStream
-from meap.masking import build_sft_rows, sample_generators
+from meap.masking import sample_generators
+from meap.sft.collator import MeapSFTCollator, conversation_segments
+from meap.sft.rows import build_sft_rows
+from meap.sft.stream import SFTStream
 
 MASK, EOS, PAD, IGNORE = 97, 0, 98, -100
 

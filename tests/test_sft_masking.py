@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from meap.masking import build_sft_example, build_sft_rows
+from meap.sft.rows import build_sft_example, build_sft_rows
 
 MASK, EOS, IGNORE = 999, 0, -100
 PROMPT = list(range(1, 9))          # 8 prompt tokens

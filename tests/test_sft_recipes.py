@@ -9,8 +9,10 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 from conftest import tiny_llama
-from meap.collate import MeapSFTCollator
-from meap.data.sft import SFTStream, read_conversations, tokenize_conversation
+from meap.sft.collator import MeapSFTCollator
+from meap.sft.formats import read_conversations
+from meap.sft.stream import SFTStream
+from meap.sft.template import tokenize_conversation
 from meap.tokens import add_mask_token
 
 ANSWER = ("The lantern by the harbor burned all night, and the fishermen counted the boats as they came in "

@@ -79,11 +79,28 @@ def test_the_private_trainer_methods_meap_overrides_keep_their_signatures():
         assert tuple(inspect.signature(method).parameters)[: len(parameters)] == parameters, name
 
 
-def test_the_readme_layout_names_every_module_and_package():
+def readme_layout() -> list[str]:
+    """The modules and packages the README's Layout lists, in its order (``models.py``, ``train``...)."""
     readme = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
-    layout = readme[readme.index("## Layout"):]
-    listed = set(re.findall(r"^src/meap/(\S+?)/?\s", layout, flags=re.M))
+    return re.findall(r"^src/meap/(\S+?)/?\s", readme[readme.index("## Layout"):], flags=re.M)
+
+
+def test_the_readme_layout_names_every_module_and_package():
+    listed = set(readme_layout())
     present = {path.name for path in PACKAGE.iterdir()
                if (path.suffix == ".py" and path.stem not in ("__init__", "__main__")) or (path / "__init__.py").is_file()}
     assert present - listed == set(), "modules the README's Layout does not describe"
     assert listed - present == set(), "the README's Layout names modules that do not exist"
+
+
+def test_modules_import_only_from_those_above_them_in_the_readme_layout():
+    order = [name.removesuffix(".py") for name in readme_layout()]
+    paths = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+    def part(module: str) -> str:  # meap.train.build -> train
+        return module.split(".")[1]
+
+    upward = sorted(f"{name} imports {dep}" for name, path in paths.items() if name.count(".") and part(name) in order
+                    for dep in imports_of(path, set(paths)) if dep.count(".") and part(dep) in order
+                    and order.index(part(dep)) > order.index(part(name)))
+    assert upward == []

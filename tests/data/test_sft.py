@@ -6,7 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from meap.data.sft import read_conversations, render_turns, tokenize_conversation
+from meap.sft.formats import read_conversations
+from meap.sft.template import render_turns, tokenize_conversation
 from meap.errors import UserError
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -10,9 +10,11 @@ import torch
 from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
-from meap.collate import MeapSFTCollator
 from meap.config import SFTConfig
-from meap.data.sft import SFTStream, read_conversations, tokenize_conversation
+from meap.sft.collator import MeapSFTCollator
+from meap.sft.formats import read_conversations
+from meap.sft.stream import SFTStream
+from meap.sft.template import tokenize_conversation
 from meap.errors import UserError, warn
 from meap.models import load_for_training
 from meap.tokens import add_mask_token, mask_token_id, vocabulary_sha256

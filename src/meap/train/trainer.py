@@ -1,7 +1,7 @@
 """The Trainer of every meap run: the stock Hugging Face Trainer with four changes.
 
 * The sample order is the stream's own (sequential over :class:`~meap.data.blocks.PackedBlocks` or
-  :class:`~meap.data.sft.SFTStream`, both seeded), so NTP and MEAP see the same data in the same order.
+  :class:`~meap.sft.stream.SFTStream`, both seeded), so NTP and MEAP see the same data in the same order.
 * Validation batches are clean (no [MASK]) and tokens/s counts real tokens when the collator reports them.
 * Checkpoints are written to a staging directory with a manifest (:mod:`meap.train.checkpoints`) and
   renamed into ``checkpoints/step-N``: an interrupted save never leaves a half-written checkpoint.
