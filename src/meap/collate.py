@@ -152,9 +152,7 @@ class MeapCollator:
         return masked
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Supervised fine-tuning
-# ---------------------------------------------------------------------------------------------------------
+# Shared with the SFT collator (meap.sft.collator): keeping packed rows (documents, conversations) apart.
 
 def segment_attention(segment: torch.Tensor, implementation: str) -> torch.Tensor:
     """(B, 1, T, T) causal mask within segments: position i attends to j <= i when ``segment`` is equal there.

@@ -43,7 +43,8 @@ from pathlib import Path
 
 from meap.config import DemoConfig, config_to_dict, save_config, saved_config
 from meap.errors import UserError
-from meap.fsutil import atomic_write_lines
+from meap.eval.results import has_summary
+from meap.fsutil import atomic_write_json, atomic_write_lines
 from meap.rundir import RunDir
 
 CORPUS_FILE = "corpus.jsonl"
@@ -245,11 +246,11 @@ def _evaluate(config: DemoConfig, run: Path, key_check: Path, mdqa_files: list[P
     for distractors, absent in _niah_variants(config):
         # The key check writes outside the run, so `meap compare` finds the plain NIAH as the run's NIAH.
         where = run / "eval" / "niah" if not distractors else key_check / ("absent" if absent else "multikey")
-        if not (where / "summary.json").is_file():
+        if not has_summary(where, "niah"):
             niah.run(str(run), where, haystack=haystack, lengths=config.niah_lengths, depths=config.niah_depths,
                      samples=config.niah_samples, seed=config.seed, distractors=distractors, absent=absent,
                      max_new_tokens=config.max_new_tokens, batch_size=16, progress=progress)
-    if not (run / "eval" / "mdqa" / "summary.json").is_file():
+    if not has_summary(run / "eval" / "mdqa", "mdqa"):
         mdqa.run(str(run), [str(path) for path in mdqa_files], run / "eval" / "mdqa",
                  max_new_tokens=config.max_new_tokens, batch_size=16, progress=progress)
     _attention(config, [run], run / "eval" / "attention", haystack, progress)
@@ -258,7 +259,7 @@ def _evaluate(config: DemoConfig, run: Path, key_check: Path, mdqa_files: list[P
 def _attention(config: DemoConfig, runs: list[Path], output: Path, haystack: list[str], progress: bool) -> None:
     from meap.eval import attention
 
-    if not (output / "attention.json").is_file():
+    if not has_summary(output, "attention"):
         attention.run([str(run) for run in runs], output, samples=config.attention_samples,
                       length=config.attention_length, haystack=haystack, mask_ratio=config.mask_ratio,
                       seed=config.seed, progress=progress)
@@ -336,7 +337,7 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
         comparison = paired_comparison(runs, key_checks)
         summary.update(comparison=comparison)
         write_paired_report(comparison, output)
-    (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(output / SUMMARY_FILE, summary)
     if config.summary and "comparison" in summary:
         _write_evidence(config, summary, output)
     _print_summary(summary)

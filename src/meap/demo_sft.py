@@ -21,6 +21,7 @@ from pathlib import Path
 
 from meap.config import SFTDemoConfig, config_to_dict
 from meap.demo import publish_summary, say, start_experiment
+from meap.eval.results import RECORDS_FILE, has_summary, read_records
 from meap.fsutil import atomic_write_lines, atomic_write_text
 from meap.rundir import RunDir
 
@@ -38,10 +39,10 @@ def _mdqa_files(config: SFTDemoConfig, directory: Path) -> list[Path]:
 def _evaluate(config: SFTDemoConfig, model: str, output: Path, files: list[Path], progress: bool) -> Path:
     from meap.eval import mdqa
 
-    if not (output / "summary.json").is_file():
+    if not has_summary(output, "mdqa"):
         mdqa.run(model, [str(path) for path in files], output, max_new_tokens=config.max_new_tokens, batch_size=8,
                  dtype=config.eval_dtype, progress=progress)
-    return output / "results.jsonl"
+    return output / RECORDS_FILE
 
 
 def _fine_tune(config: SFTDemoConfig, objective: str, seed: int, run: Path, progress: bool) -> Path:
@@ -51,10 +52,6 @@ def _fine_tune(config: SFTDemoConfig, objective: str, seed: int, run: Path, prog
         return run
     resume = RunDir(run).can_resume()
     return sft(config.sft_config(objective, run, seed), resume=resume, overwrite=not resume, progress=progress)
-
-
-def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def sft_comparison(base: Path, runs: dict[int, dict[str, Path]]) -> dict:
@@ -68,9 +65,9 @@ def sft_comparison(base: Path, runs: dict[int, dict[str, Path]]) -> dict:
 
     seeds = sorted(runs)
     objectives = sorted({o for by_objective in runs.values() for o in by_objective}, key=("ntp", "meap").index)
-    base_records = _records(base)
+    base_records = read_records(base)
     base_scores = [record["best_subspan_em"] for record in base_records]
-    records = {o: [_records(runs[seed][o]) for seed in seeds] for o in objectives}
+    records = {o: [read_records(runs[seed][o]) for seed in seeds] for o in objectives}
     tables = {o: [[r["best_subspan_em"] for r in rows] for rows in records[o]] for o in objectives}
     if any(len(row) != len(base_scores) for rows in tables.values() for row in rows):
         raise ValueError("the runs' MDQA evaluations have different numbers of questions")

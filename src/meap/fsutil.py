@@ -52,9 +52,16 @@ def atomic_write_json(path: str | Path, value, **dump_options) -> None:
 
 
 def publish_dir(staging: Path, final: Path) -> None:
-    """Move a fully written directory into place in one rename, replacing what was there."""
-    shutil.rmtree(final, ignore_errors=True)
+    """Move a fully written directory into place, replacing what was there: the old one is renamed aside
+    first and deleted after, so ``final`` is always the old directory or the new one."""
+    if not final.exists():
+        os.replace(staging, final)
+        return
+    old = staging.with_name(staging.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
     os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def sha256_file(path: Path) -> str:

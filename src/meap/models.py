@@ -18,7 +18,9 @@ from transformers.utils import logging as hf_logging
 
 from meap.constants import DTYPES
 from meap.errors import UserError
+from meap.fsutil import publish_dir
 from meap.presets import PACKAGED_MODELS, PRESETS, padded_vocab_size
+from meap.rundir import RunDir
 
 
 def preset_config(name: str, vocab_size: int, **special_ids: int | None) -> LlamaConfig:
@@ -217,7 +219,7 @@ def packaged_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, target)
+        publish_dir(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -233,8 +235,8 @@ def resolve_model_dir(spec: str) -> Path:
     if hub.is_hub_id(spec):
         return hub.snapshot(spec)
     path = Path(spec)
-    if (path / "final" / "config.json").is_file():
-        return path / "final"  # a meap run directory
+    if RunDir(path).has_final_model():
+        return RunDir(path).final
     if is_model_dir(spec):
         return path
     if not path.exists():
@@ -249,7 +251,7 @@ def training_model_spec(spec: str) -> str:
 
     if spec in PRESETS:
         return spec
-    if spec in PACKAGED_MODELS or (Path(spec) / "final" / "config.json").is_file() or is_hub_id(spec):
+    if spec in PACKAGED_MODELS or RunDir(spec).has_final_model() or is_hub_id(spec):
         return str(resolve_model_dir(spec))
     return spec  # a model directory, or a name that _check_spec reports
 

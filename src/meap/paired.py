@@ -8,6 +8,7 @@ from pathlib import Path
 
 from meap.constants import OBJECTIVES
 from meap.errors import UserError
+from meap.eval.results import RECORDS_FILE, SUMMARY_FILES, read_records
 from meap.fsutil import atomic_write_text
 from meap.plots import plot_paired
 from meap.report import format_value, markdown, read_run
@@ -19,7 +20,7 @@ ATTENTION_METRICS = ("answer_mass", "entropy", "score_decay", "variance_increase
 def _jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{path}: missing (the evaluation has not run)")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_records(path)
 
 
 def _scores(records: list[dict], key: str, where: Path) -> list[float]:
@@ -67,8 +68,8 @@ def paired_comparison(runs: dict[int, dict[str, Path]], key_checks: dict[int, di
             section[f"by_{group}"] = {o: grouped_mean(records[o], group, key) for o in objectives}
         return section
 
-    result["niah"] = scored("niah", "results.jsonl", "substring", ("length", "depth"))
-    result["mdqa"] = scored("mdqa", "results.jsonl", "best_subspan_em", ("gold_position",))
+    result["niah"] = scored("niah", RECORDS_FILE, "substring", ("length", "depth"))
+    result["mdqa"] = scored("mdqa", RECORDS_FILE, "best_subspan_em", ("gold_position",))
 
     def last_val_loss(run: dict):
         return next((record["val_loss"] for record in reversed(run["metrics"]) if "val_loss" in record), None)
@@ -80,7 +81,7 @@ def paired_comparison(runs: dict[int, dict[str, Path]], key_checks: dict[int, di
     for o in objectives:
         averages = []
         for seed in seeds:
-            path = runs[seed][o] / "eval" / "attention" / "attention.json"
+            path = runs[seed][o] / "eval" / "attention" / SUMMARY_FILES["attention"]
             if not path.is_file():
                 raise UserError(f"{path}: missing (the attention analysis has not run)")
             average = json.loads(path.read_text(encoding="utf-8"))["models"][str(runs[seed][o])]["average"]
@@ -93,8 +94,8 @@ def paired_comparison(runs: dict[int, dict[str, Path]], key_checks: dict[int, di
     result["attention"] = attention
 
     if key_checks:
-        multikey = {o: [_jsonl(key_checks[seed][o] / "multikey" / "results.jsonl") for seed in seeds] for o in objectives}
-        absent = {o: [_jsonl(key_checks[seed][o] / "absent" / "results.jsonl") for seed in seeds] for o in objectives}
+        multikey = {o: [_jsonl(key_checks[seed][o] / "multikey" / RECORDS_FILE) for seed in seeds] for o in objectives}
+        absent = {o: [_jsonl(key_checks[seed][o] / "absent" / RECORDS_FILE) for seed in seeds] for o in objectives}
         tables = {o: [_scores(r, "substring", key_checks[seed][o]) for seed, r in zip(seeds, multikey[o])]
                   for o in objectives}
         by_seed = {o: [sum(row) / len(row) for row in tables[o]] for o in objectives}

@@ -1,5 +1,6 @@
 """The figures: NIAH heatmaps, accuracy by gold-document position, attention by segment and by layer, loss
-curves. A leaf module (matplotlib only) that the evaluations and the comparison report both draw with.
+curves. Matplotlib and the run directory's names only: the evaluations and the comparison report both draw
+with it.
 
 Every figure is sized to be read at 100% (about 900 px wide at 150 dpi), labels both axes, puts ticks only
 on the discrete values it plots (positions, layers, lengths), shows how many samples each point averages,
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+
+from meap.rundir import FINAL_DIR
 
 DPI = 150
 WIDTH = 6.4  # inches: 960 px at DPI
@@ -39,7 +42,7 @@ def series_style(index: int) -> dict:
 def short_name(name: str) -> str:
     """A model or run path as a legend shows it: ``runs/meap/final`` -> ``meap``."""
     path = Path(name)
-    if path.name == "final" and path.parent.name:
+    if path.name == FINAL_DIR and path.parent.name:
         path = path.parent
     return path.name or name
 

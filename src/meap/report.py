@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from meap.errors import UserError
-from meap.eval.results import EVALUATIONS, kind_of, section_of
+from meap.eval.results import EVALUATIONS, SUMMARY_FILES, kind_of, section_of
 from meap.plots import (plot_accuracy_by_position, plot_attention_layers, plot_loss_curves, plot_niah_heatmap,
                         plot_segment_mass)
 from meap.rundir import ARTIFACT_DIRS, RunDir
@@ -216,7 +216,7 @@ def _attention_by_run(loaded: dict[str, dict]) -> dict[str, tuple[dict, Path]]:
 
     found: dict[str, tuple[dict, Path]] = {}
     for run in loaded.values():
-        for path in sorted(run["path"].rglob("attention.json")):
+        for path in sorted(run["path"].rglob(SUMMARY_FILES["attention"])):
             if ARTIFACT_DIRS & set(path.relative_to(run["path"]).parts[:-1]):
                 continue
             try:

@@ -28,6 +28,7 @@ ADAPTER_DIR = "adapter"
 TENSORBOARD_DIR = "tensorboard"
 # What is not an evaluation's output when a run directory is searched for them.
 ARTIFACT_DIRS = frozenset({CHECKPOINTS_DIR, FINAL_DIR, TENSORBOARD_DIR, ADAPTER_DIR})
+STAGING_PREFIX = ".staging-"  # a directory being written; renamed into place when complete, else removed
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -52,6 +53,17 @@ class RunDir:
         self.final = self.root / FINAL_DIR
         self.adapter = self.root / ADAPTER_DIR
         self.tensorboard = self.root / TENSORBOARD_DIR
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step}"
+
+    def staging(self, name: str, under_checkpoints: bool = False) -> Path:
+        """Where ``name`` (``final``, ``step-N``...) is written before it is renamed into place."""
+        return (self.checkpoints if under_checkpoints else self.root) / f"{STAGING_PREFIX}{name}"
+
+    def stale_staging(self) -> list[Path]:
+        """Directories an interrupted save left behind (never renamed into place)."""
+        return [*self.root.glob(STAGING_PREFIX + "*"), *self.checkpoints.glob(STAGING_PREFIX + "*")]
 
     def holds_run(self) -> bool:
         return self.config.is_file() or self.checkpoints.is_dir()

@@ -1,6 +1,4 @@
-"""The ``[MASK]`` token: adding it to a tokenizer and growing a model's embeddings to match.
-
-"""
+"""The ``[MASK]`` token: adding it to a tokenizer and growing a model's embeddings to match."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import yaml
 
 from meap.errors import UserError
 from meap.eval import harness
+from meap.eval.results import SUMMARY_FILES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "harness"
 TOY_TASK = "meap_toy_qa"
@@ -45,7 +46,7 @@ def test_local_task_runs_offline_and_writes_results(tiny_model_dir, toy_task_dir
     summary = harness.run(str(tiny_model_dir), [TOY_TASK], output, limit=limit,
                           include_path=str(toy_task_dir), batch_size=4, progress=False)
 
-    written = json.loads((output / harness.RESULTS_FILE).read_text(encoding="utf-8"))
+    written = json.loads((output / SUMMARY_FILES["harness"]).read_text(encoding="utf-8"))
     assert written == summary
     assert summary["tasks"] == [TOY_TASK] and summary["model"] == str(tiny_model_dir)
     assert summary["num_fewshot"] == 0 and summary["limit"] == limit and summary["lm_eval_version"]

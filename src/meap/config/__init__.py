@@ -1,7 +1,8 @@
 """Typed configurations of the commands: dataclass defaults < YAML file < command-line flags.
 
-:mod:`meap.config.training` (pretrain, sft), :mod:`meap.config.experiments` (demo, demo-sft) and
-:mod:`meap.config.loading` (YAML and flags into them). Importing this package imports no torch.
+:mod:`meap.config.training` (pretrain, sft), :mod:`meap.config.experiments` (demo, demo-sft),
+:mod:`meap.config.commands` (prepare, eval, analyze, data, compare) and :mod:`meap.config.loading` (YAML
+and flags into them). Importing this package imports no torch.
 """
 
 from meap.config.experiments import DemoConfig, SFTDemoConfig

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from dataclasses import field
 from pathlib import Path
@@ -19,8 +20,9 @@ from meap.errors import UserError
 from meap.fsutil import atomic_write_text
 
 
-def help_field(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
+def help_field(text: str, cli: dict | None = None, **kwargs: Any) -> Any:
+    """A dataclass field with its help text (and, for :mod:`meap.config.commands`, its command-line form)."""
+    return field(metadata={"help": text, "cli": cli or {}}, **kwargs)
 
 
 def new_default(base: type, name: str, **kwargs: Any) -> Any:
@@ -48,8 +50,19 @@ def _closest(key: str, known: list[str], as_flag: bool = False) -> str:
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
+def optional_type(expected: type) -> type | None:
+    """``X`` of a field typed ``X | None`` (None when the field's type is not optional)."""
+    arguments = typing.get_args(expected)
+    if typing.get_origin(expected) in (typing.Union, types.UnionType) and type(None) in arguments:
+        return next(argument for argument in arguments if argument is not type(None))
+    return None
+
+
 def coerce(key: str, value: Any, expected: type, where: str) -> Any:
     """Convert a YAML value or a command-line string to the field's type, or raise a UserError."""
+    inner = optional_type(expected)
+    if inner is not None:
+        return None if value is None else coerce(key, value, inner, where)
     if typing.get_origin(expected) is list:  # a YAML list, one value, or the values of an nargs="+" flag
         (item_type,) = typing.get_args(expected)
         items = value if isinstance(value, list) else [value]
@@ -102,7 +115,7 @@ def load_config(config_cls: type, path: str | Path | None = None, overrides: dic
             raise unknown_option(key, config_cls)
         values[key] = coerce(key, value, types_by_key[key], _flag(key))
     config = config_cls(**values)
-    problems = config.problems()
+    problems = config.problems() if hasattr(config, "problems") else []
     if problems:
         source = f"{path}: " if path is not None else ""
         raise UserError(source + "; ".join(problems))

@@ -49,10 +49,12 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from meap.config.commands import PrepareConfig
 from meap.data.builtin import BUILTIN_VERSION, default_cache_dir
 from meap.data.shards import FORMAT, META_FILE, TOKENIZER_DIR, VERSION, ShardWriter, load_meta, token_dtype, write_meta
 from meap.data.sources import Corpus, open_corpus
 from meap.errors import UserError, warn
+from meap.fsutil import publish_dir
 
 DEFAULT_TOKENIZER = "gpt2"
 BATCH_DOCUMENTS = 1000
@@ -71,14 +73,14 @@ def prepare_corpus(
     tokenizer: str | None = None,
     train_tokenizer: int | None = None,
     split_digits: bool = True,
-    text_field: str = "text",
-    val_fraction: float = 0.005,
+    text_field: str = PrepareConfig.text_field,
+    val_fraction: float = PrepareConfig.val_fraction,
     min_val_tokens: int = MIN_VAL_TOKENS,
     shard_tokens: int = 100_000_000,
     num_proc: int | None = None,
     overwrite: bool = False,
     skip_bad_lines: bool = False,
-    dataset_split: str = "train",
+    dataset_split: str = PrepareConfig.split,
     dataset_config: str | None = None,
     streaming: bool = False,
     progress: bool = True,
@@ -416,13 +418,7 @@ def _process_alive(pid: int) -> bool:
 def _publish(staging: Path, output: Path) -> None:
     """Rename ``staging`` to ``output``, moving an old prepared directory (overwrite was allowed) aside first."""
     try:
-        if (output / META_FILE).is_file():
-            old = staging.with_name(staging.name + ".old")
-            os.replace(output, old)
-            os.replace(staging, output)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, output)  # replaces an empty directory; fails on anything else
+        publish_dir(staging, output)  # over an old prepared directory (overwrite was allowed) or an empty one
     except OSError as error:
         raise UserError(f"{output}: cannot move the prepared data into place ({error})") from None
 

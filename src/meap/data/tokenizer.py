@@ -22,6 +22,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from meap.errors import UserError
+from meap.rundir import RunDir
 from meap.tokens import add_mask_token
 
 EOS_TOKEN = "<|endoftext|>"
@@ -46,8 +47,8 @@ def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerFast:
     if is_hub_id(str(spec)):
         return _local_tokenizer(snapshot(str(spec)))
     directory = Path(spec)
-    if not _has_tokenizer_files(directory) and _has_tokenizer_files(directory / "final"):
-        directory = directory / "final"  # a meap run
+    if not _has_tokenizer_files(directory) and _has_tokenizer_files(RunDir(directory).final):
+        directory = RunDir(directory).final  # a meap run
     return _local_tokenizer(directory)
 
 

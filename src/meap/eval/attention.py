@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from meap.config.commands import HAYSTACK, AttentionConfig
 from meap.errors import UserError
 from meap.eval.results import write_summary
 
@@ -171,8 +172,9 @@ def _summarise(per_probe: list[list[dict]], masked: bool) -> dict:
     return {"samples": len(per_probe), "layers": layers, "average": average}
 
 
-def run(models: list[str], output: str | Path, *, samples: int = 8, length: int = 1024,
-        haystack: list[str] | None = None, mask_ratio: float = 0.15, seed: int = 0, progress: bool = True) -> dict:
+def run(models: list[str], output: str | Path, *, samples: int = AttentionConfig.samples,
+        length: int = AttentionConfig.length, haystack: list[str] | None = None,
+        mask_ratio: float = AttentionConfig.mask_ratio, seed: int = AttentionConfig.seed, progress: bool = True) -> dict:
     """Analyse each model on the same probes; write ``attention.json``, ``segment_mass.png``, ``layers.png``."""
     from meap.eval.niah import read_haystack
     from meap.models import load_causal_lm
@@ -181,7 +183,7 @@ def run(models: list[str], output: str | Path, *, samples: int = 8, length: int 
 
     if samples < 1 or length < 8:
         raise UserError("attention: expected --samples >= 1 and --length >= 8")
-    text, haystack_name = read_haystack(haystack or ["builtin"])
+    text, haystack_name = read_haystack(haystack or list(HAYSTACK))
     results = {}
     for spec in models:
         model, tokenizer = load_causal_lm(spec)

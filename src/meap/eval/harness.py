@@ -18,10 +18,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from meap.config.commands import HarnessConfig
 from meap.errors import UserError
-from meap.eval.results import SUMMARY_FILES, write_summary
+from meap.eval.results import write_summary
 
-RESULTS_FILE = SUMMARY_FILES["harness"]
 OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # either one set: the libraries decide (=0: download)
 NO_FILTER = ",none"  # lm-eval names results `<metric>,<filter>`; most tasks use no filter
 NOT_AVAILABLE = "N/A"  # lm-eval's value for a metric it could not compute
@@ -35,8 +35,9 @@ EXPECTED_WARNINGS = (
 )
 
 
-def run(model: str, tasks: list[str], output: str | Path, *, num_fewshot: int = 0, limit: int | None = None,
-        include_path: str | None = None, batch_size: int = 8, dtype: str = "auto", progress: bool = True) -> dict:
+def run(model: str, tasks: list[str], output: str | Path, *, num_fewshot: int = HarnessConfig.num_fewshot,
+        limit: int | None = None, include_path: str | None = None, batch_size: int = HarnessConfig.batch_size,
+        dtype: str = HarnessConfig.dtype, progress: bool = True) -> dict:
     """Evaluate ``model`` on lm-eval ``tasks`` and write ``output/results.json``; returns the same summary.
 
     ``model`` is a model directory, a meap run directory or a packaged model name; ``limit`` caps the

@@ -9,13 +9,13 @@ from ``gold_at_K`` in the file name.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
 
+from meap.config.commands import MDQAConfig
 from meap.errors import UserError, warn
-from meap.eval.results import write_summary
+from meap.eval.results import write_records, write_summary
 
 INSTRUCTION = ("Write a high-quality answer for the given question using only the provided search results "
                "(some of which might be irrelevant).")
@@ -77,8 +77,9 @@ def gold_position(example: dict, path: str | Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def run(model: str, data_files: list[str], output: str | Path, *, batch_size: int = 8, max_new_tokens: int = 32,
-        limit: int | None = None, dtype: str = "auto", progress: bool = True) -> dict:
+def run(model: str, data_files: list[str], output: str | Path, *, batch_size: int = MDQAConfig.batch_size,
+        max_new_tokens: int = MDQAConfig.max_new_tokens, limit: int | None = None, dtype: str = MDQAConfig.dtype,
+        progress: bool = True) -> dict:
     """Answer every question of ``data_files`` with ``model`` and score it; return the summary.
 
     ``model`` is anything :func:`meap.models.load_causal_lm` accepts; ``limit`` caps the examples taken
@@ -145,9 +146,7 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    with open(output / "results.jsonl", "w", encoding="utf-8") as results:
-        for record in records:
-            results.write(json.dumps(record, ensure_ascii=False) + "\n")
+    write_records(output, records)
     summary = write_summary(output, "mdqa", summary)
     if accuracy_by_position:
         counts = set(summary["examples_by_gold_position"].values())

@@ -33,11 +33,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from meap.config.commands import MakeMDQAConfig
 from meap.errors import UserError
 from meap.fsutil import atomic_open
 from meap.eval.metrics import normalize_answer
 
-PASSAGE_WORDS = 100  # documents are about this long, as NQ-Open's Wikipedia passages
+PASSAGE_WORDS = MakeMDQAConfig.passage_words  # documents about as long as NQ-Open's Wikipedia passages
 _SENTENCE_WORDS = (5, 40)  # prose sentences outside this range (headings, long verse runs) are not used
 _MAX_DRAWS = 1000  # passage draws per document before giving up (a hit on an invented name is very rare)
 
@@ -91,8 +92,9 @@ class _ProseCorpus:
     sentence_ends: tuple[int, ...]
 
 
-def make_mdqa(output: str | Path, *, num_docs: int = 20, gold_position: int = 0, examples: int = 100,
-              seed: int = 0, passage_words: int = PASSAGE_WORDS, progress: bool = False) -> Path:
+def make_mdqa(output: str | Path, *, num_docs: int = MakeMDQAConfig.num_docs,
+              gold_position: int = MakeMDQAConfig.gold_position, examples: int = MakeMDQAConfig.examples,
+              seed: int = MakeMDQAConfig.seed, passage_words: int = PASSAGE_WORDS, progress: bool = False) -> Path:
     """Write ``examples`` synthetic questions, each over ``num_docs`` documents of about ``passage_words``
     words with the gold one at ``gold_position`` (0-based), to ``output``; return its path.
 

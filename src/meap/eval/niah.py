@@ -18,21 +18,19 @@ model; :func:`run` evaluates a model and writes ``results.jsonl``, ``summary.jso
 from __future__ import annotations
 
 import importlib.util
-import json
 import random
 import re
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from meap.config.commands import HAYSTACK, NIAH_DEPTHS, NIAH_LENGTHS, NIAHConfig
 from meap.errors import UserError, warn
 from meap.eval.generation import generate, prompt_length, render_prompt
 from meap.eval.metrics import rouge1_f, substring_match
-from meap.eval.results import write_summary
+from meap.eval.results import write_records, write_summary
 
 INSTRUCTION = "Read the document below; a question about it follows."
-DEFAULT_LENGTHS = (512, 1024, 2048)
-DEFAULT_DEPTHS = (0.0, 25.0, 50.0, 75.0, 100.0)
 _KEY_WORDS = ("apple", "harbor", "violet", "granite", "falcon", "lantern", "meadow", "copper", "willow",
               "compass", "ember", "glacier", "orchid", "saddle", "thimble", "quartz", "heron", "maple",
               "anchor", "cobalt", "juniper", "marble", "pepper", "raven", "summit", "tundra", "velvet")
@@ -279,24 +277,26 @@ def summarize(records: list[dict]) -> dict:
 
 
 def run(model: str, output: str | Path, *, haystack: list[str] | None = None, lengths: list[int] | None = None,
-        depths: list[float] | None = None, needle: Needle | None = None, samples: int = 1, seed: int = 0,
-        distractors: int = 0, absent: bool = False, batch_size: int = 8, max_new_tokens: int = 32,
-        dtype: str = "auto", variant: str = "single", value_kind: str = "numbers", progress: bool = True) -> dict:
+        depths: list[float] | None = None, needle: Needle | None = None, samples: int = NIAHConfig.samples,
+        seed: int = NIAHConfig.seed, distractors: int = NIAHConfig.distractors, absent: bool = False,
+        batch_size: int = NIAHConfig.batch_size, max_new_tokens: int = NIAHConfig.max_new_tokens,
+        dtype: str = NIAHConfig.dtype, variant: str = NIAHConfig.variant, value_kind: str = NIAHConfig.value_kind,
+        progress: bool = True) -> dict:
     """Evaluate ``model`` (a model directory, a meap run, a hub id or ``smollm2-135m``) and write the results.
 
     ``substring`` is the share of a probe's required values found in the answer (0 or 1 with one value)."""
     from meap.models import dtype_name, load_causal_lm
     from meap.plots import plot_niah_heatmap, short_name
 
-    lengths = sorted(lengths or DEFAULT_LENGTHS)
-    depths = list(depths if depths is not None else DEFAULT_DEPTHS)
+    lengths = sorted(lengths or NIAH_LENGTHS)
+    depths = list(depths if depths is not None else NIAH_DEPTHS)
     if samples < 1 or any(length < 1 for length in lengths) or any(not 0 <= d <= 100 for d in depths):
         raise UserError("niah: expected --samples >= 1, positive --lengths and --depths within [0, 100]")
     if not 0 <= distractors < len(_KEY_WORDS):
         raise UserError(f"niah: expected --distractors in [0, {len(_KEY_WORDS) - 1}] (one key each), got {distractors}")
     _check_absent(absent, distractors)
     probes(variant, 0, seed, distractors, needle, value_kind)  # a bad variant or value kind fails before loading
-    text, haystack_name = read_haystack(haystack or ["builtin"])
+    text, haystack_name = read_haystack(haystack or list(HAYSTACK))
     lm, tokenizer = load_causal_lm(model, dtype=dtype)
     limit = int(getattr(lm.config, "max_position_embeddings", 0) or 10**9)
     fitting = [length for length in lengths if length + max_new_tokens <= limit]
@@ -328,9 +328,7 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
                           "batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": dtype_name(lm),
                           "needle": asdict(needle) if needle else "random (RULER-style)",
                           "prompt_example": render_prompt(tokenizer, examples[0]["text"])[:400] if examples else None}}
-    with (output / "results.jsonl").open("w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record) + "\n")
+    write_records(output, records)
     summary = write_summary(output, "niah", summary)
     plot_niah_heatmap([{"length": c["length"], "depth": c["depth"], "score": c["substring"], "samples": c["samples"]}
                        for c in summary["cells"]], output / "heatmap.png",

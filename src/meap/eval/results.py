@@ -6,13 +6,28 @@ Outputs written before summaries named their kind are recognised by their keys.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from meap.fsutil import atomic_write_json
+from meap.fsutil import atomic_write_json, atomic_write_lines
 
 SUMMARY_FILES = {"niah": "summary.json", "mdqa": "summary.json", "harness": "results.json",
                  "attention": "attention.json"}
 EVALUATIONS = tuple(SUMMARY_FILES)
+RECORDS_FILE = "results.jsonl"  # NIAH and MDQA: one JSON line per prompt, what the paired comparison scores
+
+
+def has_summary(output: Path, kind: str) -> bool:
+    """Whether the evaluation ``kind`` has finished in ``output`` (its summary is written last)."""
+    return (Path(output) / SUMMARY_FILES[kind]).is_file()
+
+
+def write_records(output: Path, records: list[dict]) -> None:
+    atomic_write_lines(Path(output) / RECORDS_FILE, (json.dumps(record, ensure_ascii=False) for record in records))
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def write_summary(output: Path, kind: str, summary: dict) -> dict:

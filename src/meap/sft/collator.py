@@ -60,7 +60,7 @@ class MeapSFTCollator:
     packed_attention: str = "sdpa"
     """How packed rows are isolated: the model's attention implementation (``sdpa``, ``eager``, ``flash_attention_2``)."""
     count_tokens: bool = False
-    """Add ``num_tokens`` (non-padding tokens of the batch) for :class:`meap.train.MeapTrainer`'s throughput."""
+    """Add ``num_tokens`` (non-padding tokens of the batch) for :class:`meap.train.trainer.MeapTrainer`'s throughput."""
     _fallback: torch.Generator | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -114,12 +114,13 @@ def make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments, 
         flops = flops_per_token(matmul_parameters(model), model.config.num_hidden_layers, model.config.hidden_size,
                                 seq_len)
     eval_every = config.eval_every if eval_dataset is not None else 0
-    metrics = MetricsCallback(RunDir(output).metrics, tokens_per_step, flops, peak, eval_every,
+    run_dir = RunDir(output)
+    metrics = MetricsCallback(run_dir.metrics, tokens_per_step, flops, peak, eval_every,
                               world_size=args.world_size)
     callbacks = [metrics]
     if "tensorboard" in config.report_to:
         tensorboard = TensorBoardCallback()
-        tensorboard.logging_dir = str(RunDir(output).tensorboard)  # its writer opens at train start, on the main process
+        tensorboard.logging_dir = str(run_dir.tensorboard)  # its writer opens at train start, on the main process
         callbacks.append(tensorboard)
     trainer = MeapTrainer(
         model=model,

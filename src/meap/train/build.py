@@ -25,7 +25,7 @@ from meap.train.trainer import MeapTrainer
 
 @dataclass
 class Run:
-    """Everything a run is made of, built once by :func:`build_run` or :func:`build_sft_run`."""
+    """Everything a run is made of, built once by :func:`build_run` or :func:`meap.train.build_sft.build_sft_run`."""
 
     config: TrainingConfig
     output: Path

@@ -102,8 +102,8 @@ def prepare_output(run_dir: RunDir, checkpoint: Path | None, run) -> None:
     output.mkdir(parents=True, exist_ok=True)
     if checkpoint is not None:
         run_dir.truncate_metrics(checkpoint_step(checkpoint))
-        for stale in [*output.glob(".staging-*"), *run_dir.checkpoints.glob(".staging-*")]:
-            shutil.rmtree(stale, ignore_errors=True)  # a save that was interrupted: never renamed into place
+        for stale in run_dir.stale_staging():
+            shutil.rmtree(stale, ignore_errors=True)
         for newer in run_dir.saved_checkpoints():
             if checkpoint_step(newer) > checkpoint_step(checkpoint):
                 shutil.rmtree(newer)  # damaged (intact_checkpoint passed it over); the run will write it again

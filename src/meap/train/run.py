@@ -13,7 +13,7 @@ from accelerate import PartialState
 from meap.config import PretrainConfig, SFTConfig, TrainingConfig
 from meap.errors import Interrupted, UserError, is_main_process
 from meap.fsutil import publish_dir
-from meap.rundir import RunDir, checkpoint_step
+from meap.rundir import ADAPTER_DIR, FINAL_DIR, RunDir, checkpoint_step
 from meap.train.build import Run, build_run
 from meap.train.build_sft import build_sft_run
 from meap.train.resume import check_resumable, check_writable, claim_output, note_schedule_change, prepare_output
@@ -26,7 +26,7 @@ def save_final(run: Run) -> Path:
     A LoRA run also writes its adapter to ``adapter/`` and merges it into the weights of ``final/``.
     """
     run_dir = RunDir(run.output)
-    staging = run.output / ".staging-final"
+    staging = run_dir.staging(FINAL_DIR)
     main = run.trainer.is_world_process_zero()
     if main:
         shutil.rmtree(staging, ignore_errors=True)
@@ -34,7 +34,7 @@ def save_final(run: Run) -> Path:
     model = run.trainer.accelerator.unwrap_model(run.trainer.model)
     if hasattr(model, "merge_and_unload"):  # a peft model
         if main:
-            adapter = run.output / ".staging-adapter"
+            adapter = run_dir.staging(ADAPTER_DIR)
             model.save_pretrained(str(adapter))
             publish_dir(adapter, run_dir.adapter)
             model.merge_and_unload().save_pretrained(str(staging))

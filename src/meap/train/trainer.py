@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from meap.constants import IGNORE_INDEX
 from meap.errors import UserError, warn
 from meap.fsutil import publish_dir
 from meap.loss import chunked_cross_entropy
-from meap.rundir import CONFIG_FILE, checkpoint_dirs
+from meap.rundir import CONFIG_FILE, RunDir, checkpoint_dirs
 from meap.train.checkpoints import last_checkpoint_note, write_manifest
 
 # Private Trainer methods MeapTrainer overrides (no public hook does their job), with the parameters it
@@ -175,9 +176,9 @@ class MeapTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         self.check_non_finite()  # no checkpoint after a step whose loss was not finite, under on_nan: stop
         self._flush_tokens()  # the count is part of the checkpoint's trainer state
-        root = Path(self.args.output_dir)
+        run_dir = RunDir(Path(self.args.output_dir).parent)
         step = self.state.global_step
-        staging = root / f".staging-step-{step}"
+        staging = run_dir.staging(run_dir.checkpoint(step).name, under_checkpoints=True)
         if self.args.should_save:
             shutil.rmtree(staging, ignore_errors=True)
         self.accelerator.wait_for_everyone()  # nobody writes into the staging directory before it is empty
@@ -186,24 +187,23 @@ class MeapTrainer(Trainer):
             super()._save_checkpoint(model, trial)
             self.accelerator.wait_for_everyone()  # every process has written its part (its RNG state, say)
             if self.args.should_save:
-                written = staging / f"checkpoint-{step}"
-                config = root.parent / CONFIG_FILE
-                if config.is_file():
-                    shutil.copy2(config, written / CONFIG_FILE)
+                written = staging / f"{PREFIX_CHECKPOINT_DIR}-{step}"  # where the Trainer saved it
+                if run_dir.config.is_file():
+                    shutil.copy2(run_dir.config, written / CONFIG_FILE)
                 write_manifest(written)
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
-            previous = checkpoint_dirs(root)
+            previous = run_dir.saved_checkpoints()
             reason = "no space left on device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
             raise UserError(f"{error.filename or staging}: cannot write the step-{step} checkpoint ({reason}); "
                             f"stopped. {last_checkpoint_note(previous)}") from None
         finally:
             self._staging_dir = None
         if self.args.should_save:
-            publish_dir(written, root / f"step-{step}")
+            publish_dir(written, run_dir.checkpoint(step))
             shutil.rmtree(staging, ignore_errors=True)
             if self.keep_checkpoints > 0:
-                for old in checkpoint_dirs(root)[: -self.keep_checkpoints]:
+                for old in run_dir.saved_checkpoints()[: -self.keep_checkpoints]:
                     shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 

@@ -1,0 +1,166 @@
+"""The configs of the commands that do not train: ``meap prepare``, ``meap eval niah|mdqa|harness``,
+``meap analyze attention``, ``meap data make-mdqa`` and ``meap compare``. Their defaults live here and only
+here: the library functions behind the commands take theirs from these, and the CLI's flags (and their
+help) are generated from the fields, as for the training commands.
+
+``cli`` metadata says how a field looks on the command line: ``metavar``, ``short`` (``-o``), ``required``,
+``positional``, ``comma`` (one comma-separated value instead of several), ``switch`` (a flag without a
+value) and ``exclusive`` (a group of flags of which one at most is given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from meap.config.loading import help_field
+
+NIAH_LENGTHS = (512, 1024, 2048)
+NIAH_DEPTHS = (0.0, 25.0, 50.0, 75.0, 100.0)
+HAYSTACK = ("builtin",)
+MODEL_HELP = "a Hugging Face model directory, a hub id (org/name), a meap run directory, or `smollm2-135m`"
+DTYPE_HELP = "weights' precision: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16 (CUDA)"
+
+
+def option(text: str, default: Any = None, *, factory=None, **cli: Any) -> Any:
+    """A config field with its help text, its default (``factory``: a list's) and its command-line form."""
+    kwargs = {"default_factory": factory} if factory is not None else {"default": default}
+    return help_field(text, **kwargs, cli=cli)
+
+
+def _model(**cli: Any) -> Any:
+    return option(MODEL_HELP, "", required=True, metavar="MODEL", **cli)
+
+
+def _output(text: str, metavar: str = "DIR") -> Any:
+    return option(text, "", short="-o", required=True, metavar=metavar)
+
+
+def _haystack(text: str) -> Any:
+    return option(text, factory=lambda: list(HAYSTACK), metavar="FILE")
+
+
+def _batch_size() -> Any:
+    return option("prompts per forward pass", 8)
+
+
+def _dtype() -> Any:
+    return option(DTYPE_HELP, "auto", metavar="DTYPE")
+
+
+def _no_progress(text: str = "no progress bar") -> Any:
+    return option(text, False, switch=True)
+
+
+@dataclass
+class GenerationOptions:
+    """Flags every generating evaluation has; they come last in its help."""
+
+    batch_size: int = _batch_size()
+    max_new_tokens: int = option("longest answer generated", 32)
+    dtype: str = _dtype()
+    no_progress: bool = _no_progress()
+
+
+@dataclass
+class PrepareConfig:
+    inputs: list[str] = option("text files (each file is one document), directories, globs, JSONL/JSON (one document "
+                               "per record), Parquet, a saved `datasets` dataset, `hf:NAME` (a hub dataset id or a "
+                               "directory laid out as one, through datasets.load_dataset), or `builtin`",
+                               factory=list, positional=True, metavar="INPUT")
+    output: str = _output("directory to write the shards into")
+    tokenizer: str | None = option("a Hugging Face tokenizer or model directory, a hub id (org/name), a meap run "
+                                   "directory, `gpt2` (packaged; the default) or `smollm2-135m` (packaged): the "
+                                   "tokenizer of the model to train", exclusive="source", metavar="TOKENIZER")
+    train_tokenizer: int | None = option("train a byte-level BPE of this many tokens on the corpus",
+                                         exclusive="source", metavar="VOCAB_SIZE")
+    merge_digits: bool = option("with --train-tokenizer: let numbers merge into multi-digit tokens (GPT-2's way) "
+                                "instead of one token per digit", False, switch=True)
+    text_field: str = option("field holding the text in JSONL/JSON/Parquet/datasets", "text", metavar="KEY")
+    val_fraction: float = option("share of the corpus held out for validation (a small corpus holds out at least "
+                                 "~8,192 tokens, at most a tenth)", 0.005, metavar="FRACTION")
+    num_proc: int | None = option("tokeniser processes (default: CPUs, at most 8)")
+    overwrite: bool = option("replace an existing prepared directory", False, switch=True)
+    split: str = option("with an `hf:NAME` input: the split to read", "train", metavar="NAME")
+    config_name: str | None = option("with an `hf:NAME` input: the dataset's configuration", metavar="NAME")
+    streaming: bool = option("with an `hf:NAME` input: stream it (corpora larger than memory or disk)", False,
+                             switch=True)
+    skip_bad_lines: bool = option("pass over JSONL lines that are not JSON objects with the text field (counted "
+                                  "and reported) instead of stopping at the first", False, switch=True)
+
+
+@dataclass
+class NIAHConfig(GenerationOptions):
+    model: str = _model()
+    output: str = _output("directory for results.jsonl, summary.json, heatmap.png")
+    haystack: list[str] = _haystack("text files, `builtin` (Paul Graham essays) or `builtin-prose` (public-domain "
+                                    "prose) (default: builtin)")
+    lengths: list[int] = option("prompt lengths in model tokens (default: 512,1024,2048)",
+                                factory=lambda: list(NIAH_LENGTHS), comma=True, metavar="N,N,...")
+    depths: list[float] = option("needle depths in percent (default: 0,25,50,75,100)",
+                                 factory=lambda: list(NIAH_DEPTHS), comma=True, metavar="PERCENT,...")
+    needle: str | None = option("a fixed needle sentence (default: random RULER-style needles)", metavar="SENTENCE")
+    question: str | None = option("the question for --needle", metavar="TEXT")
+    answer: str | None = option("the expected answer for --needle", metavar="TEXT")
+    samples: int = option("needles per cell", 1)
+    distractors: int = option("other needles (other keys and values) in each haystack: RULER's multi-key NIAH", 0)
+    absent: bool = option("control: leave the asked needle out (only distractors remain); summary.json then says "
+                          "how often a distractor's value was given", False, switch=True)
+    variant: str = option("single, multikey (3+ distractor keys), multivalue (4 values under one key, all to "
+                          "recall), multiquery (4 keys asked at once) or reasoning (two needles to combine): RULER's "
+                          "NIAH tasks and NeedleBench's multi-needle reasoning", "single", metavar="VARIANT")
+    value_kind: str = option("needle values: numbers, words or uuids", "numbers", metavar="KIND")
+    seed: int = option("seed of the needles and their placement", 0)
+
+
+@dataclass
+class MDQAConfig(GenerationOptions):
+    model: str = _model()
+    data: list[str] = option("JSONL(.gz) files in the lost-in-the-middle format (`meap data make-mdqa`, or "
+                             "nq-open-*)", factory=list, required=True, metavar="FILE")
+    output: str = _output("directory for results.jsonl, summary.json, mdqa.png")
+    limit: int | None = option("examples per file (default: all)")
+
+
+@dataclass
+class HarnessConfig:
+    model: str = _model()
+    tasks: list[str] = option("comma-separated lm-eval task names", factory=list, comma=True, required=True,
+                              metavar="TASK,...")
+    output: str = _output("directory for results.json")
+    num_fewshot: int = option("examples shown before each question", 0)
+    limit: int | None = option("examples per task (default: all)")
+    include_path: str | None = option("directory of local lm-eval task definitions (offline data)", metavar="DIR")
+    batch_size: int = _batch_size()
+    dtype: str = _dtype()
+    no_progress: bool = _no_progress()
+
+
+@dataclass
+class AttentionConfig:
+    model: list[str] = option("one or more: Hugging Face model directories, hub ids, meap run directories, "
+                              "`smollm2-135m`", factory=list, required=True, metavar="MODEL")
+    output: str = _output("directory for attention.json and the plots")
+    samples: int = option("probes (needle inputs) per model", 8)
+    length: int = option("probe length in model tokens", 1024, metavar="TOKENS")
+    haystack: list[str] = _haystack("text files, `builtin` (Paul Graham essays) or `builtin-prose` (default: builtin)")
+    mask_ratio: float = option("context share masked in the masked copy", 0.15, metavar="RATIO")
+    seed: int = option("seed of the probes' needles and masks", 0)
+    no_progress: bool = _no_progress("no progress bars")
+
+
+@dataclass
+class MakeMDQAConfig:
+    output: str = _output("file to write (.jsonl.gz is gzipped)", metavar="FILE")
+    num_docs: int = option("documents per question", 20)
+    gold_position: int = option("0-based position of the gold document", 0)
+    passage_words: int = option("words per document (NQ-Open's are about 100)", 100)
+    examples: int = option("questions to write", 100)
+    seed: int = option("seed of the passages and the questions", 0)
+
+
+@dataclass
+class CompareConfig:
+    runs: list[str] = option("run directories (evaluation outputs inside them are found)", factory=list,
+                             positional=True, metavar="RUN")
+    output: str = _output("directory for report.md, report.html and plots")
