@@ -3,6 +3,10 @@
 import importlib.util
 import json
 import os
+import random
+import subprocess
+import sys
+import time
 from itertools import islice
 from pathlib import Path
 
@@ -113,3 +117,36 @@ def assert_metrics_close(first: list[dict], second: list[dict], rel: float) -> N
 
 def without_timing(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in record.items() if k not in ("tokens_per_s", "mfu", "elapsed_s")} for record in records]
+
+
+# Killing a run mid-way, as a crash or an out-of-memory kill would.
+
+def staged(checkpoints) -> list:
+    """Checkpoints being written; none while the run directory is still being (re)created."""
+    try:
+        return list(checkpoints.glob(".staging-step-*"))
+    except FileNotFoundError:
+        return []
+
+
+def sigkill(argv: list[str], checkpoints, moment: str, first_checkpoint: str) -> None:
+    """Run `meap ARGV` and SIGKILL it "during a step" (a random moment after ``first_checkpoint`` exists) or
+    "during a checkpoint write" (as soon as a later checkpoint is being staged)."""
+    process = subprocess.Popen([sys.executable, "-m", "meap.cli", *argv],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        if moment == "during a step":
+            while not (checkpoints / first_checkpoint).is_dir():
+                assert process.poll() is None and time.monotonic() < deadline, f"the run ended before {first_checkpoint}"
+                time.sleep(0.01)
+            time.sleep(random.Random(" ".join(argv)).uniform(0.0, 0.02))  # within the next step or two
+        else:
+            while not [p for p in staged(checkpoints) if p.name != f".staging-{first_checkpoint}"]:
+                assert process.poll() is None and time.monotonic() < deadline, "no checkpoint write was caught"
+                time.sleep(0.001)
+        assert process.poll() is None, "the run finished before it could be killed"
+    finally:
+        process.kill()  # SIGKILL: no clean-up code runs
+        process.wait()
+    assert not (checkpoints.parent / "final").exists()

@@ -2,7 +2,6 @@
 
 import errno
 import functools
-import random
 import signal
 import shutil
 import subprocess
@@ -20,8 +19,7 @@ from meap.train import pretrain
 from meap.train.checkpoints import MANIFEST_FILE, checkpoint_damage
 from meap.train.trainer import NonFiniteLoss
 
-from conftest import config_flags
-from conftest import read_metrics, tiny_config, without_timing
+from conftest import config_flags, read_metrics, sigkill, tiny_config, without_timing
 
 STEPS = dict(max_steps=10, save_every=2, eval_every=5)
 
@@ -29,37 +27,6 @@ STEPS = dict(max_steps=10, save_every=2, eval_every=5)
 def same_weights(a, b) -> bool:
     first, second = load_file(a / "final" / "model.safetensors"), load_file(b / "final" / "model.safetensors")
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
-
-
-def staged(checkpoints) -> list:
-    """Checkpoints being written; none while the run directory is still being (re)created."""
-    try:
-        return list(checkpoints.glob(".staging-step-*"))
-    except FileNotFoundError:
-        return []
-
-
-def sigkill(argv: list[str], checkpoints, moment: str, first_checkpoint: str) -> None:
-    """Run `meap ARGV` and SIGKILL it "during a step" (a random moment after ``first_checkpoint`` exists) or
-    "during a checkpoint write" (as soon as a later checkpoint is being staged)."""
-    process = subprocess.Popen([sys.executable, "-m", "meap.cli", *argv],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        if moment == "during a step":
-            while not (checkpoints / first_checkpoint).is_dir():
-                assert process.poll() is None and time.monotonic() < deadline, f"the run ended before {first_checkpoint}"
-                time.sleep(0.01)
-            time.sleep(random.Random(" ".join(argv)).uniform(0.0, 0.02))  # within the next step or two
-        else:
-            while not [p for p in staged(checkpoints) if p.name != f".staging-{first_checkpoint}"]:
-                assert process.poll() is None and time.monotonic() < deadline, "no checkpoint write was caught"
-                time.sleep(0.001)
-        assert process.poll() is None, "the run finished before it could be killed"
-    finally:
-        process.kill()  # SIGKILL: no clean-up code runs
-        process.wait()
-    assert not (checkpoints.parent / "final").exists()
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def test_packed_rows_match_unpacked_rows_on_cuda(attention):
     import importlib.util
 
     from conftest import tiny_llama
-    from test_sft_collate import collator, per_row_token_losses, samples
+    from sft_cases import collator, per_row_token_losses, samples
 
     if attention == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         pytest.skip("flash-attn is not installed")

@@ -47,7 +47,7 @@ def test_pretraining_with_the_chunked_loss_is_the_same_run(prepared, tmp_path, o
 
 
 def test_fine_tuning_with_the_chunked_loss_is_the_same_run(tiny_model_dir, tmp_path):
-    from test_sft_train import alpaca, config, write
+    from sft_cases import alpaca, config, write
 
     data = write(tmp_path / "alpaca.jsonl", [alpaca(i) for i in range(12)])
     plain = sft(config(tiny_model_dir, [data], tmp_path / "plain", max_steps=3), progress=False)

@@ -2,34 +2,13 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import tiny_llama
 from meap.masking import sample_generators
-from meap.sft.collator import MeapSFTCollator, conversation_segments
+from meap.sft.collator import conversation_segments
 from meap.sft.rows import build_sft_rows
 from meap.sft.stream import SFTStream
-
-MASK, EOS, PAD, IGNORE = 97, 0, 98, -100
-
-
-def conversation(prompt_len: int, answer_len: int, offset: int = 1):
-    prompt = [(offset + i) % 90 + 1 for i in range(prompt_len)]
-    answer = [(offset * 7 + i) % 90 + 1 for i in range(answer_len)]
-    return [(prompt, False), (answer, True)]
-
-
-CONVERSATIONS = [conversation(8, 60, 1), conversation(5, 20, 2), conversation(12, 70, 3),
-                 [*conversation(4, 30, 4), ([5, 6, 7], False), ([8] * 40, True)]]  # multi-turn
-
-
-def collator(**kwargs) -> MeapSFTCollator:
-    return MeapSFTCollator(MASK, EOS, PAD, **{"mask_ratio": 0.1, "min_answer_tokens": 50, **kwargs})
-
-
-def samples(indices=range(len(CONVERSATIONS))):
-    return [{"segments": CONVERSATIONS[i], "sample_index": i} for i in indices]
-
+from sft_cases import CONVERSATIONS, EOS, IGNORE, MASK, PAD, collator, per_row_token_losses, samples
 
 def test_unpacked_batch_holds_each_conversations_rows_right_padded():
     batch = collator()(samples())
@@ -94,28 +73,6 @@ def test_packing_bins_fit_max_length_and_visit_every_conversation_once_per_epoch
         members = [CONVERSATIONS.index(c["segments"]) for c in small[n]["pack"]]
         assert len(members) == 1 or sum(lengths[m] for m in members) <= 100
     assert sum(len(small[n]["pack"]) for n in range(len(small))) == 4
-
-
-def per_row_token_losses(model, batch) -> list[torch.Tensor]:
-    """Cross-entropy of every supervised target, grouped by training row, in row order."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    with torch.no_grad():
-        logits = model(**inputs).logits.float()
-    losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:], reduction="none",
-                             ignore_index=IGNORE)
-    rows = []
-    for b in range(batch["input_ids"].shape[0]):
-        if "position_ids" in batch:
-            starts = (batch["position_ids"][b] == 0).nonzero().flatten().tolist()
-        else:
-            starts = [0]
-        targets = batch["labels"][b, 1:] != IGNORE
-        bounds = starts[1:] + [batch["input_ids"].shape[1]]
-        for start, end in zip(starts, bounds):
-            span = slice(start, end - 1)
-            if targets[span].any():
-                rows.append(losses[b, span][targets[span]])
-    return rows
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])

@@ -5,60 +5,18 @@ import json
 import shutil
 from itertools import islice
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from meap.config import SFTConfig, load_config
+from sft_cases import alpaca, config, messages, sharegpt, write
 from meap.train import sft
 from meap.train.build_sft import build_sft_run
-
-WORDS = ("river stone lantern meadow copper violet harbor thistle ember quarry willow falcon "
-         "marble cedar orchard tundra").split()
-
-
-def answer(i: int, words: int = 24) -> str:
-    return " ".join(WORDS[(i * 5 + k * 3) % len(WORDS)] for k in range(words)) + "."
-
-
-def alpaca(i):
-    return {"instruction": f"List the words of sequence {i}.", "input": "", "output": answer(i)}
-
-
-def sharegpt(i):
-    return {"conversations": [{"from": "system", "value": "Be exact."}, {"from": "human", "value": f"Sequence {i}?"},
-                              {"from": "gpt", "value": answer(i)}, {"from": "human", "value": "Again, shorter."},
-                              {"from": "gpt", "value": answer(i, 8)}]}
-
-
-def messages(i):
-    return {"messages": [{"role": "user", "content": f"Recite sequence {i}."},
-                         {"role": "assistant", "content": answer(i)}]}
-
-
-def write(path, records):
-    if path.suffix == ".parquet":
-        pq.write_table(pa.Table.from_pylist(records), path)
-    elif path.suffix == ".json":
-        path.write_text(json.dumps(records))
-    else:
-        path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
 
 @pytest.fixture
 def alpaca_file(tmp_path):
     return write(tmp_path / "alpaca.jsonl", [alpaca(i) for i in range(20)])
-
-
-def config(model, data, output, **overrides) -> SFTConfig:
-    values = dict(model=str(model), data=[str(d) for d in data], output=str(output), max_length=256,
-                  micro_batch_size=2, min_answer_tokens=10, lr=1e-3, warmup_steps=1, log_every=1, eval_every=4,
-                  eval_batches=1, save_every=4, keep_checkpoints=0, val_fraction=0.1, max_steps=0)
-    values.update(overrides)
-    return load_config(SFTConfig, overrides=values)
 
 
 def read_metrics(run):
@@ -95,8 +53,7 @@ def test_each_format_trains_checkpoints_and_writes_a_loadable_model(tiny_model_d
 
 @pytest.mark.parametrize("moment", ["during a step", "during a checkpoint write"])
 def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tiny_model_dir, alpaca_file, tmp_path, moment):
-    from conftest import config_flags
-    from test_faults import sigkill
+    from conftest import config_flags, sigkill
 
     full = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "full", epochs=2), progress=False)
     run = tmp_path / "killed"

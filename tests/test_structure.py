@@ -1,5 +1,6 @@
-"""The package's shape, held: imports flow one way (no cycle), no module outgrows one concept (450 lines),
-the command line starts without torch, and the private Trainer methods meap overrides still exist."""
+"""The package's shape, held: imports flow one way (no cycle, in the README Layout's order), no module
+outgrows one concept (450 lines), the command line starts without torch, the private Trainer methods meap
+overrides still exist, and test modules share helpers only through conftest and the *_cases modules."""
 
 import ast
 import inspect
@@ -104,3 +105,15 @@ def test_modules_import_only_from_those_above_them_in_the_readme_layout():
                     for dep in imports_of(path, set(paths)) if dep.count(".") and part(dep) in order
                     and order.index(part(dep)) > order.index(part(name)))
     assert upward == []
+
+
+def test_test_modules_do_not_import_each_other():
+    """Shared helpers live in conftest.py, error_cases.py and sft_cases.py, never in a test module."""
+    tests = Path(__file__).parent
+    modules = {path.stem for path in tests.rglob("test_*.py")}
+    found = sorted(f"{path.relative_to(tests)} imports {name}" for path in tests.rglob("*.py")
+                   for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                   for name in ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+                   if name.split(".")[-1] in modules)
+    assert found == []
