@@ -28,16 +28,18 @@ ADAPTER_DIR = "adapter"
 TENSORBOARD_DIR = "tensorboard"
 # What is not an evaluation's output when a run directory is searched for them.
 ARTIFACT_DIRS = frozenset({CHECKPOINTS_DIR, FINAL_DIR, TENSORBOARD_DIR, ADAPTER_DIR})
+CHECKPOINT_PREFIX = "step-"  # checkpoints/step-N: the state after optimizer step N
 STAGING_PREFIX = ".staging-"  # a directory being written; renamed into place when complete, else removed
 
 
 def checkpoint_step(checkpoint: Path) -> int:
-    return int(checkpoint.name.removeprefix("step-"))
+    return int(checkpoint.name.removeprefix(CHECKPOINT_PREFIX))
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
     """Complete checkpoints under ``root`` (a run's ``checkpoints/``), oldest first."""
-    found = [p for p in root.glob("step-*") if p.is_dir() and p.name.removeprefix("step-").isdigit()]
+    found = [p for p in root.glob(CHECKPOINT_PREFIX + "*")
+             if p.is_dir() and p.name.removeprefix(CHECKPOINT_PREFIX).isdigit()]
     return sorted(found, key=checkpoint_step)
 
 
@@ -55,7 +57,7 @@ class RunDir:
         self.tensorboard = self.root / TENSORBOARD_DIR
 
     def checkpoint(self, step: int) -> Path:
-        return self.checkpoints / f"step-{step}"
+        return self.checkpoints / f"{CHECKPOINT_PREFIX}{step}"
 
     def staging(self, name: str, under_checkpoints: bool = False) -> Path:
         """Where ``name`` (``final``, ``step-N``...) is written before it is renamed into place."""

@@ -48,7 +48,7 @@ def _fsdp(config: TrainingConfig) -> bool | None:
 
 
 def training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max_steps: int,
-                        eval_batch_size: int) -> TrainingArguments:
+                       eval_batch_size: int) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(RunDir(output).checkpoints),
         max_steps=max_steps,
@@ -106,7 +106,7 @@ def _integrations(config: TrainingConfig, output: Path) -> list[str] | str:
 
 
 def make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments, model, train_dataset, eval_dataset,
-                  collator, eval_collator, *, tokens_per_step: int | None, seq_len: int, progress: bool) -> MeapTrainer:
+                 collator, eval_collator, *, tokens_per_step: int | None, seq_len: int, progress: bool) -> MeapTrainer:
     """The Trainer with metrics.jsonl, TensorBoard and the progress bar; ``tokens_per_step=None``: counted."""
     peak = peak_flops()
     flops = None

@@ -15,6 +15,8 @@ from meap.collate import MeapCollator
 from meap.config import PretrainConfig, TrainingConfig
 from meap.constants import PACKED_ATTENTION
 from meap.data.blocks import PackedBlocks
+from meap.data.prepare import prepared_builtin
+from meap.data.shards import load_meta, load_prepared_tokenizer, open_split
 from meap.errors import UserError, warn
 from meap.models import build_model, is_model_dir, model_max_length, training_model_spec
 from meap.tokens import (check_vocab_fits, fit_mask_embedding, mask_token_id, special_token_ids, vocabulary_mismatch,
@@ -38,8 +40,6 @@ class Run:
 
 def resolve_data_dir(data: str, progress: bool = True) -> Path:
     if data == "builtin":
-        from meap.data.prepare import prepared_builtin
-
         return prepared_builtin(progress=progress)
     return Path(data)
 
@@ -60,8 +60,8 @@ def check_warmup(config: TrainingConfig, max_steps: int) -> None:
 
 
 def build_run(config: PretrainConfig, progress: bool = True) -> Run:
-    from meap.data.shards import load_meta, load_prepared_tokenizer, open_split
-
+    """Packed blocks of the prepared data, the model (a preset, a config file or a model directory) with
+    ``[MASK]``, the MEAP collator (clean for validation) and the Trainer."""
     hf_logging.disable_progress_bar()  # their per-save and per-load bars would cut through the run's own bar
     output = config.resolved_output()
     data_dir = resolve_data_dir(config.data, progress)
@@ -97,7 +97,8 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     set_seed(config.seed)  # the model init depends on the seed only, so NTP and MEAP runs start identical
     eos = int(meta["eos_token_id"])
     model = build_model(model_spec, vocab_size, attn_implementation=config.attn_implementation,
-                        model_config=config.model_config, overrides=config.model_override, eos_token_id=eos, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+                        model_config=config.model_config, overrides=config.model_override, eos_token_id=eos,
+                        bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
     mask_id = int(meta["mask_token_id"])
     try:
         check_vocab_fits(tokenizer, model)
@@ -115,8 +116,8 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
                             document_attention=documents)
     clean_collator = dataclasses.replace(collator, mask_ratio=0.0, mode="exact")
     trainer = make_trainer(config, output, args, model, train_blocks, val_blocks if eval_on else None, collator,
-                            clean_collator, tokens_per_step=samples_per_step * config.seq_len, seq_len=config.seq_len,
-                            progress=progress)
+                           clean_collator, tokens_per_step=samples_per_step * config.seq_len, seq_len=config.seq_len,
+                           progress=progress)
     return Run(config, output, trainer, tokenizer, samples_per_step, config.max_steps,
                {"tokenizer_sha256": vocabulary_sha256(tokenizer)})
 
