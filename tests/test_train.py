@@ -66,6 +66,16 @@ def test_ntp_and_meap_runs_see_identical_batches_and_init(prepared, tmp_path):
     assert masked_total > 0
 
 
+def test_batches_come_in_the_streams_own_order(prepared, tmp_path):
+    """The Trainer does not reshuffle: batch k is samples k*B ... (k+1)*B-1 of the seeded stream."""
+    run = build_run(tiny_config(prepared, tmp_path / "run"), progress=False)
+    stream, size = run.trainer.train_dataset, run.trainer.args.train_batch_size
+    for k, batch in enumerate(islice(run.trainer.get_train_dataloader(), 4)):
+        expected = run.trainer.data_collator([stream[i] for i in range(k * size, (k + 1) * size)])
+        assert torch.equal(batch["labels"], expected["labels"]), k
+        assert torch.equal(batch["input_ids"], expected["input_ids"]), k
+
+
 def test_validation_batches_are_clean(prepared, tmp_path):
     run = build_run(tiny_config(prepared, tmp_path / "run"), progress=False)
     mask_id = run.tokenizer.convert_tokens_to_ids("[MASK]")

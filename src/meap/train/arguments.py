@@ -75,6 +75,7 @@ def training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max_
         dataloader_num_workers=config.num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         dataloader_drop_last=True,
+        train_sampling_strategy="sequential",  # the streams are in their own seeded order: no reshuffle
         remove_unused_columns=False,  # the collators need each sample's `sample_index`
         ddp_find_unused_parameters=False,  # every parameter takes part: no extra autograd traversal per step
         fsdp=_fsdp(config),

@@ -8,8 +8,9 @@
 * A non-finite loss skips that step's update and stops the run before any later checkpoint, so the last
   checkpoint stays the last good state (``on_nan: skip`` continues instead).
 
-Three of the Trainer's private methods are overridden, all named in :data:`PRIVATE_TRAINER_METHODS`
-(tests/test_train.py checks their signatures against the installed transformers).
+Two of the Trainer's private methods are overridden, both named in :data:`PRIVATE_TRAINER_METHODS`
+(tests/test_structure.py checks their signatures against the installed transformers). The sample order
+needs none: it is the public ``train_sampling_strategy="sequential"`` (:mod:`meap.train.arguments`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from torch.utils.data import SequentialSampler
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -31,9 +31,8 @@ from meap.rundir import CONFIG_FILE, RunDir, checkpoint_dirs
 from meap.train.checkpoints import last_checkpoint_note, write_manifest
 
 # Private Trainer methods MeapTrainer overrides (no public hook does their job), with the parameters it
-# relies on: a transformers release that renames one fails tests/test_train.py, not a user's run.
+# relies on: a transformers release that renames one fails tests/test_structure.py, not a user's run.
 PRIVATE_TRAINER_METHODS = {
-    "_get_train_sampler": ("self", "train_dataset"),  # the stream's own order instead of a shuffle
     "_get_output_dir": ("self", "trial"),  # checkpoints are written into a staging directory...
     "_save_checkpoint": ("self", "model", "trial"),  # ...then given a manifest and renamed into place
 }
@@ -158,10 +157,6 @@ class MeapTrainer(Trainer):
         seen = torch.stack([(~finite).float(), torch.where(finite, torch.zeros_like(loss), loss).float()])
         self._non_finite = seen if self._non_finite is None else torch.where(self._non_finite[0] > 0, self._non_finite, seen)
         return torch.where(finite, loss, torch.zeros_like(loss))  # the window's logged loss counts a bad batch as 0
-
-    def _get_train_sampler(self, train_dataset=None):
-        # The streams (PackedBlocks, SFTStream) are in their own seeded order: the Trainer must not reshuffle.
-        return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
 
     def get_eval_dataloader(self, eval_dataset=None):
         train_collator, self.data_collator = self.data_collator, self.eval_collator or self.data_collator
