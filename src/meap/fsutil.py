@@ -54,7 +54,7 @@ def atomic_write_json(path: str | Path, value, **dump_options) -> None:
 
 def publish_dir(staging: Path, final: Path) -> None:
     """Move a fully written directory into place, replacing what was there: the old one is renamed aside
-    first and deleted after, so ``final`` is always the old directory or the new one."""
+    and deleted only once the new one is in place, so a process killed in between loses neither whole."""
     if not final.exists():
         os.replace(staging, final)
         return
