@@ -232,11 +232,17 @@ def _train(config: DemoConfig, objective: str, seed: int, data: Path, warmup: Pa
 def _pretrain(config, progress: bool) -> Path:
     from meap.train import pretrain
 
+    return continue_training(pretrain, config, progress)
+
+
+def continue_training(train, config, progress: bool) -> Path:
+    """Train the run of ``config`` with ``train`` (``meap.train.pretrain`` or ``sft``) as far as it still needs:
+    nothing once it has its final model, resumed when it has a checkpoint, else started afresh."""
     run = RunDir(config.resolved_output())
     if run.has_final_model():
         return run.root
     resume = run.can_resume()
-    return pretrain(config, resume=resume, overwrite=not resume, progress=progress)
+    return train(config, resume=resume, overwrite=not resume, progress=progress)
 
 
 def _evaluate(config: DemoConfig, run: Path, key_check: Path, mdqa_files: list[Path], haystack: list[str],

@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 
 from meap.config import SFTDemoConfig, config_to_dict
-from meap.demo import publish_summary, say, start_experiment
+from meap.demo import continue_training, publish_summary, say, start_experiment
 from meap.eval.results import RECORDS_FILE, has_summary, read_records
 from meap.fsutil import atomic_write_lines, atomic_write_text
-from meap.rundir import RunDir
 
 SUMMARY_FILE = "demo-sft.json"
 COMPARISON_FILE = "comparison.md"
@@ -48,10 +47,7 @@ def _evaluate(config: SFTDemoConfig, model: str, output: Path, files: list[Path]
 def _fine_tune(config: SFTDemoConfig, objective: str, seed: int, run: Path, progress: bool) -> Path:
     from meap.train import sft
 
-    if RunDir(run).has_final_model():
-        return run
-    resume = RunDir(run).can_resume()
-    return sft(config.sft_config(objective, run, seed), resume=resume, overwrite=not resume, progress=progress)
+    return continue_training(sft, config.sft_config(objective, run, seed), progress)
 
 
 def sft_comparison(base: Path, runs: dict[int, dict[str, Path]]) -> dict:

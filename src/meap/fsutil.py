@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import IO
 
 
+def default_cache_dir() -> Path:
+    """Where meap keeps what it makes once and reuses (the prepared built-in corpus, converted packaged
+    models): ``$MEAP_CACHE``, else ``~/.cache/meap``."""
+    return Path(os.environ.get("MEAP_CACHE") or Path.home() / ".cache" / "meap")
+
+
 def temporary_name(path: Path) -> Path:
     """The hidden sibling a write of ``path`` (a file or a directory) goes through; per process, so concurrent
     writers do not collide."""

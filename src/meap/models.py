@@ -8,7 +8,6 @@ This module holds no loss and no data logic: the objective lives in the batch.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from transformers.utils import logging as hf_logging
 
 from meap.constants import DTYPES
 from meap.errors import UserError
-from meap.fsutil import publish_dir, temporary_name
+from meap.fsutil import default_cache_dir, publish_dir, temporary_name
 from meap.presets import PACKAGED_MODELS, PRESETS, padded_vocab_size
 from meap.rundir import RunDir
 
@@ -196,7 +195,7 @@ def packaged_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     from transformers import AutoTokenizer
 
     package, gguf_file = PACKAGED_MODELS[name]
-    cache = Path(cache_dir or os.environ.get("MEAP_CACHE") or Path.home() / ".cache" / "meap")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
     target = cache / "models" / f"{name}-v2"  # v2: no GGUF quantization_config left in config.json
     if (target / "config.json").is_file():
         return target

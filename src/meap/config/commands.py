@@ -52,8 +52,16 @@ def _no_progress(text: str = "no progress bar") -> Any:
     return option(text, False, switch=True)
 
 
+class CommandConfig:
+    """A command's config: its values are checked where they are used (the library functions' own
+    one-line errors), so it states no problems of its own; ``load_config`` asks every config."""
+
+    def problems(self) -> list[str]:
+        return []
+
+
 @dataclass
-class GenerationOptions:
+class GenerationOptions(CommandConfig):
     """Flags every generating evaluation has; they come last in its help."""
 
     batch_size: int = _batch_size()
@@ -63,7 +71,7 @@ class GenerationOptions:
 
 
 @dataclass
-class PrepareConfig:
+class PrepareConfig(CommandConfig):
     inputs: list[str] = option("text files (each file is one document), directories, globs, JSONL/JSON (one document "
                                "per record), Parquet, a saved `datasets` dataset, `hf:NAME` (a hub dataset id or a "
                                "directory laid out as one, through datasets.load_dataset), or `builtin`",
@@ -123,7 +131,7 @@ class MDQAConfig(GenerationOptions):
 
 
 @dataclass
-class HarnessConfig:
+class HarnessConfig(CommandConfig):
     model: str = _model()
     tasks: list[str] = option("comma-separated lm-eval task names", factory=list, comma=True, required=True,
                               metavar="TASK,...")
@@ -137,7 +145,7 @@ class HarnessConfig:
 
 
 @dataclass
-class AttentionConfig:
+class AttentionConfig(CommandConfig):
     model: list[str] = option("one or more: Hugging Face model directories, hub ids, meap run directories, "
                               "`smollm2-135m`", factory=list, required=True, metavar="MODEL")
     output: str = _output("directory for attention.json and the plots")
@@ -150,7 +158,7 @@ class AttentionConfig:
 
 
 @dataclass
-class MakeMDQAConfig:
+class MakeMDQAConfig(CommandConfig):
     output: str = _output("file to write (.jsonl.gz is gzipped)", metavar="FILE")
     num_docs: int = option("documents per question", 20)
     gold_position: int = option("0-based position of the gold document", 0)
@@ -160,7 +168,7 @@ class MakeMDQAConfig:
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(CommandConfig):
     runs: list[str] = option("run directories (evaluation outputs inside them are found)", factory=list,
                              positional=True, metavar="RUN")
     output: str = _output("directory for report.md, report.html and plots")

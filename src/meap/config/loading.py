@@ -115,7 +115,7 @@ def load_config(config_cls: type, path: str | Path | None = None, overrides: dic
             raise unknown_option(key, config_cls)
         values[key] = coerce(key, value, types_by_key[key], _flag(key))
     config = config_cls(**values)
-    problems = config.problems() if hasattr(config, "problems") else []
+    problems = config.problems()
     if problems:
         source = f"{path}: " if path is not None else ""
         raise UserError(source + "; ".join(problems))

