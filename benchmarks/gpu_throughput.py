@@ -194,34 +194,41 @@ def main() -> None:
                             args.seq_len)
     peak = peak_flops()
 
-    results = [summarise("plain HF, eager", plain_loop(run, initial, batches, False, args.warmup),
-                         tokens_per_step, flops, peak)]
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"gpu-throughput-{args.preset}-{args.seq_len}.json"
+    summary = {
+        "machine": machine(), "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+        "cuda": torch.version.cuda, "date": time.strftime("%Y-%m-%d"),
+        "driver": driver_version(),
+        "preset": args.preset, "seq_len": args.seq_len, "micro_batch": mb, "steps": args.steps, "warmup": args.warmup,
+        "meap_settings": args.set, "flops_per_token": flops, "peak_flops": peak, "complete": False, "results": [],
+    }
+    results = summary["results"]
+
+    def measured(variant: str, result: dict) -> None:
+        """Adds a variant and rewrites the JSON, so a run stopped at a time limit keeps what it measured."""
+        results.append(summarise(variant, result, tokens_per_step, flops, peak))
+        (out / name).write_text(json.dumps(summary, indent=2) + "\n")
+
+    measured("plain HF, eager", plain_loop(run, initial, batches, False, args.warmup))
     if not args.no_compile:
-        results.append(summarise("plain HF, torch.compile", plain_loop(run, initial, batches, True, args.warmup),
-                                 tokens_per_step, flops, peak))
+        measured("plain HF, torch.compile", plain_loop(run, initial, batches, True, args.warmup))
     del run, model, initial, batches
     for objective, config in configs.items():
-        results.append(summarise(f"meap pretrain, {objective}", meap_loop(config, args.warmup),
-                                 tokens_per_step, flops, peak))
+        measured(f"meap pretrain, {objective}", meap_loop(config, args.warmup))
 
     by_name = {r["variant"]: r for r in results}
     ntp, meap = by_name["meap pretrain, ntp"], by_name["meap pretrain, meap"]
     best_plain = max((r for r in results if r["variant"].startswith("plain")), key=lambda r: r["tokens_per_s"])
     first = args.loss_steps
     loss_gap = max(abs(a - b) / abs(b) for a, b in zip(ntp["losses"][:first], by_name["plain HF, eager"]["losses"][:first]))
-    summary = {
-        "machine": machine(), "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-        "cuda": torch.version.cuda, "date": time.strftime("%Y-%m-%d"),
-        "driver": driver_version(),
-        "preset": args.preset, "seq_len": args.seq_len, "micro_batch": mb, "steps": args.steps, "warmup": args.warmup,
-        "meap_settings": args.set, "flops_per_token": flops, "peak_flops": peak, "results": results,
+    summary.update({
+        "complete": True,
         "meap_over_ntp_step_time": round(meap["step_ms"] / ntp["step_ms"], 4),
         "meap_ntp_over_best_plain": round(ntp["tokens_per_s"] / best_plain["tokens_per_s"], 3),
         f"ntp_vs_plain_eager_loss_max_rel_diff_first_{first}": round(loss_gap, 6),
-    }
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"gpu-throughput-{args.preset}-{args.seq_len}.json"
+    })
     (out / name).write_text(json.dumps(summary, indent=2) + "\n")
 
     print(f"{summary['machine']} (driver {summary['driver']}), torch {summary['torch']}, CUDA {summary['cuda']}, "
