@@ -166,7 +166,7 @@ class MetricsCallback(TrainerCallback):
                 "elapsed_s": round(self._elapsed, 3),
             }
             if self.flops_per_token and self.peak:
-                record["mfu"] = round(tokens_per_s * self.flops_per_token / self.peak, 4)
+                record["mfu"] = float(f"{tokens_per_s * self.flops_per_token / self.peak:.4g}")  # tiny models: not 0.0
             skipped = [step for step in self.skipped_steps if self._logged_step < step <= state.global_step]
             if skipped:
                 record["skipped_steps"] = skipped

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from meap.eval.generation import _prefill_rows, _trunk_cache, generate, shared_prefixes
+from meap.eval.generation import CACHE, _prefill_rows, _trunk_cache, generate, shared_prefixes
 from tests.conftest import tiny_llama
 
 
@@ -32,7 +32,7 @@ def test_rowwise_prefill_gives_the_same_next_token_logits_as_whole_prompts(gpt2_
         batch = _prefill_rows(model, encoded, rows, shared, 0, max_new_tokens=2)
         position_ids = batch["attention_mask"].cumsum(-1)[:, -1:] - 1
         last = model(input_ids=batch["input_ids"][:, -1:], attention_mask=batch["attention_mask"],
-                     cache=batch["cache"], position_ids=position_ids).logits[:, -1]
+                     **{CACHE: batch[CACHE]}, position_ids=position_ids).logits[:, -1]
         whole = [model(input_ids=torch.tensor([encoded[row]])).logits[0, -1] for row in rows]
     torch.testing.assert_close(last, torch.stack(whole), rtol=1e-4, atol=1e-5)
 

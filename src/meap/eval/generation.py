@@ -18,9 +18,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, StaticCache
 from transformers.cache_utils import DynamicLayer
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 MIN_SHARED_FRACTION = 0.25  # below this, one more forward pass per row costs more than the sharing saves
 _REFERENCE_CANDIDATES = 32  # rows tried as the reference prefix (each costs one comparison with every row)
+# transformers renamed `past_key_values` to `cache` (the argument and the output field) after 5.17; later
+# versions still take the old name but warn, so the name of the installed version is used.
+CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 def is_chat_model(tokenizer) -> bool:
@@ -87,7 +91,7 @@ def _prefill_rows(model, encoded: list[list[int]], rows: list[int], shared: tupl
                              if shared else None)
         remainder = encoded[row][start:-1]
         if remainder:
-            model(input_ids=torch.tensor([remainder], device=device), cache=cache, use_cache=True, logits_to_keep=1)
+            model(input_ids=torch.tensor([remainder], device=device), **{CACHE: cache}, use_cache=True, logits_to_keep=1)
         cached = len(encoded[row]) - 1
         if not cached:
             continue
@@ -102,7 +106,7 @@ def _prefill_rows(model, encoded: list[list[int]], rows: list[int], shared: tupl
     for layer, keys_values in zip(batch_cache.layers, staged):
         layer.update(*keys_values)
         keys_values.clear()  # freed layer by layer as the preallocated cache fills
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "cache": batch_cache}
+    return {"input_ids": input_ids, "attention_mask": attention_mask, CACHE: batch_cache}
 
 
 def _has_plain_cache(model) -> bool:
@@ -125,7 +129,7 @@ def _trunk_cache(model, encoded: list[list[int]], share_prefixes: bool) -> tuple
         return None
     device = model.device
     trunk = model(input_ids=torch.tensor([encoded[reference][: max(prefix)]], device=device), use_cache=True,
-                  logits_to_keep=1).cache
+                  logits_to_keep=1)[CACHE]
     return trunk, prefix
 
 
