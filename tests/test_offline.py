@@ -41,4 +41,4 @@ def test_the_demo_runs_with_the_network_refused(tmp_path):
                             env=offline_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "network access attempted" not in result.stderr
-    assert (tmp_path / "demo" / "report" / "report.html").is_file()
+    assert (tmp_path / "demo" / "comparison.md").is_file() and (tmp_path / "demo" / "comparison.png").is_file()

@@ -163,3 +163,38 @@ def test_each_niah_variant_has_its_own_section(three_runs, tmp_path):
     assert f"| {runs[0].name} | {summary['overall']['substring']:.4f} |" in section
     assert "](niah_multiquery_0.png)" in section and "](niah_multiquery_diff_1.png)" in section
     assert "## Needle in a haystack (share of required values recalled)" in text  # the single variant stays
+
+
+def _run_with_retrieval(root, seed: int, objective: str, scores: list[float], val_loss: float):
+    """A run directory as `meap pretrain` and `meap eval retrieval` leave it (the files alone)."""
+    import yaml
+
+    from meap.eval.results import write_records, write_summary
+
+    run = root / f"seed-{seed}" / objective
+    (run / "eval" / "retrieval").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"objective": objective, "seed": seed}))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 4, "tokens": 64, "loss": 3.0, "val_loss": val_loss}) + "\n")
+    write_records(run / "eval" / "retrieval", [{"index": i, "absent": False, "correct": s, "distractor": 0.0}
+                                               for i, s in enumerate(scores)])
+    write_summary(run / "eval" / "retrieval", "retrieval", {"probes": len(scores), "absent_probes": 0,
+                                                           "strict": sum(scores) / len(scores),
+                                                           "distractor_given": 0.0})
+    return run
+
+
+def test_compare_pairs_runs_by_seed_with_seed_level_statistics(tmp_path):
+    from meap.stats import paired_difference, seed_statistics
+
+    scores = {0: ([0, 0, 1, 0], [1, 1, 1, 0]), 1: ([1, 0, 0, 0], [1, 0, 1, 1]), 2: ([0, 0, 0, 0], [0, 1, 0, 0])}
+    val = {0: (2.5, 2.4), 1: (2.6, 2.55), 2: (2.4, 2.42)}
+    runs = [_run_with_retrieval(tmp_path, seed, objective, scores[seed][i], val[seed][i])
+            for seed in scores for i, objective in enumerate(("ntp", "meap"))]
+    report = compare_runs(runs, tmp_path / "report").read_text()
+    section = report.split("## MEAP - NTP, paired by seed (3 seed(s): 0, 1, 2)")[1].split("\n## ")[0]
+    paired = paired_difference([scores[s][0] for s in scores], [scores[s][1] for s in scores])
+    low, high = paired["ci95"]
+    assert f"| key-based retrieval, strict | {paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |" in section
+    assert "| 3 x 4 |" in section
+    loss = seed_statistics([m - n for n, m in val.values()])
+    assert f"| validation loss | {loss['mean']:+.4f} [{loss['ci95'][0]:+.4f}, {loss['ci95'][1]:+.4f}] |" in section

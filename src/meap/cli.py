@@ -143,6 +143,14 @@ def _mdqa(config) -> None:
                         progress=not config.no_progress), config.output)
 
 
+def _retrieval(config) -> None:
+    from meap.eval.retrieval import run
+
+    _print_headline(run(config.model, config.probes, config.output, max_new_tokens=config.max_new_tokens,
+                        batch_size=config.batch_size, attention=config.attention, dtype=config.dtype,
+                        progress=not config.no_progress), config.output)
+
+
 def _harness(config) -> None:
     from meap.eval.harness import run
 
@@ -197,6 +205,8 @@ COMMANDS = {
     ("presets",): (None, "list the model presets", _presets),
     ("eval", "niah"): ("NIAHConfig", "needle in a haystack", _niah),
     ("eval", "mdqa"): ("MDQAConfig", "multi-document QA (lost in the middle)", _mdqa),
+    ("eval", "retrieval"): ("RetrievalConfig", "key-based retrieval probes, scored strictly (one value, the asked "
+                            "one)", _retrieval),
     ("eval", "harness"): ("HarnessConfig", "lm-evaluation-harness tasks", _harness),
     ("data", "make-mdqa"): ("MakeMDQAConfig", "synthetic multi-document QA in the lost-in-the-middle format",
                             _make_mdqa),
@@ -204,7 +214,7 @@ COMMANDS = {
                                "masked-key score decay (the MEAP paper's analysis)", _attention),
     ("compare",): ("CompareConfig", "a report comparing runs (curves, evaluations, configs)", _compare),
 }
-GROUPS = {"eval": ("evaluation", "evaluate a model (NIAH, multi-document QA, lm-eval)"),
+GROUPS = {"eval": ("evaluation", "evaluate a model (NIAH, multi-document QA, key-based retrieval, lm-eval)"),
           "data": ("maker", "make evaluation data"), "analyze": ("analysis", "look inside models (attention)")}
 TRAINING = {"pretrain": ("PretrainConfig", "pretrain a model with MEAP (or the NTP baseline)"),
             "sft": ("SFTConfig", "fine-tune a causal LM with MEAP-SFT (or the NTP baseline)")}

@@ -10,17 +10,16 @@ Stages (a finished stage is skipped, so an interrupted run continues):
    it trains ``meap_epochs`` (the paper: 2) where NTP-SFT trains ``ntp_epochs`` (4);
 4. **evaluate and compare**: MDQA of every run, and ``demo-sft.json`` / ``comparison.md`` with per-seed
    accuracies, accuracy by gold position beside the base model's, and the paired differences MEAP - NTP
-   and each objective - base, with 95% bootstrap intervals (seeds, then questions).
+   and each objective - base, with 95% t-intervals over seeds (:mod:`meap.stats`).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from meap.config import SFTDemoConfig, config_to_dict
-from meap.demo import continue_training, publish_summary, say, start_experiment
+from meap.experiment import continue_training, publish_summary, say, start_experiment
 from meap.eval.results import RECORDS_FILE, has_summary, read_records
 from meap.fsutil import atomic_write_lines, atomic_write_text
 
@@ -50,13 +49,24 @@ def _fine_tune(config: SFTDemoConfig, objective: str, seed: int, run: Path, prog
     return continue_training(sft, config.sft_config(objective, run, seed), progress)
 
 
+def grouped_mean(records_by_seed: list[list[dict]], group: str, key: str) -> dict[str, float]:
+    """Mean of ``key`` per value of ``group``, over every seed's records."""
+    sums: dict = {}
+    for records in records_by_seed:
+        for record in records:
+            if record.get(group) is not None:
+                total, count = sums.get(record[group], (0.0, 0))
+                sums[record[group]] = (total + float(record[key]), count + 1)
+    return {f"{value:g}" if isinstance(value, float) else str(value): total / count
+            for value, (total, count) in sorted(sums.items())}
+
+
 def sft_comparison(base: Path, runs: dict[int, dict[str, Path]]) -> dict:
     """MDQA of the base model and of each seed's fine-tuned runs, compared (see the module docstring).
 
     ``base``: the base model's ``results.jsonl``; ``runs``: seed -> objective -> its ``results.jsonl``,
     all over the same questions in the same order.
     """
-    from meap.paired import grouped_mean
     from meap.stats import mean_and_spread, paired_difference
 
     seeds = sorted(runs)
@@ -91,7 +101,8 @@ def _markdown(comparison: dict, config: SFTDemoConfig) -> str:
              f"Multi-document QA, {config.mdqa_num_docs} documents of about {config.mdqa_passage_words} words, "
              f"{config.mdqa_examples} questions per gold position; best-subspan EM in percent. NTP-SFT "
              f"{config.ntp_epochs} epochs, MEAP-SFT {config.meap_epochs} (equal training tokens); differences in "
-             "points with 95% intervals (two-level paired bootstrap over seeds and questions).", "",
+             "points with 95% t-intervals over seeds (seeds and questions as crossed factors; with one seed, over "
+             "questions only).", "",
              "| model | " + " | ".join(f"gold {int(p) + 1}" for p in positions) + " | all |",
              "|---|" + "---|" * (len(positions) + 1),
              "| base | " + " | ".join(percent(comparison["base"]["by_gold_position"][p]) for p in positions)
@@ -116,27 +127,26 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     """Run every stage for ``config``; return the summary (also in ``demo-sft.json``)."""
     from meap.monitor import machine
 
-    output, started = start_experiment(config, overwrite)
-    clock = lambda: f"{time.monotonic() - started:5.0f} s"  # noqa: E731
+    output, clock = start_experiment(config, overwrite)
     seeds, objectives = config.training_seeds(), config.objectives()
 
-    say(f"{clock()}  1/4 evaluation files")
+    say(f"{clock}  1/4 evaluation files")
     files = _mdqa_files(config, output / "mdqa")
-    say(f"{clock()}  2/4 MDQA of the base model {config.model}")
+    say(f"{clock}  2/4 MDQA of the base model {config.model}")
     base = _evaluate(config, config.model, output / "base" / "eval" / "mdqa", files, progress)
     runs: dict[int, dict[str, Path]] = {seed: {} for seed in seeds}
     for number, (seed, objective) in enumerate(((s, o) for s in seeds for o in objectives), 1):
         run = output / objective if len(seeds) == 1 else output / f"seed-{seed}" / objective
         epochs = config.meap_epochs if objective == "meap" else config.ntp_epochs
-        say(f"{clock()}  3/4 fine-tuning {objective.upper()}-SFT, seed {seed} ({number} of "
+        say(f"{clock}  3/4 fine-tuning {objective.upper()}-SFT, seed {seed} ({number} of "
             f"{len(seeds) * len(objectives)}): {epochs} epochs")
         _fine_tune(config, objective, seed, run, progress)
         runs[seed][objective] = _evaluate(config, str(run), run / "eval" / "mdqa", files, progress)
-    say(f"{clock()}  4/4 comparison")
+    say(f"{clock}  4/4 comparison")
     comparison = sft_comparison(base, runs)
     tables = _markdown(comparison, config)
     atomic_write_text(output / COMPARISON_FILE, tables)
-    summary = {**comparison, "wall_seconds": round(time.monotonic() - started, 1),
+    summary = {**comparison, "wall_seconds": clock.seconds(),
                "machine": machine(),
                "config": config_to_dict(config)}
     atomic_write_lines(output / SUMMARY_FILE, [json.dumps(summary, indent=2)])

@@ -91,13 +91,16 @@ class MetricsCallback(TrainerCallback):
 
     A record holds ``step``, ``loss``, ``lr``, ``grad_norm``, ``tokens``, ``tokens_per_s``, ``elapsed_s``
     (training seconds so far, validation and saves excluded; continued across resumes), ``mfu`` on CUDA,
-    ``val_loss`` when validation ran at that step, and ``skipped_steps`` when steps since the previous
+    ``val_loss`` when validation ran at that step, ``probe_*`` when probes were scored at it
+    (:mod:`meap.probes`), and ``skipped_steps`` when steps since the previous
     record were skipped for a non-finite loss (``on_nan: skip``; their batches count 0 in ``loss``).
     """
 
     def __init__(self, path: Path, tokens_per_step: int | None, flops_per_token: float | None, peak: float | None,
-                 eval_every: int, world_size: int = 1):
+                 eval_every: int, world_size: int = 1, probes=None):
         self.path = path
+        self.probes = probes  # a meap.probes.ProbeSchedule: its scores join the record of the step they ran at
+        self._probe_scores: dict = {}
         self.tokens_per_step = tokens_per_step  # None: the Trainer's num_input_tokens_seen counts them
         self.flops_per_token = flops_per_token
         self.peak = None if peak is None else peak * world_size  # the step's FLOPs are spread over every device
@@ -123,6 +126,9 @@ class MetricsCallback(TrainerCallback):
         self._logged_step = state.global_step
         self._window_tokens = self._tokens(state)
         self._elapsed = self._resumed_elapsed()
+        if self.probes is not None and state.global_step == 0:  # where the curve starts (e.g. a branch point)
+            self._pending = {"step": 0, "tokens": 0, **self.probes.score(kwargs["model"])}
+            self._flush(state)
         self._pause()
 
     def _resumed_elapsed(self) -> float:
@@ -139,6 +145,10 @@ class MetricsCallback(TrainerCallback):
         if state.global_step == state.max_steps:  # the last step is always logged and validated
             control.should_log = True
             control.should_evaluate = bool(self.eval_every)
+        if self.probes is not None and self.probes.due(state.global_step, state.max_steps):
+            self._probe_scores = {"step": state.global_step, **self.probes.score(kwargs["model"])}
+            control.should_log = True
+            self._pause()  # probing is not training time
 
     def _eval_due(self, state) -> bool:
         return bool(self.eval_every) and (
@@ -165,6 +175,8 @@ class MetricsCallback(TrainerCallback):
                 "tokens_per_s": round(tokens_per_s, 1),
                 "elapsed_s": round(self._elapsed, 3),
             }
+            if self._probe_scores.get("step") == state.global_step:
+                record.update({k: v for k, v in self._probe_scores.items() if k != "step"})
             if self.flops_per_token and self.peak:
                 record["mfu"] = float(f"{tokens_per_s * self.flops_per_token / self.peak:.4g}")  # tiny models: not 0.0
             skipped = [step for step in self.skipped_steps if self._logged_step < step <= state.global_step]

@@ -1,112 +1,143 @@
-"""The paired NTP-vs-MEAP comparison over seeds (``meap demo``'s verdict): per-seed and mean scores,
-breakdowns and paired differences with 95% intervals, read from the runs' evaluation files; no torch."""
+"""The paired NTP-vs-MEAP verdict of ``meap demo``: how many training tokens each objective needs before it
+retrieves by key, per seed, and what that says; no torch.
+
+Per seed and objective the probe curve (``probe_accuracy`` in ``metrics.jsonl``, tokens counted from the
+branch point) gives the onset (:func:`meap.stats.onset`); a run that never reaches the threshold is
+censored at its last probe and counted as such (its onset is then taken as the window's end, which biases
+the ratio towards 1). The primary statistic is the mean over seeds of log(onset MEAP / onset NTP) with its
+t-interval and sign-flip p (:func:`meap.stats.seed_statistics`), read through the decision rule written down
+before the run (:func:`decide`). Secondary: the final strict retrieval score, key selectivity (a distractor's
+value given when the asked needle is absent), clean validation loss, and attention onto the values.
+
+Everything is computed from :func:`load_runs` (the run directories) or :func:`read_records` (the gzipped
+records file the evidence commits), so every number of RESULTS.md can be recomputed:
+``python -m meap.paired results/evidence-cpu.records.json.gz``.
+"""
 
 from __future__ import annotations
 
+import gzip
 import json
+import math
+import sys
 from pathlib import Path
 
-from meap.constants import OBJECTIVES
 from meap.errors import UserError
-from meap.eval.results import RECORDS_FILE, SUMMARY_FILES, read_records
-from meap.fsutil import atomic_write_text
-from meap.plots import plot_paired
-from meap.report import format_value, markdown, read_run
-from meap.stats import mean_and_spread, paired_difference
+from meap.eval.results import RECORDS_FILE, SUMMARY_FILES, read_records as read_jsonl
+from meap.fsutil import atomic_open, atomic_write_text
+from meap.plots import plot_onsets
+from meap.report import markdown
+from meap.stats import mean_and_spread, onset, paired_difference, seed_statistics
 
-ATTENTION_METRICS = ("answer_mass", "entropy", "score_decay", "variance_increase")
-
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise UserError(f"{path}: missing (the evaluation has not run)")
-    return read_records(path)
+# The decision rule, fixed before the evidence ran (RESULTS.md): on the ratio onset MEAP / onset NTP.
+FASTER_AT_MOST = 0.8  # MEAP more data-efficient: the interval's upper end below 1 and the ratio at most this
+EQUIVALENCE = (0.8, 1.25)  # no relevant difference: the whole interval inside
+PAPER_GAIN = 0.5  # the paper's direction, at least 2x fewer tokens: excluded when the interval's lower end is above
+DECISIONS = ("meap-faster", "meap-slower", "no-relevant-difference", "inconclusive")
 
 
-def _scores(records: list[dict], key: str, where: Path) -> list[float]:
-    if not records:
-        raise UserError(f"{where}: no records")
-    return [float(record[key]) for record in records]
+def decide(ratio: float, interval: list[float] | None) -> str:
+    """The decision word for a ratio onset MEAP / onset NTP and its 95% interval (None: one seed)."""
+    if interval is None:
+        return "inconclusive"
+    low, high = interval
+    if high < 1 and ratio <= FASTER_AT_MOST:
+        return "meap-faster"
+    if low > 1:
+        return "meap-slower"
+    if EQUIVALENCE[0] <= low and high <= EQUIVALENCE[1]:
+        return "no-relevant-difference"
+    return "inconclusive"
 
 
-def grouped_mean(records_by_seed: list[list[dict]], group: str, key: str) -> dict[str, float]:
-    """Mean of ``key`` per value of ``group``, over every seed's records."""
-    sums: dict = {}
-    for records in records_by_seed:
-        for record in records:
-            if record.get(group) is not None:
-                total, count = sums.get(record[group], (0.0, 0))
-                sums[record[group]] = (total + float(record[key]), count + 1)
-    return {f"{value:g}" if isinstance(value, float) else str(value): total / count
-            for value, (total, count) in sorted(sums.items())}
+def load_runs(runs: dict[int, dict[str, Path]]) -> dict[int, dict[str, dict]]:
+    """seed -> objective -> {"metrics", "retrieval": per-prompt records, "summary": the retrieval summary}."""
+    loaded: dict = {}
+    for seed, by_objective in runs.items():
+        loaded[seed] = {}
+        for objective, run in by_objective.items():
+            where = Path(run) / "eval" / "retrieval"
+            for path in (Path(run) / "metrics.jsonl", where / RECORDS_FILE, where / SUMMARY_FILES["retrieval"]):
+                if not path.is_file():
+                    raise UserError(f"{path}: missing (the run or its evaluation has not finished)")
+            loaded[seed][objective] = {
+                "metrics": read_jsonl(Path(run) / "metrics.jsonl"), "retrieval": read_jsonl(where / RECORDS_FILE),
+                "summary": json.loads((where / SUMMARY_FILES["retrieval"]).read_text(encoding="utf-8"))}
+    return loaded
 
 
-def paired_comparison(runs: dict[int, dict[str, Path]], key_checks: dict[int, dict[str, Path]] | None = None) -> dict:
-    """NTP vs MEAP over seeds: per-seed and mean scores, breakdowns, and paired differences with 95% intervals.
+def write_records(loaded: dict[int, dict[str, dict]], path: Path) -> None:
+    """The loaded runs as one gzipped JSON file (``python -m meap.paired FILE`` recomputes the verdict)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) as out:
+        out.write(json.dumps({str(seed): runs for seed, runs in loaded.items()}).encode("utf-8"))
 
-    ``runs``: seed -> {"ntp": run dir, "meap": run dir}, each evaluated by ``meap demo`` (NIAH and MDQA
-    ``results.jsonl`` under ``eval/``, ``eval/attention/attention.json``), on the same prompts for every run.
-    ``key_checks``: seed -> objective -> the directory holding its ``multikey/`` and ``absent/`` NIAH.
-    """
-    objectives = OBJECTIVES
-    seeds = sorted(runs)
-    if any(set(runs[seed]) != set(objectives) for seed in seeds):
+
+def read_records(path: Path) -> dict[int, dict[str, dict]]:
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        return {int(seed): runs for seed, runs in json.load(lines).items()}
+
+
+def probe_curve(metrics: list[dict]) -> tuple[list[int], list[float]]:
+    """(training tokens, probe accuracy) of every record that holds a probe score."""
+    scored = [record for record in metrics if "probe_accuracy" in record]
+    return [record["tokens"] for record in scored], [record["probe_accuracy"] for record in scored]
+
+
+def _scores(records: list[dict], key: str, absent: bool) -> list[float]:
+    return [float(record[key]) for record in records if record["absent"] == absent]
+
+
+def onset_comparison(loaded: dict[int, dict[str, dict]], *, threshold: float, window: int) -> dict:
+    """NTP vs MEAP over seeds (module docstring); ``loaded`` from :func:`load_runs` or :func:`read_records`."""
+    seeds = sorted(loaded)
+    objectives = ("ntp", "meap")
+    if any(set(loaded[seed]) != set(objectives) for seed in seeds):
         raise UserError("paired comparison: every seed needs an `ntp` and a `meap` run")
-    loaded = {seed: {objective: read_run(runs[seed][objective]) for objective in objectives} for seed in seeds}
-    result: dict = {"objectives": list(objectives), "seeds": seeds,
-                    "runs": {str(seed): {o: str(runs[seed][o]) for o in objectives} for seed in seeds}}
-
-    def scored(name: str, file: str, key: str, group_keys: tuple[str, ...]) -> dict:
-        records = {o: [_jsonl(runs[seed][o] / "eval" / name / file) for seed in seeds] for o in objectives}
-        tables = {o: [_scores(r, key, runs[seed][o]) for seed, r in zip(seeds, records[o])] for o in objectives}
-        if len({len(row) for rows in tables.values() for row in rows}) > 1:
-            raise UserError(f"paired comparison: the runs' {name} evaluations have different numbers of prompts")
-        by_seed = {o: [sum(row) / len(row) for row in tables[o]] for o in objectives}
-        section = {"by_seed": by_seed, "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
-                   "paired": paired_difference(tables["ntp"], tables["meap"])}
-        for group in group_keys:
-            section[f"by_{group}"] = {o: grouped_mean(records[o], group, key) for o in objectives}
-        return section
-
-    result["niah"] = scored("niah", RECORDS_FILE, "substring", ("length", "depth"))
-    result["mdqa"] = scored("mdqa", RECORDS_FILE, "best_subspan_em", ("gold_position",))
-
-    def last_val_loss(run: dict):
-        return next((record["val_loss"] for record in reversed(run["metrics"]) if "val_loss" in record), None)
-
-    val = {o: [last_val_loss(loaded[seed][o]) for seed in seeds] for o in objectives}
+    curves = {o: [probe_curve(loaded[seed][o]["metrics"]) for seed in seeds] for o in objectives}
+    if any(not tokens for by_seed in curves.values() for tokens, _ in by_seed):
+        raise UserError("paired comparison: a run has no probe scores in its metrics.jsonl (probe_every)")
+    onsets = {o: [onset(tokens, values, threshold, window) for tokens, values in curves[o]] for o in objectives}
+    ends = {o: [tokens[-1] for tokens, _ in curves[o]] for o in objectives}
+    log_ratios = [math.log((onsets["meap"][i] or ends["meap"][i]) / (onsets["ntp"][i] or ends["ntp"][i]))
+                  for i in range(len(seeds))]
+    primary = seed_statistics(log_ratios)
+    ratio = math.exp(primary["mean"])
+    interval = [math.exp(x) for x in primary["ci95"]] if primary["ci95"] else None
+    result = {
+        "seeds": seeds, "objectives": list(objectives), "threshold": threshold, "window": window,
+        "onset_tokens_by_seed": onsets, "window_tokens_by_seed": ends,
+        "censored": {o: sum(x is None for x in onsets[o]) for o in objectives},
+        "log_ratio_by_seed": log_ratios, "log_ratio": primary["mean"], "log_ratio_ci95": primary["ci95"],
+        "sign_flip_p": primary["sign_flip_p"], "log_ratio_hodges_lehmann": primary["hodges_lehmann"],
+        "ratio": ratio, "ratio_ci95": interval, "decision": decide(ratio, interval),
+        "paper_gain_excluded": None if interval is None else interval[0] > PAPER_GAIN,
+        "curves": {o: [[list(tokens), list(values)] for tokens, values in curves[o]] for o in objectives},
+    }
+    retrieval = {o: [loaded[seed][o]["retrieval"] for seed in seeds] for o in objectives}
+    strict = {o: [_scores(records, "correct", False) for records in retrieval[o]] for o in objectives}
+    absent = {o: [_scores(records, "distractor", True) for records in retrieval[o]] for o in objectives}
+    result["distractors"] = loaded[seeds[0]]["ntp"]["summary"].get("distractors")
+    result["niah_by_seed"] = {o: [sum(row) / len(row) for row in strict[o]] for o in objectives}
+    result["strict"] = {"mean": {o: mean_and_spread(result["niah_by_seed"][o])["mean"] for o in objectives},
+                        "paired": paired_difference(strict["ntp"], strict["meap"])}
+    if all(absent[o][0] for o in objectives):
+        by_seed = {o: [sum(row) / len(row) for row in absent[o]] for o in objectives}
+        result["absent_distractor_given"] = {"by_seed": by_seed,
+                                             "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
+                                             "paired": paired_difference(absent["ntp"], absent["meap"])}
+    val = {o: [next((r["val_loss"] for r in reversed(loaded[seed][o]["metrics"]) if "val_loss" in r), None)
+               for seed in seeds] for o in objectives}
     result["val_loss"] = {"by_seed": val, "mean": {o: mean_and_spread(val[o])["mean"] for o in objectives}}
-
-    attention: dict = {}
-    for o in objectives:
-        averages = []
-        for seed in seeds:
-            path = runs[seed][o] / "eval" / "attention" / SUMMARY_FILES["attention"]
-            if not path.is_file():
-                raise UserError(f"{path}: missing (the attention analysis has not run)")
-            average = json.loads(path.read_text(encoding="utf-8"))["models"][str(runs[seed][o])]["average"]
-            averages.append({"answer_mass": average["segment_mass"]["answer"], "entropy": average["entropy"],
-                             "score_decay": average.get("score_decay"),
-                             "variance_increase": average.get("variance_increase")})
-        attention[o] = {metric: {"by_seed": [a[metric] for a in averages],
-                                 "mean": mean_and_spread([a[metric] for a in averages])["mean"]}
-                        for metric in ATTENTION_METRICS}
-    result["attention"] = attention
-
-    if key_checks:
-        multikey = {o: [_jsonl(key_checks[seed][o] / "multikey" / RECORDS_FILE) for seed in seeds] for o in objectives}
-        absent = {o: [_jsonl(key_checks[seed][o] / "absent" / RECORDS_FILE) for seed in seeds] for o in objectives}
-        tables = {o: [_scores(r, "substring", key_checks[seed][o]) for seed, r in zip(seeds, multikey[o])]
-                  for o in objectives}
-        by_seed = {o: [sum(row) / len(row) for row in tables[o]] for o in objectives}
-        copied = {o: [sum(_scores(r, "distractor_copied", key_checks[seed][o])) / len(r)
-                      for seed, r in zip(seeds, absent[o])] for o in objectives}
-        result["key_check"] = {
-            "multikey": {"by_seed": by_seed, "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
-                         "paired": paired_difference(tables["ntp"], tables["meap"])},
-            "absent_distractor_copied": {"by_seed": copied,
-                                         "mean": {o: mean_and_spread(copied[o])["mean"] for o in objectives}},
-        }
+    if all(v is not None for o in objectives for v in val[o]):
+        result["val_loss"]["paired"] = seed_statistics([m - n for n, m in zip(val["ntp"], val["meap"])])
+    attention = {o: [loaded[seed][o]["summary"].get("attention") for seed in seeds] for o in objectives}
+    if all(a for o in objectives for a in attention[o]):
+        result["attention"] = {o: {key: mean_and_spread([a["average"][key] for a in attention[o]])["mean"]
+                                   for key in attention[o][0]["average"]} for o in objectives}
+        result["attention_by_layer"] = {o: [{key: sum(a["layers"][i][key] for a in attention[o]) / len(seeds)
+                                             for key in attention[o][0]["layers"][i]}
+                                            for i in range(len(attention[o][0]["layers"]))] for o in objectives}
     return result
 
 
@@ -114,58 +145,81 @@ def percent(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
-def interval_text(paired: dict) -> str:
+def interval_text(paired: dict, scale: float = 100) -> str:
+    """``+d [low, high]`` of a paired difference (percentage points by default)."""
+    if paired["ci95"] is None:
+        return f"{scale * paired['difference']:+.1f} (no interval)"
     low, high = paired["ci95"]
-    return f"{100 * paired['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+    only = " (prompts only: one seed)" if paired.get("seeds") == 1 else ""
+    return f"{scale * paired['difference']:+.1f} [{scale * low:+.1f}, {scale * high:+.1f}]{only}"
 
 
-def write_paired_report(comparison: dict, output: Path) -> Path:
-    """``comparison.md`` (tables) and ``comparison.png`` (per-seed NIAH and MDQA) in ``output``; returns the .md."""
-    seeds = comparison["seeds"]
-    niah, mdqa, val = comparison["niah"], comparison["mdqa"], comparison["val_loss"]
-    blocks: list[tuple] = [("h1", f"NTP vs MEAP, paired over {len(seeds)} seed(s)")]
-    blocks.append(("p", "Scores in percent. Differences are MEAP - NTP in points, with a 95% interval from a "
-                        "two-level paired bootstrap (seeds, then prompts within seeds)"
-                        + (". With one seed the interval covers prompt sampling only, not the spread between "
-                           "training seeds, which at small scale is larger: one seed is an example, not evidence "
-                           "(`--seeds` runs several)." if len(seeds) == 1 else ".")))
-    rows = [[str(seed), percent(niah["by_seed"]["ntp"][i]), percent(niah["by_seed"]["meap"][i]),
-             percent(mdqa["by_seed"]["ntp"][i]), percent(mdqa["by_seed"]["meap"][i]),
-             format_value(val["by_seed"]["ntp"][i]), format_value(val["by_seed"]["meap"][i])] for i, seed in enumerate(seeds)]
-    rows.append(["mean", percent(niah["mean"]["ntp"]), percent(niah["mean"]["meap"]), percent(mdqa["mean"]["ntp"]),
-                 percent(mdqa["mean"]["meap"]), format_value(val["mean"]["ntp"]), format_value(val["mean"]["meap"])])
-    blocks += [("h2", "Per seed"), ("table", ["seed", "NIAH NTP", "NIAH MEAP", "MDQA NTP", "MDQA MEAP",
-                                              "val loss NTP", "val loss MEAP"], rows)]
-    paired_rows = [["NIAH (substring)", interval_text(niah["paired"]), f"{niah['paired']['seeds']} x {niah['paired']['prompts']}"],
-                   ["MDQA (best-subspan EM)", interval_text(mdqa["paired"]), f"{mdqa['paired']['seeds']} x {mdqa['paired']['prompts']}"]]
-    key_check = comparison.get("key_check")
-    if key_check:
-        paired = key_check["multikey"]["paired"]
-        paired_rows.append(["NIAH with a distractor key", interval_text(paired), f"{paired['seeds']} x {paired['prompts']}"])
-    blocks += [("h2", "Paired differences (MEAP - NTP)"), ("table", ["evaluation", "difference [95% CI]",
-                                                                      "seeds x prompts"], paired_rows)]
-    for title, section, group in (("NIAH by context length (tokens)", niah, "length"),
-                                  ("NIAH by needle depth (%)", niah, "depth"),
-                                  ("MDQA by gold position (0 = first)", mdqa, "gold_position")):
-        groups = list(section[f"by_{group}"]["ntp"])
-        blocks += [("h2", title + ", mean over seeds"),
-                   ("table", ["objective", *groups],
-                    [[o.upper(), *[percent(section[f"by_{group}"][o].get(g)) for g in groups]] for o in OBJECTIVES])]
-    attention = comparison["attention"]
-    blocks += [("h2", "Attention from the query (mean over layers, probes and seeds)"),
-               ("table", ["objective", "mass on the needle", "entropy", "masked-key score decay", "variance increase"],
-                [[o.upper(), *[format_value(attention[o][m]["mean"]) for m in ATTENTION_METRICS]] for o in OBJECTIVES])]
-    if key_check:
-        blocks += [("h2", "Key check: is retrieval key-based?"),
-                   ("p", "A distractor needle with another key and value is added; then the asked needle is removed "
-                         "(only the distractor is left). A model that copies any number it finds answers the "
-                         "distractor's value in the second case; a key-based one does not."),
-                   ("table", ["objective", "NIAH, asked + distractor needle", "answered the distractor, asked needle absent"],
-                    [[o.upper(), percent(key_check["multikey"]["mean"][o]),
-                      percent(key_check["absent_distractor_copied"]["mean"][o])] for o in OBJECTIVES])]
+def _millions(tokens) -> str:
+    return "censored" if tokens is None else f"{tokens / 1e6:.2f}M"
+
+
+_DECISION_TEXT = {"meap-faster": "MEAP is more data-efficient", "meap-slower": "MEAP is slower",
+                  "no-relevant-difference": "no relevant difference (the interval lies within [0.8, 1.25])",
+                  "inconclusive": "inconclusive"}
+
+
+def write_onset_report(comparison: dict, output: Path) -> Path:
+    """``comparison.md`` (tables) and ``comparison.png`` (curves and onsets) in ``output``; returns the .md."""
+    seeds, onsets, ends = comparison["seeds"], comparison["onset_tokens_by_seed"], comparison["window_tokens_by_seed"]
+    interval = comparison["ratio_ci95"]
+    ratio_text = (f"{comparison['ratio']:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+                  + (f", sign-flip p = {comparison['sign_flip_p']:.3g}" if comparison["sign_flip_p"] is not None else ""))
+    blocks: list[tuple] = [("h1", f"NTP vs MEAP: tokens to retrieve by key, paired over {len(seeds)} seed(s)")]
+    blocks.append(("p", f"Onset: the training tokens after the branch point at which the probes' moving accuracy "
+                        f"({comparison['window']} probes) first reaches {comparison['threshold']:g}; 'censored' runs "
+                        "never did within the window and count with the window's end. Ratio: onset MEAP / onset NTP, "
+                        "the geometric mean over seeds with its 95% t-interval."
+                        + (" One or two seeds are an example, not evidence." if len(seeds) < 3 else "")))
+    rows = [[str(seed), _millions(onsets["ntp"][i]), _millions(onsets["meap"][i]),
+             f"{math.exp(comparison['log_ratio_by_seed'][i]):.2f}"] for i, seed in enumerate(seeds)]
+    blocks += [("h2", "Onset per seed"), ("table", ["seed", "NTP", "MEAP", "ratio MEAP / NTP"], rows)]
+    gain = comparison["paper_gain_excluded"]
+    blocks += [("h2", "Verdict"),
+               ("p", f"Ratio onset MEAP / onset NTP: {ratio_text}. Decision: **{_DECISION_TEXT[comparison['decision']]}**"
+                     + ("" if gain is None else f"; a gain of 2x or more (the paper's direction) is "
+                                                f"{'excluded' if gain else 'not excluded'}") + ". Censored runs: NTP "
+                     f"{comparison['censored']['ntp']}, MEAP {comparison['censored']['meap']} of {len(seeds)}.")]
+    strict, val = comparison["strict"], comparison["val_loss"]
+    secondary = [["strict key-based retrieval at the end (%)", percent(strict["mean"]["ntp"]),
+                  percent(strict["mean"]["meap"]), interval_text(strict["paired"])]]
+    absent = comparison.get("absent_distractor_given")
+    if absent:
+        secondary.append(["asked needle absent: a distractor's value given (%)", percent(absent["mean"]["ntp"]),
+                          percent(absent["mean"]["meap"]), interval_text(absent["paired"])])
+    paired_val = val.get("paired")
+    val_interval = (f"{paired_val['mean']:+.4f}" + (f" [{paired_val['ci95'][0]:+.4f}, {paired_val['ci95'][1]:+.4f}]"
+                                                   if paired_val["ci95"] else "")) if paired_val else "n/a"
+    secondary.append(["clean validation loss", f"{val['mean']['ntp']:.4f}" if val["mean"]["ntp"] else "n/a",
+                      f"{val['mean']['meap']:.4f}" if val["mean"]["meap"] else "n/a", val_interval])
+    attention = comparison.get("attention")
+    if attention:
+        for key, label in (("answer_mass", "attention onto the asked value"),
+                           ("distractor_mass", "attention onto the distractors' values"), ("entropy", "attention entropy")):
+            secondary.append([f"{label} (mean over layers)", f"{attention['ntp'][key]:.3f}",
+                              f"{attention['meap'][key]:.3f}", ""])
+    blocks += [("h2", "Secondary measures (end of the window)"),
+               ("table", ["measure", "NTP", "MEAP", "MEAP - NTP [95% CI]"], secondary)]
     output.mkdir(parents=True, exist_ok=True)
-    plot_paired(comparison, output / "comparison.png")
+    plot_onsets(comparison, output / "comparison.png")
     blocks.append(("img", "comparison.png"))
     path = output / "comparison.md"
     atomic_write_text(path, markdown(blocks))
     return path
+
+
+def main(argv: list[str]) -> None:
+    """``python -m meap.paired RECORDS.json.gz [THRESHOLD WINDOW]``: the verdict recomputed, as JSON."""
+    loaded = read_records(Path(argv[0]))
+    threshold, window = (float(argv[1]), int(argv[2])) if len(argv) > 2 else (0.5, 3)
+    result = onset_comparison(loaded, threshold=threshold, window=window)
+    result.pop("curves")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

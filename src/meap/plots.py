@@ -227,26 +227,48 @@ def plot_loss_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], pa
     return _save(draw_loss_curves(curves, xlabel), path)
 
 
-def draw_paired(comparison: dict):
-    """Per-seed NIAH and MDQA of both objectives (``paired.paired_comparison``), each seed's pair joined."""
+def draw_onsets(comparison: dict):
+    """Left: probe accuracy against training tokens, per objective (thin: each seed; bold: the mean where every
+    seed was probed) with the onset threshold. Right: each seed's onset under both objectives, joined
+    (``paired.onset_comparison``); a censored run is drawn at its window's end with an open marker."""
+    import numpy as np
+
     plt = _pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(WIDTH * 1.3, 3.8), squeeze=False)
-    for axis, name, title in ((axes[0][0], "niah", "NIAH substring match"), (axes[0][1], "mdqa", "MDQA best-subspan EM")):
-        by_seed = comparison[name]["by_seed"]
-        for index, seed in enumerate(comparison["seeds"]):
-            axis.plot([0, 1], [by_seed["ntp"][index], by_seed["meap"][index]], **series_style(index),
-                      label=f"seed {seed}")
-        axis.set_xticks([0, 1], ["NTP", "MEAP"])
-        axis.set_xlim(-0.4, 1.4)
-        axis.set_ylim(-0.04, 1.04)
-        axis.set_xlabel("objective")
-        axis.set_ylabel("score (share correct)")
-        axis.grid(alpha=0.3)
-        _title(axis, title, f"{len(comparison['seeds'])} training seeds")
-    axes[0][0].legend(fontsize=8, loc="best")
+    figure, axes = plt.subplots(1, 2, figsize=(WIDTH * 1.5, 4.0), squeeze=False,
+                                gridspec_kw={"width_ratios": [1.6, 1]})
+    curves, axis = comparison["curves"], axes[0][0]
+    for index, objective in enumerate(comparison["objectives"]):
+        color = f"C{index}"
+        for tokens, values in curves[objective]:
+            axis.plot(np.array(tokens) / 1e6, values, color=color, alpha=0.25, linewidth=0.8)
+        shortest = min(len(tokens) for tokens, _ in curves[objective])
+        mean = np.mean([values[:shortest] for _, values in curves[objective]], axis=0)
+        axis.plot(np.array(curves[objective][0][0][:shortest]) / 1e6, mean, color=color, linewidth=2.2,
+                  label=f"{objective.upper()} (mean of {len(curves[objective])})")
+    axis.axhline(comparison["threshold"], color="0.4", linestyle=":", linewidth=1, label="onset threshold")
+    axis.set_xlabel("training tokens after the branch point (millions)")
+    axis.set_ylabel("probe accuracy (whole value top-1)")
+    axis.set_ylim(-0.03, 1.03)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="upper left")
+    _title(axis, "Key-based retrieval probes during training", f"{len(comparison['seeds'])} training seeds")
+    axis = axes[0][1]
+    onsets, ends = comparison["onset_tokens_by_seed"], comparison["window_tokens_by_seed"]
+    for index, seed in enumerate(comparison["seeds"]):
+        points = [(onsets[o][index] or ends[o][index]) / 1e6 for o in comparison["objectives"]]
+        axis.plot([0, 1], points, color="0.6", linewidth=0.8, zorder=1)
+        for slot, objective in enumerate(comparison["objectives"]):
+            censored = onsets[objective][index] is None
+            axis.scatter([slot], [points[slot]], color=f"C{slot}", zorder=2, s=30,
+                         facecolors="none" if censored else f"C{slot}")
+    axis.set_xticks([0, 1], [o.upper() for o in comparison["objectives"]])
+    axis.set_xlim(-0.4, 1.4)
+    axis.set_ylabel("onset (millions of tokens; open: censored)")
+    axis.grid(alpha=0.3)
+    _title(axis, "Onset per seed", "each line one seed")
     return figure
 
 
-def plot_paired(comparison: dict, path: Path) -> Path:
-    """Draw :func:`draw_paired` into ``path`` (PNG)."""
-    return _save(draw_paired(comparison), path)
+def plot_onsets(comparison: dict, path: Path) -> Path:
+    """Draw :func:`draw_onsets` into ``path`` (PNG)."""
+    return _save(draw_onsets(comparison), path)

@@ -12,10 +12,11 @@ from pathlib import Path
 import yaml
 
 from meap.errors import UserError
-from meap.eval.results import EVALUATIONS, SUMMARY_FILES, kind_of, section_of
+from meap.eval.results import EVALUATIONS, RECORDS_FILE, SUMMARY_FILES, kind_of, read_records, section_of
 from meap.plots import (plot_accuracy_by_position, plot_attention_layers, plot_loss_curves, plot_niah_heatmap,
                         plot_segment_mass)
 from meap.rundir import ARTIFACT_DIRS, RunDir
+from meap.stats import paired_difference, seed_statistics
 
 
 def find_evaluations(run: Path) -> dict[str, tuple[Path, dict]]:
@@ -140,6 +141,17 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
                     [[name, format_value(mdqa[name]["accuracy"]), *[format_value(series[name].get(p)) for p in positions],
                       str(mdqa[name].get("num_examples", "n/a"))] for name in mdqa])]
 
+    retrieval = _section(blocks, loaded, "retrieval", "Key-based retrieval (strict: the asked value alone)")
+    if retrieval:
+        blocks.append(("table", ["run", "strict", "distractor given", "asked needle absent: distractor given",
+                                 "teacher-forced accuracy", "prompts"],
+                       [[name, format_value(s["strict"]), format_value(s["distractor_given"]),
+                         format_value(s.get("absent_distractor_given")),
+                         format_value((s.get("teacher_forced") or {}).get("accuracy")), str(s["probes"])]
+                        for name, s in retrieval.items()]))
+
+    _paired_by_seed(blocks, loaded)
+
     harness = {name: summary["results"]
                for name, summary in _section(blocks, loaded, "harness", "lm-evaluation-harness").items()}
     if harness:
@@ -177,6 +189,54 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     (output / "report.md").write_text(markdown(blocks), encoding="utf-8")
     (output / "report.html").write_text(_html(blocks, output), encoding="utf-8")
     return output / "report.md"
+
+
+_PAIRED_SCORES = (("retrieval", "correct", "key-based retrieval, strict"), ("niah", "substring", "NIAH, substring"))
+
+
+def _paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
+    """MEAP - NTP paired by training seed (each run's config), with the seed-level statistics of
+    :mod:`meap.stats`: the validation loss, and each evaluation scored per prompt in both runs of every seed."""
+    by_seed: dict = {}
+    for run in loaded.values():
+        by_seed.setdefault(run["config"].get("seed"), {}).setdefault(run["config"].get("objective"), []).append(run)
+    pairs = {seed: {o: runs[o][0] for o in ("ntp", "meap")} for seed, runs in sorted(by_seed.items(), key=str)
+             if len(runs.get("ntp", [])) == 1 and len(runs.get("meap", [])) == 1}
+    if not pairs:
+        return
+    seeds = list(pairs)
+    blocks += [("h2", f"MEAP - NTP, paired by seed ({len(seeds)} seed(s): {', '.join(map(str, seeds))})"),
+               ("p", "Each seed's MEAP run minus its NTP run (seeds read from the runs' configs); the mean over "
+                     "seeds with a 95% t-interval (seeds and prompts as crossed factors), the exact sign-flip p and "
+                     "the Hodges-Lehmann estimate. " + ("With one seed the interval covers prompt sampling only: "
+                                                        "one seed is an example, not evidence." if len(seeds) == 1
+                                                        else ""))]
+    rows = []
+    val = [[next((r["val_loss"] for r in reversed(pairs[s][o]["metrics"]) if "val_loss" in r), None)
+            for o in ("ntp", "meap")] for s in seeds]
+    if all(n is not None and m is not None for n, m in val):
+        statistics = seed_statistics([m - n for n, m in val])
+        rows.append(["validation loss", _interval(statistics["mean"], statistics["ci95"], "{:+.4f}"),
+                     format_value(statistics["sign_flip_p"]), f"{statistics['hodges_lehmann']:+.4f}", f"{len(seeds)} x 1"])
+    for kind, key, label in _PAIRED_SCORES:
+        if not all(kind in pairs[s][o]["evaluations"] for s in seeds for o in ("ntp", "meap")):
+            continue
+        tables = {o: [[float(r[key]) for r in read_records(pairs[s][o]["evaluations"][kind][0].parent / RECORDS_FILE)
+                       if not r.get("absent")] for s in seeds] for o in ("ntp", "meap")}
+        if len({len(row) for rows_ in tables.values() for row in rows_}) != 1:
+            rows.append([label, "the runs were evaluated on different numbers of prompts", "", "", ""])
+            continue
+        paired = paired_difference(tables["ntp"], tables["meap"])
+        rows.append([label, _interval(paired["difference"], paired["ci95"], "{:+.3f}"),
+                     format_value(paired["sign_flip_p"]), f"{paired['hodges_lehmann']:+.3f}",
+                     f"{paired['seeds']} x {paired['prompts']}"])
+    blocks.append(("table", ["measure", "MEAP - NTP [95% CI]", "sign-flip p", "Hodges-Lehmann", "seeds x prompts"],
+                   rows))
+
+
+def _interval(value: float, interval: list[float] | None, form: str) -> str:
+    text = form.format(value)
+    return text + (f" [{form.format(interval[0])}, {form.format(interval[1])}]" if interval else " (no interval)")
 
 
 def _niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str, output: Path) -> None:

@@ -86,3 +86,17 @@ def test_a_corrupt_parquet_file_is_a_user_error(tmp_path):
     broken.write_bytes(b"PAR1 not really parquet")
     with pytest.raises(UserError, match=r"broken\.parquet: not a readable Parquet file"):
         read_conversations([str(broken)])
+
+
+def test_no_two_training_seeds_share_an_epoch_order():
+    from meap.sft.stream import SFTStream
+
+    conversations = [[([i, i + 1], True)] for i in range(40)]
+
+    def orders(seed):
+        stream = SFTStream(conversations, epochs=4, seed=seed)
+        return [tuple(item[0][0] for item in stream.items[e * 40:(e + 1) * 40]) for e in range(4)]
+
+    first, second = orders(0), orders(1)
+    assert len(set(first)) == 4 and not set(first) & set(second)  # `seed + epoch` shared 3 of 4
+    assert orders(0) == first  # still seeded

@@ -1,4 +1,4 @@
-"""The configs of the commands that do not train: ``meap prepare``, ``meap eval niah|mdqa|harness``,
+"""The configs of the commands that do not train: ``meap prepare``, ``meap eval niah|mdqa|retrieval|harness``,
 ``meap analyze attention``, ``meap data make-mdqa`` and ``meap compare``. Their defaults live here and only
 here: the library functions behind the commands take theirs from these, and the CLI's flags (and their
 help) are generated from the fields, as for the training commands.
@@ -128,6 +128,16 @@ class MDQAConfig(GenerationOptions):
                              "nq-open-*)", factory=list, required=True, metavar="FILE")
     output: str = _output("directory for results.jsonl, summary.json, mdqa.png")
     limit: int | None = option("examples per file (default: all)")
+
+
+@dataclass
+class RetrievalConfig(GenerationOptions):
+    model: str = _model()
+    probes: str = option("JSONL of probes: `context`, `answer`, `distractors` (values of the other needles), "
+                         "`absent` (the asked needle left out)", required=True, metavar="FILE")
+    output: str = _output("directory for results.jsonl and summary.json")
+    attention: bool = option("also measure attention from the position that predicts the value onto the asked and "
+                             "the distractors' values, per layer (eager kernel)", False, switch=True)
 
 
 @dataclass

@@ -37,106 +37,111 @@ class PairedExperiment:
 
 @dataclass
 class DemoConfig(PairedExperiment, PretrainConfig):
-    """A paired experiment: the same pretraining run once per objective and seed, then NIAH, MDQA, attention,
-    a report per seed and the paired comparison over all seeds.
+    """A paired pretraining experiment on key-based retrieval, measured as learning speed (:mod:`meap.demo`).
 
-    The training keys are :class:`PretrainConfig`'s; ``objective`` lists the objectives to pair. With a
-    copy warm-up (``copy_warmup_steps`` > 0) each run first trains on copy drills at a short length and
-    the main run continues from that model (see :mod:`meap.demo` for why).
+    Per training seed: a shared start (NTP on copy drills, short sequences) that forms copying but not
+    lookup by key, then one branch per objective from that same model, at a constant learning rate, with
+    teacher-forced retrieval probes every ``probe_every`` steps. The training keys are
+    :class:`PretrainConfig`'s and apply to the branches; ``objective`` lists the objectives to pair.
     """
 
     objective: str = help_field("objectives to train and compare, comma-separated", default="ntp,meap")
     output: str = help_field("demo directory (default: runs/demo)", default="")
-    seed: int = help_field("seeds the demo corpus and the evaluation items (shared by every training seed), and "
+    seed: int = help_field("seeds the demo corpus, the keys and the probes (shared by every training seed), and "
                       "training when `seeds` is empty", default=1337)
-    seeds: list[int] = help_field("training seeds (model init, data order, masks); each seed trains every objective. "
-                             "Empty: `seed` alone", default_factory=list)
+    seeds: list[int] = help_field("training seeds (model init, data order, masks); each seed has its own shared start "
+                             "and trains every objective from it. Empty: `seed` alone", default_factory=list)
+    jobs: int = help_field("training runs at once, each a one-thread process (the numbers do not depend on it)",
+                      default=2)
     summary: str = help_field("also write the summary JSON to this file (e.g. results/evidence-cpu.json), and its "
-                         "tables beside it (.md)", default="")
-    data: str = help_field("`demo`: the demo corpus built in the output directory, or a prepared data directory "
-                      "(`meap prepare`)", default="demo")
-    # The demo corpus (data: demo); `seed` seeds it and the evaluation items, shared by every training seed
-    vocab_size: int = help_field("BPE vocabulary trained on the demo corpus", default=2048)
-    split_digits: bool = help_field("one BPE token per digit; false merges digits into multi-digit tokens, which a "
-                               "small model copies far sooner (BENCHMARKS.md)", default=False)
-    prose_documents: int = help_field("prose passages from the built-in corpus", default=0)
-    retrieval_documents: int = help_field("documents in the NIAH prompt format: random values stated in prose under "
-                                     "keys, one of them asked for at the end", default=10000)
-    needles_per_document: list[int] = help_field("fewest and most needles (distinct keys) in a retrieval document",
-                                            default_factory=lambda: [1, 2])
-    quote_answers: bool = help_field("retrieval and MDQA documents answer by quoting the sentence that states the fact "
-                                "(as the paper's NIAH scoring expects); false: the bare value", default=True)
-    mdqa_documents: int = help_field("documents in the multi-document QA prompt format, with their answers",
-                                default=2000)
-    mdqa_passage_words: int = help_field("words per MDQA document (training and evaluation)", default=40)
-    drill_documents: int = help_field("copy drills: a list of random numbers, then the same list again", default=8000)
-    drill_numbers: list[int] = help_field("fewest and most numbers in a copy drill", default_factory=lambda: [2, 6])
-    context_words: list[int] = help_field("fewest and most prose words around a retrieval document's needles",
-                                     default_factory=lambda: [0, 40])
-    # The copy warm-up
-    copy_warmup_steps: int = help_field("optimizer steps on copy drills alone at copy_warmup_seq_len before the main "
-                                   "run (0: none)", default=1000)
-    copy_warmup_seq_len: int = help_field("sequence length of the copy warm-up", default=64)
-    copy_warmup_batch_size: int = help_field("sequences per step in the copy warm-up", default=32)
-    copy_warmup_documents: int = help_field("copy drills in the warm-up corpus", default=20000)
-    copy_warmup_numbers: list[int] = help_field("fewest and most numbers in a warm-up drill",
-                                           default_factory=lambda: [2, 4])
-    # Evaluation
-    niah_lengths: list[int] = help_field("NIAH context lengths in tokens", default_factory=lambda: [128, 192, 256])
-    niah_depths: list[float] = help_field("NIAH needle depths in percent", default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0])
-    niah_samples: int = help_field("NIAH samples per (length, depth) cell", default=8)
-    key_check: bool = help_field("also run NIAH with a distractor needle under another key, and with only the "
-                            "distractor (the asked key absent): is retrieval key-based?", default=True)
-    max_new_tokens: int = help_field("tokens generated per NIAH and MDQA answer", default=24)
-    mdqa_num_docs: int = help_field("documents per MDQA question", default=3)
-    mdqa_examples: int = help_field("MDQA questions per gold position", default=20)
-    attention_samples: int = help_field("probes for the attention analysis", default=16)
-    attention_length: int = help_field("attention probe length in tokens", default=192)
-    # Training (PretrainConfig's keys; defaults sized for 2 CPU cores)
+                         "tables beside it (.md) and the curves (.png)", default="")
+    records: str = help_field("also write every probe curve and per-probe score, gzipped, to this file (what the "
+                         "summary is recomputed from)", default="")
+    data: str = help_field("`demo`: the demo corpus built in the output directory", default="demo")
+    # The demo corpus; `seed` seeds it, the keys and the probes
+    vocab_size: int = help_field("BPE vocabulary, trained on the built-in prose and needles", default=2048)
+    documents: int = help_field("retrieval documents: needles under distinct keys in prose, one asked for at the end",
+                           default=30000)
+    needles_per_document: list[int] = help_field("fewest and most needles in a training document",
+                                            default_factory=lambda: [2, 6])
+    questions_per_document: list[int] = help_field("fewest and most needles asked about in a training document "
+                                              "(at most half of its needles)", default_factory=lambda: [1, 3])
+    filler_words: list[int] = help_field("fewest and most prose words around a training document's needles",
+                                    default_factory=lambda: [0, 40])
+    held_out_keys: int = help_field("key words kept out of training as keys, for the probes and the evaluation",
+                               default=100)
+    # The shared start of each seed (NTP on copy drills)
+    shared_steps: int = help_field("optimizer steps of each seed's shared start, on copy drills (0: the branches "
+                              "start from a fresh init)", default=1000)
+    shared_seq_len: int = help_field("sequence length of the shared start", default=64)
+    shared_batch_size: int = help_field("sequences per step in the shared start", default=32)
+    drill_documents: int = help_field("copy drills (a list of random numbers, then the list again)", default=40000)
+    drill_numbers: list[int] = help_field("fewest and most numbers in a copy drill", default_factory=lambda: [2, 4])
+    # Probes during the branches, and the onset read from them
+    probes: int = help_field("teacher-forced probes scored during training", default=128)
+    distractors: int = help_field("needles besides the asked one in every probe and evaluation prompt, values of the "
+                             "same shape under other keys (a copier scores at most 1/(distractors + 1))", default=3)
+    probe_filler_words: list[int] = help_field("fewest and most prose words around a probe's needles",
+                                          default_factory=lambda: [0, 40])
+    probe_every: int = help_field("optimizer steps between probe scores", default=50)
+    onset_threshold: float = help_field("the onset is where the probes' moving accuracy first reaches this",
+                                   default=0.5)
+    onset_window: int = help_field("probe scores in the moving average of the onset", default=3)
+    # Final evaluation of every branch
+    eval_probes: int = help_field("greedy, strictly scored retrieval prompts per run (its own draw)", default=256)
+    absent_probes: int = help_field("prompts with the asked needle left out (key selectivity)", default=128)
+    # Branch training (PretrainConfig's keys; defaults sized for 2 CPU cores)
     model: str = new_default(PretrainConfig, "model", default="tiny-2l")
     seq_len: int = new_default(PretrainConfig, "seq_len", default=256)
     document_attention: bool = new_default(PretrainConfig, "document_attention", default=True)
     micro_batch_size: int = new_default(PretrainConfig, "micro_batch_size", default=8)
-    max_steps: int = help_field("optimizer steps per objective (after the copy warm-up)", default=1000)
+    max_steps: int = help_field("optimizer steps of each branch (the window in which the onset is looked for)",
+                           default=2000)
     lr: float = new_default(PretrainConfig, "lr", default=3e-3)
-    min_lr: float = new_default(PretrainConfig, "min_lr", default=3e-4)
-    warmup_steps: int = new_default(PretrainConfig, "warmup_steps", default=100)
-    eval_every: int = new_default(PretrainConfig, "eval_every", default=250)
+    min_lr: float = help_field("the branches' rate stays at lr unless this is lower (constant: the schedule must not "
+                          "force the onset)", default=3e-3)
+    warmup_steps: int = help_field("linear warmup steps of the shared start (the branches continue at lr)",
+                              default=100)
+    log_every: int = new_default(PretrainConfig, "log_every", default=50)
+    eval_every: int = new_default(PretrainConfig, "eval_every", default=500)
     save_every: int = new_default(PretrainConfig, "save_every", default=500)
+    report_to: list[str] = new_default(PretrainConfig, "report_to", default_factory=lambda: ["none"])
 
     command = "demo"
 
     def problems(self) -> list[str]:
-        found = PretrainConfig.problems(dataclasses.replace(self, objective="meap")) + self.pairing_problems()
-        for key in ("vocab_size", "niah_samples", "mdqa_num_docs", "mdqa_examples", "attention_samples",
-                    "attention_length", "max_new_tokens", "mdqa_passage_words", "copy_warmup_seq_len",
-                    "copy_warmup_batch_size"):
+        # the branches' probe file is the demo's own (probe_every is checked here)
+        found = (PretrainConfig.problems(dataclasses.replace(self, objective="meap", probe_every=0))
+                 + self.pairing_problems())
+        for key in ("vocab_size", "documents", "held_out_keys", "shared_seq_len", "shared_batch_size", "probes",
+                    "distractors", "probe_every", "onset_window", "eval_probes", "jobs"):
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
-        for key in ("prose_documents", "retrieval_documents", "mdqa_documents", "drill_documents",
-                    "copy_warmup_steps", "copy_warmup_documents"):
+        for key in ("shared_steps", "drill_documents", "absent_probes"):
             if getattr(self, key) < 0:
                 found.append(f"{key}: expected an integer >= 0, got {getattr(self, key)}")
-        ranges = {"context_words": 0, "needles_per_document": 1, "drill_numbers": 1, "copy_warmup_numbers": 1}
+        ranges = {"filler_words": 0, "probe_filler_words": 0, "needles_per_document": 1, "drill_numbers": 1,
+                  "questions_per_document": 1}
         for key, least in ranges.items():
             value = getattr(self, key)
             if len(value) != 2 or not least <= value[0] <= value[1]:
                 found.append(f"{key}: expected [fewest, most] with {least} <= fewest <= most, got {value}")
-        if self.copy_warmup_steps and not self.copy_warmup_documents:
-            found.append("copy_warmup_documents: expected > 0 when copy_warmup_steps > 0")
-        if not self.niah_lengths or any(length < 1 for length in self.niah_lengths):
-            found.append(f"niah_lengths: expected positive lengths, got {self.niah_lengths}")
-        if not self.niah_depths or any(not 0 <= depth <= 100 for depth in self.niah_depths):
-            found.append(f"niah_depths: expected depths within [0, 100], got {self.niah_depths}")
+        if self.shared_steps and not self.drill_documents:
+            found.append("drill_documents: expected > 0 when shared_steps > 0")
+        if not 0 < self.onset_threshold <= 1:
+            found.append(f"onset_threshold: expected a share in (0, 1], got {self.onset_threshold}")
+        if self.data != "demo":
+            found.append(f"data: expected `demo` (the probes need the demo corpus), got {self.data!r}")
+        if self.probe_every % self.log_every:
+            found.append(f"probe_every: expected a multiple of log_every ({self.log_every}), got {self.probe_every}")
         return found
 
-    def pretrain_config(self, objective: str, data: str, output: Path, seed: int | None = None,
-                        **overrides: Any) -> PretrainConfig:
-        """The pretraining run of one objective and seed (``overrides``: other PretrainConfig keys)."""
+    def pretrain_config(self, objective: str, data: str, output: Path, seed: int, **overrides: Any) -> PretrainConfig:
+        """A pretraining run of this experiment (``overrides``: other PretrainConfig keys)."""
         keys = {f.name for f in dataclasses.fields(PretrainConfig)}
         values = {key: getattr(self, key) for key in keys}
-        return PretrainConfig(**{**values, "objective": objective, "data": data, "output": str(output),
-                                 "seed": self.seed if seed is None else seed, **overrides})
+        return PretrainConfig(**{**values, "objective": objective, "data": data, "output": str(output), "seed": seed,
+                                 **overrides})
 
 
 @dataclass

@@ -41,6 +41,11 @@ class TrainingConfig:
     eval_batches: int = help_field("micro-batches per validation", default=8)
     save_every: int = help_field("optimizer steps between resumable checkpoints (0: only at the end)", default=100)
     keep_checkpoints: int = help_field("most recent checkpoints kept (0 keeps all)", default=2)
+    probe_file: str = help_field("JSONL of teacher-forced probes (`context`, `answer`, `distractors`) scored during "
+                                 "training into metrics.jsonl as probe_accuracy, probe_choice, probe_answer_p, "
+                                 "probe_distractor_p", default="")
+    probe_every: int = help_field("optimizer steps between probe scores (and the last step); needs probe_file",
+                                  default=0)
     # System
     dtype: str = help_field("`auto` (bf16 on CUDA, fp32 on CPU), `float32`, `bfloat16` or `float16`", default="auto")
     attn_implementation: str = help_field("attention kernel passed to transformers (`sdpa`, `eager`, `flash_attention_2`)", default="sdpa")
@@ -85,7 +90,7 @@ class TrainingConfig:
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
         for key in ("max_steps", "warmup_steps", "eval_every", "save_every", "keep_checkpoints", "num_workers",
-                    "loss_chunk_size"):
+                    "loss_chunk_size", "probe_every"):
             if getattr(self, key) < 0:
                 found.append(f"{key}: expected an integer >= 0, got {getattr(self, key)}")
         if not (math.isfinite(self.lr) and math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr and self.lr > 0):
@@ -93,6 +98,9 @@ class TrainingConfig:
         for key in ("adam_beta1", "adam_beta2"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 found.append(f"{key}: expected a value in [0, 1), got {getattr(self, key)}")
+        if bool(self.probe_file) != bool(self.probe_every):
+            found.append("probe_file, probe_every: expected both (a probe file and how often to score it) or neither, "
+                         f"got probe_file={self.probe_file!r}, probe_every={self.probe_every}")
         for key in ("weight_decay", "grad_clip"):
             if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
                 found.append(f"{key}: expected a finite value >= 0, got {getattr(self, key)}")

@@ -218,6 +218,11 @@ def random_passage(rng: random.Random, words: int) -> str:
     return " ".join(_consecutive_sentences(corpus.sources[source_index].sentences, start, words))
 
 
+def prose_sentences() -> list[str]:
+    """Every usable prose sentence of the built-in corpus, in corpus order."""
+    return [sentence for source in _prose_corpus().sources for sentence in source.sentences]
+
+
 def _consecutive_sentences(sentences: tuple[str, ...], start: int, words: int) -> list[str]:
     """Sentences from ``start`` on until ``words`` words; taken from before ``start`` if the source ends."""
     passage: list[str] = []

@@ -12,9 +12,9 @@ from pathlib import Path
 from meap.fsutil import atomic_write_json, atomic_write_lines
 
 SUMMARY_FILES = {"niah": "summary.json", "mdqa": "summary.json", "harness": "results.json",
-                 "attention": "attention.json"}
+                 "attention": "attention.json", "retrieval": "summary.json"}
 EVALUATIONS = tuple(SUMMARY_FILES)
-RECORDS_FILE = "results.jsonl"  # NIAH and MDQA: one JSON line per prompt, what the paired comparison scores
+RECORDS_FILE = "results.jsonl"  # NIAH, MDQA, retrieval: one JSON line per prompt, what paired comparisons score
 
 
 def has_summary(output: Path, kind: str) -> bool:
@@ -74,6 +74,11 @@ def headline(summary: dict, output: str | Path) -> str:
                                 sorted(summary["accuracy_by_gold_position"].items(), key=lambda item: int(item[0]))
                                 if accuracy is not None)
         return f"mdqa: best-subspan EM {summary['accuracy']:.3f}; by gold position (1 = first) {by_position} -> {output}"
+    if kind == "retrieval":
+        absent = summary.get("absent_distractor_given")
+        return (f"retrieval: strict {summary['strict']:.3f}, distractor given {summary['distractor_given']:.3f}"
+                + (f", asked key absent: distractor given {absent:.3f}" if absent is not None else "")
+                + f" -> {output}")
     if kind == "harness":
         return "\n".join(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
                          for task, metrics in summary["results"].items())

@@ -5,7 +5,15 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's order: distinct for every (seed, epoch), so no two training seeds share an
+    epoch's order (``seed + epoch`` made seed 0's epoch 1 seed 1's epoch 0)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
 
 class SFTStream(torch.utils.data.Dataset):
     """Conversations in a seeded order, epoch after epoch, as samples for :class:`meap.sft.collator.MeapSFTCollator`.
@@ -27,7 +35,7 @@ class SFTStream(torch.utils.data.Dataset):
         self.items: list[list[tuple[int, int]]] = []  # each: (conversation, sample_index) pairs
         size = len(conversations)
         for epoch in range(epochs):
-            order = (torch.randperm(size, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+            order = (torch.randperm(size, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).tolist()
                      if shuffle else list(range(size)))
             visits = [(conversation, epoch * size + position) for position, conversation in enumerate(order)]
             if pack_lengths is None:

@@ -107,8 +107,10 @@ def _integrations(config: TrainingConfig, output: Path) -> list[str] | str:
 
 
 def make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments, model, train_dataset, eval_dataset,
-                 collator, eval_collator, *, tokens_per_step: int | None, seq_len: int, progress: bool) -> MeapTrainer:
-    """The Trainer with metrics.jsonl, TensorBoard and the progress bar; ``tokens_per_step=None``: counted."""
+                 collator, eval_collator, *, tokens_per_step: int | None, seq_len: int, progress: bool,
+                 probes=None) -> MeapTrainer:
+    """The Trainer with metrics.jsonl, TensorBoard and the progress bar; ``tokens_per_step=None``: counted;
+    ``probes``: a :class:`meap.probes.ProbeSchedule` scored into metrics.jsonl."""
     peak = peak_flops()
     flops = None
     if peak:
@@ -117,7 +119,7 @@ def make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments, 
     eval_every = config.eval_every if eval_dataset is not None else 0
     run_dir = RunDir(output)
     metrics = MetricsCallback(run_dir.metrics, tokens_per_step, flops, peak, eval_every,
-                              world_size=args.world_size)
+                              world_size=args.world_size, probes=probes)
     callbacks = [metrics]
     if "tensorboard" in config.report_to:
         tensorboard = TensorBoardCallback()

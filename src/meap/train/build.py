@@ -19,6 +19,7 @@ from meap.data.prepare import prepared_builtin
 from meap.data.shards import load_meta, load_prepared_tokenizer, open_split
 from meap.errors import UserError, warn
 from meap.models import build_model, is_model_dir, model_max_length, training_model_spec
+from meap.probes import ProbeSchedule, read_probe_file, tokenize_probes
 from meap.tokens import (check_vocab_fits, fit_mask_embedding, mask_token_id, special_token_ids, vocabulary_mismatch,
                          vocabulary_sha256)
 from meap.train.arguments import launched_world_size, make_trainer, training_arguments
@@ -117,9 +118,17 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     clean_collator = dataclasses.replace(collator, mask_ratio=0.0, mode="exact")
     trainer = make_trainer(config, output, args, model, train_blocks, val_blocks if eval_on else None, collator,
                            clean_collator, tokens_per_step=samples_per_step * config.seq_len, seq_len=config.seq_len,
-                           progress=progress)
+                           progress=progress, probes=probe_schedule(config, tokenizer, config.seq_len))
     return Run(config, output, trainer, tokenizer, samples_per_step, config.max_steps,
                {"tokenizer_sha256": vocabulary_sha256(tokenizer)})
+
+
+def probe_schedule(config: TrainingConfig, tokenizer, max_length: int) -> ProbeSchedule | None:
+    """The run's probes (``probe_file``, tokenised, each within ``max_length``), or None without a file."""
+    if not config.probe_file:
+        return None
+    records = read_probe_file(config.probe_file)
+    return ProbeSchedule(tokenize_probes(records, tokenizer, max_length, source=config.probe_file), config.probe_every)
 
 
 def validation_batches(available: int, config: TrainingConfig, world_size: int) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from meap.sft.stream import SFTStream
 from meap.sft.template import tokenize_conversation
 from meap.tokens import add_mask_token, mask_token_id, vocabulary_sha256
 from meap.train.arguments import launched_world_size, make_trainer, training_arguments
-from meap.train.build import Run, check_warmup, packed_attention, validation_batches
+from meap.train.build import Run, check_warmup, packed_attention, probe_schedule, validation_batches
 
 
 def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
@@ -95,7 +95,8 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
         model = _with_lora(model, config, mask_id if newly_added else None)
     average = sum(lengths[i] for i in train_ids) / len(train_ids)
     trainer = make_trainer(config, output, args, model, train_stream, val_stream if eval_on else None, collator,
-                           clean_collator, tokens_per_step=None, seq_len=round(average), progress=progress)
+                           clean_collator, tokens_per_step=None, seq_len=round(average), progress=progress,
+                           probes=probe_schedule(config, tokenizer, config.max_length))
     if config.lora_r and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         raise UserError("lora_r: LoRA runs merge the adapter on one process; use DDP, not FSDP or DeepSpeed")
     facts = {"conversations": {"train": len(train_ids), "val": len(val_ids), "skipped": len(segments) - len(kept)},

@@ -17,7 +17,8 @@ from meap.train.checkpoints import intact_checkpoint
 # The micro-batch and accumulation may change with the number of processes as long as the samples per
 # optimizer step stay the same (checked against run.json).
 RESUMABLE_CHANGES = {"max_steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints",
-                     "num_workers", "compile", "output", "micro_batch_size", "grad_accum_steps", "report_to"}
+                     "num_workers", "compile", "output", "micro_batch_size", "grad_accum_steps", "report_to",
+                     "probe_file", "probe_every"}
 
 
 def claim_output(config: TrainingConfig, resume: bool, overwrite: bool) -> Path | None:

@@ -1,0 +1,113 @@
+"""Key-based retrieval, scored strictly: greedy answers to probes whose distractors have the answer's shape.
+
+Reads a probe file (:mod:`meap.probes`: ``context``, ``answer``, ``distractors``; ``absent`` marks a probe
+whose asked needle was left out), continues each context greedily and scores the first line of the
+answer with :func:`meap.eval.retrieval_data.strict_score`: right only if the asked value is the one value
+given (naming two values is wrong), and "distractor" when the first value given is another needle's.
+Probes with ``absent`` measure key selectivity: there is no right answer, and a key-based model should not
+give a distractor's value. The teacher-forced scores of the same probes are in the summary too.
+
+With ``attention``, the clean forward pass of each probe (eager kernel) also gives, per layer and averaged
+over heads, the attention from the last context position (the one that predicts the value) on the asked
+needle's value tokens and on the distractors' value tokens, and its entropy: the paper's mechanism, measured
+alike for any model, MEAP-trained or not (no ``[MASK]`` is fed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from meap.eval.generation import generate
+from meap.eval.results import write_records, write_summary
+from meap.eval.retrieval_data import strict_score
+from meap.probes import read_probe_file, score_probes, tokenize_probes
+
+
+def _value_spans(tokenizer, context: str, values: list[str]) -> list[list[int]]:
+    """Token positions of each value's occurrence in ``context`` (empty where it does not occur)."""
+    encoded = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+    spans = []
+    for value in values:
+        start = context.find(value.strip())
+        if start < 0:
+            spans.append([])
+            continue
+        end = start + len(value.strip())
+        spans.append([i for i, (a, b) in enumerate(encoded["offset_mapping"]) if a < end and b > start])
+    return spans
+
+
+@torch.no_grad()
+def attention_to_values(model, tokenizer, records: list[dict]) -> dict:
+    """Per layer: mean attention mass from the last context position on the asked value, on the distractors'
+    values, and its entropy, over the probes whose asked needle is present."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    device = next(model.parameters()).device
+    layers: list[dict[str, float]] = []
+    count = 0
+    try:
+        for record in records:
+            if record.get("absent"):
+                continue
+            ids = tokenizer(record["context"], add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+            spans = _value_spans(tokenizer, record["context"], [record["answer"], *record.get("distractors", [])])
+            weights = model(input_ids=ids, output_attentions=True, use_cache=False).attentions
+            for index, layer in enumerate(weights):
+                row = layer[0, :, -1, :].float().mean(0)  # heads averaged: the distribution over positions
+                stats = {"answer_mass": float(row[spans[0]].sum()),
+                         "distractor_mass": float(sum(row[span].sum() for span in spans[1:] if span)),
+                         "entropy": float(-torch.special.xlogy(row, row).sum())}
+                if index == len(layers):
+                    layers.append(dict.fromkeys(stats, 0.0))
+                for key, value in stats.items():
+                    layers[index][key] += value
+            count += 1
+    finally:
+        model.set_attn_implementation(previous)
+    layers = [{key: value / max(count, 1) for key, value in layer.items()} for layer in layers]
+    average = {key: sum(layer[key] for layer in layers) / len(layers) for key in layers[0]} if layers else {}
+    return {"layers": layers, "average": average, "probes": count}
+
+
+def evaluate(model, tokenizer, records: list[dict], *, max_new_tokens: int = 12, batch_size: int = 32,
+             attention: bool = False, progress: bool = False) -> tuple[list[dict], dict]:
+    """(per-probe records, summary) of ``model`` on the probe ``records``."""
+    completions = generate(model, tokenizer, [record["context"] for record in records],
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+                           description="retrieval")
+    scored = []
+    for index, (record, completion) in enumerate(zip(records, completions)):
+        score = strict_score(completion, record["answer"], record.get("distractors", []))
+        scored.append({"index": index, "absent": bool(record.get("absent")), "answer": record["answer"].strip(),
+                       "completion": completion, **score})
+    present = [r for r in scored if not r["absent"]]
+    absent = [r for r in scored if r["absent"]]
+    summary = {"probes": len(present), "absent_probes": len(absent),
+               "distractors": max((len(record.get("distractors", [])) for record in records), default=0),
+               "strict": sum(r["correct"] for r in present) / len(present) if present else None,
+               "distractor_given": sum(r["distractor"] for r in present) / len(present) if present else None,
+               "absent_distractor_given": sum(r["distractor"] for r in absent) / len(absent) if absent else None}
+    if present:
+        probes = tokenize_probes([records[r["index"]] for r in present], tokenizer)
+        summary["teacher_forced"] = score_probes(model, probes)
+    if attention:
+        summary["attention"] = attention_to_values(model, tokenizer, records)
+    return scored, summary
+
+
+def run(model_spec: str, probe_file: str, output: str | Path, *, max_new_tokens: int = 12, batch_size: int = 32,
+        attention: bool = False, dtype: str = "auto", progress: bool = True) -> dict:
+    """Evaluate ``model_spec`` on ``probe_file``; writes ``results.jsonl`` and ``summary.json`` to ``output``."""
+    from meap.models import load_causal_lm
+
+    records = read_probe_file(probe_file)
+    model, tokenizer = load_causal_lm(model_spec, dtype=dtype)
+    scored, summary = evaluate(model, tokenizer, records, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               attention=attention, progress=progress)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    write_records(output, scored)
+    return write_summary(output, "retrieval", {"model": model_spec, "probe_file": str(probe_file), **summary})

@@ -1,0 +1,187 @@
+"""The machinery of a paired experiment (``meap demo``, ``meap demo-sft``): its directory, its clock, and
+its training runs as jobs.
+
+Each training run is a job: ``meap pretrain`` (or ``sft``) in its own process with one thread, its config
+written to ``<run>.job.yaml`` and its output to ``<run>.log``. A job may wait for others (a branch
+for the shared start it continues from). :func:`run_jobs` keeps up to ``parallel`` jobs running; on a
+2-core CPU two one-thread processes of a tiny model train faster together than one two-thread process
+(BENCHMARKS.md), and since every job runs alone in a one-thread process, ``parallel`` changes the wall
+time only, not a single number. A job whose run has its final model is skipped, and one with a checkpoint
+resumes from it, so an interrupted experiment continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meap.config import config_to_dict, save_config, saved_config
+from meap.errors import UserError
+from meap.fsutil import atomic_write_lines
+from meap.rundir import RunDir
+
+JOB_CONFIG = ".job.yaml"  # beside the run directory (<run>.job.yaml), which the training command creates itself
+JOB_LOG = ".log"
+_POLL_SECONDS = 1.0
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+class Clock:
+    """Seconds since the experiment started, as the stage lines print them."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def seconds(self) -> float:
+        return round(time.monotonic() - self.started, 1)
+
+    def __str__(self) -> str:
+        return f"{time.monotonic() - self.started:5.0f} s"
+
+
+def check_output(config, output: Path, overwrite: bool) -> None:
+    """An existing experiment directory of the same configuration is continued; anything else needs --overwrite."""
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise UserError(f"{output}: output path exists and is not a directory")
+    saved = RunDir(output).config
+    if overwrite:
+        if any(output.iterdir()) and not saved.is_file():
+            raise UserError(f"{output}: not a meap demo directory; refusing to delete it (choose another --output)")
+        shutil.rmtree(output)
+        return
+    if saved.is_file() and saved_config(type(config), saved) != config_to_dict(config):
+        raise UserError(f"{output}: holds a demo with another configuration; pass --overwrite to start over")
+    if not saved.is_file() and any(output.iterdir()):
+        raise UserError(f"{output}: directory is not empty and holds no demo; choose another --output")
+
+
+def start_experiment(config, overwrite: bool) -> tuple[Path, Clock]:
+    """Claim the experiment's directory (:func:`check_output`) and write its config.yaml."""
+    output = config.resolved_output()
+    check_output(config, output, overwrite)
+    output.mkdir(parents=True, exist_ok=True)
+    save_config(config, RunDir(output).config)
+    return output, Clock()
+
+
+def continue_training(train, config, progress: bool) -> Path:
+    """Train the run of ``config`` with ``train`` (``meap.train.pretrain`` or ``sft``) in this process as far as it
+    still needs: nothing once it has its final model, resumed when it has a checkpoint, else started afresh."""
+    run = RunDir(config.resolved_output())
+    if run.has_final_model():
+        return run.root
+    resume = run.can_resume()
+    return train(config, resume=resume, overwrite=not resume, progress=progress)
+
+
+def publish_summary(path: Path, summary: dict, tables: str, figure: Path | None = None) -> None:
+    """A summary JSON outside the experiment directory (e.g. ``results/``), its tables beside it (``.md``) and
+    the figure they show (``.png``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_lines(path, [json.dumps(summary, indent=2)])
+    if figure is not None:
+        shutil.copyfile(figure, path.with_suffix(".png"))
+        tables = tables.replace(figure.name, path.with_suffix(".png").name)
+    atomic_write_lines(path.with_suffix(".md"), [tables])
+
+
+@dataclass
+class Job:
+    """One training run: ``command`` (``pretrain`` or ``sft``) with ``config``, after the jobs named in ``after``."""
+
+    name: str
+    command: str
+    config: object
+    after: list[str] = field(default_factory=list)
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.config.resolved_output())
+
+    def beside(self, suffix: str) -> Path:
+        return self.run.root.with_name(self.run.root.name + suffix)
+
+    def argv(self) -> list[str]:
+        """The command line that continues this run as far as it still needs (resume when it has a checkpoint)."""
+        base = [sys.executable, "-m", "meap.cli", self.command, "--no-progress"]
+        if self.run.can_resume():
+            return [*base, "--output", str(self.run.root), "--resume"]
+        return [*base, "--config", str(self.beside(JOB_CONFIG)), "--overwrite"]
+
+    def steps_done(self) -> int:
+        """The last logged step (0 before the first), read from metrics.jsonl for the progress bar."""
+        try:
+            lines = self.run.metrics.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return 0
+        for line in reversed(lines):
+            if line.startswith('{"step": '):
+                return int(line[len('{"step": '):].split(",", 1)[0])
+        return 0
+
+
+def _environment() -> dict[str, str]:
+    # one thread per job: the same arithmetic whatever the number of parallel jobs
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _failure(job: Job) -> str:
+    log = job.beside(JOB_LOG)
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
+    errors = [line for line in lines if line.startswith("meap: error:")]
+    last = errors[-1] if errors else next((line for line in reversed(lines) if line.strip()), "no output")
+    return f"training job {job.name} failed ({last.strip()}); its log: {log}"
+
+
+def run_jobs(jobs: list[Job], parallel: int, progress: bool = True) -> None:
+    """Run ``jobs`` (in dependency order, up to ``parallel`` at once); raise :class:`UserError` naming the
+    first that fails (the others still running are stopped; their checkpoints stay for a continue)."""
+    from tqdm.auto import tqdm
+
+    names = {job.name for job in jobs}
+    if any(dependency not in names for job in jobs for dependency in job.after):
+        raise ValueError("a job waits for one that is not in the list")
+    done = {job.name for job in jobs if job.run.has_final_model()}
+    pending = [job for job in jobs if job.name not in done]
+    running: dict[str, tuple[Job, subprocess.Popen]] = {}
+    total = sum(job.config.max_steps for job in jobs)
+    bar = tqdm(total=total, desc="training", unit="step", disable=not progress)
+    try:
+        while pending or running:
+            for name, (job, process) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[name]
+                if process.returncode != 0 or not job.run.has_final_model():
+                    raise UserError(_failure(job))
+                done.add(name)
+            for job in [job for job in pending if set(job.after) <= done][: max(0, parallel - len(running))]:
+                pending.remove(job)
+                job.run.root.parent.mkdir(parents=True, exist_ok=True)
+                save_config(job.config, job.beside(JOB_CONFIG))
+                with job.beside(JOB_LOG).open("a", encoding="utf-8") as log:
+                    process = subprocess.Popen(job.argv(), stdout=log, stderr=subprocess.STDOUT, env=_environment())
+                running[job.name] = (job, process)
+            if pending and not running:
+                raise ValueError("jobs wait for each other in a cycle")
+            bar.n = sum(job.config.max_steps if job.name in done else job.steps_done() for job in jobs)
+            bar.refresh()
+            if running:
+                time.sleep(_POLL_SECONDS)
+    finally:
+        for _, process in running.values():
+            process.terminate()
+        for _, process in running.values():
+            process.wait()
+        bar.close()

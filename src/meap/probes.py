@@ -1,0 +1,134 @@
+"""Teacher-forced retrieval probes: cheap measurements of a skill while a model trains.
+
+A probe file is JSONL, one probe per line::
+
+    {"context": "... The special magic number for apple is:", "answer": " 4821937",
+     "distractors": [" 1290384", " 5550123"]}
+
+``context`` is what the model reads; ``answer`` is the continuation that is right, ``distractors`` (optional)
+the continuations that a model relying on something other than the asked key would give (the values of
+other needles in the context). Candidates are tokenised on their own and appended to the context, as the
+training text is cut by a byte-level BPE (a leading space belongs to the token that follows it).
+
+Scores, each a mean over probes (:func:`score_probes`):
+
+* ``accuracy``: every token of the answer is the model's top prediction, given the ones before it (the
+  answer that greedy decoding would give, without generating);
+* ``choice``: the answer is the most probable of the answer and its distractors;
+* ``answer_p`` and ``distractor_p``: the probability of the whole answer, and the summed probability of the
+  whole distractors (where the mass goes: a copier of any value splits it between them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from meap.errors import UserError
+
+SCORES = ("accuracy", "choice", "answer_p", "distractor_p")
+
+
+@dataclass(frozen=True)
+class Probe:
+    context: list[int]
+    candidates: list[list[int]]  # the answer first, then the distractors
+
+
+def read_probe_file(path: str | Path) -> list[dict]:
+    """The probe records of a JSONL file; :class:`UserError` naming the line of the first bad one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: probe file not found")
+    records = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            distractors = record.get("distractors", []) if isinstance(record, dict) else None
+            if (not isinstance(record, dict) or not isinstance(record.get("context"), str)
+                    or not isinstance(record.get("answer"), str) or not record["answer"]
+                    or not isinstance(distractors, list) or not all(isinstance(d, str) and d for d in distractors)):
+                raise UserError(f"{path}:{number}: expected a JSON object with a string `context`, a non-empty "
+                                "string `answer` and optionally `distractors`, a list of non-empty strings")
+            records.append(record)
+    if not records:
+        raise UserError(f"{path}: the probe file holds no probe")
+    return records
+
+
+def tokenize_probes(records: list[dict], tokenizer, max_length: int | None = None,
+                    source: str = "probes") -> list[Probe]:
+    """Token ids of each probe; :class:`UserError` if one is longer than ``max_length`` (the trained length)."""
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    probes = []
+    for number, record in enumerate(records, 1):
+        probe = Probe(ids(record["context"]), [ids(record["answer"]), *map(ids, record.get("distractors", []))])
+        longest = len(probe.context) + max(map(len, probe.candidates))
+        if max_length is not None and longest > max_length:
+            raise UserError(f"{source}: probe {number} takes {longest} tokens, more than the {max_length} the model "
+                            "is trained on")
+        probes.append(probe)
+    return probes
+
+
+@torch.no_grad()
+def score_probes(model, probes: list[Probe], batch_size: int = 64) -> dict[str, float]:
+    """The mean scores of ``probes`` (module docstring) under ``model``, in eval mode, its mode restored."""
+    rows = [(index, slot, probe.context + candidate, len(probe.context))
+            for index, probe in enumerate(probes) for slot, candidate in enumerate(probe.candidates)]
+    log_p = [[0.0] * len(probe.candidates) for probe in probes]
+    top = [True] * len(probes)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            width = max(len(ids) for _, _, ids, _ in batch)
+            input_ids = torch.zeros(len(batch), width, dtype=torch.long)
+            attention = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, (_, _, ids, _) in enumerate(batch):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                attention[row, : len(ids)] = 1
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
+            log_probs = torch.log_softmax(logits, dim=-1).cpu()
+            for row, (index, slot, ids, context) in enumerate(batch):
+                # the logits at position t predict token t + 1
+                targets = torch.tensor(ids[context:])
+                predicted = log_probs[row, context - 1 : len(ids) - 1]
+                log_p[index][slot] = float(predicted.gather(1, targets[:, None]).sum())
+                if slot == 0:
+                    top[index] = bool((predicted.argmax(-1) == targets).all())
+    finally:
+        model.train(was_training)
+    answer_p = [math.exp(p[0]) for p in log_p]
+    distractor_p = [sum(math.exp(x) for x in p[1:]) for p in log_p]
+    choice = [float(p[0] > max(p[1:])) if len(p) > 1 else 1.0 for p in log_p]
+    count = len(probes)
+    return {"accuracy": sum(top) / count, "choice": sum(choice) / count, "answer_p": sum(answer_p) / count,
+            "distractor_p": sum(distractor_p) / count}
+
+
+@dataclass
+class ProbeSchedule:
+    """Probes scored every ``every`` optimizer steps (and at the last), for :class:`meap.monitor.MetricsCallback`."""
+
+    probes: list[Probe]
+    every: int
+
+    def due(self, step: int, last: int) -> bool:
+        return bool(self.every) and (step % self.every == 0 or step == last)
+
+    def score(self, model) -> dict[str, float]:
+        return {f"probe_{name}": round(value, 6) for name, value in score_probes(model, self.probes).items()}
