@@ -140,10 +140,9 @@ def _evaluate(run: Path, evaluation_file: Path, progress: bool) -> None:
 
 def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Run every stage for ``config`` and return the summary (also in ``demo.json``)."""
+    from meap.data.shards import META_FILE
     from meap.monitor import machine
     from meap.paired import load_runs, onset_comparison, write_onset_report, write_records
-
-    from meap.data.shards import META_FILE
 
     seeds, objectives = config.training_seeds(), config.objectives()
     output = config.resolved_output()
@@ -169,8 +168,13 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
         for run in seed_runs.values():
             say(f"{clock}  3/4 evaluating {run.relative_to(output)}")
             _evaluate(run, evaluation, progress)
-    say(f"{clock}  4/4 verdict")
     loaded = load_runs(runs)
+    if config.records:
+        write_records(loaded, Path(config.records))
+    if set(objectives) != {"ntp", "meap"}:
+        say(f"{clock}  done: one objective, nothing to pair; the runs and their evaluations are in {output}")
+        return {"runs": {str(seed): {o: str(run) for o, run in by.items()} for seed, by in runs.items()}}
+    say(f"{clock}  4/4 verdict")
     comparison = onset_comparison(loaded, threshold=config.onset_threshold, window=config.onset_window)
     tables = write_onset_report(comparison, output)
     summary = {**comparison, "wall_seconds": clock.seconds(), "machine": machine(), "config": config_to_dict(config)}
@@ -178,8 +182,6 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     if config.summary:
         publish_summary(Path(config.summary), summary, tables.read_text(encoding="utf-8"),
                         output / "comparison.png")
-    if config.records:
-        write_records(loaded, Path(config.records))
     print("\n" + tables.read_text(encoding="utf-8"))
     print(f"{summary['wall_seconds']:.0f} s in all -> {output / SUMMARY_FILE}")
     return summary
