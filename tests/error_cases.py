@@ -294,7 +294,7 @@ CASES = [
     Case("demo-bad-filler-words", lambda i: ["demo", "--filler-words", "50", "10", "--output", str(i.tmp / "out")],
          ("filler_words",)),
     Case("demo-prompts-beyond-the-trained-length",
-         lambda i: ["demo", "--quick", "--seq-len", "64", "--output", str(i.tmp / "out")],
+         lambda i: ["demo", "--quick", "--task", "retrieval", "--seq-len", "64", "--output", str(i.tmp / "out")],
          ("probes.jsonl", "more than the 64 the model is trained on")),
     Case("demo-repeated-seeds", lambda i: ["demo", "--seeds", "1", "1", "--output", str(i.tmp / "out")],
          ("seeds", "distinct")),

@@ -81,14 +81,11 @@ def test_quick_demo_end_to_end_with_two_seeds_reproduces_and_recomputes(tmp_path
             strict = [r["correct"] for r in scored if not r["absent"]]
             assert result["niah_by_seed"][objective][(3, 5).index(seed)] == sum(strict) / len(strict)
 
-    # leakage: no held-out key is a key in the training corpus
+    # copy probes ask for words of the drills (the skill is copying, not recalling held-out words)
     vocabulary = json.loads((output / "vocabulary.json").read_text())
-    corpus = (output / "corpus.jsonl").read_text()
-    trained_keys = {key for key, _ in stated_needles(corpus)}
-    assert trained_keys and not trained_keys & set(vocabulary["held_out_keys"])
-    probe_keys = {json.loads(line)["key"] for name in ("probes.jsonl", "evaluation.jsonl")
-                  for line in (output / name).open()}
-    assert probe_keys <= set(vocabulary["held_out_keys"])
+    words = set(vocabulary["train_keys"]) | set(vocabulary["train_values"])
+    asked = {json.loads(line)["answer"].strip() for line in (output / "evaluation.jsonl").open()}
+    assert asked <= words and result["task"] == "copy"
 
     # the committed records recompute the summary
     recomputed = onset_comparison(read_records(records), threshold=0.5, window=3)
@@ -116,7 +113,24 @@ def test_quick_demo_end_to_end_with_two_seeds_reproduces_and_recomputes(tmp_path
 
 def test_prompts_longer_than_the_trained_length_are_refused_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["demo", "--quick", "--no-progress", "--output", str(tmp_path / "d"), "--seq-len", "64"])
+        main(["demo", "--quick", "--no-progress", "--output", str(tmp_path / "d"), "--task", "retrieval", "--seq-len", "64"])
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and "more than the 64 the model is trained on" in error
     assert not (tmp_path / "d" / "seed-1337").exists()
+
+
+def test_the_retrieval_task_holds_its_probe_keys_out_of_training(tmp_path, capsys):
+    output = tmp_path / "retrieval"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--quick", "--no-progress", "--task", "retrieval", "--seq-len", "256", "--absent-probes", "4",
+              "--output", str(output)])
+    assert exit_info.value.code == 0
+    vocabulary = json.loads((output / "vocabulary.json").read_text())
+    trained_keys = {key for key, _ in stated_needles((output / "corpus.jsonl").read_text())}
+    assert trained_keys and not trained_keys & set(vocabulary["held_out_keys"])
+    probe_keys = {json.loads(line)["key"] for name in ("probes.jsonl", "evaluation.jsonl")
+                  for line in (output / name).open()}
+    assert probe_keys <= set(vocabulary["held_out_keys"])
+    summary = json.loads((output / "seed-1337" / "meap" / "eval" / "retrieval" / "summary.json").read_text())
+    assert summary["absent_probes"] == 4 and summary["distractors"] == 3
+    assert "tokens to retrieve by key" in (output / "comparison.md").read_text()

@@ -61,15 +61,19 @@ def materials(config: DemoConfig) -> dict:
         return random.Random(f"meap-demo-{name}:{config.seed}")
 
     held_out = (vocab.held_out_keys, vocab.train_values, config.distractors, tuple(config.probe_filler_words))
-    return {"tokenizer": tokenizer, "vocabulary": vocab,
-            "probes": task.probe_records(draw("probes"), config.probes, *held_out),
-            "evaluation": [*task.probe_records(draw("evaluation"), config.eval_probes, *held_out),
-                           *task.probe_records(draw("absent"), config.absent_probes, *held_out, absent=True)],
+    words = vocab.train_keys + vocab.train_values  # the drills' words
+    if config.task == "copy":
+        probes = task.copy_probes(draw("probes"), config.probes, words, config.distractors + 1)
+        evaluation = task.copy_probes(draw("evaluation"), config.eval_probes, words, config.distractors + 1)
+    else:
+        probes = task.probe_records(draw("probes"), config.probes, *held_out)
+        evaluation = [*task.probe_records(draw("evaluation"), config.eval_probes, *held_out),
+                      *task.probe_records(draw("absent"), config.absent_probes, *held_out, absent=True)]
+    return {"tokenizer": tokenizer, "vocabulary": vocab, "probes": probes, "evaluation": evaluation,
             "documents": task.training_documents(draw("documents"), config.documents, vocab,
                                                  tuple(config.needles_per_document), tuple(config.filler_words),
                                                  tuple(config.questions_per_document)),
-            "drills": task.copy_drills(draw("drills"), config.drill_documents, vocab.train_keys + vocab.train_values,
-                                       tuple(config.drill_numbers))}
+            "drills": task.copy_drills(draw("drills"), config.drill_documents, words, tuple(config.drill_numbers))}
 
 
 def trained_length(config: DemoConfig, tokenizer, documents: list[str]) -> int:
@@ -86,7 +90,8 @@ def check_prompts(config: DemoConfig, found: dict, where: Path) -> None:
     """Every probe and evaluation prompt within the trained length (:class:`UserError` before anything trains)."""
     from meap.probes import tokenize_probes
 
-    limit = trained_length(config, found["tokenizer"], found["documents"])
+    texts = found["drills"] if config.task == "copy" else found["documents"]
+    limit = trained_length(config, found["tokenizer"], texts)
     for name, records in ((PROBES_FILE, found["probes"]), (EVALUATION_FILE, found["evaluation"])):
         tokenize_probes(records, found["tokenizer"], limit, source=str(where / name))
 
@@ -123,19 +128,23 @@ def training_jobs(config: DemoConfig, output: Path, data: Path, drills: Path, pr
             after, model = [jobs[-1].name], str(RunDir(shared.resolved_output()).final)
         runs[seed] = {}
         for objective in config.objectives():
-            branch = config.pretrain_config(objective, str(data), root / objective, seed, model=model, warmup_steps=0,
+            trained_on = drills if config.task == "copy" else data
+            branch = config.pretrain_config(objective, str(trained_on), root / objective, seed, model=model,
+                                            warmup_steps=0 if config.shared_steps else config.warmup_steps,
                                             probe_file=str(probes.absolute()), probe_every=config.probe_every)
             jobs.append(Job(f"seed {seed} {objective}", "pretrain", branch, after=list(after)))
             runs[seed][objective] = branch.resolved_output()
     return jobs, runs
 
 
-def _evaluate(run: Path, evaluation_file: Path, progress: bool) -> None:
+def _evaluate(config: DemoConfig, run: Path, evaluation_file: Path, progress: bool) -> None:
     from meap.eval import retrieval
 
     where = run / "eval" / "retrieval"
     if not has_summary(where, "retrieval"):
-        retrieval.run(str(run), str(evaluation_file), where, attention=True, progress=progress)
+        # copying is scored on the next word alone (the list goes on after it)
+        retrieval.run(str(run), str(evaluation_file), where, max_new_tokens=1 if config.task == "copy" else 12,
+                      attention=True, progress=progress)
 
 
 def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
@@ -167,7 +176,7 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     for seed_runs in runs.values():
         for run in seed_runs.values():
             say(f"{clock}  3/4 evaluating {run.relative_to(output)}")
-            _evaluate(run, evaluation, progress)
+            _evaluate(config, run, evaluation, progress)
     loaded = load_runs(runs)
     if config.records:
         write_records(loaded, Path(config.records))
@@ -175,7 +184,8 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
         say(f"{clock}  done: one objective, nothing to pair; the runs and their evaluations are in {output}")
         return {"runs": {str(seed): {o: str(run) for o, run in by.items()} for seed, by in runs.items()}}
     say(f"{clock}  4/4 verdict")
-    comparison = onset_comparison(loaded, threshold=config.onset_threshold, window=config.onset_window)
+    comparison = {**onset_comparison(loaded, threshold=config.onset_threshold, window=config.onset_window),
+                  "task": config.task}
     tables = write_onset_report(comparison, output)
     summary = {**comparison, "wall_seconds": clock.seconds(), "machine": machine(), "config": config_to_dict(config)}
     atomic_write_json(output / SUMMARY_FILE, summary)

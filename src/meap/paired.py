@@ -169,7 +169,8 @@ def write_onset_report(comparison: dict, output: Path) -> Path:
     interval = comparison["ratio_ci95"]
     ratio_text = (f"{comparison['ratio']:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
                   + (f", sign-flip p = {comparison['sign_flip_p']:.3g}" if comparison["sign_flip_p"] is not None else ""))
-    blocks: list[tuple] = [("h1", f"NTP vs MEAP: tokens to retrieve by key, paired over {len(seeds)} seed(s)")]
+    skill = "copy" if comparison.get("task") == "copy" else "retrieve by key"
+    blocks: list[tuple] = [("h1", f"NTP vs MEAP: tokens to {skill}, paired over {len(seeds)} seed(s)")]
     blocks.append(("p", f"Onset: the training tokens after the branch point at which the probes' moving accuracy "
                         f"({comparison['window']} probes) first reaches {comparison['threshold']:g}; 'censored' runs "
                         "never did within the window and count with the window's end. Ratio: onset MEAP / onset NTP, "
@@ -185,7 +186,8 @@ def write_onset_report(comparison: dict, output: Path) -> Path:
                                                 f"{'excluded' if gain else 'not excluded'}") + ". Censored runs: NTP "
                      f"{comparison['censored']['ntp']}, MEAP {comparison['censored']['meap']} of {len(seeds)}.")]
     strict, val = comparison["strict"], comparison["val_loss"]
-    secondary = [["strict key-based retrieval at the end (%)", percent(strict["mean"]["ntp"]),
+    measured = "copying, next word" if comparison.get("task") == "copy" else "strict key-based retrieval"
+    secondary = [[f"{measured} at the end (%)", percent(strict["mean"]["ntp"]),
                   percent(strict["mean"]["meap"]), interval_text(strict["paired"])]]
     absent = comparison.get("absent_distractor_given")
     if absent:

@@ -251,7 +251,8 @@ def draw_onsets(comparison: dict):
     axis.set_ylim(-0.03, 1.03)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="upper left")
-    _title(axis, "Key-based retrieval probes during training", f"{len(comparison['seeds'])} training seeds")
+    skill = "Copying" if comparison.get("task") == "copy" else "Key-based retrieval"
+    _title(axis, f"{skill} probes during training", f"{len(comparison['seeds'])} training seeds")
     axis = axes[0][1]
     onsets, ends = comparison["onset_tokens_by_seed"], comparison["window_tokens_by_seed"]
     for index, seed in enumerate(comparison["seeds"]):

@@ -58,10 +58,13 @@ class DemoConfig(PairedExperiment, PretrainConfig):
     records: str = help_field("also write every probe curve and per-probe score, gzipped, to this file (what the "
                          "summary is recomputed from)", default="")
     data: str = help_field("`demo`: the demo corpus built in the output directory", default="demo")
+    task: str = help_field("what the probes measure and the branches train on: `retrieval` (lookup by key among "
+                      "distractor needles, on the retrieval documents) or `copy` (continuing a repeated list, on "
+                      "the copy drills: RESULTS.md's pilot rule)", default="copy")
     # The demo corpus; `seed` seeds it, the keys and the probes
     vocab_size: int = help_field("BPE vocabulary, trained on the built-in prose and needles", default=2048)
-    documents: int = help_field("retrieval documents: needles under distinct keys in prose, one asked for at the end",
-                           default=30000)
+    documents: int = help_field("retrieval documents: needles under distinct keys in prose, some asked for at the end "
+                           "(trained on with task retrieval)", default=2000)
     needles_per_document: list[int] = help_field("fewest and most needles in a training document",
                                             default_factory=lambda: [2, 6])
     questions_per_document: list[int] = help_field("fewest and most needles asked about in a training document "
@@ -72,11 +75,11 @@ class DemoConfig(PairedExperiment, PretrainConfig):
                                default=100)
     # The shared start of each seed (NTP on copy drills)
     shared_steps: int = help_field("optimizer steps of each seed's shared start, on copy drills (0: the branches "
-                              "start from a fresh init)", default=1000)
+                              "start from a fresh init)", default=200)
     shared_seq_len: int = help_field("sequence length of the shared start", default=64)
     shared_batch_size: int = help_field("sequences per step in the shared start", default=32)
-    drill_documents: int = help_field("copy drills (a list of random numbers, then the list again)", default=40000)
-    drill_numbers: list[int] = help_field("fewest and most numbers in a copy drill", default_factory=lambda: [2, 4])
+    drill_documents: int = help_field("copy drills (a list of random words, then the list again)", default=150000)
+    drill_numbers: list[int] = help_field("fewest and most words in a copy drill", default_factory=lambda: [2, 5])
     # Probes during the branches, and the onset read from them
     probes: int = help_field("teacher-forced probes scored during training", default=128)
     distractors: int = help_field("needles besides the asked one in every probe and evaluation prompt, values of the "
@@ -89,12 +92,12 @@ class DemoConfig(PairedExperiment, PretrainConfig):
     onset_window: int = help_field("probe scores in the moving average of the onset", default=3)
     # Final evaluation of every branch
     eval_probes: int = help_field("greedy, strictly scored retrieval prompts per run (its own draw)", default=256)
-    absent_probes: int = help_field("prompts with the asked needle left out (key selectivity)", default=128)
+    absent_probes: int = help_field("prompts with the asked needle left out (key selectivity)", default=0)
     # Branch training (PretrainConfig's keys; defaults sized for 2 CPU cores)
     model: str = new_default(PretrainConfig, "model", default="tiny-2l")
-    seq_len: int = new_default(PretrainConfig, "seq_len", default=256)
+    seq_len: int = new_default(PretrainConfig, "seq_len", default=64)
     document_attention: bool = new_default(PretrainConfig, "document_attention", default=True)
-    micro_batch_size: int = new_default(PretrainConfig, "micro_batch_size", default=8)
+    micro_batch_size: int = new_default(PretrainConfig, "micro_batch_size", default=32)
     max_steps: int = help_field("optimizer steps of each branch (the window in which the onset is looked for)",
                            default=2000)
     lr: float = new_default(PretrainConfig, "lr", default=3e-3)
@@ -130,6 +133,8 @@ class DemoConfig(PairedExperiment, PretrainConfig):
             found.append("drill_documents: expected > 0 when shared_steps > 0")
         if not 0 < self.onset_threshold <= 1:
             found.append(f"onset_threshold: expected a share in (0, 1], got {self.onset_threshold}")
+        if self.task not in ("retrieval", "copy"):
+            found.append(f"task: expected `retrieval` or `copy`, got {self.task!r}")
         if self.data != "demo":
             found.append(f"data: expected `demo` (the probes need the demo corpus), got {self.data!r}")
         if self.probe_every % self.log_every:

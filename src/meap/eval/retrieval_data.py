@@ -135,6 +135,20 @@ def copy_drills(rng: random.Random, count: int, words: tuple[str, ...], lengths:
     return drills
 
 
+def copy_probes(rng: random.Random, count: int, words: tuple[str, ...], length: int) -> list[dict]:
+    """Probes of copying (the drills' skill): a list of ``length`` words, then the list again cut before a
+    word other than the first; the distractors are the list's other words (a model that copies from the
+    wrong place gives one of them)."""
+    records = []
+    for _ in range(count):
+        listed = rng.sample(words, length)
+        at = rng.randrange(1, length)
+        records.append({"context": f"Words: {', '.join(listed)}. Again: {', '.join(listed[:at])},",
+                        "answer": f" {listed[at]}", "distractors": [f" {w}" for i, w in enumerate(listed) if i != at],
+                        "absent": False})
+    return records
+
+
 def probe_records(rng: random.Random, count: int, keys: tuple[str, ...], values: tuple[str, ...], distractors: int,
                   filler_words: tuple[int, int], absent: bool = False) -> list[dict]:
     """Probes for :mod:`meap.probes` and :mod:`meap.eval.retrieval`: each context ends right before the asked
