@@ -155,8 +155,12 @@ def run_jobs(jobs: list[Job], parallel: int, progress: bool = True) -> None:
     done = {job.name for job in jobs if job.run.has_final_model()}
     pending = [job for job in jobs if job.name not in done]
     running: dict[str, tuple[Job, subprocess.Popen]] = {}
-    total = sum(job.config.max_steps for job in jobs)
-    bar = tqdm(total=total, desc="training", unit="step", disable=not progress)
+    def steps() -> int:
+        return sum(job.config.max_steps if job.name in done else job.steps_done() for job in jobs)
+
+    # initial: a continued run's rate and ETA count only the steps trained now
+    bar = tqdm(total=sum(job.config.max_steps for job in jobs), initial=steps(), desc="training", unit="step",
+               disable=not progress)
     try:
         while pending or running:
             for name, (job, process) in list(running.items()):
@@ -175,7 +179,7 @@ def run_jobs(jobs: list[Job], parallel: int, progress: bool = True) -> None:
                 running[job.name] = (job, process)
             if pending and not running:
                 raise ValueError("jobs wait for each other in a cycle")
-            bar.n = sum(job.config.max_steps if job.name in done else job.steps_done() for job in jobs)
+            bar.n = steps()
             bar.refresh()
             if running:
                 time.sleep(_POLL_SECONDS)
