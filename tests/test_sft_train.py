@@ -129,18 +129,45 @@ def test_the_command_fine_tunes_on_the_builtin_set(tiny_model_dir, tmp_path, bui
     import subprocess
     import sys
 
+    def sft(output, *options):
+        return subprocess.run([sys.executable, "-m", "meap.cli", "sft", "--model", str(tiny_model_dir), "--data",
+                               "builtin:12", "--max-steps", "2", "--micro-batch-size", "2", "--max-length", "512",
+                               "--output", str(output), "--no-progress", *options],
+                              capture_output=True, text=True, timeout=300)
+
+    # Built-in conversations take ~350 tokens, so original + copy do not fit this model's 512 positions: a MEAP
+    # run would be plain NTP, and is refused, saying what fits; nothing is left behind.
+    refused = sft(tmp_path / "meap")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "no conversation gets the masked copy: 12 are too long" in refused.stderr
+    needed = int(refused.stderr.split("--max-length ")[1].split(" ")[0])
+    assert 512 < needed < 1100 and not (tmp_path / "meap" / "final").exists()
     output = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "meap.cli", "sft", "--model", str(tiny_model_dir), "--data",
-                             "builtin:12", "--max-steps", "2", "--micro-batch-size", "2", "--max-length", "512",
-                             "--output", str(output), "--no-progress"], capture_output=True, text=True, timeout=300)
+    result = sft(output, "--objective", "ntp")
     assert result.returncode == 0, result.stderr
     assert f"done: {output / 'final'}" in result.stdout
     facts = json.loads((output / "run.json").read_text())
-    # Built-in conversations take ~350 tokens, so original + copy do not fit this model's 512 positions: every
-    # one falls back to a plain NTP row, and the run says so.
-    assert facts["max_steps"] == 2 and facts["rows"] == {"ntp-fallback": 12}
-    assert "12 conversations are too long for original + masked copy" in result.stderr
+    assert facts["max_steps"] == 2 and facts["rows"] == {"ntp": 12} and facts["meap_share"] is None
     assert load_config(SFTConfig, output / "config.yaml").data == ["builtin:12"]
+
+
+def test_a_meap_run_in_which_few_conversations_get_the_copy_says_so_loudly(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "mixed.jsonl"
+    long_answer = " ".join(["word"] * 80)
+    data.write_text("".join(json.dumps({"instruction": f"Say {i}.", "output": long_answer if i < 2 else "Yes."}) + "\n"
+                            for i in range(8)))
+    output = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "meap.cli", "sft", "--model", str(tiny_model_dir), "--data",
+                             str(data), "--max-steps", "1", "--micro-batch-size", "2", "--max-length", "512",
+                             "--val-fraction", "0", "--output", str(output), "--no-progress"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: only 25% of the conversations get MEAP's masked copy" in result.stderr
+    assert "6 have answers of 50 tokens or fewer" in result.stderr
+    assert json.loads((output / "run.json").read_text())["meap_share"] == 0.25
 
 
 def test_fine_tuning_a_meap_pretrain_run(prepared, tmp_path, alpaca_file):

@@ -140,7 +140,7 @@ def _mdqa(config) -> None:
 
     _print_headline(run(config.model, config.data, config.output, batch_size=config.batch_size,
                         max_new_tokens=config.max_new_tokens, limit=config.limit, dtype=config.dtype,
-                        progress=not config.no_progress), config.output)
+                        teacher_forced=config.teacher_forced, progress=not config.no_progress), config.output)
 
 
 def _retrieval(config) -> None:

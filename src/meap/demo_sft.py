@@ -3,18 +3,24 @@
 Stages (a finished stage is skipped, so an interrupted run continues):
 
 1. **evaluation files**: synthetic lost-in-the-middle MDQA (``mdqa_num_docs`` documents, one file per
-   gold position in ``mdqa_gold_positions``, the same questions in each);
+   gold position in ``mdqa_gold_positions``, the same questions in each); with ``train_conversations``,
+   also that many MDQA-format training conversations from another stream (checked: no evaluation answer
+   occurs in them);
 2. **base**: MDQA of the model before fine-tuning (``base/eval/mdqa``);
 3. **fine-tune**: per seed and objective a ``meap sft`` run (``<objective>/``, or ``seed-<s>/<objective>/``
    with several seeds) at equal training tokens: MEAP-SFT appends a masked copy to every long answer, so
    it trains ``meap_epochs`` (the paper: 2) where NTP-SFT trains ``ntp_epochs`` (4);
-4. **evaluate and compare**: MDQA of every run, and ``demo-sft.json`` / ``comparison.md`` with per-seed
-   accuracies, accuracy by gold position beside the base model's, and the paired differences MEAP - NTP
-   and each objective - base, with 95% t-intervals over seeds (:mod:`meap.stats`).
+4. **evaluate and compare**: MDQA of every run, greedy and teacher-forced, and ``demo-sft.json`` /
+   ``comparison.md`` with per-seed accuracies, accuracy by gold position beside the base model's, the
+   paired differences MEAP - NTP and each objective - base, with 95% t-intervals over seeds
+   (:mod:`meap.stats`), the rows each run trained on (a MEAP row that fell back to NTP is counted), and the
+   validity gate: NTP-SFT more than ``forgetting_gate`` below the base model means the run measures
+   forgetting, and the comparison says so instead of ranking the objectives.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,9 +28,31 @@ from meap.config import SFTDemoConfig, config_to_dict
 from meap.experiment import continue_training, publish_summary, say, start_experiment
 from meap.eval.results import RECORDS_FILE, has_summary, read_records
 from meap.fsutil import atomic_write_lines, atomic_write_text
+from meap.rundir import RunDir
 
 SUMMARY_FILE = "demo-sft.json"
 COMPARISON_FILE = "comparison.md"
+TRAINING_FILE = "train.jsonl"
+SCORES = {"best_subspan_em": "greedy best-subspan EM", "teacher_forced_em": "teacher-forced EM",
+          "answer_logprob": "answer log-probability"}  # per-question scores compared, the first the headline
+
+
+def _training_file(config: SFTDemoConfig, directory: Path, evaluation: list[Path]) -> Path:
+    """The generated training conversations (another stream than the evaluation's), checked for leakage."""
+    from meap.eval.mdqa import read_mdqa
+    from meap.eval.mdqa_data import make_training_conversations
+    from meap.eval.metrics import normalize_answer
+
+    path = directory / TRAINING_FILE
+    if not path.is_file():
+        make_training_conversations(path, config.train_conversations, num_docs=config.mdqa_num_docs,
+                                    seed=f"train-{config.seed}", passage_words=config.mdqa_passage_words)
+    text = normalize_answer(path.read_text(encoding="utf-8"))
+    leaked = sorted({answer for file in evaluation for example in read_mdqa(file) for answer in example["answers"]
+                     if normalize_answer(answer) in text})
+    if leaked:
+        raise ValueError(f"{path}: holds evaluation answers {leaked[:3]}")  # the streams are disjoint by design
+    return path
 
 
 def _mdqa_files(config: SFTDemoConfig, directory: Path) -> list[Path]:
@@ -39,7 +67,7 @@ def _evaluate(config: SFTDemoConfig, model: str, output: Path, files: list[Path]
 
     if not has_summary(output, "mdqa"):
         mdqa.run(model, [str(path) for path in files], output, max_new_tokens=config.max_new_tokens, batch_size=8,
-                 dtype=config.eval_dtype, progress=progress)
+                 dtype=config.eval_dtype, teacher_forced=True, progress=progress)
     return output / RECORDS_FILE
 
 
@@ -61,65 +89,89 @@ def grouped_mean(records_by_seed: list[list[dict]], group: str, key: str) -> dic
             for value, (total, count) in sorted(sums.items())}
 
 
-def sft_comparison(base: Path, runs: dict[int, dict[str, Path]]) -> dict:
+def sft_comparison(base: Path, runs: dict[int, dict[str, Path]], gate: float = 0.10) -> dict:
     """MDQA of the base model and of each seed's fine-tuned runs, compared (see the module docstring).
 
     ``base``: the base model's ``results.jsonl``; ``runs``: seed -> objective -> its ``results.jsonl``,
-    all over the same questions in the same order.
+    all over the same questions in the same order. Every score of :data:`SCORES` the records hold is
+    compared; the first (greedy EM) is the headline and decides the validity ``gate``.
     """
     from meap.stats import mean_and_spread, paired_difference
 
     seeds = sorted(runs)
     objectives = sorted({o for by_objective in runs.values() for o in by_objective}, key=("ntp", "meap").index)
     base_records = read_records(base)
-    base_scores = [record["best_subspan_em"] for record in base_records]
     records = {o: [read_records(runs[seed][o]) for seed in seeds] for o in objectives}
-    tables = {o: [[r["best_subspan_em"] for r in rows] for rows in records[o]] for o in objectives}
-    if any(len(row) != len(base_scores) for rows in tables.values() for row in rows):
+    if any(len(rows) != len(base_records) for by_seed in records.values() for rows in by_seed):
         raise ValueError("the runs' MDQA evaluations have different numbers of questions")
-    by_seed = {o: [sum(row) / len(row) for row in tables[o]] for o in objectives}
-    result = {
-        "objectives": objectives, "seeds": seeds, "questions": len(base_scores),
-        "base": {"accuracy": sum(base_scores) / len(base_scores),
-                 "by_gold_position": grouped_mean([base_records], "gold_position", "best_subspan_em")},
-        "by_seed": by_seed,
-        "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
-        "by_gold_position": {o: grouped_mean(records[o], "gold_position", "best_subspan_em") for o in objectives},
-        "versus_base": {o: paired_difference([base_scores] * len(seeds), tables[o]) for o in objectives},
-    }
-    if objectives == ["ntp", "meap"]:
-        result["paired"] = paired_difference(tables["ntp"], tables["meap"])
+    scores = [key for key in SCORES if all(key in r for r in base_records)
+              and all(key in r for by_seed in records.values() for rows in by_seed for r in rows)]
+    result: dict = {"objectives": objectives, "seeds": seeds, "questions": len(base_records), "scores": scores}
+    for key in scores:
+        base_scores = [record[key] for record in base_records]
+        tables = {o: [[r[key] for r in rows] for rows in records[o]] for o in objectives}
+        by_seed = {o: [sum(row) / len(row) for row in tables[o]] for o in objectives}
+        result[key] = {
+            "base": {"mean": sum(base_scores) / len(base_scores),
+                     "by_gold_position": grouped_mean([base_records], "gold_position", key)},
+            "by_seed": by_seed,
+            "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
+            "by_gold_position": {o: grouped_mean(records[o], "gold_position", key) for o in objectives},
+            "versus_base": {o: paired_difference([base_scores] * len(seeds), tables[o]) for o in objectives},
+        }
+        if objectives == ["ntp", "meap"]:
+            result[key]["paired"] = paired_difference(tables["ntp"], tables["meap"])
+    headline = result[scores[0]]
+    if "ntp" in objectives:
+        drop = headline["base"]["mean"] - headline["mean"]["ntp"]
+        result["validity"] = {"ntp_below_base": drop, "gate": gate,
+                              "measures": "forgetting" if drop > gate else "the objective"}
     return result
 
 
-def _markdown(comparison: dict, config: SFTDemoConfig) -> str:
+def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) -> str:
     from meap.paired import interval_text, percent
 
-    positions = list(comparison["base"]["by_gold_position"])
-    objectives = comparison["objectives"]
+    objectives, headline = comparison["objectives"], comparison[comparison["scores"][0]]
+    positions = list(headline["base"]["by_gold_position"])
+    training = (f"{config.train_conversations} generated MDQA conversations" if config.train_conversations
+                else ", ".join(config.data))
     lines = [f"# NTP-SFT vs MEAP-SFT of {config.model}, {len(comparison['seeds'])} seed(s)", "",
-             f"Multi-document QA, {config.mdqa_num_docs} documents of about {config.mdqa_passage_words} words, "
-             f"{config.mdqa_examples} questions per gold position; best-subspan EM in percent. NTP-SFT "
-             f"{config.ntp_epochs} epochs, MEAP-SFT {config.meap_epochs} (equal training tokens); differences in "
-             "points with 95% t-intervals over seeds (seeds and questions as crossed factors; with one seed, over "
-             "questions only).", "",
-             "| model | " + " | ".join(f"gold {int(p) + 1}" for p in positions) + " | all |",
-             "|---|" + "---|" * (len(positions) + 1),
-             "| base | " + " | ".join(percent(comparison["base"]["by_gold_position"][p]) for p in positions)
-             + f" | {percent(comparison['base']['accuracy'])} |"]
-    for o in objectives:
-        by_position = comparison["by_gold_position"][o]
-        lines.append(f"| {o.upper()}-SFT (mean of seeds) | " + " | ".join(percent(by_position.get(p)) for p in positions)
-                     + f" | {percent(comparison['mean'][o])} |")
-    lines += ["", "| seed | " + " | ".join(o.upper() + "-SFT" for o in objectives) + " |",
-              "|---|" + "---|" * len(objectives)]
-    for index, seed in enumerate(comparison["seeds"]):
-        lines.append(f"| {seed} | " + " | ".join(percent(comparison["by_seed"][o][index]) for o in objectives) + " |")
-    lines += ["", "| difference | points [95% CI] |", "|---|---|"]
-    if "paired" in comparison:
-        lines.append(f"| MEAP-SFT - NTP-SFT | {interval_text(comparison['paired'])} |")
-    for o in objectives:
-        lines.append(f"| {o.upper()}-SFT - base | {interval_text(comparison['versus_base'][o])} |")
+             f"Fine-tuned on {training}: NTP-SFT {config.ntp_epochs} epochs, MEAP-SFT {config.meap_epochs} (equal "
+             f"training tokens). Evaluated on multi-document QA, {config.mdqa_num_docs} documents of about "
+             f"{config.mdqa_passage_words} words, {config.mdqa_examples} questions per gold position. Scores in "
+             "percent (log-probabilities in nats); differences with 95% t-intervals over seeds (seeds and "
+             "questions as crossed factors; with one seed, over questions only)."]
+    if "validity" in comparison:
+        validity = comparison["validity"]
+        verdict = ("**This run measures forgetting, not the objective**" if validity["measures"] == "forgetting"
+                   else "The run passes the validity gate")
+        lines += ["", f"{verdict}: NTP-SFT is {100 * validity['ntp_below_base']:+.1f} points below the base model "
+                      f"(gate: {100 * validity['gate']:.0f})."]
+    for key in comparison["scores"]:
+        table, scale = comparison[key], 1 if key == "answer_logprob" else 100
+        number = (lambda value: f"{value:.2f}") if scale == 1 else percent
+        lines += ["", f"## {SCORES[key]}", "",
+                  "| model | " + " | ".join(f"gold {int(p) + 1}" for p in positions) + " | all |",
+                  "|---|" + "---|" * (len(positions) + 1),
+                  "| base | " + " | ".join(number(table["base"]["by_gold_position"][p]) for p in positions)
+                  + f" | {number(table['base']['mean'])} |"]
+        for o in objectives:
+            by_position = table["by_gold_position"][o]
+            lines.append(f"| {o.upper()}-SFT (mean of seeds) | "
+                         + " | ".join(number(by_position[p]) if p in by_position else "n/a" for p in positions)
+                         + f" | {number(table['mean'][o])} |")
+        lines += ["", "| seed | " + " | ".join(o.upper() + "-SFT" for o in objectives) + " |",
+                  "|---|" + "---|" * len(objectives)]
+        for index, seed in enumerate(comparison["seeds"]):
+            lines.append(f"| {seed} | " + " | ".join(number(table["by_seed"][o][index]) for o in objectives) + " |")
+        lines += ["", "| difference | [95% CI] |", "|---|---|"]
+        if "paired" in table:
+            lines.append(f"| MEAP-SFT - NTP-SFT | {interval_text(table['paired'], scale)} |")
+        for o in objectives:
+            lines.append(f"| {o.upper()}-SFT - base | {interval_text(table['versus_base'][o], scale)} |")
+    lines += ["", "Training rows per run: " + "; ".join(
+        f"{name} " + ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items())) for name, counts in rows.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -132,19 +184,23 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
 
     say(f"{clock}  1/4 evaluation files")
     files = _mdqa_files(config, output / "mdqa")
+    if config.train_conversations:
+        config = dataclasses.replace(config, data=[str(_training_file(config, output / "mdqa", files))])
     say(f"{clock}  2/4 MDQA of the base model {config.model}")
     base = _evaluate(config, config.model, output / "base" / "eval" / "mdqa", files, progress)
     runs: dict[int, dict[str, Path]] = {seed: {} for seed in seeds}
+    rows: dict[str, dict] = {}
     for number, (seed, objective) in enumerate(((s, o) for s in seeds for o in objectives), 1):
         run = output / objective if len(seeds) == 1 else output / f"seed-{seed}" / objective
         epochs = config.meap_epochs if objective == "meap" else config.ntp_epochs
         say(f"{clock}  3/4 fine-tuning {objective.upper()}-SFT, seed {seed} ({number} of "
             f"{len(seeds) * len(objectives)}): {epochs} epochs")
         _fine_tune(config, objective, seed, run, progress)
+        rows[str(run.relative_to(output))] = RunDir(run).read_facts().get("rows", {})
         runs[seed][objective] = _evaluate(config, str(run), run / "eval" / "mdqa", files, progress)
     say(f"{clock}  4/4 comparison")
-    comparison = sft_comparison(base, runs)
-    tables = _markdown(comparison, config)
+    comparison = {**sft_comparison(base, runs, config.forgetting_gate), "training_rows": rows}
+    tables = _markdown(comparison, config, rows)
     atomic_write_text(output / COMPARISON_FILE, tables)
     summary = {**comparison, "wall_seconds": clock.seconds(),
                "machine": machine(),

@@ -83,8 +83,9 @@ def tokenize_probes(records: list[dict], tokenizer, max_length: int | None = Non
 
 
 @torch.no_grad()
-def score_probes(model, probes: list[Probe], batch_size: int = 64) -> dict[str, float]:
-    """The mean scores of ``probes`` (module docstring) under ``model``, in eval mode, its mode restored."""
+def probe_log_probs(model, probes: list[Probe], batch_size: int = 64) -> list[tuple[bool, list[float]]]:
+    """Per probe: whether every answer token is the top prediction, and the log-probability of each candidate
+    (the answer first), under ``model`` in eval mode, its mode restored."""
     rows = [(index, slot, probe.context + candidate, len(probe.context))
             for index, probe in enumerate(probes) for slot, candidate in enumerate(probe.candidates)]
     log_p = [[0.0] * len(probe.candidates) for probe in probes]
@@ -112,12 +113,18 @@ def score_probes(model, probes: list[Probe], batch_size: int = 64) -> dict[str, 
                     top[index] = bool((predicted.argmax(-1) == targets).all())
     finally:
         model.train(was_training)
-    answer_p = [math.exp(p[0]) for p in log_p]
-    distractor_p = [sum(math.exp(x) for x in p[1:]) for p in log_p]
-    choice = [float(p[0] > max(p[1:])) if len(p) > 1 else 1.0 for p in log_p]
+    return list(zip(top, log_p))
+
+
+def score_probes(model, probes: list[Probe], batch_size: int = 64) -> dict[str, float]:
+    """The mean scores of ``probes`` (module docstring) under ``model``."""
+    scored = probe_log_probs(model, probes, batch_size)
+    answer_p = [math.exp(p[0]) for _, p in scored]
+    distractor_p = [sum(math.exp(x) for x in p[1:]) for _, p in scored]
+    choice = [float(p[0] > max(p[1:])) if len(p) > 1 else 1.0 for _, p in scored]
     count = len(probes)
-    return {"accuracy": sum(top) / count, "choice": sum(choice) / count, "answer_p": sum(answer_p) / count,
-            "distractor_p": sum(distractor_p) / count}
+    return {"accuracy": sum(top for top, _ in scored) / count, "choice": sum(choice) / count,
+            "answer_p": sum(answer_p) / count, "distractor_p": sum(distractor_p) / count}
 
 
 @dataclass

@@ -128,6 +128,9 @@ class MDQAConfig(GenerationOptions):
                              "nq-open-*)", factory=list, required=True, metavar="FILE")
     output: str = _output("directory for results.jsonl, summary.json, mdqa.png")
     limit: int | None = option("examples per file (default: all)")
+    teacher_forced: bool = option("also score the first gold answer teacher-forced after the prompt: exact match "
+                                  "(every answer token the top prediction) and its log-probability", False,
+                                  switch=True)
 
 
 @dataclass

@@ -169,6 +169,11 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
     mdqa_passage_words: int = help_field("words per MDQA document", default=40)
     max_new_tokens: int = help_field("tokens generated per MDQA answer", default=24)
     eval_dtype: str = help_field("precision of the MDQA evaluation (`auto`, `float32`, `bfloat16`)", default="auto")
+    train_conversations: int = help_field("train on this many generated MDQA conversations (questions disjoint from the "
+                                          "evaluation's, answers quoting the gold document) instead of `data`; 0: `data`",
+                                          default=0)
+    forgetting_gate: float = help_field("validity gate: NTP-SFT this far below the base model's accuracy (a fraction) "
+                                        "means the run measures forgetting, not the objective", default=0.10)
 
     command = "demo-sft"
 
@@ -178,6 +183,10 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
                     "max_new_tokens"):
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
+        if self.train_conversations < 0:
+            found.append(f"train_conversations: expected 0 or more, got {self.train_conversations}")
+        if not 0 < self.forgetting_gate <= 1:
+            found.append(f"forgetting_gate: expected a fraction in (0, 1], got {self.forgetting_gate}")
         positions = self.mdqa_gold_positions
         if not positions or len(set(positions)) < len(positions) or any(not 0 <= p < self.mdqa_num_docs for p in positions):
             found.append(f"mdqa_gold_positions: expected distinct positions in [0, {self.mdqa_num_docs}), got {positions}")

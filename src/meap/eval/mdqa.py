@@ -2,7 +2,10 @@
 
 Reads files in the format of lost-in-the-middle's ``nq-open-*_gold_at_*.jsonl.gz`` (gzipped or plain
 JSONL; :func:`meap.eval.mdqa_data.make_mdqa` writes synthetic ones), prompts with the paper's template,
-decodes greedily and scores with best-subspan EM (:func:`meap.eval.metrics.best_subspan_em`).
+decodes greedily and scores with best-subspan EM (:func:`meap.eval.metrics.best_subspan_em`); optionally
+also teacher-forced (:func:`meap.probes.probe_log_probs`): whether the first gold answer, read after the
+prompt, is the model's top prediction token by token, and its log-probability. That separates "knows where
+the answer is" from "writes it in the expected form", which greedy decoding mixes.
 One file per gold position is the usual layout; the position comes from the ``isgold`` document, else
 from ``gold_at_K`` in the file name.
 """
@@ -79,7 +82,7 @@ def gold_position(example: dict, path: str | Path) -> int | None:
 
 def run(model: str, data_files: list[str], output: str | Path, *, batch_size: int = MDQAConfig.batch_size,
         max_new_tokens: int = MDQAConfig.max_new_tokens, limit: int | None = None, dtype: str = MDQAConfig.dtype,
-        progress: bool = True) -> dict:
+        teacher_forced: bool = False, progress: bool = True) -> dict:
     """Answer every question of ``data_files`` with ``model`` and score it; return the summary.
 
     ``model`` is anything :func:`meap.models.load_causal_lm` accepts; ``limit`` caps the examples taken
@@ -87,7 +90,9 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
     ``max_position_embeddings`` is skipped and counted (``skipped_too_long``), not truncated. Writes into
     ``output``: ``results.jsonl`` (one line per answered example), ``summary.json`` (the returned dict;
     JSON turns its integer position keys into strings) and ``mdqa.png`` (accuracy by gold position, when
-    any position is known). Accuracies are None where nothing was answered.
+    any position is known). Accuracies are None where nothing was answered. With ``teacher_forced`` each
+    record also holds ``teacher_forced_em`` and ``answer_logprob``, and the summary their means
+    (``teacher_forced_accuracy``, ``mean_answer_logprob``, each also by gold position).
     """
     from meap.eval.generation import generate, prompt_length
     from meap.eval.metrics import best_subspan_em
@@ -122,6 +127,8 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
     for record, prediction in zip(records, predictions):
         record["prediction"] = prediction
         record["best_subspan_em"] = best_subspan_em(prediction, record["answers"])
+    if teacher_forced:
+        _score_teacher_forced(language_model, tokenizer, prompts, records, batch_size)
 
     by_position: dict[int, list[float]] = defaultdict(list)
     by_file: dict[str, list[float]] = {path: [] for path in data}
@@ -144,6 +151,13 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
                    "dtype": dtype_name(language_model)},
     }
 
+    if teacher_forced:
+        for key, name in (("teacher_forced_em", "teacher_forced_accuracy"), ("answer_logprob", "mean_answer_logprob")):
+            summary[name] = _mean([record[key] for record in records])
+            summary[f"{name}_by_gold_position"] = {
+                position: _mean([r[key] for r in records if r["gold_position"] == position])
+                for position in sorted(by_position)}
+
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     write_records(output, records)
@@ -153,6 +167,21 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
         plot_accuracy_by_position({model: accuracy_by_position}, output / "mdqa.png",
                                   counts={model: counts.pop()} if len(counts) == 1 else None)
     return summary
+
+
+def _score_teacher_forced(model, tokenizer, prompts: list[str], records: list[dict], batch_size: int) -> None:
+    from meap.eval.generation import render_prompt
+    from meap.probes import Probe, probe_log_probs
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # The answer is tokenised on its own, as a fine-tuning answer is (meap.sft.template).
+    probes = [Probe(ids(render_prompt(tokenizer, prompt)), [ids(record["answers"][0])])
+              for prompt, record in zip(prompts, records)]
+    for record, (top, log_p) in zip(records, probe_log_probs(model, probes, batch_size)):
+        record["teacher_forced_em"] = float(top)
+        record["answer_logprob"] = log_p[0]
 
 
 def _mean(scores: list[float]) -> float | None:

@@ -137,6 +137,36 @@ def make_mdqa_files(directory: Path, name: str, gold_positions, *, num_docs: int
     return files
 
 
+def training_conversation(seed: int | str, index: int, num_docs: int, passage_words: int = PASSAGE_WORDS,
+                          corpus: _ProseCorpus | None = None) -> dict:
+    """A fine-tuning conversation in the MDQA format (``{"messages": [user, assistant]}``): the user turn is the
+    evaluation's prompt (:func:`meap.eval.mdqa.build_prompt`) over an example of the stream ``seed`` with the
+    gold document at a random position; the answer gives the short answer first (what greedy evaluation reads),
+    then quotes the gold document whole, so it is long enough (about 70 tokens for 40-word documents) for
+    MEAP-SFT's masked copy and teaches copying from the context rather than the facts themselves."""
+    from meap.eval.mdqa import build_prompt
+
+    position = random.Random(f"meap-mdqa-train:{seed}:{index}").randrange(num_docs)
+    example = make_example(seed, index, num_docs, position, corpus, passage_words)
+    gold = example["ctxs"][position]
+    answer = (f"{example['answers'][0]}. Document [{position + 1}] (Title: {gold['title']}) says so; it reads: "
+              f"\"{gold['text']}\"")
+    return {"messages": [{"role": "user", "content": build_prompt(example)},
+                         {"role": "assistant", "content": answer}], "answers": example["answers"]}
+
+
+def make_training_conversations(output: Path, examples: int, *, num_docs: int, seed: int | str,
+                                passage_words: int) -> Path:
+    """``examples`` conversations of :func:`training_conversation` as JSONL at ``output`` (whole or not at all)."""
+    corpus = _prose_corpus()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(output, "w") as stream:
+        for index in range(examples):
+            record = training_conversation(seed, index, num_docs, passage_words, corpus)
+            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return output
+
+
 def make_example(seed: int | str, index: int, num_docs: int, gold_position: int,
                  corpus: _ProseCorpus | None = None, passage_words: int = PASSAGE_WORDS) -> dict:
     """Example ``index`` of the stream ``seed``: the fact in a gold passage plus ``num_docs - 1`` distractors,

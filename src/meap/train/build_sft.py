@@ -45,7 +45,7 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     collator = MeapSFTCollator(mask_id, eos, pad, config.effective_mask_ratio(), config.min_answer_tokens,
                                config.layout, config.max_length, config.seed, packing=config.packing,
                                packed_attention=packed_attention(model, config.packing), count_tokens=True)
-    lengths, kinds = [], Counter()
+    lengths, kinds, longest = [], Counter(), 0
     for n, conversation in enumerate(segments):
         try:
             rows = collator.rows({"segments": conversation})
@@ -53,13 +53,13 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
             raise UserError(f"{where}: conversation {n}: {error}") from None
         lengths.append(sum(len(row["input_ids"]) for row in rows))
         kinds.update(row["kind"] for row in rows)
+        if rows and rows[0]["kind"] == "ntp-fallback":  # what original + masked copy would take (EOS included)
+            longest = max(longest, 2 * (sum(len(ids) for ids, _ in conversation) + 1))
     kept = [i for i, length in enumerate(lengths) if length > 0]
     if len(kept) < len(segments):
         warn(f"{where}: {len(segments) - len(kept)} conversations have no answer token within max_length "
              f"({config.max_length}); skipped")
-    if kinds["ntp-fallback"]:
-        warn(f"{where}: {kinds['ntp-fallback']} conversations are too long for original + masked copy within "
-             f"max_length ({config.max_length}); they train as plain NTP rows (kind ntp-fallback)")
+    meap_share = _meap_share(config, where, kinds, len(kept), longest)
     order = torch.randperm(len(kept), generator=torch.Generator().manual_seed(config.seed)).tolist()
     num_val = round(len(kept) * config.val_fraction)
     val_ids, train_ids = [kept[i] for i in order[:num_val]], sorted(kept[i] for i in order[num_val:])
@@ -100,8 +100,28 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     if config.lora_r and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         raise UserError("lora_r: LoRA runs merge the adapter on one process; use DDP, not FSDP or DeepSpeed")
     facts = {"conversations": {"train": len(train_ids), "val": len(val_ids), "skipped": len(segments) - len(kept)},
-             "rows": dict(kinds), "tokenizer_sha256": vocabulary_sha256(tokenizer)}
+             "rows": dict(kinds), "meap_share": meap_share, "tokenizer_sha256": vocabulary_sha256(tokenizer)}
     return Run(config, output, trainer, tokenizer, samples_per_step, max_steps, facts)
+
+
+def _meap_share(config: SFTConfig, where: str, kinds: Counter, conversations: int, longest: int) -> float | None:
+    """The share of conversations that get MEAP's masked copy (None for NTP); a MEAP run in which none does
+    is refused, one in which fewer than half do is warned about."""
+    if not config.effective_mask_ratio() or not conversations:
+        return None
+    share = (kinds["concat"] + kinds["masked"]) / conversations
+    fallback = (f"{kinds['ntp-fallback']} are too long for original + masked copy within max_length "
+                f"({config.max_length}; --max-length {longest} fits them all)") if kinds["ntp-fallback"] else ""
+    short = f"{kinds['ntp']} have answers of {config.min_answer_tokens} tokens or fewer" if kinds["ntp"] else ""
+    why = " and ".join(part for part in (fallback, short) if part)
+    if share == 0:
+        raise UserError(f"{where}: objective meap, but no conversation gets the masked copy: {why}; this would be "
+                        "plain NTP (lower --min-answer-tokens, raise --max-length, or train --objective ntp)")
+    if share < 1:
+        loud = "WARNING: only " if share < 0.5 else ""
+        warn(f"{where}: {loud}{100 * share:.0f}% of the conversations get MEAP's masked copy; the rest train as "
+             f"plain NTP rows: {why}")
+    return share
 
 
 def _tokenized(tokenizer, turns: list[dict], where: str):
