@@ -54,6 +54,13 @@ def custom_code_dir(inputs: Inputs) -> Path:
     return directory
 
 
+def long_mdqa(inputs: Inputs) -> Path:
+    """Multi-document QA whose every prompt (10 documents of ~100 words) exceeds the tiny model's 512 positions."""
+    from meap.eval.mdqa_data import make_mdqa
+
+    return make_mdqa(inputs.tmp / "long.jsonl.gz", num_docs=10, examples=2)
+
+
 def run_dir(inputs: Inputs, config: str = "model: tiny\n") -> Path:
     return write(inputs.tmp / "run" / "config.yaml", config).parent
 
@@ -266,6 +273,9 @@ CASES = [
          ("unknown option --lenghts", "did you mean `--lengths`")),
     Case("niah-missing-output", lambda i: ["eval", "niah", "--model", str(i.model)],
          ("meap eval niah", "required", "--output", "meap eval niah --help")),
+    Case("mdqa-no-prompt-fits",
+         lambda i: ["eval", "mdqa", "--model", str(i.model), "--data", str(long_mdqa(i)), "-o", str(i.tmp / "out")],
+         ("mdqa: no prompt fits model", "tokens, plus 32 new tokens, and the model has 512 positions")),
     Case("mdqa-missing-file",
          lambda i: ["eval", "mdqa", "--model", str(i.model), "--data", str(i.tmp / "nope.jsonl.gz"), "-o", str(i.tmp / "out")],
          ("nope.jsonl.gz",)),

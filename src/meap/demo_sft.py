@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 from meap.config import SFTDemoConfig, config_to_dict
 from meap.experiment import continue_training, publish_summary, say, start_experiment
 from meap.eval.results import RECORDS_FILE, has_summary, read_records
-from meap.fsutil import atomic_write_lines, atomic_write_text
+from meap.fsutil import atomic_write_lines, atomic_write_text, read_json_gz, write_json_gz
 from meap.rundir import RunDir
 
 SUMMARY_FILE = "demo-sft.json"
@@ -89,19 +90,18 @@ def grouped_mean(records_by_seed: list[list[dict]], group: str, key: str) -> dic
             for value, (total, count) in sorted(sums.items())}
 
 
-def sft_comparison(base: Path, runs: dict[int, dict[str, Path]], gate: float = 0.10) -> dict:
+def sft_comparison(base_records: list[dict], runs: dict[int, dict[str, list[dict]]], gate: float = 0.10) -> dict:
     """MDQA of the base model and of each seed's fine-tuned runs, compared (see the module docstring).
 
-    ``base``: the base model's ``results.jsonl``; ``runs``: seed -> objective -> its ``results.jsonl``,
-    all over the same questions in the same order. Every score of :data:`SCORES` the records hold is
-    compared; the first (greedy EM) is the headline and decides the validity ``gate``.
+    ``base_records``: the base model's per-question records; ``runs``: seed -> objective -> its records, all
+    over the same questions in the same order. Every score of :data:`SCORES` the records hold is compared;
+    the first (greedy EM) is the headline and decides the validity ``gate``.
     """
     from meap.stats import mean_and_spread, paired_difference
 
     seeds = sorted(runs)
     objectives = sorted({o for by_objective in runs.values() for o in by_objective}, key=("ntp", "meap").index)
-    base_records = read_records(base)
-    records = {o: [read_records(runs[seed][o]) for seed in seeds] for o in objectives}
+    records = {o: [runs[seed][o] for seed in seeds] for o in objectives}
     if any(len(rows) != len(base_records) for by_seed in records.values() for rows in by_seed):
         raise ValueError("the runs' MDQA evaluations have different numbers of questions")
     scores = [key for key in SCORES if all(key in r for r in base_records)
@@ -199,7 +199,12 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
         rows[str(run.relative_to(output))] = RunDir(run).read_facts().get("rows", {})
         runs[seed][objective] = _evaluate(config, str(run), run / "eval" / "mdqa", files, progress)
     say(f"{clock}  4/4 comparison")
-    comparison = {**sft_comparison(base, runs, config.forgetting_gate), "training_rows": rows}
+    loaded = {"base": read_records(base), "gate": config.forgetting_gate,
+              "runs": {str(seed): {o: read_records(path) for o, path in by_objective.items()}
+                       for seed, by_objective in runs.items()}}
+    if config.records:
+        write_json_gz(config.records, loaded)
+    comparison = {**recompute(loaded), "training_rows": rows}
     tables = _markdown(comparison, config, rows)
     atomic_write_text(output / COMPARISON_FILE, tables)
     summary = {**comparison, "wall_seconds": clock.seconds(),
@@ -211,3 +216,18 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     print("\n" + tables)
     print(f"{summary['wall_seconds']:.0f} s in all -> {output / SUMMARY_FILE}")
     return summary
+
+
+def recompute(loaded: dict) -> dict:
+    """The comparison from the records file's content (``{"base", "gate", "runs": {seed: {objective}}}``)."""
+    runs = {int(seed): by_objective for seed, by_objective in loaded["runs"].items()}
+    return sft_comparison(loaded["base"], runs, loaded["gate"])
+
+
+def main(argv: list[str]) -> None:
+    """``python -m meap.demo_sft RECORDS.json.gz``: the comparison recomputed, as JSON."""
+    print(json.dumps(recompute(read_json_gz(argv[0])), indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

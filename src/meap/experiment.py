@@ -60,7 +60,10 @@ def check_output(config, output: Path, overwrite: bool) -> None:
             raise UserError(f"{output}: not a meap demo directory; refusing to delete it (choose another --output)")
         shutil.rmtree(output)
         return
-    if saved.is_file() and saved_config(type(config), saved) != config_to_dict(config):
+    def settings(values: dict) -> dict:  # where the results are also published changes no result
+        return {key: value for key, value in values.items() if key not in config.PUBLISHING_KEYS}
+
+    if saved.is_file() and settings(saved_config(type(config), saved)) != settings(config_to_dict(config)):
         raise UserError(f"{output}: holds a demo with another configuration; pass --overwrite to start over")
     if not saved.is_file() and any(output.iterdir()):
         raise UserError(f"{output}: directory is not empty and holds no demo; choose another --output")

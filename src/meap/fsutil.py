@@ -58,6 +58,24 @@ def atomic_write_json(path: str | Path, value, **dump_options) -> None:
     atomic_write_text(path, json.dumps(value, **{"indent": 2, **dump_options}) + "\n")
 
 
+def write_json_gz(path: str | Path, value) -> None:
+    """``value`` as gzipped JSON at ``path`` (parents created; whole or not at all; the same bytes for the
+    same value: no file name or time in the gzip header)."""
+    import gzip
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) as out:
+        out.write(json.dumps(value).encode("utf-8"))
+
+
+def read_json_gz(path: str | Path):
+    import gzip
+
+    with gzip.open(path, "rt", encoding="utf-8") as text:
+        return json.load(text)
+
+
 def publish_dir(staging: Path, final: Path) -> None:
     """Move a fully written directory into place, replacing what was there: the old one is renamed aside
     and deleted only once the new one is in place, so a process killed in between loses neither whole."""

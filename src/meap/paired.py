@@ -16,7 +16,6 @@ records file the evidence commits), so every number of RESULTS.md can be recompu
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from meap.errors import UserError
 from meap.eval.results import RECORDS_FILE, SUMMARY_FILES, read_records as read_jsonl
-from meap.fsutil import atomic_open, atomic_write_text
+from meap.fsutil import atomic_write_text, read_json_gz, write_json_gz
 from meap.plots import plot_onsets
 from meap.report import markdown
 from meap.stats import mean_and_spread, onset, paired_difference, seed_statistics
@@ -68,14 +67,11 @@ def load_runs(runs: dict[int, dict[str, Path]]) -> dict[int, dict[str, dict]]:
 
 def write_records(loaded: dict[int, dict[str, dict]], path: Path) -> None:
     """The loaded runs as one gzipped JSON file (``python -m meap.paired FILE`` recomputes the verdict)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) as out:
-        out.write(json.dumps({str(seed): runs for seed, runs in loaded.items()}).encode("utf-8"))
+    write_json_gz(path, {str(seed): runs for seed, runs in loaded.items()})
 
 
 def read_records(path: Path) -> dict[int, dict[str, dict]]:
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        return {int(seed): runs for seed, runs in json.load(lines).items()}
+    return {int(seed): runs for seed, runs in read_json_gz(path).items()}
 
 
 def probe_curve(metrics: list[dict]) -> tuple[list[int], list[float]]:

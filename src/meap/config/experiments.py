@@ -17,6 +17,8 @@ class PairedExperiment:
     """What the two experiments share: ``objective`` lists the objectives to pair, ``seeds`` the training
     seeds (each trains every objective), and both are checked alike."""
 
+    PUBLISHING_KEYS = ("summary", "records")  # may change between a run and its continuation
+
     def objectives(self) -> list[str]:
         return [name.strip() for name in self.objective.split(",") if name.strip()]
 
@@ -159,6 +161,8 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
     seeds: list[int] = help_field("fine-tuning seeds (data order, masks, LoRA init); empty: `seed` alone",
                              default_factory=list)
     summary: str = help_field("also write the summary JSON to this file, and its tables beside it (.md)", default="")
+    records: str = help_field("also write every model's per-question MDQA records, gzipped, to this file (what the "
+                              "summary is recomputed from: python -m meap.demo_sft FILE)", default="")
     ntp_epochs: int = help_field("epochs of NTP-SFT", default=4)
     meap_epochs: int = help_field("epochs of MEAP-SFT (the paper: half NTP's, as each long example is doubled)",
                              default=2)

@@ -110,15 +110,21 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
     max_positions = getattr(language_model.config, "max_position_embeddings", None)
     records, prompts = [], []
     skipped: dict[str, int] = defaultdict(int)
+    lengths = []
     for path, examples in data.items():
         for example in examples:
             prompt = build_prompt(example)
-            if max_positions and prompt_length(tokenizer, prompt) + max_new_tokens > max_positions:
+            lengths.append(prompt_length(tokenizer, prompt))
+            if max_positions and lengths[-1] + max_new_tokens > max_positions:
                 skipped[path] += 1
                 continue
             prompts.append(prompt)
             records.append({"file": path, "gold_position": gold_position(example, path),
                             "question": example["question"], "answers": example["answers"]})
+    if not records:
+        raise UserError(f"mdqa: no prompt fits model `{model}`: the prompts take {min(lengths)}-{max(lengths)} tokens, "
+                        f"plus {max_new_tokens} new tokens, and the model has {max_positions} positions (use fewer or "
+                        "shorter documents, fewer --max-new-tokens, or a model with more positions)")
     if skipped:
         warn(f"mdqa: skipped {sum(skipped.values())} of {sum(map(len, data.values()))} examples whose prompt "
              f"plus {max_new_tokens} new tokens exceeds the model's {max_positions} positions")
