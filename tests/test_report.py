@@ -67,6 +67,31 @@ def test_evaluations_are_recognised_by_content(three_runs):
     assert find_evaluations(three_runs[0] / "checkpoints") == {}
 
 
+def test_every_evaluation_of_a_kind_is_reported_by_its_directory(three_runs, tmp_path):
+    """Two MDQA evaluations in one run (another file, another length) are two sections, each labelled by its
+    directory and matched across runs by it; neither hides the other."""
+    from meap.eval import mdqa
+    from meap.eval.mdqa_data import make_mdqa
+
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for source, run in zip(three_runs[1:], runs):
+        shutil.copytree(source, run, ignore=shutil.ignore_patterns("checkpoints", "eval"))
+    files = {"mdqa": make_mdqa(tmp_path / "three.jsonl", num_docs=3, examples=2),
+             "mdqa-two-docs": make_mdqa(tmp_path / "two.jsonl", num_docs=2, examples=3)}
+    for directory, data in files.items():
+        mdqa.run(str(runs[0]), [str(data)], runs[0] / "eval" / directory, max_new_tokens=2, progress=False)
+    mdqa.run(str(runs[1]), [str(files["mdqa-two-docs"])], runs[1] / "eval" / "mdqa-two-docs", max_new_tokens=2,
+             progress=False)
+    text = compare_runs(runs, tmp_path / "report").read_text()
+    first = text.split("## Multi-document QA (best-subspan EM by gold position) [eval/mdqa]\n")[1].split("##")[0]
+    second = text.split("## Multi-document QA (best-subspan EM by gold position) [eval/mdqa-two-docs]\n")[1]
+    second = second.split("##")[0]
+    assert "b: absent." in first and "| a | " in first and "| 2 |" in first
+    assert "absent." not in second and "| a | " in second and "| b | " in second and "| 3 |" in second
+    assert "mdqa (eval/mdqa, eval/mdqa-two-docs)" in text
+    assert (tmp_path / "report" / "mdqa.png").is_file() and (tmp_path / "report" / "mdqa_1.png").is_file()
+
+
 def test_bad_runs_are_user_errors(three_runs, tmp_path):
     with pytest.raises(UserError, match="at least two"):
         compare_runs(three_runs[:1], tmp_path / "r")

@@ -19,10 +19,11 @@ from meap.rundir import ARTIFACT_DIRS, RunDir
 from meap.stats import paired_difference, seed_statistics
 
 
-def find_evaluations(run: Path) -> dict[str, tuple[Path, dict]]:
-    """The evaluation outputs under a run directory: section (kind, NIAH variants apart) -> (file, contents);
-    the first found of each."""
-    found: dict[str, tuple[Path, dict]] = {}
+def find_evaluations(run: Path) -> dict[str, dict[str, tuple[Path, dict]]]:
+    """The evaluation outputs under a run directory: section (kind, NIAH variants apart) -> label (the
+    summary's directory relative to the run, e.g. ``eval/mdqa``) -> (file, contents). A run may hold several
+    evaluations of one kind (lengths, files, haystacks); the report matches them across runs by label."""
+    found: dict[str, dict[str, tuple[Path, dict]]] = {}
     for path in sorted(run.rglob("*.json")):
         if ARTIFACT_DIRS & set(path.relative_to(run).parts[:-1]):
             continue
@@ -31,9 +32,24 @@ def find_evaluations(run: Path) -> dict[str, tuple[Path, dict]]:
         except (OSError, ValueError):
             continue
         kind = section_of(data) if isinstance(data, dict) else None
-        if kind and kind not in found:
-            found[kind] = (path, data)
+        if kind:
+            found.setdefault(kind, {}).setdefault(path.parent.relative_to(run).as_posix(), (path, data))
     return found
+
+
+def _by_label(loaded: dict[str, dict], kind: str):
+    """(label, view) for each evaluation of ``kind`` (by label, across runs): ``view`` is ``loaded`` with that
+    one evaluation of the kind in each run that has it, as the section writers read it. One view with none
+    when no run has the kind (its section then says so)."""
+    labels = sorted({label for run in loaded.values() for label in run["evaluations"].get(kind, {})}) or [None]
+    for label in labels:
+        yield label, {name: {**run, "evaluations": {kind: run["evaluations"][kind][label]}
+                             if label in run["evaluations"].get(kind, {}) else {}}
+                      for name, run in loaded.items()}
+
+
+def _titled(title: str, label: str | None, several: bool) -> str:
+    return f"{title} [{label}]" if several and label else title
 
 
 def read_run(run: Path) -> dict:
@@ -100,7 +116,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     rows = [[name, run["config"].get("objective", "n/a"),
              format_value(run["metrics"][-1].get("step")) if run["metrics"] else "n/a",
              format_value(last(run, "val_loss")), format_value(last(run, "loss")),
-             ", ".join(k for k in EVALUATIONS if _has(run, k, name, attention)) or "none",
+             ", ".join(_found(run, k, name, attention) for k in EVALUATIONS if _has(run, k, name, attention)) or "none",
              ", ".join(k for k in EVALUATIONS if not _has(run, k, name, attention)) or "none"]
             for name, run in loaded.items()]
     blocks += [("h2", "Runs"), ("table", ["run", "objective", "last step", "validation loss (clean inputs)",
@@ -126,40 +142,26 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     variants = sorted({kind for run in loaded.values() for kind in run["evaluations"] if kind.startswith("niah-")})
     for kind in ["niah", *variants]:
         title = "Needle in a haystack" + (f", {kind.removeprefix('niah-')}" if kind != "niah" else "")
-        _niah_section(blocks, loaded, kind, title, output)
+        views = list(_by_label(loaded, kind))
+        for index, (label, view) in enumerate(views):
+            _niah_section(blocks, view, kind, _titled(title, label, len(views) > 1), output,
+                          stem=kind.replace("-", "_") + (f"_{index}" if index else ""))
 
-    mdqa = _section(blocks, loaded, "mdqa", "Multi-document QA (best-subspan EM by gold position)")
-    if mdqa:
-        series = {name: {int(p): v for p, v in s["accuracy_by_gold_position"].items() if v is not None}
-                  for name, s in mdqa.items()}
-        examples = {name: {int(p): n for p, n in s.get("examples_by_gold_position", {}).items()} for name, s in mdqa.items()}
-        counts = {name: next(iter(set(by.values()))) for name, by in examples.items() if len(set(by.values())) == 1}
-        plot_accuracy_by_position(series, output / "mdqa.png", counts=counts)
-        positions = sorted({p for by in series.values() for p in by})
-        blocks += [("img", "mdqa.png"),
-                   ("table", ["run", "overall", *[f"gold {p + 1}" for p in positions], "examples"],
-                    [[name, format_value(mdqa[name]["accuracy"]), *[format_value(series[name].get(p)) for p in positions],
-                      str(mdqa[name].get("num_examples", "n/a"))] for name in mdqa])]
+    views = list(_by_label(loaded, "mdqa"))
+    for index, (label, view) in enumerate(views):
+        _mdqa_section(blocks, view, _titled("Multi-document QA (best-subspan EM by gold position)", label,
+                                            len(views) > 1), output / ("mdqa.png" if not index else f"mdqa_{index}.png"))
 
-    retrieval = _section(blocks, loaded, "retrieval", "Key-based retrieval (strict: the asked value alone)")
-    if retrieval:
-        blocks.append(("table", ["run", "strict", "distractor given", "asked needle absent: distractor given",
-                                 "teacher-forced accuracy", "prompts"],
-                       [[name, format_value(s["strict"]), format_value(s["distractor_given"]),
-                         format_value(s.get("absent_distractor_given")),
-                         format_value((s.get("teacher_forced") or {}).get("accuracy")), str(s["probes"])]
-                        for name, s in retrieval.items()]))
+    views = list(_by_label(loaded, "retrieval"))
+    for label, view in views:
+        _retrieval_section(blocks, view, _titled("Key-based retrieval (strict: the asked value alone)", label,
+                                                 len(views) > 1))
 
     _paired_by_seed(blocks, loaded)
 
-    harness = {name: summary["results"]
-               for name, summary in _section(blocks, loaded, "harness", "lm-evaluation-harness").items()}
-    if harness:
-        columns = sorted({(task, metric) for results in harness.values() for task, metrics in results.items()
-                          for metric, value in metrics.items() if isinstance(value, float) and "stderr" not in metric})
-        blocks.append(("table", ["run", *[f"{task} {metric}" for task, metric in columns]],
-                       [[name, *[format_value(results.get(task, {}).get(metric)) for task, metric in columns]]
-                        for name, results in harness.items()]))
+    for label, view in (views := list(_by_label(loaded, "harness"))):
+        _harness_section(blocks, view, _titled("lm-evaluation-harness", label, len(views) > 1))
+
 
     blocks.append(("h2", "Attention (from the query, mean over layers)"))
     blocks += [("p", f"{name}: absent.") for name in loaded if name not in attention]
@@ -191,6 +193,47 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     return output / "report.md"
 
 
+def _mdqa_section(blocks: list[tuple], loaded: dict[str, dict], title: str, figure: Path) -> None:
+    mdqa = _section(blocks, loaded, "mdqa", title)
+    if not mdqa:
+        return
+    series = {name: {int(p): v for p, v in s["accuracy_by_gold_position"].items() if v is not None}
+              for name, s in mdqa.items()}
+    examples = {name: {int(p): n for p, n in s.get("examples_by_gold_position", {}).items()} for name, s in mdqa.items()}
+    counts = {name: next(iter(set(by.values()))) for name, by in examples.items() if len(set(by.values())) == 1}
+    plot_accuracy_by_position(series, figure, counts=counts)
+    positions = sorted({p for by in series.values() for p in by})
+    forced = any("teacher_forced_accuracy" in s for s in mdqa.values())
+    blocks += [("img", figure.name),
+               ("table", ["run", "overall", *[f"gold {p + 1}" for p in positions], "examples",
+                          *(["teacher-forced EM", "answer log-probability"] if forced else [])],
+                [[name, format_value(mdqa[name]["accuracy"]), *[format_value(series[name].get(p)) for p in positions],
+                  str(mdqa[name].get("num_examples", "n/a")),
+                  *([format_value(mdqa[name].get("teacher_forced_accuracy")),
+                     format_value(mdqa[name].get("mean_answer_logprob"))] if forced else [])] for name in mdqa])]
+
+
+def _retrieval_section(blocks: list[tuple], loaded: dict[str, dict], title: str) -> None:
+    retrieval = _section(blocks, loaded, "retrieval", title)
+    if retrieval:
+        blocks.append(("table", ["run", "strict", "distractor given", "asked needle absent: distractor given",
+                                 "teacher-forced accuracy", "prompts"],
+                       [[name, format_value(s["strict"]), format_value(s["distractor_given"]),
+                         format_value(s.get("absent_distractor_given")),
+                         format_value((s.get("teacher_forced") or {}).get("accuracy")), str(s["probes"])]
+                        for name, s in retrieval.items()]))
+
+
+def _harness_section(blocks: list[tuple], loaded: dict[str, dict], title: str) -> None:
+    harness = {name: summary["results"] for name, summary in _section(blocks, loaded, "harness", title).items()}
+    if harness:
+        columns = sorted({(task, metric) for results in harness.values() for task, metrics in results.items()
+                          for metric, value in metrics.items() if isinstance(value, float) and "stderr" not in metric})
+        blocks.append(("table", ["run", *[f"{task} {metric}" for task, metric in columns]],
+                       [[name, *[format_value(results.get(task, {}).get(metric)) for task, metric in columns]]
+                        for name, results in harness.items()]))
+
+
 _PAIRED_SCORES = (("retrieval", "correct", "key-based retrieval, strict"), ("niah", "substring", "NIAH, substring"))
 
 
@@ -218,18 +261,21 @@ def _paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
         statistics = seed_statistics([m - n for n, m in val])
         rows.append(["validation loss", _interval(statistics["mean"], statistics["ci95"], "{:+.4f}"),
                      format_value(statistics["sign_flip_p"]), f"{statistics['hodges_lehmann']:+.4f}", f"{len(seeds)} x 1"])
-    for kind, key, label in _PAIRED_SCORES:
-        if not all(kind in pairs[s][o]["evaluations"] for s in seeds for o in ("ntp", "meap")):
-            continue
-        tables = {o: [[float(r[key]) for r in read_records(pairs[s][o]["evaluations"][kind][0].parent / RECORDS_FILE)
-                       if not r.get("absent")] for s in seeds] for o in ("ntp", "meap")}
-        if len({len(row) for rows_ in tables.values() for row in rows_}) != 1:
-            rows.append([label, "the runs were evaluated on different numbers of prompts", "", "", ""])
-            continue
-        paired = paired_difference(tables["ntp"], tables["meap"])
-        rows.append([label, _interval(paired["difference"], paired["ci95"], "{:+.3f}"),
-                     format_value(paired["sign_flip_p"]), f"{paired['hodges_lehmann']:+.3f}",
-                     f"{paired['seeds']} x {paired['prompts']}"])
+    for kind, key, measure in _PAIRED_SCORES:
+        shared = set.intersection(*(set(pairs[s][o]["evaluations"].get(kind, {})) for s in seeds for o in ("ntp", "meap")))
+        for directory in sorted(shared):
+            label = f"{measure} [{directory}]" if len(shared) > 1 else measure
+            files = {o: [pairs[s][o]["evaluations"][kind][directory][0].parent / RECORDS_FILE for s in seeds]
+                     for o in ("ntp", "meap")}
+            tables = {o: [[float(r[key]) for r in read_records(file) if not r.get("absent")] for file in files[o]]
+                      for o in ("ntp", "meap")}
+            if len({len(row) for rows_ in tables.values() for row in rows_}) != 1:
+                rows.append([label, "the runs were evaluated on different numbers of prompts", "", "", ""])
+                continue
+            paired = paired_difference(tables["ntp"], tables["meap"])
+            rows.append([label, _interval(paired["difference"], paired["ci95"], "{:+.3f}"),
+                         format_value(paired["sign_flip_p"]), f"{paired['hodges_lehmann']:+.3f}",
+                         f"{paired['seeds']} x {paired['prompts']}"])
     blocks.append(("table", ["measure", "MEAP - NTP [95% CI]", "sign-flip p", "Hodges-Lehmann", "seeds x prompts"],
                    rows))
 
@@ -239,10 +285,9 @@ def _interval(value: float, interval: list[float] | None, form: str) -> str:
     return text + (f" [{form.format(interval[0])}, {form.format(interval[1])}]" if interval else " (no interval)")
 
 
-def _niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str, output: Path) -> None:
-    """Heatmaps, the table and the differences to the first run, of one NIAH variant."""
+def _niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str, output: Path, stem: str) -> None:
+    """Heatmaps, the table and the differences to the first run, of one NIAH evaluation (``stem``: its files)."""
     niah = _section(blocks, loaded, kind, f"{title} (share of required values recalled)")
-    stem = kind.replace("-", "_")
     for index, (name, summary) in enumerate(niah.items()):
         file = f"{stem}_{index}.png"
         plot_niah_heatmap([{"length": c["length"], "depth": c["depth"], "score": c["substring"],
@@ -266,6 +311,12 @@ def _niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title
 
 def _has(run: dict, kind: str, name: str, attention: dict) -> bool:
     return name in attention if kind == "attention" else kind in run["evaluations"]
+
+
+def _found(run: dict, kind: str, name: str, attention: dict) -> str:
+    """``kind``, with the directories of its evaluations (``mdqa (eval/mdqa, eval/mdqa-short)``)."""
+    labels = [] if kind == "attention" else sorted(run["evaluations"][kind])
+    return f"{kind} ({', '.join(labels)})" if labels else kind
 
 
 def _attention_by_run(loaded: dict[str, dict]) -> dict[str, tuple[dict, Path]]:
