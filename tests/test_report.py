@@ -92,6 +92,26 @@ def test_every_evaluation_of_a_kind_is_reported_by_its_directory(three_runs, tmp
     assert (tmp_path / "report" / "mdqa.png").is_file() and (tmp_path / "report" / "mdqa_1.png").is_file()
 
 
+def test_the_report_says_when_runs_are_not_like_with_like(three_runs, tmp_path):
+    """Another tokenizer, other data, another starting model: each is said; a MEAP fine-tune in which few
+    conversations got the masked copy says so beside its objective; the title says what the runs are."""
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for source, run in zip(three_runs[1:], runs):
+        shutil.copytree(source, run, ignore=shutil.ignore_patterns("checkpoints", "eval"))
+    text = compare_runs(runs, tmp_path / "same").read_text()
+    assert text.startswith("# MEAP runs compared") and "Not like with like" not in text
+    facts = json.loads((runs[1] / "run.json").read_text())
+    (runs[1] / "run.json").write_text(json.dumps({**facts, "tokenizer_sha256": "f" * 64, "meap_share": 0.25}))
+    config = (runs[1] / "config.yaml").read_text()
+    assert "\ndata: " in config and "\nmodel: tiny\n" in config
+    (runs[1] / "config.yaml").write_text(config.replace("\ndata: ", "\ndata: other-").replace("\nmodel: tiny\n",
+                                                                                               "\nmodel: tiny-2l\n"))
+    text = compare_runs(runs, tmp_path / "differ").read_text()
+    assert "different tokenizers (vocabulary hashes a: " in text and "b: ffffffffffff)" in text
+    assert "trained and validated on different data" in text and "start from different models (a: tiny; b: tiny-2l)" in text
+    assert "| b | meap (25% of conversations with the masked copy) |" in text
+
+
 def test_bad_runs_are_user_errors(three_runs, tmp_path):
     with pytest.raises(UserError, match="at least two"):
         compare_runs(three_runs[:1], tmp_path / "r")

@@ -168,6 +168,7 @@ def test_a_meap_run_in_which_few_conversations_get_the_copy_says_so_loudly(tiny_
     assert "WARNING: only 25% of the conversations get MEAP's masked copy" in result.stderr
     assert "6 have answers of 50 tokens or fewer" in result.stderr
     assert json.loads((output / "run.json").read_text())["meap_share"] == 0.25
+    assert result.stdout.rstrip().endswith("(MEAP's masked copy in 25% of the conversations)")
 
 
 def test_fine_tuning_a_meap_pretrain_run(prepared, tmp_path, alpaca_file):

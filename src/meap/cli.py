@@ -313,7 +313,7 @@ def run(argv: list[str]) -> int:
     train = pretrain if args.command == "pretrain" else sft
     output = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if is_main_process():
-        print(f"done: {RunDir(output).final}")
+        print(RunDir(output).done_line())
     return 0
 
 

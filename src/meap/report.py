@@ -106,14 +106,14 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     objectives = {run["config"].get("objective") for run in loaded.values()}
-    blocks: list[tuple] = [("h1", "NTP vs MEAP" if objectives == {"ntp", "meap"} else "Comparison of runs"),
+    blocks: list[tuple] = [("h1", _title(objectives)),
                            ("p", "Runs: " + ", ".join(f"{name} ({run['path']})" for name, run in loaded.items()) + ".")]
     attention = _attention_by_run(loaded)
 
     def last(run: dict, key: str):
         return next((r[key] for r in reversed(run["metrics"]) if key in r), None)
 
-    rows = [[name, run["config"].get("objective", "n/a"),
+    rows = [[name, run["config"].get("objective", "n/a") + _meap_share(run),
              format_value(run["metrics"][-1].get("step")) if run["metrics"] else "n/a",
              format_value(last(run, "val_loss")), format_value(last(run, "loss")),
              ", ".join(_found(run, k, name, attention) for k in EVALUATIONS if _has(run, k, name, attention)) or "none",
@@ -121,6 +121,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
             for name, run in loaded.items()]
     blocks += [("h2", "Runs"), ("table", ["run", "objective", "last step", "validation loss (clean inputs)",
                                           "training loss (inputs as trained)", "evaluations found", "absent"], rows)]
+    blocks += [("p", warning) for warning in _incomparable(loaded)]
     if "meap" in objectives:
         blocks.append(("p", "Compare the validation loss: every run is validated on clean inputs. The training loss "
                             "is measured on the inputs as trained, and MEAP replaces a share of its inputs with "
@@ -307,6 +308,41 @@ def _niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title
             plot_niah_heatmap([{"length": l, "depth": d, "score": other[(l, d)] - base[(l, d)]} for l, d in shared],
                               output / file, title=f"{title}: {name} minus {names[0]}", difference=True)
             blocks.append(("img", file))
+
+
+def _title(objectives: set) -> str:
+    if objectives == {"ntp", "meap"}:
+        return "NTP vs MEAP"
+    if len(objectives) == 1 and None not in objectives:
+        return f"{next(iter(objectives)).upper()} runs compared"
+    return "Comparison of runs"
+
+
+def _incomparable(loaded: dict[str, dict]) -> list[str]:
+    """Warnings where the runs differ in what makes their losses comparable: the tokenizer, the validation
+    data, the model they start from (each checked where every run records it)."""
+    checks = [
+        ({name: (RunDir(run["path"]).read_facts().get("tokenizer_sha256") or "")[:12] or None
+          for name, run in loaded.items()},
+         "The runs use different tokenizers (vocabulary hashes {}): a loss is per token of its own vocabulary, so "
+         "their losses do not compare."),
+        ({name: run["config"].get("data") for name, run in loaded.items()},
+         "The runs are trained and validated on different data ({}): their validation losses do not compare."),
+        ({name: run["config"].get("model") for name, run in loaded.items()},
+         "The runs start from different models ({}): their differences include the starting points'."),
+    ]
+    found = []
+    for values, text in checks:
+        if None not in values.values() and len({repr(value) for value in values.values()}) > 1:
+            detail = "; ".join(f"{name}: {value}" for name, value in values.items())
+            found.append("Not like with like. " + text.format(detail))
+    return found
+
+
+def _meap_share(run: dict) -> str:
+    """A MEAP fine-tune's share of conversations with the masked copy, when it is not all of them."""
+    share = RunDir(run["path"]).read_facts().get("meap_share")
+    return f" ({100 * share:.0f}% of conversations with the masked copy)" if share is not None and share < 1 else ""
 
 
 def _has(run: dict, kind: str, name: str, attention: dict) -> bool:

@@ -83,6 +83,13 @@ class RunDir:
         """What ``run.json`` recorded (empty before the run's first launch)."""
         return json.loads(self.facts_file.read_text()) if self.facts_file.is_file() else {}
 
+    def done_line(self) -> str:
+        """What a finished training command prints last: the final model, and for a MEAP fine-tune the share
+        of conversations that got the masked copy (the rest trained as plain NTP)."""
+        share = self.read_facts().get("meap_share")
+        note = f" (MEAP's masked copy in {100 * share:.0f}% of the conversations)" if share is not None else ""
+        return f"done: {self.final}{note}"
+
     def write_facts(self, facts: dict) -> None:
         atomic_write_text(self.facts_file, json.dumps(facts) + "\n")
 
