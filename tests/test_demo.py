@@ -108,7 +108,16 @@ def test_quick_demo_end_to_end_with_two_seeds_reproduces_and_recomputes(tmp_path
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--quick", "--no-progress", "--output", str(output), "--max-steps", "3"])
     error = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "--overwrite" in error and error.count("\n") == 1
+    assert exit_info.value.code == 2 and "--overwrite" in error and "(max_steps, seeds)" in error and error.count("\n") == 1
+    # evaluation settings alone: the runs are evaluated again, not trained again; the verdict's own settings
+    # and where it is published change nothing else
+    _, evaluated, _ = _demo(tmp_path, "a", "--seeds", "3", "5", "--jobs", "2", "--eval-probes", "5",
+                            "--onset-threshold", "0.4")
+    assert "evaluation settings changed (eval_probes)" in capsys.readouterr().out
+    assert (output / "seed-3" / "ntp" / "metrics.jsonl").read_text() == before
+    assert len((output / "evaluation.jsonl").read_text().splitlines()) == 5
+    assert len((output / "seed-3" / "meap" / "eval/retrieval/results.jsonl").read_text().splitlines()) == 5
+    assert evaluated["strict"]["paired"]["prompts"] == 5 and evaluated["threshold"] == 0.4
 
 
 def test_prompts_longer_than_the_trained_length_are_refused_before_training(tmp_path, capsys):

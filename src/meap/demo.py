@@ -27,7 +27,8 @@ from pathlib import Path
 
 from meap.config import DemoConfig, config_to_dict
 from meap.eval.results import has_summary
-from meap.experiment import Clock, Job, check_output, publish_summary, run_jobs, say, start_experiment
+from meap.experiment import (Clock, Job, check_output, forget_evaluations, publish_summary, run_jobs, say,
+                             start_experiment)
 from meap.fsutil import atomic_write_json, atomic_write_lines
 
 SUMMARY_FILE = "demo.json"
@@ -155,17 +156,20 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
 
     seeds, objectives = config.training_seeds(), config.objectives()
     output = config.resolved_output()
-    if not overwrite:  # before the materials are drawn (--overwrite deletes only once they are checked)
-        check_output(config, output, overwrite)
+    # before the materials are drawn (--overwrite deletes only once they are checked)
+    changed = [] if overwrite else check_output(config, output, overwrite)
     clock = Clock()
     say(f"{clock}  1/4 corpus, probes and evaluation prompts")
     done = (output / DATA_DIRS["drills"] / META_FILE).is_file() and not overwrite
-    found = None if done else materials(config)
+    found = None if done and not changed else materials(config)
     if found is not None:
         check_prompts(config, found, output)
     start_experiment(config, overwrite)
-    if found is not None:
+    if not done:
         write_materials(found, output, progress)
+    elif changed:
+        forget_evaluations(output, ("retrieval",), changed)
+        _write_jsonl(output / EVALUATION_FILE, found["evaluation"])
     data, drills = output / DATA_DIRS["corpus"], output / DATA_DIRS["drills"]
     probes, evaluation = output / PROBES_FILE, output / EVALUATION_FILE
     jobs, runs = training_jobs(config, output, data, drills, probes)

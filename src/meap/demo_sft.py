@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 
 from meap.config import SFTDemoConfig, config_to_dict
-from meap.experiment import continue_training, publish_summary, say, start_experiment
+from meap.experiment import (check_output, continue_training, forget_evaluations, publish_summary, say,
+                             start_experiment)
 from meap.eval.results import RECORDS_FILE, has_summary, read_records
 from meap.fsutil import atomic_write_lines, atomic_write_text, read_json_gz, write_json_gz
 from meap.rundir import RunDir
@@ -179,7 +180,12 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     """Run every stage for ``config``; return the summary (also in ``demo-sft.json``)."""
     from meap.monitor import machine
 
+    changed = [] if overwrite else check_output(config, config.resolved_output(), overwrite)
     output, clock = start_experiment(config, overwrite)
+    if changed:
+        forget_evaluations(output, ("mdqa",), changed)
+        for path in (output / "mdqa").glob("*.jsonl.gz"):  # the evaluation files, not the training conversations
+            path.unlink()
     seeds, objectives = config.training_seeds(), config.objectives()
 
     say(f"{clock}  1/4 evaluation files")

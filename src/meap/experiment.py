@@ -48,10 +48,12 @@ class Clock:
         return f"{time.monotonic() - self.started:5.0f} s"
 
 
-def check_output(config, output: Path, overwrite: bool) -> None:
-    """An existing experiment directory of the same configuration is continued; anything else needs --overwrite."""
+def check_output(config, output: Path, overwrite: bool) -> list[str]:
+    """An existing experiment directory of the same configuration is continued; anything else needs --overwrite,
+    except a change of evaluation settings alone (``config.EVALUATION_KEYS``): those keys are returned, and the
+    demo evaluates again without training again; ``config.FREE_KEYS`` may change freely."""
     if not output.exists():
-        return
+        return []
     if not output.is_dir():
         raise UserError(f"{output}: output path exists and is not a directory")
     saved = RunDir(output).config
@@ -59,14 +61,26 @@ def check_output(config, output: Path, overwrite: bool) -> None:
         if any(output.iterdir()) and not saved.is_file():
             raise UserError(f"{output}: not a meap demo directory; refusing to delete it (choose another --output)")
         shutil.rmtree(output)
-        return
-    def settings(values: dict) -> dict:  # where the results are also published changes no result
-        return {key: value for key, value in values.items() if key not in config.PUBLISHING_KEYS}
+        return []
+    if not saved.is_file():
+        if any(output.iterdir()):
+            raise UserError(f"{output}: directory is not empty and holds no demo; choose another --output")
+        return []
+    before, now = saved_config(type(config), saved), config_to_dict(config)
+    changed = sorted(key for key in now if before.get(key) != now[key] and key not in config.FREE_KEYS)
+    if set(changed) - set(config.EVALUATION_KEYS):
+        raise UserError(f"{output}: holds a demo with another configuration ({', '.join(changed)}); pass --overwrite "
+                        "to start over")
+    return changed
 
-    if saved.is_file() and settings(saved_config(type(config), saved)) != settings(config_to_dict(config)):
-        raise UserError(f"{output}: holds a demo with another configuration; pass --overwrite to start over")
-    if not saved.is_file() and any(output.iterdir()):
-        raise UserError(f"{output}: directory is not empty and holds no demo; choose another --output")
+
+def forget_evaluations(output: Path, names: tuple[str, ...], changed: list[str]) -> None:
+    """Remove the evaluations ``<run>/eval/<name>/`` under ``output`` after evaluation settings ``changed``."""
+    say(f"evaluation settings changed ({', '.join(changed)}): the trained runs are kept and evaluated again")
+    for name in names:
+        for path in sorted(output.rglob(name)):
+            if path.is_dir() and path.parent.name == "eval":
+                shutil.rmtree(path)
 
 
 def start_experiment(config, overwrite: bool) -> tuple[Path, Clock]:

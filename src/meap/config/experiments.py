@@ -17,7 +17,11 @@ class PairedExperiment:
     """What the two experiments share: ``objective`` lists the objectives to pair, ``seeds`` the training
     seeds (each trains every objective), and both are checked alike."""
 
-    PUBLISHING_KEYS = ("summary", "records")  # may change between a run and its continuation
+    # Keys that may change between a run and its continuation: where results are also published, and the
+    # verdict's own settings (it is recomputed every time); and evaluation settings, after which the runs are
+    # evaluated again, not trained again.
+    FREE_KEYS = ("summary", "records")
+    EVALUATION_KEYS = ()
 
     def objectives(self) -> list[str]:
         return [name.strip() for name in self.objective.split(",") if name.strip()]
@@ -113,6 +117,8 @@ class DemoConfig(PairedExperiment, PretrainConfig):
     report_to: list[str] = new_default(PretrainConfig, "report_to", default_factory=lambda: ["none"])
 
     command = "demo"
+    FREE_KEYS = (*PairedExperiment.FREE_KEYS, "onset_threshold", "onset_window")
+    EVALUATION_KEYS = ("eval_probes", "absent_probes")
 
     def problems(self) -> list[str]:
         # the branches' probe file is the demo's own (probe_every is checked here)
@@ -180,6 +186,8 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
                                         "means the run measures forgetting, not the objective", default=0.10)
 
     command = "demo-sft"
+    FREE_KEYS = (*PairedExperiment.FREE_KEYS, "forgetting_gate")
+    EVALUATION_KEYS = ("mdqa_gold_positions", "mdqa_examples", "max_new_tokens", "eval_dtype")
 
     def problems(self) -> list[str]:
         found = SFTConfig.problems(dataclasses.replace(self, objective="meap")) + self.pairing_problems()
