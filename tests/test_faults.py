@@ -165,22 +165,51 @@ def test_on_nan_skip_skips_that_step_and_goes_on(prepared, tmp_path, monkeypatch
     assert all(torch.isfinite(t).all() for t in load_file(run / "final" / "model.safetensors").values())
 
 
-def test_ctrl_c_names_the_checkpoint_kept_and_how_to_continue(prepared, tmp_path):
-    run = tmp_path / "run"
-    config = tiny_config(prepared, run, max_steps=400, save_every=2, eval_every=0)
-    flags = config_flags(config)
+def _interrupted(run, flags, signals: int, after: str):
+    """Start `meap pretrain FLAGS`, send ``signals`` SIGINTs once ``after`` (a path under the run) exists
+    (metrics.jsonl: with 3 records)."""
     process = subprocess.Popen([sys.executable, "-m", "meap.cli", "pretrain", "--no-progress", *flags],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not (run / "checkpoints" / "step-2").is_dir():
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+    while not (run / after).exists() or (after == "metrics.jsonl" and len(read_metrics(run)) < 3):
+        assert process.poll() is None and time.monotonic() < deadline, f"the run ended before {after}"
         time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
+    for _ in range(signals):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
     _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr
 
-    assert process.returncode == 130, stderr
-    kept = checkpoint_dirs(run / "checkpoints")[-1]
+
+def test_ctrl_c_saves_where_it_stopped_and_resume_continues_as_if_uninterrupted(prepared, tmp_path):
+    """The first Ctrl-C finishes the step, saves a checkpoint there (not at save_every) and stops; --resume
+    goes on from that step, with the losses of a run never interrupted."""
+    reference = tmp_path / "reference"
+    pretrain(tiny_config(prepared, reference, max_steps=100, save_every=1000, eval_every=0), progress=False)
+    run = tmp_path / "run"
+    flags = config_flags(tiny_config(prepared, run, max_steps=100, save_every=1000, eval_every=0))
+    code, stderr = _interrupted(run, flags, 1, "metrics.jsonl")
+    assert code == 130 and "Traceback" not in stderr, stderr
+    [kept] = checkpoint_dirs(run / "checkpoints")
+    step = int(kept.name.removeprefix("step-"))
+    assert 3 <= step < 100 and not (run / "final").exists()
     assert stderr.rstrip().splitlines()[-1] == (
-        f"meap: interrupted; {kept} is the last checkpoint kept: continue with "
+        f"meap: interrupted; stopped at step {step}, saved in {kept}: continue with "
         f"`meap pretrain --output {run} --resume`")
-    assert "Traceback" not in stderr
+    assert "SIGINT: finishing this step, then saving a checkpoint" in stderr
+    resumed = subprocess.run([sys.executable, "-m", "meap.cli", "pretrain", "--no-progress", *flags, "--resume"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from step {step} " in resumed.stdout
+    later = [r for r in without_timing(read_metrics(run)) if r["step"] > step]
+    assert later and later == [r for r in without_timing(read_metrics(reference)) if r["step"] > step]
+
+
+def test_a_second_signal_stops_at_once():
+    from meap.train.stopping import StopOnSignal
+
+    stop = StopOnSignal()
+    stop._handle(signal.SIGTERM, None)  # the first: noted, the step finishes
+    assert stop.received == signal.SIGTERM
+    with pytest.raises(KeyboardInterrupt):  # the second: at once (run.py then names the last checkpoint kept)
+        stop._handle(signal.SIGINT, None)

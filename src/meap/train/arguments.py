@@ -16,6 +16,7 @@ from meap.errors import UserError
 from meap.models import matmul_parameters
 from meap.monitor import LogLines, MetricsCallback, ProgressBar, flops_per_token, peak_flops
 from meap.rundir import RunDir
+from meap.train.stopping import StopOnSignal
 from meap.train.trainer import MeapTrainer
 
 
@@ -120,7 +121,7 @@ def make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments, 
     run_dir = RunDir(output)
     metrics = MetricsCallback(run_dir.metrics, tokens_per_step, flops, peak, eval_every,
                               world_size=args.world_size, probes=probes)
-    callbacks = [metrics]
+    callbacks = [metrics, StopOnSignal()]
     if "tensorboard" in config.report_to:
         tensorboard = TensorBoardCallback()
         tensorboard.logging_dir = str(run_dir.tensorboard)  # its writer opens at train start, on the main process

@@ -17,6 +17,7 @@ from meap.rundir import ADAPTER_DIR, FINAL_DIR, RunDir, checkpoint_step
 from meap.train.build import Run, build_run
 from meap.train.build_sft import build_sft_run
 from meap.train.resume import check_resumable, check_writable, claim_output, note_schedule_change, prepare_output
+from meap.train.stopping import StopOnSignal
 from meap.train.trainer import NonFiniteLoss
 
 
@@ -73,6 +74,7 @@ def _execute(config: TrainingConfig, build, resume: bool, overwrite: bool, progr
     if state.is_main_process:
         prepare_output(run_dir, checkpoint, run)
     state.wait_for_everyone()
+    command = "sft" if isinstance(config, SFTConfig) else "pretrain"
     try:
         run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         run.trainer.check_non_finite()  # the Trainer's last log did; no final model after a bad step in any case
@@ -82,9 +84,12 @@ def _execute(config: TrainingConfig, build, resume: bool, overwrite: bool, progr
         raise
     except KeyboardInterrupt:
         kept = run_dir.saved_checkpoints()
-        command = "sft" if isinstance(config, SFTConfig) else "pretrain"
         raise Interrupted(f"{kept[-1]} is the last checkpoint kept: continue with `meap {command} --output {output} "
                           "--resume`" if kept else "no checkpoint was saved yet") from None
+    stop = next(c for c in run.trainer.callback_handler.callbacks if isinstance(c, StopOnSignal))
+    if stop.stopped_at is not None and stop.stopped_at < run.max_steps:
+        raise Interrupted(f"stopped at step {stop.stopped_at}, saved in {run_dir.saved_checkpoints()[-1]}: continue "
+                          f"with `meap {command} --output {output} --resume`")
     save_final(run)
     return output
 
