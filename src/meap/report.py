@@ -296,7 +296,7 @@ def _niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title
                           output / file, title=f"{title}: {name} (overall {summary['overall']['substring']:.3f})")
         blocks.append(("img", file))
     if niah:
-        blocks.append(("table", ["run", "substring match", "ROUGE-1 F", "cells", "prompts"],
+        blocks.append(("table", ["run", "substring match", "ROUGE-1 F (earned by echoing, too)", "cells", "prompts"],
                        [[name, format_value(s["overall"]["substring"]), format_value(s["overall"]["rouge1_f"]), str(len(s["cells"])),
                          str(sum(c.get("samples", 0) for c in s["cells"]) or "n/a")] for name, s in niah.items()]))
     names = list(niah)

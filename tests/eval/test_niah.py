@@ -142,3 +142,15 @@ def test_reasoning_has_distractor_values_in_sight(gpt2_tokenizer):
     example = build_examples(gpt2_tokenizer, PROSE, [512], [25], seed=7, variant="reasoning")[0]
     assert len(example["distractor_values"]) == 2
     assert all(value in document_of(example) for value in example["distractor_values"])
+
+
+def test_the_headline_leads_with_a_score_an_echo_cannot_earn(tmp_path):
+    """An answer giving a distractor's value scores ROUGE-1 F ~0.7 against the needle sentence (the question
+    echoes its template), so the printed line shows the strict score and the distractor rate, not ROUGE."""
+    from meap.eval.results import headline, write_summary
+
+    summary = write_summary(tmp_path, "niah", {"cells": [], "overall": {"substring": 0.0, "rouge1_f": 0.706,
+                                                                       "distractor_copied": 0.9}})
+    line = headline(summary, tmp_path)
+    assert line.startswith("niah: substring (the asked value) 0.000, distractor copied 0.900")
+    assert "ROUGE" not in line and "0.706" not in line
