@@ -114,6 +114,9 @@ def load_config(config_cls: type, path: str | Path | None = None, overrides: dic
         if key not in types_by_key:
             raise unknown_option(key, config_cls)
         values[key] = coerce(key, value, types_by_key[key], _flag(key))
+    for first, second in getattr(config_cls, "EXCLUSIVE", ()):  # given together, one would be ignored
+        if first in (overrides or {}) and second in (overrides or {}):
+            raise UserError(f"{_flag(first)} and {_flag(second)} exclude each other; give one")
     config = config_cls(**values)
     problems = config.problems()
     if problems:

@@ -127,9 +127,13 @@ class PretrainConfig(TrainingConfig):
                                      "each other", default=False)
 
     command = "pretrain"
+    EXCLUSIVE = (("model", "model_config"),)
 
     def problems(self) -> list[str]:
         found = super().problems()
+        if self.model_config and self.model != PretrainConfig.model:
+            found.append(f"model_config: builds a fresh model of {self.model_config}, so model {self.model!r} would be "
+                         "ignored; give one of them")
         if self.mask_mode not in MASK_MODES:
             found.append(f"mask_mode: expected one of {', '.join(MASK_MODES)}, got {self.mask_mode!r}")
         for key in ("seq_len", "max_steps"):

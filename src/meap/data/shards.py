@@ -100,6 +100,9 @@ def load_meta(data_dir: str | Path) -> dict:
     """The validated ``meta.json`` of a prepared directory; :class:`UserError` naming the problem otherwise."""
     data_dir = Path(data_dir)
     path = data_dir / META_FILE
+    if data_dir.is_file():
+        raise UserError(f"{data_dir}: a file, not a prepared data directory; prepare it first "
+                        f"(`meap prepare {data_dir} -o data/{data_dir.stem}`, then --data data/{data_dir.stem})")
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: no such data directory; create one with `meap prepare`")
     if not path.is_file():

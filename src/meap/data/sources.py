@@ -204,7 +204,9 @@ def _json_line(raw: bytes, where: str, path: Path, line_number: int, offset: int
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
-        raise UserError(f"{where}: malformed JSON ({error.msg}); expected {expected}") from None
+        # json's own message ends "... at" before its line and column; the line is in `where`
+        raise UserError(f"{where}: malformed JSON ({error.msg.removesuffix(' at')}, at column {error.colno}); "
+                        f"expected {expected}") from None
     if not isinstance(record, dict):
         raise UserError(f"{where}: found a JSON {_json_type(record)}; expected {expected}")
     return record

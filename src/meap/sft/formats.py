@@ -66,6 +66,9 @@ def to_conversation(record: dict, sft_format: str, where: str) -> list[dict]:
 
 
 def _records(path: Path) -> Iterator[tuple[str, dict]]:
+    if path.is_dir():
+        raise UserError(f"{path}: a directory; meap sft takes instruction files (JSON, JSONL, Parquet), not a "
+                        "prepared pretraining corpus")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     if path.suffix == ".parquet":
