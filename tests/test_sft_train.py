@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from meap.config import SFTConfig, load_config
+from meap.errors import UserError
 from sft_cases import alpaca, config, messages, sharegpt, write
 from meap.train import sft
 from meap.train.build_sft import build_sft_run
@@ -202,3 +203,36 @@ def test_resume_refuses_a_model_whose_tokenizer_changed(gpt2_tokenizer, alpaca_f
     gpt2_tokenizer.save_pretrained(model_dir)
     with pytest.raises(UserError, match=f"the run was trained with another tokenizer than {model_dir} has now"):
         sft(config(model_dir, [alpaca_file], run, max_steps=4, save_every=2), resume=True, progress=False)
+
+
+def test_trl_prompt_completion_files_and_skipping_bad_records(tiny_model_dir, tmp_path):
+    """TRL's prompt/completion format (plain and conversational) reads as conversations; with
+    --skip-bad-lines true, malformed and incomplete records are passed over, counted and the first named."""
+    import subprocess
+    import sys
+
+    from meap.sft.formats import read_conversations
+
+    data = tmp_path / "pc.jsonl"
+    data.write_text("\n".join([
+        json.dumps({"prompt": "Name a colour.", "completion": "Blue."}),
+        json.dumps({"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}],
+                    "completion": [{"role": "assistant", "content": "Hello."}]}),
+        '{"prompt": "broken',
+        json.dumps({"prompt": "no completion"}),
+        json.dumps({"prompt": "A number?", "completion": "Seven."})]) + "\n")
+    skipped: list[str] = []
+    conversations = read_conversations([str(data)], None, skipped)
+    assert conversations[0] == [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}]
+    assert [t["role"] for t in conversations[1]] == ["system", "user", "assistant"] and len(conversations) == 3
+    assert len(skipped) == 2 and skipped[0].startswith(f"{data}:3: malformed JSON")
+    with pytest.raises(UserError, match=r"pc.jsonl:3: malformed JSON"):
+        read_conversations([str(data)])
+    output = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "meap.cli", "sft", "--model", str(tiny_model_dir), "--data", str(data),
+                             "--skip-bad-lines", "true", "--max-steps", "1", "--micro-batch-size", "2",
+                             "--max-length", "256", "--val-fraction", "0", "--objective", "ntp", "--output", str(output),
+                             "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "2 bad records skipped (--skip-bad-lines); the first: " in result.stderr
+    assert json.loads((output / "run.json").read_text())["skipped_records"] == 2

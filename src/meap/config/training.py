@@ -152,7 +152,10 @@ class SFTConfig(TrainingConfig):
     data: list[str] = help_field("instruction files (JSON, JSONL, Parquet), or `builtin[:N]` (the built-in instruction "
                             "set, also the default)",
                             default_factory=lambda: ["builtin"])
-    format: str = help_field("`alpaca`, `sharegpt` or `messages`; empty: detected from the first record", default="")
+    format: str = help_field("`alpaca`, `sharegpt`, `messages` or `prompt-completion` (TRL's); empty: detected from "
+                             "the first record", default="")
+    skip_bad_lines: bool = help_field("pass over records that are not valid (malformed JSON, missing fields), counted "
+                                      "in run.json and the first one named, instead of stopping", default=False)
     model: str = help_field("Hugging Face causal LM directory, a hub id (org/name), a meap run directory, or "
                        "`smollm2-135m` (packaged)",
                        default="smollm2-135m")

@@ -4,7 +4,9 @@ Formats (auto-detected from the first record when not given):
 
 * ``alpaca``: ``{"instruction", "input" (optional), "output"}``;
 * ``sharegpt``: ``{"conversations": [{"from": "system"|"human"|"gpt", "value"}, ...]}``;
-* ``messages``: ``{"messages": [{"role": "system"|"user"|"assistant", "content"}, ...]}`` (OpenAI style).
+* ``messages``: ``{"messages": [{"role": "system"|"user"|"assistant", "content"}, ...]}`` (OpenAI style);
+* ``prompt-completion``: ``{"prompt", "completion"}`` (TRL's format), each a string, or each a list of
+  ``messages``-style turns (TRL's conversational form: the prompt's turns, then the completion's).
 
 Files are JSONL, a JSON list, or Parquet; ``builtin[:N]`` is the built-in instruction set.
 """
@@ -29,13 +31,24 @@ def detect_format(record: dict, where: str) -> str:
         return "sharegpt"
     if "instruction" in record and "output" in record:
         return "alpaca"
+    if "prompt" in record and "completion" in record:
+        return "prompt-completion"
     raise UserError(f"{where}: cannot tell the format from keys {sorted(record)}; expected alpaca "
-                    "(instruction, input, output), sharegpt (conversations) or messages (messages); or pass --format")
+                    "(instruction, input, output), sharegpt (conversations), messages (messages) or prompt-completion "
+                    "(prompt, completion); or pass --format")
 
 
 def to_conversation(record: dict, sft_format: str, where: str) -> list[dict]:
     """The record as ``[{"role", "content"}, ...]`` with at least one non-empty assistant turn."""
-    if sft_format == "alpaca":
+    if sft_format == "prompt-completion":
+        prompt, completion = record.get("prompt"), record.get("completion")
+        if isinstance(prompt, str) and isinstance(completion, str):
+            turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+        elif isinstance(prompt, list) and isinstance(completion, list):
+            turns = to_conversation({"messages": prompt + completion}, "messages", where)
+        else:
+            raise UserError(f"{where}: `prompt` and `completion` must both be strings or both lists of turns")
+    elif sft_format == "alpaca":
         for key in ("instruction", "output"):
             if not isinstance(record.get(key), str):
                 raise UserError(f"{where}: missing or non-string `{key}` (alpaca records need instruction and output)")
@@ -65,7 +78,7 @@ def to_conversation(record: dict, sft_format: str, where: str) -> list[dict]:
     return turns
 
 
-def _records(path: Path) -> Iterator[tuple[str, dict]]:
+def _records(path: Path, skipped: list[str] | None = None) -> Iterator[tuple[str, dict]]:
     if path.is_dir():
         raise UserError(f"{path}: a directory; meap sft takes instruction files (JSON, JSONL, Parquet), not a "
                         "prepared pretraining corpus")
@@ -91,11 +104,13 @@ def _records(path: Path) -> Iterator[tuple[str, dict]]:
         for item, record in enumerate(data):
             yield f"{path}: item {item}", record
     else:
-        yield from json_lines(path, "one JSON record per line")
+        yield from json_lines(path, "one JSON record per line", skipped)
 
 
-def read_conversations(files: list[str], sft_format: str | None = None) -> list[list[dict]]:
-    """Every record of ``files`` as a conversation; bad records raise :class:`UserError` naming file and line.
+def read_conversations(files: list[str], sft_format: str | None = None,
+                       skipped: list[str] | None = None) -> list[list[dict]]:
+    """Every record of ``files`` as a conversation; bad records raise :class:`UserError` naming file and line,
+    or, given a ``skipped`` list, are recorded there (their errors) and passed over.
 
     ``builtin`` (or ``builtin:N`` for N conversations) names the built-in instruction set
     (:func:`meap.data.builtin.builtin_conversations`); no files at all means the same.
@@ -107,11 +122,16 @@ def read_conversations(files: list[str], sft_format: str | None = None) -> list[
     conversations = []
     for file in files:
         detected = sft_format
-        for where, record in _records(Path(file)):
-            detected = detected or detect_format(record, where)
-            conversations.append(to_conversation(record, detected, where))
+        for where, record in _records(Path(file), skipped):
+            try:
+                detected = detected or detect_format(record, where)
+                conversations.append(to_conversation(record, detected, where))
+            except UserError as error:
+                if skipped is None:
+                    raise
+                skipped.append(str(error))
     if not conversations:
-        raise UserError(f"{', '.join(files)}: no records")
+        raise UserError(f"{', '.join(files)}: no records" + (f" ({len(skipped)} bad ones skipped)" if skipped else ""))
     return conversations
 
 

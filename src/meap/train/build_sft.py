@@ -26,7 +26,10 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     """Model (+ ``[MASK]``, + LoRA), tokenised conversations, the seeded stream, SFT collators, Trainer."""
     hf_logging.disable_progress_bar()
     output = config.resolved_output()
-    conversations = read_conversations(config.data, config.format or None)  # bad records fail before any loading
+    skipped: list[str] | None = [] if config.skip_bad_lines else None
+    conversations = read_conversations(config.data, config.format or None, skipped)  # before any loading
+    if skipped:
+        warn(f"{len(skipped)} bad records skipped (--skip-bad-lines); the first: {skipped[0]}")
     model, tokenizer = load_for_training(config.model, config.attn_implementation)
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit and config.max_length > limit:
@@ -100,7 +103,7 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     if config.lora_r and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         raise UserError("lora_r: LoRA runs merge the adapter on one process; use DDP, not FSDP or DeepSpeed")
     facts = {"conversations": {"train": len(train_ids), "val": len(val_ids), "skipped": len(segments) - len(kept)},
-             "rows": dict(kinds), "meap_share": meap_share, "tokenizer_sha256": vocabulary_sha256(tokenizer)}
+             "rows": dict(kinds), "meap_share": meap_share, "skipped_records": len(skipped or []), "tokenizer_sha256": vocabulary_sha256(tokenizer)}
     return Run(config, output, trainer, tokenizer, samples_per_step, max_steps, facts)
 
 
