@@ -132,6 +132,23 @@ def test_the_last_step_is_logged_and_validated(prepared, tmp_path, capsys):
     assert load_config(PretrainConfig, run / "config.yaml").output == str(tmp_path / "run")
 
 
+def test_the_run_says_how_many_epochs_it_plans_and_warns_when_the_data_repeats(prepared, tmp_path, capsys):
+    seq_len, batch = 512, 16  # few long sequences, so that three passes take few steps
+    sequences = PackedBlocks(open_split(prepared, "train"), seq_len).num_blocks
+    run = pretrain(tiny_config(prepared, tmp_path / "once", seq_len=seq_len, micro_batch_size=batch, max_steps=1,
+                               eval_every=0, save_every=0), progress=False)
+    out, err = capsys.readouterr()
+    facts = json.loads((run / RUN_FILE).read_text())
+    assert facts["sequences"]["train"] == sequences and facts["epochs"] == pytest.approx(batch / sequences, abs=1e-4)
+    assert f"{sequences:,} training sequences of {seq_len} tokens; 1 steps x {batch} sequences = " in out
+    assert "repeats" not in err
+    steps = 3 * sequences // batch + 1  # just over three passes
+    run = pretrain(tiny_config(prepared, tmp_path / "thrice", seq_len=seq_len, micro_batch_size=batch, max_steps=steps,
+                               eval_every=0, save_every=0, log_every=steps), progress=False)
+    assert f"the training data repeats: {steps:,} steps take " in capsys.readouterr().err
+    assert json.loads((run / RUN_FILE).read_text())["epochs"] > 3
+
+
 def test_resuming_a_finished_run_changes_nothing(prepared, tmp_path, capsys):
     config = tiny_config(prepared, tmp_path / "run", max_steps=4, save_every=4)
     run = pretrain(config, progress=False)

@@ -147,8 +147,8 @@ def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) ->
         validity = comparison["validity"]
         verdict = ("**This run measures forgetting, not the objective**" if validity["measures"] == "forgetting"
                    else "The run passes the validity gate")
-        lines += ["", f"{verdict}: NTP-SFT is {100 * validity['ntp_below_base']:+.1f} points below the base model "
-                      f"(gate: {100 * validity['gate']:.0f})."]
+        lines += ["", f"{verdict}: NTP-SFT minus the base model, greedy EM: {-100 * validity['ntp_below_base']:+.1f} "
+                      f"points (the gate: more than {100 * validity['gate']:.0f} below)."]
     for key in comparison["scores"]:
         table, scale = comparison[key], 1 if key == "answer_logprob" else 100
         number = (lambda value: f"{value:.2f}") if scale == 1 else percent

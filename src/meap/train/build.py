@@ -17,7 +17,7 @@ from meap.constants import PACKED_ATTENTION
 from meap.data.blocks import PackedBlocks
 from meap.data.prepare import prepared_builtin
 from meap.data.shards import load_meta, load_prepared_tokenizer, open_split
-from meap.errors import UserError, warn
+from meap.errors import UserError, is_main_process, warn
 from meap.models import build_model, is_model_dir, model_max_length, training_model_spec
 from meap.probes import ProbeSchedule, read_probe_file, tokenize_probes
 from meap.tokens import (check_vocab_fits, fit_mask_embedding, mask_token_id, special_token_ids, vocabulary_mismatch,
@@ -94,6 +94,14 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     samples_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
     train_blocks.num_samples = config.max_steps * samples_per_step
     val_blocks.num_samples = val_batches * val_batch * world_size
+    epochs = train_blocks.num_samples / train_blocks.num_blocks
+    if is_main_process():
+        print(f"{data_dir}: {train_blocks.num_blocks:,} training sequences of {config.seq_len} tokens; "
+              f"{config.max_steps:,} steps x {samples_per_step} sequences = {epochs:.2f} epochs")
+    if epochs > 1:
+        warn(f"{data_dir}: the training data repeats: {config.max_steps:,} steps take {epochs:.1f} passes over its "
+             f"{train_blocks.num_blocks:,} sequences (a model this long on it may memorise; prepare more text or "
+             "train fewer steps)")
 
     set_seed(config.seed)  # the model init depends on the seed only, so NTP and MEAP runs start identical
     eos = int(meta["eos_token_id"])
@@ -120,7 +128,8 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
                            clean_collator, tokens_per_step=samples_per_step * config.seq_len, seq_len=config.seq_len,
                            progress=progress, probes=probe_schedule(config, tokenizer, config.seq_len))
     return Run(config, output, trainer, tokenizer, samples_per_step, config.max_steps,
-               {"tokenizer_sha256": vocabulary_sha256(tokenizer)})
+               {"tokenizer_sha256": vocabulary_sha256(tokenizer), "epochs": round(epochs, 4),
+                "sequences": {"train": train_blocks.num_blocks, "val": val_blocks.num_blocks}})
 
 
 def probe_schedule(config: TrainingConfig, tokenizer, max_length: int) -> ProbeSchedule | None:

@@ -48,26 +48,27 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     collator = MeapSFTCollator(mask_id, eos, pad, config.effective_mask_ratio(), config.min_answer_tokens,
                                config.layout, config.max_length, config.seed, packing=config.packing,
                                packed_attention=packed_attention(model, config.packing), count_tokens=True)
-    lengths, kinds, longest = [], Counter(), 0
+    lengths, row_kinds, longest = [], [], 0
     for n, conversation in enumerate(segments):
         try:
             rows = collator.rows({"segments": conversation})
         except ValueError as error:  # e.g. every answer rendered away by a chat template
             raise UserError(f"{where}: conversation {n}: {error}") from None
         lengths.append(sum(len(row["input_ids"]) for row in rows))
-        kinds.update(row["kind"] for row in rows)
+        row_kinds.append(Counter(row["kind"] for row in rows))
         if rows and rows[0]["kind"] == "ntp-fallback":  # what original + masked copy would take (EOS included)
             longest = max(longest, 2 * (sum(len(ids) for ids, _ in conversation) + 1))
     kept = [i for i, length in enumerate(lengths) if length > 0]
     if len(kept) < len(segments):
         warn(f"{where}: {len(segments) - len(kept)} conversations have no answer token within max_length "
              f"({config.max_length}); skipped")
-    meap_share = _meap_share(config, where, kinds, len(kept), longest)
     order = torch.randperm(len(kept), generator=torch.Generator().manual_seed(config.seed)).tolist()
     num_val = round(len(kept) * config.val_fraction)
     val_ids, train_ids = [kept[i] for i in order[:num_val]], sorted(kept[i] for i in order[num_val:])
     if not train_ids:
         raise UserError(f"{where}: no conversation left to train on")
+    kinds = sum((row_kinds[i] for i in train_ids), Counter())
+    meap_share = _meap_share(config, where, kinds, len(train_ids), longest)
 
     world_size = launched_world_size()
     samples_per_step = config.micro_batch_size * config.grad_accum_steps * world_size
@@ -103,7 +104,8 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     if config.lora_r and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         raise UserError("lora_r: LoRA runs merge the adapter on one process; use DDP, not FSDP or DeepSpeed")
     facts = {"conversations": {"train": len(train_ids), "val": len(val_ids), "skipped": len(segments) - len(kept)},
-             "rows": dict(kinds), "meap_share": meap_share, "skipped_records": len(skipped or []), "tokenizer_sha256": vocabulary_sha256(tokenizer)}
+             "rows": dict(kinds), "val_rows": dict(sum((row_kinds[i] for i in val_ids), Counter())),
+             "meap_share": meap_share, "skipped_records": len(skipped or []), "tokenizer_sha256": vocabulary_sha256(tokenizer)}
     return Run(config, output, trainer, tokenizer, samples_per_step, max_steps, facts)
 
 
