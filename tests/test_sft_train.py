@@ -36,7 +36,8 @@ def test_each_format_trains_checkpoints_and_writes_a_loadable_model(tiny_model_d
 
     facts = json.loads((run / "run.json").read_text())
     assert facts["conversations"] == {"train": 18, "val": 2, "skipped": 0}
-    assert facts["max_steps"] == 9 and facts["rows"]["concat"] == 20  # one epoch of 18 in steps of 2 (+ val)
+    assert facts["max_steps"] == 9 and facts["rows"]["concat"] == 18  # one epoch of 18 in steps of 2
+    assert facts["val_rows"] == {"concat": 2}
     metrics = read_metrics(run)
     assert [m["step"] for m in metrics] == list(range(1, 10))
     assert [m["step"] for m in metrics if "val_loss" in m] == [4, 8, 9]
@@ -140,7 +141,7 @@ def test_the_command_fine_tunes_on_the_builtin_set(tiny_model_dir, tmp_path, bui
     # run would be plain NTP, and is refused, saying what fits; nothing is left behind.
     refused = sft(tmp_path / "meap")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
-    assert "no conversation gets the masked copy: 12 are too long" in refused.stderr
+    assert "no conversation gets the masked copy: 11 are too long" in refused.stderr  # 1 of 12 validates
     needed = int(refused.stderr.split("--max-length ")[1].split(" ")[0])
     assert 512 < needed < 1100 and not (tmp_path / "meap" / "final").exists()
     output = tmp_path / "run"
@@ -148,7 +149,9 @@ def test_the_command_fine_tunes_on_the_builtin_set(tiny_model_dir, tmp_path, bui
     assert result.returncode == 0, result.stderr
     assert f"done: {output / 'final'}" in result.stdout
     facts = json.loads((output / "run.json").read_text())
-    assert facts["max_steps"] == 2 and facts["rows"] == {"ntp": 12} and facts["meap_share"] is None
+    assert facts["max_steps"] == 2 and facts["meap_share"] is None
+    assert facts["conversations"] == {"train": 11, "val": 1, "skipped": 0}
+    assert facts["rows"] == {"ntp": 11} and facts["val_rows"] == {"ntp": 1}  # counted apart
     assert load_config(SFTConfig, output / "config.yaml").data == ["builtin:12"]
 
 

@@ -115,7 +115,7 @@ def load_config(config_cls: type, path: str | Path | None = None, overrides: dic
             raise unknown_option(key, config_cls)
         values[key] = coerce(key, value, types_by_key[key], _flag(key))
     for first, second in getattr(config_cls, "EXCLUSIVE", ()):  # given together, one would be ignored
-        if first in (overrides or {}) and second in (overrides or {}):
+        if (overrides or {}).get(first) and (overrides or {}).get(second):
             raise UserError(f"{_flag(first)} and {_flag(second)} exclude each other; give one")
     config = config_cls(**values)
     problems = config.problems()
