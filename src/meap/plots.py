@@ -252,7 +252,8 @@ def draw_onsets(comparison: dict):
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="upper left")
     skill = "Copying" if comparison.get("task") == "copy" else "Key-based retrieval"
-    _title(axis, f"{skill} probes during training", f"{len(comparison['seeds'])} training seeds")
+    seeds = len(comparison["seeds"])
+    _title(axis, f"{skill} probes during training", f"{seeds} training seed" + ("s" if seeds != 1 else ""))
     axis = axes[0][1]
     onsets, ends = comparison["onset_tokens_by_seed"], comparison["window_tokens_by_seed"]
     for index, seed in enumerate(comparison["seeds"]):
