@@ -67,6 +67,7 @@ def test_quick_demo_end_to_end_with_two_seeds_reproduces_and_recomputes(tmp_path
         assert key in result, key
     assert set(result["onset_tokens_by_seed"]) == {"ntp", "meap"} and result["distractors"] == 3
     assert result["seeds"] == [3, 5] and result["machine"]["cpu"] and result["wall_seconds"] > 0
+    assert 0 < result["training_job_seconds"]  # six jobs, summed from their metrics
 
     # per seed: a shared start, and both branches continue from its final model with a probe curve from step 0
     for seed in (3, 5):

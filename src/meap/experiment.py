@@ -148,6 +148,16 @@ class Job:
         return 0
 
 
+def job_seconds(jobs: list[Job]) -> float:
+    """Training time of ``jobs`` summed over them (each run's last ``elapsed_s``): what an experiment that was
+    interrupted and continued cost, which its own clock, restarted at the continue, does not show."""
+    total = 0.0
+    for job in jobs:
+        lines = job.run.metrics.read_text(encoding="utf-8").splitlines() if job.run.metrics.is_file() else []
+        total += next((record["elapsed_s"] for record in map(json.loads, reversed(lines)) if "elapsed_s" in record), 0.0)
+    return round(total, 1)
+
+
 def _environment() -> dict[str, str]:
     # one thread per job: the same arithmetic whatever the number of parallel jobs
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
