@@ -183,6 +183,14 @@ def _make_mdqa(config) -> None:
     print(f"wrote {path}")
 
 
+def _generate(config) -> None:
+    from meap.eval.generation import complete
+
+    completions = complete(config)
+    for index, completion in enumerate(completions):
+        print(completion if len(completions) == 1 else f"[{index + 1}] {completion}")
+
+
 def _compare(config) -> None:
     from meap.report import compare_runs
 
@@ -212,6 +220,8 @@ COMMANDS = {
                             _make_mdqa),
     ("analyze", "attention"): ("AttentionConfig", "attention from the query onto the needle, entropy, and the "
                                "masked-key score decay (the MEAP paper's analysis)", _attention),
+    ("generate",): ("GenerateConfig", "continue prompts with a model (greedy, or sampled with --temperature)",
+                    _generate),
     ("compare",): ("CompareConfig", "a report comparing runs (curves, evaluations, configs)", _compare),
 }
 GROUPS = {"eval": ("evaluation", "evaluate a model (NIAH, multi-document QA, key-based retrieval, lm-eval)"),

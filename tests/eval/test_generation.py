@@ -54,3 +54,52 @@ def test_generation_matches_hugging_face_generate_one_prompt_at_a_time(gpt2_toke
     assert generate(model, gpt2_tokenizer, [], progress=False) == []
     with pytest.raises(ValueError, match="prompt 1 is empty"):
         generate(model, gpt2_tokenizer, ["Hi", ""], progress=False)
+
+
+def test_meap_generate_greedy_by_default_sampled_with_a_seed(tiny_model_dir, capsys):
+    from meap.cli import main
+    from meap.config import load_config
+    from meap.config.commands import GenerateConfig
+    from meap.eval.generation import complete
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = tokenizer("The needle is", return_tensors="pt")
+    greedy = model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    expected = tokenizer.decode(greedy[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+    def completions(**keys):
+        return complete(load_config(GenerateConfig, None, {"model": str(tiny_model_dir), "max_new_tokens": 8, **keys,
+                                                           "prompts": keys.get("prompts", ["The needle is"])}))
+
+    assert completions() == [expected]
+    hot = {"temperature": 5.0, "top_p": 0.99}
+    first, again, other = completions(**hot, seed=1), completions(**hot, seed=1), completions(**hot, seed=2)
+    assert first == again and first != other and first != [expected]  # sampled, and reproducibly so
+    # top_k=1 keeps only the likeliest token: sampling collapses to greedy decoding
+    assert completions(temperature=5.0, top_k=1) == [expected]
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--model", str(tiny_model_dir), "--max-new-tokens", "8", "The needle is", "Hello"])
+    assert exit_info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"[1] {expected}" and lines[1].startswith("[2] ") and len(lines) == 2
+
+
+def test_meap_generate_renders_a_chat_models_template_unless_raw(tiny_model_dir):
+    from meap.config import load_config
+    from meap.config.commands import GenerateConfig
+    from meap.eval.generation import complete, render_prompt
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = "{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}<|assistant|>"
+    tokenizer.save_pretrained(tiny_model_dir)
+    assert render_prompt(tokenizer, "Hi") == "<|user|>Hi<|assistant|>" and render_prompt(tokenizer, "Hi", False) == "Hi"
+
+    def completion(raw):
+        return complete(load_config(GenerateConfig, None, {"model": str(tiny_model_dir), "max_new_tokens": 6,
+                                                           "raw": raw, "prompts": ["Hi"]}))
+
+    assert completion(raw=False) != completion(raw=True)

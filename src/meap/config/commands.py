@@ -183,6 +183,37 @@ class MakeMDQAConfig(CommandConfig):
 
 
 @dataclass
+class GenerateConfig(CommandConfig):
+    prompts: list[str] = option("prompts to continue (a chat model gets each as one user turn)", factory=list,
+                                positional=True, metavar="PROMPT")
+    model: str = _model()
+    max_new_tokens: int = option("longest completion generated", 64)
+    temperature: float = option("0 decodes greedily (the default); above 0 samples at this temperature", 0.0)
+    top_k: int = option("with --temperature: sample from the k likeliest tokens only (0: all)", 0)
+    top_p: float = option("with --temperature: sample from the likeliest tokens holding this probability mass "
+                          "(nucleus sampling; 1: all)", 1.0, metavar="MASS")
+    seed: int = option("seed of the sampling", 0)
+    raw: bool = option("feed a chat model the prompt as it is, without its chat template", False, switch=True)
+    dtype: str = _dtype()
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.max_new_tokens < 1:
+            found.append(f"--max-new-tokens: expected at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            found.append(f"--temperature: expected 0 (greedy) or more, got {self.temperature}")
+        if self.top_k < 0:
+            found.append(f"--top-k: expected 0 (all tokens) or more, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            found.append(f"--top-p: expected a probability mass in (0, 1], got {self.top_p}")
+        if self.temperature == 0 and (self.top_k or self.top_p < 1):
+            found.append("--top-k/--top-p: only when sampling (give --temperature above 0)")
+        if not all(prompt.strip() for prompt in self.prompts):
+            found.append("PROMPT: an empty prompt leaves nothing to continue")
+        return found
+
+
+@dataclass
 class CompareConfig(CommandConfig):
     runs: list[str] = option("run directories (evaluation outputs inside them are found)", factory=list,
                              positional=True, metavar="RUN")

@@ -31,9 +31,9 @@ def is_chat_model(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def render_prompt(tokenizer, text: str) -> str:
-    """The exact string fed to the model for a user request ``text``."""
-    if is_chat_model(tokenizer):
+def render_prompt(tokenizer, text: str, template: bool = True) -> str:
+    """The exact string fed to the model for a user request ``text`` (``template``: a chat model's)."""
+    if template and is_chat_model(tokenizer):
         return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                              add_generation_prompt=True)
     return text
@@ -135,9 +135,11 @@ def _trunk_cache(model, encoded: list[list[int]], share_prefixes: bool) -> tuple
 
 @torch.no_grad()
 def generate(model, tokenizer, texts: list[str], *, max_new_tokens: int = 32, batch_size: int = 8,
-             progress: bool = True, description: str = "generating", share_prefixes: bool = True) -> list[str]:
-    """Greedy completions of ``texts`` (special tokens stripped), in the order of ``texts``."""
-    rendered = [render_prompt(tokenizer, text) for text in texts]
+             progress: bool = True, description: str = "generating", share_prefixes: bool = True,
+             sampling: dict | None = None, template: bool = True) -> list[str]:
+    """Greedy completions of ``texts`` (special tokens stripped), in the order of ``texts``; ``sampling``
+    (``temperature``, ``top_k``, ``top_p``) samples instead, from torch's global generator."""
+    rendered = [render_prompt(tokenizer, text, template) for text in texts]
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
     if not encoded:
         return []
@@ -156,7 +158,8 @@ def generate(model, tokenizer, texts: list[str], *, max_new_tokens: int = 32, ba
         else:  # the model's own cache, prompts padded into one batch
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
             batch = {key: value.to(device) for key, value in batch.items()}
-        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+        decoding = {"do_sample": True, **sampling} if sampling else {"do_sample": False}
+        output = model.generate(**batch, max_new_tokens=max_new_tokens, **decoding, num_beams=1,
                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(tokenizer),
                                 use_cache=True, disable_compile=True)  # a static cache would trigger compiling
         new_tokens = output[:, batch["input_ids"].shape[1] :]
@@ -165,3 +168,25 @@ def generate(model, tokenizer, texts: list[str], *, max_new_tokens: int = 32, ba
         bar.update(len(rows))
     bar.close()
     return completions
+
+
+def complete(config) -> list[str]:
+    """``meap generate``: ``config.prompts`` (a :class:`~meap.config.commands.GenerateConfig`) continued by its
+    model, greedily or sampled, in the prompts' order."""
+    from meap.errors import warn
+    from meap.models import load_causal_lm
+
+    model, tokenizer = load_causal_lm(config.model, dtype=config.dtype)
+    longest = max(len(tokenizer(render_prompt(tokenizer, text, not config.raw), add_special_tokens=False)["input_ids"])
+                  for text in config.prompts)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions and longest + config.max_new_tokens > positions:
+        warn(f"{config.model}: a prompt of {longest} tokens plus {config.max_new_tokens} new ones passes the "
+             f"{positions} positions the model was built for; what follows them is extrapolation")
+    sampling = None
+    if config.temperature > 0:
+        sampling = {"temperature": config.temperature, "top_k": config.top_k or None, "top_p": config.top_p}
+    torch.manual_seed(config.seed)
+    return generate(model, tokenizer, config.prompts, max_new_tokens=config.max_new_tokens,
+                    batch_size=len(config.prompts), progress=False, share_prefixes=False, sampling=sampling,
+                    template=not config.raw)
