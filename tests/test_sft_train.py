@@ -106,8 +106,8 @@ def test_lora_writes_an_adapter_and_a_merged_model(gpt2_tokenizer, alpaca_file, 
     tiny_model_dir = tmp_path / "base"
     tiny_llama(len(gpt2_tokenizer), hidden=16, tied=tied).save_pretrained(tiny_model_dir)
     gpt2_tokenizer.save_pretrained(tiny_model_dir)
-    run = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "lora", lora_r=4, max_steps=3, eval_every=0),
-              progress=False)
+    run = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "lora", lora_r=4, max_steps=3, eval_every=0,
+                     save_every=2, keep_checkpoints=0), progress=False)
     assert (run / "adapter" / "adapter_config.json").is_file()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     tuned = AutoModelForCausalLM.from_pretrained(run / "final").state_dict()
@@ -125,6 +125,22 @@ def test_lora_writes_an_adapter_and_a_merged_model(gpt2_tokenizer, alpaca_file, 
     merged = AutoModelForCausalLM.from_pretrained(run / "final")
     # Tied: one matrix for input and output after the merge, the trained [MASK] row included.
     assert (merged.lm_head.weight.data_ptr() == merged.get_input_embeddings().weight.data_ptr()) == tied
+
+    # The adapter (and each checkpoint's) holds LoRA weights and the one [MASK] row, no embedding matrix...
+    from peft import PeftModel
+    from safetensors import safe_open
+
+    for directory in [run / "adapter", *sorted((run / "checkpoints").glob("step-*"))]:
+        with safe_open(directory / "adapter_model.safetensors", "pt") as weights:
+            shapes = {name: weights.get_slice(name).get_shape() for name in weights.keys()}
+        assert not [name for name, shape in shapes.items() if len(embeddings) in shape], (directory, shapes)
+        assert any("trainable_tokens" in name for name in shapes) and any("lora_A" in name for name in shapes)
+    # ...and on the base model grown by the [MASK] row it gives what the merged final/ gives
+    grown = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    grown.resize_token_embeddings(mask_id + 1)
+    adapted = PeftModel.from_pretrained(grown, run / "adapter").eval()
+    ids = torch.tensor([[5, 17, mask_id, 99, 3]])
+    torch.testing.assert_close(adapted(ids).logits, merged.eval()(ids).logits, rtol=1e-4, atol=1e-5)
 
 
 def test_the_command_fine_tunes_on_the_builtin_set(tiny_model_dir, tmp_path, builtin_prose):

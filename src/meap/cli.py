@@ -179,7 +179,8 @@ def _make_mdqa(config) -> None:
     from meap.eval.mdqa_data import make_mdqa
 
     path = make_mdqa(config.output, num_docs=config.num_docs, gold_position=config.gold_position,
-                     examples=config.examples, seed=config.seed, passage_words=config.passage_words)
+                     examples=config.examples, seed=config.seed, passage_words=config.passage_words,
+                     distractors=config.distractors)
     print(f"wrote {path}")
 
 

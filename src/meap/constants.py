@@ -9,4 +9,5 @@ SFT_LAYOUTS = ("concat", "separate")  # MEAP-SFT: the masked copy in the same ro
 SFT_FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion")
 PACKED_ATTENTION = ("sdpa", "eager", "flash_attention_2")  # kernels the collators can isolate packed rows for
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # `auto`: bf16 on CUDA, float32 on CPU
+MDQA_DISTRACTORS = ("hard", "filler")  # synthetic MDQA: distractors with facts of the gold one's shape, or prose
 REPORT_TO = ("tensorboard", "wandb", "mlflow", "none")

@@ -48,7 +48,8 @@ def _training_file(config: SFTDemoConfig, directory: Path, evaluation: list[Path
     path = directory / TRAINING_FILE
     if not path.is_file():
         make_training_conversations(path, config.train_conversations, num_docs=config.mdqa_num_docs,
-                                    seed=f"train-{config.seed}", passage_words=config.mdqa_passage_words)
+                                    seed=f"train-{config.seed}", passage_words=config.mdqa_passage_words,
+                                    distractors=config.mdqa_distractors)
     text = normalize_answer(path.read_text(encoding="utf-8"))
     leaked = sorted({answer for file in evaluation for example in read_mdqa(file) for answer in example["answers"]
                      if normalize_answer(answer) in text})
@@ -61,7 +62,8 @@ def _mdqa_files(config: SFTDemoConfig, directory: Path) -> list[Path]:
     from meap.eval.mdqa_data import make_mdqa_files
 
     return make_mdqa_files(directory, "mdqa", config.mdqa_gold_positions, num_docs=config.mdqa_num_docs,
-                           examples=config.mdqa_examples, seed=config.seed, passage_words=config.mdqa_passage_words)
+                           examples=config.mdqa_examples, seed=config.seed, passage_words=config.mdqa_passage_words,
+                           distractors=config.mdqa_distractors)
 
 
 def _evaluate(config: SFTDemoConfig, model: str, output: Path, files: list[Path], progress: bool) -> Path:

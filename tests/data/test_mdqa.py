@@ -82,3 +82,51 @@ def test_bad_arguments_are_user_errors_and_write_nothing(tmp_path, arguments, me
     with pytest.raises(UserError, match=message):
         make_mdqa(tmp_path / "qa.jsonl.gz", **arguments)
     assert list(tmp_path.iterdir()) == []
+
+
+def _fact_patterns():
+    """Each fact template as a regex whose groups are its slots."""
+    import re
+
+    from meap.eval.mdqa_data import _FACT_TEMPLATES, _INSTITUTIONS, _ROLES
+
+    slot = {"role": "|".join(map(re.escape, _ROLES)), "institution": "|".join(map(re.escape, _INSTITUTIONS)),
+            "year": r"\d{4}"}
+
+    def pattern(fact):
+        return re.compile(re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?P<{m[1]}>{slot.get(m[1], '[A-Z][a-z]+(?: [A-Z][a-z]+)?')})",
+                                 re.escape(fact)))
+    return [pattern(template.fact) for template in _FACT_TEMPLATES]
+
+
+def test_hard_distractors_hold_a_fact_of_the_gold_ones_shape_about_other_names(tmp_path):
+    hard = read_lines(make_mdqa(tmp_path / "hard.jsonl.gz", num_docs=5, gold_position=2, examples=12, seed=4))
+    filler = read_lines(make_mdqa(tmp_path / "filler.jsonl.gz", num_docs=5, gold_position=2, examples=12, seed=4,
+                                  distractors="filler"))
+    assert read_lines(make_mdqa(tmp_path / "default.jsonl.gz", num_docs=5, gold_position=2, examples=12,
+                                seed=4)) == hard  # hard is the default
+    patterns = _fact_patterns()
+    shapes = set()
+    for with_facts, plain in zip(hard, filler):
+        assert with_facts["question"] == plain["question"] and with_facts["ctxs"][2] == plain["ctxs"][2]
+        gold = [match for p in patterns for match in [p.search(plain["ctxs"][2]["text"])] if match]
+        assert len(gold) == 1
+        shape, gold_names = gold[0].re, set(gold[0].groupdict().values())
+        shapes.add(shape.pattern)
+        answer = normalize_answer(plain["answers"][0])
+        for index in (0, 1, 3, 4):
+            found = [p.search(with_facts["ctxs"][index]["text"]) for p in patterns]
+            assert [bool(match) for match in found] == [p.pattern == shape.pattern for p in patterns]
+            match = found[[p.pattern for p in patterns].index(shape.pattern)]
+            names = {value for key, value in match.groupdict().items() if key not in ("role", "institution")}
+            assert not names & gold_names  # other names: only the question's key tells the gold document apart
+            assert answer not in normalize_answer(with_facts["ctxs"][index]["text"])
+            # the passage around the distractor's fact is the filler file's
+            assert with_facts["ctxs"][index]["text"].replace(match.group(0), "").split() == plain["ctxs"][index]["text"].split()
+    assert len(shapes) > 1
+
+
+def test_unknown_distractor_kind_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="distractors: expected one of hard, filler"):
+        make_mdqa(tmp_path / "qa.jsonl.gz", distractors="easy")
+    assert list(tmp_path.iterdir()) == []

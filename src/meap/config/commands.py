@@ -180,6 +180,9 @@ class MakeMDQAConfig(CommandConfig):
     passage_words: int = option("words per document (NQ-Open's are about 100)", 100)
     examples: int = option("questions to write", 100)
     seed: int = option("seed of the passages and the questions", 0)
+    distractors: str = option("hard: every distractor document holds a fact of the gold fact's shape about other "
+                              "names (only the question's key finds the gold one); filler: distractors are prose "
+                              "only (a single-needle test)", "hard", metavar="KIND")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 
 from meap.config.loading import help_field, new_default
 from meap.config.training import PretrainConfig, SFTConfig
-from meap.constants import DTYPES, OBJECTIVES
+from meap.constants import DTYPES, MDQA_DISTRACTORS, OBJECTIVES
 
 
 class PairedExperiment:
@@ -177,6 +177,9 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
                                            default_factory=lambda: [0, 4, 9])
     mdqa_examples: int = help_field("MDQA questions per gold position", default=30)
     mdqa_passage_words: int = help_field("words per MDQA document", default=40)
+    mdqa_distractors: str = help_field("MDQA distractor documents (evaluation and generated training conversations): "
+                                       "hard (each with a fact of the gold fact's shape about other names) or filler "
+                                       "(prose only)", default="hard")
     max_new_tokens: int = help_field("tokens generated per MDQA answer", default=24)
     eval_dtype: str = help_field("precision of the MDQA evaluation (`auto`, `float32`, `bfloat16`)", default="auto")
     train_conversations: int = help_field("train on this many generated MDQA conversations (questions disjoint from the "
@@ -202,6 +205,8 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
         positions = self.mdqa_gold_positions
         if not positions or len(set(positions)) < len(positions) or any(not 0 <= p < self.mdqa_num_docs for p in positions):
             found.append(f"mdqa_gold_positions: expected distinct positions in [0, {self.mdqa_num_docs}), got {positions}")
+        if self.mdqa_distractors not in MDQA_DISTRACTORS:
+            found.append(f"mdqa_distractors: expected one of {', '.join(MDQA_DISTRACTORS)}, got {self.mdqa_distractors!r}")
         if self.eval_dtype not in DTYPES:
             found.append(f"eval_dtype: expected {', '.join(DTYPES[:-1])} or {DTYPES[-1]}, got {self.eval_dtype!r}")
         return found

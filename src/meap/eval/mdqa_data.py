@@ -4,9 +4,15 @@ Each example asks about one invented fact ("The harbour master of Velmora is Odr
 names are made of random syllables, so no pretrained model can know the answer and only retrieval from
 the context scores. The fact sits at a random sentence boundary of a ~100-word prose passage from the
 built-in corpus (:func:`meap.data.builtin.builtin_documents`), the gold document; ``num_docs - 1`` other
-passages are the distractors. Like Wikipedia passages in NQ-Open, every document is titled by its source
-(a play or a Bible book), so the title does not give the gold document away. No distractor contains the
-answer or the invented names of the fact (checked with the metric's normalisation).
+passages are the distractors. With ``distractors="hard"`` (the default) each distractor holds a fact of the
+same shape about other invented names ("The harbour master of Dorvu is Kelin Marsa."), so that only the
+question's key (Velmora) tells the gold document apart, as in real multi-document QA where every retrieved
+passage looks relevant; ``"filler"`` leaves the distractors as prose, and the one fact of the prompt is then
+found by its shape alone (a single-needle test). Like Wikipedia passages in NQ-Open, every document is titled
+by its source (a play or a Bible book), so the title does not give the gold document away. No distractor
+contains the answer or the invented names of the question's fact (checked with the metric's normalisation).
+What it is not: real questions about real text; the facts are one sentence in five shapes, and the prose
+around them is unrelated to them.
 
 The lines are those of lost-in-the-middle's ``nq-open-*_gold_at_*.jsonl.gz``::
 
@@ -15,7 +21,8 @@ The lines are those of lost-in-the-middle's ``nq-open-*_gold_at_*.jsonl.gz``::
 Every example draws from its own random stream seeded by ``(seed, index)``, and the gold document is
 moved to ``gold_position`` only after the draw: files made with the same seed and ``num_docs`` but
 different gold positions hold the same questions and documents in the same order, as in the paper's
-protocol, and fewer ``examples`` give a prefix of more.
+protocol, and fewer ``examples`` give a prefix of more. The distractors' facts come from a stream of their own,
+so hard and filler files of the same seed hold the same passages.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from meap.config.commands import MakeMDQAConfig
+from meap.constants import MDQA_DISTRACTORS
 from meap.errors import UserError
 from meap.fsutil import atomic_open
 from meap.eval.metrics import normalize_answer
@@ -94,9 +102,11 @@ class _ProseCorpus:
 
 def make_mdqa(output: str | Path, *, num_docs: int = MakeMDQAConfig.num_docs,
               gold_position: int = MakeMDQAConfig.gold_position, examples: int = MakeMDQAConfig.examples,
-              seed: int = MakeMDQAConfig.seed, passage_words: int = PASSAGE_WORDS, progress: bool = False) -> Path:
+              seed: int = MakeMDQAConfig.seed, passage_words: int = PASSAGE_WORDS,
+              distractors: str = MakeMDQAConfig.distractors, progress: bool = False) -> Path:
     """Write ``examples`` synthetic questions, each over ``num_docs`` documents of about ``passage_words``
-    words with the gold one at ``gold_position`` (0-based), to ``output``; return its path.
+    words with the gold one at ``gold_position`` (0-based) and ``distractors`` of a kind in
+    :data:`MDQA_DISTRACTORS`, to ``output``; return its path.
 
     The file is gzipped JSONL when ``output`` ends in ``.gz`` (byte-identical for the same arguments),
     plain JSONL otherwise, and appears whole or not at all (a temporary file is renamed into place).
@@ -109,6 +119,8 @@ def make_mdqa(output: str | Path, *, num_docs: int = MakeMDQAConfig.num_docs,
         raise UserError(f"examples must be at least 1, got {examples}")
     if passage_words < 1:
         raise UserError(f"passage_words must be at least 1, got {passage_words}")
+    if distractors not in MDQA_DISTRACTORS:
+        raise UserError(f"distractors: expected one of {', '.join(MDQA_DISTRACTORS)}, got {distractors!r}")
     corpus = _prose_corpus()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -117,28 +129,30 @@ def make_mdqa(output: str | Path, *, num_docs: int = MakeMDQAConfig.num_docs,
         stream = gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) if output.suffix == ".gz" else raw
         with stream:
             for index in tqdm(range(examples), desc="mdqa examples", unit="example", disable=not progress):
-                example = make_example(seed, index, num_docs, gold_position, corpus, passage_words)
+                example = make_example(seed, index, num_docs, gold_position, corpus, passage_words, distractors)
                 stream.write((json.dumps(example, ensure_ascii=False) + "\n").encode("utf-8"))
     return output
 
 
 def make_mdqa_files(directory: Path, name: str, gold_positions, *, num_docs: int, examples: int, seed: int,
-                    passage_words: int) -> list[Path]:
+                    passage_words: int, distractors: str) -> list[Path]:
     """One file per gold position, the same questions in each (the paper's protocol), in ``directory`` as
-    ``{name}-{num_docs}docs_gold_at_{position}.jsonl.gz``; files already there are kept."""
+    ``{name}-{num_docs}docs_gold_at_{position}.jsonl.gz`` (``{name}-hard-...`` with hard distractors); files
+    already there are kept."""
     directory.mkdir(parents=True, exist_ok=True)
     files = []
+    kind = "-hard" if distractors == "hard" else ""  # filler files keep the names they had before hard ones existed
     for gold in gold_positions:
-        path = directory / f"{name}-{num_docs}docs_gold_at_{gold}.jsonl.gz"
+        path = directory / f"{name}{kind}-{num_docs}docs_gold_at_{gold}.jsonl.gz"
         if not path.is_file():
             make_mdqa(path, num_docs=num_docs, gold_position=gold, examples=examples, seed=seed,
-                      passage_words=passage_words)
+                      passage_words=passage_words, distractors=distractors)
         files.append(path)
     return files
 
 
 def training_conversation(seed: int | str, index: int, num_docs: int, passage_words: int = PASSAGE_WORDS,
-                          corpus: _ProseCorpus | None = None) -> dict:
+                          corpus: _ProseCorpus | None = None, distractors: str = MakeMDQAConfig.distractors) -> dict:
     """A fine-tuning conversation in the MDQA format (``{"messages": [user, assistant]}``): the user turn is the
     evaluation's prompt (:func:`meap.eval.mdqa.build_prompt`) over an example of the stream ``seed`` with the
     gold document at a random position; the answer gives the short answer first (what greedy evaluation reads),
@@ -147,7 +161,7 @@ def training_conversation(seed: int | str, index: int, num_docs: int, passage_wo
     from meap.eval.mdqa import build_prompt
 
     position = random.Random(f"meap-mdqa-train:{seed}:{index}").randrange(num_docs)
-    example = make_example(seed, index, num_docs, position, corpus, passage_words)
+    example = make_example(seed, index, num_docs, position, corpus, passage_words, distractors)
     gold = example["ctxs"][position]
     answer = (f"{example['answers'][0]}. Document [{position + 1}] (Title: {gold['title']}) says so; it reads: "
               f"\"{gold['text']}\"")
@@ -156,21 +170,23 @@ def training_conversation(seed: int | str, index: int, num_docs: int, passage_wo
 
 
 def make_training_conversations(output: Path, examples: int, *, num_docs: int, seed: int | str,
-                                passage_words: int) -> Path:
+                                passage_words: int, distractors: str) -> Path:
     """``examples`` conversations of :func:`training_conversation` as JSONL at ``output`` (whole or not at all)."""
     corpus = _prose_corpus()
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(output, "w") as stream:
         for index in range(examples):
-            record = training_conversation(seed, index, num_docs, passage_words, corpus)
+            record = training_conversation(seed, index, num_docs, passage_words, corpus, distractors)
             stream.write(json.dumps(record, ensure_ascii=False) + "\n")
     return output
 
 
 def make_example(seed: int | str, index: int, num_docs: int, gold_position: int,
-                 corpus: _ProseCorpus | None = None, passage_words: int = PASSAGE_WORDS) -> dict:
-    """Example ``index`` of the stream ``seed``: the fact in a gold passage plus ``num_docs - 1`` distractors,
-    the gold one moved last to ``gold_position``."""
+                 corpus: _ProseCorpus | None = None, passage_words: int = PASSAGE_WORDS,
+                 distractors: str = MakeMDQAConfig.distractors) -> dict:
+    """Example ``index`` of the stream ``seed``: the fact in a gold passage plus ``num_docs - 1`` distractors
+    (``hard``: each with a fact of the same shape about other names), the gold one moved last to
+    ``gold_position``."""
     rng = random.Random(f"meap-mdqa:{seed}:{index}")
     corpus = corpus or _prose_corpus()
     template = rng.choice(_FACT_TEMPLATES)
@@ -185,11 +201,27 @@ def make_example(seed: int | str, index: int, num_docs: int, gold_position: int,
     gold_sentences.insert(rng.randrange(len(gold_sentences) + 1), fact)
     gold = {"title": gold_title, "text": " ".join(gold_sentences), "hasanswer": True, "isgold": True}
     documents = []
+    # the distractors' facts draw from their own stream: the passages are those of a filler file
+    facts = random.Random(f"meap-mdqa-distractors:{seed}:{index}") if distractors == "hard" else None
+    taken = [normalize_answer(slots[name]) for name in _INVENTED_SLOTS]
     for _ in range(num_docs - 1):
         title, sentences = _draw_passage(rng, corpus, passage_words, forbidden, used)
+        if facts is not None:
+            sentences.insert(facts.randrange(len(sentences) + 1), _distractor_fact(facts, template, slots, taken))
         documents.append({"title": title, "text": " ".join(sentences), "hasanswer": False, "isgold": False})
     documents.insert(gold_position, gold)
     return {"question": template.question.format(**slots), "answers": [answer], "ctxs": documents}
+
+
+def _distractor_fact(rng: random.Random, template: _FactTemplate, slots: dict[str, str], taken: list[str]) -> str:
+    """``template`` about invented names none of which is in ``taken`` (the question's names and earlier
+    distractors'; extended here), with the role or institution of ``slots``: only the key differs."""
+    while True:
+        other = {**_fill_slots(rng), "role": slots["role"], "institution": slots["institution"]}
+        names = [normalize_answer(other[name]) for name in _INVENTED_SLOTS]
+        if not any(name in known or known in name for name in names for known in taken):
+            taken.extend(names)
+            return template.fact.format(**other)
 
 
 def _fill_slots(rng: random.Random) -> dict[str, str]:

@@ -4,6 +4,7 @@ sample streams (validation split, epochs to cover ``max_steps``), the SFT collat
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 
 import torch
@@ -147,4 +148,8 @@ def _with_lora(model, config: SFTConfig, new_mask_id: int | None):
                       target_modules="all-linear", task_type="CAUSAL_LM",
                       trainable_token_indices=[new_mask_id] if new_mask_id is not None else None,
                       ensure_weight_tying=tied and new_mask_id is not None)
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    # peft saves the whole embedding (and head) with every adapter and checkpoint once the vocabulary has grown;
+    # the one new row is already saved as a trainable token, so the adapter holds LoRA weights and that row only
+    model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
+    return model
