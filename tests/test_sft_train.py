@@ -3,6 +3,7 @@ packing, LoRA."""
 
 import json
 import shutil
+import warnings
 from itertools import islice
 
 import pytest
@@ -106,8 +107,11 @@ def test_lora_writes_an_adapter_and_a_merged_model(gpt2_tokenizer, alpaca_file, 
     tiny_model_dir = tmp_path / "base"
     tiny_llama(len(gpt2_tokenizer), hidden=16, tied=tied).save_pretrained(tiny_model_dir)
     gpt2_tokenizer.save_pretrained(tiny_model_dir)
-    run = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "lora", lora_r=4, max_steps=3, eval_every=0,
-                     save_every=2, keep_checkpoints=0), progress=False)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        run = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "lora", lora_r=4, max_steps=3, eval_every=0,
+                         save_every=2, keep_checkpoints=0), progress=False)
+    assert not [str(w.message) for w in said if w.category in (UserWarning, FutureWarning)]  # no library noise
     assert (run / "adapter" / "adapter_config.json").is_file()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     tuned = AutoModelForCausalLM.from_pretrained(run / "final").state_dict()

@@ -109,6 +109,11 @@ def _add_flags(target, config_cls: type, last: frozenset[str] = frozenset(), typ
         parent.add_argument(f"--{f.name.replace('_', '-')}", *[cli["short"]] if "short" in cli else [], **options)
 
 
+def _bars(no_progress: bool) -> bool:
+    """Progress bars on a terminal only: a redirected log gets plain lines (training) or none (evaluations)."""
+    return not no_progress and sys.stderr.isatty()
+
+
 def _prepare(config) -> None:
     from meap.data.prepare import prepare_corpus
 
@@ -131,7 +136,7 @@ def _niah(config) -> None:
                         depths=config.depths, needle=Needle(*fixed) if all(fixed) else None, samples=config.samples,
                         seed=config.seed, distractors=config.distractors, absent=config.absent,
                         batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, dtype=config.dtype,
-                        variant=config.variant, value_kind=config.value_kind, progress=not config.no_progress),
+                        variant=config.variant, value_kind=config.value_kind, progress=_bars(config.no_progress)),
                     config.output)
 
 
@@ -140,7 +145,7 @@ def _mdqa(config) -> None:
 
     _print_headline(run(config.model, config.data, config.output, batch_size=config.batch_size,
                         max_new_tokens=config.max_new_tokens, limit=config.limit, dtype=config.dtype,
-                        teacher_forced=config.teacher_forced, progress=not config.no_progress), config.output)
+                        teacher_forced=config.teacher_forced, progress=_bars(config.no_progress)), config.output)
 
 
 def _retrieval(config) -> None:
@@ -148,7 +153,7 @@ def _retrieval(config) -> None:
 
     _print_headline(run(config.model, config.probes, config.output, max_new_tokens=config.max_new_tokens,
                         batch_size=config.batch_size, attention=config.attention, dtype=config.dtype,
-                        progress=not config.no_progress), config.output)
+                        progress=_bars(config.no_progress)), config.output)
 
 
 def _harness(config) -> None:
@@ -156,7 +161,7 @@ def _harness(config) -> None:
 
     _print_headline(run(config.model, config.tasks, config.output, num_fewshot=config.num_fewshot,
                         limit=config.limit, include_path=config.include_path, batch_size=config.batch_size,
-                        dtype=config.dtype, progress=not config.no_progress), config.output)
+                        dtype=config.dtype, progress=_bars(config.no_progress)), config.output)
 
 
 def _attention(config) -> None:
@@ -164,7 +169,7 @@ def _attention(config) -> None:
 
     _print_headline(run(config.model, config.output, samples=config.samples, length=config.length,
                         haystack=config.haystack, mask_ratio=config.mask_ratio, seed=config.seed,
-                        progress=not config.no_progress), config.output)
+                        progress=_bars(config.no_progress)), config.output)
 
 
 def _print_headline(summary: dict, output: str) -> None:
@@ -249,7 +254,8 @@ def _parser() -> argparse.ArgumentParser:
         existing.add_argument("--resume", action="store_true",
                               help="continue the run in --output from its last checkpoint")
         existing.add_argument("--overwrite", action="store_true", help="replace the run in --output")
-        training.add_argument("--no-progress", action="store_true", help="no progress bar")
+        training.add_argument("--no-progress", action="store_true", help="no progress bar: a plain line per logged "
+                              "step (the default when stderr is not a terminal)")
         # What the command trains on comes first, then the keys every training run has.
         _add_flags(training.add_argument_group("config keys (override the YAML file)"), getattr(configs, config_name),
                    last=shared)
@@ -309,20 +315,20 @@ def run(argv: list[str]) -> int:
         from meap.demo import QUICK, run_demo
 
         config = load_config(config_cls, args.config, {**(QUICK if args.quick else {}), **given})
-        run_demo(config, overwrite=args.overwrite, progress=not args.no_progress)
+        run_demo(config, overwrite=args.overwrite, progress=_bars(args.no_progress))
         return 0
     if args.command == "demo-sft":
         from meap.demo_sft import run_demo_sft
 
         run_demo_sft(load_config(config_cls, args.config, given), overwrite=args.overwrite,
-                     progress=not args.no_progress)
+                     progress=_bars(args.no_progress))
         return 0
     from meap.rundir import RunDir
     from meap.train import launch_config, pretrain, sft
 
     config = launch_config(config_cls, args.config, given, args.resume)
     train = pretrain if args.command == "pretrain" else sft
-    output = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    output = train(config, resume=args.resume, overwrite=args.overwrite, progress=_bars(args.no_progress))
     if is_main_process():
         print(RunDir(output).done_line())
     return 0

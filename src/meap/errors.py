@@ -4,6 +4,7 @@ The CLI prints `meap: error: <message>` and exits with status 2 for a :class:`Us
 is a bug and keeps its traceback. :func:`warn` prints `meap: warning: <message>` and carries on.
 """
 
+import logging
 import os
 import sys
 
@@ -36,3 +37,22 @@ def warn(message: str) -> None:
     """Tell the user about a questionable but workable setting, on one line of stderr (once per job)."""
     if is_main_process():
         print(f"meap: warning: {message}", file=sys.stderr)
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``message_start``."""
+
+    def __init__(self, message_start: str):
+        super().__init__()
+        self.message_start = message_start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.message_start)
+
+
+def drop_library_message(logger_name: str, message_start: str) -> None:
+    """Silence a library's log message that describes how meap calls it, or that a check of meap's own says
+    better (idempotent: one filter per message)."""
+    logger = logging.getLogger(logger_name)
+    if not any(getattr(known, "message_start", None) == message_start for known in logger.filters):
+        logger.addFilter(_DropMessage(message_start))

@@ -7,8 +7,11 @@ This module holds no loss and no data logic: the objective lives in the batch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -16,7 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 from transformers.utils import logging as hf_logging
 
 from meap.constants import DTYPES
-from meap.errors import UserError
+from meap.errors import UserError, drop_library_message
 from meap.fsutil import default_cache_dir, publish_dir, temporary_name
 from meap.presets import PACKAGED_MODELS, PRESETS, padded_vocab_size
 from meap.rundir import RunDir
@@ -205,9 +208,14 @@ def packaged_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     source = Path(next(iter(spec.submodule_search_locations)))
     staging = temporary_name(target)
     shutil.rmtree(staging, ignore_errors=True)
+    print(f"meap: converting the packaged {name} into {target} (once)", file=sys.stderr)
+    # transformers' GGUF reader draws a bar of its own, with no switch: kept out of logs that are not terminals
+    quiet = contextlib.redirect_stderr(io.StringIO()) if not sys.stderr.isatty() else contextlib.nullcontext()
+    hf_logging.disable_progress_bar()  # loading and writing bars
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
-        quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
+        with quiet:
+            tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+            quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
         # A GGUF-loaded model refuses save_pretrained: copy its weights into a fresh model of the same config,
         # minus the GGUF quantization entry (the weights are dequantised; the Trainer would refuse to train it).
         config = quantised.config
@@ -289,6 +297,8 @@ def load_causal_lm(spec: str, device: str | torch.device | None = None, dtype: s
     if dtype == "float16" and device.type == "cpu":
         raise UserError("--dtype float16: not on a CPU (slow or unsupported there); use bfloat16 or float32")
     _, model, tokenizer = _load_pretrained(spec, dtype=getattr(torch, dtype))
+    # evaluations measure prompts against the model's positions themselves (a tokenizer's limit may be another)
+    drop_library_message("transformers.tokenization_utils_base", "Token indices sequence length is longer")
     tokenizer.padding_side = "left"  # generation continues from the right edge of every row
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -57,6 +57,15 @@ def test_local_task_runs_offline_and_writes_results(tiny_model_dir, toy_task_dir
     assert metrics["samples"] == (limit or TOY_QUESTIONS)
 
 
+def test_outside_a_git_repository_nothing_is_said(tiny_model_dir, toy_task_dir, tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)  # lm-eval records the working directory's git commit
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # tmp_path is not in any repository
+    capfd.readouterr()
+    harness.run(str(tiny_model_dir), [TOY_TASK], tmp_path / "harness", limit=2, include_path=str(toy_task_dir),
+                batch_size=4, progress=False)
+    assert capfd.readouterr().err == ""  # git's "fatal: not a git repository" above all; no bar either
+
+
 def test_unknown_task_suggests_close_names(tmp_path):
     # Task names are checked before the model is loaded, so no model is needed.
     with pytest.raises(UserError, match="unknown lm-eval task `arc_eazy`: did you mean arc_easy"):

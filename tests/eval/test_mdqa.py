@@ -135,3 +135,19 @@ def test_run_rejects_bad_arguments_before_loading_a_model(tmp_path):
         run("no-such-model", ["x.jsonl.gz"], tmp_path / "out", limit=0)
     with pytest.raises(UserError, match="absent.jsonl.gz: no such file"):
         run("no-such-model", [str(tmp_path / "absent.jsonl.gz")], tmp_path / "out")
+
+
+def test_the_command_writes_no_library_noise_or_bars_into_a_redirected_log(tmp_path, gpt2_tokenizer, capfd):
+    from meap.cli import main
+
+    gpt2_tokenizer.model_max_length = 256  # the tokenizer's own limit is below the prompts and the model's
+    model_dir = save_tiny_llama(tmp_path / "model", gpt2_tokenizer, max_positions=2048)
+    data = str(make_mdqa(tmp_path / "five_docs.jsonl.gz", num_docs=5, examples=2))  # ≈ 800 tokens
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "mdqa", "--model", model_dir, "--data", data, "-o", str(tmp_path / "out"),
+              "--max-new-tokens", "2"])
+    assert exit_info.value.code == 0
+    captured = capfd.readouterr()
+    assert captured.out.startswith("mdqa: best-subspan EM")
+    assert captured.err == ""  # no "Token indices sequence length ...", no progress bar (stderr is no terminal)

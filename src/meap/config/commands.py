@@ -48,7 +48,7 @@ def _dtype() -> Any:
     return option(DTYPE_HELP, "auto", metavar="DTYPE")
 
 
-def _no_progress(text: str = "no progress bar") -> Any:
+def _no_progress(text: str = "no progress bar (none either when stderr is not a terminal)") -> Any:
     return option(text, False, switch=True)
 
 
@@ -169,7 +169,7 @@ class AttentionConfig(CommandConfig):
                                     "Graham essays) or `builtin-prose` (default: builtin)")
     mask_ratio: float = option("context share masked in the masked copy", 0.15, metavar="RATIO")
     seed: int = option("seed of the probes' needles and masks", 0)
-    no_progress: bool = _no_progress("no progress bars")
+    no_progress: bool = _no_progress("no progress bars (none either when stderr is not a terminal)")
 
 
 @dataclass

@@ -15,11 +15,12 @@ import difflib
 import logging
 import math
 import os
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 
 from meap.config.commands import HarnessConfig
-from meap.errors import UserError
+from meap.errors import UserError, drop_library_message
 from meap.eval.results import write_summary
 
 OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # either one set: the libraries decide (=0: download)
@@ -46,12 +47,12 @@ def run(model: str, tasks: list[str], output: str | Path, *, num_fewshot: int = 
     """
     _check_settings(tasks, num_fewshot, limit, batch_size)
     _quiet_lm_eval_logging()
-    with _hub_offline():
+    with _hub_offline(), _progress_bars(progress):
         task_manager = _task_manager(include_path)
         _check_task_names(tasks, task_manager)
         loaded_tasks = [item for name in tasks for item in _load_task(name, task_manager)]
         evaluated = _evaluate(model, loaded_tasks, task_manager, num_fewshot=num_fewshot, limit=limit,
-                              batch_size=batch_size, dtype=dtype, progress=progress)
+                              batch_size=batch_size, dtype=dtype)
     summary = _summary(evaluated, model=model, tasks=tasks, num_fewshot=num_fewshot, limit=limit)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -74,20 +75,7 @@ def _quiet_lm_eval_logging() -> None:
     less those that only describe how this module calls it."""
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     for logger_name, message_start in EXPECTED_WARNINGS:
-        logger = logging.getLogger(logger_name)
-        if not any(getattr(known, "message_start", None) == message_start for known in logger.filters):
-            logger.addFilter(_DropMessage(message_start))
-
-
-class _DropMessage(logging.Filter):
-    """Drops the log records whose message starts with ``message_start``."""
-
-    def __init__(self, message_start: str):
-        super().__init__()
-        self.message_start = message_start
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.message_start)
+        drop_library_message(logger_name, message_start)
 
 
 @contextlib.contextmanager
@@ -159,7 +147,7 @@ def _top_level(loaded: dict) -> list:
 
 
 def _evaluate(model: str, loaded_tasks: list, task_manager, *, num_fewshot: int, limit: int | None,
-              batch_size: int, dtype: str, progress: bool) -> dict:
+              batch_size: int, dtype: str) -> dict:
     """lm-eval's raw results for the loaded tasks on ``model``."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -168,20 +156,22 @@ def _evaluate(model: str, loaded_tasks: list, task_manager, *, num_fewshot: int,
 
     causal_lm, tokenizer = load_causal_lm(model, dtype=dtype)
     harness_model = HFLM(pretrained=causal_lm, tokenizer=tokenizer, batch_size=batch_size)
-    with _progress_bars(progress):
+    with _quiet_git():
         return lm_eval.simple_evaluate(model=harness_model, tasks=loaded_tasks, num_fewshot=num_fewshot,
                                        limit=limit, task_manager=task_manager, log_samples=False)
 
 
 @contextlib.contextmanager
 def _progress_bars(enabled: bool):
-    """lm-eval's own progress bars (building, tokenising and scoring requests), silenced unless ``enabled``.
+    """lm-eval's own progress bars (building, tokenising and scoring requests) and those of `datasets` (building
+    a task's data), silenced unless ``enabled``.
 
     lm-eval has no switch for all of them, so the ``tqdm`` its modules imported is swapped for the block.
     """
     if enabled:
         yield
         return
+    import datasets
     import lm_eval.api.model
     import lm_eval.api.task
     import lm_eval.models.huggingface
@@ -190,11 +180,36 @@ def _progress_bars(enabled: bool):
     saved = [module.tqdm for module in modules]
     for module, bar in zip(modules, saved):
         module.tqdm = _disabled(bar)
+    datasets_bars = not datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
     try:
         yield
     finally:
         for module, bar in zip(modules, saved):
             module.tqdm = bar
+        if datasets_bars:
+            datasets.enable_progress_bars()
+
+
+@contextlib.contextmanager
+def _quiet_git():
+    """lm-eval records the git commit of the working directory with `git describe`, whose "fatal: not a git
+    repository" reaches the terminal everywhere else; the same record, git's complaints discarded."""
+    import lm_eval.evaluator
+
+    saved = lm_eval.evaluator.get_git_commit_hash
+    lm_eval.evaluator.get_git_commit_hash = _git_commit
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.get_git_commit_hash = saved
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.check_output(["git", "describe", "--always"], stderr=subprocess.DEVNULL).decode().strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return None
 
 
 def _disabled(bar):

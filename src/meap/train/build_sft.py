@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections import Counter
 
 import torch
@@ -143,12 +144,13 @@ def _with_lora(model, config: SFTConfig, new_mask_id: int | None):
     """``model`` wrapped in LoRA adapters on every linear layer; a new ``[MASK]`` row stays trainable."""
     from peft import LoraConfig, get_peft_model
 
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    # a tied head follows the trainable [MASK] row on its own (peft ties trainable tokens itself)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules="all-linear", task_type="CAUSAL_LM",
-                      trainable_token_indices=[new_mask_id] if new_mask_id is not None else None,
-                      ensure_weight_tying=tied and new_mask_id is not None)
-    model = get_peft_model(model, lora)
+                      trainable_token_indices=[new_mask_id] if new_mask_id is not None else None)
+    with warnings.catch_warnings():  # peft reads the attribute transformers 5 deprecated; nothing a user can act on
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        model = get_peft_model(model, lora)
     # peft saves the whole embedding (and head) with every adapter and checkpoint once the vocabulary has grown;
     # the one new row is already saved as a trainable token, so the adapter holds LoRA weights and that row only
     model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
