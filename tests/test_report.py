@@ -7,7 +7,8 @@ import pytest
 
 from meap.config import PretrainConfig, load_config
 from meap.errors import UserError
-from meap.plots import draw_accuracy_by_position, draw_attention_layers, draw_niah_heatmap, short_name
+from meap.plots import (draw_accuracy_by_position, draw_attention_layers, draw_niah_heatmap, draw_segment_mass,
+                        short_name, wrap_title)
 from meap.report import compare_runs, find_evaluations
 from meap.train import pretrain
 
@@ -165,13 +166,18 @@ def test_figures_read_like_figures(three_runs, tmp_path):
     for png in sorted((tmp_path / "report").glob("*.png")):
         assert png_size(png)[0] >= 900, png  # readable at 100%, not 360 px
     # Integer ticks on discrete positions and layers, labelled axes, the sample count shown.
-    figure = draw_accuracy_by_position({"runs/ntp": {0: 0.0, 4: 0.0, 9: 0.0}, "runs/meap": {0: 0.0, 4: 0.0, 9: 0.0}},
-                                       counts={"runs/ntp": 30, "runs/meap": 30})
+    figure = draw_accuracy_by_position({"runs/ntp": {0: 0.0, 4: 0.0, 9: 0.0}, "runs/meap": {0: 0.0, 4: 0.0, 9: 0.5}},
+                                       examples={"runs/ntp": {0: 30, 4: 30, 9: 30}, "runs/meap": {0: 30, 4: 30, 9: 30}})
     axes = figure.axes[0]
     assert list(axes.get_xticks()) == [1, 5, 10] and axes.get_ylabel()
     legend = [t.get_text() for t in axes.get_legend().get_texts()]
     assert legend == ["ntp (n = 30 per position)", "meap (n = 30 per position)"]
-    ntp_line, meap_line = axes.get_lines()
+    assert "95% Wilson intervals" in axes.get_title()
+    ntp_bars, meap_bars = axes.containers  # error bars: 15/30 right spans about [0.33, 0.67] (Wilson)
+    low, high = meap_bars.lines[2][0].get_segments()[2][:, 1]
+    assert low == pytest.approx(0.332, abs=1e-3) and high == pytest.approx(0.668, abs=1e-3)
+    assert ntp_bars.lines[2][0].get_segments()[0][1, 1] == pytest.approx(0.114, abs=1e-3)  # 0 of 30: [0, 0.114]
+    ntp_line, meap_line = ntp_bars.lines[0], meap_bars.lines[0]
     # Two lines of zeros: the second is drawn so the first shows through it.
     assert (ntp_line.get_marker(), ntp_line.get_linestyle()) != (meap_line.get_marker(), meap_line.get_linestyle())
     assert meap_line.get_markerfacecolor() == "none" and meap_line.get_markersize() > ntp_line.get_markersize()
@@ -179,10 +185,17 @@ def test_figures_read_like_figures(three_runs, tmp_path):
     figure = draw_attention_layers({"a": {"layers": layers, "samples": 8, "has_mask_token": True}})
     for axis in figure.axes:
         assert list(axis.get_xticks()) == [0, 1, 2, 3] and axis.get_ylabel() and axis.get_xlabel()
+    figure = draw_segment_mass({name: {"samples": 8, "average": {"segment_mass": {"before": 0.5, "answer": 0.2},
+                                                                 "segment_mass_half_width": {"before": 0.1, "answer": 0.05}}}
+                                for name in ("runs/ntp", "runs/meap")})
+    assert len(figure.axes[0].containers) == 4 and "95% t-intervals" in figure.axes[0].get_title()  # 2 bars, 2 error bars
     figure = draw_niah_heatmap([{"length": 256, "depth": 0.0, "score": 0.5, "samples": 4}],
-                               title="NIAH: smollm2-135m (substring match, overall 0.500)")
+                               title="NIAH: smollm2-135m run with a long name (substring match, overall 0.500)")
     width, _ = figure.get_size_inches()
     assert width >= 6 and "n = 4 per cell" in figure.axes[0].get_title()
+    assert "(substring match, overall 0.500)" in figure.axes[0].get_title().splitlines()  # not cut inside parentheses
+    assert wrap_title("a (b c) d", 5) == ["a", "(b c)", "d"] and wrap_title("a (b c) d", 7) == ["a (b c)", "d"]
+    assert {text.get_fontsize() for text in figure.axes[0].texts} == {figure.axes[0].xaxis.get_ticklabels()[0].get_fontsize()}
     figure.tight_layout()
     figure.canvas.draw()
     title, ylabel = figure.axes[0].title.get_window_extent(), figure.axes[0].yaxis.label.get_window_extent()

@@ -117,3 +117,15 @@ def test_test_modules_do_not_import_each_other():
                                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
                    if name.split(".")[-1] in modules)
     assert found == []
+
+
+def test_the_readme_names_the_set_up_target_and_the_python_names_it_shows():
+    readme = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
+    makefile = (PACKAGE.parents[1] / "Makefile").read_text(encoding="utf-8")
+    assert "make setup" in readme and re.search(r"^setup:", makefile, flags=re.M)
+    import importlib
+
+    for dotted in sorted(set(re.findall(r"`(meap(?:\.\w+)+)\(", readme))):  # `meap.x.y(` calls the README shows
+        module, _, name = dotted.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), dotted
+    assert "meap.models.packaged_model_dir(" in readme

@@ -11,6 +11,7 @@ figure (for a notebook, or to inspect); ``plot_*`` draws it into a PNG and close
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -47,8 +48,24 @@ def short_name(name: str) -> str:
     return path.name or name
 
 
+def wrap_title(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, breaking between words and never inside a
+    parenthesis (one longer than a line is wrapped alone)."""
+    lines: list[str] = []
+    for group in re.findall(r"\([^()]*\)[^\s]*|\S+", text):
+        pieces = textwrap.wrap(group, width) if len(group) > width else [group]
+        for piece in pieces:
+            if lines and len(lines[-1]) + 1 + len(piece) <= width:
+                lines[-1] += " " + piece
+            else:
+                lines.append(piece)
+    return lines
+
+
 def _title(axes, text: str, subtitle: str = "") -> None:
-    wrapped = "\n".join(textwrap.wrap(text, 55))
+    # as many characters as the axes are wide (about 12 per inch at 10 pt)
+    inches = axes.get_position().width * axes.figure.get_figwidth()
+    wrapped = "\n".join(wrap_title(text, max(30, int(12 * inches))))
     axes.set_title(wrapped + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
 
 
@@ -88,7 +105,7 @@ def draw_niah_heatmap(cells: list[dict], title: str = "Needle in a haystack",
                 text = f"{value:+.2f}" if difference else f"{value:.2f}"
                 if counts[y][x] is not None and not uniform:
                     text += f"\nn={counts[y][x]}"
-                axes.text(x, y, text, ha="center", va="center", fontsize=8)
+                axes.text(x, y, text, ha="center", va="center", fontsize="medium")  # the ticks' size
     axes.set_xticks(range(len(lengths)), [str(length) for length in lengths])
     axes.set_yticks(range(len(depths)), [f"{depth:g}" for depth in depths])
     axes.set_xlabel("context length (tokens)")
@@ -104,24 +121,43 @@ def plot_niah_heatmap(cells: list[dict], path: Path, title: str = "Needle in a h
     return _save(draw_niah_heatmap(cells, title=title, difference=difference), path)
 
 
+def wilson_interval(accuracy: float, examples: int) -> tuple[float, float]:
+    """The 95% Wilson interval of a share ``accuracy`` of ``examples`` right-or-wrong answers."""
+    from scipy.stats import binomtest
+
+    interval = binomtest(round(accuracy * examples), examples).proportion_ci(0.95, method="wilson")
+    return interval.low, interval.high
+
+
 def draw_accuracy_by_position(series: dict[str, dict[int, float]], title: str = "Multi-document QA",
                               xlabel: str = "position of the gold document",
-                              counts: dict[str, int] | None = None):
+                              examples: dict[str, dict[int, int]] | None = None):
     """Accuracy against gold-document position (0-based keys, drawn 1-based), one line per series (a model,
-    or a document count); ``counts``: examples per point of each series, shown in the legend."""
+    or a document count); ``examples``: questions behind each point, drawn as 95% Wilson intervals and
+    named in the legend."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(WIDTH, 4.0))
     positions = sorted({p for by_position in series.values() for p in by_position})
+    intervals = False
     for index, (label, by_position) in enumerate(series.items()):
         points = sorted(by_position)
-        count = (counts or {}).get(label)
-        axes.plot([p + 1 for p in points], [by_position[p] for p in points], **series_style(index),
-                  label=short_name(label) + (f" (n = {count} per position)" if count else ""))
+        counts = (examples or {}).get(label) or {}
+        x, y = [p + 1 for p in points], [by_position[p] for p in points]
+        shown = set(counts.get(p) for p in points)
+        name = short_name(label) + (f" (n = {shown.pop()} per position)" if len(shown) == 1 and None not in shown
+                                    else "")
+        if points and all(counts.get(p) for p in points):
+            bounds = [wilson_interval(by_position[p], counts[p]) for p in points]
+            below, above = [v - low for v, (low, _) in zip(y, bounds)], [high - v for v, (_, high) in zip(y, bounds)]
+            axes.errorbar(x, y, yerr=[below, above], capsize=3, elinewidth=1, **series_style(index), label=name)
+            intervals = True
+        else:
+            axes.plot(x, y, **series_style(index), label=name)
     axes.set_xticks([p + 1 for p in positions])
     axes.set_xlabel(xlabel + " (1 = first)")
     axes.set_ylabel("accuracy (best-subspan EM)")
     axes.set_ylim(-0.04, 1.04)  # a line at 0 or 1 stays clear of the frame
-    _title(axes, title)
+    _title(axes, title, "bars: 95% Wilson intervals over questions" if intervals else "")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return figure
@@ -129,39 +165,42 @@ def draw_accuracy_by_position(series: dict[str, dict[int, float]], title: str = 
 
 def plot_accuracy_by_position(series: dict[str, dict[int, float]], path: Path, title: str = "Multi-document QA",
                               xlabel: str = "position of the gold document",
-                              counts: dict[str, int] | None = None) -> Path:
+                              examples: dict[str, dict[int, int]] | None = None) -> Path:
     """Draw :func:`draw_accuracy_by_position` into ``path`` (PNG)."""
-    return _save(draw_accuracy_by_position(series, title=title, xlabel=xlabel, counts=counts), path)
+    return _save(draw_accuracy_by_position(series, title=title, xlabel=xlabel, examples=examples), path)
 
 
-def draw_segment_mass(masses: dict[str, dict[str, float]],
-                      title: str = "Attention from the query, by segment (mean over layers)",
-                      samples: dict[str, int] | None = None):
-    """Grouped bars: for each segment (before, answer, after, query), one bar per model."""
+def draw_segment_mass(results: dict[str, dict],
+                      title: str = "Attention from the query, by segment (mean over layers)"):
+    """Grouped bars: for each segment (before, answer, after, query), one bar per model, with its 95% interval
+    over probes where there are several. ``results``: model -> its ``meap analyze attention`` result."""
     plt = _pyplot()
-    segments = list(next(iter(masses.values())))
-    width = 0.8 / max(1, len(masses))
+    segments = list(next(iter(results.values()))["average"]["segment_mass"])
+    width = 0.8 / max(1, len(results))
     figure, axes = plt.subplots(figsize=(WIDTH, 3.8))
-    for i, (name, mass) in enumerate(masses.items()):
-        positions = [s + (i - (len(masses) - 1) / 2) * width for s in range(len(segments))]
-        count = (samples or {}).get(name)
+    intervals = False
+    for i, (name, result) in enumerate(results.items()):
+        positions = [s + (i - (len(results) - 1) / 2) * width for s in range(len(segments))]
+        mass, spread = result["average"]["segment_mass"], result["average"].get("segment_mass_half_width")
         bars = axes.bar(positions, [mass[s] for s in segments], width, color=f"C{i % 10}",
                         hatch=None if i == 0 else "//", edgecolor="black", linewidth=0.5,
-                        label=short_name(name) + (f" (n = {count})" if count else ""))
-        axes.bar_label(bars, fmt="%.2f", fontsize=7)
+                        yerr=[spread[s] for s in segments] if spread else None, capsize=3 if spread else 0,
+                        error_kw={"elinewidth": 1}, label=f"{short_name(name)} (n = {result['samples']})")
+        intervals = intervals or bool(spread)
+        axes.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)  # above the error bar where there is one
     axes.set_xticks(range(len(segments)), segments)
     axes.set_xlabel("segment of the probe")
     axes.set_ylabel("attention mass (share)")
-    _title(axes, title)
+    axes.set_ylim(0, 1.12 * max(axes.get_ylim()[1], 0.01))  # room for the values above the tallest bar
+    _title(axes, title, "bars: 95% t-intervals over probes" if intervals else "")
     axes.legend(fontsize=8)
     return figure
 
 
-def plot_segment_mass(masses: dict[str, dict[str, float]], path: Path,
-                      title: str = "Attention from the query, by segment (mean over layers)",
-                      samples: dict[str, int] | None = None) -> Path:
+def plot_segment_mass(results: dict[str, dict], path: Path,
+                      title: str = "Attention from the query, by segment (mean over layers)") -> Path:
     """Draw :func:`draw_segment_mass` into ``path`` (PNG)."""
-    return _save(draw_segment_mass(masses, title=title, samples=samples), path)
+    return _save(draw_segment_mass(results, title=title), path)
 
 
 def draw_attention_layers(results: dict[str, dict]):

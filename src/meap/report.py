@@ -168,9 +168,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     blocks += [("p", f"{name}: absent.") for name in loaded if name not in attention]
     if attention:
         results = {name: result for name, (result, _) in attention.items()}
-        blocks += [("img", plot_segment_mass({name: r["average"]["segment_mass"] for name, r in results.items()},
-                                             output / "segment_mass.png",
-                                             samples={name: r["samples"] for name, r in results.items()}).name),
+        blocks += [("img", plot_segment_mass(results, output / "segment_mass.png").name),
                    ("img", plot_attention_layers(results, output / "layers.png").name),
                    ("table", ["run", "samples", "before", "answer", "after", "query", "entropy", "score decay",
                               "variance increase", "file"],
@@ -201,8 +199,7 @@ def _mdqa_section(blocks: list[tuple], loaded: dict[str, dict], title: str, figu
     series = {name: {int(p): v for p, v in s["accuracy_by_gold_position"].items() if v is not None}
               for name, s in mdqa.items()}
     examples = {name: {int(p): n for p, n in s.get("examples_by_gold_position", {}).items()} for name, s in mdqa.items()}
-    counts = {name: next(iter(set(by.values()))) for name, by in examples.items() if len(set(by.values())) == 1}
-    plot_accuracy_by_position(series, figure, counts=counts)
+    plot_accuracy_by_position(series, figure, examples=examples)
     positions = sorted({p for by in series.values() for p in by})
     forced = any("teacher_forced_accuracy" in s for s in mdqa.values())
     blocks += [("img", figure.name),

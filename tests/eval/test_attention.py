@@ -87,6 +87,8 @@ def test_run_writes_json_and_plots_for_several_models(tiny_model_dir, tmp_path, 
     for result in (plain, masked):
         assert result["samples"] == 2
         assert sum(result["average"]["segment_mass"].values()) == pytest.approx(1.0, abs=1e-4)
+        spread = result["average"]["segment_mass_half_width"]  # over the 2 probes: the figure's error bars
+        assert set(spread) == set(result["average"]["segment_mass"]) and all(value >= 0 for value in spread.values())
     assert (tmp_path / "out" / "segment_mass.png").stat().st_size > 0 and (tmp_path / "out" / "layers.png").is_file()
 
 

@@ -165,6 +165,13 @@ def _summarise(per_probe: list[list[dict]], masked: bool) -> dict:
         layers.append(layer)
     average = {"segment_mass": {name: sum(l["segment_mass"][name] for l in layers) / len(layers) for name in SEGMENTS},
                "entropy": sum(l["entropy"] for l in layers) / len(layers)}
+    if len(per_probe) > 1:  # each probe's mass averaged over layers: their spread, as a 95% t-interval's half-width
+        from scipy import stats
+
+        quantile = stats.t.ppf(0.975, len(per_probe) - 1)
+        average["segment_mass_half_width"] = {
+            name: float(quantile * stats.sem([sum(layer[name] for layer in probe) / len(probe) for probe in per_probe]))
+            for name in SEGMENTS}
     if masked:
         for key in ("score_decay", "variance_increase"):
             values = [l[key] for l in layers if l[key] is not None]
@@ -202,7 +209,6 @@ def run(models: list[str], output: str | Path, *, samples: int = AttentionConfig
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     summary = write_summary(output, "attention", summary)
-    plot_segment_mass({name: r["average"]["segment_mass"] for name, r in results.items()}, output / "segment_mass.png",
-                      samples={name: r["samples"] for name, r in results.items()})
+    plot_segment_mass(results, output / "segment_mass.png")
     plot_attention_layers(results, output / "layers.png")
     return summary

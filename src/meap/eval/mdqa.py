@@ -169,9 +169,8 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
     write_records(output, records)
     summary = write_summary(output, "mdqa", summary)
     if accuracy_by_position:
-        counts = set(summary["examples_by_gold_position"].values())
         plot_accuracy_by_position({model: accuracy_by_position}, output / "mdqa.png",
-                                  counts={model: counts.pop()} if len(counts) == 1 else None)
+                                  examples={model: summary["examples_by_gold_position"]})
     return summary
 
 
