@@ -208,7 +208,7 @@ def draw_attention_layers(results: dict[str, dict]):
     plt = _pyplot()
     panels = [("answer mass", "attention mass on the answer", lambda layer: layer["segment_mass"]["answer"]),
               ("attention entropy", "entropy (nats)", lambda layer: layer["entropy"])]
-    if any(r["has_mask_token"] for r in results.values()):
+    if any(r.get("masked_pass", r["has_mask_token"]) for r in results.values()):
         panels.append(("masked-key score decay", "score decay (clean - masked)", lambda layer: layer.get("score_decay")))
     figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
     layers = sorted({layer["layer"] for result in results.values() for layer in result["layers"]})

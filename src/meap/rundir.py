@@ -79,6 +79,14 @@ class RunDir:
     def can_resume(self) -> bool:
         return self.holds_run() and bool(self.saved_checkpoints())
 
+    def objective(self) -> str | None:
+        """The objective the run trained with (its config.yaml), or None where ``root`` holds no run."""
+        import yaml
+
+        if not self.config.is_file():
+            return None
+        return (yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}).get("objective")
+
     def read_facts(self) -> dict:
         """What ``run.json`` recorded (empty before the run's first launch)."""
         return json.loads(self.facts_file.read_text()) if self.facts_file.is_file() else {}

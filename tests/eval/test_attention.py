@@ -102,3 +102,28 @@ def test_probes_have_exact_segments(gpt2_tokenizer, builtin_prose):
         answer = gpt2_tokenizer.decode(example["input_ids"][slice(*bounds["answer"])])
         assert example["answer"] in answer and "special magic number" in answer
         assert gpt2_tokenizer.decode(example["input_ids"][slice(*bounds["query"])]).strip().startswith("Question:")
+
+
+def test_an_ntp_run_gets_no_masked_pass_its_mask_row_was_never_trained(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from meap.rundir import RunDir
+    from meap.tokens import add_mask_token
+
+    runs = {}
+    for objective in ("ntp", "meap"):  # both runs' vocabularies hold [MASK], as every meap pretrain run's does
+        directory = RunDir(tmp_path / objective)
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+        add_mask_token(tokenizer, model)
+        model.save_pretrained(directory.final)
+        tokenizer.save_pretrained(directory.final)
+        directory.config.write_text(f"objective: {objective}\n")
+        runs[objective] = str(directory.root)
+    haystack = tmp_path / "hay.txt"
+    haystack.write_text("The river ran past the old mill and on to the sea. " * 40)
+    summary = run([runs["ntp"], f"{runs['meap']}/final"], tmp_path / "out", samples=1, length=96,
+                  haystack=[str(haystack)], progress=False)
+    ntp, meap = summary["models"][runs["ntp"]], summary["models"][f"{runs['meap']}/final"]
+    assert ntp["has_mask_token"] and not ntp["masked_pass"] and ntp["objective"] == "ntp"
+    assert "score_decay" not in ntp["average"] and "score_decay" not in ntp["layers"][0]
+    assert meap["masked_pass"] and meap["objective"] == "meap" and "score_decay" in meap["layers"][0]

@@ -8,7 +8,8 @@ per layer and over layers:
 * ``segment_mass``: attention mass from the query onto each segment (the paper: 9.4% NTP vs 34.5% MEAP
   onto the answer);
 * ``entropy``: entropy (nats) of the query rows' attention distributions;
-* with ``[MASK]`` (models that have it), a masked copy X_M of each probe with ``mask_ratio`` of the
+* with ``[MASK]`` (models trained with it: a meap run of objective ``meap``, or a model directory whose
+  tokenizer holds it; never an NTP run, whose ``[MASK]`` row was never trained), a masked copy X_M of each probe with ``mask_ratio`` of the
   context tokens (before/after) replaced: ``score_decay`` = (A_N − A_M) / A_N, A the query's attention
   mass on the masked keys in the clean input X_N and in X_M (the paper: ≈ 53%), and
   ``variance_increase`` = (V_M − V_N) / V_N, V the variance of the query's attention over the unmasked
@@ -179,6 +180,14 @@ def _summarise(per_probe: list[list[dict]], masked: bool) -> dict:
     return {"samples": len(per_probe), "layers": layers, "average": average}
 
 
+def _trained_objective(spec: str) -> str | None:
+    """``ntp`` or ``meap`` for a meap run (given as its directory or its ``final/``), else None (unknown)."""
+    from meap.rundir import FINAL_DIR, RunDir
+
+    path = Path(spec)
+    return RunDir(path.parent if path.name == FINAL_DIR else path).objective()
+
+
 def run(models: list[str], output: str | Path, *, samples: int = AttentionConfig.samples,
         length: int = AttentionConfig.length, haystack: list[str] | None = None,
         mask_ratio: float = AttentionConfig.mask_ratio, seed: int = AttentionConfig.seed, progress: bool = True) -> dict:
@@ -201,8 +210,11 @@ def run(models: list[str], output: str | Path, *, samples: int = AttentionConfig
         mask_id = mask_token_id(tokenizer)
         if mask_id is not None and mask_id >= model.get_input_embeddings().weight.shape[0]:
             mask_id = None  # a tokenizer entry the model cannot embed
-        results[spec] = {**analyse(model, probes, mask_token_id=mask_id, mask_ratio=mask_ratio, seed=seed,
-                                   progress=progress), "has_mask_token": mask_id is not None}
+        trained = _trained_objective(spec)
+        masked_pass = mask_id is not None and trained != "ntp"  # an NTP run never learned what [MASK] is
+        results[spec] = {**analyse(model, probes, mask_token_id=mask_id if masked_pass else None,
+                                   mask_ratio=mask_ratio, seed=seed, progress=progress),
+                         "has_mask_token": mask_id is not None, "masked_pass": masked_pass, "objective": trained}
         del model
     summary = {"haystack": haystack_name, "length": length, "mask_ratio": mask_ratio, "seed": seed,
                "models": results}
