@@ -39,9 +39,9 @@ def render_prompt(tokenizer, text: str, template: bool = True) -> str:
     return text
 
 
-def prompt_length(tokenizer, text: str) -> int:
-    """Tokens the model reads for ``text`` (template included)."""
-    return len(tokenizer(render_prompt(tokenizer, text), add_special_tokens=False)["input_ids"])
+def prompt_length(tokenizer, text: str, template: bool = True) -> int:
+    """Tokens the model reads for ``text`` (``template``: a chat model's included)."""
+    return len(tokenizer(render_prompt(tokenizer, text, template), add_special_tokens=False)["input_ids"])
 
 
 def stop_token_ids(tokenizer) -> list[int] | None:
@@ -177,8 +177,7 @@ def complete(config) -> list[str]:
     from meap.models import load_causal_lm
 
     model, tokenizer = load_causal_lm(config.model, dtype=config.dtype)
-    longest = max(len(tokenizer(render_prompt(tokenizer, text, not config.raw), add_special_tokens=False)["input_ids"])
-                  for text in config.prompts)
+    longest = max(prompt_length(tokenizer, text, not config.raw) for text in config.prompts)
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions and longest + config.max_new_tokens > positions:
         warn(f"{config.model}: a prompt of {longest} tokens plus {config.max_new_tokens} new ones passes the "

@@ -93,13 +93,20 @@ def _hub_offline():
 
     switches = [(huggingface_hub.constants, "HF_HUB_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"),
                 (datasets.config, "HF_DATASETS_OFFLINE")]
-    saved = [getattr(module, name) for module, name in switches]
-    for module, name in switches:
-        setattr(module, name, True)
+    with _swapped([(module, name, True) for module, name in switches]):
+        yield
+
+
+@contextlib.contextmanager
+def _swapped(replacements: list[tuple]):
+    """``(module, name, value)``: each module attribute set to its value for the block, restored after it."""
+    saved = [getattr(module, name) for module, name, _ in replacements]
+    for module, name, value in replacements:
+        setattr(module, name, value)
     try:
         yield
     finally:
-        for (module, name), value in zip(switches, saved):
+        for (module, name, _), value in zip(replacements, saved):
             setattr(module, name, value)
 
 
@@ -177,32 +184,22 @@ def _progress_bars(enabled: bool):
     import lm_eval.models.huggingface
 
     modules = [lm_eval.api.task, lm_eval.api.model, lm_eval.models.huggingface]
-    saved = [module.tqdm for module in modules]
-    for module, bar in zip(modules, saved):
-        module.tqdm = _disabled(bar)
     datasets_bars = not datasets.utils.are_progress_bars_disabled()
     datasets.disable_progress_bars()
     try:
-        yield
+        with _swapped([(module, "tqdm", _disabled(module.tqdm)) for module in modules]):
+            yield
     finally:
-        for module, bar in zip(modules, saved):
-            module.tqdm = bar
         if datasets_bars:
             datasets.enable_progress_bars()
 
 
-@contextlib.contextmanager
 def _quiet_git():
     """lm-eval records the git commit of the working directory with `git describe`, whose "fatal: not a git
     repository" reaches the terminal everywhere else; the same record, git's complaints discarded."""
     import lm_eval.evaluator
 
-    saved = lm_eval.evaluator.get_git_commit_hash
-    lm_eval.evaluator.get_git_commit_hash = _git_commit
-    try:
-        yield
-    finally:
-        lm_eval.evaluator.get_git_commit_hash = saved
+    return _swapped([(lm_eval.evaluator, "get_git_commit_hash", _git_commit)])
 
 
 def _git_commit() -> str | None:
