@@ -10,8 +10,8 @@ per layer and over layers:
 * ``entropy``: entropy (nats) of the query rows' attention distributions;
 * with ``[MASK]`` (models trained with it: a meap run of objective ``meap``, or a model directory whose
   tokenizer holds it; never an NTP run, whose ``[MASK]`` row was never trained), a masked copy X_M of each
-  probe with ``mask_ratio`` of the context tokens (before/after) replaced: ``score_decay`` = (A_N − A_M) / A_N, A the query's attention
-  mass on the masked keys in the clean input X_N and in X_M (the paper: ≈ 53%), and
+  probe with ``mask_ratio`` of the context tokens (before/after) replaced: ``score_decay`` = (A_N − A_M) / A_N,
+  A the query's attention mass on the masked keys in the clean input X_N and in X_M (the paper: ≈ 53%), and
   ``variance_increase`` = (V_M − V_N) / V_N, V the variance of the query's attention over the unmasked
   context keys (the paper: ≈ 7.8%). Undefined values (a zero denominator) are ``None``.
 
