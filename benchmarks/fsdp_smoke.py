@@ -1,7 +1,8 @@
 """Sharded training end to end under torchrun: train, resume from the middle checkpoint, reload `final/`.
 
-On CUDA the run uses ``--fsdp true`` (FSDP2); on CPU processes, where meap refuses FSDP, the same steps run
-DDP over gloo, so the script's own logic is exercised by ``benchmarks/gpu_suite.sh --cpu-smoke`` in CI.
+The run uses ``--fsdp true`` (FSDP2): on GPUs over NCCL, on CPU processes over gloo, as
+``benchmarks/gpu_suite.sh --cpu-smoke`` runs it in CI. A checkpoint holding accelerate's FSDP files is the
+proof that the run was sharded.
 
 1. ``meap pretrain`` under ``torchrun --nproc_per_node N`` for ``--steps`` steps, checkpoints at the half
    and at the end;
@@ -80,8 +81,8 @@ def main() -> None:
     flags = [f"--data={args.data}", f"--output={run}", f"--model={args.preset}", f"--seq-len={args.seq_len}",
              f"--micro-batch-size={args.micro_batch}", f"--max-steps={args.steps}", "--warmup-steps=2",
              f"--save-every={args.steps // 2}", f"--eval-every={args.steps // 2}", "--eval-batches=2", "--log-every=1",
-             f"--objective={args.objective}", f"--fsdp={str(cuda).lower()}", "--report-to", "none"]
-    result = {"sharding": "fsdp2" if cuda else "ddp (FSDP needs CUDA in meap today)", "nproc": args.nproc,
+             f"--objective={args.objective}", "--fsdp=true", "--report-to", "none"]
+    result = {"device": "cuda" if cuda else "cpu", "nproc": args.nproc,
               "preset": args.preset, "seq_len": args.seq_len, "micro_batch": args.micro_batch, "steps": args.steps,
               "objective": args.objective, "torch": torch.__version__, "tolerance": tolerance}
     started = time.perf_counter()
@@ -89,6 +90,7 @@ def main() -> None:
         result["train_rc"] = torchrun(args.nproc, flags, log)
         if result["train_rc"] == 0:
             uninterrupted = metrics(run)
+            result["sharded"] = any((run / "checkpoints" / f"step-{args.steps // 2}").glob("pytorch_model_fsdp*"))
             # as if the job had died just after the middle checkpoint: what it wrote later is gone, so the
             # second half's records can only come from the resumed run
             shutil.rmtree(run / "final")
@@ -108,13 +110,14 @@ def main() -> None:
         result["final_parameters"] = sum(p.numel() for p in model.parameters())
         result["final_finite"] = all(torch.isfinite(p).all().item() for p in model.parameters())
     diff = result.get("resume_max_rel_diff")
-    result["ok"] = diff is not None and diff <= tolerance and result.get("final_finite", False)
+    result["ok"] = (diff is not None and diff <= tolerance and result.get("final_finite", False)
+                    and result.get("sharded", False))
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fsdp-smoke.json").write_text(json.dumps(result, indent=2) + "\n")
     print((work / "torchrun.log").read_text()[-4000:])
-    print(f"{result['sharding']}, {args.nproc} process(es), {args.preset} seq {args.seq_len}: train rc "
+    print(f"FSDP2 on {result['device']} (sharded: {result.get('sharded')}), {args.nproc} process(es), {args.preset} seq {args.seq_len}: train rc "
           f"{result['train_rc']}, resume rc {result.get('resume_rc')}, resumed vs uninterrupted max relative "
           f"difference {diff}, final/ loads: {'final_parameters' in result}; {'ok' if result['ok'] else 'FAILED'}")
     sys.exit(0 if result["ok"] else 1)

@@ -4,8 +4,10 @@ import importlib.util
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import textwrap
 import time
 from itertools import islice
 from pathlib import Path
@@ -129,11 +131,18 @@ def staged(checkpoints) -> list:
         return []
 
 
-def sigkill(argv: list[str], checkpoints, moment: str, first_checkpoint: str) -> None:
-    """Run `meap ARGV` and SIGKILL it "during a step" (a random moment after ``first_checkpoint`` exists) or
-    "during a checkpoint write" (as soon as a later checkpoint is being staged)."""
-    process = subprocess.Popen([sys.executable, "-m", "meap.cli", *argv],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def sigkill(argv: list[str], checkpoints, moment: str, first_checkpoint: str, processes: int = 1) -> None:
+    """Run `meap ARGV` (under torchrun when ``processes`` > 1) and SIGKILL every process of it "during a step"
+    (a random moment after ``first_checkpoint`` exists) or "during a checkpoint write" (as soon as a later
+    checkpoint is being staged)."""
+    launcher = [sys.executable, "-m", "meap.cli"]
+    env = None
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+                    "-m", "meap.cli"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([*launcher, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                               start_new_session=True)  # its own process group: the workers die with it
     try:
         deadline = time.monotonic() + 240
         if moment == "during a step":
@@ -147,6 +156,45 @@ def sigkill(argv: list[str], checkpoints, moment: str, first_checkpoint: str) ->
                 time.sleep(0.001)
         assert process.poll() is None, "the run finished before it could be killed"
     finally:
-        process.kill()  # SIGKILL: no clean-up code runs
+        os.killpg(process.pid, signal.SIGKILL)  # no clean-up code runs, in any process
         process.wait()
     assert not (checkpoints.parent / "final").exists()
+
+
+def torchrun(config, world_size: int, *extra: str, fault: str | None = None, timeout: int = 600,
+             command: str = "pretrain") -> subprocess.CompletedProcess:
+    """``meap COMMAND`` under torchrun; ``fault`` is Python run at start-up in the rank-1 process only."""
+    flags = config_flags(config)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if fault:
+        startup = Path(config.output).parent / "rank1-fault"
+        startup.mkdir()
+        (startup / "sitecustomize.py").write_text(f"import os\nif os.environ.get('RANK') == '1':\n"
+                                                  + textwrap.indent(textwrap.dedent(fault), "    "))
+        env["PYTHONPATH"] = os.pathsep.join([str(startup), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={world_size}", "-m", "meap.cli", command, "--no-progress", *flags,
+                           *extra], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+# The loss of rank 1's 4th training forward pass (step 4: one micro-batch per step) turns NaN.
+NAN_AT_STEP_4 = """
+    import functools
+    from transformers import LlamaForCausalLM
+    real_forward, calls = LlamaForCausalLM.forward, []
+
+    @functools.wraps(real_forward)
+    def forward(self, *args, **kwargs):
+        output = real_forward(self, *args, **kwargs)
+        if self.training:
+            calls.append(1)
+            if len(calls) == 4:
+                output.loss = output.loss * float("nan")
+        return output
+
+    LlamaForCausalLM.forward = forward
+"""
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("meap: error:")]

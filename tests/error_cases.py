@@ -156,7 +156,7 @@ CASES = [
     Case("pretrain-unknown-attention-kernel", lambda i: pretrain(i, "--attn-implementation", "bogus"),
          ("tiny", "cannot load the model")),
     Case("pretrain-seq-len-above-model", lambda i: pretrain(i, "--seq-len", "4096"), ("seq_len", "4096", "2048")),
-    Case("pretrain-fsdp-without-cuda", lambda i: pretrain(i, "--fsdp", "true"), ("fsdp", "CUDA")),
+    Case("pretrain-fsdp-one-process", lambda i: pretrain(i, "--fsdp", "true"), ("fsdp", "single process", "torchrun")),
     Case("pretrain-output-holds-a-run",
          lambda i: ["pretrain", "--data", str(i.prepared), "--output", str(run_dir(i))],
          ("already holds a run", "--resume", "--overwrite")),

@@ -59,7 +59,8 @@ def test_gpu_suite_cpu_smoke_writes_what_the_gpu_run_writes(tmp_path):
         "suite.log"]
     fsdp = json.loads((out / "fsdp-smoke.json").read_text())
     # the resumed half was trained again, not read back: its records were removed before --resume
-    assert fsdp["ok"] and fsdp["resume_max_rel_diff"] == 0.0 and len(fsdp["resumed_losses"]) == fsdp["steps"]
+    assert fsdp["ok"] and fsdp["sharded"] and fsdp["resume_max_rel_diff"] == 0.0
+    assert len(fsdp["resumed_losses"]) == fsdp["steps"]
 
 
 def test_gpu_suite_refuses_an_unknown_argument():

@@ -1,11 +1,6 @@
 """Data-parallel training under torchrun (CPU, gloo): the same run as one process with the same global batch."""
 
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -13,47 +8,11 @@ from meap.rundir import checkpoint_dirs
 from meap.train import pretrain
 from meap.train.checkpoints import checkpoint_damage
 
-from conftest import config_flags
-from conftest import assert_metrics_close, read_metrics, tiny_config
+from conftest import NAN_AT_STEP_4, assert_metrics_close, error_lines, read_metrics, tiny_config, torchrun
 
 # Two processes of 2 sequences make the global batch of one process of 4; validation reads 2 micro-batches of
 # 2 per process (8 sequences), as one process reading 2 of 4.
 SHAPE = dict(max_steps=6, save_every=3, eval_every=3, eval_batches=2, log_every=1)
-
-
-def torchrun(config, world_size: int, *extra: str, fault: str | None = None,
-             timeout: int = 600) -> subprocess.CompletedProcess:
-    """``meap pretrain`` under torchrun; ``fault`` is Python run at start-up in the rank-1 process only."""
-    flags = config_flags(config)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if fault:
-        startup = Path(config.output).parent / "rank1-fault"
-        startup.mkdir()
-        (startup / "sitecustomize.py").write_text(f"import os\nif os.environ.get('RANK') == '1':\n"
-                                                  + textwrap.indent(textwrap.dedent(fault), "    "))
-        env["PYTHONPATH"] = os.pathsep.join([str(startup), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={world_size}", "-m", "meap.cli", "pretrain", "--no-progress", *flags,
-                           *extra], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-# The loss of rank 1's 4th training forward pass (step 4: one micro-batch per step) turns NaN.
-NAN_AT_STEP_4 = """
-    import functools
-    from transformers import LlamaForCausalLM
-    real_forward, calls = LlamaForCausalLM.forward, []
-
-    @functools.wraps(real_forward)
-    def forward(self, *args, **kwargs):
-        output = real_forward(self, *args, **kwargs)
-        if self.training:
-            calls.append(1)
-            if len(calls) == 4:
-                output.loss = output.loss * float("nan")
-        return output
-
-    LlamaForCausalLM.forward = forward
-"""
 
 
 @pytest.mark.parametrize("objective", ["ntp", "meap"])
@@ -83,10 +42,6 @@ def test_a_two_process_run_resumes_as_one_process(prepared, tmp_path):
     pretrain(tiny_config(prepared, run, micro_batch_size=4, **SHAPE), resume=True, progress=False)
 
     assert_metrics_close(read_metrics(run), read_metrics(full), rel=1e-4)
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("meap: error:")]
 
 
 def test_a_nan_on_one_rank_stops_every_rank_before_the_optimizer_step(prepared, tmp_path):

@@ -1,17 +1,12 @@
 """The package's shape, held: imports flow one way (no cycle, in the README Layout's order), no module
-outgrows one concept (450 lines), the command line starts without torch, the private Trainer methods meap
-overrides still exist, and test modules share helpers only through conftest and the *_cases modules."""
+outgrows one concept (450 lines), the command line starts without torch, and test modules share helpers
+only through conftest and the *_cases modules."""
 
 import ast
-import inspect
 import re
 import subprocess
 import sys
 from pathlib import Path
-
-from transformers import Trainer
-
-from meap.train.trainer import PRIVATE_TRAINER_METHODS
 
 PACKAGE = Path(__file__).parents[1] / "src" / "meap"
 MAX_LINES = 450
@@ -71,13 +66,6 @@ def test_help_presets_and_argument_errors_import_no_torch():
              "print(codes, sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[0, 0, 'UserError', 'UserError'] []"
-
-
-def test_the_private_trainer_methods_meap_overrides_keep_their_signatures():
-    for name, parameters in PRIVATE_TRAINER_METHODS.items():
-        method = getattr(Trainer, name, None)
-        assert method is not None, f"transformers' Trainer has no {name} any more"
-        assert tuple(inspect.signature(method).parameters)[: len(parameters)] == parameters, name
 
 
 def readme_layout() -> list[str]:

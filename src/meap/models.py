@@ -23,6 +23,7 @@ from meap.errors import UserError, drop_library_message
 from meap.fsutil import default_cache_dir, publish_dir, temporary_name
 from meap.presets import PACKAGED_MODELS, PRESETS, padded_vocab_size
 from meap.rundir import RunDir
+from meap.touchpoints import is_causal_lm_config
 
 
 def preset_config(name: str, vocab_size: int, **special_ids: int | None) -> LlamaConfig:
@@ -92,23 +93,14 @@ def build_model(spec: str, vocab_size: int, *, attn_implementation: str = "sdpa"
             config = preset_config(spec, vocab_size, **special_ids)
         source = model_config or spec
         _override(config, overrides or [], source)
-        config._attn_implementation = attn_implementation
-        return _causal_lm_class(config)(config)
+        return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
     except (OSError, ValueError, KeyError, ImportError, RuntimeError, TypeError) as error:
         raise _loading(model_config or spec, error) from None
-
-
-def _causal_lm_class(config):
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
-
-    return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
 
 
 def config_from_file(path: str, vocab_size: int, **special_ids: int | None):
     """The transformers config of a causal LM from a ``config.json``, for a tokenizer of ``vocab_size`` tokens."""
     import json
-
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     try:
         values = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -126,7 +118,7 @@ def config_from_file(path: str, vocab_size: int, **special_ids: int | None):
         config = AutoConfig.for_model(values.pop("model_type"), **values)
     except ValueError as error:
         raise UserError(f"{path}: {str(error).strip().splitlines()[0]}") from None
-    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+    if not is_causal_lm_config(config):
         raise UserError(f"{path}: a `{config.model_type}` config, not a causal language model")
     config.vocab_size = padded_vocab_size(vocab_size)
     for name, value in special_ids.items():
@@ -266,13 +258,11 @@ def training_model_spec(spec: str) -> str:
 def _load_pretrained(spec: str, **model_kwargs):
     """``(directory, model, tokenizer)`` of a causal LM, or a one-line UserError naming the directory."""
     from transformers import AutoTokenizer
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
-
     directory = resolve_model_dir(spec)
     hf_logging.disable_progress_bar()  # a weight-loading bar per call is noise in evaluation output
     try:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
-        if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        if not is_causal_lm_config(config):
             raise UserError(f"{directory}: a `{config.model_type}` model, not a causal language model")
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(directory, trust_remote_code=False, **model_kwargs)

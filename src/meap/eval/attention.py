@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from meap.config.commands import HAYSTACK, AttentionConfig
 from meap.errors import UserError
 from meap.eval.results import write_summary
+from meap.touchpoints import attention_kernel
 
 SEGMENTS = ("before", "answer", "after", "query")
 
@@ -108,7 +109,7 @@ def analyse(model, probes: list[dict], *, mask_token_id: int | None = None, mask
     """Per-layer and averaged attention statistics of ``model`` on ``probes`` (see the module docstring)."""
     if not 0.0 < mask_ratio < 1.0:
         raise UserError(f"--mask-ratio: expected a value in (0, 1), got {mask_ratio}")
-    previous = model.config._attn_implementation
+    previous = attention_kernel(model)
     model.set_attn_implementation("eager")
     modules = _attention_modules(model)
     recorder = _Recorder(modules)

@@ -23,6 +23,7 @@ from meap.eval.generation import generate
 from meap.eval.results import write_records, write_summary
 from meap.eval.retrieval_data import strict_score
 from meap.probes import read_probe_file, score_probes, tokenize_probes
+from meap.touchpoints import attention_kernel
 
 
 def _value_spans(tokenizer, context: str, values: list[str]) -> list[list[int]]:
@@ -43,7 +44,7 @@ def _value_spans(tokenizer, context: str, values: list[str]) -> list[list[int]]:
 def attention_to_values(model, tokenizer, records: list[dict]) -> dict:
     """Per layer: mean attention mass from the last context position on the asked value, on the distractors'
     values, and its entropy, over the probes whose asked needle is present."""
-    previous = model.config._attn_implementation
+    previous = attention_kernel(model)
     model.set_attn_implementation("eager")
     device = next(model.parameters()).device
     layers: list[dict[str, float]] = []

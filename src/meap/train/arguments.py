@@ -42,9 +42,11 @@ def precision_arguments(config: TrainingConfig) -> dict:
 
 
 def _fsdp(config: TrainingConfig) -> bool | None:
-    if config.fsdp and not torch.cuda.is_available():
-        # accelerate would silently fall back to DDP on CPU processes
-        raise UserError("fsdp: FSDP needs CUDA devices; on CPU, launch without --fsdp (processes run DDP)")
+    """FSDP2 where a launch has processes to shard across (torchrun sets LOCAL_RANK; on CPU, accelerate takes
+    a single process as undistributed), not a silently unsharded run."""
+    if config.fsdp and ("LOCAL_RANK" not in os.environ or (launched_world_size() < 2 and not torch.cuda.is_available())):
+        raise UserError("fsdp: FSDP2 shards across the processes of a launch and this is a single process; run "
+                        "under torchrun --nproc_per_node N (N >= 2 on CPU), or without --fsdp")
     return config.fsdp or None
 
 

@@ -22,6 +22,7 @@ from meap.models import build_model, is_model_dir, model_max_length, training_mo
 from meap.probes import ProbeSchedule, read_probe_file, tokenize_probes
 from meap.tokens import (check_vocab_fits, fit_mask_embedding, mask_token_id, special_token_ids, vocabulary_mismatch,
                          vocabulary_sha256)
+from meap.touchpoints import attention_kernel
 from meap.train.arguments import launched_world_size, make_trainer, training_arguments
 from meap.train.trainer import MeapTrainer
 
@@ -171,7 +172,7 @@ def _check_data_tokenizer(data_dir: Path, tokenizer, model: str, model_spec: str
 
 def packed_attention(model, packing: bool) -> str:
     """How the collator isolates packed rows for the model's attention kernel (see MeapSFTCollator)."""
-    implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    implementation = attention_kernel(model)
     if implementation.startswith("flash_attention"):
         implementation = "flash_attention_2"  # the collator's name for "rows split by position_ids"
     if implementation in PACKED_ATTENTION:

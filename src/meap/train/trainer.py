@@ -1,4 +1,4 @@
-"""The Trainer of every meap run: the stock Hugging Face Trainer with four changes.
+"""The Trainer of every meap run: the stock Hugging Face Trainer with these changes.
 
 * The sample order is the stream's own (sequential over :class:`~meap.data.blocks.PackedBlocks` or
   :class:`~meap.sft.stream.SFTStream`, both seeded), so NTP and MEAP see the same data in the same order.
@@ -7,9 +7,11 @@
   renamed into ``checkpoints/step-N``: an interrupted save never leaves a half-written checkpoint.
 * A non-finite loss skips that step's update and stops the run before any later checkpoint, so the last
   checkpoint stays the last good state (``on_nan: skip`` continues instead).
+* ``fsdp`` shards on CPU processes too, through accelerate's own FSDP2 path.
 
-Two of the Trainer's private methods are overridden, both named in :data:`PRIVATE_TRAINER_METHODS`
-(tests/test_structure.py checks their signatures against the installed transformers). The sample order
+Two of the Trainer's private methods are overridden, both named in
+:data:`meap.touchpoints.PRIVATE_TRAINER_METHODS` (tests/test_touchpoints.py pins them), as is every other
+private part of transformers, accelerate and torch this module relies on. The sample order
 needs none: it is the public ``train_sampling_strategy="sequential"`` (:mod:`meap.train.arguments`).
 """
 
@@ -28,15 +30,8 @@ from meap.errors import UserError, warn
 from meap.fsutil import publish_dir
 from meap.loss import chunked_cross_entropy
 from meap.rundir import CONFIG_FILE, RunDir, checkpoint_dirs
+from meap.touchpoints import shard_on_cpu_processes
 from meap.train.checkpoints import last_checkpoint_note, write_manifest
-
-# Private Trainer methods MeapTrainer overrides (no public hook does their job), with the parameters it
-# relies on: a transformers release that renames one fails tests/test_structure.py, not a user's run.
-PRIVATE_TRAINER_METHODS = {
-    "_get_output_dir": ("self", "trial"),  # checkpoints are written into a staging directory...
-    "_save_checkpoint": ("self", "model", "trial"),  # ...then given a manifest and renamed into place
-}
-
 
 class MeapTrainer(Trainer):
     """The stock Trainer with the run's own sample order, clean validation and atomic checkpoints."""
@@ -53,6 +48,12 @@ class MeapTrainer(Trainer):
         self._unchecked: list[tuple[int, torch.Tensor]] = []  # (step, every process's (seen, loss)), on the device
         self._tokens_pending: torch.Tensor | None = None
         self._staging_dir: str | None = None
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if self.args.fsdp_plugin_args is not None and not self.is_fsdp_enabled:
+            # CPU processes: accelerate takes its FSDP2 path only on accelerator devices and would run DDP
+            self.is_fsdp_enabled = shard_on_cpu_processes(self.accelerator, self.args.fsdp_plugin_args)
 
     def _flush_tokens(self) -> None:
         if self._tokens_pending is not None:
