@@ -1,6 +1,9 @@
 """Properties of meap.masking.mask_inputs: counts, eligibility, independence, determinism, uniformity."""
 
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -82,7 +85,12 @@ def test_same_seed_and_sample_give_same_mask_whatever_the_batch_layout():
 
 
 def test_sample_seed_is_stable_and_spreads():
-    assert sample_seed(0, 0) == sample_seed(0, 0)
+    # the same in another interpreter with another hash seed (a resumed or distributed run's processes)
+    program = "from meap.masking import sample_seed; print([sample_seed(s, n) for s in (0, 7) for n in (0, 12)])"
+    for hash_seed in ("1", "2"):
+        other = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True,
+                               env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert other.stdout.strip() == str([sample_seed(s, n) for s in (0, 7) for n in (0, 12)])
     seeds = {sample_seed(s, n) for s in range(4) for n in range(1000)}
     assert len(seeds) == 4000
     assert all(0 <= s < 2**63 for s in seeds)

@@ -1,7 +1,10 @@
 """Loading never runs code from files: pickles only as weights_only, no remote code, weights as safetensors."""
 
 import re
+import shutil
 from pathlib import Path
+
+import torch
 
 from conftest import tiny_config
 
@@ -25,11 +28,33 @@ def calls(name: str) -> list[tuple[Path, str]]:
 
 
 def test_pickles_are_loaded_as_weights_only_and_remote_code_stays_off():
-    assert all("weights_only=True" in call for _, call in calls("torch.load"))
+    # meap unpickles nothing itself; the libraries' loads on resume are checked below
+    assert calls("torch.load") == [] and calls("pickle.load") == [] and calls("pickle.loads") == []
     assert not any("trust_remote_code=True" in path.read_text() for path in SOURCES)
     local_loads = [(path, call) for path, call in calls(".from_pretrained")
                    if "gguf_file" not in call]  # the packaged GGUF conversion reads a pinned package file
     assert local_loads and all("trust_remote_code=False" in call for _, call in local_loads), local_loads
+
+
+def test_resume_loads_every_pickle_as_weights_only(prepared, tmp_path, monkeypatch):
+    """The checkpoint's optimizer, scheduler and RNG states are pickles: the Trainer must load each with
+    weights_only=True (a torch.load spy records every call while a run resumes)."""
+    run = tmp_path / "run"
+    pretrain(tiny_config(prepared, run, max_steps=2, save_every=1, eval_every=0), progress=False)
+    shutil.rmtree(run / "final")
+    shutil.rmtree(run / "checkpoints" / "step-2")
+    loads = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        loads.append((str(args[0]) if args else "", kwargs.get("weights_only")))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    pretrain(tiny_config(prepared, run, max_steps=2, save_every=1, eval_every=0), resume=True, progress=False)
+
+    assert {Path(path).name for path, _ in loads} >= {"optimizer.pt", "scheduler.pt", "rng_state.pth"}, loads
+    assert all(weights_only is True for _, weights_only in loads), loads
 
 
 def test_runs_write_weights_as_safetensors_only(prepared, tmp_path):
