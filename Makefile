@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo evidence evidence-sft pretrain sft test bench
+.PHONY: setup demo evidence evidence-sft pretrain sft test lint bench
 
 $(BIN)/meap: pyproject.toml requirements/base.txt requirements/assets.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,11 @@ setup: $(BIN)/meap
 demo: setup
 	$(BIN)/meap demo
 
-# The paired NTP-vs-MEAP pretraining experiment behind RESULTS.md: 5 seeds per objective (about 45 minutes).
+# The paired NTP-vs-MEAP pretraining experiment behind RESULTS.md: 8 training seeds, 2 jobs at a time.
 evidence: setup
 	$(BIN)/meap demo --config configs/evidence-cpu.yaml
 
-# The fine-tuning half: NTP-SFT vs MEAP-SFT of SmolLM2-135M, 2 seeds, MDQA before and after (about 50 minutes).
+# The fine-tuning half: NTP-SFT vs MEAP-SFT of SmolLM2-135M, 3 seeds, MDQA before and after.
 evidence-sft: setup
 	$(BIN)/meap demo-sft --config configs/evidence-sft.yaml
 
@@ -35,6 +35,11 @@ sft: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# ruff: lint and format (configured in pyproject.toml); `ruff format src tests benchmarks` fixes the format
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 bench: setup
 	$(BIN)/python benchmarks/overhead.py

@@ -31,8 +31,18 @@ import torch
 
 
 def torchrun(nproc: int, flags: list[str], log) -> int:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "meap.cli", "pretrain", "--no-progress", *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "meap.cli",
+        "pretrain",
+        "--no-progress",
+        *flags,
+    ]
     print("$", " ".join(command), file=log, flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
@@ -78,13 +88,34 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     run = work / "run"
-    flags = [f"--data={args.data}", f"--output={run}", f"--model={args.preset}", f"--seq-len={args.seq_len}",
-             f"--micro-batch-size={args.micro_batch}", f"--max-steps={args.steps}", "--warmup-steps=2",
-             f"--save-every={args.steps // 2}", f"--eval-every={args.steps // 2}", "--eval-batches=2", "--log-every=1",
-             f"--objective={args.objective}", "--fsdp=true", "--report-to", "none"]
-    result = {"device": "cuda" if cuda else "cpu", "nproc": args.nproc,
-              "preset": args.preset, "seq_len": args.seq_len, "micro_batch": args.micro_batch, "steps": args.steps,
-              "objective": args.objective, "torch": torch.__version__, "tolerance": tolerance}
+    flags = [
+        f"--data={args.data}",
+        f"--output={run}",
+        f"--model={args.preset}",
+        f"--seq-len={args.seq_len}",
+        f"--micro-batch-size={args.micro_batch}",
+        f"--max-steps={args.steps}",
+        "--warmup-steps=2",
+        f"--save-every={args.steps // 2}",
+        f"--eval-every={args.steps // 2}",
+        "--eval-batches=2",
+        "--log-every=1",
+        f"--objective={args.objective}",
+        "--fsdp=true",
+        "--report-to",
+        "none",
+    ]
+    result = {
+        "device": "cuda" if cuda else "cpu",
+        "nproc": args.nproc,
+        "preset": args.preset,
+        "seq_len": args.seq_len,
+        "micro_batch": args.micro_batch,
+        "steps": args.steps,
+        "objective": args.objective,
+        "torch": torch.__version__,
+        "tolerance": tolerance,
+    }
     started = time.perf_counter()
     with (work / "torchrun.log").open("w") as log:
         result["train_rc"] = torchrun(args.nproc, flags, log)
@@ -110,16 +141,20 @@ def main() -> None:
         result["final_parameters"] = sum(p.numel() for p in model.parameters())
         result["final_finite"] = all(torch.isfinite(p).all().item() for p in model.parameters())
     diff = result.get("resume_max_rel_diff")
-    result["ok"] = (diff is not None and diff <= tolerance and result.get("final_finite", False)
-                    and result.get("sharded", False))
+    result["ok"] = (
+        diff is not None and diff <= tolerance and result.get("final_finite", False) and result.get("sharded", False)
+    )
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fsdp-smoke.json").write_text(json.dumps(result, indent=2) + "\n")
     print((work / "torchrun.log").read_text()[-4000:])
-    print(f"FSDP2 on {result['device']} (sharded: {result.get('sharded')}), {args.nproc} process(es), {args.preset} seq {args.seq_len}: train rc "
-          f"{result['train_rc']}, resume rc {result.get('resume_rc')}, resumed vs uninterrupted max relative "
-          f"difference {diff}, final/ loads: {'final_parameters' in result}; {'ok' if result['ok'] else 'FAILED'}")
+    print(
+        f"FSDP2 on {result['device']} (sharded: {result.get('sharded')}), {args.nproc} process(es), "
+        f"{args.preset} seq {args.seq_len}: train rc "
+        f"{result['train_rc']}, resume rc {result.get('resume_rc')}, resumed vs uninterrupted max relative "
+        f"difference {diff}, final/ loads: {'final_parameters' in result}; {'ok' if result['ok'] else 'FAILED'}"
+    )
     sys.exit(0 if result["ok"] else 1)
 
 

@@ -42,13 +42,20 @@ from meap.monitor import flops_per_token, peak_flops
 from meap.train.build import build_run
 
 sys.path.insert(0, str(Path(__file__).parent))
-from overhead import machine  # noqa: E402
+from overhead import machine
 
 
 def driver_version() -> str | None:
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -76,12 +83,19 @@ def plain_loop(run, initial: dict, batches: list[dict], compiled: bool, warmup: 
     model.load_state_dict(initial)
     model.train()
     decay = set(trainer.get_decay_parameter_names(model))
-    groups = [{"params": [p for n, p in model.named_parameters() if n in decay], "weight_decay": config.weight_decay},
-              {"params": [p for n, p in model.named_parameters() if n not in decay], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n in decay], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n not in decay], "weight_decay": 0.0},
+    ]
     cuda = torch.cuda.is_available()
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), fused=True)
-    schedule = get_scheduler("cosine_with_min_lr", optimizer, num_warmup_steps=config.warmup_steps,
-                             num_training_steps=config.max_steps, scheduler_specific_kwargs={"min_lr": config.min_lr})
+    schedule = get_scheduler(
+        "cosine_with_min_lr",
+        optimizer,
+        num_warmup_steps=config.warmup_steps,
+        num_training_steps=config.max_steps,
+        scheduler_specific_kwargs={"min_lr": config.min_lr},
+    )
     forward = torch.compile(model) if compiled else model
     autocast = torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda)
     seconds, losses = [], []
@@ -125,8 +139,11 @@ def meap_loop(config: PretrainConfig, warmup: int) -> dict:
     run.trainer.train()
     records = [json.loads(line) for line in (run.output / "metrics.jsonl").read_text().splitlines()]
     tokens_per_step = run.samples_per_step * config.seq_len
-    result = {"seconds": [tokens_per_step / r["tokens_per_s"] for r in records[warmup:]],
-              "losses": [r["loss"] for r in records], "peak_memory_gb": peak_memory_gb()}
+    result = {
+        "seconds": [tokens_per_step / r["tokens_per_s"] for r in records[warmup:]],
+        "losses": [r["loss"] for r in records],
+        "peak_memory_gb": peak_memory_gb(),
+    }
     run.trainer.accelerator.free_memory()
     del run
     reset_memory()
@@ -136,9 +153,14 @@ def meap_loop(config: PretrainConfig, warmup: int) -> dict:
 def summarise(name: str, measured: dict, tokens_per_step: int, flops: float, peak: float | None) -> dict:
     step = statistics.median(measured["seconds"])
     tokens_per_s = tokens_per_step / step
-    return {"variant": name, "step_ms": round(step * 1e3, 1), "tokens_per_s": round(tokens_per_s),
-            "mfu": round(tokens_per_s * flops / peak, 4) if peak else None,
-            "peak_memory_gb": measured["peak_memory_gb"], "losses": [round(x, 5) for x in measured["losses"]]}
+    return {
+        "variant": name,
+        "step_ms": round(step * 1e3, 1),
+        "tokens_per_s": round(tokens_per_s),
+        "mfu": round(tokens_per_s * flops / peak, 4) if peak else None,
+        "peak_memory_gb": measured["peak_memory_gb"],
+        "losses": [round(x, 5) for x in measured["losses"]],
+    }
 
 
 def main() -> None:
@@ -150,20 +172,40 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="steps left out of the timing (compilation)")
     parser.add_argument("--vocab", type=int, default=32000, help="BPE trained on the built-in corpus (TinyLlama's 32k)")
     parser.add_argument("--data", help="a prepared directory to use instead of training the BPE")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a `meap pretrain` setting for the meap variants (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a `meap pretrain` setting for the meap variants (repeatable)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled plain loop")
     parser.add_argument("--loss-steps", type=int, default=5, help="first steps whose losses must agree")
     parser.add_argument("--output", default="benchmarks/results")
     args = parser.parse_args()
     if args.warmup >= args.steps:
         parser.error("--warmup must be below --steps")
-    fixed = {"model", "seq_len", "micro_batch_size", "grad_accum_steps", "max_steps", "seed", "data", "dtype",
-             "objective", "output", "log_every", "eval_every", "save_every"}
+    fixed = {
+        "model",
+        "seq_len",
+        "micro_batch_size",
+        "grad_accum_steps",
+        "max_steps",
+        "seed",
+        "data",
+        "dtype",
+        "objective",
+        "output",
+        "log_every",
+        "eval_every",
+        "save_every",
+    }
     for item in args.set:
         if "=" not in item or item.split("=", 1)[0] in fixed:
-            parser.error(f"--set {item}: expected KEY=VALUE for a key other than {', '.join(sorted(fixed))} "
-                         "(those are the benchmark's own: every variant must see the same batches)")
+            parser.error(
+                f"--set {item}: expected KEY=VALUE for a key other than {', '.join(sorted(fixed))} "
+                "(those are the benchmark's own: every variant must see the same batches)"
+            )
 
     work = Path(tempfile.mkdtemp(prefix="meap-throughput-"))
     data = args.data
@@ -171,38 +213,69 @@ def main() -> None:
         from meap.data.prepare import prepare_corpus
 
         data = str(prepare_corpus(["builtin"], work / "data", train_tokenizer=args.vocab, progress=True))
-    base = dict(data=data, model=args.preset, seq_len=args.seq_len, micro_batch_size=args.micro_batch,
-                max_steps=args.steps, warmup_steps=min(10, args.steps), log_every=1, eval_every=0, save_every=0)
+    base = dict(
+        data=data,
+        model=args.preset,
+        seq_len=args.seq_len,
+        micro_batch_size=args.micro_batch,
+        max_steps=args.steps,
+        warmup_steps=min(10, args.steps),
+        log_every=1,
+        eval_every=0,
+        save_every=0,
+    )
     settings = dict(item.split("=", 1) for item in args.set)
-    configs = {objective: load_config(PretrainConfig, overrides={**base, **settings, "objective": objective,
-                                                                 "output": str(work / objective)})
-               for objective in ("ntp", "meap")}
+    configs = {
+        objective: load_config(
+            PretrainConfig, overrides={**base, **settings, "objective": objective, "output": str(work / objective)}
+        )
+        for objective in ("ntp", "meap")
+    }
 
     # The plain loops use the NTP run's own init and batches (its collator with nothing masked).
-    run = build_run(load_config(PretrainConfig, overrides={**base, "objective": "ntp", "output": str(work / "plain")}),
-                    progress=False)
+    run = build_run(
+        load_config(PretrainConfig, overrides={**base, "objective": "ntp", "output": str(work / "plain")}),
+        progress=False,
+    )
     model = run.trainer.model.to(run.trainer.args.device)
     device = next(model.parameters()).device
     initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     collate, dataset = run.trainer.data_collator, run.trainer.train_dataset
     mb = args.micro_batch
-    batches = [{k: v.to(device) for k, v in collate([dataset[s * mb + r] for r in range(mb)]).items()
-                if k in ("input_ids", "labels", "shift_labels", "attention_mask", "position_ids")}
-               for s in range(args.steps)]
+    batches = [
+        {
+            k: v.to(device)
+            for k, v in collate([dataset[s * mb + r] for r in range(mb)]).items()
+            if k in ("input_ids", "labels", "shift_labels", "attention_mask", "position_ids")
+        }
+        for s in range(args.steps)
+    ]
     tokens_per_step = mb * args.seq_len
-    flops = flops_per_token(matmul_parameters(model), model.config.num_hidden_layers, model.config.hidden_size,
-                            args.seq_len)
+    flops = flops_per_token(
+        matmul_parameters(model), model.config.num_hidden_layers, model.config.hidden_size, args.seq_len
+    )
     peak = peak_flops()
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     name = f"gpu-throughput-{args.preset}-{args.seq_len}.json"
     summary = {
-        "machine": machine(), "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-        "cuda": torch.version.cuda, "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "cuda": torch.version.cuda,
+        "date": time.strftime("%Y-%m-%d"),
         "driver": driver_version(),
-        "preset": args.preset, "seq_len": args.seq_len, "micro_batch": mb, "steps": args.steps, "warmup": args.warmup,
-        "meap_settings": args.set, "flops_per_token": flops, "peak_flops": peak, "complete": False, "results": [],
+        "preset": args.preset,
+        "seq_len": args.seq_len,
+        "micro_batch": mb,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "meap_settings": args.set,
+        "flops_per_token": flops,
+        "peak_flops": peak,
+        "complete": False,
+        "results": [],
     }
     results = summary["results"]
 
@@ -222,26 +295,38 @@ def main() -> None:
     ntp, meap = by_name["meap pretrain, ntp"], by_name["meap pretrain, meap"]
     best_plain = max((r for r in results if r["variant"].startswith("plain")), key=lambda r: r["tokens_per_s"])
     first = args.loss_steps
-    loss_gap = max(abs(a - b) / abs(b) for a, b in zip(ntp["losses"][:first], by_name["plain HF, eager"]["losses"][:first]))
-    summary.update({
-        "complete": True,
-        "meap_over_ntp_step_time": round(meap["step_ms"] / ntp["step_ms"], 4),
-        "meap_ntp_over_best_plain": round(ntp["tokens_per_s"] / best_plain["tokens_per_s"], 3),
-        f"ntp_vs_plain_eager_loss_max_rel_diff_first_{first}": round(loss_gap, 6),
-    })
+    loss_gap = max(
+        abs(a - b) / abs(b) for a, b in zip(ntp["losses"][:first], by_name["plain HF, eager"]["losses"][:first])
+    )
+    summary.update(
+        {
+            "complete": True,
+            "meap_over_ntp_step_time": round(meap["step_ms"] / ntp["step_ms"], 4),
+            "meap_ntp_over_best_plain": round(ntp["tokens_per_s"] / best_plain["tokens_per_s"], 3),
+            f"ntp_vs_plain_eager_loss_max_rel_diff_first_{first}": round(loss_gap, 6),
+        }
+    )
     (out / name).write_text(json.dumps(summary, indent=2) + "\n")
 
-    print(f"{summary['machine']} (driver {summary['driver']}), torch {summary['torch']}, CUDA {summary['cuda']}, "
-          f"transformers {summary['transformers']}, {summary['date']}")
-    print(f"{args.preset}, seq {args.seq_len}, micro-batch {mb}, {args.steps} steps ({args.warmup} warm-up); "
-          f"meap settings: {' '.join(args.set) or 'defaults'}")
+    print(
+        f"{summary['machine']} (driver {summary['driver']}), torch {summary['torch']}, CUDA {summary['cuda']}, "
+        f"transformers {summary['transformers']}, {summary['date']}"
+    )
+    print(
+        f"{args.preset}, seq {args.seq_len}, micro-batch {mb}, {args.steps} steps ({args.warmup} warm-up); "
+        f"meap settings: {' '.join(args.set) or 'defaults'}"
+    )
     print(f"{'variant':<26} {'step ms':>9} {'tokens/s':>10} {'MFU':>6} {'peak GB':>8}")
     for r in results:
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-        print(f"{r['variant']:<26} {r['step_ms']:>9.1f} {r['tokens_per_s']:>10,} {mfu:>6} {r['peak_memory_gb'] or '-':>8}")
-    print(f"MEAP/NTP step time {summary['meap_over_ntp_step_time']:.3f}; meap NTP / best plain "
-          f"{summary['meap_ntp_over_best_plain']:.2f}x; NTP vs plain eager loss, first {first} steps: max relative "
-          f"difference {loss_gap:.2e}")
+        print(
+            f"{r['variant']:<26} {r['step_ms']:>9.1f} {r['tokens_per_s']:>10,} {mfu:>6} {r['peak_memory_gb'] or '-':>8}"
+        )
+    print(
+        f"MEAP/NTP step time {summary['meap_over_ntp_step_time']:.3f}; meap NTP / best plain "
+        f"{summary['meap_ntp_over_best_plain']:.2f}x; NTP vs plain eager loss, first {first} steps: max relative "
+        f"difference {loss_gap:.2e}"
+    )
     print(f"wrote {out / name}")
 
 

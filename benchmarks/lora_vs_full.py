@@ -29,9 +29,25 @@ def size(path: Path) -> int:
 
 
 def measure(output: Path, steps: int, save_every: int, lora_r: int) -> dict:
-    command = [sys.executable, "-m", "meap.cli", "sft", "--output", str(output), "--max-steps", str(steps),
-               "--save-every", str(save_every), "--keep-checkpoints", "0", "--eval-every", "0",
-               "--lora-r", str(lora_r), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "meap.cli",
+        "sft",
+        "--output",
+        str(output),
+        "--max-steps",
+        str(steps),
+        "--save-every",
+        str(save_every),
+        "--keep-checkpoints",
+        "0",
+        "--eval-every",
+        "0",
+        "--lora-r",
+        str(lora_r),
+        "--no-progress",
+    ]
     log = output.with_suffix(".log")
     start = time.perf_counter()
     with log.open("w") as stderr:
@@ -42,11 +58,16 @@ def measure(output: Path, steps: int, save_every: int, lora_r: int) -> dict:
         raise SystemExit(f"{' '.join(command)} failed:\n{log.read_text()}")
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     trained = [r for r in records if "tokens_per_s" in r]
-    return {"lora_r": lora_r, "steps": steps, "wall_s": round(wall, 1),
-            "real_tokens": trained[-1]["tokens"], "train_s": trained[-1]["elapsed_s"],
-            "real_tokens_per_s": round(trained[-1]["tokens"] / trained[-1]["elapsed_s"], 1),
-            "peak_rss_bytes": usage.ru_maxrss * 1024,
-            "bytes": {name: size(output / name) for name in ("adapter", "final", "checkpoints")}}
+    return {
+        "lora_r": lora_r,
+        "steps": steps,
+        "wall_s": round(wall, 1),
+        "real_tokens": trained[-1]["tokens"],
+        "train_s": trained[-1]["elapsed_s"],
+        "real_tokens_per_s": round(trained[-1]["tokens"] / trained[-1]["elapsed_s"], 1),
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "bytes": {name: size(output / name) for name in ("adapter", "final", "checkpoints")},
+    }
 
 
 def main() -> None:
@@ -64,9 +85,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for result in results:
         mb = {name: f"{value / 1e6:,.1f} MB" for name, value in result["bytes"].items()}
-        print(f"| {'LoRA r ' + str(result['lora_r']) if result['lora_r'] else 'full'} | {result['real_tokens_per_s']} | "
-              f"{result['train_s']:.0f} s | {result['wall_s']:.0f} s | {result['peak_rss_bytes'] / 2**30:.1f} GiB | {mb['adapter']} | {mb['final']} | "
-              f"{mb['checkpoints']} |")
+        print(
+            f"| {'LoRA r ' + str(result['lora_r']) if result['lora_r'] else 'full'} | {result['real_tokens_per_s']} | "
+            f"{result['train_s']:.0f} s | {result['wall_s']:.0f} s | {result['peak_rss_bytes'] / 2**30:.1f} GiB | "
+            f"{mb['adapter']} | {mb['final']} | "
+            f"{mb['checkpoints']} |"
+        )
     report = {"machine": machine(), "results": results}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from meap.eval.generation import generate, render_prompt, stop_token_ids
-from meap.eval.niah import build_examples, read_haystack
+from meap.eval.niah_data import build_examples, read_haystack
 from meap.models import dtype_name, load_causal_lm
 
 PATHS = ("sequential", "batched", "batched+shared-prefix")
@@ -31,9 +31,14 @@ def one_at_a_time(model, tokenizer, prompts: list[str], max_new_tokens: int) -> 
     for prompt in prompts:
         ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False, return_tensors="pt")
         ids = {k: v.to(model.device) for k, v in ids.items()}
-        output = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(tokenizer))
-        completions.append(tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+        output = model.generate(
+            **ids,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=stop_token_ids(tokenizer),
+        )
+        completions.append(tokenizer.decode(output[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip())
     return completions
 
 
@@ -51,8 +56,14 @@ def main() -> None:
 
     model, tokenizer = load_causal_lm(args.model, dtype=args.dtype)
     text, _ = read_haystack(["builtin"])
-    examples = build_examples(tokenizer, text, [int(x) for x in args.lengths.split(",")],
-                              [float(x) for x in args.depths.split(",")], samples=args.samples, seed=0)
+    examples = build_examples(
+        tokenizer,
+        text,
+        [int(x) for x in args.lengths.split(",")],
+        [float(x) for x in args.depths.split(",")],
+        samples=args.samples,
+        seed=0,
+    )
     prompts = [e["text"] for e in examples]
     generate(model, tokenizer, prompts[:2], max_new_tokens=2, batch_size=2, progress=False)  # warm-up, both paths
     one_at_a_time(model, tokenizer, prompts[:1], max_new_tokens=2)
@@ -62,27 +73,46 @@ def main() -> None:
         if name == "sequential":
             outputs[name] = one_at_a_time(model, tokenizer, prompts, args.max_new_tokens)
         else:
-            outputs[name] = generate(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
-                                     batch_size=args.batch_size, share_prefixes=name.endswith("prefix"),
-                                     progress=False)
+            outputs[name] = generate(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=args.max_new_tokens,
+                batch_size=args.batch_size,
+                share_prefixes=name.endswith("prefix"),
+                progress=False,
+            )
         seconds[name] = round(time.perf_counter() - start, 2)
     result = {
-        "model": args.model, "dtype": dtype_name(model),
-        "device": str(next(model.parameters()).device), "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "prompts": len(prompts), "lengths": args.lengths, "depths": args.depths,
-        "samples": args.samples, "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+        "model": args.model,
+        "dtype": dtype_name(model),
+        "device": str(next(model.parameters()).device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "prompts": len(prompts),
+        "lengths": args.lengths,
+        "depths": args.depths,
+        "samples": args.samples,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
         "seconds": seconds,
         "speedup": {name: round(seconds["sequential"] / seconds[name], 2) for name in PATHS if name != "sequential"},
-        "same_outputs_as_sequential": {name: sum(a == b for a, b in zip(outputs[name], outputs["sequential"]))
-                                       / len(prompts) for name in PATHS if name != "sequential"},
+        "same_outputs_as_sequential": {
+            name: sum(a == b for a, b in zip(outputs[name], outputs["sequential"])) / len(prompts)
+            for name in PATHS
+            if name != "sequential"
+        },
         "found_needles": {name: sum(e["answer"] in o for e, o in zip(examples, outputs[name])) for name in PATHS},
     }
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"niah-batching-{result['dtype']}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{len(prompts)} prompts ({args.lengths} tokens, {result['dtype']}): " + ", ".join(
-        f"{name} {seconds[name]:.1f} s" for name in PATHS) + "; speed-up " + ", ".join(
-        f"{name} {value:.2f}x" for name, value in result["speedup"].items()))
+    print(
+        f"{len(prompts)} prompts ({args.lengths} tokens, {result['dtype']}): "
+        + ", ".join(f"{name} {seconds[name]:.1f} s" for name in PATHS)
+        + "; speed-up "
+        + ", ".join(f"{name} {value:.2f}x" for name, value in result["speedup"].items())
+    )
 
 
 if __name__ == "__main__":

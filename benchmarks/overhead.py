@@ -56,9 +56,11 @@ def masking_throughput(rows: int, seq_len: int, repeats: int) -> dict:
             return rows * seq_len * repeats / (time.perf_counter() - start)
 
         return {
-            "rows": rows, "seq_len": seq_len,
-            "mask_inputs_tokens_per_s": timed(lambda: mask_inputs(
-                ids, 0.15, MASK_ID, eligible=eligible, generator=sample_generators(0, range(rows)))),
+            "rows": rows,
+            "seq_len": seq_len,
+            "mask_inputs_tokens_per_s": timed(
+                lambda: mask_inputs(ids, 0.15, MASK_ID, eligible=eligible, generator=sample_generators(0, range(rows)))
+            ),
             "collator_tokens_per_s": timed(lambda: collator(samples)),
         }
     finally:
@@ -94,8 +96,10 @@ def step_time_ratio(preset: str, seq_len: int, batch: int, steps: int, warmup: i
 
     times = {"ntp": [], "meap": []}
     for i in range(warmup + steps):
-        samples = [{"input_ids": torch.randint(1, VOCAB - 1, (seq_len + 1,)), "sample_index": i * batch + r}
-                   for r in range(batch)]
+        samples = [
+            {"input_ids": torch.randint(1, VOCAB - 1, (seq_len + 1,)), "sample_index": i * batch + r}
+            for r in range(batch)
+        ]
         order = ("ntp", "meap") if i % 2 == 0 else ("meap", "ntp")
         for objective in order:
             elapsed = step(objective, samples)
@@ -103,8 +107,13 @@ def step_time_ratio(preset: str, seq_len: int, batch: int, steps: int, warmup: i
                 times[objective].append(elapsed)
     ratios = [m / n for m, n in zip(times["meap"], times["ntp"])]
     return {
-        "device": device, "preset": preset, "seq_len": seq_len, "batch": batch, "steps": steps,
-        "ntp_step_s": statistics.median(times["ntp"]), "meap_step_s": statistics.median(times["meap"]),
+        "device": device,
+        "preset": preset,
+        "seq_len": seq_len,
+        "batch": batch,
+        "steps": steps,
+        "ntp_step_s": statistics.median(times["ntp"]),
+        "meap_step_s": statistics.median(times["meap"]),
         "meap_over_ntp": statistics.median(ratios),
         "tokens_per_s_ntp": batch * seq_len / statistics.median(times["ntp"]),
     }
@@ -132,11 +141,15 @@ def main() -> None:
     (out / name).write_text(json.dumps(result, indent=2) + "\n")
     masking, training = result["masking"], result["training"]
     print(f"machine: {result['machine']} (torch {result['torch']})")
-    print(f"mask_inputs: {masking['mask_inputs_tokens_per_s'] / 1e6:.1f} M tokens/s on one thread "
-          f"(collator: {masking['collator_tokens_per_s'] / 1e6:.1f} M tokens/s)")
-    print(f"step time {training['preset']} seq {training['seq_len']} batch {training['batch']}: "
-          f"NTP {training['ntp_step_s'] * 1e3:.1f} ms, MEAP {training['meap_step_s'] * 1e3:.1f} ms, "
-          f"ratio {training['meap_over_ntp']:.3f} (median of {training['steps']} paired steps)")
+    print(
+        f"mask_inputs: {masking['mask_inputs_tokens_per_s'] / 1e6:.1f} M tokens/s on one thread "
+        f"(collator: {masking['collator_tokens_per_s'] / 1e6:.1f} M tokens/s)"
+    )
+    print(
+        f"step time {training['preset']} seq {training['seq_len']} batch {training['batch']}: "
+        f"NTP {training['ntp_step_s'] * 1e3:.1f} ms, MEAP {training['meap_step_s'] * 1e3:.1f} ms, "
+        f"ratio {training['meap_over_ntp']:.3f} (median of {training['steps']} paired steps)"
+    )
     print(f"wrote {out / name}")
 
 

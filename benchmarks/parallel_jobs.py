@@ -19,23 +19,53 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from overhead import machine  # noqa: E402
+from overhead import machine
 
 
 def launch(run: Path, args, threads: int) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    return subprocess.Popen([sys.executable, "-m", "meap.cli", "pretrain", "--no-progress", "--data", args.data,
-                             "--output", str(run), "--model", args.preset, "--seq-len", str(args.seq_len),
-                             "--micro-batch-size", str(args.micro_batch), "--max-steps", str(args.steps),
-                             "--log-every", "10", "--eval-every", "0", "--save-every", "0", "--report-to", "none",
-                             "--document-attention", "true", "--objective", "meap"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "meap.cli",
+            "pretrain",
+            "--no-progress",
+            "--data",
+            args.data,
+            "--output",
+            str(run),
+            "--model",
+            args.preset,
+            "--seq-len",
+            str(args.seq_len),
+            "--micro-batch-size",
+            str(args.micro_batch),
+            "--max-steps",
+            str(args.steps),
+            "--log-every",
+            "10",
+            "--eval-every",
+            "0",
+            "--save-every",
+            "0",
+            "--report-to",
+            "none",
+            "--document-attention",
+            "true",
+            "--objective",
+            "meap",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def tokens_per_s(run: Path) -> float:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
-    return statistics.median(rates[len(rates) // 5:])
+    return statistics.median(rates[len(rates) // 5 :])
 
 
 def main() -> None:
@@ -55,10 +85,15 @@ def main() -> None:
     for process in runs:
         process.wait()
     each = [tokens_per_s(work / f"job-{i}") for i in range(cores)]
-    result = {"machine": machine(), "preset": args.preset, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
-              f"one_run_{cores}_threads_tokens_per_s": round(alone),
-              f"{cores}_runs_1_thread_tokens_per_s_each": [round(x) for x in each],
-              "speedup_of_parallel_runs": round(sum(each) / alone, 2)}
+    result = {
+        "machine": machine(),
+        "preset": args.preset,
+        "seq_len": args.seq_len,
+        "micro_batch": args.micro_batch,
+        f"one_run_{cores}_threads_tokens_per_s": round(alone),
+        f"{cores}_runs_1_thread_tokens_per_s_each": [round(x) for x in each],
+        "speedup_of_parallel_runs": round(sum(each) / alone, 2),
+    }
     print(json.dumps(result, indent=2))
 
 

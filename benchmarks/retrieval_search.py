@@ -2,7 +2,7 @@
 
 A bare training loop (no Trainer, no checkpoints) over the same pieces ``meap demo`` uses: the demo's
 retrieval documents and copy drills, a BPE trained on them, a Llama of a given shape, and NIAH prompts
-built by :func:`meap.eval.niah.build_examples` from held-out needles in held-out prose. Every
+built by :func:`meap.eval.niah_data.build_examples` from held-out needles in held-out prose. Every
 ``--eval-every`` steps it prints one JSON line: the teacher-forced share of NIAH prompts whose answer
 tokens are all predicted (what greedy decoding then writes), per length, and the token accuracy of copy
 drills. ``meap demo`` is the real recipe; this script exists so that every row of the search can be rerun.
@@ -28,9 +28,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from meap.collate import segment_attention, segment_positions
-from meap.eval.mdqa_data import random_passage
 from meap.data.tokenizer import train_bpe
-from meap.eval import niah
+from meap.eval import niah_data
+from meap.eval.mdqa_data import random_passage
 
 
 def arguments() -> argparse.Namespace:
@@ -67,9 +67,16 @@ def arguments() -> argparse.Namespace:
 
 
 def model_for(args, vocab_size: int) -> LlamaForCausalLM:
-    config = LlamaConfig(vocab_size=-(-vocab_size // 64) * 64, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                         num_attention_heads=args.heads, num_key_value_heads=args.heads,
-                         intermediate_size=4 * args.hidden, max_position_embeddings=2048, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=-(-vocab_size // 64) * 64,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        intermediate_size=4 * args.hidden,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+    )
     config._attn_implementation = "sdpa"
     return LlamaForCausalLM(config)
 
@@ -77,8 +84,9 @@ def model_for(args, vocab_size: int) -> LlamaForCausalLM:
 def optimizer_for(model, lr: float) -> torch.optim.Optimizer:
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     others = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": matrices, "weight_decay": 0.05}, {"params": others, "weight_decay": 0.0}],
-                             lr=lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(
+        [{"params": matrices, "weight_decay": 0.05}, {"params": others, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95)
+    )
 
 
 def learning_rate(args, step: int, total: int) -> float:
@@ -118,13 +126,23 @@ def induction_probe(args) -> None:
             for _ in range(args.repeats):
                 source = random.randrange(0, args.seq_len - 2 * args.segment)
                 target = random.randrange(source + args.segment, args.seq_len - args.segment)
-                x[row, target:target + args.segment] = x[row, source:source + args.segment]
-                copied[row, target:target + args.segment - 1] = True  # targets predictable by copying
+                x[row, target : target + args.segment] = x[row, source : source + args.segment]
+                copied[row, target : target + args.segment - 1] = True  # targets predictable by copying
         loss, logits = train_step(model, optimizer, x[:, :-1], x[:, 1:], args.lr * min(1, step / args.warmup_steps))
         if step % args.eval_every == 0:
             accuracy = (logits.argmax(-1) == x[:, 1:])[copied].float().mean().item()
-            print(json.dumps({"step": step, "tokens": step * args.batch * args.seq_len, "s": round(time.time() - started),
-                              "loss": round(loss, 3), "copy_accuracy": round(accuracy, 3)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "step": step,
+                        "tokens": step * args.batch * args.seq_len,
+                        "s": round(time.time() - started),
+                        "loss": round(loss, 3),
+                        "copy_accuracy": round(accuracy, 3),
+                    }
+                ),
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -133,7 +151,7 @@ def main() -> None:
         return induction_probe(args)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    held_out = {needle.answer for needle in niah.random_needles(400, 12345)}
+    held_out = {needle.answer for needle in niah_data.random_needles(400, 12345)}
 
     def value() -> str:
         while (number := str(rng.randrange(1_000_000, 10_000_000))) in held_out:
@@ -147,11 +165,13 @@ def main() -> None:
     def document() -> str:
         if rng.random() < args.drills:
             return drill(args.drill_numbers)
-        needle = niah.random_needle(rng)
+        needle = niah_data.random_needle(rng)
         stated = value()
         text = needle.text.replace(needle.answer, stated)
-        context = niah.insert_at_depth(random_passage(rng, rng.randint(*args.context_words)), text, rng.uniform(0, 100))
-        return f"{niah.question_text(context, needle.question)} {text if args.quote_answers else stated}"
+        context = niah_data.insert_at_depth(
+            random_passage(rng, rng.randint(*args.context_words)), text, rng.uniform(0, 100)
+        )
+        return f"{niah_data.question_text(context, needle.question)} {text if args.quote_answers else stated}"
 
     documents = [document() for _ in range(args.documents)]
     tokenizer = train_bpe(documents[:5000], args.vocab, split_digits=not args.merge_digits)
@@ -168,7 +188,7 @@ def main() -> None:
 
     haystack_rng = random.Random(999)
     haystack = " ".join(random_passage(haystack_rng, 200) for _ in range(10))
-    examples = niah.build_examples(tokenizer, haystack, args.lengths, [0, 25, 50, 75, 100], samples=8, seed=12345)
+    examples = niah_data.build_examples(tokenizer, haystack, args.lengths, [0, 25, 50, 75, 100], samples=8, seed=12345)
     probe_rng = random.Random(4242)
     probes = [", ".join(str(probe_rng.randrange(1_000_000, 10_000_000)) for _ in range(4)) for _ in range(32)]
 
@@ -180,17 +200,21 @@ def main() -> None:
                 prompt = tokenizer(example["text"], add_special_tokens=False)["input_ids"]
                 answer = f" {example['needle']}" if args.quote_answers else f" {example['answer']}"
                 expected = tokenizer(answer, add_special_tokens=False)["input_ids"]
-                logits = model(input_ids=torch.tensor([prompt + expected])).logits[0, len(prompt) - 1:-1]
-                found.setdefault(example["length"], []).append(bool((logits.argmax(-1) == torch.tensor(expected)).all()))
+                logits = model(input_ids=torch.tensor([prompt + expected])).logits[0, len(prompt) - 1 : -1]
+                found.setdefault(example["length"], []).append(
+                    bool((logits.argmax(-1) == torch.tensor(expected)).all())
+                )
             copies = []
             for listed in probes:
                 prompt = tokenizer(f"Numbers: {listed}. Again:", add_special_tokens=False)["input_ids"]
                 expected = tokenizer(f" {listed}.", add_special_tokens=False)["input_ids"]
-                logits = model(input_ids=torch.tensor([prompt + expected])).logits[0, len(prompt) - 1:-1]
+                logits = model(input_ids=torch.tensor([prompt + expected])).logits[0, len(prompt) - 1 : -1]
                 copies.append((logits.argmax(-1) == torch.tensor(expected))[1:].float().mean().item())
         model.train()
-        return {"niah": {str(length): sum(hits) / len(hits) for length, hits in found.items()},
-                "drill_copy": round(sum(copies) / len(copies), 3)}
+        return {
+            "niah": {str(length): sum(hits) / len(hits) for length, hits in found.items()},
+            "drill_copy": round(sum(copies) / len(copies), 3),
+        }
 
     model = model_for(args, len(tokenizer))
     optimizer = optimizer_for(model, args.lr)
@@ -201,19 +225,24 @@ def main() -> None:
         if step <= args.warmup_drill_steps:
             length, rows = args.warmup_seq_len, args.warmup_batch
             starts = np.random.default_rng([args.seed, step]).integers(0, len(drills) - length - 1, rows)
-            batch = torch.from_numpy(np.stack([drills[s:s + length + 1] for s in starts]))
+            batch = torch.from_numpy(np.stack([drills[s : s + length + 1] for s in starts]))
         else:
             blocks = [order[(drawn + i) % len(order)] for i in range(args.batch)]
             drawn += args.batch
-            batch = torch.from_numpy(np.stack([tokens[b * args.seq_len:(b + 1) * args.seq_len + 1] for b in blocks]))
+            batch = torch.from_numpy(np.stack([tokens[b * args.seq_len : (b + 1) * args.seq_len + 1] for b in blocks]))
         inputs, targets = batch[:, :-1].clone(), batch[:, 1:]
         if args.mask_ratio:
             inputs[(torch.rand(inputs.shape) < args.mask_ratio) & (inputs != eos)] = mask_id
-        loss, _ = train_step(model, optimizer, inputs, targets, learning_rate(args, step, total), eos,
-                             args.document_attention)
+        loss, _ = train_step(
+            model, optimizer, inputs, targets, learning_rate(args, step, total), eos, args.document_attention
+        )
         if step % args.eval_every == 0 or step == total:
-            print(json.dumps({"step": step, "loss": round(loss, 3), "s": round(time.time() - started),
-                              **evaluate(model)}), flush=True)
+            print(
+                json.dumps(
+                    {"step": step, "loss": round(loss, 3), "s": round(time.time() - started), **evaluate(model)}
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -44,10 +44,18 @@ def measure(config: SFTConfig) -> dict:
     start = time.perf_counter()
     run.trainer.train()
     seconds = time.perf_counter() - start
-    return {"objective": config.objective, "packing": config.packing, "steps": run.max_steps,
-            "sequences_per_step": config.micro_batch_size, "real_tokens": real, "padded_tokens": padded,
-            "non_padding_share": round(real / padded, 3), "epoch_s": round(seconds, 1),
-            "real_tokens_per_s": round(real / seconds, 1), "padded_tokens_per_s": round(padded / seconds, 1)}
+    return {
+        "objective": config.objective,
+        "packing": config.packing,
+        "steps": run.max_steps,
+        "sequences_per_step": config.micro_batch_size,
+        "real_tokens": real,
+        "padded_tokens": padded,
+        "non_padding_share": round(real / padded, 3),
+        "epoch_s": round(seconds, 1),
+        "real_tokens_per_s": round(real / seconds, 1),
+        "padded_tokens_per_s": round(padded / seconds, 1),
+    }
 
 
 def main() -> None:
@@ -64,10 +72,19 @@ def main() -> None:
         data = mixed_data(Path(scratch), args.conversations)
         for packing in (False, True):
             for objective in ("ntp", "meap"):
-                config = SFTConfig(model=args.model, data=[str(data)], objective=objective, packing=packing,
-                                   max_length=args.max_length, micro_batch_size=args.micro_batch, val_fraction=0.0,
-                                   eval_every=0, save_every=0, log_every=1000,
-                                   output=str(Path(scratch) / f"{objective}-{packing}"))
+                config = SFTConfig(
+                    model=args.model,
+                    data=[str(data)],
+                    objective=objective,
+                    packing=packing,
+                    max_length=args.max_length,
+                    micro_batch_size=args.micro_batch,
+                    val_fraction=0.0,
+                    eval_every=0,
+                    save_every=0,
+                    log_every=1000,
+                    output=str(Path(scratch) / f"{objective}-{packing}"),
+                )
                 result = measure(config)
                 results.append(result)
                 print(json.dumps(result), flush=True)
@@ -79,10 +96,12 @@ def main() -> None:
         "conversations": 2 * args.conversations,
         "max_length": args.max_length,
         "results": results,
-        "meap_over_ntp_epoch_time": {packed: round(by["meap", packed]["epoch_s"] / by["ntp", packed]["epoch_s"], 3)
-                                     for packed in (False, True)},
-        "packed_over_unpacked_epoch_time": {o: round(by[o, True]["epoch_s"] / by[o, False]["epoch_s"], 3)
-                                            for o in ("ntp", "meap")},
+        "meap_over_ntp_epoch_time": {
+            packed: round(by["meap", packed]["epoch_s"] / by["ntp", packed]["epoch_s"], 3) for packed in (False, True)
+        },
+        "packed_over_unpacked_epoch_time": {
+            o: round(by[o, True]["epoch_s"] / by[o, False]["epoch_s"], 3) for o in ("ntp", "meap")
+        },
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(summary, indent=2) + "\n")

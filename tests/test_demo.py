@@ -22,13 +22,23 @@ def test_the_decision_rule():
 
 def _loaded(onsets_ntp, onsets_meap, steps=10, tokens_per_step=1000):
     """Runs whose probe accuracy jumps from 0 to 1 at the given step (None: never)."""
+
     def run(onset_step):
-        metrics = [{"step": s, "tokens": s * tokens_per_step,
-                    "probe_accuracy": float(onset_step is not None and s >= onset_step)} for s in range(steps + 1)]
+        metrics = [
+            {
+                "step": s,
+                "tokens": s * tokens_per_step,
+                "probe_accuracy": float(onset_step is not None and s >= onset_step),
+            }
+            for s in range(steps + 1)
+        ]
         metrics[-1]["val_loss"] = 2.0
-        retrieval = [{"absent": False, "correct": 1.0, "distractor": 0.0}, {"absent": True, "correct": 0.0,
-                                                                             "distractor": 0.0}]
+        retrieval = [
+            {"absent": False, "correct": 1.0, "distractor": 0.0},
+            {"absent": True, "correct": 0.0, "distractor": 0.0},
+        ]
         return {"metrics": metrics, "retrieval": retrieval, "summary": {"distractors": 3}}
+
     return {seed: {"ntp": run(n), "meap": run(m)} for seed, (n, m) in enumerate(zip(onsets_ntp, onsets_meap))}
 
 
@@ -53,8 +63,20 @@ def _demo(tmp_path, name, *extra):
     output = tmp_path / name
     summary, records = output / "results" / "evidence.json", output / "results" / "evidence.records.json.gz"
     with pytest.raises(SystemExit) as exit_info:
-        main(["demo", "--quick", "--no-progress", "--output", str(output), "--summary", str(summary),
-              "--records", str(records), *extra])
+        main(
+            [
+                "demo",
+                "--quick",
+                "--no-progress",
+                "--output",
+                str(output),
+                "--summary",
+                str(summary),
+                "--records",
+                str(records),
+                *extra,
+            ]
+        )
     assert exit_info.value.code == 0
     return output, json.loads(summary.read_text()), records
 
@@ -90,8 +112,16 @@ def test_quick_demo_end_to_end_with_two_seeds_reproduces_and_recomputes(tmp_path
 
     # the committed records recompute the summary
     recomputed = onset_comparison(read_records(records), threshold=0.5, window=3)
-    for key in ("onset_tokens_by_seed", "log_ratio", "log_ratio_ci95", "sign_flip_p", "decision", "niah_by_seed",
-                "strict", "val_loss"):
+    for key in (
+        "onset_tokens_by_seed",
+        "log_ratio",
+        "log_ratio_ci95",
+        "sign_flip_p",
+        "decision",
+        "niah_by_seed",
+        "strict",
+        "val_loss",
+    ):
         assert json.dumps(recomputed[key], sort_keys=True) == json.dumps(result[key], sort_keys=True), key
     tables = (output / "results" / "evidence.md").read_text()
     assert "Onset per seed" in tables and "evidence.png" in tables and (output / "results" / "evidence.png").is_file()
@@ -109,11 +139,17 @@ def test_quick_demo_end_to_end_with_two_seeds_reproduces_and_recomputes(tmp_path
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--quick", "--no-progress", "--output", str(output), "--max-steps", "3"])
     error = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "--overwrite" in error and "(max_steps, seeds)" in error and error.count("\n") == 1
+    assert (
+        exit_info.value.code == 2
+        and "--overwrite" in error
+        and "(max_steps, seeds)" in error
+        and error.count("\n") == 1
+    )
     # evaluation settings alone: the runs are evaluated again, not trained again; the verdict's own settings
     # and where it is published change nothing else
-    _, evaluated, _ = _demo(tmp_path, "a", "--seeds", "3", "5", "--jobs", "2", "--eval-probes", "5",
-                            "--onset-threshold", "0.4")
+    _, evaluated, _ = _demo(
+        tmp_path, "a", "--seeds", "3", "5", "--jobs", "2", "--eval-probes", "5", "--onset-threshold", "0.4"
+    )
     assert "evaluation settings changed (eval_probes)" in capsys.readouterr().out
     assert (output / "seed-3" / "ntp" / "metrics.jsonl").read_text() == before
     assert len((output / "evaluation.jsonl").read_text().splitlines()) == 5
@@ -123,7 +159,19 @@ def test_quick_demo_end_to_end_with_two_seeds_reproduces_and_recomputes(tmp_path
 
 def test_prompts_longer_than_the_trained_length_are_refused_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["demo", "--quick", "--no-progress", "--output", str(tmp_path / "d"), "--task", "retrieval", "--seq-len", "64"])
+        main(
+            [
+                "demo",
+                "--quick",
+                "--no-progress",
+                "--output",
+                str(tmp_path / "d"),
+                "--task",
+                "retrieval",
+                "--seq-len",
+                "64",
+            ]
+        )
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and "more than the 64 the model is trained on" in error
     assert not (tmp_path / "d" / "seed-1337").exists()
@@ -132,14 +180,28 @@ def test_prompts_longer_than_the_trained_length_are_refused_before_training(tmp_
 def test_the_retrieval_task_holds_its_probe_keys_out_of_training(tmp_path, capsys):
     output = tmp_path / "retrieval"
     with pytest.raises(SystemExit) as exit_info:
-        main(["demo", "--quick", "--no-progress", "--task", "retrieval", "--seq-len", "256", "--absent-probes", "4",
-              "--output", str(output)])
+        main(
+            [
+                "demo",
+                "--quick",
+                "--no-progress",
+                "--task",
+                "retrieval",
+                "--seq-len",
+                "256",
+                "--absent-probes",
+                "4",
+                "--output",
+                str(output),
+            ]
+        )
     assert exit_info.value.code == 0
     vocabulary = json.loads((output / "vocabulary.json").read_text())
     trained_keys = {key for key, _ in stated_needles((output / "corpus.jsonl").read_text())}
     assert trained_keys and not trained_keys & set(vocabulary["held_out_keys"])
-    probe_keys = {json.loads(line)["key"] for name in ("probes.jsonl", "evaluation.jsonl")
-                  for line in (output / name).open()}
+    probe_keys = {
+        json.loads(line)["key"] for name in ("probes.jsonl", "evaluation.jsonl") for line in (output / name).open()
+    }
     assert probe_keys <= set(vocabulary["held_out_keys"])
     summary = json.loads((output / "seed-1337" / "meap" / "eval" / "retrieval" / "summary.json").read_text())
     assert summary["absent_probes"] == 4 and summary["distractors"] == 3

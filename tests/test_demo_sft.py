@@ -10,12 +10,48 @@ from meap.cli import main
 
 def test_demo_sft_end_to_end_at_a_reduced_size(tiny_model_dir, tmp_path, capsys):
     output, summary = tmp_path / "sft", tmp_path / "results" / "sft.json"
-    arguments = ["demo-sft", "--no-progress", "--model", str(tiny_model_dir), "--output", str(output),
-                 "--data", "builtin:8", "--val-fraction", "0", "--max-length", "448", "--layout", "separate",
-                 "--micro-batch-size", "2", "--seeds", "0", "1",
-                 "--ntp-epochs", "2", "--meap-epochs", "1", "--mdqa-num-docs", "3", "--mdqa-gold-positions", "0", "2",
-                 "--mdqa-examples", "2", "--mdqa-passage-words", "20", "--max-new-tokens", "4", "--eval-every", "0",
-                 "--save-every", "0", "--summary", str(summary)]
+    arguments = [
+        "demo-sft",
+        "--no-progress",
+        "--model",
+        str(tiny_model_dir),
+        "--output",
+        str(output),
+        "--data",
+        "builtin:8",
+        "--val-fraction",
+        "0",
+        "--max-length",
+        "448",
+        "--layout",
+        "separate",
+        "--micro-batch-size",
+        "2",
+        "--seeds",
+        "0",
+        "1",
+        "--ntp-epochs",
+        "2",
+        "--meap-epochs",
+        "1",
+        "--mdqa-num-docs",
+        "3",
+        "--mdqa-gold-positions",
+        "0",
+        "2",
+        "--mdqa-examples",
+        "2",
+        "--mdqa-passage-words",
+        "20",
+        "--max-new-tokens",
+        "4",
+        "--eval-every",
+        "0",
+        "--save-every",
+        "0",
+        "--summary",
+        str(summary),
+    ]
     with pytest.raises(SystemExit) as exit_info:
         main(arguments)
     assert exit_info.value.code == 0
@@ -28,8 +64,9 @@ def test_demo_sft_end_to_end_at_a_reduced_size(tiny_model_dir, tmp_path, capsys)
     for key in result["scores"]:
         low, high = result[key]["paired"]["ci95"]
         assert low <= result[key]["paired"]["difference"] <= high
-    assert result["validity"]["measures"] == ("forgetting" if result["validity"]["ntp_below_base"] > 0.1
-                                              else "the objective")
+    assert result["validity"]["measures"] == (
+        "forgetting" if result["validity"]["ntp_below_base"] > 0.1 else "the objective"
+    )
     for seed in (0, 1):
         for objective, epochs in (("ntp", 2), ("meap", 1)):
             run = output / f"seed-{seed}" / objective
@@ -40,10 +77,12 @@ def test_demo_sft_end_to_end_at_a_reduced_size(tiny_model_dir, tmp_path, capsys)
             for key in result["scores"]:
                 assert result[key]["by_seed"][objective][index] == sum(r[key] for r in records) / len(records)
             assert all(r["answer_logprob"] < 0 and r["teacher_forced_em"] in (0.0, 1.0) for r in records)
+
     # Equal training tokens: MEAP-SFT's rows (original + masked copy; `separate`, as concat rows would not fit
     # this model's 512 positions) at half the epochs.
     def tokens(run):
         return [json.loads(line) for line in (run / "metrics.jsonl").open()][-1]["tokens"]
+
     ratio = tokens(output / "seed-0/meap") / tokens(output / "seed-0/ntp")
     assert 0.9 < ratio < 1.1, ratio
     assert (tmp_path / "results" / "sft.md").read_text().startswith("# NTP-SFT vs MEAP-SFT")
@@ -58,11 +97,43 @@ def test_demo_sft_on_generated_mdqa_conversations(tiny_model_dir, tmp_path):
     """The fair test's data: generated MDQA conversations from another stream than the evaluation (no
     evaluation answer in them), every MEAP row with its masked copy (no fall-back), the rows counted."""
     output = tmp_path / "sft"
-    arguments = ["demo-sft", "--no-progress", "--model", str(tiny_model_dir), "--output", str(output),
-                 "--train-conversations", "6", "--val-fraction", "0", "--max-length", "512",
-                 "--min-answer-tokens", "8", "--micro-batch-size", "2", "--ntp-epochs", "2", "--meap-epochs", "1",
-                 "--mdqa-num-docs", "2", "--mdqa-gold-positions", "0", "1", "--mdqa-examples", "2",
-                 "--mdqa-passage-words", "12", "--max-new-tokens", "4", "--eval-every", "0", "--save-every", "0"]
+    arguments = [
+        "demo-sft",
+        "--no-progress",
+        "--model",
+        str(tiny_model_dir),
+        "--output",
+        str(output),
+        "--train-conversations",
+        "6",
+        "--val-fraction",
+        "0",
+        "--max-length",
+        "512",
+        "--min-answer-tokens",
+        "8",
+        "--micro-batch-size",
+        "2",
+        "--ntp-epochs",
+        "2",
+        "--meap-epochs",
+        "1",
+        "--mdqa-num-docs",
+        "2",
+        "--mdqa-gold-positions",
+        "0",
+        "1",
+        "--mdqa-examples",
+        "2",
+        "--mdqa-passage-words",
+        "12",
+        "--max-new-tokens",
+        "4",
+        "--eval-every",
+        "0",
+        "--save-every",
+        "0",
+    ]
     with pytest.raises(SystemExit) as exit_info:
         main(arguments)
     assert exit_info.value.code == 0
@@ -70,8 +141,9 @@ def test_demo_sft_on_generated_mdqa_conversations(tiny_model_dir, tmp_path):
     conversations = [json.loads(line) for line in (output / "mdqa" / "train.jsonl").open()]
     assert len(conversations) == 6 and result["config"]["data"] == [str(output / "mdqa" / "train.jsonl")]
     assert all(c["messages"][1]["content"].startswith(c["answers"][0]) for c in conversations)
-    evaluation = {e["answers"][0] for path in (output / "mdqa").glob("*.jsonl.gz")
-                  for e in map(json.loads, gzip.open(path, "rt"))}
+    evaluation = {
+        e["answers"][0] for path in (output / "mdqa").glob("*.jsonl.gz") for e in map(json.loads, gzip.open(path, "rt"))
+    }
     assert evaluation and not evaluation & {c["answers"][0] for c in conversations}
     assert result["training_rows"] == {"ntp": {"ntp": 6}, "meap": {"concat": 6}}
     assert json.loads((output / "meap" / "run.json").read_text())["meap_share"] == 1.0

@@ -17,8 +17,9 @@ SHAPE = dict(max_steps=6, save_every=3, eval_every=3, eval_batches=2, log_every=
 
 @pytest.mark.parametrize("objective", ["ntp", "meap"])
 def test_two_processes_match_one_with_the_same_global_batch(prepared, tmp_path, objective):
-    single = pretrain(tiny_config(prepared, tmp_path / "single", objective=objective, micro_batch_size=4, **SHAPE),
-                      progress=False)
+    single = pretrain(
+        tiny_config(prepared, tmp_path / "single", objective=objective, micro_batch_size=4, **SHAPE), progress=False
+    )
     result = torchrun(tiny_config(prepared, tmp_path / "ddp", objective=objective, micro_batch_size=2, **SHAPE), 2)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -58,12 +59,15 @@ def test_a_nan_on_one_rank_stops_every_rank_before_the_optimizer_step(prepared, 
 
 def test_on_nan_skip_skips_the_step_on_every_rank(prepared, tmp_path):
     run = tmp_path / "ddp"
-    result = torchrun(tiny_config(prepared, run, micro_batch_size=2, on_nan="skip", **SHAPE), 2,
-                      fault=NAN_AT_STEP_4, timeout=300)
+    result = torchrun(
+        tiny_config(prepared, run, micro_batch_size=2, on_nan="skip", **SHAPE), 2, fault=NAN_AT_STEP_4, timeout=300
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.count("step 4: the training loss is nan (not finite) on rank 1; this optimizer step is "
-                               "skipped") == 1
+    assert (
+        result.stderr.count("step 4: the training loss is nan (not finite) on rank 1; this optimizer step is skipped")
+        == 1
+    )
     records = {r["step"]: r for r in read_metrics(run)}
     assert sorted(records) == list(range(1, 7)) and records[4]["skipped_steps"] == [4]
     assert all(checkpoint_damage(c) is None for c in checkpoint_dirs(run / "checkpoints"))

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from error_cases import CASES, DOC, Inputs
 from meap.cli import main
+
+from error_cases import CASES, DOC, Inputs
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

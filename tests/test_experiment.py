@@ -13,8 +13,11 @@ def _jobs(prepared, root):
     start = tiny_config(prepared, root / "start", seed=1, **shape)
     branch = tiny_config(prepared, root / "branch", seed=2, model=str(root / "start" / "final"), **shape)
     other = tiny_config(prepared, root / "other", seed=3, objective="ntp", **shape)
-    return [Job("start", "pretrain", start), Job("branch", "pretrain", branch, after=["start"]),
-            Job("other", "pretrain", other)]
+    return [
+        Job("start", "pretrain", start),
+        Job("branch", "pretrain", branch, after=["start"]),
+        Job("other", "pretrain", other),
+    ]
 
 
 def test_parallel_jobs_give_the_runs_that_sequential_jobs_give(prepared, tmp_path):
@@ -43,12 +46,15 @@ def test_an_interrupted_job_resumes_from_its_checkpoint(prepared, tmp_path):
     assert jobs[1].argv()[-1] == "--resume"
     run_jobs(jobs, parallel=2, progress=False)
     assert without_timing(read_metrics(tmp_path / "cut" / "branch")) == without_timing(
-        read_metrics(tmp_path / "full" / "branch"))
+        read_metrics(tmp_path / "full" / "branch")
+    )
 
 
 def test_a_failing_job_stops_the_experiment_and_names_its_log(prepared, tmp_path):
     jobs = _jobs(prepared, tmp_path)
     jobs[0].config.data = str(tmp_path / "missing")
-    with pytest.raises(UserError, match=r"training job start failed \(meap: error: .*missing.*\); its log: .*start\.log"):
+    with pytest.raises(
+        UserError, match=r"training job start failed \(meap: error: .*missing.*\); its log: .*start\.log"
+    ):
         run_jobs(jobs, parallel=2, progress=False)
     assert not (tmp_path / "branch").exists()  # it waited for the start that failed

@@ -2,8 +2,8 @@
 
 import errno
 import functools
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -32,8 +32,10 @@ def same_weights(a, b) -> bool:
 @pytest.fixture(scope="module")
 def uninterrupted(prepared, tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
-    return {objective: pretrain(tiny_config(prepared, root / objective, objective=objective, **STEPS), progress=False)
-            for objective in ("ntp", "meap")}
+    return {
+        objective: pretrain(tiny_config(prepared, root / objective, objective=objective, **STEPS), progress=False)
+        for objective in ("ntp", "meap")
+    }
 
 
 @pytest.mark.parametrize("objective", ["ntp", "meap"])
@@ -152,8 +154,9 @@ def test_between_logs_the_stop_comes_before_the_next_checkpoint(prepared, tmp_pa
 
 def test_on_nan_skip_skips_that_step_and_goes_on(prepared, tmp_path, monkeypatch, capsys):
     poison_training_forward(monkeypatch, 7)
-    run = pretrain(tiny_config(prepared, tmp_path / "run", on_nan="skip", max_steps=9, save_every=1, eval_every=0),
-                   progress=False)
+    run = pretrain(
+        tiny_config(prepared, tmp_path / "run", on_nan="skip", max_steps=9, save_every=1, eval_every=0), progress=False
+    )
 
     assert "step 7: the training loss is nan" in capsys.readouterr().err
     records = {r["step"]: r for r in read_metrics(run)}
@@ -168,8 +171,12 @@ def test_on_nan_skip_skips_that_step_and_goes_on(prepared, tmp_path, monkeypatch
 def _interrupted(run, flags, signals: int, after: str):
     """Start `meap pretrain FLAGS`, send ``signals`` SIGINTs once ``after`` (a path under the run) exists
     (metrics.jsonl: with 3 records)."""
-    process = subprocess.Popen([sys.executable, "-m", "meap.cli", "pretrain", "--no-progress", *flags],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "meap.cli", "pretrain", "--no-progress", *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     while not (run / after).exists() or (after == "metrics.jsonl" and len(read_metrics(run)) < 3):
         assert process.poll() is None and time.monotonic() < deadline, f"the run ended before {after}"
@@ -195,10 +202,15 @@ def test_ctrl_c_saves_where_it_stopped_and_resume_continues_as_if_uninterrupted(
     assert 3 <= step < 100 and not (run / "final").exists()
     assert stderr.rstrip().splitlines()[-1] == (
         f"meap: interrupted; stopped at step {step}, saved in {kept}: continue with "
-        f"`meap pretrain --output {run} --resume`")
+        f"`meap pretrain --output {run} --resume`"
+    )
     assert "SIGINT: finishing this step, then saving a checkpoint" in stderr
-    resumed = subprocess.run([sys.executable, "-m", "meap.cli", "pretrain", "--no-progress", *flags, "--resume"],
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "meap.cli", "pretrain", "--no-progress", *flags, "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from step {step} " in resumed.stdout
     later = [r for r in without_timing(read_metrics(run)) if r["step"] > step]

@@ -12,9 +12,21 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def test_bf16_pretraining_reports_mfu(prepared, tmp_path):
-    config = load_config(PretrainConfig, overrides=dict(
-        data=str(prepared), output=str(tmp_path / "run"), seq_len=64, micro_batch_size=8, max_steps=6,
-        warmup_steps=1, log_every=2, eval_every=3, eval_batches=1, save_every=3))
+    config = load_config(
+        PretrainConfig,
+        overrides=dict(
+            data=str(prepared),
+            output=str(tmp_path / "run"),
+            seq_len=64,
+            micro_batch_size=8,
+            max_steps=6,
+            warmup_steps=1,
+            log_every=2,
+            eval_every=3,
+            eval_batches=1,
+            save_every=3,
+        ),
+    )
     run = pretrain(config, progress=False)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     trained = [r for r in records if "loss" in r]
@@ -36,7 +48,8 @@ def test_packed_rows_match_unpacked_rows_on_cuda(attention):
     model.config._attn_implementation = attention
     unpacked = collator(max_length=400)(samples())
     packed = collator(max_length=400, packing=True, packed_attention=attention)(
-        [{"pack": samples([0, 1])}, {"pack": samples([2, 3])}])
+        [{"pack": samples([0, 1])}, {"pack": samples([2, 3])}]
+    )
     to_cuda = lambda batch: {k: v.to("cuda") for k, v in batch.items()}  # noqa: E731
     expected = per_row_token_losses(model, to_cuda(unpacked))
     got = per_row_token_losses(model, to_cuda(packed))

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from meap.loss import chunked_cross_entropy
 from meap.constants import IGNORE_INDEX
+from meap.loss import chunked_cross_entropy
 from meap.train import pretrain, sft
 
 from conftest import assert_metrics_close, read_metrics, tiny_config

@@ -44,8 +44,9 @@ def test_exact_mode_masks_exact_count_of_eligible_positions_only(batch):
 @given(batches())
 def test_bernoulli_mode_never_masks_ineligible(batch):
     ids, eligible, ratio, seed = batch
-    _, mask = mask_inputs(ids, ratio, MASK_ID, eligible=eligible, generator=torch.Generator().manual_seed(seed),
-                          mode="bernoulli")
+    _, mask = mask_inputs(
+        ids, ratio, MASK_ID, eligible=eligible, generator=torch.Generator().manual_seed(seed), mode="bernoulli"
+    )
     assert not (mask & ~eligible).any()
 
 
@@ -88,8 +89,13 @@ def test_sample_seed_is_stable_and_spreads():
     # the same in another interpreter with another hash seed (a resumed or distributed run's processes)
     program = "from meap.masking import sample_seed; print([sample_seed(s, n) for s in (0, 7) for n in (0, 12)])"
     for hash_seed in ("1", "2"):
-        other = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True,
-                               env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        other = subprocess.run(
+            [sys.executable, "-c", program],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        )
         assert other.stdout.strip() == str([sample_seed(s, n) for s in (0, 7) for n in (0, 12)])
     seeds = {sample_seed(s, n) for s in range(4) for n in range(1000)}
     assert len(seeds) == 4000
@@ -102,8 +108,13 @@ def test_position_frequencies_are_uniform():
     rows, seq_len, ratio = 20000, 20, 0.15
     eligible = torch.ones(rows, seq_len, dtype=torch.bool)
     eligible[:, 0] = False  # a BOS-like position that must stay clean
-    _, mask = mask_inputs(torch.zeros(rows, seq_len, dtype=torch.long), ratio, MASK_ID, eligible=eligible,
-                          generator=torch.Generator().manual_seed(3))
+    _, mask = mask_inputs(
+        torch.zeros(rows, seq_len, dtype=torch.long),
+        ratio,
+        MASK_ID,
+        eligible=eligible,
+        generator=torch.Generator().manual_seed(3),
+    )
     per_row = round(ratio * (seq_len - 1))
     frequency = mask[:, 1:].float().mean(dim=0)
     expected = per_row / (seq_len - 1)
@@ -113,8 +124,13 @@ def test_position_frequencies_are_uniform():
 
 
 def test_bernoulli_rate_matches_ratio():
-    _, mask = mask_inputs(torch.zeros(2000, 100, dtype=torch.long), 0.15, MASK_ID,
-                          generator=torch.Generator().manual_seed(0), mode="bernoulli")
+    _, mask = mask_inputs(
+        torch.zeros(2000, 100, dtype=torch.long),
+        0.15,
+        MASK_ID,
+        generator=torch.Generator().manual_seed(0),
+        mode="bernoulli",
+    )
     assert abs(mask.float().mean().item() - 0.15) < 0.005
 
 

@@ -30,15 +30,23 @@ def offline_env(tmp_path) -> dict:
 
 
 def test_outbound_connections_are_really_refused(tmp_path):
-    probe = subprocess.run([sys.executable, "-c", "import urllib.request; urllib.request.urlopen('http://1.1.1.1', timeout=5)"],
-                           env=offline_env(tmp_path), capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import urllib.request; urllib.request.urlopen('http://1.1.1.1', timeout=5)"],
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+    )
     assert probe.returncode != 0 and "network access attempted" in probe.stderr
 
 
 def test_the_demo_runs_with_the_network_refused(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "meap.cli", "demo", "--quick", "--no-progress",
-                             "--output", str(tmp_path / "demo")],
-                            env=offline_env(tmp_path), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "meap.cli", "demo", "--quick", "--no-progress", "--output", str(tmp_path / "demo")],
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "network access attempted" not in result.stderr
     assert (tmp_path / "demo" / "comparison.md").is_file() and (tmp_path / "demo" / "comparison.png").is_file()

@@ -7,31 +7,58 @@ import pytest
 
 from meap.config import PretrainConfig, load_config
 from meap.errors import UserError
-from meap.plots import (draw_accuracy_by_position, draw_attention_layers, draw_niah_heatmap, draw_segment_mass,
-                        short_name, wrap_title)
+from meap.plots import (
+    draw_accuracy_by_position,
+    draw_attention_layers,
+    draw_niah_heatmap,
+    draw_segment_mass,
+    short_name,
+    wrap_title,
+)
 from meap.report import compare_runs, find_evaluations
 from meap.train import pretrain
 
 
 @pytest.fixture(scope="module")
 def three_runs(prepared, tmp_path_factory, request):
-    from meap.eval.mdqa_data import make_mdqa
     from meap.eval import attention, mdqa, niah
+    from meap.eval.mdqa_data import make_mdqa
 
     root = tmp_path_factory.mktemp("runs")
     runs = []
     for objective, seed in (("ntp", 1), ("meap", 1), ("meap", 2)):
-        config = load_config(PretrainConfig, overrides=dict(
-            data=str(prepared), output=str(root / f"{objective}-{seed}"), objective=objective, seed=seed,
-            seq_len=32, micro_batch_size=4, max_steps=4, warmup_steps=1, log_every=1, eval_every=2, eval_batches=1))
+        config = load_config(
+            PretrainConfig,
+            overrides=dict(
+                data=str(prepared),
+                output=str(root / f"{objective}-{seed}"),
+                objective=objective,
+                seed=seed,
+                seq_len=32,
+                micro_batch_size=4,
+                max_steps=4,
+                warmup_steps=1,
+                log_every=1,
+                eval_every=2,
+                eval_batches=1,
+            ),
+        )
         runs.append(pretrain(config, progress=False))
     haystack = root / "hay.txt"
     haystack.write_text("The river ran past the old mill. " * 200)
     for run in runs[:2]:
-        niah.run(str(run), run / "eval" / "niah", haystack=[str(haystack)], lengths=[160, 200], depths=[0, 100],
-                 max_new_tokens=4, progress=False)
-    attention.run([str(runs[1])], runs[1] / "eval" / "attention", samples=1, length=160, haystack=[str(haystack)],
-                  progress=False)
+        niah.run(
+            str(run),
+            run / "eval" / "niah",
+            haystack=[str(haystack)],
+            lengths=[160, 200],
+            depths=[0, 100],
+            max_new_tokens=4,
+            progress=False,
+        )
+    attention.run(
+        [str(runs[1])], runs[1] / "eval" / "attention", samples=1, length=160, haystack=[str(haystack)], progress=False
+    )
     data = make_mdqa(root / "mdqa.jsonl", num_docs=3, examples=4)
     mdqa.run(str(runs[2]), [str(data)], runs[2] / "eval" / "mdqa", max_new_tokens=4, progress=False)
     return runs
@@ -77,12 +104,19 @@ def test_every_evaluation_of_a_kind_is_reported_by_its_directory(three_runs, tmp
     runs = [tmp_path / "a", tmp_path / "b"]
     for source, run in zip(three_runs[1:], runs):
         shutil.copytree(source, run, ignore=shutil.ignore_patterns("checkpoints", "eval"))
-    files = {"mdqa": make_mdqa(tmp_path / "three.jsonl", num_docs=3, examples=2),
-             "mdqa-two-docs": make_mdqa(tmp_path / "two.jsonl", num_docs=2, examples=3)}
+    files = {
+        "mdqa": make_mdqa(tmp_path / "three.jsonl", num_docs=3, examples=2),
+        "mdqa-two-docs": make_mdqa(tmp_path / "two.jsonl", num_docs=2, examples=3),
+    }
     for directory, data in files.items():
         mdqa.run(str(runs[0]), [str(data)], runs[0] / "eval" / directory, max_new_tokens=2, progress=False)
-    mdqa.run(str(runs[1]), [str(files["mdqa-two-docs"])], runs[1] / "eval" / "mdqa-two-docs", max_new_tokens=2,
-             progress=False)
+    mdqa.run(
+        str(runs[1]),
+        [str(files["mdqa-two-docs"])],
+        runs[1] / "eval" / "mdqa-two-docs",
+        max_new_tokens=2,
+        progress=False,
+    )
     text = compare_runs(runs, tmp_path / "report").read_text()
     first = text.split("## Multi-document QA (best-subspan EM by gold position) [eval/mdqa]\n")[1].split("##")[0]
     second = text.split("## Multi-document QA (best-subspan EM by gold position) [eval/mdqa-two-docs]\n")[1]
@@ -105,11 +139,15 @@ def test_the_report_says_when_runs_are_not_like_with_like(three_runs, tmp_path):
     (runs[1] / "run.json").write_text(json.dumps({**facts, "tokenizer_sha256": "f" * 64, "meap_share": 0.25}))
     config = (runs[1] / "config.yaml").read_text()
     assert "\ndata: " in config and "\nmodel: tiny\n" in config
-    (runs[1] / "config.yaml").write_text(config.replace("\ndata: ", "\ndata: other-").replace("\nmodel: tiny\n",
-                                                                                               "\nmodel: tiny-2l\n"))
+    (runs[1] / "config.yaml").write_text(
+        config.replace("\ndata: ", "\ndata: other-").replace("\nmodel: tiny\n", "\nmodel: tiny-2l\n")
+    )
     text = compare_runs(runs, tmp_path / "differ").read_text()
     assert "different tokenizers (vocabulary hashes a: " in text and "b: ffffffffffff)" in text
-    assert "trained and validated on different data" in text and "start from different models (a: tiny; b: tiny-2l)" in text
+    assert (
+        "trained and validated on different data" in text
+        and "start from different models (a: tiny; b: tiny-2l)" in text
+    )
     assert "| b | meap (25% of conversations with the masked copy) |" in text
 
 
@@ -128,10 +166,15 @@ def test_the_report_leads_with_clean_validation_loss_and_says_why(three_runs, tm
     runs_table = text.split("## Runs")[1].split("##")[0]
     header = runs_table.strip().splitlines()[0]
     assert header.index("validation loss (clean inputs)") < header.index("training loss (inputs as trained)")
-    assert "MEAP replaces a share of its inputs with [MASK], so its training loss is higher by construction" in runs_table
+    assert (
+        "MEAP replaces a share of its inputs with [MASK], so its training loss is higher by construction" in runs_table
+    )
     for run in three_runs:
-        val = [json.loads(line)["val_loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
-               if "val_loss" in line][-1]
+        val = [
+            json.loads(line)["val_loss"]
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+            if "val_loss" in line
+        ][-1]
         assert f"| {run.name} | {run.name.split('-')[0]} | 4 | {val:.4f} |" in runs_table
 
 
@@ -143,14 +186,24 @@ def test_one_attention_analysis_of_two_runs_counts_for_both(three_runs, tmp_path
     haystack = tmp_path / "hay.txt"
     haystack.write_text("The river ran past the old mill. " * 200)
     # As the README does it: both models, one output inside one of the runs.
-    attention.run([str(ntp), str(meap)], meap / "eval" / "attention", samples=1, length=160, haystack=[str(haystack)],
-                  progress=False)
+    attention.run(
+        [str(ntp), str(meap)],
+        meap / "eval" / "attention",
+        samples=1,
+        length=160,
+        haystack=[str(haystack)],
+        progress=False,
+    )
 
     text = compare_runs([ntp, meap], tmp_path / "report").read_text()
 
     section = text.split("## Attention")[1].split("## Configuration")[0]
     assert "absent." not in section
-    rows = [line for line in section.splitlines() if line.startswith(f"| {ntp.name} |") or line.startswith(f"| {meap.name} |")]
+    rows = [
+        line
+        for line in section.splitlines()
+        if line.startswith(f"| {ntp.name} |") or line.startswith(f"| {meap.name} |")
+    ]
     assert [row.split(" | ")[0] for row in rows] == [f"| {ntp.name}", f"| {meap.name}"]
     assert "](segment_mass.png)" in section and "](layers.png)" in section
     assert (tmp_path / "report" / "layers.png").stat().st_size > 0
@@ -166,8 +219,10 @@ def test_figures_read_like_figures(three_runs, tmp_path):
     for png in sorted((tmp_path / "report").glob("*.png")):
         assert png_size(png)[0] >= 900, png  # readable at 100%, not 360 px
     # Integer ticks on discrete positions and layers, labelled axes, the sample count shown.
-    figure = draw_accuracy_by_position({"runs/ntp": {0: 0.0, 4: 0.0, 9: 0.0}, "runs/meap": {0: 0.0, 4: 0.0, 9: 0.5}},
-                                       examples={"runs/ntp": {0: 30, 4: 30, 9: 30}, "runs/meap": {0: 30, 4: 30, 9: 30}})
+    figure = draw_accuracy_by_position(
+        {"runs/ntp": {0: 0.0, 4: 0.0, 9: 0.0}, "runs/meap": {0: 0.0, 4: 0.0, 9: 0.5}},
+        examples={"runs/ntp": {0: 30, 4: 30, 9: 30}, "runs/meap": {0: 30, 4: 30, 9: 30}},
+    )
     axes = figure.axes[0]
     assert list(axes.get_xticks()) == [1, 5, 10] and axes.get_ylabel()
     legend = [t.get_text() for t in axes.get_legend().get_texts()]
@@ -185,17 +240,32 @@ def test_figures_read_like_figures(three_runs, tmp_path):
     figure = draw_attention_layers({"a": {"layers": layers, "samples": 8, "has_mask_token": True}})
     for axis in figure.axes:
         assert list(axis.get_xticks()) == [0, 1, 2, 3] and axis.get_ylabel() and axis.get_xlabel()
-    figure = draw_segment_mass({name: {"samples": 8, "average": {"segment_mass": {"before": 0.5, "answer": 0.2},
-                                                                 "segment_mass_half_width": {"before": 0.1, "answer": 0.05}}}
-                                for name in ("runs/ntp", "runs/meap")})
-    assert len(figure.axes[0].containers) == 4 and "95% t-intervals" in figure.axes[0].get_title()  # 2 bars, 2 error bars
-    figure = draw_niah_heatmap([{"length": 256, "depth": 0.0, "score": 0.5, "samples": 4}],
-                               title="NIAH: smollm2-135m run with a long name (substring match, overall 0.500)")
+    figure = draw_segment_mass(
+        {
+            name: {
+                "samples": 8,
+                "average": {
+                    "segment_mass": {"before": 0.5, "answer": 0.2},
+                    "segment_mass_half_width": {"before": 0.1, "answer": 0.05},
+                },
+            }
+            for name in ("runs/ntp", "runs/meap")
+        }
+    )
+    assert (
+        len(figure.axes[0].containers) == 4 and "95% t-intervals" in figure.axes[0].get_title()
+    )  # 2 bars, 2 error bars
+    figure = draw_niah_heatmap(
+        [{"length": 256, "depth": 0.0, "score": 0.5, "samples": 4}],
+        title="NIAH: smollm2-135m run with a long name (substring match, overall 0.500)",
+    )
     width, _ = figure.get_size_inches()
     assert width >= 6 and "n = 4 per cell" in figure.axes[0].get_title()
     assert "(substring match, overall 0.500)" in figure.axes[0].get_title().splitlines()  # not cut inside parentheses
     assert wrap_title("a (b c) d", 5) == ["a", "(b c)", "d"] and wrap_title("a (b c) d", 7) == ["a (b c)", "d"]
-    assert {text.get_fontsize() for text in figure.axes[0].texts} == {figure.axes[0].xaxis.get_ticklabels()[0].get_fontsize()}
+    assert {text.get_fontsize() for text in figure.axes[0].texts} == {
+        figure.axes[0].xaxis.get_ticklabels()[0].get_fontsize()
+    }
     figure.tight_layout()
     figure.canvas.draw()
     title, ylabel = figure.axes[0].title.get_window_extent(), figure.axes[0].yaxis.label.get_window_extent()
@@ -210,8 +280,16 @@ def test_each_niah_variant_has_its_own_section(three_runs, tmp_path):
     haystack = tmp_path / "hay.txt"
     haystack.write_text("The river ran past the old mill. " * 200)
     for run in runs:
-        niah.run(str(run), run / "eval" / "niah-multiquery", haystack=[str(haystack)], lengths=[400], depths=[0, 100],
-                 max_new_tokens=4, variant="multiquery", progress=False)
+        niah.run(
+            str(run),
+            run / "eval" / "niah-multiquery",
+            haystack=[str(haystack)],
+            lengths=[400],
+            depths=[0, 100],
+            max_new_tokens=4,
+            variant="multiquery",
+            progress=False,
+        )
     assert set(find_evaluations(runs[0])) >= {"niah", "niah-multiquery"}
 
     text = compare_runs(runs, tmp_path / "report").read_text()
@@ -233,11 +311,15 @@ def _run_with_retrieval(root, seed: int, objective: str, scores: list[float], va
     (run / "eval" / "retrieval").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"objective": objective, "seed": seed}))
     (run / "metrics.jsonl").write_text(json.dumps({"step": 4, "tokens": 64, "loss": 3.0, "val_loss": val_loss}) + "\n")
-    write_records(run / "eval" / "retrieval", [{"index": i, "absent": False, "correct": s, "distractor": 0.0}
-                                               for i, s in enumerate(scores)])
-    write_summary(run / "eval" / "retrieval", "retrieval", {"probes": len(scores), "absent_probes": 0,
-                                                           "strict": sum(scores) / len(scores),
-                                                           "distractor_given": 0.0})
+    write_records(
+        run / "eval" / "retrieval",
+        [{"index": i, "absent": False, "correct": s, "distractor": 0.0} for i, s in enumerate(scores)],
+    )
+    write_summary(
+        run / "eval" / "retrieval",
+        "retrieval",
+        {"probes": len(scores), "absent_probes": 0, "strict": sum(scores) / len(scores), "distractor_given": 0.0},
+    )
     return run
 
 
@@ -246,8 +328,11 @@ def test_compare_pairs_runs_by_seed_with_seed_level_statistics(tmp_path):
 
     scores = {0: ([0, 0, 1, 0], [1, 1, 1, 0]), 1: ([1, 0, 0, 0], [1, 0, 1, 1]), 2: ([0, 0, 0, 0], [0, 1, 0, 0])}
     val = {0: (2.5, 2.4), 1: (2.6, 2.55), 2: (2.4, 2.42)}
-    runs = [_run_with_retrieval(tmp_path, seed, objective, scores[seed][i], val[seed][i])
-            for seed in scores for i, objective in enumerate(("ntp", "meap"))]
+    runs = [
+        _run_with_retrieval(tmp_path, seed, objective, scores[seed][i], val[seed][i])
+        for seed in scores
+        for i, objective in enumerate(("ntp", "meap"))
+    ]
     report = compare_runs(runs, tmp_path / "report").read_text()
     section = report.split("## MEAP - NTP, paired by seed (3 seed(s): 0, 1, 2)")[1].split("\n## ")[0]
     paired = paired_difference([scores[s][0] for s in scores], [scores[s][1] for s in scores])

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from conftest import tiny_config
-
 from meap.train import pretrain
+
+from conftest import tiny_config
 
 SOURCES = sorted((Path(__file__).parents[1] / "src" / "meap").rglob("*.py"))
 
@@ -23,7 +23,7 @@ def calls(name: str) -> list[tuple[Path, str]]:
             while depth:
                 depth += {"(": 1, ")": -1}.get(text[end], 0)
                 end += 1
-            found.append((path, text[match.start():end]))
+            found.append((path, text[match.start() : end]))
     return found
 
 
@@ -31,8 +31,9 @@ def test_pickles_are_loaded_as_weights_only_and_remote_code_stays_off():
     # meap unpickles nothing itself; the libraries' loads on resume are checked below
     assert calls("torch.load") == [] and calls("pickle.load") == [] and calls("pickle.loads") == []
     assert not any("trust_remote_code=True" in path.read_text() for path in SOURCES)
-    local_loads = [(path, call) for path, call in calls(".from_pretrained")
-                   if "gguf_file" not in call]  # the packaged GGUF conversion reads a pinned package file
+    local_loads = [
+        (path, call) for path, call in calls(".from_pretrained") if "gguf_file" not in call
+    ]  # the packaged GGUF conversion reads a pinned package file
     assert local_loads and all("trust_remote_code=False" in call for _, call in local_loads), local_loads
 
 

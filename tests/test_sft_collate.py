@@ -3,17 +3,27 @@
 import pytest
 import torch
 
-from conftest import tiny_llama
 from meap.masking import sample_generators
 from meap.sft.collator import conversation_segments
 from meap.sft.rows import build_sft_rows
 from meap.sft.stream import SFTStream
+
+from conftest import tiny_llama
 from sft_cases import CONVERSATIONS, EOS, IGNORE, MASK, PAD, collator, per_row_token_losses, samples
+
 
 def test_unpacked_batch_holds_each_conversations_rows_right_padded():
     batch = collator()(samples())
-    expected = [build_sft_rows(CONVERSATIONS[i], mask_token_id=MASK, eos_token_id=EOS, mask_ratio=0.1,
-                               generator=sample_generators(0, [i])[0])[0] for i in range(len(CONVERSATIONS))]
+    expected = [
+        build_sft_rows(
+            CONVERSATIONS[i],
+            mask_token_id=MASK,
+            eos_token_id=EOS,
+            mask_ratio=0.1,
+            generator=sample_generators(0, [i])[0],
+        )[0]
+        for i in range(len(CONVERSATIONS))
+    ]
     assert [r["kind"] for r in expected] == ["concat", "ntp", "concat", "concat"]
     width = max(len(r["input_ids"]) for r in expected)
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (4, width)
@@ -62,8 +72,9 @@ def test_stream_epochs_are_seeded_permutations_identical_for_any_objective():
 def test_packing_bins_fit_max_length_and_visit_every_conversation_once_per_epoch():
     lengths = [sum(len(r["input_ids"]) for r in collator().rows({"segments": c})) for c in CONVERSATIONS]
     stream = SFTStream(CONVERSATIONS, epochs=2, seed=0, pack_lengths=lengths, max_length=200)
-    visits = [(CONVERSATIONS.index(c["segments"]), c["sample_index"]) for n in range(len(stream))
-              for c in stream[n]["pack"]]
+    visits = [
+        (CONVERSATIONS.index(c["segments"]), c["sample_index"]) for n in range(len(stream)) for c in stream[n]["pack"]
+    ]
     assert sorted(index for _, index in visits) == list(range(8))
     for n in range(len(stream)):
         assert sum(lengths[CONVERSATIONS.index(c["segments"])] for c in stream[n]["pack"]) <= 200
@@ -84,7 +95,8 @@ def test_packed_and_unpacked_batches_give_every_row_the_same_loss(attention, lay
     model.eval()
     unpacked = collator(layout=layout, max_length=400)(samples())
     packed = collator(layout=layout, max_length=400, packing=True, packed_attention=attention)(
-        [{"pack": samples([0, 1])}, {"pack": samples([2, 3])}])
+        [{"pack": samples([0, 1])}, {"pack": samples([2, 3])}]
+    )
     assert packed["input_ids"].shape[0] == 2 and packed["attention_mask"].dim() == 4
     if attention == "eager":
         assert packed["attention_mask"].dtype == torch.float32
@@ -100,7 +112,8 @@ def test_packed_and_unpacked_batches_give_every_row_the_same_loss(attention, lay
 
 def test_flash_attention_packing_is_one_flat_sequence_split_by_position_ids():
     packed = collator(max_length=400, packing=True, packed_attention="flash_attention_2")(
-        [{"pack": samples([0, 1])}, {"pack": samples([2, 3])}])
+        [{"pack": samples([0, 1])}, {"pack": samples([2, 3])}]
+    )
     unpacked = collator(max_length=400)(samples())
     assert "attention_mask" not in packed and packed["input_ids"].shape == (1, int(unpacked["attention_mask"].sum()))
     assert int((packed["position_ids"] == 0).sum()) == 4  # one start per row

@@ -6,8 +6,8 @@ import torch
 from meap.sft.rows import build_sft_example, build_sft_rows
 
 MASK, EOS, IGNORE = 999, 0, -100
-PROMPT = list(range(1, 9))          # 8 prompt tokens
-ANSWER = list(range(100, 160))      # 60 answer tokens: above the default 50
+PROMPT = list(range(1, 9))  # 8 prompt tokens
+ANSWER = list(range(100, 160))  # 60 answer tokens: above the default 50
 
 
 def gen(seed=0):
@@ -16,7 +16,9 @@ def gen(seed=0):
 
 def test_short_answers_and_ratio_zero_give_one_plain_row():
     for answer, ratio in ((ANSWER[:50], 0.1), (ANSWER, 0.0)):
-        rows = build_sft_example(PROMPT, answer, mask_token_id=MASK, eos_token_id=EOS, mask_ratio=ratio, generator=gen())
+        rows = build_sft_example(
+            PROMPT, answer, mask_token_id=MASK, eos_token_id=EOS, mask_ratio=ratio, generator=gen()
+        )
         assert [r["kind"] for r in rows] == ["ntp"]
         assert rows[0]["input_ids"].tolist() == PROMPT + answer + [EOS]
         assert rows[0]["labels"].tolist() == [IGNORE] * len(PROMPT) + answer + [EOS]
@@ -25,8 +27,9 @@ def test_short_answers_and_ratio_zero_give_one_plain_row():
 def test_the_rule_is_strictly_more_than_min_answer_tokens():
     rows = build_sft_example(PROMPT, ANSWER[:51], mask_token_id=MASK, eos_token_id=EOS, generator=gen())
     assert [r["kind"] for r in rows] == ["concat"]
-    rows = build_sft_example(PROMPT, ANSWER[:10], mask_token_id=MASK, eos_token_id=EOS, min_answer_tokens=5,
-                             generator=gen())
+    rows = build_sft_example(
+        PROMPT, ANSWER[:10], mask_token_id=MASK, eos_token_id=EOS, min_answer_tokens=5, generator=gen()
+    )
     assert [r["kind"] for r in rows] == ["concat"]
 
 
@@ -48,8 +51,9 @@ def test_concat_layout_labels():
 
 
 def test_separate_layout_rows():
-    original_row, masked_row = build_sft_example(PROMPT, ANSWER, mask_token_id=MASK, eos_token_id=EOS,
-                                                 layout="separate", generator=gen())
+    original_row, masked_row = build_sft_example(
+        PROMPT, ANSWER, mask_token_id=MASK, eos_token_id=EOS, layout="separate", generator=gen()
+    )
     assert original_row["kind"] == "original" and masked_row["kind"] == "masked"
     assert original_row["input_ids"].tolist() == PROMPT + ANSWER + [EOS]
     masked = masked_row["input_ids"] == MASK
@@ -82,21 +86,26 @@ def test_masks_differ_between_epochs_and_repeat_for_a_seed():
 def test_truncation():
     n = len(PROMPT) + len(ANSWER) + 1
     # A concat row that does not fit falls back to the (fitting) plain row, marked so it can be counted.
-    (row,) = build_sft_example(PROMPT, ANSWER, mask_token_id=MASK, eos_token_id=EOS, max_length=n + 5,
-                               generator=gen())
+    (row,) = build_sft_example(PROMPT, ANSWER, mask_token_id=MASK, eos_token_id=EOS, max_length=n + 5, generator=gen())
     assert row["kind"] == "ntp-fallback" and row["input_ids"].tolist() == PROMPT + ANSWER + [EOS]
     # Rows longer than max_length are cut at the end.
-    rows = build_sft_example(PROMPT, ANSWER, mask_token_id=MASK, eos_token_id=EOS, layout="separate",
-                             max_length=20, generator=gen())
+    rows = build_sft_example(
+        PROMPT, ANSWER, mask_token_id=MASK, eos_token_id=EOS, layout="separate", max_length=20, generator=gen()
+    )
     assert all(len(r["input_ids"]) == len(r["labels"]) == 20 for r in rows)
     assert rows[0]["labels"].tolist() == [IGNORE] * 8 + ANSWER[:12]
     # A prompt that fills max_length leaves nothing to learn: no row.
     assert build_sft_example(PROMPT, ANSWER[:5], mask_token_id=MASK, eos_token_id=EOS, max_length=8) == []
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"mask_ratio": 1.0}, "mask_ratio"), ({"layout": "zip"}, "layout"), ({"min_answer_tokens": -1}, "min_answer_tokens"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"mask_ratio": 1.0}, "mask_ratio"),
+        ({"layout": "zip"}, "layout"),
+        ({"min_answer_tokens": -1}, "min_answer_tokens"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_sft_example(PROMPT, ANSWER, mask_token_id=MASK, eos_token_id=EOS, **kwargs)

@@ -8,15 +8,18 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
-from conftest import tiny_llama
 from meap.sft.collator import MeapSFTCollator
 from meap.sft.formats import read_conversations
 from meap.sft.stream import SFTStream
 from meap.sft.template import tokenize_conversation
 from meap.tokens import add_mask_token
 
-ANSWER = ("The lantern by the harbor burned all night, and the fishermen counted the boats as they came in "
-          "one by one through the fog, until the last of them was safe against the stone wall.")
+from conftest import tiny_llama
+
+ANSWER = (
+    "The lantern by the harbor burned all night, and the fishermen counted the boats as they came in "
+    "one by one through the fog, until the last of them was safe against the stone wall."
+)
 
 
 def model_and_tokenizer(gpt2_tokenizer):
@@ -34,14 +37,25 @@ def changed(model, before):
 def test_trl_sft_trainer_with_the_meap_collator(gpt2_tokenizer, tmp_path):
     trl = pytest.importorskip("trl")
     model, tokenizer, mask_id = model_and_tokenizer(gpt2_tokenizer)
-    dataset = Dataset.from_list([{"prompt": f"Question {i}: what did the lantern see?\n", "completion": ANSWER}
-                                 for i in range(8)])
-    collator = MeapSFTCollator(mask_id, tokenizer.eos_token_id, tokenizer.pad_token_id, mask_ratio=0.1,
-                               min_answer_tokens=20, max_length=512)
-    args = trl.SFTConfig(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=2, learning_rate=1e-3,
-                         report_to="none", use_cpu=True, save_strategy="no", logging_steps=1)
-    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             data_collator=collator)
+    dataset = Dataset.from_list(
+        [{"prompt": f"Question {i}: what did the lantern see?\n", "completion": ANSWER} for i in range(8)]
+    )
+    collator = MeapSFTCollator(
+        mask_id, tokenizer.eos_token_id, tokenizer.pad_token_id, mask_ratio=0.1, min_answer_tokens=20, max_length=512
+    )
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=3,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+    )
+    trainer = trl.SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, data_collator=collator
+    )
 
     batch = next(iter(trainer.get_train_dataloader()))
     answer_tokens = len(tokenizer(ANSWER)["input_ids"]) + 1  # TRL ends the completion with EOS
@@ -60,11 +74,20 @@ def test_plain_trainer_with_the_meap_collator_and_a_stream(gpt2_tokenizer, tmp_p
     data.write_text("".join(f'{{"instruction": "Tell story {i}.", "output": "{ANSWER}"}}\n' for i in range(6)))
     conversations = [tokenize_conversation(tokenizer, turns) for turns in read_conversations([str(data)])]
     stream = SFTStream(conversations, epochs=2, seed=0)  # masks drawn anew in every epoch
-    collator = MeapSFTCollator(mask_id, tokenizer.eos_token_id, mask_ratio=0.1, min_answer_tokens=20, max_length=512,
-                               seed=0)
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=3,
-                             learning_rate=1e-3, report_to="none", use_cpu=True, save_strategy="no",
-                             remove_unused_columns=False, logging_steps=1)
+    collator = MeapSFTCollator(
+        mask_id, tokenizer.eos_token_id, mask_ratio=0.1, min_answer_tokens=20, max_length=512, seed=0
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        num_train_epochs=1,
+        per_device_train_batch_size=3,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        remove_unused_columns=False,
+        logging_steps=1,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=stream, data_collator=collator)
     before = {n: p.clone() for n, p in model.state_dict().items()}
     trainer.train()

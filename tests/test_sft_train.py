@@ -12,9 +12,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from meap.config import SFTConfig, load_config
 from meap.errors import UserError
-from sft_cases import alpaca, config, messages, sharegpt, write
 from meap.train import sft
 from meap.train.build_sft import build_sft_run
+
+from sft_cases import alpaca, config, messages, sharegpt, write
+
 
 @pytest.fixture
 def alpaca_file(tmp_path):
@@ -29,8 +31,10 @@ def without_timing(records):
     return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu", "elapsed_s")} for r in records]
 
 
-@pytest.mark.parametrize("fmt,name,make", [("alpaca", "a.jsonl", alpaca), ("sharegpt", "s.json", sharegpt),
-                                           ("messages", "m.parquet", messages)])
+@pytest.mark.parametrize(
+    "fmt,name,make",
+    [("alpaca", "a.jsonl", alpaca), ("sharegpt", "s.json", sharegpt), ("messages", "m.parquet", messages)],
+)
 def test_each_format_trains_checkpoints_and_writes_a_loadable_model(tiny_model_dir, tmp_path, fmt, name, make):
     data = write(tmp_path / name, [make(i) for i in range(20)])
     run = sft(config(tiny_model_dir, [data], tmp_path / "run"), progress=False)
@@ -74,14 +78,17 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tiny_model_dir, al
 
 def test_ntp_baseline_sees_the_same_conversations_in_the_same_order(tiny_model_dir, alpaca_file, tmp_path):
     meap = build_sft_run(config(tiny_model_dir, [alpaca_file], tmp_path / "m", epochs=2), progress=False)
-    ntp = build_sft_run(config(tiny_model_dir, [alpaca_file], tmp_path / "n", epochs=2, objective="ntp"),
-                        progress=False)
+    ntp = build_sft_run(
+        config(tiny_model_dir, [alpaca_file], tmp_path / "n", epochs=2, objective="ntp"), progress=False
+    )
     assert meap.max_steps == ntp.max_steps == 18
     assert meap.trainer.train_dataset.items == ntp.trainer.train_dataset.items
     for name, tensor in meap.trainer.model.state_dict().items():
         assert torch.equal(tensor, ntp.trainer.model.state_dict()[name]), name
     mask_id = meap.tokenizer.convert_tokens_to_ids("[MASK]")
-    for meap_batch, ntp_batch in islice(zip(meap.trainer.get_train_dataloader(), ntp.trainer.get_train_dataloader()), 4):
+    for meap_batch, ntp_batch in islice(
+        zip(meap.trainer.get_train_dataloader(), ntp.trainer.get_train_dataloader()), 4
+    ):
         assert not (ntp_batch["input_ids"] == mask_id).any() and (meap_batch["input_ids"] == mask_id).any()
         for row in range(ntp_batch["input_ids"].shape[0]):
             n = int(ntp_batch["attention_mask"][row].sum())
@@ -109,15 +116,29 @@ def test_lora_writes_an_adapter_and_a_merged_model(gpt2_tokenizer, alpaca_file, 
     gpt2_tokenizer.save_pretrained(tiny_model_dir)
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
-        run = sft(config(tiny_model_dir, [alpaca_file], tmp_path / "lora", lora_r=4, max_steps=3, eval_every=0,
-                         save_every=2, keep_checkpoints=0), progress=False)
+        run = sft(
+            config(
+                tiny_model_dir,
+                [alpaca_file],
+                tmp_path / "lora",
+                lora_r=4,
+                max_steps=3,
+                eval_every=0,
+                save_every=2,
+                keep_checkpoints=0,
+            ),
+            progress=False,
+        )
     assert not [str(w.message) for w in said if w.category in (UserWarning, FutureWarning)]  # no library noise
     assert (run / "adapter" / "adapter_config.json").is_file()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     tuned = AutoModelForCausalLM.from_pretrained(run / "final").state_dict()
     assert set(tuned) == set(base)  # merged: a plain model, no LoRA modules left
-    changed = [name for name in base if name in tuned and tuned[name].shape == base[name].shape
-               and not torch.equal(tuned[name], base[name])]
+    changed = [
+        name
+        for name in base
+        if name in tuned and tuned[name].shape == base[name].shape and not torch.equal(tuned[name], base[name])
+    ]
     assert any("proj" in name for name in changed)
     mask_id = AutoTokenizer.from_pretrained(run / "final").convert_tokens_to_ids("[MASK]")
     embeddings = tuned["model.embed_tokens.weight"]
@@ -152,10 +173,31 @@ def test_the_command_fine_tunes_on_the_builtin_set(tiny_model_dir, tmp_path, bui
     import sys
 
     def sft(output, *options):
-        return subprocess.run([sys.executable, "-m", "meap.cli", "sft", "--model", str(tiny_model_dir), "--data",
-                               "builtin:12", "--max-steps", "2", "--micro-batch-size", "2", "--max-length", "512",
-                               "--output", str(output), "--no-progress", *options],
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "meap.cli",
+                "sft",
+                "--model",
+                str(tiny_model_dir),
+                "--data",
+                "builtin:12",
+                "--max-steps",
+                "2",
+                "--micro-batch-size",
+                "2",
+                "--max-length",
+                "512",
+                "--output",
+                str(output),
+                "--no-progress",
+                *options,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     # Built-in conversations take ~350 tokens, so original + copy do not fit this model's 512 positions: a MEAP
     # run would be plain NTP, and is refused, saying what fits; nothing is left behind.
@@ -181,13 +223,39 @@ def test_a_meap_run_in_which_few_conversations_get_the_copy_says_so_loudly(tiny_
 
     data = tmp_path / "mixed.jsonl"
     long_answer = " ".join(["word"] * 80)
-    data.write_text("".join(json.dumps({"instruction": f"Say {i}.", "output": long_answer if i < 2 else "Yes."}) + "\n"
-                            for i in range(8)))
+    data.write_text(
+        "".join(
+            json.dumps({"instruction": f"Say {i}.", "output": long_answer if i < 2 else "Yes."}) + "\n"
+            for i in range(8)
+        )
+    )
     output = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "meap.cli", "sft", "--model", str(tiny_model_dir), "--data",
-                             str(data), "--max-steps", "1", "--micro-batch-size", "2", "--max-length", "512",
-                             "--val-fraction", "0", "--output", str(output), "--no-progress"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meap.cli",
+            "sft",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "--max-steps",
+            "1",
+            "--micro-batch-size",
+            "2",
+            "--max-length",
+            "512",
+            "--val-fraction",
+            "0",
+            "--output",
+            str(output),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "WARNING: only 25% of the conversations get MEAP's masked copy" in result.stderr
     assert "6 have answers of 50 tokens or fewer" in result.stderr
@@ -200,21 +268,35 @@ def test_fine_tuning_a_meap_pretrain_run(prepared, tmp_path, alpaca_file):
     from meap.config import PretrainConfig
     from meap.train import pretrain
 
-    base = pretrain(load_config(PretrainConfig, overrides=dict(
-        data=str(prepared), output=str(tmp_path / "base"), seq_len=32, micro_batch_size=4, max_steps=2,
-        eval_every=0)), progress=False)
+    base = pretrain(
+        load_config(
+            PretrainConfig,
+            overrides=dict(
+                data=str(prepared),
+                output=str(tmp_path / "base"),
+                seq_len=32,
+                micro_batch_size=4,
+                max_steps=2,
+                eval_every=0,
+            ),
+        ),
+        progress=False,
+    )
     run = sft(config(base, [alpaca_file], tmp_path / "sft", max_steps=2, eval_every=0), progress=False)
     before = AutoTokenizer.from_pretrained(base / "final")
     after = AutoTokenizer.from_pretrained(run / "final")
     assert len(after) == len(before)  # [MASK] was reused, not added again
     assert after.convert_tokens_to_ids("[MASK]") == before.convert_tokens_to_ids("[MASK]")
-    assert AutoModelForCausalLM.from_pretrained(run / "final").config.vocab_size == \
-        AutoModelForCausalLM.from_pretrained(base / "final").config.vocab_size
+    assert (
+        AutoModelForCausalLM.from_pretrained(run / "final").config.vocab_size
+        == AutoModelForCausalLM.from_pretrained(base / "final").config.vocab_size
+    )
 
 
 def test_resume_refuses_a_model_whose_tokenizer_changed(gpt2_tokenizer, alpaca_file, tmp_path):
-    from conftest import tiny_llama
     from meap.errors import UserError
+
+    from conftest import tiny_llama
 
     model_dir = tmp_path / "padded"  # spare embedding rows, as most released models have
     tiny_llama(len(gpt2_tokenizer) + 63, hidden=16).save_pretrained(model_dir)
@@ -237,25 +319,64 @@ def test_trl_prompt_completion_files_and_skipping_bad_records(tiny_model_dir, tm
     from meap.sft.formats import read_conversations
 
     data = tmp_path / "pc.jsonl"
-    data.write_text("\n".join([
-        json.dumps({"prompt": "Name a colour.", "completion": "Blue."}),
-        json.dumps({"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}],
-                    "completion": [{"role": "assistant", "content": "Hello."}]}),
-        '{"prompt": "broken',
-        json.dumps({"prompt": "no completion"}),
-        json.dumps({"prompt": "A number?", "completion": "Seven."})]) + "\n")
+    data.write_text(
+        "\n".join(
+            [
+                json.dumps({"prompt": "Name a colour.", "completion": "Blue."}),
+                json.dumps(
+                    {
+                        "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}],
+                        "completion": [{"role": "assistant", "content": "Hello."}],
+                    }
+                ),
+                '{"prompt": "broken',
+                json.dumps({"prompt": "no completion"}),
+                json.dumps({"prompt": "A number?", "completion": "Seven."}),
+            ]
+        )
+        + "\n"
+    )
     skipped: list[str] = []
     conversations = read_conversations([str(data)], None, skipped)
-    assert conversations[0] == [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}]
+    assert conversations[0] == [
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue."},
+    ]
     assert [t["role"] for t in conversations[1]] == ["system", "user", "assistant"] and len(conversations) == 3
     assert len(skipped) == 2 and skipped[0].startswith(f"{data}:3: malformed JSON")
     with pytest.raises(UserError, match=r"pc.jsonl:3: malformed JSON"):
         read_conversations([str(data)])
     output = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "meap.cli", "sft", "--model", str(tiny_model_dir), "--data", str(data),
-                             "--skip-bad-lines", "true", "--max-steps", "1", "--micro-batch-size", "2",
-                             "--max-length", "256", "--val-fraction", "0", "--objective", "ntp", "--output", str(output),
-                             "--no-progress"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meap.cli",
+            "sft",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "--skip-bad-lines",
+            "true",
+            "--max-steps",
+            "1",
+            "--micro-batch-size",
+            "2",
+            "--max-length",
+            "256",
+            "--val-fraction",
+            "0",
+            "--objective",
+            "ntp",
+            "--output",
+            str(output),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "2 bad records skipped (--skip-bad-lines); the first: " in result.stderr
     assert json.loads((output / "run.json").read_text())["skipped_records"] == 2

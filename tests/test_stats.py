@@ -56,8 +56,13 @@ def _simulated(rng, seeds: int, prompts: int, effect: float):
     by chance per seed and objective (bimodal seeds); prompts have a difficulty and their own effect."""
     difficulty, prompt_effect = rng.normal(0, 0.1, prompts), rng.normal(0, 0.05, prompts)
     baseline = 0.5 * rng.integers(0, 2, (seeds, 1)) + difficulty + rng.normal(0, 0.2, (seeds, prompts))
-    treatment = (0.5 * rng.integers(0, 2, (seeds, 1)) + effect + difficulty + prompt_effect
-                 + rng.normal(0, 0.2, (seeds, prompts)))
+    treatment = (
+        0.5 * rng.integers(0, 2, (seeds, 1))
+        + effect
+        + difficulty
+        + prompt_effect
+        + rng.normal(0, 0.2, (seeds, prompts))
+    )
     return baseline, treatment
 
 
@@ -66,7 +71,9 @@ def _two_level_percentile_bootstrap(baseline, treatment, rng, replicates=1000):
     difference = np.asarray(treatment) - np.asarray(baseline)
     seeds, prompts = difference.shape
     drawn_seeds = rng.integers(0, seeds, (replicates, seeds))
-    means = difference[drawn_seeds[:, :, None], rng.integers(0, prompts, (replicates, seeds, prompts))].mean(axis=(1, 2))
+    means = difference[drawn_seeds[:, :, None], rng.integers(0, prompts, (replicates, seeds, prompts))].mean(
+        axis=(1, 2)
+    )
     return np.percentile(means, [2.5, 97.5])
 
 
@@ -82,6 +89,10 @@ def test_the_95_interval_covers_a_known_effect_at_its_nominal_rate(seeds):
 
 def test_the_old_two_level_bootstrap_under_covers():
     rng, effect, simulations = np.random.default_rng(5), 0.1, 300
-    covered = sum(low <= effect <= high for low, high in (
-        _two_level_percentile_bootstrap(*_simulated(rng, 5, 30, effect), rng) for _ in range(simulations)))
+    covered = sum(
+        low <= effect <= high
+        for low, high in (
+            _two_level_percentile_bootstrap(*_simulated(rng, 5, 30, effect), rng) for _ in range(simulations)
+        )
+    )
     assert covered / simulations < 0.9  # measured: 81.5%

@@ -41,7 +41,7 @@ def test_no_import_cycle_inside_the_package():
     def visit(name: str, trail: list[str]) -> None:
         state[name] = "open"
         for dep in sorted(graph[name]):
-            assert state.get(dep) != "open", "import cycle: " + " -> ".join([*trail[trail.index(dep):], dep])
+            assert state.get(dep) != "open", "import cycle: " + " -> ".join([*trail[trail.index(dep) :], dep])
             if dep not in state:
                 visit(dep, [*trail, dep])
         state[name] = "done"
@@ -53,17 +53,22 @@ def test_no_import_cycle_inside_the_package():
 
 
 def test_no_module_over_450_lines():
-    sizes = {str(path.relative_to(PACKAGE)): len(path.read_text(encoding="utf-8").splitlines())
-             for path in PACKAGE.rglob("*.py")}
+    sizes = {
+        str(path.relative_to(PACKAGE)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in PACKAGE.rglob("*.py")
+    }
     assert {name: lines for name, lines in sizes.items() if lines > MAX_LINES} == {}
 
 
 def test_help_presets_and_argument_errors_import_no_torch():
-    probe = ("import sys\nfrom meap import cli\ncodes = []\n"
-             "for argv in (['--help'], ['presets'], ['pretrain', '--lenghts', '1'], ['eval', 'niah', '--bogus']):\n"
-             "    try:\n        codes.append(cli.run(argv))\n    except SystemExit as exit:\n        codes.append(exit.code)\n"
-             "    except Exception as error:\n        codes.append(type(error).__name__)\n"
-             "print(codes, sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))")
+    probe = (
+        "import sys\nfrom meap import cli\ncodes = []\n"
+        "for argv in (['--help'], ['presets'], ['pretrain', '--lenghts', '1'], ['eval', 'niah', '--bogus']):\n"
+        "    try:\n        codes.append(cli.run(argv))\n"
+        "    except SystemExit as exit:\n        codes.append(exit.code)\n"
+        "    except Exception as error:\n        codes.append(type(error).__name__)\n"
+        "print(codes, sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[0, 0, 'UserError', 'UserError'] []"
 
@@ -71,13 +76,16 @@ def test_help_presets_and_argument_errors_import_no_torch():
 def readme_layout() -> list[str]:
     """The modules and packages the README's Layout lists, in its order (``models.py``, ``train``...)."""
     readme = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
-    return re.findall(r"^src/meap/(\S+?)/?\s", readme[readme.index("## Layout"):], flags=re.M)
+    return re.findall(r"^src/meap/(\S+?)/?\s", readme[readme.index("## Layout") :], flags=re.M)
 
 
 def test_the_readme_layout_names_every_module_and_package():
     listed = set(readme_layout())
-    present = {path.name for path in PACKAGE.iterdir()
-               if (path.suffix == ".py" and path.stem not in ("__init__", "__main__")) or (path / "__init__.py").is_file()}
+    present = {
+        path.name
+        for path in PACKAGE.iterdir()
+        if (path.suffix == ".py" and path.stem not in ("__init__", "__main__")) or (path / "__init__.py").is_file()
+    }
     assert present - listed == set(), "modules the README's Layout does not describe"
     assert listed - present == set(), "the README's Layout names modules that do not exist"
 
@@ -89,9 +97,13 @@ def test_modules_import_only_from_those_above_them_in_the_readme_layout():
     def part(module: str) -> str:  # meap.train.build -> train
         return module.split(".")[1]
 
-    upward = sorted(f"{name} imports {dep}" for name, path in paths.items() if name.count(".") and part(name) in order
-                    for dep in imports_of(path, set(paths)) if dep.count(".") and part(dep) in order
-                    and order.index(part(dep)) > order.index(part(name)))
+    upward = sorted(
+        f"{name} imports {dep}"
+        for name, path in paths.items()
+        if name.count(".") and part(name) in order
+        for dep in imports_of(path, set(paths))
+        if dep.count(".") and part(dep) in order and order.index(part(dep)) > order.index(part(name))
+    )
     assert upward == []
 
 
@@ -99,11 +111,19 @@ def test_test_modules_do_not_import_each_other():
     """Shared helpers live in conftest.py, error_cases.py and sft_cases.py, never in a test module."""
     tests = Path(__file__).parent
     modules = {path.stem for path in tests.rglob("test_*.py")}
-    found = sorted(f"{path.relative_to(tests)} imports {name}" for path in tests.rglob("*.py")
-                   for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-                   for name in ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
-                                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
-                   if name.split(".")[-1] in modules)
+    found = sorted(
+        f"{path.relative_to(tests)} imports {name}"
+        for path in tests.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        for name in (
+            [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module]
+            if isinstance(node, ast.ImportFrom) and node.module
+            else []
+        )
+        if name.split(".")[-1] in modules
+    )
     assert found == []
 
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import tiny_llama
 from meap.tokens import MASK_TOKEN, add_mask_token, mask_token_id
+
+from conftest import tiny_llama
 
 
 @pytest.mark.parametrize("tied", [False, True])

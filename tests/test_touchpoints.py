@@ -48,8 +48,14 @@ def test_pin_accelerate_fsdp_on_cpu():
 
 
 def test_pin_attn_implementation():
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     for kernel in ("eager", "sdpa"):
         assert attention_kernel(AutoModelForCausalLM.from_config(config, attn_implementation=kernel)) == kernel
 
@@ -101,6 +107,9 @@ def test_pin_lm_eval_globals():
     for module in (lm_eval.api.task, lm_eval.api.model, lm_eval.models.huggingface):
         assert callable(module.tqdm), module.__name__
     assert callable(lm_eval.evaluator.get_git_commit_hash)
-    for module, name in ((huggingface_hub.constants, "HF_HUB_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"),
-                         (datasets.config, "HF_DATASETS_OFFLINE")):
+    for module, name in (
+        (huggingface_hub.constants, "HF_HUB_OFFLINE"),
+        (datasets.config, "HF_HUB_OFFLINE"),
+        (datasets.config, "HF_DATASETS_OFFLINE"),
+    ):
         assert isinstance(getattr(module, name), bool), (module.__name__, name)

@@ -20,7 +20,7 @@ from meap.rundir import RUN_FILE
 from meap.train import pretrain
 from meap.train.build import build_run
 
-from conftest import read_metrics, tiny_config, without_timing
+from conftest import assert_metrics_close, read_metrics, tiny_config, without_timing
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -112,8 +112,13 @@ def test_resume_reproduces_the_uninterrupted_run(prepared, tmp_path):
 def test_every_recipe_loads(config):
     from meap.config import DemoConfig, SFTConfig, SFTDemoConfig
 
-    kinds = {"sft": SFTConfig, "demo": DemoConfig, "repro-small": DemoConfig, "evidence-cpu": DemoConfig,
-             "evidence-sft": SFTDemoConfig}
+    kinds = {
+        "sft": SFTConfig,
+        "demo": DemoConfig,
+        "repro-small": DemoConfig,
+        "evidence-cpu": DemoConfig,
+        "evidence-sft": SFTDemoConfig,
+    }
     kind = kinds.get(config.stem, PretrainConfig)
     written = yaml.safe_load(config.read_text(encoding="utf-8"))
     loaded = config_to_dict(load_config(kind, config))  # raises on an unknown key or a problem
@@ -125,12 +130,19 @@ def test_the_last_step_is_logged_and_validated(prepared, tmp_path, capsys):
     run = pretrain(tiny_config(prepared, tmp_path / "run", log_every=3, eval_every=3, save_every=0), progress=False)
     records = read_metrics(run)
     assert [(m["step"], "loss" in m, "val_loss" in m) for m in records] == [
-        (3, True, True), (6, True, True), (8, True, True)]
+        (3, True, True),
+        (6, True, True),
+        (8, True, True),
+    ]
     # Without a progress bar, a plain line per logged step and per validation.
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
     assert [line.split("  ")[:2] for line in lines] == [
-        [f"step {m['step']}/8", f"loss {m['loss']:.4f}"] if key == "loss" else [f"step {m['step']}/8", f"val_loss {m['val_loss']:.4f}"]
-        for m in records for key in ("loss", "val_loss")]
+        [f"step {m['step']}/8", f"loss {m['loss']:.4f}"]
+        if key == "loss"
+        else [f"step {m['step']}/8", f"val_loss {m['val_loss']:.4f}"]
+        for m in records
+        for key in ("loss", "val_loss")
+    ]
     assert all("tok/s" in line and "ETA" in line for line in lines[::2])
     assert load_config(PretrainConfig, run / "config.yaml").output == str(tmp_path / "run")
 
@@ -138,8 +150,18 @@ def test_the_last_step_is_logged_and_validated(prepared, tmp_path, capsys):
 def test_the_run_says_how_many_epochs_it_plans_and_warns_when_the_data_repeats(prepared, tmp_path, capsys):
     seq_len, batch = 512, 16  # few long sequences, so that three passes take few steps
     sequences = PackedBlocks(open_split(prepared, "train"), seq_len).num_blocks
-    run = pretrain(tiny_config(prepared, tmp_path / "once", seq_len=seq_len, micro_batch_size=batch, max_steps=1,
-                               eval_every=0, save_every=0), progress=False)
+    run = pretrain(
+        tiny_config(
+            prepared,
+            tmp_path / "once",
+            seq_len=seq_len,
+            micro_batch_size=batch,
+            max_steps=1,
+            eval_every=0,
+            save_every=0,
+        ),
+        progress=False,
+    )
     out, err = capsys.readouterr()
     facts = json.loads((run / RUN_FILE).read_text())
     assert facts["sequences"]["train"] == sequences and facts["epochs"] == pytest.approx(batch / sequences, abs=1e-4)
@@ -147,8 +169,19 @@ def test_the_run_says_how_many_epochs_it_plans_and_warns_when_the_data_repeats(p
     assert "repeats" not in err
     steps = 3 * sequences // batch + 1  # just over three passes
     # said when the run is built, before the first step: no need to train the three passes
-    run = build_run(tiny_config(prepared, tmp_path / "thrice", seq_len=seq_len, micro_batch_size=batch, max_steps=steps,
-                                eval_every=0, save_every=0, log_every=steps), progress=False)
+    run = build_run(
+        tiny_config(
+            prepared,
+            tmp_path / "thrice",
+            seq_len=seq_len,
+            micro_batch_size=batch,
+            max_steps=steps,
+            eval_every=0,
+            save_every=0,
+            log_every=steps,
+        ),
+        progress=False,
+    )
     assert f"the training data repeats: {steps:,} steps take " in capsys.readouterr().err
     assert run.facts["epochs"] > 3  # what run.json records
 
@@ -164,8 +197,9 @@ def test_resuming_a_finished_run_changes_nothing(prepared, tmp_path, capsys):
 
 def test_gradient_accumulation_matches_a_bigger_micro_batch(prepared, tmp_path):
     whole = pretrain(tiny_config(prepared, tmp_path / "whole", micro_batch_size=4, max_steps=4), progress=False)
-    split = pretrain(tiny_config(prepared, tmp_path / "split", micro_batch_size=2, grad_accum_steps=2, max_steps=4),
-                     progress=False)
+    split = pretrain(
+        tiny_config(prepared, tmp_path / "split", micro_batch_size=2, grad_accum_steps=2, max_steps=4), progress=False
+    )
     for a, b in zip(read_metrics(whole), read_metrics(split), strict=True):
         assert a["step"] == b["step"] and a["tokens"] == b["tokens"]
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
@@ -174,8 +208,10 @@ def test_gradient_accumulation_matches_a_bigger_micro_batch(prepared, tmp_path):
 def test_a_validation_split_smaller_than_a_batch_is_validated_in_smaller_batches(prepared, tmp_path):
     val_sequences = PackedBlocks(open_split(prepared, "val"), 512, shuffle=False).num_blocks
     assert 8 < val_sequences < 64
-    run = build_run(tiny_config(prepared, tmp_path / "run", seq_len=512, micro_batch_size=64, max_steps=3,
-                                eval_every=3), progress=False)
+    run = build_run(
+        tiny_config(prepared, tmp_path / "run", seq_len=512, micro_batch_size=64, max_steps=3, eval_every=3),
+        progress=False,
+    )
     batches = list(run.trainer.get_eval_dataloader())
     assert [len(batch["input_ids"]) for batch in batches] == [val_sequences]
 
@@ -187,8 +223,9 @@ def test_a_200kb_corpus_with_defaults_has_a_validation_loss(builtin_prose, tmp_p
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(next(iter(builtin_documents()))[:200_000], encoding="utf-8")
     data = prepare_corpus([str(corpus)], tmp_path / "data", num_proc=1, progress=False)  # GPT-2, 0.5% asked for
-    run = build_run(load_config(PretrainConfig, overrides={"data": str(data), "output": str(tmp_path / "run")}),
-                    progress=False)
+    run = build_run(
+        load_config(PretrainConfig, overrides={"data": str(data), "output": str(tmp_path / "run")}), progress=False
+    )
     assert run.trainer.args.eval_strategy == "steps"
     sequences = sum(len(batch["input_ids"]) for batch in run.trainer.get_eval_dataloader())
     assert sequences >= 16  # a tenth of ~50k tokens, in sequences of 257
@@ -198,8 +235,9 @@ def test_validation_is_off_only_without_one_held_out_sequence_and_says_what_to_c
     from meap.data.prepare import prepare_corpus
 
     (tmp_path / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 100, encoding="utf-8")
-    data = prepare_corpus([str(tmp_path / "text.txt")], tmp_path / "data", val_fraction=0.01, min_val_tokens=0,
-                          num_proc=1, progress=False)
+    data = prepare_corpus(
+        [str(tmp_path / "text.txt")], tmp_path / "data", val_fraction=0.01, min_val_tokens=0, num_proc=1, progress=False
+    )
     run = pretrain(tiny_config(data, tmp_path / "run", max_steps=2, eval_every=1), progress=False)
     assert "validation is off (prepare the data with a larger --val-fraction" in capsys.readouterr().err
     assert not any("val_loss" in m for m in read_metrics(run))
@@ -214,15 +252,22 @@ def test_continued_pretraining_from_a_run(prepared, tmp_path):
 
 
 def test_a_local_model_without_mask_gets_a_mean_row(gpt2_tokenizer, tmp_path):
-    from conftest import tiny_llama
     from meap.data.prepare import prepare_corpus
+
+    from conftest import tiny_llama
 
     model_dir = tmp_path / "gpt2-like"
     tiny_llama(len(gpt2_tokenizer), hidden=16).save_pretrained(model_dir)
     gpt2_tokenizer.save_pretrained(model_dir)
     (tmp_path / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 400, encoding="utf-8")
-    data = prepare_corpus([str(tmp_path / "text.txt")], tmp_path / "data", tokenizer=str(model_dir),
-                          val_fraction=0.1, num_proc=1, progress=False)
+    data = prepare_corpus(
+        [str(tmp_path / "text.txt")],
+        tmp_path / "data",
+        tokenizer=str(model_dir),
+        val_fraction=0.1,
+        num_proc=1,
+        progress=False,
+    )
     original = AutoModelForCausalLM.from_pretrained(model_dir).get_input_embeddings().weight
 
     run = build_run(tiny_config(data, tmp_path / "run", model=str(model_dir), micro_batch_size=2), progress=False)
@@ -235,8 +280,11 @@ def test_a_local_model_without_mask_gets_a_mean_row(gpt2_tokenizer, tmp_path):
 
 def test_a_model_directory_refuses_data_from_another_tokenizer(prepared, tiny_model_dir, tmp_path):
     # The prepared BPE has 512 tokens, far fewer than the model's 50,257 rows: a size check lets it through.
-    with pytest.raises(UserError, match=rf"tokenised by another tokenizer than model {tiny_model_dir}'s "
-                                        rf"\(511 tokens besides \[MASK\] against 50257\); .* --tokenizer {tiny_model_dir} "):
+    with pytest.raises(
+        UserError,
+        match=rf"tokenised by another tokenizer than model {tiny_model_dir}'s "
+        rf"\(511 tokens besides \[MASK\] against 50257\); .* --tokenizer {tiny_model_dir} ",
+    ):
         build_run(tiny_config(prepared, tmp_path / "run", model=str(tiny_model_dir)), progress=False)
     assert not (tmp_path / "run").exists()
 
@@ -249,8 +297,9 @@ def test_a_packaged_model_trains_on_data_from_its_own_tokenizer_only(prepared, t
     with pytest.raises(UserError, match="tokenised by another tokenizer than model smollm2-135m's"):
         build_run(tiny_config(prepared, tmp_path / "wrong", model="smollm2-135m"), progress=False)
     (tmp_path / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
-    data = prepare_corpus([str(tmp_path / "text.txt")], tmp_path / "data", tokenizer="smollm2-135m", num_proc=1,
-                          progress=False)
+    data = prepare_corpus(
+        [str(tmp_path / "text.txt")], tmp_path / "data", tokenizer="smollm2-135m", num_proc=1, progress=False
+    )
     run = build_run(tiny_config(data, tmp_path / "run", model="smollm2-135m", micro_batch_size=2), progress=False)
     assert run.trainer.model.config.model_type == "llama" and run.trainer.model.config.num_hidden_layers == 30
 
@@ -297,16 +346,28 @@ def test_raising_max_steps_on_resume_is_warned_about_and_recorded(prepared, tmp_
     assert [m["step"] for m in read_metrics(run)][-1] == 6
 
 
-QWEN3_LIKE = {"model_type": "qwen3", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 512,
-              "tie_word_embeddings": True, "vocab_size": 151936, "torch_dtype": "bfloat16"}
+QWEN3_LIKE = {
+    "model_type": "qwen3",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": True,
+    "vocab_size": 151936,
+    "torch_dtype": "bfloat16",
+}
 
 
 def test_any_architecture_from_a_config_file_trains_saves_and_reloads(prepared, tmp_path):
     config_file = tmp_path / "qwen3-like.json"
     config_file.write_text(json.dumps(QWEN3_LIKE))
-    run = pretrain(tiny_config(prepared, tmp_path / "run", model_config=str(config_file), max_steps=5, save_every=0),
-                   progress=False)
+    run = pretrain(
+        tiny_config(prepared, tmp_path / "run", model_config=str(config_file), max_steps=5, save_every=0),
+        progress=False,
+    )
     model = AutoModelForCausalLM.from_pretrained(run / "final")
     assert type(model).__name__ == "Qwen3ForCausalLM" and model.dtype == torch.float32
     assert model.config.vocab_size == 512  # the data's 512 tokens ([MASK] included), not the file's 151,936
@@ -315,15 +376,20 @@ def test_any_architecture_from_a_config_file_trains_saves_and_reloads(prepared, 
 
 
 def test_a_preset_takes_overrides_and_refuses_unknown_keys_and_impossible_shapes(prepared, tmp_path):
-    run = build_run(tiny_config(prepared, tmp_path / "run", model_override=["num_hidden_layers=1", "rope_theta=5e5"]),
-                    progress=False)
+    run = build_run(
+        tiny_config(prepared, tmp_path / "run", model_override=["num_hidden_layers=1", "rope_theta=5e5"]),
+        progress=False,
+    )
     config = run.trainer.model.config
     assert config.num_hidden_layers == 1 and config.rope_parameters["rope_theta"] == 500000.0
-    for overrides, message in ((["num_hidden_layrs=3"], "`num_hidden_layrs` is no key of the llama config of tiny "
-                                                        "\\(did you mean `num_hidden_layers`\\?\\)"),
-                               (["num_key_value_heads=3"], "num_attention_heads 4 is not a multiple of "
-                                                           "num_key_value_heads 3"),
-                               (["vocab_size=10"], "vocab_size comes from the data's tokenizer")):
+    for overrides, message in (
+        (
+            ["num_hidden_layrs=3"],
+            "`num_hidden_layrs` is no key of the llama config of tiny \\(did you mean `num_hidden_layers`\\?\\)",
+        ),
+        (["num_key_value_heads=3"], "num_attention_heads 4 is not a multiple of num_key_value_heads 3"),
+        (["vocab_size=10"], "vocab_size comes from the data's tokenizer"),
+    ):
         with pytest.raises(UserError, match=message):
             build_run(tiny_config(prepared, tmp_path / "bad", model_override=overrides), progress=False)
 
@@ -358,8 +424,10 @@ def test_report_to_chooses_the_trainers_integrations(prepared, tmp_path):
 def test_context_extension_lets_a_run_evaluate_at_lengths_it_refused(prepared, tmp_path):
     from meap.eval import niah
 
-    short = pretrain(tiny_config(prepared, tmp_path / "short", max_steps=2,
-                                 model_override=["max_position_embeddings=128"]), progress=False)
+    short = pretrain(
+        tiny_config(prepared, tmp_path / "short", max_steps=2, model_override=["max_position_embeddings=128"]),
+        progress=False,
+    )
     haystack = tmp_path / "hay.txt"
     haystack.write_text("The river ran past the old mill. " * 300)
     evaluate = dict(haystack=[str(haystack)], lengths=[200], depths=[50], max_new_tokens=4, progress=False)
@@ -367,11 +435,48 @@ def test_context_extension_lets_a_run_evaluate_at_lengths_it_refused(prepared, t
         niah.run(str(short), tmp_path / "niah-short", **evaluate)
 
     recipe = load_config(PretrainConfig, Path(__file__).parents[1] / "configs" / "extend-context.yaml")
-    extended = pretrain(tiny_config(prepared, tmp_path / "long", model=str(short), seq_len=256, max_steps=2,
-                                    model_override=["max_position_embeddings=512", "rope_theta=40000"],
-                                    loss_chunk_size=recipe.loss_chunk_size), progress=False)
+    extended = pretrain(
+        tiny_config(
+            prepared,
+            tmp_path / "long",
+            model=str(short),
+            seq_len=256,
+            max_steps=2,
+            model_override=["max_position_embeddings=512", "rope_theta=40000"],
+            loss_chunk_size=recipe.loss_chunk_size,
+        ),
+        progress=False,
+    )
 
     config = AutoModelForCausalLM.from_pretrained(extended / "final").config
     assert config.max_position_embeddings == 512 and config.rope_parameters["rope_theta"] == 40000
     assert len(niah.run(str(extended), tmp_path / "niah-long", **evaluate)["cells"]) == 1
     assert recipe.model_override == ["max_position_embeddings=32768", "rope_theta=640000"]
+
+
+def test_trainer_args_reach_the_trainer_and_are_recorded(prepared, tmp_path):
+    from meap.cli import run as meap
+
+    extra = ["gradient_checkpointing=true", "optim=adamw_torch", "lr_scheduler_type=constant_with_warmup"]
+    shape = dict(max_steps=4, warmup_steps=2, save_every=0, eval_every=0, log_every=1)
+    plain = pretrain(tiny_config(prepared, tmp_path / "plain", trainer_args=extra[1:], **shape), progress=False)
+    run = tmp_path / "checkpointed"
+    flags = ["--data", str(prepared), "--output", str(run), "--seq-len", "32", "--micro-batch-size", "4"]
+    flags += [f"--{key.replace('_', '-')}={value}" for key, value in shape.items()]
+    assert meap(["pretrain", "--no-progress", *flags, "--trainer-arg", extra[0], "--trainer-arg", *extra[1:]]) == 0
+
+    facts = json.loads((run / RUN_FILE).read_text())
+    assert facts["trainer_args"] == {
+        "gradient_checkpointing": True,
+        "optim": "adamw_torch",
+        "lr_scheduler_type": "constant_with_warmup",
+    }
+    assert load_config(PretrainConfig, run / "config.yaml").trainer_args == extra
+    built = build_run(
+        load_config(PretrainConfig, run / "config.yaml", {"output": str(tmp_path / "again")}), progress=False
+    )
+    assert built.trainer.args.gradient_checkpointing and built.trainer.args.optim == "adamw_torch"
+    # the schedule is the one asked for (constant after warmup); checkpointing recomputes, it does not change
+    records = read_metrics(run)
+    assert [r["lr"] for r in records][2:] == [built.config.lr] * 2
+    assert_metrics_close(records, read_metrics(plain), rel=1e-5)

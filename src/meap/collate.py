@@ -39,6 +39,7 @@ import torch
 from meap.constants import IGNORE_INDEX, MASK_MODES, PACKED_ATTENTION
 from meap.masking import mask_inputs, sample_generators
 
+
 def check_mask_token(mask_token_id: int | None, mask_ratio: float) -> None:
     if mask_ratio > 0 and mask_token_id is None:
         raise ValueError("mask_token_id is None but mask_ratio > 0: add [MASK] with meap.tokens.add_mask_token")
@@ -77,8 +78,10 @@ class MeapCollator:
     def __post_init__(self) -> None:
         if self.document_attention is not None:
             if self.document_attention not in PACKED_ATTENTION:
-                raise ValueError(f"document_attention must be one of {', '.join(PACKED_ATTENTION)} or None, "
-                                 f"got {self.document_attention!r}")
+                raise ValueError(
+                    f"document_attention must be one of {', '.join(PACKED_ATTENTION)} or None, "
+                    f"got {self.document_attention!r}"
+                )
             if self.eos_token_id is None:
                 raise ValueError("document_attention needs eos_token_id (the documents' separator)")
         if not 0.0 <= self.mask_ratio < 1.0:
@@ -147,12 +150,19 @@ class MeapCollator:
             if self.mode == "reference":
                 raise ValueError('mask_mode="reference" needs a "sample_index" in every sample')
         masked, _ = mask_inputs(
-            clean, self.mask_ratio, self.mask_token_id, eligible=eligible, generator=generator, mode=self.mode, step=step
+            clean,
+            self.mask_ratio,
+            self.mask_token_id,
+            eligible=eligible,
+            generator=generator,
+            mode=self.mode,
+            step=step,
         )
         return masked
 
 
 # Shared with the SFT collator (meap.sft.collator): keeping packed rows (documents, conversations) apart.
+
 
 def segment_attention(segment: torch.Tensor, implementation: str) -> torch.Tensor:
     """(B, 1, T, T) causal mask within segments: position i attends to j <= i when ``segment`` is equal there.

@@ -27,8 +27,17 @@ from pathlib import Path
 
 from meap.config import DemoConfig, config_to_dict
 from meap.eval.results import has_summary
-from meap.experiment import (Clock, Job, check_output, forget_evaluations, job_seconds, publish_summary, run_jobs,
-                             say, start_experiment)
+from meap.experiment import (
+    Clock,
+    Job,
+    check_output,
+    forget_evaluations,
+    job_seconds,
+    publish_summary,
+    run_jobs,
+    say,
+    start_experiment,
+)
 from meap.fsutil import atomic_write_json, atomic_write_lines
 
 SUMMARY_FILE = "demo.json"
@@ -37,8 +46,21 @@ EVALUATION_FILE = "evaluation.jsonl"
 TOKENIZER_DIR = "tokenizer"
 DATA_DIRS = {"corpus": "data", "drills": "drills"}
 # `meap demo --quick`: every stage on a few documents and steps (a smoke test, not an experiment).
-QUICK = dict(documents=300, drill_documents=200, shared_steps=4, shared_batch_size=4, max_steps=8, micro_batch_size=4,
-             log_every=2, probe_every=4, eval_every=4, save_every=0, probes=8, eval_probes=8, absent_probes=4)
+QUICK = dict(
+    documents=300,
+    drill_documents=200,
+    shared_steps=4,
+    shared_batch_size=4,
+    max_steps=8,
+    micro_batch_size=4,
+    log_every=2,
+    probe_every=4,
+    eval_every=4,
+    save_every=0,
+    probes=8,
+    eval_probes=8,
+    absent_probes=4,
+)
 # Key and value words: how many of each, and how many keys are held out. Values are shared by training and
 # evaluation (a value held out of training gets almost no probability from a small model, which learns the
 # values' frequencies first); the pairs are new, since the keys are (BENCHMARKS.md, "Retrieval pilots").
@@ -55,8 +77,9 @@ def materials(config: DemoConfig) -> dict:
     from meap.eval import retrieval_data as task
 
     tokenizer = task.retrieval_tokenizer(config.vocab_size, config.seed)
-    vocab = task.vocabulary(tokenizer, keys=KEYS, values=VALUES, held_out_keys=HELD_OUT_KEYS, held_out_values=0,
-                            seed=config.seed)
+    vocab = task.vocabulary(
+        tokenizer, keys=KEYS, values=VALUES, held_out_keys=HELD_OUT_KEYS, held_out_values=0, seed=config.seed
+    )
 
     def draw(name: str) -> random.Random:
         return random.Random(f"meap-demo-{name}:{config.seed}")
@@ -68,13 +91,25 @@ def materials(config: DemoConfig) -> dict:
         evaluation = task.copy_probes(draw("evaluation"), config.eval_probes, words, config.distractors + 1)
     else:
         probes = task.probe_records(draw("probes"), config.probes, *held_out)
-        evaluation = [*task.probe_records(draw("evaluation"), config.eval_probes, *held_out),
-                      *task.probe_records(draw("absent"), config.absent_probes, *held_out, absent=True)]
-    return {"tokenizer": tokenizer, "vocabulary": vocab, "probes": probes, "evaluation": evaluation,
-            "documents": task.training_documents(draw("documents"), config.documents, vocab,
-                                                 tuple(config.needles_per_document), tuple(config.filler_words),
-                                                 tuple(config.questions_per_document)),
-            "drills": task.copy_drills(draw("drills"), config.drill_documents, words, tuple(config.drill_numbers))}
+        evaluation = [
+            *task.probe_records(draw("evaluation"), config.eval_probes, *held_out),
+            *task.probe_records(draw("absent"), config.absent_probes, *held_out, absent=True),
+        ]
+    return {
+        "tokenizer": tokenizer,
+        "vocabulary": vocab,
+        "probes": probes,
+        "evaluation": evaluation,
+        "documents": task.training_documents(
+            draw("documents"),
+            config.documents,
+            vocab,
+            tuple(config.needles_per_document),
+            tuple(config.filler_words),
+            tuple(config.questions_per_document),
+        ),
+        "drills": task.copy_drills(draw("drills"), config.drill_documents, words, tuple(config.drill_numbers)),
+    }
 
 
 def trained_length(config: DemoConfig, tokenizer, documents: list[str]) -> int:
@@ -108,8 +143,15 @@ def write_materials(found: dict, output: Path, progress: bool) -> None:
     for name, texts in (("corpus", found["documents"]), ("drills", found["drills"])):
         _write_jsonl(output / f"{name}.jsonl", [{"text": text} for text in texts])
         # min_val_tokens=0 for the drills: the shared start does not validate
-        prepare_corpus([str(output / f"{name}.jsonl")], output / DATA_DIRS[name], tokenizer=str(output / TOKENIZER_DIR),
-                       num_proc=1, overwrite=True, progress=progress, **({"min_val_tokens": 0} if name == "drills" else {}))
+        prepare_corpus(
+            [str(output / f"{name}.jsonl")],
+            output / DATA_DIRS[name],
+            tokenizer=str(output / TOKENIZER_DIR),
+            num_proc=1,
+            overwrite=True,
+            progress=progress,
+            **({"min_val_tokens": 0} if name == "drills" else {}),
+        )
 
 
 def training_jobs(config: DemoConfig, output: Path, data: Path, drills: Path, probes: Path) -> tuple[list[Job], dict]:
@@ -122,17 +164,35 @@ def training_jobs(config: DemoConfig, output: Path, data: Path, drills: Path, pr
         after, model = [], config.model
         if config.shared_steps:
             shared = config.pretrain_config(
-                "ntp", str(drills), root / "shared", seed, seq_len=config.shared_seq_len,
-                micro_batch_size=config.shared_batch_size, grad_accum_steps=1, max_steps=config.shared_steps,
-                min_lr=config.lr, eval_every=0, save_every=0, probe_file="", probe_every=0)
+                "ntp",
+                str(drills),
+                root / "shared",
+                seed,
+                seq_len=config.shared_seq_len,
+                micro_batch_size=config.shared_batch_size,
+                grad_accum_steps=1,
+                max_steps=config.shared_steps,
+                min_lr=config.lr,
+                eval_every=0,
+                save_every=0,
+                probe_file="",
+                probe_every=0,
+            )
             jobs.append(Job(f"seed {seed} shared start", "pretrain", shared))
             after, model = [jobs[-1].name], str(RunDir(shared.resolved_output()).final)
         runs[seed] = {}
         for objective in config.objectives():
             trained_on = drills if config.task == "copy" else data
-            branch = config.pretrain_config(objective, str(trained_on), root / objective, seed, model=model,
-                                            warmup_steps=0 if config.shared_steps else config.warmup_steps,
-                                            probe_file=str(probes.absolute()), probe_every=config.probe_every)
+            branch = config.pretrain_config(
+                objective,
+                str(trained_on),
+                root / objective,
+                seed,
+                model=model,
+                warmup_steps=0 if config.shared_steps else config.warmup_steps,
+                probe_file=str(probes.absolute()),
+                probe_every=config.probe_every,
+            )
             jobs.append(Job(f"seed {seed} {objective}", "pretrain", branch, after=list(after)))
             runs[seed][objective] = branch.resolved_output()
     return jobs, runs
@@ -144,8 +204,14 @@ def _evaluate(config: DemoConfig, run: Path, evaluation_file: Path, progress: bo
     where = run / "eval" / "retrieval"
     if not has_summary(where, "retrieval"):
         # copying is scored on the next word alone (the list goes on after it)
-        retrieval.run(str(run), str(evaluation_file), where, max_new_tokens=1 if config.task == "copy" else 12,
-                      attention=True, progress=progress)
+        retrieval.run(
+            str(run),
+            str(evaluation_file),
+            where,
+            max_new_tokens=1 if config.task == "copy" else 12,
+            attention=True,
+            progress=progress,
+        )
 
 
 def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
@@ -173,9 +239,11 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     data, drills = output / DATA_DIRS["corpus"], output / DATA_DIRS["drills"]
     probes, evaluation = output / PROBES_FILE, output / EVALUATION_FILE
     jobs, runs = training_jobs(config, output, data, drills, probes)
-    say(f"{clock}  2/4 training {len(jobs)} runs, {config.jobs} at a time: per seed "
+    say(
+        f"{clock}  2/4 training {len(jobs)} runs, {config.jobs} at a time: per seed "
         + (f"a shared start ({config.shared_steps} steps of copy drills), then " if config.shared_steps else "")
-        + f"{', '.join(o.upper() for o in objectives)} for {config.max_steps} steps each; seeds {seeds}")
+        + f"{', '.join(o.upper() for o in objectives)} for {config.max_steps} steps each; seeds {seeds}"
+    )
     run_jobs(jobs, config.jobs, progress)
     for seed_runs in runs.values():
         for run in seed_runs.values():
@@ -188,16 +256,22 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
         say(f"{clock}  done: one objective, nothing to pair; the runs and their evaluations are in {output}")
         return {"runs": {str(seed): {o: str(run) for o, run in by.items()} for seed, by in runs.items()}}
     say(f"{clock}  4/4 verdict")
-    comparison = {**onset_comparison(loaded, threshold=config.onset_threshold, window=config.onset_window),
-                  "task": config.task}
+    comparison = {
+        **onset_comparison(loaded, threshold=config.onset_threshold, window=config.onset_window),
+        "task": config.task,
+    }
     tables = write_onset_report(comparison, output)
     # wall_seconds: this invocation only; training_job_seconds: every training job, continues included
-    summary = {**comparison, "wall_seconds": clock.seconds(), "training_job_seconds": job_seconds(jobs),
-               "machine": machine(), "config": config_to_dict(config)}
+    summary = {
+        **comparison,
+        "wall_seconds": clock.seconds(),
+        "training_job_seconds": job_seconds(jobs),
+        "machine": machine(),
+        "config": config_to_dict(config),
+    }
     atomic_write_json(output / SUMMARY_FILE, summary)
     if config.summary:
-        publish_summary(Path(config.summary), summary, tables.read_text(encoding="utf-8"),
-                        output / "comparison.png")
+        publish_summary(Path(config.summary), summary, tables.read_text(encoding="utf-8"), output / "comparison.png")
     print("\n" + tables.read_text(encoding="utf-8"))
     print(f"{summary['wall_seconds']:.0f} s in all -> {output / SUMMARY_FILE}")
     return summary

@@ -26,17 +26,19 @@ import sys
 from pathlib import Path
 
 from meap.config import SFTDemoConfig, config_to_dict
-from meap.experiment import (check_output, continue_training, forget_evaluations, publish_summary, say,
-                             start_experiment)
 from meap.eval.results import RECORDS_FILE, has_summary, read_records
+from meap.experiment import check_output, continue_training, forget_evaluations, publish_summary, say, start_experiment
 from meap.fsutil import atomic_write_lines, atomic_write_text, read_json_gz, write_json_gz
 from meap.rundir import RunDir
 
 SUMMARY_FILE = "demo-sft.json"
 COMPARISON_FILE = "comparison.md"
 TRAINING_FILE = "train.jsonl"
-SCORES = {"best_subspan_em": "greedy best-subspan EM", "teacher_forced_em": "teacher-forced EM",
-          "answer_logprob": "answer log-probability"}  # per-question scores compared, the first the headline
+SCORES = {
+    "best_subspan_em": "greedy best-subspan EM",
+    "teacher_forced_em": "teacher-forced EM",
+    "answer_logprob": "answer log-probability",
+}  # per-question scores compared, the first the headline
 
 
 def _training_file(config: SFTDemoConfig, directory: Path, evaluation: list[Path]) -> Path:
@@ -47,12 +49,24 @@ def _training_file(config: SFTDemoConfig, directory: Path, evaluation: list[Path
 
     path = directory / TRAINING_FILE
     if not path.is_file():
-        make_training_conversations(path, config.train_conversations, num_docs=config.mdqa_num_docs,
-                                    seed=f"train-{config.seed}", passage_words=config.mdqa_passage_words,
-                                    distractors=config.mdqa_distractors)
+        make_training_conversations(
+            path,
+            config.train_conversations,
+            num_docs=config.mdqa_num_docs,
+            seed=f"train-{config.seed}",
+            passage_words=config.mdqa_passage_words,
+            distractors=config.mdqa_distractors,
+        )
     text = normalize_answer(path.read_text(encoding="utf-8"))
-    leaked = sorted({answer for file in evaluation for example in read_mdqa(file) for answer in example["answers"]
-                     if normalize_answer(answer) in text})
+    leaked = sorted(
+        {
+            answer
+            for file in evaluation
+            for example in read_mdqa(file)
+            for answer in example["answers"]
+            if normalize_answer(answer) in text
+        }
+    )
     if leaked:
         raise ValueError(f"{path}: holds evaluation answers {leaked[:3]}")  # the streams are disjoint by design
     return path
@@ -61,17 +75,32 @@ def _training_file(config: SFTDemoConfig, directory: Path, evaluation: list[Path
 def _mdqa_files(config: SFTDemoConfig, directory: Path) -> list[Path]:
     from meap.eval.mdqa_data import make_mdqa_files
 
-    return make_mdqa_files(directory, "mdqa", config.mdqa_gold_positions, num_docs=config.mdqa_num_docs,
-                           examples=config.mdqa_examples, seed=config.seed, passage_words=config.mdqa_passage_words,
-                           distractors=config.mdqa_distractors)
+    return make_mdqa_files(
+        directory,
+        "mdqa",
+        config.mdqa_gold_positions,
+        num_docs=config.mdqa_num_docs,
+        examples=config.mdqa_examples,
+        seed=config.seed,
+        passage_words=config.mdqa_passage_words,
+        distractors=config.mdqa_distractors,
+    )
 
 
 def _evaluate(config: SFTDemoConfig, model: str, output: Path, files: list[Path], progress: bool) -> Path:
     from meap.eval import mdqa
 
     if not has_summary(output, "mdqa"):
-        mdqa.run(model, [str(path) for path in files], output, max_new_tokens=config.max_new_tokens, batch_size=8,
-                 dtype=config.eval_dtype, teacher_forced=True, progress=progress)
+        mdqa.run(
+            model,
+            [str(path) for path in files],
+            output,
+            max_new_tokens=config.max_new_tokens,
+            batch_size=8,
+            dtype=config.eval_dtype,
+            teacher_forced=True,
+            progress=progress,
+        )
     return output / RECORDS_FILE
 
 
@@ -89,8 +118,10 @@ def grouped_mean(records_by_seed: list[list[dict]], group: str, key: str) -> dic
             if record.get(group) is not None:
                 total, count = sums.get(record[group], (0.0, 0))
                 sums[record[group]] = (total + float(record[key]), count + 1)
-    return {f"{value:g}" if isinstance(value, float) else str(value): total / count
-            for value, (total, count) in sorted(sums.items())}
+    return {
+        f"{value:g}" if isinstance(value, float) else str(value): total / count
+        for value, (total, count) in sorted(sums.items())
+    }
 
 
 def sft_comparison(base_records: list[dict], runs: dict[int, dict[str, list[dict]]], gate: float = 0.10) -> dict:
@@ -107,16 +138,22 @@ def sft_comparison(base_records: list[dict], runs: dict[int, dict[str, list[dict
     records = {o: [runs[seed][o] for seed in seeds] for o in objectives}
     if any(len(rows) != len(base_records) for by_seed in records.values() for rows in by_seed):
         raise ValueError("the runs' MDQA evaluations have different numbers of questions")
-    scores = [key for key in SCORES if all(key in r for r in base_records)
-              and all(key in r for by_seed in records.values() for rows in by_seed for r in rows)]
+    scores = [
+        key
+        for key in SCORES
+        if all(key in r for r in base_records)
+        and all(key in r for by_seed in records.values() for rows in by_seed for r in rows)
+    ]
     result: dict = {"objectives": objectives, "seeds": seeds, "questions": len(base_records), "scores": scores}
     for key in scores:
         base_scores = [record[key] for record in base_records]
         tables = {o: [[r[key] for r in rows] for rows in records[o]] for o in objectives}
         by_seed = {o: [sum(row) / len(row) for row in tables[o]] for o in objectives}
         result[key] = {
-            "base": {"mean": sum(base_scores) / len(base_scores),
-                     "by_gold_position": grouped_mean([base_records], "gold_position", key)},
+            "base": {
+                "mean": sum(base_scores) / len(base_scores),
+                "by_gold_position": grouped_mean([base_records], "gold_position", key),
+            },
             "by_seed": by_seed,
             "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
             "by_gold_position": {o: grouped_mean(records[o], "gold_position", key) for o in objectives},
@@ -127,8 +164,11 @@ def sft_comparison(base_records: list[dict], runs: dict[int, dict[str, list[dict
     headline = result[scores[0]]
     if "ntp" in objectives:
         drop = headline["base"]["mean"] - headline["mean"]["ntp"]
-        result["validity"] = {"ntp_below_base": drop, "gate": gate,
-                              "measures": "forgetting" if drop > gate else "the objective"}
+        result["validity"] = {
+            "ntp_below_base": drop,
+            "gate": gate,
+            "measures": "forgetting" if drop > gate else "the objective",
+        }
     return result
 
 
@@ -137,35 +177,57 @@ def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) ->
 
     objectives, headline = comparison["objectives"], comparison[comparison["scores"][0]]
     positions = list(headline["base"]["by_gold_position"])
-    training = (f"{config.train_conversations} generated MDQA conversations" if config.train_conversations
-                else ", ".join(config.data))
-    lines = [f"# NTP-SFT vs MEAP-SFT of {config.model}, {len(comparison['seeds'])} seed(s)", "",
-             f"Fine-tuned on {training}: NTP-SFT {config.ntp_epochs} epochs, MEAP-SFT {config.meap_epochs} (equal "
-             f"training tokens). Evaluated on multi-document QA, {config.mdqa_num_docs} documents of about "
-             f"{config.mdqa_passage_words} words, {config.mdqa_examples} questions per gold position. Scores in "
-             "percent (log-probabilities in nats); differences with 95% t-intervals over seeds (seeds and "
-             "questions as crossed factors; with one seed, over questions only)."]
+    training = (
+        f"{config.train_conversations} generated MDQA conversations"
+        if config.train_conversations
+        else ", ".join(config.data)
+    )
+    lines = [
+        f"# NTP-SFT vs MEAP-SFT of {config.model}, {len(comparison['seeds'])} seed(s)",
+        "",
+        f"Fine-tuned on {training}: NTP-SFT {config.ntp_epochs} epochs, MEAP-SFT {config.meap_epochs} (equal "
+        f"training tokens). Evaluated on multi-document QA, {config.mdqa_num_docs} documents of about "
+        f"{config.mdqa_passage_words} words, {config.mdqa_examples} questions per gold position. Scores in "
+        "percent (log-probabilities in nats); differences with 95% t-intervals over seeds (seeds and "
+        "questions as crossed factors; with one seed, over questions only).",
+    ]
     if "validity" in comparison:
         validity = comparison["validity"]
-        verdict = ("**This run measures forgetting, not the objective**" if validity["measures"] == "forgetting"
-                   else "The run passes the validity gate")
-        lines += ["", f"{verdict}: NTP-SFT minus the base model, greedy EM: {-100 * validity['ntp_below_base']:+.1f} "
-                      f"points (the gate: more than {100 * validity['gate']:.0f} below)."]
+        verdict = (
+            "**This run measures forgetting, not the objective**"
+            if validity["measures"] == "forgetting"
+            else "The run passes the validity gate"
+        )
+        lines += [
+            "",
+            f"{verdict}: NTP-SFT minus the base model, greedy EM: {-100 * validity['ntp_below_base']:+.1f} "
+            f"points (the gate: more than {100 * validity['gate']:.0f} below).",
+        ]
     for key in comparison["scores"]:
         table, scale = comparison[key], 1 if key == "answer_logprob" else 100
         number = (lambda value: f"{value:.2f}") if scale == 1 else percent
-        lines += ["", f"## {SCORES[key]}", "",
-                  "| model | " + " | ".join(f"gold {int(p) + 1}" for p in positions) + " | all |",
-                  "|---|" + "---|" * (len(positions) + 1),
-                  "| base | " + " | ".join(number(table["base"]["by_gold_position"][p]) for p in positions)
-                  + f" | {number(table['base']['mean'])} |"]
+        lines += [
+            "",
+            f"## {SCORES[key]}",
+            "",
+            "| model | " + " | ".join(f"gold {int(p) + 1}" for p in positions) + " | all |",
+            "|---|" + "---|" * (len(positions) + 1),
+            "| base | "
+            + " | ".join(number(table["base"]["by_gold_position"][p]) for p in positions)
+            + f" | {number(table['base']['mean'])} |",
+        ]
         for o in objectives:
             by_position = table["by_gold_position"][o]
-            lines.append(f"| {o.upper()}-SFT (mean of seeds) | "
-                         + " | ".join(number(by_position[p]) if p in by_position else "n/a" for p in positions)
-                         + f" | {number(table['mean'][o])} |")
-        lines += ["", "| seed | " + " | ".join(o.upper() + "-SFT" for o in objectives) + " |",
-                  "|---|" + "---|" * len(objectives)]
+            lines.append(
+                f"| {o.upper()}-SFT (mean of seeds) | "
+                + " | ".join(number(by_position[p]) if p in by_position else "n/a" for p in positions)
+                + f" | {number(table['mean'][o])} |"
+            )
+        lines += [
+            "",
+            "| seed | " + " | ".join(o.upper() + "-SFT" for o in objectives) + " |",
+            "|---|" + "---|" * len(objectives),
+        ]
         for index, seed in enumerate(comparison["seeds"]):
             lines.append(f"| {seed} | " + " | ".join(number(table["by_seed"][o][index]) for o in objectives) + " |")
         lines += ["", "| difference | [95% CI] |", "|---|---|"]
@@ -173,8 +235,14 @@ def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) ->
             lines.append(f"| MEAP-SFT - NTP-SFT | {interval_text(table['paired'], scale)} |")
         for o in objectives:
             lines.append(f"| {o.upper()}-SFT - base | {interval_text(table['versus_base'][o], scale)} |")
-    lines += ["", "Training rows per run: " + "; ".join(
-        f"{name} " + ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items())) for name, counts in rows.items())]
+    lines += [
+        "",
+        "Training rows per run: "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items()))
+            for name, counts in rows.items()
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -201,23 +269,28 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     for number, (seed, objective) in enumerate(((s, o) for s in seeds for o in objectives), 1):
         run = output / objective if len(seeds) == 1 else output / f"seed-{seed}" / objective
         epochs = config.meap_epochs if objective == "meap" else config.ntp_epochs
-        say(f"{clock}  3/4 fine-tuning {objective.upper()}-SFT, seed {seed} ({number} of "
-            f"{len(seeds) * len(objectives)}): {epochs} epochs")
+        say(
+            f"{clock}  3/4 fine-tuning {objective.upper()}-SFT, seed {seed} ({number} of "
+            f"{len(seeds) * len(objectives)}): {epochs} epochs"
+        )
         _fine_tune(config, objective, seed, run, progress)
         rows[str(run.relative_to(output))] = RunDir(run).read_facts().get("rows", {})
         runs[seed][objective] = _evaluate(config, str(run), run / "eval" / "mdqa", files, progress)
     say(f"{clock}  4/4 comparison")
-    loaded = {"base": read_records(base), "gate": config.forgetting_gate,
-              "runs": {str(seed): {o: read_records(path) for o, path in by_objective.items()}
-                       for seed, by_objective in runs.items()}}
+    loaded = {
+        "base": read_records(base),
+        "gate": config.forgetting_gate,
+        "runs": {
+            str(seed): {o: read_records(path) for o, path in by_objective.items()}
+            for seed, by_objective in runs.items()
+        },
+    }
     if config.records:
         write_json_gz(config.records, loaded)
     comparison = {**recompute(loaded), "training_rows": rows}
     tables = _markdown(comparison, config, rows)
     atomic_write_text(output / COMPARISON_FILE, tables)
-    summary = {**comparison, "wall_seconds": clock.seconds(),
-               "machine": machine(),
-               "config": config_to_dict(config)}
+    summary = {**comparison, "wall_seconds": clock.seconds(), "machine": machine(), "config": config_to_dict(config)}
     atomic_write_lines(output / SUMMARY_FILE, [json.dumps(summary, indent=2)])
     if config.summary:
         publish_summary(Path(config.summary), summary, tables)

@@ -69,8 +69,9 @@ def check_output(config, output: Path, overwrite: bool) -> list[str]:
     before, now = saved_config(type(config), saved), config_to_dict(config)
     changed = sorted(key for key in now if before.get(key) != now[key] and key not in config.FREE_KEYS)
     if set(changed) - set(config.EVALUATION_KEYS):
-        raise UserError(f"{output}: holds a demo with another configuration ({', '.join(changed)}); pass --overwrite "
-                        "to start over")
+        raise UserError(
+            f"{output}: holds a demo with another configuration ({', '.join(changed)}); pass --overwrite to start over"
+        )
     return changed
 
 
@@ -144,7 +145,7 @@ class Job:
             return 0
         for line in reversed(lines):
             if line.startswith('{"step": '):
-                return int(line[len('{"step": '):].split(",", 1)[0])
+                return int(line[len('{"step": ') :].split(",", 1)[0])
         return 0
 
 
@@ -154,7 +155,9 @@ def job_seconds(jobs: list[Job]) -> float:
     total = 0.0
     for job in jobs:
         lines = job.run.metrics.read_text(encoding="utf-8").splitlines() if job.run.metrics.is_file() else []
-        total += next((record["elapsed_s"] for record in map(json.loads, reversed(lines)) if "elapsed_s" in record), 0.0)
+        total += next(
+            (record["elapsed_s"] for record in map(json.loads, reversed(lines)) if "elapsed_s" in record), 0.0
+        )
     return round(total, 1)
 
 
@@ -182,12 +185,18 @@ def run_jobs(jobs: list[Job], parallel: int, progress: bool = True) -> None:
     done = {job.name for job in jobs if job.run.has_final_model()}
     pending = [job for job in jobs if job.name not in done]
     running: dict[str, tuple[Job, subprocess.Popen]] = {}
+
     def steps() -> int:
         return sum(job.config.max_steps if job.name in done else job.steps_done() for job in jobs)
 
     # initial: a continued run's rate and ETA count only the steps trained now
-    bar = tqdm(total=sum(job.config.max_steps for job in jobs), initial=steps(), desc="training", unit="step",
-               disable=not progress)
+    bar = tqdm(
+        total=sum(job.config.max_steps for job in jobs),
+        initial=steps(),
+        desc="training",
+        unit="step",
+        disable=not progress,
+    )
     try:
         while pending or running:
             for name, (job, process) in list(running.items()):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,30 @@ def temporary_name(path: Path) -> Path:
     """The hidden sibling a write of ``path`` (a file or a directory) goes through; per process, so concurrent
     writers do not collide."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def fresh_staging_dir(path: Path) -> Path:
+    """An empty :func:`temporary_name` directory to write ``path`` in, after deleting those of processes
+    that are gone (killed, crashed) and this process's own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp-(\d+)(\.old)?")
+    for entry in path.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match and (int(match[1]) == os.getpid() or not _process_alive(int(match[1]))):
+            shutil.rmtree(entry, ignore_errors=True)
+    staging = temporary_name(path)
+    staging.mkdir()
+    return staging
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, but another user's
+    return True
 
 
 @contextmanager

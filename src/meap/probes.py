@@ -54,20 +54,29 @@ def read_probe_file(path: str | Path) -> list[dict]:
             except json.JSONDecodeError:
                 record = None
             distractors = record.get("distractors", []) if isinstance(record, dict) else None
-            if (not isinstance(record, dict) or not isinstance(record.get("context"), str)
-                    or not isinstance(record.get("answer"), str) or not record["answer"]
-                    or not isinstance(distractors, list) or not all(isinstance(d, str) and d for d in distractors)):
-                raise UserError(f"{path}:{number}: expected a JSON object with a string `context`, a non-empty "
-                                "string `answer` and optionally `distractors`, a list of non-empty strings")
+            if (
+                not isinstance(record, dict)
+                or not isinstance(record.get("context"), str)
+                or not isinstance(record.get("answer"), str)
+                or not record["answer"]
+                or not isinstance(distractors, list)
+                or not all(isinstance(d, str) and d for d in distractors)
+            ):
+                raise UserError(
+                    f"{path}:{number}: expected a JSON object with a string `context`, a non-empty "
+                    "string `answer` and optionally `distractors`, a list of non-empty strings"
+                )
             records.append(record)
     if not records:
         raise UserError(f"{path}: the probe file holds no probe")
     return records
 
 
-def tokenize_probes(records: list[dict], tokenizer, max_length: int | None = None,
-                    source: str = "probes") -> list[Probe]:
+def tokenize_probes(
+    records: list[dict], tokenizer, max_length: int | None = None, source: str = "probes"
+) -> list[Probe]:
     """Token ids of each probe; :class:`UserError` if one is longer than ``max_length`` (the trained length)."""
+
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -76,8 +85,9 @@ def tokenize_probes(records: list[dict], tokenizer, max_length: int | None = Non
         probe = Probe(ids(record["context"]), [ids(record["answer"]), *map(ids, record.get("distractors", []))])
         longest = len(probe.context) + max(map(len, probe.candidates))
         if max_length is not None and longest > max_length:
-            raise UserError(f"{source}: probe {number} takes {longest} tokens, more than the {max_length} the model "
-                            "is trained on")
+            raise UserError(
+                f"{source}: probe {number} takes {longest} tokens, more than the {max_length} the model is trained on"
+            )
         probes.append(probe)
     return probes
 
@@ -86,8 +96,11 @@ def tokenize_probes(records: list[dict], tokenizer, max_length: int | None = Non
 def probe_log_probs(model, probes: list[Probe], batch_size: int = 64) -> list[tuple[bool, list[float]]]:
     """Per probe: whether every answer token is the top prediction, and the log-probability of each candidate
     (the answer first), under ``model`` in eval mode, its mode restored."""
-    rows = [(index, slot, probe.context + candidate, len(probe.context))
-            for index, probe in enumerate(probes) for slot, candidate in enumerate(probe.candidates)]
+    rows = [
+        (index, slot, probe.context + candidate, len(probe.context))
+        for index, probe in enumerate(probes)
+        for slot, candidate in enumerate(probe.candidates)
+    ]
     log_p = [[0.0] * len(probe.candidates) for probe in probes]
     top = [True] * len(probes)
     device = next(model.parameters()).device
@@ -123,8 +136,12 @@ def score_probes(model, probes: list[Probe], batch_size: int = 64) -> dict[str, 
     distractor_p = [sum(math.exp(x) for x in p[1:]) for _, p in scored]
     choice = [float(p[0] > max(p[1:])) if len(p) > 1 else 1.0 for _, p in scored]
     count = len(probes)
-    return {"accuracy": sum(top for top, _ in scored) / count, "choice": sum(choice) / count,
-            "answer_p": sum(answer_p) / count, "distractor_p": sum(distractor_p) / count}
+    return {
+        "accuracy": sum(top for top, _ in scored) / count,
+        "choice": sum(choice) / count,
+        "answer_p": sum(answer_p) / count,
+        "distractor_p": sum(distractor_p) / count,
+    }
 
 
 @dataclass

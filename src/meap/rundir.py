@@ -38,8 +38,9 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 def checkpoint_dirs(root: Path) -> list[Path]:
     """Complete checkpoints under ``root`` (a run's ``checkpoints/``), oldest first."""
-    found = [p for p in root.glob(CHECKPOINT_PREFIX + "*")
-             if p.is_dir() and p.name.removeprefix(CHECKPOINT_PREFIX).isdigit()]
+    found = [
+        p for p in root.glob(CHECKPOINT_PREFIX + "*") if p.is_dir() and p.name.removeprefix(CHECKPOINT_PREFIX).isdigit()
+    ]
     return sorted(found, key=checkpoint_step)
 
 

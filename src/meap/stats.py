@@ -42,9 +42,14 @@ def sign_flip_p(values, seed: int = 0) -> float:
     if np.all(x == 0):
         return 1.0
     exact = len(x) <= MAX_EXACT_SIGN_FLIPS
-    result = scipy_stats.permutation_test((x,), np.mean, permutation_type="samples", alternative="two-sided",
-                                          n_resamples=np.inf if exact else _RANDOM_SIGN_FLIPS,
-                                          rng=np.random.default_rng(seed))
+    result = scipy_stats.permutation_test(
+        (x,),
+        np.mean,
+        permutation_type="samples",
+        alternative="two-sided",
+        n_resamples=np.inf if exact else _RANDOM_SIGN_FLIPS,
+        rng=np.random.default_rng(seed),
+    )
     return float(min(1.0, result.pvalue))
 
 
@@ -57,8 +62,13 @@ def seed_statistics(values) -> dict:
     n = len(x)
     if n == 0:
         raise ValueError("no per-seed values")
-    result = {"mean": float(x.mean()), "ci95": None, "sign_flip_p": None, "hodges_lehmann": hodges_lehmann(x),
-              "seeds": n}
+    result = {
+        "mean": float(x.mean()),
+        "ci95": None,
+        "sign_flip_p": None,
+        "hodges_lehmann": hodges_lehmann(x),
+        "seeds": n,
+    }
     if n >= 2:
         half = float(scipy_stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n))
         result.update(ci95=[result["mean"] - half, result["mean"] + half], sign_flip_p=sign_flip_p(x))
@@ -78,9 +88,16 @@ def paired_difference(baseline: list[list[float]], treatment: list[list[float]])
     difference = b - a
     seeds, prompts = difference.shape
     seed_means, prompt_means = difference.mean(axis=1), difference.mean(axis=0)
-    result = {"difference": float(difference.mean()), "ci95": None, "by_seed": seed_means.tolist(),
-              "sign_flip_p": None, "hodges_lehmann": hodges_lehmann(seed_means), "seeds": seeds, "prompts": prompts,
-              "covers": "seeds and prompts" if seeds > 1 else "prompts only (one training seed)"}
+    result = {
+        "difference": float(difference.mean()),
+        "ci95": None,
+        "by_seed": seed_means.tolist(),
+        "sign_flip_p": None,
+        "hodges_lehmann": hodges_lehmann(seed_means),
+        "seeds": seeds,
+        "prompts": prompts,
+        "covers": "seeds and prompts" if seeds > 1 else "prompts only (one training seed)",
+    }
     prompt_part = prompt_means.var(ddof=1) / prompts if prompts > 1 else 0.0
     if seeds > 1:
         se = np.sqrt(seed_means.var(ddof=1) / seeds + prompt_part)

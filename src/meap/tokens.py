@@ -89,8 +89,9 @@ def vocabulary_sha256(tokenizer) -> str:
 
 
 @torch.no_grad()
-def fit_mask_embedding(model: torch.nn.Module, token_id: int, *, initialise: bool,
-                       pad_to_multiple_of: int | None = None) -> None:
+def fit_mask_embedding(
+    model: torch.nn.Module, token_id: int, *, initialise: bool, pad_to_multiple_of: int | None = None
+) -> None:
     """Make sure ``model`` has an embedding row for ``token_id``.
 
     Rows the embedding has to grow by are always set to the mean of the old rows. An existing row (a

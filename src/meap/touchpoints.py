@@ -8,25 +8,25 @@ from __future__ import annotations
 
 TOUCH_POINTS = {
     "trainer_private_methods": "MeapTrainer overrides Trainer._get_output_dir and Trainer._save_checkpoint "
-                               "(checkpoints staged, then renamed into place): PRIVATE_TRAINER_METHODS",
+    "(checkpoints staged, then renamed into place): PRIVATE_TRAINER_METHODS",
     "trainer_accelerator_setup": "MeapTrainer extends Trainer.create_accelerator_and_postprocess, which sets "
-                                 "Trainer.is_fsdp_enabled from the accelerator state's fsdp_plugin",
+    "Trainer.is_fsdp_enabled from the accelerator state's fsdp_plugin",
     "accelerate_fsdp_on_cpu": "shard_on_cpu_processes: the FSDP type in AcceleratorState and in "
-                              "PartialState._shared_state, which every later AcceleratorState() copies",
+    "PartialState._shared_state, which every later AcceleratorState() copies",
     "attn_implementation": "config._attn_implementation names a loaded model's attention kernel: "
-                           "attention_kernel (packing, attention analysis, retrieval probes)",
+    "attention_kernel (packing, attention analysis, retrieval probes)",
     "causal_lm_mapping": "transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING tells causal LM "
-                         "configs apart: is_causal_lm_config",
+    "configs apart: is_causal_lm_config",
     "cache_layers": "DynamicCache built from (keys, values) pairs and StaticCache(config, max_cache_len) with "
-                    ".layers[i].keys, .values and .update: meap.eval.generation's batched prefill",
+    ".layers[i].keys, .values and .update: meap.eval.generation's batched prefill",
     "fused_adamw_found_inf": "a fused torch AdamW skips its step while optimizer.found_inf is nonzero (the "
-                             "GradScaler protocol): MeapTrainer's NaN guard decides on the device",
+    "GradScaler protocol): MeapTrainer's NaN guard decides on the device",
     "trainer_loss_normalisation": "Trainer.compute_loss scales the loss by the number of processes when "
-                                  "average_tokens_across_devices and model_accepts_loss_kwargs: the chunked loss "
-                                  "does the same",
+    "average_tokens_across_devices and model_accepts_loss_kwargs: the chunked loss "
+    "does the same",
     "lm_eval_globals": "lm-eval and hub module attributes meap swaps for a run: tqdm in lm_eval.api.task, "
-                       "lm_eval.api.model and lm_eval.models.huggingface, lm_eval.evaluator.get_git_commit_hash, "
-                       "the offline switches of huggingface_hub.constants and datasets.config",
+    "lm_eval.api.model and lm_eval.models.huggingface, lm_eval.evaluator.get_git_commit_hash, "
+    "the offline switches of huggingface_hub.constants and datasets.config",
 }
 
 # Private Trainer methods MeapTrainer overrides (no public hook does their job), with the parameters it relies on.

@@ -8,10 +8,9 @@ import json
 
 import pytest
 
-from meap.eval.mdqa_data import make_mdqa
 from meap.errors import UserError
+from meap.eval.mdqa_data import make_mdqa
 from meap.eval.metrics import normalize_answer
-
 
 pytestmark = pytest.mark.usefixtures("builtin_prose")
 
@@ -72,12 +71,15 @@ def test_plain_jsonl_without_gz_suffix_and_no_temporary_left(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["qa.jsonl"]
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (dict(num_docs=0, gold_position=0), "num_docs must be at least 1"),
-    (dict(num_docs=5, gold_position=5), r"gold_position must be in \[0, 5\)"),
-    (dict(num_docs=5, gold_position=-1), "gold_position must be in"),
-    (dict(examples=0), "examples must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(num_docs=0, gold_position=0), "num_docs must be at least 1"),
+        (dict(num_docs=5, gold_position=5), r"gold_position must be in \[0, 5\)"),
+        (dict(num_docs=5, gold_position=-1), "gold_position must be in"),
+        (dict(examples=0), "examples must be at least 1"),
+    ],
+)
 def test_bad_arguments_are_user_errors_and_write_nothing(tmp_path, arguments, message):
     with pytest.raises(UserError, match=message):
         make_mdqa(tmp_path / "qa.jsonl.gz", **arguments)
@@ -90,21 +92,32 @@ def _fact_patterns():
 
     from meap.eval.mdqa_data import _FACT_TEMPLATES, _INSTITUTIONS, _ROLES
 
-    slot = {"role": "|".join(map(re.escape, _ROLES)), "institution": "|".join(map(re.escape, _INSTITUTIONS)),
-            "year": r"\d{4}"}
+    slot = {
+        "role": "|".join(map(re.escape, _ROLES)),
+        "institution": "|".join(map(re.escape, _INSTITUTIONS)),
+        "year": r"\d{4}",
+    }
 
     def pattern(fact):
-        return re.compile(re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?P<{m[1]}>{slot.get(m[1], '[A-Z][a-z]+(?: [A-Z][a-z]+)?')})",
-                                 re.escape(fact)))
+        return re.compile(
+            re.sub(
+                r"\\\{(\w+)\\\}",
+                lambda m: f"(?P<{m[1]}>{slot.get(m[1], '[A-Z][a-z]+(?: [A-Z][a-z]+)?')})",
+                re.escape(fact),
+            )
+        )
+
     return [pattern(template.fact) for template in _FACT_TEMPLATES]
 
 
 def test_hard_distractors_hold_a_fact_of_the_gold_ones_shape_about_other_names(tmp_path):
     hard = read_lines(make_mdqa(tmp_path / "hard.jsonl.gz", num_docs=5, gold_position=2, examples=12, seed=4))
-    filler = read_lines(make_mdqa(tmp_path / "filler.jsonl.gz", num_docs=5, gold_position=2, examples=12, seed=4,
-                                  distractors="filler"))
-    assert read_lines(make_mdqa(tmp_path / "default.jsonl.gz", num_docs=5, gold_position=2, examples=12,
-                                seed=4)) == hard  # hard is the default
+    filler = read_lines(
+        make_mdqa(tmp_path / "filler.jsonl.gz", num_docs=5, gold_position=2, examples=12, seed=4, distractors="filler")
+    )
+    assert (
+        read_lines(make_mdqa(tmp_path / "default.jsonl.gz", num_docs=5, gold_position=2, examples=12, seed=4)) == hard
+    )  # hard is the default
     patterns = _fact_patterns()
     shapes = set()
     for with_facts, plain in zip(hard, filler):
@@ -122,7 +135,10 @@ def test_hard_distractors_hold_a_fact_of_the_gold_ones_shape_about_other_names(t
             assert not names & gold_names  # other names: only the question's key tells the gold document apart
             assert answer not in normalize_answer(with_facts["ctxs"][index]["text"])
             # the passage around the distractor's fact is the filler file's
-            assert with_facts["ctxs"][index]["text"].replace(match.group(0), "").split() == plain["ctxs"][index]["text"].split()
+            assert (
+                with_facts["ctxs"][index]["text"].replace(match.group(0), "").split()
+                == plain["ctxs"][index]["text"].split()
+            )
     assert len(shapes) > 1
 
 

@@ -353,8 +353,13 @@ def test_prepared_builtin_is_made_once_and_cached(tmp_path, monkeypatch):
 
 def test_a_small_corpus_holds_out_enough_for_a_validation_loss(tmp_path, bpe_dir, capsys):
     docs = make_documents(400)
-    out = prepare(write_corpus(tmp_path / "c.jsonl", docs), tmp_path / "out", tokenizer=bpe_dir,
-                  min_val_tokens=MIN_VAL_TOKENS, progress=True)
+    out = prepare(
+        write_corpus(tmp_path / "c.jsonl", docs),
+        tmp_path / "out",
+        tokenizer=bpe_dir,
+        min_val_tokens=MIN_VAL_TOKENS,
+        progress=True,
+    )
     meta = load_meta(out)
     total = meta["splits"]["train"]["num_tokens"] + meta["splits"]["val"]["num_tokens"]
     assert total < 20 * MIN_VAL_TOKENS  # small: a tenth of it is less than MIN_VAL_TOKENS
@@ -365,8 +370,13 @@ def test_a_small_corpus_holds_out_enough_for_a_validation_loss(tmp_path, bpe_dir
 
 def test_a_large_enough_corpus_keeps_the_fraction_asked_for(tmp_path, bpe_dir):
     docs = make_documents(400)
-    out = prepare(write_corpus(tmp_path / "c.jsonl", docs), tmp_path / "out", tokenizer=bpe_dir, val_fraction=0.2,
-                  min_val_tokens=MIN_VAL_TOKENS)
+    out = prepare(
+        write_corpus(tmp_path / "c.jsonl", docs),
+        tmp_path / "out",
+        tokenizer=bpe_dir,
+        val_fraction=0.2,
+        min_val_tokens=MIN_VAL_TOKENS,
+    )
     assert load_meta(out)["val_fraction_used"] == 0.2 and load_meta(out)["splits"]["val"]["num_documents"] == 80
 
 
@@ -380,8 +390,14 @@ def test_a_trained_bpe_records_its_real_size_and_says_when_it_falls_short(tmp_pa
 
 def test_skip_bad_lines_counts_and_names_them_and_keeps_the_rest(tmp_path, bpe_dir, capsys):
     good = make_documents(6)
-    lines = [json.dumps({"text": good[0]}), "{not json", json.dumps({"body": "x"}), json.dumps({"text": good[1]}),
-             json.dumps([1, 2]), *[json.dumps({"text": d}) for d in good[2:]]]
+    lines = [
+        json.dumps({"text": good[0]}),
+        "{not json",
+        json.dumps({"body": "x"}),
+        json.dumps({"text": good[1]}),
+        json.dumps([1, 2]),
+        *[json.dumps({"text": d}) for d in good[2:]],
+    ]
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(UserError, match=rf"{corpus}:2: malformed JSON"):

@@ -6,17 +6,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from meap.errors import UserError
 from meap.sft.formats import read_conversations
 from meap.sft.template import render_turns, tokenize_conversation
-from meap.errors import UserError
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 ALPACA = {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}
 SHAREGPT = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}
-MESSAGES = {"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
-                         {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Again"},
-                         {"role": "assistant", "content": "Hello again"}]}
+MESSAGES = {
+    "messages": [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Again"},
+        {"role": "assistant", "content": "Hello again"},
+    ]
+}
 
 
 def write_jsonl(path, records):
@@ -25,11 +33,17 @@ def write_jsonl(path, records):
 
 
 def test_formats_are_detected_and_normalised(tmp_path):
-    conversations = read_conversations([write_jsonl(tmp_path / "a.jsonl", [ALPACA]),
-                                        write_jsonl(tmp_path / "s.jsonl", [SHAREGPT]),
-                                        write_jsonl(tmp_path / "m.jsonl", [MESSAGES])])
-    assert conversations[0] == [{"role": "user", "content": "Add the numbers.\n\n2 and 3"},
-                                {"role": "assistant", "content": "5"}]
+    conversations = read_conversations(
+        [
+            write_jsonl(tmp_path / "a.jsonl", [ALPACA]),
+            write_jsonl(tmp_path / "s.jsonl", [SHAREGPT]),
+            write_jsonl(tmp_path / "m.jsonl", [MESSAGES]),
+        ]
+    )
+    assert conversations[0] == [
+        {"role": "user", "content": "Add the numbers.\n\n2 and 3"},
+        {"role": "assistant", "content": "5"},
+    ]
     assert conversations[1] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     assert [t["role"] for t in conversations[2]] == ["system", "user", "assistant", "user", "assistant"]
 
@@ -40,13 +54,16 @@ def test_json_list_and_parquet(tmp_path):
     assert len(read_conversations([str(tmp_path / "a.json"), str(tmp_path / "a.parquet")], "alpaca")) == 3
 
 
-@pytest.mark.parametrize("records, fmt, message", [
-    ([ALPACA, {"instruction": "x"}], None, r"bad\.jsonl:2: missing or non-string `output`"),
-    ([{"text": "x"}], None, r"bad\.jsonl:1: cannot tell the format"),
-    ([{"instruction": "x", "output": "  "}], None, r"bad\.jsonl:1: empty answer"),
-    ([{"messages": [{"role": "robot", "content": "x"}]}], None, r"bad\.jsonl:1: `messages\[0\]\.role`"),
-    ([ALPACA], "yaml", "unknown format 'yaml'"),
-])
+@pytest.mark.parametrize(
+    "records, fmt, message",
+    [
+        ([ALPACA, {"instruction": "x"}], None, r"bad\.jsonl:2: missing or non-string `output`"),
+        ([{"text": "x"}], None, r"bad\.jsonl:1: cannot tell the format"),
+        ([{"instruction": "x", "output": "  "}], None, r"bad\.jsonl:1: empty answer"),
+        ([{"messages": [{"role": "robot", "content": "x"}]}], None, r"bad\.jsonl:1: `messages\[0\]\.role`"),
+        ([ALPACA], "yaml", "unknown format 'yaml'"),
+    ],
+)
 def test_bad_records_name_file_and_line(tmp_path, records, fmt, message):
     with pytest.raises(UserError, match=message):
         read_conversations([write_jsonl(tmp_path / "bad.jsonl", records)], fmt)
@@ -62,8 +79,9 @@ def test_chat_template_pieces_rebuild_the_conversation(gpt2_tokenizer):
 
 
 def test_plain_template_without_a_chat_template(gpt2_tokenizer):
-    segments = tokenize_conversation(gpt2_tokenizer, [{"role": "user", "content": "Hi"},
-                                                      {"role": "assistant", "content": "Hello"}])
+    segments = tokenize_conversation(
+        gpt2_tokenizer, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    )
     assert [answer for _, answer in segments] == [False, True]
     assert gpt2_tokenizer.decode(segments[0][0]) == "### Instruction:\nHi\n\n### Response:\n"
     assert gpt2_tokenizer.decode(segments[1][0]) == "Hello\n\n"
@@ -95,7 +113,7 @@ def test_no_two_training_seeds_share_an_epoch_order():
 
     def orders(seed):
         stream = SFTStream(conversations, epochs=4, seed=seed)
-        return [tuple(item[0][0] for item in stream.items[e * 40:(e + 1) * 40]) for e in range(4)]
+        return [tuple(item[0][0] for item in stream.items[e * 40 : (e + 1) * 40]) for e in range(4)]
 
     first, second = orders(0), orders(1)
     assert len(set(first)) == 4 and not set(first) & set(second)  # `seed + epoch` shared 3 of 4

@@ -59,7 +59,11 @@ def test_json_list_single_object_and_json_lines(tmp_path):
     (tmp_path / "one.json").write_text(json.dumps({"text": "single"}, indent=2))
     (tmp_path / "lines.json").write_text('{"text": "l1"}\n{"text": "l2"}\n')
     assert documents(tmp_path / "list.json", tmp_path / "one.json", tmp_path / "lines.json") == [
-        "a", "b", "single", "l1", "l2"
+        "a",
+        "b",
+        "single",
+        "l1",
+        "l2",
     ]
 
 
@@ -73,10 +77,12 @@ def test_parquet_reads_the_column_across_row_groups_and_batches(tmp_path):
 def test_saved_dataset_and_dataset_dict(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"text": ["ds one", "ds two"], "n": [1, 2]}).save_to_disk(tmp_path / "plain")
-    datasets.DatasetDict({
-        "validation": datasets.Dataset.from_dict({"text": ["val"]}),
-        "train": datasets.Dataset.from_dict({"text": ["train one", "train two"]}),
-    }).save_to_disk(tmp_path / "dict")
+    datasets.DatasetDict(
+        {
+            "validation": datasets.Dataset.from_dict({"text": ["val"]}),
+            "train": datasets.Dataset.from_dict({"text": ["train one", "train two"]}),
+        }
+    ).save_to_disk(tmp_path / "dict")
     single = datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": ["only split"]})})
     single.save_to_disk(tmp_path / "single")
     got = documents(tmp_path / "plain", tmp_path / "dict", tmp_path / "single")
@@ -193,10 +199,9 @@ def test_saved_dataset_problems(tmp_path):
     datasets.Dataset.from_dict({"body": ["a"]}).save_to_disk(tmp_path / "ds")
     with pytest.raises(UserError, match=r"ds: no column 'text' \(columns: body\)"):
         documents(tmp_path / "ds")
-    datasets.DatasetDict({
-        "a": datasets.Dataset.from_dict({"text": ["x"]}),
-        "b": datasets.Dataset.from_dict({"text": ["y"]}),
-    }).save_to_disk(tmp_path / "dd")
+    datasets.DatasetDict(
+        {"a": datasets.Dataset.from_dict({"text": ["x"]}), "b": datasets.Dataset.from_dict({"text": ["y"]})}
+    ).save_to_disk(tmp_path / "dd")
     with pytest.raises(UserError, match=r"dd: a DatasetDict with splits a, b and none named 'train'"):
         documents(tmp_path / "dd")
 

@@ -22,8 +22,15 @@ def probe(lengths=(20, 6, 14, 5)):
 
 def one_layer(**config) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    values = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                  num_key_value_heads=4, max_position_embeddings=128)
+    values = dict(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+    )
     values.update(config)
     return LlamaForCausalLM(LlamaConfig(**values)).eval()
 
@@ -73,12 +80,21 @@ def test_run_writes_json_and_plots_for_several_models(tiny_model_dir, tmp_path, 
     from meap.tokens import add_mask_token
 
     with_mask = tmp_path / "with-mask"
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    model, tokenizer = (
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        AutoTokenizer.from_pretrained(tiny_model_dir),
+    )
     add_mask_token(tokenizer, model)
     model.save_pretrained(with_mask)
     tokenizer.save_pretrained(with_mask)
-    summary = run([str(tiny_model_dir), str(with_mask)], tmp_path / "out", samples=2, length=96,
-                  haystack=["builtin-prose"], progress=False)
+    summary = run(
+        [str(tiny_model_dir), str(with_mask)],
+        tmp_path / "out",
+        samples=2,
+        length=96,
+        haystack=["builtin-prose"],
+        progress=False,
+    )
     saved = json.loads((tmp_path / "out" / "attention.json").read_text())
     assert saved == json.loads(json.dumps(summary))
     plain, masked = saved["models"][str(tiny_model_dir)], saved["models"][str(with_mask)]
@@ -113,7 +129,10 @@ def test_an_ntp_run_gets_no_masked_pass_its_mask_row_was_never_trained(tiny_mode
     runs = {}
     for objective in ("ntp", "meap"):  # both runs' vocabularies hold [MASK], as every meap pretrain run's does
         directory = RunDir(tmp_path / objective)
-        model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+        model, tokenizer = (
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+            AutoTokenizer.from_pretrained(tiny_model_dir),
+        )
         add_mask_token(tokenizer, model)
         model.save_pretrained(directory.final)
         tokenizer.save_pretrained(directory.final)
@@ -121,8 +140,14 @@ def test_an_ntp_run_gets_no_masked_pass_its_mask_row_was_never_trained(tiny_mode
         runs[objective] = str(directory.root)
     haystack = tmp_path / "hay.txt"
     haystack.write_text("The river ran past the old mill and on to the sea. " * 40)
-    summary = run([runs["ntp"], f"{runs['meap']}/final"], tmp_path / "out", samples=1, length=96,
-                  haystack=[str(haystack)], progress=False)
+    summary = run(
+        [runs["ntp"], f"{runs['meap']}/final"],
+        tmp_path / "out",
+        samples=1,
+        length=96,
+        haystack=[str(haystack)],
+        progress=False,
+    )
     ntp, meap = summary["models"][runs["ntp"]], summary["models"][f"{runs['meap']}/final"]
     assert ntp["has_mask_token"] and not ntp["masked_pass"] and ntp["objective"] == "ntp"
     assert "score_decay" not in ntp["average"] and "score_decay" not in ntp["layers"][0]

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from tests.conftest import tiny_llama
 
 from meap.eval.generation import CACHE, _prefill_rows, _trunk_cache, generate, shared_prefixes
-from tests.conftest import tiny_llama
 
 
 def test_shared_prefixes_picks_the_row_the_others_share_most_with():
@@ -16,8 +16,10 @@ def test_shared_prefixes_picks_the_row_the_others_share_most_with():
 
 def _prompts() -> list[str]:
     shared = " ".join(f"Line {i} of the shared document says the river ran north past the mill." for i in range(12))
-    return [f"{shared} Note {k}: the key is {k * 37}. " + "Then the story went on. " * k + "What is the key?"
-            for k in range(5)] + ["An unrelated short prompt?"]
+    return [
+        f"{shared} Note {k}: the key is {k * 37}. " + "Then the story went on. " * k + "What is the key?"
+        for k in range(5)
+    ] + ["An unrelated short prompt?"]
 
 
 @pytest.mark.parametrize("share", [True, False])
@@ -31,8 +33,12 @@ def test_rowwise_prefill_gives_the_same_next_token_logits_as_whole_prompts(gpt2_
         rows = [4, 0, 5, 2]
         batch = _prefill_rows(model, encoded, rows, shared, 0, max_new_tokens=2)
         position_ids = batch["attention_mask"].cumsum(-1)[:, -1:] - 1
-        last = model(input_ids=batch["input_ids"][:, -1:], attention_mask=batch["attention_mask"],
-                     **{CACHE: batch[CACHE]}, position_ids=position_ids).logits[:, -1]
+        last = model(
+            input_ids=batch["input_ids"][:, -1:],
+            attention_mask=batch["attention_mask"],
+            **{CACHE: batch[CACHE]},
+            position_ids=position_ids,
+        ).logits[:, -1]
         whole = [model(input_ids=torch.tensor([encoded[row]])).logits[0, -1] for row in rows]
     torch.testing.assert_close(last, torch.stack(whole), rtol=1e-4, atol=1e-5)
 
@@ -45,10 +51,14 @@ def test_generation_matches_hugging_face_generate_one_prompt_at_a_time(gpt2_toke
     for prompt in prompts:
         ids = gpt2_tokenizer(prompt, return_tensors="pt")
         output = model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=gpt2_tokenizer.pad_token_id)
-        expected.append(gpt2_tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+        expected.append(gpt2_tokenizer.decode(output[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip())
     for share in (True, False):
-        assert generate(model, gpt2_tokenizer, prompts, max_new_tokens=6, batch_size=4, progress=False,
-                        share_prefixes=share) == expected
+        assert (
+            generate(
+                model, gpt2_tokenizer, prompts, max_new_tokens=6, batch_size=4, progress=False, share_prefixes=share
+            )
+            == expected
+        )
     assert len(set(expected)) > 1
     assert generate(model, gpt2_tokenizer, ["Hi"], max_new_tokens=6, progress=False) == expected[-1:]
     assert generate(model, gpt2_tokenizer, [], progress=False) == []
@@ -57,21 +67,32 @@ def test_generation_matches_hugging_face_generate_one_prompt_at_a_time(gpt2_toke
 
 
 def test_meap_generate_greedy_by_default_sampled_with_a_seed(tiny_model_dir, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from meap.cli import main
     from meap.config import load_config
     from meap.config.commands import GenerateConfig
     from meap.eval.generation import complete
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     ids = tokenizer("The needle is", return_tensors="pt")
     greedy = model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-    expected = tokenizer.decode(greedy[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    expected = tokenizer.decode(greedy[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
     def completions(**keys):
-        return complete(load_config(GenerateConfig, None, {"model": str(tiny_model_dir), "max_new_tokens": 8, **keys,
-                                                           "prompts": keys.get("prompts", ["The needle is"])}))
+        return complete(
+            load_config(
+                GenerateConfig,
+                None,
+                {
+                    "model": str(tiny_model_dir),
+                    "max_new_tokens": 8,
+                    **keys,
+                    "prompts": keys.get("prompts", ["The needle is"]),
+                },
+            )
+        )
 
     assert completions() == [expected]
     hot = {"temperature": 5.0, "top_p": 0.99}
@@ -88,10 +109,11 @@ def test_meap_generate_greedy_by_default_sampled_with_a_seed(tiny_model_dir, cap
 
 
 def test_meap_generate_renders_a_chat_models_template_unless_raw(tiny_model_dir):
+    from transformers import AutoTokenizer
+
     from meap.config import load_config
     from meap.config.commands import GenerateConfig
     from meap.eval.generation import complete, render_prompt
-    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokenizer.chat_template = "{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}<|assistant|>"
@@ -99,7 +121,10 @@ def test_meap_generate_renders_a_chat_models_template_unless_raw(tiny_model_dir)
     assert render_prompt(tokenizer, "Hi") == "<|user|>Hi<|assistant|>" and render_prompt(tokenizer, "Hi", False) == "Hi"
 
     def completion(raw):
-        return complete(load_config(GenerateConfig, None, {"model": str(tiny_model_dir), "max_new_tokens": 6,
-                                                           "raw": raw, "prompts": ["Hi"]}))
+        return complete(
+            load_config(
+                GenerateConfig, None, {"model": str(tiny_model_dir), "max_new_tokens": 6, "raw": raw, "prompts": ["Hi"]}
+            )
+        )
 
     assert completion(raw=False) != completion(raw=True)

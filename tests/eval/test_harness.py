@@ -43,8 +43,15 @@ def private_datasets_cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize("limit", [None, 4])
 def test_local_task_runs_offline_and_writes_results(tiny_model_dir, toy_task_dir, tmp_path, limit):
     output = tmp_path / "harness"
-    summary = harness.run(str(tiny_model_dir), [TOY_TASK], output, limit=limit,
-                          include_path=str(toy_task_dir), batch_size=4, progress=False)
+    summary = harness.run(
+        str(tiny_model_dir),
+        [TOY_TASK],
+        output,
+        limit=limit,
+        include_path=str(toy_task_dir),
+        batch_size=4,
+        progress=False,
+    )
 
     written = json.loads((output / SUMMARY_FILES["harness"]).read_text(encoding="utf-8"))
     assert written == summary
@@ -61,8 +68,15 @@ def test_outside_a_git_repository_nothing_is_said(tiny_model_dir, toy_task_dir, 
     monkeypatch.chdir(tmp_path)  # lm-eval records the working directory's git commit
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # tmp_path is not in any repository
     capfd.readouterr()
-    harness.run(str(tiny_model_dir), [TOY_TASK], tmp_path / "harness", limit=2, include_path=str(toy_task_dir),
-                batch_size=4, progress=False)
+    harness.run(
+        str(tiny_model_dir),
+        [TOY_TASK],
+        tmp_path / "harness",
+        limit=2,
+        include_path=str(toy_task_dir),
+        batch_size=4,
+        progress=False,
+    )
     assert capfd.readouterr().err == ""  # git's "fatal: not a git repository" above all; no bar either
 
 

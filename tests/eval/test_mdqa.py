@@ -8,10 +8,11 @@ import json
 
 import pytest
 
-from conftest import tiny_llama
-from meap.eval.mdqa_data import make_mdqa
 from meap.errors import UserError
 from meap.eval.mdqa import INSTRUCTION, build_prompt, gold_position, read_mdqa, run
+from meap.eval.mdqa_data import make_mdqa
+
+from conftest import tiny_llama
 
 RESULT_KEYS = {"file", "gold_position", "question", "answers", "prediction", "best_subspan_em"}
 
@@ -40,8 +41,10 @@ def test_generated_file_round_trips_into_prompts_with_documents_in_order(tmp_pat
         prompt = build_prompt(example)
         assert prompt.startswith(INSTRUCTION + "\n\nDocument [1](Title: ")
         assert prompt.endswith(f"\n\nQuestion: {example['question']}\nAnswer:")
-        offsets = [prompt.index(f"Document [{i}](Title: {ctx['title']}) {ctx['text']}\n")
-                   for i, ctx in enumerate(example["ctxs"], 1)]
+        offsets = [
+            prompt.index(f"Document [{i}](Title: {ctx['title']}) {ctx['text']}\n")
+            for i, ctx in enumerate(example["ctxs"], 1)
+        ]
         assert offsets == sorted(offsets)
         assert gold_position(example, path) == 2
 
@@ -66,13 +69,18 @@ def test_malformed_json_line_is_named(tmp_path):
         read_mdqa(path)
 
 
-@pytest.mark.parametrize("example, message", [
-    ({"question": "q?", "ctxs": []}, r":2: missing key `answers`"),
-    ({"question": 3, "answers": ["a"], "ctxs": []}, r":2: `question` must be a string"),
-    ({"question": "q?", "answers": "a", "ctxs": []}, r":2: `answers` must be a list"),
-    ({"question": "q?", "answers": ["a"], "ctxs": [{"title": "t", "text": "x"}, {"text": "y"}]},
-     r":2: missing key `ctxs\[1\]\.title`"),
-])
+@pytest.mark.parametrize(
+    "example, message",
+    [
+        ({"question": "q?", "ctxs": []}, r":2: missing key `answers`"),
+        ({"question": 3, "answers": ["a"], "ctxs": []}, r":2: `question` must be a string"),
+        ({"question": "q?", "answers": "a", "ctxs": []}, r":2: `answers` must be a list"),
+        (
+            {"question": "q?", "answers": ["a"], "ctxs": [{"title": "t", "text": "x"}, {"text": "y"}]},
+            r":2: missing key `ctxs\[1\]\.title`",
+        ),
+    ],
+)
 def test_missing_or_mistyped_key_is_named_with_its_line(tmp_path, example, message):
     good = json.dumps({"question": "q?", "answers": ["a"], "ctxs": []})
     path = write_gzip_lines(tmp_path / "keys.jsonl.gz", [good, json.dumps(example)])
@@ -92,8 +100,10 @@ def test_empty_and_missing_files_are_user_errors(tmp_path):
 
 def test_run_end_to_end_on_a_tiny_random_llama(tmp_path, gpt2_tokenizer):
     model_dir = save_tiny_llama(tmp_path / "model", gpt2_tokenizer)
-    files = [str(make_mdqa(tmp_path / f"qa_gold_at_{position}.jsonl.gz", num_docs=3, gold_position=position,
-                           examples=3)) for position in (0, 2)]
+    files = [
+        str(make_mdqa(tmp_path / f"qa_gold_at_{position}.jsonl.gz", num_docs=3, gold_position=position, examples=3))
+        for position in (0, 2)
+    ]
     summary = run(model_dir, files, tmp_path / "out", batch_size=2, max_new_tokens=4, progress=False)
 
     lines = (tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8").splitlines()
@@ -104,13 +114,19 @@ def test_run_end_to_end_on_a_tiny_random_llama(tmp_path, gpt2_tokenizer):
 
     written = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     by_position = summary["accuracy_by_gold_position"]
-    assert written == {**summary, "accuracy_by_gold_position": {str(k): v for k, v in by_position.items()},
-                       "examples_by_gold_position": {"0": 3, "2": 3}}
+    assert written == {
+        **summary,
+        "accuracy_by_gold_position": {str(k): v for k, v in by_position.items()},
+        "examples_by_gold_position": {"0": 3, "2": 3},
+    }
     assert summary["num_examples"] == 6 and summary["skipped_too_long"] == 0
     assert summary["files"] == files and set(summary["by_file"]) == set(files)
     assert set(summary["accuracy_by_gold_position"]) == {0, 2}
-    accuracies = [summary["accuracy"], *summary["accuracy_by_gold_position"].values(),
-                  *(entry["accuracy"] for entry in summary["by_file"].values())]
+    accuracies = [
+        summary["accuracy"],
+        *summary["accuracy_by_gold_position"].values(),
+        *(entry["accuracy"] for entry in summary["by_file"].values()),
+    ]
     assert all(0.0 <= accuracy <= 1.0 for accuracy in accuracies)
     assert summary["config"] == {"batch_size": 2, "max_new_tokens": 4, "limit": None, "dtype": "float32"}
     assert (tmp_path / "out" / "mdqa.png").stat().st_size > 0
@@ -145,8 +161,9 @@ def test_the_command_writes_no_library_noise_or_bars_into_a_redirected_log(tmp_p
     data = str(make_mdqa(tmp_path / "five_docs.jsonl.gz", num_docs=5, examples=2))  # ≈ 800 tokens
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        main(["eval", "mdqa", "--model", model_dir, "--data", data, "-o", str(tmp_path / "out"),
-              "--max-new-tokens", "2"])
+        main(
+            ["eval", "mdqa", "--model", model_dir, "--data", data, "-o", str(tmp_path / "out"), "--max-new-tokens", "2"]
+        )
     assert exit_info.value.code == 0
     captured = capfd.readouterr()
     assert captured.out.startswith("mdqa: best-subspan EM")

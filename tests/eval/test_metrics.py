@@ -5,13 +5,16 @@ import pytest
 from meap.eval.metrics import best_subspan_em, first_line, normalize_answer, rouge1_f, substring_match
 
 
-@pytest.mark.parametrize("raw, normalised", [
-    ("The Eiffel Tower!", "eiffel tower"),
-    ("  an   apple, a pear  ", "apple pear"),
-    ("U.S.A.", "usa"),
-    ("Theatre of the Absurd", "theatre of absurd"),  # only whole-word articles go
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "raw, normalised",
+    [
+        ("The Eiffel Tower!", "eiffel tower"),
+        ("  an   apple, a pear  ", "apple pear"),
+        ("U.S.A.", "usa"),
+        ("Theatre of the Absurd", "theatre of absurd"),  # only whole-word articles go
+        ("", ""),
+    ],
+)
 def test_normalize_answer(raw, normalised):
     assert normalize_answer(raw) == normalised
 

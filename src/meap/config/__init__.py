@@ -6,9 +6,28 @@ and flags into them). Importing this package imports no torch.
 """
 
 from meap.config.experiments import DemoConfig, SFTDemoConfig
-from meap.config.loading import (coerce, config_to_dict, field_types, load_config, save_config, saved_config,
-                                 unknown_option)
+from meap.config.loading import (
+    coerce,
+    config_to_dict,
+    field_types,
+    load_config,
+    save_config,
+    saved_config,
+    unknown_option,
+)
 from meap.config.training import PretrainConfig, SFTConfig, TrainingConfig
 
-__all__ = ["DemoConfig", "PretrainConfig", "SFTConfig", "SFTDemoConfig", "TrainingConfig", "coerce", "config_to_dict",
-           "field_types", "load_config", "save_config", "saved_config", "unknown_option"]
+__all__ = [
+    "DemoConfig",
+    "PretrainConfig",
+    "SFTConfig",
+    "SFTDemoConfig",
+    "TrainingConfig",
+    "coerce",
+    "config_to_dict",
+    "field_types",
+    "load_config",
+    "save_config",
+    "saved_config",
+    "unknown_option",
+]

@@ -72,52 +72,92 @@ class GenerationOptions(CommandConfig):
 
 @dataclass
 class PrepareConfig(CommandConfig):
-    inputs: list[str] = option("text files (each file is one document), directories, globs, JSONL/JSON (one document "
-                               "per record), Parquet, a saved `datasets` dataset, `hf:NAME` (a hub dataset id or a "
-                               "directory laid out as one, through datasets.load_dataset), or `builtin`",
-                               factory=list, positional=True, metavar="INPUT")
+    inputs: list[str] = option(
+        "text files (each file is one document), directories, globs, JSONL/JSON (one document "
+        "per record), Parquet, a saved `datasets` dataset, `hf:NAME` (a hub dataset id or a "
+        "directory laid out as one, through datasets.load_dataset), or `builtin`",
+        factory=list,
+        positional=True,
+        metavar="INPUT",
+    )
     output: str = _output("directory to write the shards into")
-    tokenizer: str | None = option("a Hugging Face tokenizer or model directory, a hub id (org/name), a meap run "
-                                   "directory, `gpt2` (packaged; the default) or `smollm2-135m` (packaged): the "
-                                   "tokenizer of the model to train", exclusive="source", metavar="TOKENIZER")
-    train_tokenizer: int | None = option("train a byte-level BPE of this many tokens on the corpus",
-                                         exclusive="source", metavar="VOCAB_SIZE")
-    merge_digits: bool = option("with --train-tokenizer: let numbers merge into multi-digit tokens (GPT-2's way) "
-                                "instead of one token per digit", False, switch=True)
+    tokenizer: str | None = option(
+        "a Hugging Face tokenizer or model directory, a hub id (org/name), a meap run "
+        "directory, `gpt2` (packaged; the default) or `smollm2-135m` (packaged): the "
+        "tokenizer of the model to train",
+        exclusive="source",
+        metavar="TOKENIZER",
+    )
+    train_tokenizer: int | None = option(
+        "train a byte-level BPE of this many tokens on the corpus", exclusive="source", metavar="VOCAB_SIZE"
+    )
+    merge_digits: bool = option(
+        "with --train-tokenizer: let numbers merge into multi-digit tokens (GPT-2's way) "
+        "instead of one token per digit",
+        False,
+        switch=True,
+    )
     text_field: str = option("field holding the text in JSONL/JSON/Parquet/datasets", "text", metavar="KEY")
-    val_fraction: float = option("share of the corpus held out for validation (a small corpus holds out at least "
-                                 "~8,192 tokens, at most a tenth)", 0.005, metavar="FRACTION")
+    val_fraction: float = option(
+        "share of the corpus held out for validation (a small corpus holds out at least "
+        "~8,192 tokens, at most a tenth)",
+        0.005,
+        metavar="FRACTION",
+    )
     num_proc: int | None = option("tokeniser processes (default: CPUs, at most 8)")
     overwrite: bool = option("replace an existing prepared directory", False, switch=True)
     split: str = option("with an `hf:NAME` input: the split to read", "train", metavar="NAME")
     config_name: str | None = option("with an `hf:NAME` input: the dataset's configuration", metavar="NAME")
-    streaming: bool = option("with an `hf:NAME` input: stream it (corpora larger than memory or disk)", False,
-                             switch=True)
-    skip_bad_lines: bool = option("pass over JSONL lines that are not JSON objects with the text field (counted "
-                                  "and reported) instead of stopping at the first", False, switch=True)
+    streaming: bool = option(
+        "with an `hf:NAME` input: stream it (corpora larger than memory or disk)", False, switch=True
+    )
+    skip_bad_lines: bool = option(
+        "pass over JSONL lines that are not JSON objects with the text field (counted "
+        "and reported) instead of stopping at the first",
+        False,
+        switch=True,
+    )
 
 
 @dataclass
 class NIAHConfig(GenerationOptions):
     model: str = _model()
     output: str = _output("directory for results.jsonl, summary.json, heatmap.png")
-    haystack: list[str] = _haystack("files, directories or globs read as `meap prepare` reads them (text, JSONL/JSON "
-                                    "`text` fields, Parquet), `builtin` (Paul Graham essays) or `builtin-prose` "
-                                    "(public-domain prose) (default: builtin)")
-    lengths: list[int] = option("prompt lengths in model tokens (default: 512,1024,2048)",
-                                factory=lambda: list(NIAH_LENGTHS), comma=True, metavar="N,N,...")
-    depths: list[float] = option("needle depths in percent (default: 0,25,50,75,100)",
-                                 factory=lambda: list(NIAH_DEPTHS), comma=True, metavar="PERCENT,...")
+    haystack: list[str] = _haystack(
+        "files, directories or globs read as `meap prepare` reads them (text, JSONL/JSON "
+        "`text` fields, Parquet), `builtin` (Paul Graham essays) or `builtin-prose` "
+        "(public-domain prose) (default: builtin)"
+    )
+    lengths: list[int] = option(
+        "prompt lengths in model tokens (default: 512,1024,2048)",
+        factory=lambda: list(NIAH_LENGTHS),
+        comma=True,
+        metavar="N,N,...",
+    )
+    depths: list[float] = option(
+        "needle depths in percent (default: 0,25,50,75,100)",
+        factory=lambda: list(NIAH_DEPTHS),
+        comma=True,
+        metavar="PERCENT,...",
+    )
     needle: str | None = option("a fixed needle sentence (default: random RULER-style needles)", metavar="SENTENCE")
     question: str | None = option("the question for --needle", metavar="TEXT")
     answer: str | None = option("the expected answer for --needle", metavar="TEXT")
     samples: int = option("needles per cell", 1)
     distractors: int = option("other needles (other keys and values) in each haystack: RULER's multi-key NIAH", 0)
-    absent: bool = option("control: leave the asked needle out (only distractors remain); summary.json then says "
-                          "how often a distractor's value was given", False, switch=True)
-    variant: str = option("single, multikey (3+ distractor keys), multivalue (4 values under one key, all to "
-                          "recall), multiquery (4 keys asked at once) or reasoning (two needles to combine): RULER's "
-                          "NIAH tasks and NeedleBench's multi-needle reasoning", "single", metavar="VARIANT")
+    absent: bool = option(
+        "control: leave the asked needle out (only distractors remain); summary.json then says "
+        "how often a distractor's value was given",
+        False,
+        switch=True,
+    )
+    variant: str = option(
+        "single, multikey (3+ distractor keys), multivalue (4 values under one key, all to "
+        "recall), multiquery (4 keys asked at once) or reasoning (two needles to combine): RULER's "
+        "NIAH tasks and NeedleBench's multi-needle reasoning",
+        "single",
+        metavar="VARIANT",
+    )
     value_kind: str = option("needle values: numbers, words or uuids", "numbers", metavar="KIND")
     seed: int = option("seed of the needles and their placement", 0)
 
@@ -125,30 +165,46 @@ class NIAHConfig(GenerationOptions):
 @dataclass
 class MDQAConfig(GenerationOptions):
     model: str = _model()
-    data: list[str] = option("JSONL(.gz) files in the lost-in-the-middle format (`meap data make-mdqa`, or "
-                             "nq-open-*)", factory=list, required=True, metavar="FILE")
+    data: list[str] = option(
+        "JSONL(.gz) files in the lost-in-the-middle format (`meap data make-mdqa`, or nq-open-*)",
+        factory=list,
+        required=True,
+        metavar="FILE",
+    )
     output: str = _output("directory for results.jsonl, summary.json, mdqa.png")
     limit: int | None = option("examples per file (default: all)")
-    teacher_forced: bool = option("also score the first gold answer teacher-forced after the prompt: exact match "
-                                  "(every answer token the top prediction) and its log-probability", False,
-                                  switch=True)
+    teacher_forced: bool = option(
+        "also score the first gold answer teacher-forced after the prompt: exact match "
+        "(every answer token the top prediction) and its log-probability",
+        False,
+        switch=True,
+    )
 
 
 @dataclass
 class RetrievalConfig(GenerationOptions):
     model: str = _model()
-    probes: str = option("JSONL of probes: `context`, `answer`, `distractors` (values of the other needles), "
-                         "`absent` (the asked needle left out)", required=True, metavar="FILE")
+    probes: str = option(
+        "JSONL of probes: `context`, `answer`, `distractors` (values of the other needles), "
+        "`absent` (the asked needle left out)",
+        required=True,
+        metavar="FILE",
+    )
     output: str = _output("directory for results.jsonl and summary.json")
-    attention: bool = option("also measure attention from the position that predicts the value onto the asked and "
-                             "the distractors' values, per layer (eager kernel)", False, switch=True)
+    attention: bool = option(
+        "also measure attention from the position that predicts the value onto the asked and "
+        "the distractors' values, per layer (eager kernel)",
+        False,
+        switch=True,
+    )
 
 
 @dataclass
 class HarnessConfig(CommandConfig):
     model: str = _model()
-    tasks: list[str] = option("comma-separated lm-eval task names", factory=list, comma=True, required=True,
-                              metavar="TASK,...")
+    tasks: list[str] = option(
+        "comma-separated lm-eval task names", factory=list, comma=True, required=True, metavar="TASK,..."
+    )
     output: str = _output("directory for results.json")
     num_fewshot: int = option("examples shown before each question", 0)
     limit: int | None = option("examples per task (default: all)")
@@ -160,13 +216,19 @@ class HarnessConfig(CommandConfig):
 
 @dataclass
 class AttentionConfig(CommandConfig):
-    model: list[str] = option("one or more: Hugging Face model directories, hub ids, meap run directories, "
-                              "`smollm2-135m`", factory=list, required=True, metavar="MODEL")
+    model: list[str] = option(
+        "one or more: Hugging Face model directories, hub ids, meap run directories, `smollm2-135m`",
+        factory=list,
+        required=True,
+        metavar="MODEL",
+    )
     output: str = _output("directory for attention.json and the plots")
     samples: int = option("probes (needle inputs) per model", 8)
     length: int = option("probe length in model tokens", 1024, metavar="TOKENS")
-    haystack: list[str] = _haystack("files, directories or globs (read as `meap prepare` reads them), `builtin` (Paul "
-                                    "Graham essays) or `builtin-prose` (default: builtin)")
+    haystack: list[str] = _haystack(
+        "files, directories or globs (read as `meap prepare` reads them), `builtin` (Paul "
+        "Graham essays) or `builtin-prose` (default: builtin)"
+    )
     mask_ratio: float = option("context share masked in the masked copy", 0.15, metavar="RATIO")
     seed: int = option("seed of the probes' needles and masks", 0)
     no_progress: bool = _no_progress("no progress bars (none either when stderr is not a terminal)")
@@ -180,21 +242,29 @@ class MakeMDQAConfig(CommandConfig):
     passage_words: int = option("words per document (NQ-Open's are about 100)", 100)
     examples: int = option("questions to write", 100)
     seed: int = option("seed of the passages and the questions", 0)
-    distractors: str = option("hard: every distractor document holds a fact of the gold fact's shape about other "
-                              "names (only the question's key finds the gold one); filler: distractors are prose "
-                              "only (a single-needle test)", "hard", metavar="KIND")
+    distractors: str = option(
+        "hard: every distractor document holds a fact of the gold fact's shape about other "
+        "names (only the question's key finds the gold one); filler: distractors are prose "
+        "only (a single-needle test)",
+        "hard",
+        metavar="KIND",
+    )
 
 
 @dataclass
 class GenerateConfig(CommandConfig):
-    prompts: list[str] = option("prompts to continue (a chat model gets each as one user turn)", factory=list,
-                                positional=True, metavar="PROMPT")
+    prompts: list[str] = option(
+        "prompts to continue (a chat model gets each as one user turn)", factory=list, positional=True, metavar="PROMPT"
+    )
     model: str = _model()
     max_new_tokens: int = option("longest completion generated", 64)
     temperature: float = option("0 decodes greedily (the default); above 0 samples at this temperature", 0.0)
     top_k: int = option("with --temperature: sample from the k likeliest tokens only (0: all)", 0)
-    top_p: float = option("with --temperature: sample from the likeliest tokens holding this probability mass "
-                          "(nucleus sampling; 1: all)", 1.0, metavar="MASS")
+    top_p: float = option(
+        "with --temperature: sample from the likeliest tokens holding this probability mass (nucleus sampling; 1: all)",
+        1.0,
+        metavar="MASS",
+    )
     seed: int = option("seed of the sampling", 0)
     raw: bool = option("feed a chat model the prompt as it is, without its chat template", False, switch=True)
     dtype: str = _dtype()
@@ -218,6 +288,7 @@ class GenerateConfig(CommandConfig):
 
 @dataclass
 class CompareConfig(CommandConfig):
-    runs: list[str] = option("run directories (evaluation outputs inside them are found)", factory=list,
-                             positional=True, metavar="RUN")
+    runs: list[str] = option(
+        "run directories (evaluation outputs inside them are found)", factory=list, positional=True, metavar="RUN"
+    )
     output: str = _output("directory for report.md, report.html and plots")

@@ -34,8 +34,14 @@ class PairedExperiment:
 
     def pairing_problems(self) -> list[str]:
         found, objectives = [], self.objectives()
-        if not objectives or any(name not in OBJECTIVES for name in objectives) or len(set(objectives)) < len(objectives):
-            found.append(f"objective: expected distinct names from `ntp`, `meap`, comma-separated, got {self.objective!r}")
+        if (
+            not objectives
+            or any(name not in OBJECTIVES for name in objectives)
+            or len(set(objectives)) < len(objectives)
+        ):
+            found.append(
+                f"objective: expected distinct names from `ntp`, `meap`, comma-separated, got {self.objective!r}"
+            )
         if len(set(self.seeds)) < len(self.seeds) or any(not 0 <= seed < 2**32 for seed in self.seeds):
             found.append(f"seeds: expected distinct integers in [0, 2**32), got {self.seeds}")
         return found
@@ -53,48 +59,78 @@ class DemoConfig(PairedExperiment, PretrainConfig):
 
     objective: str = help_field("objectives to train and compare, comma-separated", default="ntp,meap")
     output: str = help_field("demo directory (default: runs/demo)", default="")
-    seed: int = help_field("seeds the demo corpus, the keys and the probes (shared by every training seed), and "
-                      "training when `seeds` is empty", default=1337)
-    seeds: list[int] = help_field("training seeds (model init, data order, masks); each seed has its own shared start "
-                             "and trains every objective from it. Empty: `seed` alone", default_factory=list)
-    jobs: int = help_field("training runs at once, each a one-thread process (the numbers do not depend on it)",
-                      default=2)
-    summary: str = help_field("also write the summary JSON to this file (e.g. results/evidence-cpu.json), and its "
-                         "tables beside it (.md) and the curves (.png)", default="")
-    records: str = help_field("also write every probe curve and per-probe score, gzipped, to this file (what the "
-                         "summary is recomputed from)", default="")
+    seed: int = help_field(
+        "seeds the demo corpus, the keys and the probes (shared by every training seed), and "
+        "training when `seeds` is empty",
+        default=1337,
+    )
+    seeds: list[int] = help_field(
+        "training seeds (model init, data order, masks); each seed has its own shared start "
+        "and trains every objective from it. Empty: `seed` alone",
+        default_factory=list,
+    )
+    jobs: int = help_field(
+        "training runs at once, each a one-thread process (the numbers do not depend on it)", default=2
+    )
+    summary: str = help_field(
+        "also write the summary JSON to this file (e.g. results/evidence-cpu.json), and its "
+        "tables beside it (.md) and the curves (.png)",
+        default="",
+    )
+    records: str = help_field(
+        "also write every probe curve and per-probe score, gzipped, to this file (what the summary is recomputed from)",
+        default="",
+    )
     data: str = help_field("`demo`: the demo corpus built in the output directory", default="demo")
-    task: str = help_field("what the probes measure and the branches train on: `retrieval` (lookup by key among "
-                      "distractor needles, on the retrieval documents) or `copy` (continuing a repeated list, on "
-                      "the copy drills: RESULTS.md's pilot rule)", default="copy")
+    task: str = help_field(
+        "what the probes measure and the branches train on: `retrieval` (lookup by key among "
+        "distractor needles, on the retrieval documents) or `copy` (continuing a repeated list, on "
+        "the copy drills: RESULTS.md's pilot rule)",
+        default="copy",
+    )
     # The demo corpus; `seed` seeds it, the keys and the probes
     vocab_size: int = help_field("BPE vocabulary, trained on the built-in prose and needles", default=2048)
-    documents: int = help_field("retrieval documents: needles under distinct keys in prose, some asked for at the end "
-                           "(trained on with task retrieval)", default=2000)
-    needles_per_document: list[int] = help_field("fewest and most needles in a training document",
-                                            default_factory=lambda: [2, 6])
-    questions_per_document: list[int] = help_field("fewest and most needles asked about in a training document "
-                                              "(at most half of its needles)", default_factory=lambda: [1, 3])
-    filler_words: list[int] = help_field("fewest and most prose words around a training document's needles",
-                                    default_factory=lambda: [0, 40])
-    held_out_keys: int = help_field("key words kept out of training as keys, for the probes and the evaluation",
-                               default=100)
+    documents: int = help_field(
+        "retrieval documents: needles under distinct keys in prose, some asked for at the end "
+        "(trained on with task retrieval)",
+        default=2000,
+    )
+    needles_per_document: list[int] = help_field(
+        "fewest and most needles in a training document", default_factory=lambda: [2, 6]
+    )
+    questions_per_document: list[int] = help_field(
+        "fewest and most needles asked about in a training document (at most half of its needles)",
+        default_factory=lambda: [1, 3],
+    )
+    filler_words: list[int] = help_field(
+        "fewest and most prose words around a training document's needles", default_factory=lambda: [0, 40]
+    )
+    held_out_keys: int = help_field(
+        "key words kept out of training as keys, for the probes and the evaluation", default=100
+    )
     # The shared start of each seed (NTP on copy drills)
-    shared_steps: int = help_field("optimizer steps of each seed's shared start, on copy drills (0: the branches "
-                              "start from a fresh init)", default=200)
+    shared_steps: int = help_field(
+        "optimizer steps of each seed's shared start, on copy drills (0: the branches start from a fresh init)",
+        default=200,
+    )
     shared_seq_len: int = help_field("sequence length of the shared start", default=64)
     shared_batch_size: int = help_field("sequences per step in the shared start", default=32)
     drill_documents: int = help_field("copy drills (a list of random words, then the list again)", default=150000)
     drill_numbers: list[int] = help_field("fewest and most words in a copy drill", default_factory=lambda: [2, 5])
     # Probes during the branches, and the onset read from them
     probes: int = help_field("teacher-forced probes scored during training", default=128)
-    distractors: int = help_field("needles besides the asked one in every probe and evaluation prompt, values of the "
-                             "same shape under other keys (a copier scores at most 1/(distractors + 1))", default=3)
-    probe_filler_words: list[int] = help_field("fewest and most prose words around a probe's needles",
-                                          default_factory=lambda: [0, 40])
+    distractors: int = help_field(
+        "needles besides the asked one in every probe and evaluation prompt, values of the "
+        "same shape under other keys (a copier scores at most 1/(distractors + 1))",
+        default=3,
+    )
+    probe_filler_words: list[int] = help_field(
+        "fewest and most prose words around a probe's needles", default_factory=lambda: [0, 40]
+    )
     probe_every: int = help_field("optimizer steps between probe scores", default=50)
-    onset_threshold: float = help_field("the onset is where the probes' moving accuracy first reaches this",
-                                   default=0.5)
+    onset_threshold: float = help_field(
+        "the onset is where the probes' moving accuracy first reaches this", default=0.5
+    )
     onset_window: int = help_field("probe scores in the moving average of the onset", default=3)
     # Final evaluation of every branch
     eval_probes: int = help_field("greedy, strictly scored retrieval prompts per run (its own draw)", default=256)
@@ -104,13 +140,15 @@ class DemoConfig(PairedExperiment, PretrainConfig):
     seq_len: int = new_default(PretrainConfig, "seq_len", default=64)
     document_attention: bool = new_default(PretrainConfig, "document_attention", default=True)
     micro_batch_size: int = new_default(PretrainConfig, "micro_batch_size", default=32)
-    max_steps: int = help_field("optimizer steps of each branch (the window in which the onset is looked for)",
-                           default=2000)
+    max_steps: int = help_field(
+        "optimizer steps of each branch (the window in which the onset is looked for)", default=2000
+    )
     lr: float = new_default(PretrainConfig, "lr", default=3e-3)
-    min_lr: float = help_field("the branches' rate stays at lr unless this is lower (constant: the schedule must not "
-                          "force the onset)", default=3e-3)
-    warmup_steps: int = help_field("linear warmup steps of the shared start (the branches continue at lr)",
-                              default=100)
+    min_lr: float = help_field(
+        "the branches' rate stays at lr unless this is lower (constant: the schedule must not force the onset)",
+        default=3e-3,
+    )
+    warmup_steps: int = help_field("linear warmup steps of the shared start (the branches continue at lr)", default=100)
     log_every: int = new_default(PretrainConfig, "log_every", default=50)
     eval_every: int = new_default(PretrainConfig, "eval_every", default=500)
     save_every: int = new_default(PretrainConfig, "save_every", default=500)
@@ -122,17 +160,35 @@ class DemoConfig(PairedExperiment, PretrainConfig):
 
     def problems(self) -> list[str]:
         # the branches' probe file is the demo's own (probe_every is checked here)
-        found = (PretrainConfig.problems(dataclasses.replace(self, objective="meap", probe_every=0))
-                 + self.pairing_problems())
-        for key in ("vocab_size", "documents", "held_out_keys", "shared_seq_len", "shared_batch_size", "probes",
-                    "distractors", "probe_every", "onset_window", "eval_probes", "jobs"):
+        found = (
+            PretrainConfig.problems(dataclasses.replace(self, objective="meap", probe_every=0))
+            + self.pairing_problems()
+        )
+        for key in (
+            "vocab_size",
+            "documents",
+            "held_out_keys",
+            "shared_seq_len",
+            "shared_batch_size",
+            "probes",
+            "distractors",
+            "probe_every",
+            "onset_window",
+            "eval_probes",
+            "jobs",
+        ):
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
         for key in ("shared_steps", "drill_documents", "absent_probes"):
             if getattr(self, key) < 0:
                 found.append(f"{key}: expected an integer >= 0, got {getattr(self, key)}")
-        ranges = {"filler_words": 0, "probe_filler_words": 0, "needles_per_document": 1, "drill_numbers": 1,
-                  "questions_per_document": 1}
+        ranges = {
+            "filler_words": 0,
+            "probe_filler_words": 0,
+            "needles_per_document": 1,
+            "drill_numbers": 1,
+            "questions_per_document": 1,
+        }
         for key, least in ranges.items():
             value = getattr(self, key)
             if len(value) != 2 or not least <= value[0] <= value[1]:
@@ -153,8 +209,9 @@ class DemoConfig(PairedExperiment, PretrainConfig):
         """A pretraining run of this experiment (``overrides``: other PretrainConfig keys)."""
         keys = {f.name for f in dataclasses.fields(PretrainConfig)}
         values = {key: getattr(self, key) for key in keys}
-        return PretrainConfig(**{**values, "objective": objective, "data": data, "output": str(output), "seed": seed,
-                                 **overrides})
+        return PretrainConfig(
+            **{**values, "objective": objective, "data": data, "output": str(output), "seed": seed, **overrides}
+        )
 
 
 @dataclass
@@ -164,29 +221,43 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
 
     objective: str = help_field("objectives to fine-tune and compare, comma-separated", default="ntp,meap")
     output: str = help_field("demo directory (default: runs/demo-sft)", default="")
-    seeds: list[int] = help_field("fine-tuning seeds (data order, masks, LoRA init); empty: `seed` alone",
-                             default_factory=list)
+    seeds: list[int] = help_field(
+        "fine-tuning seeds (data order, masks, LoRA init); empty: `seed` alone", default_factory=list
+    )
     summary: str = help_field("also write the summary JSON to this file, and its tables beside it (.md)", default="")
-    records: str = help_field("also write every model's per-question MDQA records, gzipped, to this file (what the "
-                              "summary is recomputed from: python -m meap.demo_sft FILE)", default="")
+    records: str = help_field(
+        "also write every model's per-question MDQA records, gzipped, to this file (what the "
+        "summary is recomputed from: python -m meap.demo_sft FILE)",
+        default="",
+    )
     ntp_epochs: int = help_field("epochs of NTP-SFT", default=4)
-    meap_epochs: int = help_field("epochs of MEAP-SFT (the paper: half NTP's, as each long example is doubled)",
-                             default=2)
+    meap_epochs: int = help_field(
+        "epochs of MEAP-SFT (the paper: half NTP's, as each long example is doubled)", default=2
+    )
     mdqa_num_docs: int = help_field("documents per MDQA question", default=10)
-    mdqa_gold_positions: list[int] = help_field("gold-document positions evaluated (0-based)",
-                                           default_factory=lambda: [0, 4, 9])
+    mdqa_gold_positions: list[int] = help_field(
+        "gold-document positions evaluated (0-based)", default_factory=lambda: [0, 4, 9]
+    )
     mdqa_examples: int = help_field("MDQA questions per gold position", default=30)
     mdqa_passage_words: int = help_field("words per MDQA document", default=40)
-    mdqa_distractors: str = help_field("MDQA distractor documents (evaluation and generated training conversations): "
-                                       "hard (each with a fact of the gold fact's shape about other names) or filler "
-                                       "(prose only)", default="hard")
+    mdqa_distractors: str = help_field(
+        "MDQA distractor documents (evaluation and generated training conversations): "
+        "hard (each with a fact of the gold fact's shape about other names) or filler "
+        "(prose only)",
+        default="hard",
+    )
     max_new_tokens: int = help_field("tokens generated per MDQA answer", default=24)
     eval_dtype: str = help_field("precision of the MDQA evaluation (`auto`, `float32`, `bfloat16`)", default="auto")
-    train_conversations: int = help_field("train on this many generated MDQA conversations (questions disjoint from the "
-                                          "evaluation's, answers quoting the gold document) instead of `data`; 0: `data`",
-                                          default=0)
-    forgetting_gate: float = help_field("validity gate: NTP-SFT this far below the base model's accuracy (a fraction) "
-                                        "means the run measures forgetting, not the objective", default=0.10)
+    train_conversations: int = help_field(
+        "train on this many generated MDQA conversations (questions disjoint from the "
+        "evaluation's, answers quoting the gold document) instead of `data`; 0: `data`",
+        default=0,
+    )
+    forgetting_gate: float = help_field(
+        "validity gate: NTP-SFT this far below the base model's accuracy (a fraction) "
+        "means the run measures forgetting, not the objective",
+        default=0.10,
+    )
 
     command = "demo-sft"
     FREE_KEYS = (*PairedExperiment.FREE_KEYS, "forgetting_gate")
@@ -194,8 +265,14 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
 
     def problems(self) -> list[str]:
         found = SFTConfig.problems(dataclasses.replace(self, objective="meap")) + self.pairing_problems()
-        for key in ("ntp_epochs", "meap_epochs", "mdqa_num_docs", "mdqa_examples", "mdqa_passage_words",
-                    "max_new_tokens"):
+        for key in (
+            "ntp_epochs",
+            "meap_epochs",
+            "mdqa_num_docs",
+            "mdqa_examples",
+            "mdqa_passage_words",
+            "max_new_tokens",
+        ):
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
         if self.train_conversations < 0:
@@ -203,10 +280,18 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
         if not 0 < self.forgetting_gate <= 1:
             found.append(f"forgetting_gate: expected a fraction in (0, 1], got {self.forgetting_gate}")
         positions = self.mdqa_gold_positions
-        if not positions or len(set(positions)) < len(positions) or any(not 0 <= p < self.mdqa_num_docs for p in positions):
-            found.append(f"mdqa_gold_positions: expected distinct positions in [0, {self.mdqa_num_docs}), got {positions}")
+        if (
+            not positions
+            or len(set(positions)) < len(positions)
+            or any(not 0 <= p < self.mdqa_num_docs for p in positions)
+        ):
+            found.append(
+                f"mdqa_gold_positions: expected distinct positions in [0, {self.mdqa_num_docs}), got {positions}"
+            )
         if self.mdqa_distractors not in MDQA_DISTRACTORS:
-            found.append(f"mdqa_distractors: expected one of {', '.join(MDQA_DISTRACTORS)}, got {self.mdqa_distractors!r}")
+            found.append(
+                f"mdqa_distractors: expected one of {', '.join(MDQA_DISTRACTORS)}, got {self.mdqa_distractors!r}"
+            )
         if self.eval_dtype not in DTYPES:
             found.append(f"eval_dtype: expected {', '.join(DTYPES[:-1])} or {DTYPES[-1]}, got {self.eval_dtype!r}")
         return found
@@ -216,5 +301,6 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
         keys = {f.name for f in dataclasses.fields(SFTConfig)}
         values = {key: getattr(self, key) for key in keys}
         epochs = self.meap_epochs if objective == "meap" else self.ntp_epochs
-        return SFTConfig(**{**values, "objective": objective, "output": str(output), "seed": seed,
-                            "epochs": epochs, "max_steps": 0})
+        return SFTConfig(
+            **{**values, "objective": objective, "output": str(output), "seed": seed, "epochs": epochs, "max_steps": 0}
+        )

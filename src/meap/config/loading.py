@@ -98,6 +98,28 @@ def coerce(key: str, value: Any, expected: type, where: str) -> Any:
     raise UserError(f"{where}: `{key}` expects {expected.__name__}, got {value!r}")
 
 
+def parse_value(text: str) -> Any:
+    """A KEY=VALUE item's value: an int, a float (``5e5`` too), else YAML (true, null, [1, 2], a string)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def key_values(key: str, items: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """``KEY=VALUE`` items as a dict (values by :func:`parse_value`), and the problems of malformed items."""
+    bad = [item for item in items if "=" not in item or not item.split("=", 1)[0].strip()]
+    if bad:
+        return {}, [f"{key}: expected KEY=VALUE items, got {bad[0]!r}"]
+    pairs = [item.split("=", 1) for item in items]
+    return {name.strip(): parse_value(text) for name, text in pairs}, []
+
+
 def unknown_option(key: str, config_cls: type) -> UserError:
     """The error for a command-line key that ``config_cls`` does not have, naming the closest one."""
     key = key.lstrip("-").split("=")[0].replace("-", "_")

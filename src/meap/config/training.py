@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from meap.config.loading import help_field, new_default
+from meap.config.loading import help_field, key_values, new_default
 from meap.constants import DTYPES, MASK_MODES, OBJECTIVES, REPORT_TO, SFT_FORMATS, SFT_LAYOUTS
 
 
@@ -19,7 +19,9 @@ class TrainingConfig:
     Subclasses add what they train on and redeclare fields whose defaults differ.
     """
 
-    objective: str = help_field("`meap` (masked inputs, clean next-token targets) or `ntp` (the baseline)", default="meap")
+    objective: str = help_field(
+        "`meap` (masked inputs, clean next-token targets) or `ntp` (the baseline)", default="meap"
+    )
     mask_ratio: float = help_field("fraction of eligible tokens replaced by [MASK] (MEAP only)", default=0.15)
     output: str = help_field("run directory (default: runs/<command>-<objective>)", default="")
     seed: int = help_field("seeds the model init, the data order and the masks", default=1337)
@@ -41,30 +43,59 @@ class TrainingConfig:
     eval_batches: int = help_field("micro-batches per validation", default=8)
     save_every: int = help_field("optimizer steps between resumable checkpoints (0: only at the end)", default=100)
     keep_checkpoints: int = help_field("most recent checkpoints kept (0 keeps all)", default=2)
-    probe_file: str = help_field("JSONL of teacher-forced probes (`context`, `answer`, `distractors`) scored during "
-                                 "training into metrics.jsonl as probe_accuracy, probe_choice, probe_answer_p, "
-                                 "probe_distractor_p", default="")
-    probe_every: int = help_field("optimizer steps between probe scores (and the last step); needs probe_file",
-                                  default=0)
+    probe_file: str = help_field(
+        "JSONL of teacher-forced probes (`context`, `answer`, `distractors`) scored during "
+        "training into metrics.jsonl as probe_accuracy, probe_choice, probe_answer_p, "
+        "probe_distractor_p",
+        default="",
+    )
+    probe_every: int = help_field(
+        "optimizer steps between probe scores (and the last step); needs probe_file", default=0
+    )
     # System
     dtype: str = help_field("`auto` (bf16 on CUDA, fp32 on CPU), `float32`, `bfloat16` or `float16`", default="auto")
-    attn_implementation: str = help_field("attention kernel passed to transformers (`sdpa`, `eager`, `flash_attention_2`)", default="sdpa")
+    attn_implementation: str = help_field(
+        "attention kernel passed to transformers (`sdpa`, `eager`, `flash_attention_2`)", default="sdpa"
+    )
     compile: bool = help_field("torch.compile the model", default=False)
-    fsdp: bool = help_field("under torchrun: FSDP2 instead of DDP (parameters, gradients and optimizer state sharded, one "
-                       "unit per decoder layer; checkpoints and the final model saved whole)", default=False)
-    on_nan: str = help_field("a NaN or infinite training loss: `stop` the run (the last checkpoint stays), or `skip` "
-                        "that optimizer step and go on", default="stop")
-    loss_chunk_size: int = help_field("compute the loss from hidden states this many tokens at a time, never holding "
-                                 "all logits (pretraining; 0: the model's own loss)", default=0)
+    fsdp: bool = help_field(
+        "under torchrun: FSDP2 instead of DDP (parameters, gradients and optimizer state sharded, one "
+        "unit per decoder layer; checkpoints and the final model saved whole)",
+        default=False,
+    )
+    on_nan: str = help_field(
+        "a NaN or infinite training loss: `stop` the run (the last checkpoint stays), or `skip` "
+        "that optimizer step and go on",
+        default="stop",
+    )
+    loss_chunk_size: int = help_field(
+        "compute the loss from hidden states this many tokens at a time, never holding "
+        "all logits (pretraining; 0: the model's own loss)",
+        default=0,
+    )
     num_workers: int = help_field("DataLoader worker processes", default=0)
-    report_to: list[str] = help_field("where metrics go besides metrics.jsonl: tensorboard (into the run's "
-                                 "tensorboard/), wandb, mlflow (the Trainer's integrations; optional extras), or "
-                                 "none", default_factory=lambda: ["tensorboard"])
+    report_to: list[str] = help_field(
+        "where metrics go besides metrics.jsonl: tensorboard (into the run's "
+        "tensorboard/), wandb, mlflow (the Trainer's integrations; optional extras), or "
+        "none",
+        default_factory=lambda: ["tensorboard"],
+    )
+    trainer_args: list[str] = help_field(
+        "KEY=VALUE items for transformers' TrainingArguments, any key meap does not set itself, e.g. "
+        "gradient_checkpointing=true optim=adamw_torch lr_scheduler_type=constant",
+        default_factory=list,
+        cli={"alias": "--trainer-arg", "extend": True},
+    )
 
     command = "train"  # names the default output directory
 
     def resolved_output(self) -> Path:
         return Path(self.output or f"runs/{self.command}-{self.objective}")
+
+    def trainer_arguments(self) -> dict:
+        """``trainer_args`` as TrainingArguments keys and values (checked against transformers when a run
+        builds its arguments: :func:`meap.train.arguments.training_arguments`)."""
+        return key_values("trainer_args", self.trainer_args)[0]
 
     def effective_mask_ratio(self) -> float:
         """The ratio the collator applies: the NTP baseline is MEAP at ratio 0."""
@@ -89,18 +120,31 @@ class TrainingConfig:
         for key in ("micro_batch_size", "grad_accum_steps", "log_every", "eval_batches"):
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
-        for key in ("max_steps", "warmup_steps", "eval_every", "save_every", "keep_checkpoints", "num_workers",
-                    "loss_chunk_size", "probe_every"):
+        for key in (
+            "max_steps",
+            "warmup_steps",
+            "eval_every",
+            "save_every",
+            "keep_checkpoints",
+            "num_workers",
+            "loss_chunk_size",
+            "probe_every",
+        ):
             if getattr(self, key) < 0:
                 found.append(f"{key}: expected an integer >= 0, got {getattr(self, key)}")
         if not (math.isfinite(self.lr) and math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr and self.lr > 0):
-            found.append(f"lr, min_lr: expected finite 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+            found.append(
+                f"lr, min_lr: expected finite 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}"
+            )
         for key in ("adam_beta1", "adam_beta2"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 found.append(f"{key}: expected a value in [0, 1), got {getattr(self, key)}")
+        found += key_values("trainer_args", self.trainer_args)[1]
         if bool(self.probe_file) != bool(self.probe_every):
-            found.append("probe_file, probe_every: expected both (a probe file and how often to score it) or neither, "
-                         f"got probe_file={self.probe_file!r}, probe_every={self.probe_every}")
+            found.append(
+                "probe_file, probe_every: expected both (a probe file and how often to score it) or neither, "
+                f"got probe_file={self.probe_file!r}, probe_every={self.probe_every}"
+            )
         for key in ("weight_decay", "grad_clip"):
             if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
                 found.append(f"{key}: expected a finite value >= 0, got {getattr(self, key)}")
@@ -111,20 +155,36 @@ class TrainingConfig:
 class PretrainConfig(TrainingConfig):
     """A pretraining run: packed blocks of a prepared corpus, a preset or local model, MEAP or NTP."""
 
-    data: str = help_field("prepared data directory (`meap prepare`), or `builtin` for the embedded corpus", default="builtin")
-    model: str = help_field("model preset (see `meap presets`); to continue pretraining, a local Hugging Face model "
-                       "directory, a hub id (org/name), a meap run directory or `smollm2-135m`", default="tiny")
-    model_config: str = help_field("a config.json of any causal LM transformers knows (Llama, Qwen3, Mistral, Gemma, "
-                              "GPT-NeoX, ...): a fresh model of that shape, its vocabulary sized from the data's "
-                              "tokenizer (instead of --model)", default="")
-    model_override: list[str] = help_field("KEY=VALUE changes to the model's config, e.g. num_hidden_layers=8 "
-                                      "rope_theta=500000 (a preset or --model-config)", default_factory=list)
-    mask_mode: str = help_field("`exact` count per row, `bernoulli` per token, or `reference` (the reference code's "
-                           "shared masks)", default="exact")
+    data: str = help_field(
+        "prepared data directory (`meap prepare`), or `builtin` for the embedded corpus", default="builtin"
+    )
+    model: str = help_field(
+        "model preset (see `meap presets`); to continue pretraining, a local Hugging Face model "
+        "directory, a hub id (org/name), a meap run directory or `smollm2-135m`",
+        default="tiny",
+    )
+    model_config: str = help_field(
+        "a config.json of any causal LM transformers knows (Llama, Qwen3, Mistral, Gemma, "
+        "GPT-NeoX, ...): a fresh model of that shape, its vocabulary sized from the data's "
+        "tokenizer (instead of --model)",
+        default="",
+    )
+    model_override: list[str] = help_field(
+        "KEY=VALUE changes to the model's config, e.g. num_hidden_layers=8 "
+        "rope_theta=500000 (a preset or --model-config)",
+        default_factory=list,
+    )
+    mask_mode: str = help_field(
+        "`exact` count per row, `bernoulli` per token, or `reference` (the reference code's shared masks)",
+        default="exact",
+    )
     seq_len: int = help_field("tokens per training sequence", default=256)
-    document_attention: bool = help_field("attention and positions restart at every document (EOS) of a packed "
-                                     "sequence, as Llama 3 trains; false: documents of a sequence attend to "
-                                     "each other", default=False)
+    document_attention: bool = help_field(
+        "attention and positions restart at every document (EOS) of a packed "
+        "sequence, as Llama 3 trains; false: documents of a sequence attend to "
+        "each other",
+        default=False,
+    )
 
     command = "pretrain"
     EXCLUSIVE = (("model", "model_config"),)
@@ -132,16 +192,16 @@ class PretrainConfig(TrainingConfig):
     def problems(self) -> list[str]:
         found = super().problems()
         if self.model_config and self.model != PretrainConfig.model:
-            found.append(f"model_config: builds a fresh model of {self.model_config}, so model {self.model!r} would be "
-                         "ignored; give one of them")
+            found.append(
+                f"model_config: builds a fresh model of {self.model_config}, so model {self.model!r} would be "
+                "ignored; give one of them"
+            )
         if self.mask_mode not in MASK_MODES:
             found.append(f"mask_mode: expected one of {', '.join(MASK_MODES)}, got {self.mask_mode!r}")
         for key in ("seq_len", "max_steps"):
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
-        bad = [item for item in self.model_override if "=" not in item or not item.split("=", 1)[0].strip()]
-        if bad:
-            found.append(f"model_override: expected KEY=VALUE items, got {bad[0]!r}")
+        found += key_values("model_override", self.model_override)[1]
         return found
 
 
@@ -149,20 +209,30 @@ class PretrainConfig(TrainingConfig):
 class SFTConfig(TrainingConfig):
     """A supervised fine-tuning run: instruction files, a local causal LM, MEAP-SFT or NTP-SFT."""
 
-    data: list[str] = help_field("instruction files (JSON, JSONL, Parquet), or `builtin[:N]` (the built-in instruction "
-                            "set, also the default)",
-                            default_factory=lambda: ["builtin"])
-    format: str = help_field("`alpaca`, `sharegpt`, `messages` or `prompt-completion` (TRL's); empty: detected from "
-                             "the first record", default="")
-    skip_bad_lines: bool = help_field("pass over records that are not valid (malformed JSON, missing fields), counted "
-                                      "in run.json and the first one named, instead of stopping", default=False)
-    model: str = help_field("Hugging Face causal LM directory, a hub id (org/name), a meap run directory, or "
-                       "`smollm2-135m` (packaged)",
-                       default="smollm2-135m")
+    data: list[str] = help_field(
+        "instruction files (JSON, JSONL, Parquet), or `builtin[:N]` (the built-in instruction set, also the default)",
+        default_factory=lambda: ["builtin"],
+    )
+    format: str = help_field(
+        "`alpaca`, `sharegpt`, `messages` or `prompt-completion` (TRL's); empty: detected from the first record",
+        default="",
+    )
+    skip_bad_lines: bool = help_field(
+        "pass over records that are not valid (malformed JSON, missing fields), counted "
+        "in run.json and the first one named, instead of stopping",
+        default=False,
+    )
+    model: str = help_field(
+        "Hugging Face causal LM directory, a hub id (org/name), a meap run directory, or `smollm2-135m` (packaged)",
+        default="smollm2-135m",
+    )
     mask_ratio: float = help_field("fraction of answer tokens masked in the copy (MEAP only)", default=0.1)
-    layout: str = help_field("`concat` (the paper: original + masked copy in one row) or `separate` (two rows)",
-                        default="concat")
-    min_answer_tokens: int = help_field("conversations with this many answer tokens or fewer train as plain NTP", default=50)
+    layout: str = help_field(
+        "`concat` (the paper: original + masked copy in one row) or `separate` (two rows)", default="concat"
+    )
+    min_answer_tokens: int = help_field(
+        "conversations with this many answer tokens or fewer train as plain NTP", default=50
+    )
     max_length: int = help_field("longest training row in tokens (and packed sequence length)", default=1024)
     epochs: int = help_field("passes over the training conversations (used when max_steps is 0)", default=1)
     max_steps: int = help_field("optimizer steps; 0: as many as `epochs` passes take", default=0)

@@ -18,8 +18,14 @@ from torch.utils.data import Dataset
 class PackedBlocks(Dataset):
     """``num_samples`` samples ``{"input_ids": (seq_len + 1,) int64, "sample_index": n}``."""
 
-    def __init__(self, shards: list[np.ndarray], seq_len: int, num_samples: int | None = None,
-                 seed: int = 0, shuffle: bool = True):
+    def __init__(
+        self,
+        shards: list[np.ndarray],
+        seq_len: int,
+        num_samples: int | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+    ):
         self.shards = shards
         self.seq_len = seq_len
         self.seed = seed

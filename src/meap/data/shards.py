@@ -101,8 +101,10 @@ def load_meta(data_dir: str | Path) -> dict:
     data_dir = Path(data_dir)
     path = data_dir / META_FILE
     if data_dir.is_file():
-        raise UserError(f"{data_dir}: a file, not a prepared data directory; prepare it first "
-                        f"(`meap prepare {data_dir} -o data/{data_dir.stem}`, then --data data/{data_dir.stem})")
+        raise UserError(
+            f"{data_dir}: a file, not a prepared data directory; prepare it first "
+            f"(`meap prepare {data_dir} -o data/{data_dir.stem}`, then --data data/{data_dir.stem})"
+        )
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: no such data directory; create one with `meap prepare`")
     if not path.is_file():
@@ -160,7 +162,7 @@ def _validate_meta(meta: object, path: Path) -> None:
     for name, split in meta["splits"].items():
         shards = split.get("shards") if isinstance(split, dict) else None
         if not isinstance(shards, list) or not all(_is_shard_entry(shard) for shard in shards):
-            raise UserError(f"{path}: splits.{name}.shards must be a list of {{\"file\", \"num_tokens\"}} objects")
+            raise UserError(f'{path}: splits.{name}.shards must be a list of {{"file", "num_tokens"}} objects')
 
 
 def _is_shard_entry(shard: object) -> bool:

@@ -23,10 +23,10 @@ tables) and what was expected.
 from __future__ import annotations
 
 import glob
-import os
 import gzip
-import zlib
 import json
+import os
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,8 +40,9 @@ PARQUET_BATCH_ROWS = 1024
 _DATASET_MARKERS = ("dataset_info.json", "dataset_dict.json")
 
 
-def iter_documents(inputs: Sequence[str | Path], text_field: str = "text",
-                   skipped: list[str] | None = None) -> Iterator[str]:
+def iter_documents(
+    inputs: Sequence[str | Path], text_field: str = "text", skipped: list[str] | None = None
+) -> Iterator[str]:
     """Every non-empty document of ``inputs``, in order; :class:`UserError` if there is none at all.
 
     ``skipped``: a bad JSON Lines line (not UTF-8, not JSON, not an object, no string ``text_field``) is
@@ -164,8 +165,9 @@ def _decode(data: bytes, path: Path, line: int = 1, offset: int = 0) -> str:
         ) from None
 
 
-def _read_jsonl(path: Path, text_field: str, expected: str = "a JSON object per line",
-                skipped: list[str] | None = None) -> Iterator[str]:
+def _read_jsonl(
+    path: Path, text_field: str, expected: str = "a JSON object per line", skipped: list[str] | None = None
+) -> Iterator[str]:
     for where, record in json_lines(path, expected, skipped):
         try:
             yield _text_of(record, text_field, where)
@@ -175,8 +177,9 @@ def _read_jsonl(path: Path, text_field: str, expected: str = "a JSON object per 
             skipped.append(str(error))
 
 
-def json_lines(path: Path, expected: str = "a JSON object per line",
-               skipped: list[str] | None = None) -> Iterator[tuple[str, dict]]:
+def json_lines(
+    path: Path, expected: str = "a JSON object per line", skipped: list[str] | None = None
+) -> Iterator[tuple[str, dict]]:
     """``("file:LINE", object)`` for every non-blank line of a JSONL file, gzipped or not.
 
     A line that is not UTF-8, not JSON or not a JSON object raises :class:`UserError` naming ``file:LINE``
@@ -205,8 +208,9 @@ def _json_line(raw: bytes, where: str, path: Path, line_number: int, offset: int
         record = json.loads(line)
     except json.JSONDecodeError as error:
         # json's own message ends "... at" before its line and column; the line is in `where`
-        raise UserError(f"{where}: malformed JSON ({error.msg.removesuffix(' at')}, at column {error.colno}); "
-                        f"expected {expected}") from None
+        raise UserError(
+            f"{where}: malformed JSON ({error.msg.removesuffix(' at')}, at column {error.colno}); expected {expected}"
+        ) from None
     if not isinstance(record, dict):
         raise UserError(f"{where}: found a JSON {_json_type(record)}; expected {expected}")
     return record
@@ -247,7 +251,9 @@ def _read_json(path: Path, text_field: str, skipped: list[str] | None = None) ->
 def _text_of(record: dict, text_field: str, where: str) -> str:
     if text_field not in record:
         keys = ", ".join(sorted(map(str, record))[:10]) or "none"
-        raise UserError(f"{where}: no key {text_field!r} (keys: {keys}); pass --text-field with the key that holds the text")
+        raise UserError(
+            f"{where}: no key {text_field!r} (keys: {keys}); pass --text-field with the key that holds the text"
+        )
     value = record[text_field]
     if not isinstance(value, str):
         raise UserError(f"{where}: key {text_field!r} holds a JSON {_json_type(value)}; expected a string")
@@ -337,8 +343,9 @@ HUB_DATASET_PREFIX = "hf:"
 BUILTIN_INPUT = "builtin"
 
 
-def hub_dataset_documents(spec: str, text_field: str = "text", split: str = "train", config_name: str | None = None,
-                          streaming: bool = False) -> Iterator[str]:
+def hub_dataset_documents(
+    spec: str, text_field: str = "text", split: str = "train", config_name: str | None = None, streaming: bool = False
+) -> Iterator[str]:
     """The ``text_field`` of every row of split ``split`` of ``hf:NAME`` (``streaming``: read as it downloads,
     for corpora larger than memory or disk)."""
     import datasets
@@ -351,13 +358,16 @@ def hub_dataset_documents(spec: str, text_field: str = "text", split: str = "tra
         raise UserError(f"{spec}: cannot load the dataset ({first_line})") from None
     columns = list(data.features or {}) if data.features is not None else None
     if columns is not None and text_field not in columns:
-        raise UserError(f"{spec}: split {split!r} has no column {text_field!r} (columns: {', '.join(columns)}); "
-                        "pass --text-field with the column that holds the text")
+        raise UserError(
+            f"{spec}: split {split!r} has no column {text_field!r} (columns: {', '.join(columns)}); "
+            "pass --text-field with the column that holds the text"
+        )
     for row_number, row in enumerate(data):
         value = row.get(text_field)
         if not isinstance(value, str):
-            raise UserError(f"{spec}: row {row_number}: column {text_field!r} holds {_json_type(value)}; "
-                            "expected a string")
+            raise UserError(
+                f"{spec}: row {row_number}: column {text_field!r} holds {_json_type(value)}; expected a string"
+            )
         yield value
 
 
@@ -372,16 +382,23 @@ class Corpus:
     skipped: list[str] = field(default_factory=list)  # bad lines passed over in the latest pass
 
 
-def open_corpus(inputs: Sequence[str] | str, text_field: str, skip_bad_lines: bool = False,
-                 dataset: tuple[str, str | None, bool] = ("train", None, False)) -> Corpus:
+def open_corpus(
+    inputs: Sequence[str] | str,
+    text_field: str,
+    skip_bad_lines: bool = False,
+    dataset: tuple[str, str | None, bool] = ("train", None, False),
+) -> Corpus:
     inputs = [inputs] if isinstance(inputs, (str, Path)) else [str(item) for item in inputs]
     hub = [item for item in inputs if item.startswith(HUB_DATASET_PREFIX)]
     if hub:
         if len(inputs) > 1:
             raise UserError(f"{hub[0]}: a dataset input stands alone (prepare other inputs into another directory)")
         split, config_name, streaming = dataset
-        return Corpus(partial(hub_dataset_documents, hub[0], text_field, split, config_name, streaming), 0,
-                       [f"{hub[0]} (split {split}" + (f", config {config_name})" if config_name else ")")])
+        return Corpus(
+            partial(hub_dataset_documents, hub[0], text_field, split, config_name, streaming),
+            0,
+            [f"{hub[0]} (split {split}" + (f", config {config_name})" if config_name else ")")],
+        )
     if BUILTIN_INPUT in inputs:
         if inputs != [BUILTIN_INPUT]:
             raise UserError(f"{BUILTIN_INPUT!r} is the whole built-in corpus and cannot be combined with other inputs")

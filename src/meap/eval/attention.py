@@ -41,7 +41,7 @@ def build_probes(tokenizer, haystack: str, *, length: int, samples: int, seed: i
 
     The needle sits at a sentence-free random depth in 10-90% of the context; its value is random.
     """
-    from meap.eval.niah import random_needle
+    from meap.eval.niah_data import random_needle
 
     haystack_ids = tokenizer(haystack, add_special_tokens=False, verbose=False)["input_ids"]
     rng = random.Random(seed)
@@ -52,12 +52,18 @@ def build_probes(tokenizer, haystack: str, *, length: int, samples: int, seed: i
         query = tokenizer(f"\n\nQuestion: {needle.question}\nAnswer:", add_special_tokens=False)["input_ids"]
         context = length - len(answer) - len(query)
         if context < 2 or context > len(haystack_ids):
-            raise UserError(f"--length: {length} tokens do not fit a probe (needle and question take "
-                            f"{len(answer) + len(query)}, the haystack has {len(haystack_ids)})")
+            raise UserError(
+                f"--length: {length} tokens do not fit a probe (needle and question take "
+                f"{len(answer) + len(query)}, the haystack has {len(haystack_ids)})"
+            )
         start = rng.randrange(0, len(haystack_ids) - context + 1)
         cut = round(context * rng.uniform(0.1, 0.9))
-        pieces = {"before": haystack_ids[start:start + cut], "answer": answer,
-                  "after": haystack_ids[start + cut:start + context], "query": query}
+        pieces = {
+            "before": haystack_ids[start : start + cut],
+            "answer": answer,
+            "after": haystack_ids[start + cut : start + context],
+            "query": query,
+        }
         bounds, ids = {}, []
         for name in SEGMENTS:
             bounds[name] = [len(ids), len(ids) + len(pieces[name])]
@@ -96,6 +102,7 @@ class _Recorder:
                 stats["masked_mass"] = context[..., self.masked].sum(-1).mean().item()
                 stats["unmasked_variance"] = context[..., ~self.masked].var(-1).mean().item()
             self.layers[index] = stats
+
         return hook
 
     def close(self) -> None:
@@ -104,8 +111,15 @@ class _Recorder:
 
 
 @torch.no_grad()
-def analyse(model, probes: list[dict], *, mask_token_id: int | None = None, mask_ratio: float = 0.15,
-            seed: int = 0, progress: bool = False) -> dict:
+def analyse(
+    model,
+    probes: list[dict],
+    *,
+    mask_token_id: int | None = None,
+    mask_ratio: float = 0.15,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
     """Per-layer and averaged attention statistics of ``model`` on ``probes`` (see the module docstring)."""
     if not 0.0 < mask_ratio < 1.0:
         raise UserError(f"--mask-ratio: expected a value in (0, 1), got {mask_ratio}")
@@ -129,9 +143,12 @@ def analyse(model, probes: list[dict], *, mask_token_id: int | None = None, mask
                 hidden[0, : len(masked)] = masked
                 model(input_ids=ids.masked_fill(hidden, mask_token_id), use_cache=False)  # X_M
                 for layer, masked_stats in zip(clean, recorder.layers):
-                    layer.update(clean_masked_mass=layer.pop("masked_mass"), masked_mass=masked_stats["masked_mass"],
-                                 clean_variance=layer.pop("unmasked_variance"),
-                                 masked_variance=masked_stats["unmasked_variance"])
+                    layer.update(
+                        clean_masked_mass=layer.pop("masked_mass"),
+                        masked_mass=masked_stats["masked_mass"],
+                        clean_variance=layer.pop("unmasked_variance"),
+                        masked_variance=masked_stats["unmasked_variance"],
+                    )
             per_probe.append(clean)
     finally:
         recorder.close()
@@ -163,20 +180,25 @@ def _summarise(per_probe: list[list[dict]], masked: bool) -> dict:
         layer = {"layer": index, "segment_mass": {name: mean[name] for name in SEGMENTS}, "entropy": mean["entropy"]}
         if masked:
             layer["score_decay"] = _ratio(mean["clean_masked_mass"] - mean["masked_mass"], mean["clean_masked_mass"])
-            layer["variance_increase"] = _ratio(mean["masked_variance"] - mean["clean_variance"], mean["clean_variance"])
+            layer["variance_increase"] = _ratio(
+                mean["masked_variance"] - mean["clean_variance"], mean["clean_variance"]
+            )
         layers.append(layer)
-    average = {"segment_mass": {name: sum(l["segment_mass"][name] for l in layers) / len(layers) for name in SEGMENTS},
-               "entropy": sum(l["entropy"] for l in layers) / len(layers)}
+    average = {
+        "segment_mass": {name: sum(one["segment_mass"][name] for one in layers) / len(layers) for name in SEGMENTS},
+        "entropy": sum(one["entropy"] for one in layers) / len(layers),
+    }
     if len(per_probe) > 1:  # each probe's mass averaged over layers: their spread, as a 95% t-interval's half-width
         from scipy import stats
 
         quantile = stats.t.ppf(0.975, len(per_probe) - 1)
         average["segment_mass_half_width"] = {
             name: float(quantile * stats.sem([sum(layer[name] for layer in probe) / len(probe) for probe in per_probe]))
-            for name in SEGMENTS}
+            for name in SEGMENTS
+        }
     if masked:
         for key in ("score_decay", "variance_increase"):
-            values = [l[key] for l in layers if l[key] is not None]
+            values = [one[key] for one in layers if one[key] is not None]
             average[key] = sum(values) / len(values) if values else None
     return {"samples": len(per_probe), "layers": layers, "average": average}
 
@@ -189,11 +211,19 @@ def _trained_objective(spec: str) -> str | None:
     return RunDir(path.parent if path.name == FINAL_DIR else path).objective()
 
 
-def run(models: list[str], output: str | Path, *, samples: int = AttentionConfig.samples,
-        length: int = AttentionConfig.length, haystack: list[str] | None = None,
-        mask_ratio: float = AttentionConfig.mask_ratio, seed: int = AttentionConfig.seed, progress: bool = True) -> dict:
+def run(
+    models: list[str],
+    output: str | Path,
+    *,
+    samples: int = AttentionConfig.samples,
+    length: int = AttentionConfig.length,
+    haystack: list[str] | None = None,
+    mask_ratio: float = AttentionConfig.mask_ratio,
+    seed: int = AttentionConfig.seed,
+    progress: bool = True,
+) -> dict:
     """Analyse each model on the same probes; write ``attention.json``, ``segment_mass.png``, ``layers.png``."""
-    from meap.eval.niah import read_haystack
+    from meap.eval.niah_data import read_haystack
     from meap.models import load_causal_lm
     from meap.plots import plot_attention_layers, plot_segment_mass
     from meap.tokens import mask_token_id
@@ -213,12 +243,21 @@ def run(models: list[str], output: str | Path, *, samples: int = AttentionConfig
             mask_id = None  # a tokenizer entry the model cannot embed
         trained = _trained_objective(spec)
         masked_pass = mask_id is not None and trained != "ntp"  # an NTP run never learned what [MASK] is
-        results[spec] = {**analyse(model, probes, mask_token_id=mask_id if masked_pass else None,
-                                   mask_ratio=mask_ratio, seed=seed, progress=progress),
-                         "has_mask_token": mask_id is not None, "masked_pass": masked_pass, "objective": trained}
+        results[spec] = {
+            **analyse(
+                model,
+                probes,
+                mask_token_id=mask_id if masked_pass else None,
+                mask_ratio=mask_ratio,
+                seed=seed,
+                progress=progress,
+            ),
+            "has_mask_token": mask_id is not None,
+            "masked_pass": masked_pass,
+            "objective": trained,
+        }
         del model
-    summary = {"haystack": haystack_name, "length": length, "mask_ratio": mask_ratio, "seed": seed,
-               "models": results}
+    summary = {"haystack": haystack_name, "length": length, "mask_ratio": mask_ratio, "seed": seed, "models": results}
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     summary = write_summary(output, "attention", summary)

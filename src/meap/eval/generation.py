@@ -34,8 +34,9 @@ def is_chat_model(tokenizer) -> bool:
 def render_prompt(tokenizer, text: str, template: bool = True) -> str:
     """The exact string fed to the model for a user request ``text`` (``template``: a chat model's)."""
     if template and is_chat_model(tokenizer):
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
     return text
 
 
@@ -68,8 +69,14 @@ def shared_prefixes(encoded: list[list[int]]) -> tuple[int, list[int]]:
     return best, best_prefix.tolist()
 
 
-def _prefill_rows(model, encoded: list[list[int]], rows: list[int], shared: tuple[DynamicCache, list[int]] | None,
-                  pad_id: int, max_new_tokens: int) -> dict:
+def _prefill_rows(
+    model,
+    encoded: list[list[int]],
+    rows: list[int],
+    shared: tuple[DynamicCache, list[int]] | None,
+    pad_id: int,
+    max_new_tokens: int,
+) -> dict:
     """``generate`` inputs for ``rows``: left-padded ``input_ids``/``attention_mask`` and a cache already
     holding all but each row's last token. Rows run one at a time, unpadded (a padded batch needs an explicit
     attention mask, which takes CPU attention off its fast causal kernel), each from the first ``prefix[row]``
@@ -87,18 +94,25 @@ def _prefill_rows(model, encoded: list[list[int]], rows: list[int], shared: tupl
     staged: list[list[torch.Tensor]] = []  # per layer: keys, values of all rows, left-padded to width - 1
     for slot, row in enumerate(rows):
         start = shared[1][row] if shared else 0
-        cache = DynamicCache([(layer.keys[:, :, :start], layer.values[:, :, :start]) for layer in shared[0].layers]
-                             if shared else None)
+        cache = DynamicCache(
+            [(layer.keys[:, :, :start], layer.values[:, :, :start]) for layer in shared[0].layers] if shared else None
+        )
         remainder = encoded[row][start:-1]
         if remainder:
-            model(input_ids=torch.tensor([remainder], device=device), **{CACHE: cache}, use_cache=True, logits_to_keep=1)
+            model(
+                input_ids=torch.tensor([remainder], device=device), **{CACHE: cache}, use_cache=True, logits_to_keep=1
+            )
         cached = len(encoded[row]) - 1
         if not cached:
             continue
         for index, layer in enumerate(cache.layers):
             if len(staged) == index:  # keys and values may differ in head size
-                staged.append([tensor.new_zeros((len(rows), tensor.shape[1], width - 1, tensor.shape[3]))
-                               for tensor in (layer.keys, layer.values)])
+                staged.append(
+                    [
+                        tensor.new_zeros((len(rows), tensor.shape[1], width - 1, tensor.shape[3]))
+                        for tensor in (layer.keys, layer.values)
+                    ]
+                )
             staged[index][0][slot, :, width - 1 - cached :] = layer.keys[0]
             staged[index][1][slot, :, width - 1 - cached :] = layer.values[0]
         del cache  # one row's cache at a time: the batch's keys and values live in `staged` only
@@ -128,15 +142,26 @@ def _trunk_cache(model, encoded: list[list[int]], share_prefixes: bool) -> tuple
     if sum(prefix) < MIN_SHARED_FRACTION * sum(len(ids) for ids in encoded):
         return None
     device = model.device
-    trunk = model(input_ids=torch.tensor([encoded[reference][: max(prefix)]], device=device), use_cache=True,
-                  logits_to_keep=1)[CACHE]
+    trunk = model(
+        input_ids=torch.tensor([encoded[reference][: max(prefix)]], device=device), use_cache=True, logits_to_keep=1
+    )[CACHE]
     return trunk, prefix
 
 
 @torch.no_grad()
-def generate(model, tokenizer, texts: list[str], *, max_new_tokens: int = 32, batch_size: int = 8,
-             progress: bool = True, description: str = "generating", share_prefixes: bool = True,
-             sampling: dict | None = None, template: bool = True) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    texts: list[str],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    progress: bool = True,
+    description: str = "generating",
+    share_prefixes: bool = True,
+    sampling: dict | None = None,
+    template: bool = True,
+) -> list[str]:
     """Greedy completions of ``texts`` (special tokens stripped), in the order of ``texts``; ``sampling``
     (``temperature``, ``top_k``, ``top_p``) samples instead, from torch's global generator."""
     rendered = [render_prompt(tokenizer, text, template) for text in texts]
@@ -159,9 +184,16 @@ def generate(model, tokenizer, texts: list[str], *, max_new_tokens: int = 32, ba
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
             batch = {key: value.to(device) for key, value in batch.items()}
         decoding = {"do_sample": True, **sampling} if sampling else {"do_sample": False}
-        output = model.generate(**batch, max_new_tokens=max_new_tokens, **decoding, num_beams=1,
-                                pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(tokenizer),
-                                use_cache=True, disable_compile=True)  # a static cache would trigger compiling
+        output = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            **decoding,
+            num_beams=1,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=stop_token_ids(tokenizer),
+            use_cache=True,
+            disable_compile=True,
+        )  # a static cache would trigger compiling
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         for row, tokens in zip(rows, new_tokens):
             completions[row] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
@@ -180,12 +212,22 @@ def complete(config) -> list[str]:
     longest = max(prompt_length(tokenizer, text, not config.raw) for text in config.prompts)
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions and longest + config.max_new_tokens > positions:
-        warn(f"{config.model}: a prompt of {longest} tokens plus {config.max_new_tokens} new ones passes the "
-             f"{positions} positions the model was built for; what follows them is extrapolation")
+        warn(
+            f"{config.model}: a prompt of {longest} tokens plus {config.max_new_tokens} new ones passes the "
+            f"{positions} positions the model was built for; what follows them is extrapolation"
+        )
     sampling = None
     if config.temperature > 0:
         sampling = {"temperature": config.temperature, "top_k": config.top_k or None, "top_p": config.top_p}
     torch.manual_seed(config.seed)
-    return generate(model, tokenizer, config.prompts, max_new_tokens=config.max_new_tokens,
-                    batch_size=len(config.prompts), progress=False, share_prefixes=False, sampling=sampling,
-                    template=not config.raw)
+    return generate(
+        model,
+        tokenizer,
+        config.prompts,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=len(config.prompts),
+        progress=False,
+        share_prefixes=False,
+        sampling=sampling,
+        template=not config.raw,
+    )

@@ -36,9 +36,18 @@ EXPECTED_WARNINGS = (
 )
 
 
-def run(model: str, tasks: list[str], output: str | Path, *, num_fewshot: int = HarnessConfig.num_fewshot,
-        limit: int | None = None, include_path: str | None = None, batch_size: int = HarnessConfig.batch_size,
-        dtype: str = HarnessConfig.dtype, progress: bool = True) -> dict:
+def run(
+    model: str,
+    tasks: list[str],
+    output: str | Path,
+    *,
+    num_fewshot: int = HarnessConfig.num_fewshot,
+    limit: int | None = None,
+    include_path: str | None = None,
+    batch_size: int = HarnessConfig.batch_size,
+    dtype: str = HarnessConfig.dtype,
+    progress: bool = True,
+) -> dict:
     """Evaluate ``model`` on lm-eval ``tasks`` and write ``output/results.json``; returns the same summary.
 
     ``model`` is a model directory, a meap run directory or a packaged model name; ``limit`` caps the
@@ -51,8 +60,9 @@ def run(model: str, tasks: list[str], output: str | Path, *, num_fewshot: int = 
         task_manager = _task_manager(include_path)
         _check_task_names(tasks, task_manager)
         loaded_tasks = [item for name in tasks for item in _load_task(name, task_manager)]
-        evaluated = _evaluate(model, loaded_tasks, task_manager, num_fewshot=num_fewshot, limit=limit,
-                              batch_size=batch_size, dtype=dtype)
+        evaluated = _evaluate(
+            model, loaded_tasks, task_manager, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size, dtype=dtype
+        )
     summary = _summary(evaluated, model=model, tasks=tasks, num_fewshot=num_fewshot, limit=limit)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -91,8 +101,11 @@ def _hub_offline():
     import datasets.config
     import huggingface_hub.constants
 
-    switches = [(huggingface_hub.constants, "HF_HUB_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"),
-                (datasets.config, "HF_DATASETS_OFFLINE")]
+    switches = [
+        (huggingface_hub.constants, "HF_HUB_OFFLINE"),
+        (datasets.config, "HF_HUB_OFFLINE"),
+        (datasets.config, "HF_DATASETS_OFFLINE"),
+    ]
     with _swapped([(module, name, True) for module, name in switches]):
         yield
 
@@ -136,12 +149,16 @@ def _load_task(name: str, task_manager) -> list:
     try:
         loaded = task_manager.load(name)
     except ConnectionError as error:  # datasets' way of saying: not cached, and the Hub is offline or unreachable
-        raise UserError(f"lm-eval task `{name}`: its data is not available offline ({_first_line(error)}); "
-                        f"pass --include-path DIR with local task definitions and data, or set HF_HUB_OFFLINE=0 "
-                        f"to download it") from None
+        raise UserError(
+            f"lm-eval task `{name}`: its data is not available offline ({_first_line(error)}); "
+            f"pass --include-path DIR with local task definitions and data, or set HF_HUB_OFFLINE=0 "
+            f"to download it"
+        ) from None
     except FileNotFoundError as error:  # a local task's data_files
-        raise UserError(f"lm-eval task `{name}`: {_first_line(error)} (a relative data_files path is read from "
-                        f"the working directory, not from the task's folder)") from None
+        raise UserError(
+            f"lm-eval task `{name}`: {_first_line(error)} (a relative data_files path is read from "
+            f"the working directory, not from the task's folder)"
+        ) from None
     return _top_level(loaded)
 
 
@@ -153,8 +170,9 @@ def _top_level(loaded: dict) -> list:
     return groups + [task for name, task in loaded["tasks"].items() if name not in grouped]
 
 
-def _evaluate(model: str, loaded_tasks: list, task_manager, *, num_fewshot: int, limit: int | None,
-              batch_size: int, dtype: str) -> dict:
+def _evaluate(
+    model: str, loaded_tasks: list, task_manager, *, num_fewshot: int, limit: int | None, batch_size: int, dtype: str
+) -> dict:
     """lm-eval's raw results for the loaded tasks on ``model``."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -164,8 +182,14 @@ def _evaluate(model: str, loaded_tasks: list, task_manager, *, num_fewshot: int,
     causal_lm, tokenizer = load_causal_lm(model, dtype=dtype)
     harness_model = HFLM(pretrained=causal_lm, tokenizer=tokenizer, batch_size=batch_size)
     with _quiet_git():
-        return lm_eval.simple_evaluate(model=harness_model, tasks=loaded_tasks, num_fewshot=num_fewshot,
-                                       limit=limit, task_manager=task_manager, log_samples=False)
+        return lm_eval.simple_evaluate(
+            model=harness_model,
+            tasks=loaded_tasks,
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=task_manager,
+            log_samples=False,
+        )
 
 
 @contextlib.contextmanager
@@ -211,8 +235,10 @@ def _git_commit() -> str | None:
 
 def _disabled(bar):
     """``bar`` (a tqdm class) that never displays, whatever ``disable`` its caller passes."""
+
     def disabled_bar(*args, **kwargs):
         return bar(*args, **{**kwargs, "disable": True})
+
     return disabled_bar
 
 
@@ -226,8 +252,14 @@ def _summary(evaluated: dict, *, model: str, tasks: list[str], num_fewshot: int,
         results[task] = _metrics(metrics)
         if task in samples:
             results[task]["samples"] = samples[task]["effective"]
-    return {"model": model, "tasks": list(tasks), "num_fewshot": num_fewshot, "limit": limit,
-            "lm_eval_version": lm_eval.__version__, "results": results}
+    return {
+        "model": model,
+        "tasks": list(tasks),
+        "num_fewshot": num_fewshot,
+        "limit": limit,
+        "lm_eval_version": lm_eval.__version__,
+        "results": results,
+    }
 
 
 def _metrics(reported: dict) -> dict:

@@ -20,8 +20,10 @@ from meap.config.commands import MDQAConfig
 from meap.errors import UserError, warn
 from meap.eval.results import write_records, write_summary
 
-INSTRUCTION = ("Write a high-quality answer for the given question using only the provided search results "
-               "(some of which might be irrelevant).")
+INSTRUCTION = (
+    "Write a high-quality answer for the given question using only the provided search results "
+    "(some of which might be irrelevant)."
+)
 _GOLD_AT = re.compile(r"gold_at_(\d+)")
 _JSON_NAMES = {str: "string", list: "list"}
 
@@ -38,8 +40,10 @@ def read_mdqa(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    examples = [_checked_example(record, where)
-                for where, record in json_lines(path, "a JSON object with question, answers and ctxs")]
+    examples = [
+        _checked_example(record, where)
+        for where, record in json_lines(path, "a JSON object with question, answers and ctxs")
+    ]
     if not examples:
         raise UserError(f"{path}: no examples (the file is empty)")
     return examples
@@ -66,8 +70,9 @@ def _checked_example(example: dict, where: str) -> dict:
 def build_prompt(example: dict) -> str:
     """Lost-in-the-middle's QA prompt: the instruction, ``Document [i](Title: …) text`` for each document
     (numbered from 1), then the question and ``Answer:``."""
-    documents = "\n".join(f"Document [{i}](Title: {ctx['title']}) {ctx['text']}"
-                          for i, ctx in enumerate(example["ctxs"], 1))
+    documents = "\n".join(
+        f"Document [{i}](Title: {ctx['title']}) {ctx['text']}" for i, ctx in enumerate(example["ctxs"], 1)
+    )
     return f"{INSTRUCTION}\n\n{documents}\n\nQuestion: {example['question']}\nAnswer:"
 
 
@@ -80,9 +85,18 @@ def gold_position(example: dict, path: str | Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def run(model: str, data_files: list[str], output: str | Path, *, batch_size: int = MDQAConfig.batch_size,
-        max_new_tokens: int = MDQAConfig.max_new_tokens, limit: int | None = None, dtype: str = MDQAConfig.dtype,
-        teacher_forced: bool = False, progress: bool = True) -> dict:
+def run(
+    model: str,
+    data_files: list[str],
+    output: str | Path,
+    *,
+    batch_size: int = MDQAConfig.batch_size,
+    max_new_tokens: int = MDQAConfig.max_new_tokens,
+    limit: int | None = None,
+    dtype: str = MDQAConfig.dtype,
+    teacher_forced: bool = False,
+    progress: bool = True,
+) -> dict:
     """Answer every question of ``data_files`` with ``model`` and score it; return the summary.
 
     ``model`` is anything :func:`meap.models.load_causal_lm` accepts; ``limit`` caps the examples taken
@@ -119,17 +133,34 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
                 skipped[path] += 1
                 continue
             prompts.append(prompt)
-            records.append({"file": path, "gold_position": gold_position(example, path),
-                            "question": example["question"], "answers": example["answers"]})
+            records.append(
+                {
+                    "file": path,
+                    "gold_position": gold_position(example, path),
+                    "question": example["question"],
+                    "answers": example["answers"],
+                }
+            )
     if not records:
-        raise UserError(f"mdqa: no prompt fits model `{model}`: the prompts take {min(lengths)}-{max(lengths)} tokens, "
-                        f"plus {max_new_tokens} new tokens, and the model has {max_positions} positions (use fewer or "
-                        "shorter documents, fewer --max-new-tokens, or a model with more positions)")
+        raise UserError(
+            f"mdqa: no prompt fits model `{model}`: the prompts take {min(lengths)}-{max(lengths)} tokens, "
+            f"plus {max_new_tokens} new tokens, and the model has {max_positions} positions (use fewer or "
+            "shorter documents, fewer --max-new-tokens, or a model with more positions)"
+        )
     if skipped:
-        warn(f"mdqa: skipped {sum(skipped.values())} of {sum(map(len, data.values()))} examples whose prompt "
-             f"plus {max_new_tokens} new tokens exceeds the model's {max_positions} positions")
-    predictions = generate(language_model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                           batch_size=batch_size, progress=progress, description="mdqa")
+        warn(
+            f"mdqa: skipped {sum(skipped.values())} of {sum(map(len, data.values()))} examples whose prompt "
+            f"plus {max_new_tokens} new tokens exceeds the model's {max_positions} positions"
+        )
+    predictions = generate(
+        language_model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+        description="mdqa",
+    )
     for record, prediction in zip(records, predictions):
         record["prediction"] = prediction
         record["best_subspan_em"] = best_subspan_em(prediction, record["answers"])
@@ -149,12 +180,18 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
         "accuracy": _mean([record["best_subspan_em"] for record in records]),
         "accuracy_by_gold_position": accuracy_by_position,
         "examples_by_gold_position": {position: len(by_position[position]) for position in sorted(by_position)},
-        "by_file": {path: {"accuracy": _mean(scores), "num_examples": len(scores), "skipped_too_long": skipped[path]}
-                    for path, scores in by_file.items()},
+        "by_file": {
+            path: {"accuracy": _mean(scores), "num_examples": len(scores), "skipped_too_long": skipped[path]}
+            for path, scores in by_file.items()
+        },
         "num_examples": len(records),
         "skipped_too_long": sum(skipped.values()),
-        "config": {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "limit": limit,
-                   "dtype": dtype_name(language_model)},
+        "config": {
+            "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens,
+            "limit": limit,
+            "dtype": dtype_name(language_model),
+        },
     }
 
     if teacher_forced:
@@ -162,15 +199,17 @@ def run(model: str, data_files: list[str], output: str | Path, *, batch_size: in
             summary[name] = _mean([record[key] for record in records])
             summary[f"{name}_by_gold_position"] = {
                 position: _mean([r[key] for r in records if r["gold_position"] == position])
-                for position in sorted(by_position)}
+                for position in sorted(by_position)
+            }
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     write_records(output, records)
     summary = write_summary(output, "mdqa", summary)
     if accuracy_by_position:
-        plot_accuracy_by_position({model: accuracy_by_position}, output / "mdqa.png",
-                                  examples={model: summary["examples_by_gold_position"]})
+        plot_accuracy_by_position(
+            {model: accuracy_by_position}, output / "mdqa.png", examples={model: summary["examples_by_gold_position"]}
+        )
     return summary
 
 
@@ -182,8 +221,10 @@ def _score_teacher_forced(model, tokenizer, prompts: list[str], records: list[di
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # The answer is tokenised on its own, as a fine-tuning answer is (meap.sft.template).
-    probes = [Probe(ids(render_prompt(tokenizer, prompt)), [ids(record["answers"][0])])
-              for prompt, record in zip(prompts, records)]
+    probes = [
+        Probe(ids(render_prompt(tokenizer, prompt)), [ids(record["answers"][0])])
+        for prompt, record in zip(prompts, records)
+    ]
     for record, (top, log_p) in zip(records, probe_log_probs(model, probes, batch_size)):
         record["teacher_forced_em"] = float(top)
         record["answer_logprob"] = log_p[0]

@@ -43,8 +43,8 @@ from tqdm.auto import tqdm
 from meap.config.commands import MakeMDQAConfig
 from meap.constants import MDQA_DISTRACTORS
 from meap.errors import UserError
-from meap.fsutil import atomic_open
 from meap.eval.metrics import normalize_answer
+from meap.fsutil import atomic_open
 
 PASSAGE_WORDS = MakeMDQAConfig.passage_words  # documents about as long as NQ-Open's Wikipedia passages
 _SENTENCE_WORDS = (5, 40)  # prose sentences outside this range (headings, long verse runs) are not used
@@ -69,12 +69,19 @@ class _FactTemplate:
 _FACT_TEMPLATES = (
     _FactTemplate("The {role} of {place} is {person}.", "Who is the {role} of {place}?", "person"),
     _FactTemplate("{person} was born in the village of {place}.", "In which village was {person} born?", "place"),
-    _FactTemplate("The capital of the island of {island} is {place}.",
-                  "What is the capital of the island of {island}?", "place"),
-    _FactTemplate("The {institution} of {place} was founded in {year}.",
-                  "In what year was the {institution} of {place} founded?", "year"),
-    _FactTemplate("The ship captained by {person} is named the {ship}.",
-                  "What is the name of the ship captained by {person}?", "ship"),
+    _FactTemplate(
+        "The capital of the island of {island} is {place}.", "What is the capital of the island of {island}?", "place"
+    ),
+    _FactTemplate(
+        "The {institution} of {place} was founded in {year}.",
+        "In what year was the {institution} of {place} founded?",
+        "year",
+    ),
+    _FactTemplate(
+        "The ship captained by {person} is named the {ship}.",
+        "What is the name of the ship captained by {person}?",
+        "ship",
+    ),
 )
 _INVENTED_SLOTS = ("person", "place", "island", "ship", "year")
 _ROLES = ("harbour master", "mayor", "chief librarian", "lighthouse keeper", "head brewer", "schoolmaster")
@@ -100,10 +107,17 @@ class _ProseCorpus:
     sentence_ends: tuple[int, ...]
 
 
-def make_mdqa(output: str | Path, *, num_docs: int = MakeMDQAConfig.num_docs,
-              gold_position: int = MakeMDQAConfig.gold_position, examples: int = MakeMDQAConfig.examples,
-              seed: int = MakeMDQAConfig.seed, passage_words: int = PASSAGE_WORDS,
-              distractors: str = MakeMDQAConfig.distractors, progress: bool = False) -> Path:
+def make_mdqa(
+    output: str | Path,
+    *,
+    num_docs: int = MakeMDQAConfig.num_docs,
+    gold_position: int = MakeMDQAConfig.gold_position,
+    examples: int = MakeMDQAConfig.examples,
+    seed: int = MakeMDQAConfig.seed,
+    passage_words: int = PASSAGE_WORDS,
+    distractors: str = MakeMDQAConfig.distractors,
+    progress: bool = False,
+) -> Path:
     """Write ``examples`` synthetic questions, each over ``num_docs`` documents of about ``passage_words``
     words with the gold one at ``gold_position`` (0-based) and ``distractors`` of a kind in
     :data:`MDQA_DISTRACTORS`, to ``output``; return its path.
@@ -134,8 +148,17 @@ def make_mdqa(output: str | Path, *, num_docs: int = MakeMDQAConfig.num_docs,
     return output
 
 
-def make_mdqa_files(directory: Path, name: str, gold_positions, *, num_docs: int, examples: int, seed: int,
-                    passage_words: int, distractors: str) -> list[Path]:
+def make_mdqa_files(
+    directory: Path,
+    name: str,
+    gold_positions,
+    *,
+    num_docs: int,
+    examples: int,
+    seed: int,
+    passage_words: int,
+    distractors: str,
+) -> list[Path]:
     """One file per gold position, the same questions in each (the paper's protocol), in ``directory`` as
     ``{name}-{num_docs}docs_gold_at_{position}.jsonl.gz`` (``{name}-hard-...`` with hard distractors); files
     already there are kept."""
@@ -145,14 +168,27 @@ def make_mdqa_files(directory: Path, name: str, gold_positions, *, num_docs: int
     for gold in gold_positions:
         path = directory / f"{name}{kind}-{num_docs}docs_gold_at_{gold}.jsonl.gz"
         if not path.is_file():
-            make_mdqa(path, num_docs=num_docs, gold_position=gold, examples=examples, seed=seed,
-                      passage_words=passage_words, distractors=distractors)
+            make_mdqa(
+                path,
+                num_docs=num_docs,
+                gold_position=gold,
+                examples=examples,
+                seed=seed,
+                passage_words=passage_words,
+                distractors=distractors,
+            )
         files.append(path)
     return files
 
 
-def training_conversation(seed: int | str, index: int, num_docs: int, passage_words: int = PASSAGE_WORDS,
-                          corpus: _ProseCorpus | None = None, distractors: str = MakeMDQAConfig.distractors) -> dict:
+def training_conversation(
+    seed: int | str,
+    index: int,
+    num_docs: int,
+    passage_words: int = PASSAGE_WORDS,
+    corpus: _ProseCorpus | None = None,
+    distractors: str = MakeMDQAConfig.distractors,
+) -> dict:
     """A fine-tuning conversation in the MDQA format (``{"messages": [user, assistant]}``): the user turn is the
     evaluation's prompt (:func:`meap.eval.mdqa.build_prompt`) over an example of the stream ``seed`` with the
     gold document at a random position; the answer gives the short answer first (what greedy evaluation reads),
@@ -163,14 +199,19 @@ def training_conversation(seed: int | str, index: int, num_docs: int, passage_wo
     position = random.Random(f"meap-mdqa-train:{seed}:{index}").randrange(num_docs)
     example = make_example(seed, index, num_docs, position, corpus, passage_words, distractors)
     gold = example["ctxs"][position]
-    answer = (f"{example['answers'][0]}. Document [{position + 1}] (Title: {gold['title']}) says so; it reads: "
-              f"\"{gold['text']}\"")
-    return {"messages": [{"role": "user", "content": build_prompt(example)},
-                         {"role": "assistant", "content": answer}], "answers": example["answers"]}
+    answer = (
+        f"{example['answers'][0]}. Document [{position + 1}] (Title: {gold['title']}) says so; it reads: "
+        f'"{gold["text"]}"'
+    )
+    return {
+        "messages": [{"role": "user", "content": build_prompt(example)}, {"role": "assistant", "content": answer}],
+        "answers": example["answers"],
+    }
 
 
-def make_training_conversations(output: Path, examples: int, *, num_docs: int, seed: int | str,
-                                passage_words: int, distractors: str) -> Path:
+def make_training_conversations(
+    output: Path, examples: int, *, num_docs: int, seed: int | str, passage_words: int, distractors: str
+) -> Path:
     """``examples`` conversations of :func:`training_conversation` as JSONL at ``output`` (whole or not at all)."""
     corpus = _prose_corpus()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -181,9 +222,15 @@ def make_training_conversations(output: Path, examples: int, *, num_docs: int, s
     return output
 
 
-def make_example(seed: int | str, index: int, num_docs: int, gold_position: int,
-                 corpus: _ProseCorpus | None = None, passage_words: int = PASSAGE_WORDS,
-                 distractors: str = MakeMDQAConfig.distractors) -> dict:
+def make_example(
+    seed: int | str,
+    index: int,
+    num_docs: int,
+    gold_position: int,
+    corpus: _ProseCorpus | None = None,
+    passage_words: int = PASSAGE_WORDS,
+    distractors: str = MakeMDQAConfig.distractors,
+) -> dict:
     """Example ``index`` of the stream ``seed``: the fact in a gold passage plus ``num_docs - 1`` distractors
     (``hard``: each with a fact of the same shape about other names), the gold one moved last to
     ``gold_position``."""
@@ -248,8 +295,9 @@ def _invented_word(rng: random.Random) -> str:
     return "".join(syllables).capitalize()
 
 
-def _draw_passage(rng: random.Random, corpus: _ProseCorpus, words: int, forbidden: list[str],
-                  used: set[tuple[int, int]]) -> tuple[str, list[str]]:
+def _draw_passage(
+    rng: random.Random, corpus: _ProseCorpus, words: int, forbidden: list[str], used: set[tuple[int, int]]
+) -> tuple[str, list[str]]:
     """(title, consecutive sentences of about ``words`` words) from a source, not yet in ``used``, holding
     none of ``forbidden``. Start sentences are uniform over the whole corpus, so long works weigh more."""
     forbidden = [normalize_answer(text) for text in forbidden]
@@ -322,9 +370,13 @@ def _prose_sentences(text: str):
         lines = [line for line in paragraph.splitlines() if not _is_heading(line)]
         for sentence in _SENTENCE_END.split(" ".join(" ".join(lines).split())):
             length = len(sentence.split())
-            if (_SENTENCE_WORDS[0] <= length <= _SENTENCE_WORDS[1] and sentence[0].isupper()
-                    and sentence[-1] in ".!?" and not _SHOUTED_WORD.search(sentence)
-                    and not any(ch.isdigit() for ch in sentence)):
+            if (
+                _SENTENCE_WORDS[0] <= length <= _SENTENCE_WORDS[1]
+                and sentence[0].isupper()
+                and sentence[-1] in ".!?"
+                and not _SHOUTED_WORD.search(sentence)
+                and not any(ch.isdigit() for ch in sentence)
+            ):
                 yield sentence
 
 

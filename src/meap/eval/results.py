@@ -11,8 +11,13 @@ from pathlib import Path
 
 from meap.fsutil import atomic_write_json, atomic_write_lines
 
-SUMMARY_FILES = {"niah": "summary.json", "mdqa": "summary.json", "harness": "results.json",
-                 "attention": "attention.json", "retrieval": "summary.json"}
+SUMMARY_FILES = {
+    "niah": "summary.json",
+    "mdqa": "summary.json",
+    "harness": "results.json",
+    "attention": "attention.json",
+    "retrieval": "summary.json",
+}
 EVALUATIONS = tuple(SUMMARY_FILES)
 RECORDS_FILE = "results.jsonl"  # NIAH, MDQA, retrieval: one JSON line per prompt, what paired comparisons score
 
@@ -69,27 +74,43 @@ def headline(summary: dict, output: str | Path) -> str:
         copied = overall.get("distractor_copied")
         # ROUGE-1 F stays in the summary (the paper reports it) but not here: a response that echoes the
         # question's template, or gives another needle's value, earns most of it
-        return (f"niah: substring (the asked value) {overall['substring']:.3f}"
-                + (f", distractor copied {copied:.3f}" if copied is not None else "") + f" -> {output}")
+        return (
+            f"niah: substring (the asked value) {overall['substring']:.3f}"
+            + (f", distractor copied {copied:.3f}" if copied is not None else "")
+            + f" -> {output}"
+        )
     if kind == "mdqa":
-        by_position = ", ".join(f"{int(position) + 1}: {accuracy:.3f}" for position, accuracy in
-                                sorted(summary["accuracy_by_gold_position"].items(), key=lambda item: int(item[0]))
-                                if accuracy is not None)
-        return f"mdqa: best-subspan EM {summary['accuracy']:.3f}; by gold position (1 = first) {by_position} -> {output}"
+        by_position = ", ".join(
+            f"{int(position) + 1}: {accuracy:.3f}"
+            for position, accuracy in sorted(
+                summary["accuracy_by_gold_position"].items(), key=lambda item: int(item[0])
+            )
+            if accuracy is not None
+        )
+        return (
+            f"mdqa: best-subspan EM {summary['accuracy']:.3f}; by gold position (1 = first) {by_position} -> {output}"
+        )
     if kind == "retrieval":
         absent = summary.get("absent_distractor_given")
-        return (f"retrieval: strict {summary['strict']:.3f}, distractor given {summary['distractor_given']:.3f}"
-                + (f", asked key absent: distractor given {absent:.3f}" if absent is not None else "")
-                + f" -> {output}")
+        return (
+            f"retrieval: strict {summary['strict']:.3f}, distractor given {summary['distractor_given']:.3f}"
+            + (f", asked key absent: distractor given {absent:.3f}" if absent is not None else "")
+            + f" -> {output}"
+        )
     if kind == "harness":
-        return "\n".join(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-                         for task, metrics in summary["results"].items())
+        return "\n".join(
+            f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            for task, metrics in summary["results"].items()
+        )
     if kind == "attention":
         lines = []
         for name, result in summary["models"].items():
             average = result["average"]
             decay = average.get("score_decay")
-            lines.append(f"{name}: answer mass {average['segment_mass']['answer']:.3f}, entropy {average['entropy']:.2f}"
-                         + (f", score decay {decay:.3f}" if decay is not None else "") + f" -> {output}")
+            lines.append(
+                f"{name}: answer mass {average['segment_mass']['answer']:.3f}, entropy {average['entropy']:.2f}"
+                + (f", score decay {decay:.3f}" if decay is not None else "")
+                + f" -> {output}"
+            )
         return "\n".join(lines)
     raise ValueError(f"not an evaluation summary (keys: {', '.join(summary)})")

@@ -58,9 +58,11 @@ def attention_to_values(model, tokenizer, records: list[dict]) -> dict:
             weights = model(input_ids=ids, output_attentions=True, use_cache=False).attentions
             for index, layer in enumerate(weights):
                 row = layer[0, :, -1, :].float().mean(0)  # heads averaged: the distribution over positions
-                stats = {"answer_mass": float(row[spans[0]].sum()),
-                         "distractor_mass": float(sum(row[span].sum() for span in spans[1:] if span)),
-                         "entropy": float(-torch.special.xlogy(row, row).sum())}
+                stats = {
+                    "answer_mass": float(row[spans[0]].sum()),
+                    "distractor_mass": float(sum(row[span].sum() for span in spans[1:] if span)),
+                    "entropy": float(-torch.special.xlogy(row, row).sum()),
+                }
                 if index == len(layers):
                     layers.append(dict.fromkeys(stats, 0.0))
                 for key, value in stats.items():
@@ -73,24 +75,48 @@ def attention_to_values(model, tokenizer, records: list[dict]) -> dict:
     return {"layers": layers, "average": average, "probes": count}
 
 
-def evaluate(model, tokenizer, records: list[dict], *, max_new_tokens: int = 12, batch_size: int = 32,
-             attention: bool = False, progress: bool = False) -> tuple[list[dict], dict]:
+def evaluate(
+    model,
+    tokenizer,
+    records: list[dict],
+    *,
+    max_new_tokens: int = 12,
+    batch_size: int = 32,
+    attention: bool = False,
+    progress: bool = False,
+) -> tuple[list[dict], dict]:
     """(per-probe records, summary) of ``model`` on the probe ``records``."""
-    completions = generate(model, tokenizer, [record["context"] for record in records],
-                           max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
-                           description="retrieval")
+    completions = generate(
+        model,
+        tokenizer,
+        [record["context"] for record in records],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+        description="retrieval",
+    )
     scored = []
     for index, (record, completion) in enumerate(zip(records, completions)):
         score = strict_score(completion, record["answer"], record.get("distractors", []))
-        scored.append({"index": index, "absent": bool(record.get("absent")), "answer": record["answer"].strip(),
-                       "completion": completion, **score})
+        scored.append(
+            {
+                "index": index,
+                "absent": bool(record.get("absent")),
+                "answer": record["answer"].strip(),
+                "completion": completion,
+                **score,
+            }
+        )
     present = [r for r in scored if not r["absent"]]
     absent = [r for r in scored if r["absent"]]
-    summary = {"probes": len(present), "absent_probes": len(absent),
-               "distractors": max((len(record.get("distractors", [])) for record in records), default=0),
-               "strict": sum(r["correct"] for r in present) / len(present) if present else None,
-               "distractor_given": sum(r["distractor"] for r in present) / len(present) if present else None,
-               "absent_distractor_given": sum(r["distractor"] for r in absent) / len(absent) if absent else None}
+    summary = {
+        "probes": len(present),
+        "absent_probes": len(absent),
+        "distractors": max((len(record.get("distractors", [])) for record in records), default=0),
+        "strict": sum(r["correct"] for r in present) / len(present) if present else None,
+        "distractor_given": sum(r["distractor"] for r in present) / len(present) if present else None,
+        "absent_distractor_given": sum(r["distractor"] for r in absent) / len(absent) if absent else None,
+    }
     if present:
         probes = tokenize_probes([records[r["index"]] for r in present], tokenizer)
         summary["teacher_forced"] = score_probes(model, probes)
@@ -99,15 +125,31 @@ def evaluate(model, tokenizer, records: list[dict], *, max_new_tokens: int = 12,
     return scored, summary
 
 
-def run(model_spec: str, probe_file: str, output: str | Path, *, max_new_tokens: int = 12, batch_size: int = 32,
-        attention: bool = False, dtype: str = "auto", progress: bool = True) -> dict:
+def run(
+    model_spec: str,
+    probe_file: str,
+    output: str | Path,
+    *,
+    max_new_tokens: int = 12,
+    batch_size: int = 32,
+    attention: bool = False,
+    dtype: str = "auto",
+    progress: bool = True,
+) -> dict:
     """Evaluate ``model_spec`` on ``probe_file``; writes ``results.jsonl`` and ``summary.json`` to ``output``."""
     from meap.models import load_causal_lm
 
     records = read_probe_file(probe_file)
     model, tokenizer = load_causal_lm(model_spec, dtype=dtype)
-    scored, summary = evaluate(model, tokenizer, records, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               attention=attention, progress=progress)
+    scored, summary = evaluate(
+        model,
+        tokenizer,
+        records,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        attention=attention,
+        progress=progress,
+    )
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     write_records(output, scored)

@@ -65,13 +65,16 @@ def retrieval_tokenizer(vocab_size: int, seed: int = 0):
     sentences = prose_sentences()
     rng = random.Random(f"meap-retrieval-tokenizer:{seed}")
     words = [word for sentence in sentences[:: max(1, len(sentences) // 5000)] for word in sentence.split()]
-    templates = [f"{needle(rng.choice(words), rng.choice(words))}\n{QUESTION.format(key=rng.choice(words))}"
-                 for _ in range(len(sentences) // 10)]
+    templates = [
+        f"{needle(rng.choice(words), rng.choice(words))}\n{QUESTION.format(key=rng.choice(words))}"
+        for _ in range(len(sentences) // 10)
+    ]
     return train_bpe([*sentences, *templates], vocab_size, split_digits=False)
 
 
-def vocabulary(tokenizer, *, keys: int, values: int, held_out_keys: int, held_out_values: int,
-               seed: int = 0) -> Vocabulary:
+def vocabulary(
+    tokenizer, *, keys: int, values: int, held_out_keys: int, held_out_values: int, seed: int = 0
+) -> Vocabulary:
     """Frequent words of the built-in prose (from rank 100 on, past the function words) that ``tokenizer``
     keeps whole (one token after a space), drawn at random into ``keys`` keys and ``values`` values, of which
     ``held_out_keys`` and ``held_out_values`` (may be 0) are kept for evaluation."""
@@ -79,21 +82,30 @@ def vocabulary(tokenizer, *, keys: int, values: int, held_out_keys: int, held_ou
     from meap.eval.mdqa_data import prose_sentences
 
     counts = Counter(word for sentence in prose_sentences() for word in _WORD.findall(sentence.lower()))
-    whole = [word for word, _ in counts.most_common()[_FIRST_WORD_RANK:]
-             if len(tokenizer(f" {word}", add_special_tokens=False)["input_ids"]) == 1]
+    whole = [
+        word
+        for word, _ in counts.most_common()[_FIRST_WORD_RANK:]
+        if len(tokenizer(f" {word}", add_special_tokens=False)["input_ids"]) == 1
+    ]
     if keys + values > len(whole) or not (0 < held_out_keys < keys and 0 <= held_out_values < values):
-        raise UserError(f"the tokenizer keeps {len(whole)} prose words whole; {keys} keys and {values} values "
-                        "(fewer held out) do not fit (a larger vocab_size keeps more)")
+        raise UserError(
+            f"the tokenizer keeps {len(whole)} prose words whole; {keys} keys and {values} values "
+            "(fewer held out) do not fit (a larger vocab_size keeps more)"
+        )
     random.Random(f"meap-retrieval-words:{seed}").shuffle(whole)
     key_words, value_words = whole[:keys], whole[keys : keys + values]
-    return Vocabulary(tuple(sorted(key_words[held_out_keys:])), tuple(sorted(key_words[:held_out_keys])),
-                      tuple(sorted(value_words[held_out_values:])), tuple(sorted(value_words[:held_out_values])))
+    return Vocabulary(
+        tuple(sorted(key_words[held_out_keys:])),
+        tuple(sorted(key_words[:held_out_keys])),
+        tuple(sorted(value_words[held_out_values:])),
+        tuple(sorted(value_words[:held_out_values])),
+    )
 
 
 def _context(rng: random.Random, needles: list[str], filler_words: int) -> str:
     """``needles`` at random sentence boundaries of ``filler_words`` words of prose, in random order."""
     from meap.eval.mdqa_data import random_passage
-    from meap.eval.niah import insert_at_depth
+    from meap.eval.niah_data import insert_at_depth
 
     context = random_passage(rng, filler_words) if filler_words else ""
     depths = [rng.uniform(0, 100) for _ in needles]
@@ -103,9 +115,15 @@ def _context(rng: random.Random, needles: list[str], filler_words: int) -> str:
     return context
 
 
-def training_documents(rng: random.Random, count: int, vocab: Vocabulary, needles: tuple[int, int],
-                       filler_words: tuple[int, int], questions: tuple[int, int] = (1, 1),
-                       restated: float = 0.0) -> list[str]:
+def training_documents(
+    rng: random.Random,
+    count: int,
+    vocab: Vocabulary,
+    needles: tuple[int, int],
+    filler_words: tuple[int, int],
+    questions: tuple[int, int] = (1, 1),
+    restated: float = 0.0,
+) -> list[str]:
     """``count`` documents with ``needles`` (a range) needles, distinct training keys and values in each, then
     ``questions`` (a range, at most half the needles but at least one) of them asked and answered in turn.
     Asking at most half leaves no answer to be found by elimination. ``restated``: the share of needles
@@ -143,14 +161,26 @@ def copy_probes(rng: random.Random, count: int, words: tuple[str, ...], length: 
     for _ in range(count):
         listed = rng.sample(words, length)
         at = rng.randrange(1, length)
-        records.append({"context": f"Words: {', '.join(listed)}. Again: {', '.join(listed[:at])},",
-                        "answer": f" {listed[at]}", "distractors": [f" {w}" for i, w in enumerate(listed) if i != at],
-                        "absent": False})
+        records.append(
+            {
+                "context": f"Words: {', '.join(listed)}. Again: {', '.join(listed[:at])},",
+                "answer": f" {listed[at]}",
+                "distractors": [f" {w}" for i, w in enumerate(listed) if i != at],
+                "absent": False,
+            }
+        )
     return records
 
 
-def probe_records(rng: random.Random, count: int, keys: tuple[str, ...], values: tuple[str, ...], distractors: int,
-                  filler_words: tuple[int, int], absent: bool = False) -> list[dict]:
+def probe_records(
+    rng: random.Random,
+    count: int,
+    keys: tuple[str, ...],
+    values: tuple[str, ...],
+    distractors: int,
+    filler_words: tuple[int, int],
+    absent: bool = False,
+) -> list[dict]:
     """Probes for :mod:`meap.probes` and :mod:`meap.eval.retrieval`: each context ends right before the asked
     value; ``distractors`` other needles hold other values under other keys. ``absent``: the asked needle is
     left out (a control: a key-based model should not give a distractor's value)."""
@@ -160,9 +190,16 @@ def probe_records(rng: random.Random, count: int, keys: tuple[str, ...], values:
         placed = [needle(k, v) for k, v in zip(chosen, drawn)][1 if absent else 0 :]
         filler = rng.randint(*filler_words)
         context = _context(rng, placed, filler)
-        records.append({"context": f"{context}\n{QUESTION.format(key=chosen[0])}",
-                        "answer": f" {drawn[0]}", "distractors": [f" {v}" for v in drawn[1:]],
-                        "key": chosen[0], "absent": absent, "filler_words": filler})
+        records.append(
+            {
+                "context": f"{context}\n{QUESTION.format(key=chosen[0])}",
+                "answer": f" {drawn[0]}",
+                "distractors": [f" {v}" for v in drawn[1:]],
+                "key": chosen[0],
+                "absent": absent,
+                "filler_words": filler,
+            }
+        )
     return records
 
 

@@ -58,7 +58,8 @@ class MeapSFTCollator:
     seed: int = 0
     packing: bool = False
     packed_attention: str = "sdpa"
-    """How packed rows are isolated: the model's attention implementation (``sdpa``, ``eager``, ``flash_attention_2``)."""
+    """How packed rows are isolated: the model's attention implementation (``sdpa``, ``eager``,
+    ``flash_attention_2``)."""
     count_tokens: bool = False
     """Add ``num_tokens`` (non-padding tokens of the batch) for :class:`meap.train.trainer.MeapTrainer`'s throughput."""
     _fallback: torch.Generator | None = field(default=None, init=False, repr=False)
@@ -66,7 +67,9 @@ class MeapSFTCollator:
     def __post_init__(self) -> None:
         check_mask_token(self.mask_token_id, self.mask_ratio)
         if self.packed_attention not in PACKED_ATTENTION:
-            raise ValueError(f"packed_attention must be one of {', '.join(PACKED_ATTENTION)}, got {self.packed_attention!r}")
+            raise ValueError(
+                f"packed_attention must be one of {', '.join(PACKED_ATTENTION)}, got {self.packed_attention!r}"
+            )
         if self.packing and self.max_length is None:
             raise ValueError("packing needs max_length (the length of a packed sequence)")
 
@@ -77,22 +80,31 @@ class MeapSFTCollator:
             generator = sample_generators(self.seed, [index])[0]
         else:
             generator = self._fallback = fallback_generator(self._fallback, self.seed)
-        return build_sft_rows(conversation_segments(conversation), mask_token_id=self.mask_token_id,
-                              eos_token_id=self.eos_token_id, mask_ratio=self.mask_ratio,
-                              min_answer_tokens=self.min_answer_tokens, layout=self.layout, generator=generator,
-                              max_length=self.max_length)
+        return build_sft_rows(
+            conversation_segments(conversation),
+            mask_token_id=self.mask_token_id,
+            eos_token_id=self.eos_token_id,
+            mask_ratio=self.mask_ratio,
+            min_answer_tokens=self.min_answer_tokens,
+            layout=self.layout,
+            generator=generator,
+            max_length=self.max_length,
+        )
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pad = self.eos_token_id if self.pad_token_id is None else self.pad_token_id
         conversations = [sample.get("pack", [sample]) for sample in samples]
-        rows_per_sample = [[row for conversation in group for row in self.rows(conversation)] for group in conversations]
+        rows_per_sample = [
+            [row for conversation in group for row in self.rows(conversation)] for group in conversations
+        ]
         if self.packing:
             sequences = rows_per_sample
             for group, rows in zip(conversations, sequences):
                 # One conversation may exceed max_length (the separate layout's two rows); packs of several may not.
                 if len(group) > 1 and sum(len(row["input_ids"]) for row in rows) > self.max_length:
-                    raise ValueError(f"a pack of {len(group)} conversations holds more than "
-                                     f"max_length={self.max_length} tokens")
+                    raise ValueError(
+                        f"a pack of {len(group)} conversations holds more than max_length={self.max_length} tokens"
+                    )
         else:
             sequences = [[row] for rows in rows_per_sample for row in rows]
         sequences = [rows for rows in sequences if rows]
@@ -139,8 +151,11 @@ def conversation_segments(sample: dict[str, Any]) -> list[tuple[list[int], bool]
     if supervised is None and "labels" in sample:
         supervised = [label != IGNORE_INDEX for label in torch.as_tensor(sample["labels"]).tolist()]
     if "input_ids" not in sample or supervised is None:
-        raise ValueError('an SFT sample needs "segments", or "input_ids" with "completion_mask", "assistant_masks" '
-                         'or "labels"')
+        raise ValueError(
+            'an SFT sample needs "segments", or "input_ids" with "completion_mask", "assistant_masks" or "labels"'
+        )
     ids = torch.as_tensor(sample["input_ids"]).tolist()
     flags = [bool(flag) for flag in torch.as_tensor(supervised).tolist()]
-    return [([token for token, _ in run], answer) for answer, run in itertools.groupby(zip(ids, flags), key=lambda t: t[1])]
+    return [
+        ([token for token, _ in run], answer) for answer, run in itertools.groupby(zip(ids, flags), key=lambda t: t[1])
+    ]

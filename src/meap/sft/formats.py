@@ -33,9 +33,11 @@ def detect_format(record: dict, where: str) -> str:
         return "alpaca"
     if "prompt" in record and "completion" in record:
         return "prompt-completion"
-    raise UserError(f"{where}: cannot tell the format from keys {sorted(record)}; expected alpaca "
-                    "(instruction, input, output), sharegpt (conversations), messages (messages) or prompt-completion "
-                    "(prompt, completion); or pass --format")
+    raise UserError(
+        f"{where}: cannot tell the format from keys {sorted(record)}; expected alpaca "
+        "(instruction, input, output), sharegpt (conversations), messages (messages) or prompt-completion "
+        "(prompt, completion); or pass --format"
+    )
 
 
 def to_conversation(record: dict, sft_format: str, where: str) -> list[dict]:
@@ -58,8 +60,9 @@ def to_conversation(record: dict, sft_format: str, where: str) -> list[dict]:
         prompt = record["instruction"] + (f"\n\n{extra}" if extra.strip() else "")
         turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": record["output"]}]
     else:
-        key, role_key, text_key = (("conversations", "from", "value") if sft_format == "sharegpt"
-                                   else ("messages", "role", "content"))
+        key, role_key, text_key = (
+            ("conversations", "from", "value") if sft_format == "sharegpt" else ("messages", "role", "content")
+        )
         raw = record.get(key)
         if not isinstance(raw, list) or not raw:
             raise UserError(f"{where}: `{key}` must be a non-empty list of turns")
@@ -70,8 +73,10 @@ def to_conversation(record: dict, sft_format: str, where: str) -> list[dict]:
             role = turn.get(role_key)
             role = _SHAREGPT_ROLES.get(role) if sft_format == "sharegpt" else role
             if role not in ("system", "user", "assistant"):
-                raise UserError(f"{where}: `{key}[{i}].{role_key}` is {turn.get(role_key)!r}; expected "
-                                + ("system, human or gpt" if sft_format == "sharegpt" else "system, user or assistant"))
+                raise UserError(
+                    f"{where}: `{key}[{i}].{role_key}` is {turn.get(role_key)!r}; expected "
+                    + ("system, human or gpt" if sft_format == "sharegpt" else "system, user or assistant")
+                )
             turns.append({"role": role, "content": turn[text_key]})
     if not any(t["role"] == "assistant" and t["content"].strip() for t in turns):
         raise UserError(f"{where}: empty answer (no non-empty assistant turn)")
@@ -80,8 +85,10 @@ def to_conversation(record: dict, sft_format: str, where: str) -> list[dict]:
 
 def _records(path: Path, skipped: list[str] | None = None) -> Iterator[tuple[str, dict]]:
     if path.is_dir():
-        raise UserError(f"{path}: a directory; meap sft takes instruction files (JSON, JSONL, Parquet), not a "
-                        "prepared pretraining corpus")
+        raise UserError(
+            f"{path}: a directory; meap sft takes instruction files (JSON, JSONL, Parquet), not a "
+            "prepared pretraining corpus"
+        )
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     if path.suffix == ".parquet":
@@ -107,8 +114,9 @@ def _records(path: Path, skipped: list[str] | None = None) -> Iterator[tuple[str
         yield from json_lines(path, "one JSON record per line", skipped)
 
 
-def read_conversations(files: list[str], sft_format: str | None = None,
-                       skipped: list[str] | None = None) -> list[list[dict]]:
+def read_conversations(
+    files: list[str], sft_format: str | None = None, skipped: list[str] | None = None
+) -> list[list[dict]]:
     """Every record of ``files`` as a conversation; bad records raise :class:`UserError` naming file and line,
     or, given a ``skipped`` list, are recorded there (their errors) and passed over.
 

@@ -12,6 +12,7 @@ import torch
 from meap.constants import IGNORE_INDEX, SFT_LAYOUTS
 from meap.masking import mask_inputs
 
+
 def build_sft_example(prompt_ids: Sequence[int], answer_ids: Sequence[int], **options) -> list[dict]:
     """Training rows of one prompt/answer pair: :func:`build_sft_rows` of ``[(prompt, False), (answer, True)]``
     with the same keyword ``options``."""

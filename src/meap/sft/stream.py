@@ -26,8 +26,16 @@ class SFTStream(torch.utils.data.Dataset):
     a conversation longer than that (the separate layout's two rows) gets a pack of its own.
     """
 
-    def __init__(self, conversations: Sequence[list[tuple[list[int], bool]]], *, epochs: int = 1, seed: int = 0,
-                 shuffle: bool = True, pack_lengths: Sequence[int] | None = None, max_length: int | None = None):
+    def __init__(
+        self,
+        conversations: Sequence[list[tuple[list[int], bool]]],
+        *,
+        epochs: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        pack_lengths: Sequence[int] | None = None,
+        max_length: int | None = None,
+    ):
         if pack_lengths is not None and max_length is None:
             raise ValueError("packing needs max_length (the length of a packed sequence)")
         self.conversations = conversations
@@ -35,8 +43,11 @@ class SFTStream(torch.utils.data.Dataset):
         self.items: list[list[tuple[int, int]]] = []  # each: (conversation, sample_index) pairs
         size = len(conversations)
         for epoch in range(epochs):
-            order = (torch.randperm(size, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).tolist()
-                     if shuffle else list(range(size)))
+            order = (
+                torch.randperm(size, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).tolist()
+                if shuffle
+                else list(range(size))
+            )
             visits = [(conversation, epoch * size + position) for position, conversation in enumerate(order)]
             if pack_lengths is None:
                 self.items += [[visit] for visit in visits]

@@ -44,15 +44,85 @@ def precision_arguments(config: TrainingConfig) -> dict:
 def _fsdp(config: TrainingConfig) -> bool | None:
     """FSDP2 where a launch has processes to shard across (torchrun sets LOCAL_RANK; on CPU, accelerate takes
     a single process as undistributed), not a silently unsharded run."""
-    if config.fsdp and ("LOCAL_RANK" not in os.environ or (launched_world_size() < 2 and not torch.cuda.is_available())):
-        raise UserError("fsdp: FSDP2 shards across the processes of a launch and this is a single process; run "
-                        "under torchrun --nproc_per_node N (N >= 2 on CPU), or without --fsdp")
+    if config.fsdp and (
+        "LOCAL_RANK" not in os.environ or (launched_world_size() < 2 and not torch.cuda.is_available())
+    ):
+        raise UserError(
+            "fsdp: FSDP2 shards across the processes of a launch and this is a single process; run "
+            "under torchrun --nproc_per_node N (N >= 2 on CPU), or without --fsdp"
+        )
     return config.fsdp or None
 
 
-def training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max_steps: int,
-                       eval_batch_size: int) -> TrainingArguments:
-    return TrainingArguments(
+# TrainingArguments keys meap sets from its own config: given as trainer_args they would contradict it (the
+# run directory, the stream's order, checkpoints, logging and validation cadence, resume, the step's shape).
+_OWN_KEYS = {
+    "output_dir": "--output",
+    "max_steps": "--max-steps",
+    "per_device_train_batch_size": "--micro-batch-size",
+    "per_device_eval_batch_size": "--micro-batch-size",
+    "gradient_accumulation_steps": "--grad-accum-steps",
+    "learning_rate": "--lr",
+    "warmup_steps": "--warmup-steps",
+    "weight_decay": "--weight-decay",
+    "adam_beta1": "--adam-beta1",
+    "adam_beta2": "--adam-beta2",
+    "max_grad_norm": "--grad-clip",
+    "logging_steps": "--log-every",
+    "logging_strategy": "--log-every",
+    "eval_strategy": "--eval-every",
+    "eval_steps": "--eval-every",
+    "save_strategy": "--save-every",
+    "save_steps": "--save-every",
+    "save_total_limit": "--keep-checkpoints",
+    "seed": "--seed",
+    "torch_compile": "--compile",
+    "dataloader_num_workers": "--num-workers",
+    "dataloader_drop_last": None,
+    "train_sampling_strategy": None,
+    "remove_unused_columns": None,
+    "fsdp": "--fsdp",
+    "fsdp_config": "--fsdp",
+    "prediction_loss_only": None,
+    "logging_nan_inf_filter": "--on-nan",
+    "report_to": "--report-to",
+    "disable_tqdm": "--no-progress",
+    "bf16": "--dtype",
+    "fp16": "--dtype",
+    "use_cpu": "--dtype",
+    "resume_from_checkpoint": "--resume",
+}
+
+
+def _trainer_args(config: TrainingConfig) -> dict:
+    """``trainer_args``, checked: a TrainingArguments key (else "did you mean") that meap does not own."""
+    import dataclasses
+    import difflib
+
+    given = config.trainer_arguments()
+    known = [f.name for f in dataclasses.fields(TrainingArguments) if f.init]
+    for key in given:
+        if key in _OWN_KEYS:
+            flag = _OWN_KEYS[key]
+            raise UserError(
+                f"trainer_args: `{key}` is set by meap itself" + (f"; use {flag}" if flag else " and cannot change")
+            )
+        if key not in known:
+            match = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            raise UserError(
+                f"trainer_args: `{key}` is no TrainingArguments key"
+                + (f" (did you mean `{match[0]}`?)" if match else "")
+            )
+    return given
+
+
+def training_arguments(
+    config: TrainingConfig, output: Path, eval_on: bool, max_steps: int, eval_batch_size: int
+) -> TrainingArguments:
+    extra = _trainer_args(config)
+    if "lr_scheduler_type" in extra:
+        extra.setdefault("lr_scheduler_kwargs", {})  # meap's min_lr belongs to its own cosine schedule
+    arguments = dict(
         output_dir=str(RunDir(output).checkpoints),
         max_steps=max_steps,
         per_device_train_batch_size=config.micro_batch_size,
@@ -89,6 +159,12 @@ def training_arguments(config: TrainingConfig, output: Path, eval_on: bool, max_
         disable_tqdm=True,
         **precision_arguments(config),
     )
+    try:
+        return TrainingArguments(**{**arguments, **extra})
+    except (ValueError, TypeError) as error:  # a value transformers refuses, e.g. an unknown optimizer
+        if not extra:
+            raise
+        raise UserError(f"trainer_args: {str(error).strip().splitlines()[0]}") from None
 
 
 def _integrations(config: TrainingConfig, output: Path) -> list[str] | str:
@@ -109,20 +185,34 @@ def _integrations(config: TrainingConfig, output: Path) -> list[str] | str:
     return chosen or "none"
 
 
-def make_trainer(config: TrainingConfig, output: Path, args: TrainingArguments, model, train_dataset, eval_dataset,
-                 collator, eval_collator, *, tokens_per_step: int | None, seq_len: int, progress: bool,
-                 probes=None) -> MeapTrainer:
+def make_trainer(
+    config: TrainingConfig,
+    output: Path,
+    args: TrainingArguments,
+    model,
+    train_dataset,
+    eval_dataset,
+    collator,
+    eval_collator,
+    *,
+    tokens_per_step: int | None,
+    seq_len: int,
+    progress: bool,
+    probes=None,
+) -> MeapTrainer:
     """The Trainer with metrics.jsonl, TensorBoard and the progress bar; ``tokens_per_step=None``: counted;
     ``probes``: a :class:`meap.probes.ProbeSchedule` scored into metrics.jsonl."""
     peak = peak_flops()
     flops = None
     if peak:
-        flops = flops_per_token(matmul_parameters(model), model.config.num_hidden_layers, model.config.hidden_size,
-                                seq_len)
+        flops = flops_per_token(
+            matmul_parameters(model), model.config.num_hidden_layers, model.config.hidden_size, seq_len
+        )
     eval_every = config.eval_every if eval_dataset is not None else 0
     run_dir = RunDir(output)
-    metrics = MetricsCallback(run_dir.metrics, tokens_per_step, flops, peak, eval_every,
-                              world_size=args.world_size, probes=probes)
+    metrics = MetricsCallback(
+        run_dir.metrics, tokens_per_step, flops, peak, eval_every, world_size=args.world_size, probes=probes
+    )
     callbacks = [metrics, StopOnSignal()]
     if "tensorboard" in config.report_to:
         tensorboard = TensorBoardCallback()

@@ -20,8 +20,14 @@ from meap.data.shards import load_meta, load_prepared_tokenizer, open_split
 from meap.errors import UserError, is_main_process, warn
 from meap.models import build_model, is_model_dir, model_max_length, training_model_spec
 from meap.probes import ProbeSchedule, read_probe_file, tokenize_probes
-from meap.tokens import (check_vocab_fits, fit_mask_embedding, mask_token_id, special_token_ids, vocabulary_mismatch,
-                         vocabulary_sha256)
+from meap.tokens import (
+    check_vocab_fits,
+    fit_mask_embedding,
+    mask_token_id,
+    special_token_ids,
+    vocabulary_mismatch,
+    vocabulary_sha256,
+)
 from meap.touchpoints import attention_kernel
 from meap.train.arguments import launched_world_size, make_trainer, training_arguments
 from meap.train.trainer import MeapTrainer
@@ -73,10 +79,13 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     model_spec = training_model_spec(config.model) if not config.model_config else config.model
     limit = model_max_length(model_spec, vocab_size, config.model_config, config.model_override)
     if config.seq_len > limit:
-        raise UserError(f"seq_len: {config.seq_len} is above the maximum of model "
-                        f"`{config.model_config or config.model}` ({limit} tokens)")
-    model_tokenizer = None if config.model_config else _check_data_tokenizer(data_dir, tokenizer, config.model,
-                                                                             model_spec)
+        raise UserError(
+            f"seq_len: {config.seq_len} is above the maximum of model "
+            f"`{config.model_config or config.model}` ({limit} tokens)"
+        )
+    model_tokenizer = (
+        None if config.model_config else _check_data_tokenizer(data_dir, tokenizer, config.model, model_spec)
+    )
 
     train_blocks = PackedBlocks(open_split(data_dir, "train"), config.seq_len, seed=config.seed)
     if train_blocks.num_blocks == 0:
@@ -86,9 +95,11 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     val_batch, val_batches = validation_batches(val_blocks.num_blocks, config, world_size)
     eval_on = bool(config.eval_every and val_batches)
     if config.eval_every and not eval_on:
-        warn(f"{data_dir}: the validation split holds {meta['splits']['val']['num_tokens']} tokens, fewer than "
-             f"one sequence of {config.seq_len + 1} per process; validation is off (prepare the data with a larger "
-             "--val-fraction, or train with a shorter --seq-len)")
+        warn(
+            f"{data_dir}: the validation split holds {meta['splits']['val']['num_tokens']} tokens, fewer than "
+            f"one sequence of {config.seq_len + 1} per process; validation is off (prepare the data with a larger "
+            "--val-fraction, or train with a shorter --seq-len)"
+        )
     check_warmup(config, config.max_steps)
 
     args = training_arguments(config, output, eval_on, config.max_steps, val_batch)
@@ -97,18 +108,29 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     val_blocks.num_samples = val_batches * val_batch * world_size
     epochs = train_blocks.num_samples / train_blocks.num_blocks
     if is_main_process():
-        print(f"{data_dir}: {train_blocks.num_blocks:,} training sequences of {config.seq_len} tokens; "
-              f"{config.max_steps:,} steps x {samples_per_step} sequences = {epochs:.2f} epochs")
+        print(
+            f"{data_dir}: {train_blocks.num_blocks:,} training sequences of {config.seq_len} tokens; "
+            f"{config.max_steps:,} steps x {samples_per_step} sequences = {epochs:.2f} epochs"
+        )
     if epochs > 1:
-        warn(f"{data_dir}: the training data repeats: {config.max_steps:,} steps take {epochs:.1f} passes over its "
-             f"{train_blocks.num_blocks:,} sequences (a model this long on it may memorise; prepare more text or "
-             "train fewer steps)")
+        warn(
+            f"{data_dir}: the training data repeats: {config.max_steps:,} steps take {epochs:.1f} passes over its "
+            f"{train_blocks.num_blocks:,} sequences (a model this long on it may memorise; prepare more text or "
+            "train fewer steps)"
+        )
 
     set_seed(config.seed)  # the model init depends on the seed only, so NTP and MEAP runs start identical
     eos = int(meta["eos_token_id"])
-    model = build_model(model_spec, vocab_size, attn_implementation=config.attn_implementation,
-                        model_config=config.model_config, overrides=config.model_override, eos_token_id=eos,
-                        bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = build_model(
+        model_spec,
+        vocab_size,
+        attn_implementation=config.attn_implementation,
+        model_config=config.model_config,
+        overrides=config.model_override,
+        eos_token_id=eos,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     mask_id = int(meta["mask_token_id"])
     try:
         check_vocab_fits(tokenizer, model)
@@ -121,16 +143,45 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
 
     specials = special_token_ids(tokenizer)
     documents = packed_attention(model, True) if config.document_attention else None
-    collator = MeapCollator(mask_id, config.effective_mask_ratio(), config.mask_mode, config.seed, specials,
-                            pad_token_id=eos, samples_per_step=samples_per_step, eos_token_id=eos,
-                            document_attention=documents)
+    collator = MeapCollator(
+        mask_id,
+        config.effective_mask_ratio(),
+        config.mask_mode,
+        config.seed,
+        specials,
+        pad_token_id=eos,
+        samples_per_step=samples_per_step,
+        eos_token_id=eos,
+        document_attention=documents,
+    )
     clean_collator = dataclasses.replace(collator, mask_ratio=0.0, mode="exact")
-    trainer = make_trainer(config, output, args, model, train_blocks, val_blocks if eval_on else None, collator,
-                           clean_collator, tokens_per_step=samples_per_step * config.seq_len, seq_len=config.seq_len,
-                           progress=progress, probes=probe_schedule(config, tokenizer, config.seq_len))
-    return Run(config, output, trainer, tokenizer, samples_per_step, config.max_steps,
-               {"tokenizer_sha256": vocabulary_sha256(tokenizer), "epochs": round(epochs, 4),
-                "sequences": {"train": train_blocks.num_blocks, "val": val_blocks.num_blocks}})
+    trainer = make_trainer(
+        config,
+        output,
+        args,
+        model,
+        train_blocks,
+        val_blocks if eval_on else None,
+        collator,
+        clean_collator,
+        tokens_per_step=samples_per_step * config.seq_len,
+        seq_len=config.seq_len,
+        progress=progress,
+        probes=probe_schedule(config, tokenizer, config.seq_len),
+    )
+    return Run(
+        config,
+        output,
+        trainer,
+        tokenizer,
+        samples_per_step,
+        config.max_steps,
+        {
+            "tokenizer_sha256": vocabulary_sha256(tokenizer),
+            "epochs": round(epochs, 4),
+            "sequences": {"train": train_blocks.num_blocks, "val": val_blocks.num_blocks},
+        },
+    )
 
 
 def probe_schedule(config: TrainingConfig, tokenizer, max_length: int) -> ProbeSchedule | None:
@@ -165,8 +216,9 @@ def _check_data_tokenizer(data_dir: Path, tokenizer, model: str, model_spec: str
         return None
     difference = vocabulary_mismatch(tokenizer, own)
     if difference:
-        raise UserError(f"{data_dir}: tokenised by another tokenizer than model {model}'s ({difference}); "
-                        f"{_prepare_hint(model)}")
+        raise UserError(
+            f"{data_dir}: tokenised by another tokenizer than model {model}'s ({difference}); {_prepare_hint(model)}"
+        )
     return own
 
 
@@ -179,4 +231,7 @@ def packed_attention(model, packing: bool) -> str:
         return implementation
     if not packing:
         return "sdpa"  # unused: unpacked batches carry a plain padding mask
-    raise UserError(f"attn_implementation: packing and document_attention support {', '.join(PACKED_ATTENTION)}, not {implementation!r}")
+    raise UserError(
+        f"attn_implementation: packing and document_attention support {', '.join(PACKED_ATTENTION)}, "
+        f"not {implementation!r}"
+    )

@@ -35,7 +35,9 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     model, tokenizer = load_for_training(config.model, config.attn_implementation)
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit and config.max_length > limit:
-        raise UserError(f"max_length: {config.max_length} is above the maximum of model `{config.model}` ({limit} tokens)")
+        raise UserError(
+            f"max_length: {config.max_length} is above the maximum of model `{config.model}` ({limit} tokens)"
+        )
     newly_added = mask_token_id(tokenizer) is None
     try:
         mask_id = add_mask_token(tokenizer, model)
@@ -47,9 +49,19 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     # Lengths and kinds of a conversation's rows do not depend on the mask, so one draw tells both.
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    collator = MeapSFTCollator(mask_id, eos, pad, config.effective_mask_ratio(), config.min_answer_tokens,
-                               config.layout, config.max_length, config.seed, packing=config.packing,
-                               packed_attention=packed_attention(model, config.packing), count_tokens=True)
+    collator = MeapSFTCollator(
+        mask_id,
+        eos,
+        pad,
+        config.effective_mask_ratio(),
+        config.min_answer_tokens,
+        config.layout,
+        config.max_length,
+        config.seed,
+        packing=config.packing,
+        packed_attention=packed_attention(model, config.packing),
+        count_tokens=True,
+    )
     lengths, row_kinds, longest = [], [], 0
     for n, conversation in enumerate(segments):
         try:
@@ -62,8 +74,10 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
             longest = max(longest, 2 * (sum(len(ids) for ids, _ in conversation) + 1))
     kept = [i for i, length in enumerate(lengths) if length > 0]
     if len(kept) < len(segments):
-        warn(f"{where}: {len(segments) - len(kept)} conversations have no answer token within max_length "
-             f"({config.max_length}); skipped")
+        warn(
+            f"{where}: {len(segments) - len(kept)} conversations have no answer token within max_length "
+            f"({config.max_length}); skipped"
+        )
     order = torch.randperm(len(kept), generator=torch.Generator().manual_seed(config.seed)).tolist()
     num_val = round(len(kept) * config.val_fraction)
     val_ids, train_ids = [kept[i] for i in order[:num_val]], sorted(kept[i] for i in order[num_val:])
@@ -80,8 +94,10 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     train_stream = SFTStream(train, epochs=config.epochs, **options)
     max_steps = config.max_steps or len(train_stream) // samples_per_step
     if max_steps == 0:
-        raise UserError(f"{where}: {len(train_stream)} training samples, fewer than one optimizer step of "
-                        f"{samples_per_step} (micro_batch_size x grad_accum_steps x processes)")
+        raise UserError(
+            f"{where}: {len(train_stream)} training samples, fewer than one optimizer step of "
+            f"{samples_per_step} (micro_batch_size x grad_accum_steps x processes)"
+        )
     if config.max_steps:  # as many passes as the steps need, cut to them
         train_stream = SFTStream.covering(train, max_steps * samples_per_step, **options)
     train_stream.truncate(max_steps * samples_per_step)
@@ -89,8 +105,10 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     val_batch, val_batches = validation_batches(len(val_ids), config, world_size)
     eval_on = bool(config.eval_every and val_batches)
     if config.eval_every and config.val_fraction and not eval_on:
-        warn(f"{where}: {len(val_ids)} of {len(kept)} conversations held out (val_fraction {config.val_fraction}), "
-             f"fewer than one per process; validation is off (raise --val-fraction)")
+        warn(
+            f"{where}: {len(val_ids)} of {len(kept)} conversations held out (val_fraction {config.val_fraction}), "
+            f"fewer than one per process; validation is off (raise --val-fraction)"
+        )
     val_stream = SFTStream([segments[i] for i in val_ids], shuffle=False).truncate(val_batches * val_batch * world_size)
     clean_collator = dataclasses.replace(collator, mask_ratio=0.0, packing=False, count_tokens=False)
     check_warmup(config, max_steps)
@@ -100,14 +118,30 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     if config.lora_r:
         model = _with_lora(model, config, mask_id if newly_added else None)
     average = sum(lengths[i] for i in train_ids) / len(train_ids)
-    trainer = make_trainer(config, output, args, model, train_stream, val_stream if eval_on else None, collator,
-                           clean_collator, tokens_per_step=None, seq_len=round(average), progress=progress,
-                           probes=probe_schedule(config, tokenizer, config.max_length))
+    trainer = make_trainer(
+        config,
+        output,
+        args,
+        model,
+        train_stream,
+        val_stream if eval_on else None,
+        collator,
+        clean_collator,
+        tokens_per_step=None,
+        seq_len=round(average),
+        progress=progress,
+        probes=probe_schedule(config, tokenizer, config.max_length),
+    )
     if config.lora_r and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         raise UserError("lora_r: LoRA runs merge the adapter on one process; use DDP, not FSDP or DeepSpeed")
-    facts = {"conversations": {"train": len(train_ids), "val": len(val_ids), "skipped": len(segments) - len(kept)},
-             "rows": dict(kinds), "val_rows": dict(sum((row_kinds[i] for i in val_ids), Counter())),
-             "meap_share": meap_share, "skipped_records": len(skipped or []), "tokenizer_sha256": vocabulary_sha256(tokenizer)}
+    facts = {
+        "conversations": {"train": len(train_ids), "val": len(val_ids), "skipped": len(segments) - len(kept)},
+        "rows": dict(kinds),
+        "val_rows": dict(sum((row_kinds[i] for i in val_ids), Counter())),
+        "meap_share": meap_share,
+        "skipped_records": len(skipped or []),
+        "tokenizer_sha256": vocabulary_sha256(tokenizer),
+    }
     return Run(config, output, trainer, tokenizer, samples_per_step, max_steps, facts)
 
 
@@ -117,17 +151,27 @@ def _meap_share(config: SFTConfig, where: str, kinds: Counter, conversations: in
     if not config.effective_mask_ratio() or not conversations:
         return None
     share = (kinds["concat"] + kinds["masked"]) / conversations
-    fallback = (f"{kinds['ntp-fallback']} are too long for original + masked copy within max_length "
-                f"({config.max_length}; --max-length {longest} fits them all)") if kinds["ntp-fallback"] else ""
+    fallback = (
+        (
+            f"{kinds['ntp-fallback']} are too long for original + masked copy within max_length "
+            f"({config.max_length}; --max-length {longest} fits them all)"
+        )
+        if kinds["ntp-fallback"]
+        else ""
+    )
     short = f"{kinds['ntp']} have answers of {config.min_answer_tokens} tokens or fewer" if kinds["ntp"] else ""
     why = " and ".join(part for part in (fallback, short) if part)
     if share == 0:
-        raise UserError(f"{where}: objective meap, but no conversation gets the masked copy: {why}; this would be "
-                        "plain NTP (lower --min-answer-tokens, raise --max-length, or train --objective ntp)")
+        raise UserError(
+            f"{where}: objective meap, but no conversation gets the masked copy: {why}; this would be "
+            "plain NTP (lower --min-answer-tokens, raise --max-length, or train --objective ntp)"
+        )
     if share < 1:
         loud = "WARNING: only " if share < 0.5 else ""
-        warn(f"{where}: {loud}{100 * share:.0f}% of the conversations get MEAP's masked copy; the rest train as "
-             f"plain NTP rows: {why}")
+        warn(
+            f"{where}: {loud}{100 * share:.0f}% of the conversations get MEAP's masked copy; the rest train as "
+            f"plain NTP rows: {why}"
+        )
     return share
 
 
@@ -145,9 +189,14 @@ def _with_lora(model, config: SFTConfig, new_mask_id: int | None):
     from peft import LoraConfig, get_peft_model
 
     # a tied head follows the trainable [MASK] row on its own (peft ties trainable tokens itself)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules="all-linear", task_type="CAUSAL_LM",
-                      trainable_token_indices=[new_mask_id] if new_mask_id is not None else None)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+        trainable_token_indices=[new_mask_id] if new_mask_id is not None else None,
+    )
     with warnings.catch_warnings():  # peft reads the attribute transformers 5 deprecated; nothing a user can act on
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         model = get_peft_model(model, lora)

@@ -16,9 +16,22 @@ from meap.train.checkpoints import intact_checkpoint
 # Keys that may change when a run is resumed: they do not alter the trajectory of the steps already taken.
 # The micro-batch and accumulation may change with the number of processes as long as the samples per
 # optimizer step stay the same (checked against run.json).
-RESUMABLE_CHANGES = {"max_steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints",
-                     "num_workers", "compile", "output", "micro_batch_size", "grad_accum_steps", "report_to",
-                     "probe_file", "probe_every"}
+RESUMABLE_CHANGES = {
+    "max_steps",
+    "log_every",
+    "eval_every",
+    "eval_batches",
+    "save_every",
+    "keep_checkpoints",
+    "num_workers",
+    "compile",
+    "output",
+    "micro_batch_size",
+    "grad_accum_steps",
+    "report_to",
+    "probe_file",
+    "probe_every",
+}
 
 
 def claim_output(config: TrainingConfig, resume: bool, overwrite: bool) -> Path | None:
@@ -35,8 +48,9 @@ def claim_output(config: TrainingConfig, resume: bool, overwrite: bool) -> Path 
             raise UserError(f"{run_dir.checkpoints}: --resume given but no checkpoint was saved yet")
         checkpoint = intact_checkpoint(run_dir.checkpoints)
         if checkpoint is None:
-            raise UserError(f"{run_dir.checkpoints}: --resume given but every checkpoint is damaged; "
-                            "start over with --overwrite")
+            raise UserError(
+                f"{run_dir.checkpoints}: --resume given but every checkpoint is damaged; start over with --overwrite"
+            )
         return checkpoint
     if output.is_dir() and any(output.iterdir()):
         if overwrite and not run_dir.holds_run():
@@ -74,8 +88,10 @@ def check_resumable(run_dir: RunDir, run) -> None:
     fingerprint = run.facts.get("tokenizer_sha256")
     if saved.get("tokenizer_sha256", fingerprint) != fingerprint:
         source = run.config.data if isinstance(run.config, PretrainConfig) else run.config.model
-        raise UserError(f"{run_dir.facts_file}: the run was trained with another tokenizer than {source} has now "
-                        "(its vocabulary differs); resume with the data or model the run started from")
+        raise UserError(
+            f"{run_dir.facts_file}: the run was trained with another tokenizer than {source} has now "
+            "(its vocabulary differs); resume with the data or model the run started from"
+        )
 
 
 def note_schedule_change(run_dir: RunDir, checkpoint: Path, run) -> None:
@@ -87,9 +103,11 @@ def note_schedule_change(run_dir: RunDir, checkpoint: Path, run) -> None:
     changes = facts.get("schedule_changes", [])
     if before and before != run.max_steps:
         step = checkpoint_step(checkpoint)
-        warn(f"max_steps {before} -> {run.max_steps}: the learning-rate schedule is re-planned for "
-             f"{run.max_steps} steps from step {step} on, so this run is no longer the same as one started with "
-             f"either (recorded in {run_dir.facts_file})")
+        warn(
+            f"max_steps {before} -> {run.max_steps}: the learning-rate schedule is re-planned for "
+            f"{run.max_steps} steps from step {step} on, so this run is no longer the same as one started with "
+            f"either (recorded in {run_dir.facts_file})"
+        )
         changes = [*changes, {"at_step": step, "max_steps": {"from": before, "to": run.max_steps}}]
     if changes:
         run.facts["schedule_changes"] = changes
@@ -109,7 +127,10 @@ def prepare_output(run_dir: RunDir, checkpoint: Path | None, run) -> None:
             if checkpoint_step(newer) > checkpoint_step(checkpoint):
                 shutil.rmtree(newer)  # damaged (intact_checkpoint passed it over); the run will write it again
     save_config(run.config, run_dir.config)
-    run_dir.write_facts({"samples_per_step": run.samples_per_step, "max_steps": run.max_steps, **run.facts})
+    trainer_args = {"trainer_args": run.config.trainer_arguments()} if run.config.trainer_args else {}
+    run_dir.write_facts(
+        {"samples_per_step": run.samples_per_step, "max_steps": run.max_steps, **trainer_args, **run.facts}
+    )
 
 
 def launch_config(config_cls: type, recipe: str | None, overrides: dict, resume: bool) -> TrainingConfig:

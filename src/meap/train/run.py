@@ -84,12 +84,17 @@ def _execute(config: TrainingConfig, build, resume: bool, overwrite: bool, progr
         raise
     except KeyboardInterrupt:
         kept = run_dir.saved_checkpoints()
-        raise Interrupted(f"{kept[-1]} is the last checkpoint kept: continue with `meap {command} --output {output} "
-                          "--resume`" if kept else "no checkpoint was saved yet") from None
+        raise Interrupted(
+            f"{kept[-1]} is the last checkpoint kept: continue with `meap {command} --output {output} --resume`"
+            if kept
+            else "no checkpoint was saved yet"
+        ) from None
     stop = next(c for c in run.trainer.callback_handler.callbacks if isinstance(c, StopOnSignal))
     if stop.stopped_at is not None and stop.stopped_at < run.max_steps:
-        raise Interrupted(f"stopped at step {stop.stopped_at}, saved in {run_dir.saved_checkpoints()[-1]}: continue "
-                          f"with `meap {command} --output {output} --resume`")
+        raise Interrupted(
+            f"stopped at step {stop.stopped_at}, saved in {run_dir.saved_checkpoints()[-1]}: continue "
+            f"with `meap {command} --output {output} --resume`"
+        )
     save_final(run)
     return output
 

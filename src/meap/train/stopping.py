@@ -25,8 +25,12 @@ class StopOnSignal(TrainerCallback):
         if self.received is not None:
             raise KeyboardInterrupt
         self.received = number
-        print(f"meap: {signal.Signals(number).name}: finishing this step, then saving a checkpoint and stopping "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
+        print(
+            f"meap: {signal.Signals(number).name}: finishing this step, then saving a checkpoint and stopping "
+            "(send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def on_train_begin(self, args, state, control, **kwargs):
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there

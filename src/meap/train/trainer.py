@@ -33,11 +33,19 @@ from meap.rundir import CONFIG_FILE, RunDir, checkpoint_dirs
 from meap.touchpoints import shard_on_cpu_processes
 from meap.train.checkpoints import last_checkpoint_note, write_manifest
 
+
 class MeapTrainer(Trainer):
     """The stock Trainer with the run's own sample order, clean validation and atomic checkpoints."""
 
-    def __init__(self, *args, eval_collator=None, keep_checkpoints: int = 0, loss_chunk_size: int = 0,
-                 on_nan: str = "stop", **kwargs):
+    def __init__(
+        self,
+        *args,
+        eval_collator=None,
+        keep_checkpoints: int = 0,
+        loss_chunk_size: int = 0,
+        on_nan: str = "stop",
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.eval_collator = eval_collator
         self.keep_checkpoints = keep_checkpoints
@@ -76,6 +84,7 @@ class MeapTrainer(Trainer):
         next log or checkpoint (:meth:`check_non_finite`); otherwise (and under FSDP, untested there) it
         looks at once.
         """
+
         def guarded_step(*args, **kwargs):
             seen = self._non_finite if self._non_finite is not None else torch.zeros(2, device=self.args.device)
             self._non_finite = None
@@ -95,6 +104,7 @@ class MeapTrainer(Trainer):
                     del optimizer.found_inf
                 else:
                     optimizer.found_inf = earlier
+
         return guarded_step
 
     def check_non_finite(self) -> bool:
@@ -156,7 +166,9 @@ class MeapTrainer(Trainer):
         # Noted on the device (no host sync per micro-batch); the optimizer step acts on it (see _guarded).
         finite = torch.isfinite(loss)
         seen = torch.stack([(~finite).float(), torch.where(finite, torch.zeros_like(loss), loss).float()])
-        self._non_finite = seen if self._non_finite is None else torch.where(self._non_finite[0] > 0, self._non_finite, seen)
+        self._non_finite = (
+            seen if self._non_finite is None else torch.where(self._non_finite[0] > 0, self._non_finite, seen)
+        )
         return torch.where(finite, loss, torch.zeros_like(loss))  # the window's logged loss counts a bad batch as 0
 
     def get_eval_dataloader(self, eval_dataset=None):
@@ -191,8 +203,10 @@ class MeapTrainer(Trainer):
             shutil.rmtree(staging, ignore_errors=True)
             previous = run_dir.saved_checkpoints()
             reason = "no space left on device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
-            raise UserError(f"{error.filename or staging}: cannot write the step-{step} checkpoint ({reason}); "
-                            f"stopped. {last_checkpoint_note(previous)}") from None
+            raise UserError(
+                f"{error.filename or staging}: cannot write the step-{step} checkpoint ({reason}); "
+                f"stopped. {last_checkpoint_note(previous)}"
+            ) from None
         finally:
             self._staging_dir = None
         if self.args.should_save:
@@ -210,6 +224,8 @@ class NonFiniteLoss(UserError):
 
     def __init__(self, step: int, loss: float, checkpoints: Path, where: str = "", stopped_at: int | None = None):
         stopped = f" at step {stopped_at}" if stopped_at and stopped_at > step else ""
-        super().__init__(f"step {step}: the training loss is {loss} (not finite){where}; its update was skipped and "
-                         f"the run stopped{stopped}. {last_checkpoint_note(checkpoint_dirs(checkpoints))} "
-                         "(a lower --lr or a higher --warmup-steps may help)")
+        super().__init__(
+            f"step {step}: the training loss is {loss} (not finite){where}; its update was skipped and "
+            f"the run stopped{stopped}. {last_checkpoint_note(checkpoint_dirs(checkpoints))} "
+            "(a lower --lr or a higher --warmup-steps may help)"
+        )

@@ -1,0 +1,287 @@
+"""The sections of ``meap compare``'s report, one per evaluation kind (NIAH, MDQA, key-based retrieval,
+lm-eval), and the paired-by-seed table: each appends its blocks (headings, tables, figures) to the report.
+Plain files in, no torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meap.eval.results import RECORDS_FILE, read_records
+from meap.plots import plot_accuracy_by_position, plot_niah_heatmap
+from meap.stats import paired_difference, seed_statistics
+
+
+def by_label(loaded: dict[str, dict], kind: str):
+    """(label, view) for each evaluation of ``kind`` (by label, across runs): ``view`` is ``loaded`` with that
+    one evaluation of the kind in each run that has it, as the section writers read it. One view with none
+    when no run has the kind (its section then says so)."""
+    labels = sorted({label for run in loaded.values() for label in run["evaluations"].get(kind, {})}) or [None]
+    for label in labels:
+        yield (
+            label,
+            {
+                name: {
+                    **run,
+                    "evaluations": {kind: run["evaluations"][kind][label]}
+                    if label in run["evaluations"].get(kind, {})
+                    else {},
+                }
+                for name, run in loaded.items()
+            },
+        )
+
+
+def titled(title: str, label: str | None, several: bool) -> str:
+    return f"{title} [{label}]" if several and label else title
+
+
+def niah_cells(summary: dict) -> dict[tuple, float]:
+    return {(cell["length"], cell["depth"]): cell["substring"] for cell in summary["cells"]}
+
+
+def format_value(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def mdqa_section(blocks: list[tuple], loaded: dict[str, dict], title: str, figure: Path) -> None:
+    mdqa = section(blocks, loaded, "mdqa", title)
+    if not mdqa:
+        return
+    series = {
+        name: {int(p): v for p, v in s["accuracy_by_gold_position"].items() if v is not None}
+        for name, s in mdqa.items()
+    }
+    examples = {
+        name: {int(p): n for p, n in s.get("examples_by_gold_position", {}).items()} for name, s in mdqa.items()
+    }
+    plot_accuracy_by_position(series, figure, examples=examples)
+    positions = sorted({p for by in series.values() for p in by})
+    forced = any("teacher_forced_accuracy" in s for s in mdqa.values())
+    blocks += [
+        ("img", figure.name),
+        (
+            "table",
+            [
+                "run",
+                "overall",
+                *[f"gold {p + 1}" for p in positions],
+                "examples",
+                *(["teacher-forced EM", "answer log-probability"] if forced else []),
+            ],
+            [
+                [
+                    name,
+                    format_value(mdqa[name]["accuracy"]),
+                    *[format_value(series[name].get(p)) for p in positions],
+                    str(mdqa[name].get("num_examples", "n/a")),
+                    *(
+                        [
+                            format_value(mdqa[name].get("teacher_forced_accuracy")),
+                            format_value(mdqa[name].get("mean_answer_logprob")),
+                        ]
+                        if forced
+                        else []
+                    ),
+                ]
+                for name in mdqa
+            ],
+        ),
+    ]
+
+
+def retrieval_section(blocks: list[tuple], loaded: dict[str, dict], title: str) -> None:
+    retrieval = section(blocks, loaded, "retrieval", title)
+    if retrieval:
+        blocks.append(
+            (
+                "table",
+                [
+                    "run",
+                    "strict",
+                    "distractor given",
+                    "asked needle absent: distractor given",
+                    "teacher-forced accuracy",
+                    "prompts",
+                ],
+                [
+                    [
+                        name,
+                        format_value(s["strict"]),
+                        format_value(s["distractor_given"]),
+                        format_value(s.get("absent_distractor_given")),
+                        format_value((s.get("teacher_forced") or {}).get("accuracy")),
+                        str(s["probes"]),
+                    ]
+                    for name, s in retrieval.items()
+                ],
+            )
+        )
+
+
+def harness_section(blocks: list[tuple], loaded: dict[str, dict], title: str) -> None:
+    harness = {name: summary["results"] for name, summary in section(blocks, loaded, "harness", title).items()}
+    if harness:
+        columns = sorted(
+            {
+                (task, metric)
+                for results in harness.values()
+                for task, metrics in results.items()
+                for metric, value in metrics.items()
+                if isinstance(value, float) and "stderr" not in metric
+            }
+        )
+        blocks.append(
+            (
+                "table",
+                ["run", *[f"{task} {metric}" for task, metric in columns]],
+                [
+                    [name, *[format_value(results.get(task, {}).get(metric)) for task, metric in columns]]
+                    for name, results in harness.items()
+                ],
+            )
+        )
+
+
+_PAIRED_SCORES = (("retrieval", "correct", "key-based retrieval, strict"), ("niah", "substring", "NIAH, substring"))
+
+
+def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
+    """MEAP - NTP paired by training seed (each run's config), with the seed-level statistics of
+    :mod:`meap.stats`: the validation loss, and each evaluation scored per prompt in both runs of every seed."""
+    by_seed: dict = {}
+    for run in loaded.values():
+        by_seed.setdefault(run["config"].get("seed"), {}).setdefault(run["config"].get("objective"), []).append(run)
+    pairs = {
+        seed: {o: runs[o][0] for o in ("ntp", "meap")}
+        for seed, runs in sorted(by_seed.items(), key=str)
+        if len(runs.get("ntp", [])) == 1 and len(runs.get("meap", [])) == 1
+    }
+    if not pairs:
+        return
+    seeds = list(pairs)
+    blocks += [
+        ("h2", f"MEAP - NTP, paired by seed ({len(seeds)} seed(s): {', '.join(map(str, seeds))})"),
+        (
+            "p",
+            "Each seed's MEAP run minus its NTP run (seeds read from the runs' configs); the mean over "
+            "seeds with a 95% t-interval (seeds and prompts as crossed factors), the exact sign-flip p and "
+            "the Hodges-Lehmann estimate. "
+            + (
+                "With one seed the interval covers prompt sampling only: one seed is an example, not evidence."
+                if len(seeds) == 1
+                else ""
+            ),
+        ),
+    ]
+    rows = []
+    val = [
+        [
+            next((r["val_loss"] for r in reversed(pairs[s][o]["metrics"]) if "val_loss" in r), None)
+            for o in ("ntp", "meap")
+        ]
+        for s in seeds
+    ]
+    if all(n is not None and m is not None for n, m in val):
+        statistics = seed_statistics([m - n for n, m in val])
+        rows.append(
+            [
+                "validation loss",
+                _interval(statistics["mean"], statistics["ci95"], "{:+.4f}"),
+                format_value(statistics["sign_flip_p"]),
+                f"{statistics['hodges_lehmann']:+.4f}",
+                f"{len(seeds)} x 1",
+            ]
+        )
+    for kind, key, measure in _PAIRED_SCORES:
+        shared = set.intersection(
+            *(set(pairs[s][o]["evaluations"].get(kind, {})) for s in seeds for o in ("ntp", "meap"))
+        )
+        for directory in sorted(shared):
+            label = f"{measure} [{directory}]" if len(shared) > 1 else measure
+            files = {
+                o: [pairs[s][o]["evaluations"][kind][directory][0].parent / RECORDS_FILE for s in seeds]
+                for o in ("ntp", "meap")
+            }
+            tables = {
+                o: [[float(r[key]) for r in read_records(file) if not r.get("absent")] for file in files[o]]
+                for o in ("ntp", "meap")
+            }
+            if len({len(row) for rows_ in tables.values() for row in rows_}) != 1:
+                rows.append([label, "the runs were evaluated on different numbers of prompts", "", "", ""])
+                continue
+            paired = paired_difference(tables["ntp"], tables["meap"])
+            rows.append(
+                [
+                    label,
+                    _interval(paired["difference"], paired["ci95"], "{:+.3f}"),
+                    format_value(paired["sign_flip_p"]),
+                    f"{paired['hodges_lehmann']:+.3f}",
+                    f"{paired['seeds']} x {paired['prompts']}",
+                ]
+            )
+    blocks.append(
+        ("table", ["measure", "MEAP - NTP [95% CI]", "sign-flip p", "Hodges-Lehmann", "seeds x prompts"], rows)
+    )
+
+
+def _interval(value: float, interval: list[float] | None, form: str) -> str:
+    text = form.format(value)
+    return text + (f" [{form.format(interval[0])}, {form.format(interval[1])}]" if interval else " (no interval)")
+
+
+def niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str, output: Path, stem: str) -> None:
+    """Heatmaps, the table and the differences to the first run, of one NIAH evaluation (``stem``: its files)."""
+    niah = section(blocks, loaded, kind, f"{title} (share of required values recalled)")
+    for index, (name, summary) in enumerate(niah.items()):
+        file = f"{stem}_{index}.png"
+        plot_niah_heatmap(
+            [
+                {"length": c["length"], "depth": c["depth"], "score": c["substring"], "samples": c.get("samples")}
+                for c in summary["cells"]
+            ],
+            output / file,
+            title=f"{title}: {name} (overall {summary['overall']['substring']:.3f})",
+        )
+        blocks.append(("img", file))
+    if niah:
+        blocks.append(
+            (
+                "table",
+                ["run", "substring match", "ROUGE-1 F (earned by echoing, too)", "cells", "prompts"],
+                [
+                    [
+                        name,
+                        format_value(s["overall"]["substring"]),
+                        format_value(s["overall"]["rouge1_f"]),
+                        str(len(s["cells"])),
+                        str(sum(c.get("samples", 0) for c in s["cells"]) or "n/a"),
+                    ]
+                    for name, s in niah.items()
+                ],
+            )
+        )
+    names = list(niah)
+    for index, name in enumerate(names[1:], 1):
+        base, other = niah_cells(niah[names[0]]), niah_cells(niah[name])
+        shared = sorted(set(base) & set(other))
+        if shared:
+            file = f"{stem}_diff_{index}.png"
+            plot_niah_heatmap(
+                [
+                    {"length": length, "depth": depth, "score": other[(length, depth)] - base[(length, depth)]}
+                    for length, depth in shared
+                ],
+                output / file,
+                title=f"{title}: {name} minus {names[0]}",
+                difference=True,
+            )
+            blocks.append(("img", file))
+
+
+def section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str) -> dict[str, dict]:
+    """Open a report section: its heading, a line for each run that lacks ``kind``; the runs' outputs of it."""
+    blocks.append(("h2", title))
+    blocks += [("p", f"{name}: absent.") for name, run in loaded.items() if kind not in run["evaluations"]]
+    return {name: run["evaluations"][kind][1] for name, run in loaded.items() if kind in run["evaluations"]}
