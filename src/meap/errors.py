@@ -19,6 +19,21 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a run: ``str()`` says what was kept and how to continue."""
 
 
+def error_summary(error: BaseException) -> str:
+    """The first line of a library error's message (its type's name when it has none), for a one-line error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def did_you_mean(word: str, known, cutoff: float = 0.5, shown=None) -> str:
+    """`` (did you mean `x`?)`` naming the closest of ``known`` to a mistyped ``word`` ("" when none is
+    close); ``shown`` turns the match into what the user types (a key into its flag, say)."""
+    import difflib
+
+    match = difflib.get_close_matches(word, list(known), n=1, cutoff=cutoff)
+    return f" (did you mean `{shown(match[0]) if shown else match[0]}`?)" if match else ""
+
+
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of a torchrun / accelerate launch (which set RANK)."""
     return os.environ.get("RANK", "0") == "0"

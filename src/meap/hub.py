@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from meap.errors import UserError
+from meap.errors import UserError, error_summary
 
 # org/name as the hub spells repository ids; a path that exists on disk always wins over this reading.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -56,5 +56,4 @@ def snapshot(repo_id: str) -> Path:
             "(a typo, a private or a gated repository)"
         ) from None
     except (HfHubHTTPError, OSError, ValueError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError(f"{repo_id}: cannot fetch it from the Hugging Face hub ({first_line})") from None
+        raise UserError(f"{repo_id}: cannot fetch it from the Hugging Face hub ({error_summary(error)})") from None

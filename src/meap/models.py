@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from meap.config.loading import parse_value
 from meap.constants import DTYPES
-from meap.errors import UserError, drop_library_message
+from meap.errors import UserError, did_you_mean, drop_library_message, error_summary
 from meap.fsutil import default_cache_dir, fresh_staging_dir, publish_dir
 from meap.presets import PACKAGED_MODELS, PRESETS, padded_vocab_size
 from meap.rundir import RunDir
@@ -62,8 +62,7 @@ def _check_spec(spec: str) -> None:
 
 
 def _loading(spec: str, error: Exception) -> UserError:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return UserError(f"{spec}: cannot load the model ({first_line})")
+    return UserError(f"{spec}: cannot load the model ({error_summary(error)})")
 
 
 def model_max_length(spec: str, vocab_size: int, model_config: str = "", overrides: list[str] | None = None) -> int:
@@ -139,7 +138,7 @@ def config_from_file(path: str, vocab_size: int, **special_ids: int | None):
     try:
         config = AutoConfig.for_model(values.pop("model_type"), **values)
     except ValueError as error:
-        raise UserError(f"{path}: {str(error).strip().splitlines()[0]}") from None
+        raise UserError(f"{path}: {error_summary(error)}") from None
     if not is_causal_lm_config(config):
         raise UserError(f"{path}: a `{config.model_type}` config, not a causal language model")
     config.vocab_size = padded_vocab_size(vocab_size)
@@ -150,8 +149,6 @@ def config_from_file(path: str, vocab_size: int, **special_ids: int | None):
 
 def _override(config, overrides: list[str], source: str) -> None:
     """Apply ``KEY=VALUE`` items (see :func:`meap.config.loading.parse_value`) to ``config``, then check its shape."""
-    import difflib
-
     known = sorted(config.to_dict())
     rope = getattr(config, "rope_parameters", None)
     rope_keys = sorted(rope) if isinstance(rope, dict) else []  # transformers 5 keeps rope_theta in here
@@ -162,10 +159,9 @@ def _override(config, overrides: list[str], source: str) -> None:
             rope[key] = parse_value(text)
             continue
         if key not in known:
-            match = difflib.get_close_matches(key, [*known, *rope_keys], n=1, cutoff=0.6)
             raise UserError(
                 f"model_override: `{key}` is no key of the {config.model_type} config of {source}"
-                + (f" (did you mean `{match[0]}`?)" if match else "")
+                + did_you_mean(key, [*known, *rope_keys], 0.6)
             )
         if key == "vocab_size":
             raise UserError("model_override: vocab_size comes from the data's tokenizer; it cannot be set")

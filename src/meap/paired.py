@@ -27,6 +27,7 @@ from meap.eval.results import read_records as read_jsonl
 from meap.fsutil import atomic_write_text, read_json_gz, write_json_gz
 from meap.plots import plot_onsets
 from meap.report import markdown
+from meap.rundir import RunDir, last_value
 from meap.stats import mean_and_spread, onset, paired_difference, seed_statistics
 
 # The decision rule, fixed before the evidence ran (RESULTS.md): on the ratio onset MEAP / onset NTP.
@@ -57,11 +58,11 @@ def load_runs(runs: dict[int, dict[str, Path]]) -> dict[int, dict[str, dict]]:
         loaded[seed] = {}
         for objective, run in by_objective.items():
             where = Path(run) / "eval" / "retrieval"
-            for path in (Path(run) / "metrics.jsonl", where / RECORDS_FILE, where / SUMMARY_FILES["retrieval"]):
+            for path in (RunDir(run).metrics, where / RECORDS_FILE, where / SUMMARY_FILES["retrieval"]):
                 if not path.is_file():
                     raise UserError(f"{path}: missing (the run or its evaluation has not finished)")
             loaded[seed][objective] = {
-                "metrics": read_jsonl(Path(run) / "metrics.jsonl"),
+                "metrics": RunDir(run).read_metrics(),
                 "retrieval": read_jsonl(where / RECORDS_FILE),
                 "summary": json.loads((where / SUMMARY_FILES["retrieval"]).read_text(encoding="utf-8")),
             }
@@ -140,13 +141,7 @@ def onset_comparison(loaded: dict[int, dict[str, dict]], *, threshold: float, wi
             "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
             "paired": paired_difference(absent["ntp"], absent["meap"]),
         }
-    val = {
-        o: [
-            next((r["val_loss"] for r in reversed(loaded[seed][o]["metrics"]) if "val_loss" in r), None)
-            for seed in seeds
-        ]
-        for o in objectives
-    }
+    val = {o: [last_value(loaded[seed][o]["metrics"], "val_loss") for seed in seeds] for o in objectives}
     result["val_loss"] = {"by_seed": val, "mean": {o: mean_and_spread(val[o])["mean"] for o in objectives}}
     if all(v is not None for o in objectives for v in val[o]):
         result["val_loss"]["paired"] = seed_statistics([m - n for n, m in zip(val["ntp"], val["meap"])])

@@ -24,7 +24,7 @@ from meap.report_sections import (
     retrieval_section,
     titled,
 )
-from meap.rundir import ARTIFACT_DIRS, RunDir
+from meap.rundir import ARTIFACT_DIRS, RunDir, last_value
 
 
 def find_evaluations(run: Path) -> dict[str, dict[str, tuple[Path, dict]]]:
@@ -52,13 +52,7 @@ def read_run(run: Path) -> dict:
     metrics_path, config_path = RunDir(run).metrics, RunDir(run).config
     if not metrics_path.is_file() and not config_path.is_file():
         raise UserError(f"{run}: not a meap run directory (no metrics.jsonl or config.yaml)")
-    metrics = []
-    if metrics_path.is_file():
-        for number, line in enumerate(metrics_path.read_text(encoding="utf-8").splitlines(), 1):
-            try:
-                metrics.append(json.loads(line))
-            except ValueError:
-                raise UserError(f"{metrics_path}:{number}: not a JSON object") from None
+    metrics = RunDir(run).read_metrics()
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     return {"path": run, "config": config or {}, "metrics": metrics, "evaluations": find_evaluations(run)}
 
@@ -99,16 +93,13 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     ]
     attention = _attention_by_run(loaded)
 
-    def last(run: dict, key: str):
-        return next((r[key] for r in reversed(run["metrics"]) if key in r), None)
-
     rows = [
         [
             name,
             run["config"].get("objective", "n/a") + _meap_share(run),
             format_value(run["metrics"][-1].get("step")) if run["metrics"] else "n/a",
-            format_value(last(run, "val_loss")),
-            format_value(last(run, "loss")),
+            format_value(last_value(run["metrics"], "val_loss")),
+            format_value(last_value(run["metrics"], "loss")),
             ", ".join(_found(run, k, name, attention) for k in EVALUATIONS if _has(run, k, name, attention)) or "none",
             ", ".join(k for k in EVALUATIONS if not _has(run, k, name, attention)) or "none",
         ]
@@ -140,7 +131,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
                 "[MASK], so its training loss is higher by construction and does not compare with NTP's.",
             )
         )
-    if not any(last(run, "val_loss") is not None for run in loaded.values()):
+    if not any(last_value(run["metrics"], "val_loss") is not None for run in loaded.values()):
         blocks.append(
             (
                 "p",

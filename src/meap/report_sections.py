@@ -8,6 +8,7 @@ from pathlib import Path
 
 from meap.eval.results import RECORDS_FILE, read_records
 from meap.plots import plot_accuracy_by_position, plot_niah_heatmap
+from meap.rundir import last_value
 from meap.stats import paired_difference, seed_statistics
 
 
@@ -176,13 +177,7 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
         ),
     ]
     rows = []
-    val = [
-        [
-            next((r["val_loss"] for r in reversed(pairs[s][o]["metrics"]) if "val_loss" in r), None)
-            for o in ("ntp", "meap")
-        ]
-        for s in seeds
-    ]
+    val = [[last_value(pairs[s][o]["metrics"], "val_loss") for o in ("ntp", "meap")] for s in seeds]
     if all(n is not None and m is not None for n, m in val):
         statistics = seed_statistics([m - n for n, m in val])
         rows.append(

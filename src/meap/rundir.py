@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from meap.errors import UserError
 from meap.fsutil import atomic_write_text
 
 CONFIG_FILE = "config.yaml"
@@ -102,6 +103,18 @@ class RunDir:
     def write_facts(self, facts: dict) -> None:
         atomic_write_text(self.facts_file, json.dumps(facts) + "\n")
 
+    def read_metrics(self) -> list[dict]:
+        """The records of metrics.jsonl (none before the first log); a line that is not JSON is a UserError."""
+        if not self.metrics.is_file():
+            return []
+        records = []
+        for number, line in enumerate(self.metrics.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                raise UserError(f"{self.metrics}:{number}: not a JSON object") from None
+        return records
+
     def truncate_metrics(self, last_step: int) -> None:
         """Drop records after ``last_step`` (a resumed run logs those steps again) and a half-written line."""
         if not self.metrics.is_file():
@@ -115,3 +128,8 @@ class RunDir:
             if record.get("step", last_step + 1) <= last_step:
                 kept.append(line)
         atomic_write_text(self.metrics, "".join(line + "\n" for line in kept))
+
+
+def last_value(records: list[dict], key: str):
+    """The value of ``key`` in the last metrics record that has it (None when none has)."""
+    return next((record[key] for record in reversed(records) if key in record), None)

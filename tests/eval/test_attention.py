@@ -2,6 +2,7 @@
 
 import json
 import math
+from itertools import islice
 
 import pytest
 import torch
@@ -84,15 +85,19 @@ def test_run_writes_json_and_plots_for_several_models(tiny_model_dir, tmp_path, 
         AutoModelForCausalLM.from_pretrained(tiny_model_dir),
         AutoTokenizer.from_pretrained(tiny_model_dir),
     )
+    from meap.data.builtin import builtin_documents
+
     add_mask_token(tokenizer, model)
     model.save_pretrained(with_mask)
     tokenizer.save_pretrained(with_mask)
+    prose = tmp_path / "prose.txt"  # a slice of the built-in prose: all of it takes ~20 s to read
+    prose.write_text("\n\n".join(text[:20_000] for text in islice(builtin_documents(), 2)), encoding="utf-8")
     summary = run(
         [str(tiny_model_dir), str(with_mask)],
         tmp_path / "out",
         samples=2,
         length=96,
-        haystack=["builtin-prose"],
+        haystack=[str(prose)],
         progress=False,
     )
     saved = json.loads((tmp_path / "out" / "attention.json").read_text())

@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import typing
 
-from meap.errors import UserError
+from meap.errors import UserError, did_you_mean
 
 
 class Parser(argparse.ArgumentParser):
@@ -38,17 +38,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def unknown_argument(unknown: list[str], parser: argparse.ArgumentParser) -> UserError:
     """``unknown option --x (did you mean `--y`?)`` from the flags of the command that was given."""
-    import difflib
-
     flag = next((arg for arg in unknown if arg.startswith("--")), None)
     if flag is None:
         return UserError(f"{parser.prog}: unexpected argument {unknown[0]!r} (see `{parser.prog} --help`)")
     flag = flag.split("=")[0]
     known = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
-    match = difflib.get_close_matches(flag, known, n=1, cutoff=0.5)
-    return UserError(
-        f"unknown option {flag}" + (f" (did you mean `{match[0]}`?)" if match else f" (see `{parser.prog} --help`)")
-    )
+    return UserError(f"unknown option {flag}" + (did_you_mean(flag, known) or f" (see `{parser.prog} --help`)"))
 
 
 def _metavar(name: str, kind: type) -> str:

@@ -7,7 +7,6 @@ fields are checked together (each config's ``problems``) and all problems are re
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import field
@@ -16,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from meap.errors import UserError
+from meap.errors import UserError, did_you_mean
 from meap.fsutil import atomic_write_text
 
 
@@ -41,10 +40,7 @@ def _flag(key: str) -> str:
 
 
 def _closest(key: str, known: list[str], as_flag: bool = False) -> str:
-    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-    if not match:
-        return ""
-    return f" (did you mean `{_flag(match[0]) if as_flag else match[0]}`?)"
+    return did_you_mean(key, known, shown=_flag if as_flag else None)
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

@@ -33,7 +33,7 @@ from functools import partial
 from pathlib import Path
 
 from meap.data.builtin import builtin_documents, builtin_source_files
-from meap.errors import UserError
+from meap.errors import UserError, error_summary
 
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst")
 PARQUET_BATCH_ROWS = 1024
@@ -354,8 +354,7 @@ def hub_dataset_documents(
     try:
         data = datasets.load_dataset(name, name=config_name or None, split=split, streaming=streaming)
     except (ValueError, ConnectionError, FileNotFoundError, OSError, datasets.exceptions.DatasetNotFoundError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError(f"{spec}: cannot load the dataset ({first_line})") from None
+        raise UserError(f"{spec}: cannot load the dataset ({error_summary(error)})") from None
     columns = list(data.features or {}) if data.features is not None else None
     if columns is not None and text_field not in columns:
         raise UserError(

@@ -21,7 +21,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from meap.errors import UserError
+from meap.errors import UserError, error_summary
 from meap.rundir import RunDir
 from meap.tokens import add_mask_token
 
@@ -137,15 +137,10 @@ def _local_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"{directory}: cannot load the tokenizer ({_first_line(error)})") from None
+        raise UserError(f"{directory}: cannot load the tokenizer ({error_summary(error)})") from None
     if not tokenizer.is_fast:
         raise UserError(f"{directory}: {type(tokenizer).__name__} is not a fast tokenizer; expected a tokenizer.json")
     if tokenizer.eos_token_id is None:
         raise UserError(f"{directory}: the tokenizer has no eos_token; set one in tokenizer_config.json")
     add_mask_token(tokenizer)
     return tokenizer
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from meap.config.commands import HarnessConfig
-from meap.errors import UserError, drop_library_message
+from meap.errors import UserError, drop_library_message, error_summary
 from meap.eval.results import write_summary
 
 OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # either one set: the libraries decide (=0: download)
@@ -150,13 +150,13 @@ def _load_task(name: str, task_manager) -> list:
         loaded = task_manager.load(name)
     except ConnectionError as error:  # datasets' way of saying: not cached, and the Hub is offline or unreachable
         raise UserError(
-            f"lm-eval task `{name}`: its data is not available offline ({_first_line(error)}); "
+            f"lm-eval task `{name}`: its data is not available offline ({error_summary(error)}); "
             f"pass --include-path DIR with local task definitions and data, or set HF_HUB_OFFLINE=0 "
             f"to download it"
         ) from None
     except FileNotFoundError as error:  # a local task's data_files
         raise UserError(
-            f"lm-eval task `{name}`: {_first_line(error)} (a relative data_files path is read from "
+            f"lm-eval task `{name}`: {error_summary(error)} (a relative data_files path is read from "
             f"the working directory, not from the task's folder)"
         ) from None
     return _top_level(loaded)
@@ -275,8 +275,3 @@ def _metrics(reported: dict) -> dict:
             value = None
         metrics[key.removesuffix(NO_FILTER)] = value
     return metrics
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

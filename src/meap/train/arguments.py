@@ -12,7 +12,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from meap.config import TrainingConfig
-from meap.errors import UserError
+from meap.errors import UserError, did_you_mean, error_summary
 from meap.models import matmul_parameters
 from meap.monitor import LogLines, MetricsCallback, ProgressBar, flops_per_token, peak_flops
 from meap.rundir import RunDir
@@ -97,7 +97,6 @@ _OWN_KEYS = {
 def _trainer_args(config: TrainingConfig) -> dict:
     """``trainer_args``, checked: a TrainingArguments key (else "did you mean") that meap does not own."""
     import dataclasses
-    import difflib
 
     given = config.trainer_arguments()
     known = [f.name for f in dataclasses.fields(TrainingArguments) if f.init]
@@ -108,11 +107,7 @@ def _trainer_args(config: TrainingConfig) -> dict:
                 f"trainer_args: `{key}` is set by meap itself" + (f"; use {flag}" if flag else " and cannot change")
             )
         if key not in known:
-            match = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            raise UserError(
-                f"trainer_args: `{key}` is no TrainingArguments key"
-                + (f" (did you mean `{match[0]}`?)" if match else "")
-            )
+            raise UserError(f"trainer_args: `{key}` is no TrainingArguments key{did_you_mean(key, known, 0.6)}")
     return given
 
 
@@ -164,7 +159,7 @@ def training_arguments(
     except (ValueError, TypeError) as error:  # a value transformers refuses, e.g. an unknown optimizer
         if not extra:
             raise
-        raise UserError(f"trainer_args: {str(error).strip().splitlines()[0]}") from None
+        raise UserError(f"trainer_args: {error_summary(error)}") from None
 
 
 def _integrations(config: TrainingConfig, output: Path) -> list[str] | str:
