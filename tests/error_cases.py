@@ -452,6 +452,9 @@ CASES = [
     ),
     Case("sft-unknown-flag", lambda i: sft(i, good_sft(i), "--lora-rank", "8"), ("--lora-rank", "--lora-r")),
     Case(
+        "sft-lora-with-fsdp", lambda i: sft(i, good_sft(i), "--lora-r", "8", "--fsdp", "true"), ("lora_r, fsdp", "DDP")
+    ),
+    Case(
         "sft-chat-template-raises",
         lambda i: sft(i, good_sft(i), "--max-length", "256", model=strict_template_model(i)),
         ("good.jsonl: conversation 0", "roles must alternate"),

@@ -261,6 +261,8 @@ class SFTConfig(TrainingConfig):
         for key in ("min_answer_tokens", "lora_r"):
             if getattr(self, key) < 0:
                 found.append(f"{key}: expected an integer >= 0, got {getattr(self, key)}")
+        if self.lora_r and self.fsdp:
+            found.append("lora_r, fsdp: LoRA runs merge the adapter on one process; use DDP (no --fsdp) for LoRA")
         for key in ("max_length", "epochs"):
             if getattr(self, key) < 1:
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
