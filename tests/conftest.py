@@ -157,23 +157,20 @@ def staged(checkpoints) -> list:
         return []
 
 
+def meap_launcher(processes: int = 1) -> tuple[list[str], dict | None]:
+    """(argv prefix, environment) that run `meap` in this interpreter: under torchrun with one-thread
+    processes when ``processes`` > 1."""
+    if processes == 1:
+        return [sys.executable, "-m", "meap.cli"], None
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    return [*torchrun, "-m", "meap.cli"], {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def sigkill(argv: list[str], checkpoints, moment: str, first_checkpoint: str, processes: int = 1) -> None:
     """Run `meap ARGV` (under torchrun when ``processes`` > 1) and SIGKILL every process of it "during a step"
     (a random moment after ``first_checkpoint`` exists) or "during a checkpoint write" (as soon as a later
     checkpoint is being staged)."""
-    launcher = [sys.executable, "-m", "meap.cli"]
-    env = None
-    if processes > 1:
-        launcher = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={processes}",
-            "-m",
-            "meap.cli",
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher, env = meap_launcher(processes)
     process = subprocess.Popen(
         [*launcher, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
     )  # its own process group: the workers die with it
@@ -201,8 +198,7 @@ def torchrun(
     config, world_size: int, *extra: str, fault: str | None = None, timeout: int = 600, command: str = "pretrain"
 ) -> subprocess.CompletedProcess:
     """``meap COMMAND`` under torchrun; ``fault`` is Python run at start-up in the rank-1 process only."""
-    flags = config_flags(config)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher, env = meap_launcher(world_size)
     if fault:
         startup = Path(config.output).parent / "rank1-fault"
         startup.mkdir()
@@ -210,25 +206,8 @@ def torchrun(
             "import os\nif os.environ.get('RANK') == '1':\n" + textwrap.indent(textwrap.dedent(fault), "    ")
         )
         env["PYTHONPATH"] = os.pathsep.join([str(startup), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={world_size}",
-            "-m",
-            "meap.cli",
-            command,
-            "--no-progress",
-            *flags,
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    argv = [*launcher, command, "--no-progress", *config_flags(config), *extra]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 # The loss of rank 1's 4th training forward pass (step 4: one micro-batch per step) turns NaN.

@@ -20,7 +20,7 @@ from meap.rundir import RUN_FILE
 from meap.train import pretrain
 from meap.train.build import build_run
 
-from conftest import assert_metrics_close, read_metrics, tiny_config, without_timing
+from conftest import assert_metrics_close, config_flags, read_metrics, tiny_config, without_timing
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -461,8 +461,7 @@ def test_trainer_args_reach_the_trainer_and_are_recorded(prepared, tmp_path):
     shape = dict(max_steps=4, warmup_steps=2, save_every=0, eval_every=0, log_every=1)
     plain = pretrain(tiny_config(prepared, tmp_path / "plain", trainer_args=extra[1:], **shape), progress=False)
     run = tmp_path / "checkpointed"
-    flags = ["--data", str(prepared), "--output", str(run), "--seq-len", "32", "--micro-batch-size", "4"]
-    flags += [f"--{key.replace('_', '-')}={value}" for key, value in shape.items()]
+    flags = config_flags(tiny_config(prepared, run, **shape))  # the plain run's flags, without trainer_args
     assert meap(["pretrain", "--no-progress", *flags, "--trainer-arg", extra[0], "--trainer-arg", *extra[1:]]) == 0
 
     facts = json.loads((run / RUN_FILE).read_text())

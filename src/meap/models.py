@@ -18,7 +18,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 from transformers.utils import logging as hf_logging
 
-from meap.config.loading import parse_value
+from meap.config.loading import key_values
 from meap.constants import DTYPES
 from meap.errors import UserError, did_you_mean, drop_library_message, error_summary
 from meap.fsutil import default_cache_dir, fresh_staging_dir, publish_dir
@@ -152,11 +152,12 @@ def _override(config, overrides: list[str], source: str) -> None:
     known = sorted(config.to_dict())
     rope = getattr(config, "rope_parameters", None)
     rope_keys = sorted(rope) if isinstance(rope, dict) else []  # transformers 5 keeps rope_theta in here
-    for item in overrides:
-        key, _, text = item.partition("=")
-        key = key.strip()
+    values, problems = key_values("model_override", overrides)
+    if problems:
+        raise UserError(problems[0])
+    for key, value in values.items():
         if key in rope_keys and key not in known:
-            rope[key] = parse_value(text)
+            rope[key] = value
             continue
         if key not in known:
             raise UserError(
@@ -165,7 +166,7 @@ def _override(config, overrides: list[str], source: str) -> None:
             )
         if key == "vocab_size":
             raise UserError("model_override: vocab_size comes from the data's tokenizer; it cannot be set")
-        setattr(config, key, parse_value(text))
+        setattr(config, key, value)
     heads, kv_heads = getattr(config, "num_attention_heads", None), getattr(config, "num_key_value_heads", None)
     hidden = getattr(config, "hidden_size", None)
     if (

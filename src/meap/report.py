@@ -49,11 +49,11 @@ def read_run(run: Path) -> dict:
     """A run directory's configuration, metrics and evaluations, as found on disk."""
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
-    metrics_path, config_path = RunDir(run).metrics, RunDir(run).config
-    if not metrics_path.is_file() and not config_path.is_file():
+    run_dir = RunDir(run)
+    if not run_dir.metrics.is_file() and not run_dir.config.is_file():
         raise UserError(f"{run}: not a meap run directory (no metrics.jsonl or config.yaml)")
-    metrics = RunDir(run).read_metrics()
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    metrics = run_dir.read_metrics()
+    config = yaml.safe_load(run_dir.config.read_text(encoding="utf-8")) if run_dir.config.is_file() else {}
     return {"path": run, "config": config or {}, "metrics": metrics, "evaluations": find_evaluations(run)}
 
 
