@@ -619,6 +619,11 @@ CASES = [
         ("seeds", "distinct"),
     ),
     Case(
+        "demo-unknown-numerics",
+        lambda i: ["demo", "--numerics", "fast", "--output", str(i.tmp / "out")],
+        ("numerics", "portable, native"),
+    ),
+    Case(
         "demo-output-holds-something-else",
         lambda i: ["demo", "--quick", "--output", str(write(i.tmp / "notes" / "a.txt", "x").parent)],
         ("notes", "holds no demo"),

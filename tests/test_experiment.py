@@ -1,9 +1,14 @@
 """The experiment machinery: training runs as one-thread jobs, in dependency order, parallel or not alike."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from meap.errors import UserError
-from meap.experiment import Job, run_jobs
+from meap.experiment import PORTABLE_NUMERICS, Job, run_jobs
+from meap.rundir import RunDir
 
 from conftest import read_metrics, tiny_config, without_timing
 
@@ -28,11 +33,47 @@ def test_parallel_jobs_give_the_runs_that_sequential_jobs_give(prepared, tmp_pat
         assert one and without_timing(one) == without_timing(two), name
     assert read_metrics(tmp_path / "one" / "branch") != read_metrics(tmp_path / "one" / "other")
     assert (tmp_path / "one" / "branch.job.yaml").is_file() and (tmp_path / "one" / "branch.log").is_file()
-
+    # each job records the kernels it computed with (the tests compute as `numerics: portable` does)
+    numerics = RunDir(tmp_path / "two" / "branch").read_facts()["machine"]["numerics"]
+    assert numerics == {"cpu_capability": "AVX2", "mkl_cbwr": PORTABLE_NUMERICS["MKL_CBWR"]}
     # finished jobs are not run again
     before = (tmp_path / "two" / "branch" / "metrics.jsonl").read_text()
     run_jobs(_jobs(prepared, tmp_path / "two"), parallel=2, progress=False)
     assert (tmp_path / "two" / "branch" / "metrics.jsonl").read_text() == before
+
+
+def _fresh_python(code: str, **environment: str) -> subprocess.CompletedProcess:
+    """``code`` in a new interpreter whose environment lacks the portable settings (plus ``environment``)."""
+    clean = {key: value for key, value in os.environ.items() if key not in PORTABLE_NUMERICS}
+    return subprocess.run([sys.executable, "-c", code], env={**clean, **environment}, capture_output=True, text=True)
+
+
+def test_portable_numerics_reach_the_experiment_and_its_jobs_or_are_refused():
+    pinned = _fresh_python(
+        "from meap.config import DemoConfig\n"
+        "from meap.experiment import _environment, pin_numerics\n"
+        "pin_numerics(DemoConfig())\n"
+        "import torch\n"
+        "print(torch.backends.cpu.get_cpu_capability(), _environment()['MKL_CBWR'])"
+    )
+    assert pinned.stdout.split() == ["AVX2", PORTABLE_NUMERICS["MKL_CBWR"]], pinned.stderr
+    native = _fresh_python(
+        "from meap.config import DemoConfig\n"
+        "from meap.experiment import _environment, pin_numerics\n"
+        "pin_numerics(DemoConfig(numerics='native'))\n"
+        "print(_environment().get('MKL_CBWR', 'unset'))"
+    )
+    assert native.stdout.split() == ["unset"], native.stderr
+    # torch already computed with other kernels: the experiment cannot honour `portable` and says so
+    late = _fresh_python(
+        "import torch\n"
+        "torch.ones(2) + 1\n"
+        "from meap.config import DemoConfig\n"
+        "from meap.experiment import pin_numerics\n"
+        "pin_numerics(DemoConfig())",
+        ATEN_CPU_CAPABILITY="default",
+    )
+    assert "numerics: portable needs PyTorch's AVX2 kernels, but this process uses DEFAULT" in late.stderr
 
 
 def test_an_interrupted_job_resumes_from_its_checkpoint(prepared, tmp_path):

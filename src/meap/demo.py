@@ -33,6 +33,7 @@ from meap.experiment import (
     check_output,
     forget_evaluations,
     job_seconds,
+    pin_numerics,
     publish_summary,
     run_jobs,
     say,
@@ -216,6 +217,7 @@ def _evaluate(config: DemoConfig, run: Path, evaluation_file: Path, progress: bo
 
 def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Run every stage for ``config`` and return the summary (also in ``demo.json``)."""
+    pin_numerics(config)  # before anything computes here (the evaluations) or in the jobs, which inherit it
     from meap.data.shards import META_FILE
     from meap.monitor import machine
     from meap.paired import load_runs, onset_comparison, write_onset_report, write_records

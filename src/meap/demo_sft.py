@@ -27,7 +27,15 @@ from pathlib import Path
 
 from meap.config import SFTDemoConfig, config_to_dict
 from meap.eval.results import RECORDS_FILE, has_summary, read_records
-from meap.experiment import check_output, continue_training, forget_evaluations, publish_summary, say, start_experiment
+from meap.experiment import (
+    check_output,
+    continue_training,
+    forget_evaluations,
+    pin_numerics,
+    publish_summary,
+    say,
+    start_experiment,
+)
 from meap.fsutil import atomic_write_lines, atomic_write_text, read_json_gz, write_json_gz
 from meap.rundir import RunDir
 
@@ -248,6 +256,7 @@ def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) ->
 
 def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Run every stage for ``config``; return the summary (also in ``demo-sft.json``)."""
+    pin_numerics(config)  # before anything computes: fine-tuning runs in this process
     from meap.monitor import machine
 
     changed = [] if overwrite else check_output(config, config.resolved_output(), overwrite)

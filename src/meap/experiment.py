@@ -29,6 +29,10 @@ from meap.rundir import RunDir
 JOB_CONFIG = ".job.yaml"  # beside the run directory (<run>.job.yaml), which the training command creates itself
 JOB_LOG = ".log"
 _POLL_SECONDS = 1.0
+# numerics: portable. PyTorch's own kernels capped at AVX2 and MKL in its conditional-numerical-reproducibility
+# mode for AVX2: an AVX-512 CPU then rounds as an AVX2-only one does. Both are read once, before the first
+# computation, so they are set before torch computes anything and passed on to every job.
+PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
 
 
 def say(message: str) -> None:
@@ -46,6 +50,25 @@ class Clock:
 
     def __str__(self) -> str:
         return f"{time.monotonic() - self.started:5.0f} s"
+
+
+def pin_numerics(config) -> None:
+    """Make this process and the jobs it starts compute as ``config.numerics`` asks: for ``portable``, set
+    :data:`PORTABLE_NUMERICS` and check PyTorch took them (it cannot once it has computed, nor on a CPU
+    without AVX2)."""
+    if config.numerics != "portable":
+        return
+    os.environ.update(PORTABLE_NUMERICS)
+    import torch
+
+    found = torch.backends.cpu.get_cpu_capability()
+    if found != "AVX2":
+        raise UserError(
+            f"numerics: portable needs PyTorch's AVX2 kernels, but this process uses {found} "
+            "(a CPU without AVX2, or torch computed before the experiment started: set "
+            + " ".join(f"{key}={value}" for key, value in PORTABLE_NUMERICS.items())
+            + " in the environment); or pass --numerics native"
+        )
 
 
 def check_output(config, output: Path, overwrite: bool) -> list[str]:

@@ -60,7 +60,16 @@ def machine() -> dict:
     import os
     import platform
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        # the kernels that did the arithmetic (meap.experiment.PORTABLE_NUMERICS)
+        "numerics": {
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl_cbwr": os.environ.get("MKL_CBWR", ""),
+        },
+    }
 
 
 def peak_flops_of(device_name: str) -> float | None:

@@ -10,12 +10,19 @@ from typing import Any
 
 from meap.config.loading import help_field, new_default
 from meap.config.training import PretrainConfig, SFTConfig
-from meap.constants import DTYPES, MDQA_DISTRACTORS, OBJECTIVES
+from meap.constants import DTYPES, MDQA_DISTRACTORS, NUMERICS, OBJECTIVES
 
 
+@dataclass
 class PairedExperiment:
     """What the two experiments share: ``objective`` lists the objectives to pair, ``seeds`` the training
     seeds (each trains every objective), and both are checked alike."""
+
+    numerics: str = help_field(
+        "CPU arithmetic: `portable` (the AVX2 kernels of PyTorch and MKL on every x86 CPU, so another "
+        "machine repeats the numbers) or `native` (each CPU's fastest kernels; runs differ across CPU types)",
+        default="portable",
+    )
 
     # Keys that may change between a run and its continuation: where results are also published, and the
     # verdict's own settings (it is recomputed every time); and evaluation settings, after which the runs are
@@ -44,6 +51,8 @@ class PairedExperiment:
             )
         if len(set(self.seeds)) < len(self.seeds) or any(not 0 <= seed < 2**32 for seed in self.seeds):
             found.append(f"seeds: expected distinct integers in [0, 2**32), got {self.seeds}")
+        if self.numerics not in NUMERICS:
+            found.append(f"numerics: expected one of {', '.join(NUMERICS)}, got {self.numerics!r}")
         return found
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from meap.config import PretrainConfig, TrainingConfig, config_to_dict, load_config, save_config, saved_config
 from meap.errors import UserError, warn
+from meap.monitor import machine
 from meap.rundir import RunDir, checkpoint_step
 from meap.train.checkpoints import intact_checkpoint
 
@@ -128,8 +129,15 @@ def prepare_output(run_dir: RunDir, checkpoint: Path | None, run) -> None:
                 shutil.rmtree(newer)  # damaged (intact_checkpoint passed it over); the run will write it again
     save_config(run.config, run_dir.config)
     trainer_args = {"trainer_args": run.config.trainer_arguments()} if run.config.trainer_args else {}
+    # machine: this launch's (a resumed run records where it was continued)
     run_dir.write_facts(
-        {"samples_per_step": run.samples_per_step, "max_steps": run.max_steps, **trainer_args, **run.facts}
+        {
+            "samples_per_step": run.samples_per_step,
+            "max_steps": run.max_steps,
+            **trainer_args,
+            **run.facts,
+            "machine": machine(),
+        }
     )
 
 
