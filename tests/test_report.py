@@ -341,3 +341,57 @@ def test_compare_pairs_runs_by_seed_with_seed_level_statistics(tmp_path):
     assert "| 3 x 4 |" in section
     loss = seed_statistics([m - n for n, m in val.values()])
     assert f"| validation loss | {loss['mean']:+.4f} [{loss['ci95'][0]:+.4f}, {loss['ci95'][1]:+.4f}] |" in section
+
+
+@pytest.fixture
+def toy_kind():
+    """A toy evaluation kind, registered for one test: what a new evaluation's module adds, nothing more."""
+    from meap.eval.results import KINDS, EvaluationKind, register
+
+    def section(blocks, loaded, output):
+        scores = {name: run["evaluations"]["toy"] for name, run in loaded.items() if "toy" in run["evaluations"]}
+        blocks.append(("h2", "Toy score"))
+        blocks.append(
+            ("table", ["run", "score"], [[name, f"{s['eval/toy'][1]['score']:.2f}"] for name, s in scores.items()])
+        )
+
+    kind = register(
+        EvaluationKind(
+            "toy",
+            "toy.json",
+            lambda summary, output: f"toy: {summary['score']:.2f} -> {output}",
+            section,
+            paired_score=("hit", "toy, hit"),
+        )
+    )
+    yield kind
+    del KINDS["toy"]
+
+
+def test_a_registered_evaluation_kind_reaches_the_report_without_touching_it(toy_kind, tmp_path):
+    from meap.eval.results import headline, write_records, write_summary
+    from meap.stats import paired_difference
+
+    hits = {0: ([0, 1, 0], [1, 1, 0]), 1: ([0, 0, 0], [1, 0, 1])}
+    runs = []
+    for seed in hits:
+        for i, objective in enumerate(("ntp", "meap")):
+            run = _run_with_retrieval(tmp_path, seed, objective, [0, 1], 2.0)
+            (run / "eval" / "toy").mkdir()
+            write_records(run / "eval" / "toy", [{"hit": h} for h in hits[seed][i]])
+            summary = write_summary(run / "eval" / "toy", "toy", {"score": sum(hits[seed][i]) / 3})
+            runs.append(run)
+    assert (runs[0] / "eval" / "toy" / "toy.json").is_file() and json.loads(
+        (runs[0] / "eval" / "toy" / "toy.json").read_text()
+    )["kind"] == "toy"
+    assert headline(summary, "out") == "toy: 0.67 -> out"
+    assert set(find_evaluations(runs[0])) == {"retrieval", "toy"}
+    report = compare_runs(runs, tmp_path / "report").read_text()
+    assert "## Toy score" in report and "| seed-1/meap | 0.67 |" in report
+    assert "retrieval (eval/retrieval), toy (eval/toy)" in report  # the runs table lists it
+    paired = paired_difference([hits[s][0] for s in hits], [hits[s][1] for s in hits])
+    assert f"| toy, hit | {paired['difference']:+.3f} [" in report
+    # a summary whose kind is not registered is not an evaluation: kinds are read from `kind` alone
+    (runs[0] / "eval" / "other").mkdir()
+    (runs[0] / "eval" / "other" / "summary.json").write_text(json.dumps({"cells": [], "overall": {}}))
+    assert "other" not in json.dumps(sorted(find_evaluations(runs[0])))

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from meap.errors import UserError
-from meap.eval.results import RECORDS_FILE, SUMMARY_FILES
+from meap.eval.results import RECORDS_FILE, summary_file
 from meap.eval.results import read_records as read_jsonl
 from meap.fsutil import atomic_write_text, read_json_gz, write_json_gz
 from meap.plots import plot_onsets
@@ -58,13 +58,13 @@ def load_runs(runs: dict[int, dict[str, Path]]) -> dict[int, dict[str, dict]]:
         loaded[seed] = {}
         for objective, run in by_objective.items():
             where = Path(run) / "eval" / "retrieval"
-            for path in (RunDir(run).metrics, where / RECORDS_FILE, where / SUMMARY_FILES["retrieval"]):
+            for path in (RunDir(run).metrics, where / RECORDS_FILE, where / summary_file("retrieval")):
                 if not path.is_file():
                     raise UserError(f"{path}: missing (the run or its evaluation has not finished)")
             loaded[seed][objective] = {
                 "metrics": RunDir(run).read_metrics(),
                 "retrieval": read_jsonl(where / RECORDS_FILE),
-                "summary": json.loads((where / SUMMARY_FILES["retrieval"]).read_text(encoding="utf-8")),
+                "summary": json.loads((where / summary_file("retrieval")).read_text(encoding="utf-8")),
             }
     return loaded
 

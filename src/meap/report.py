@@ -12,18 +12,9 @@ from pathlib import Path
 import yaml
 
 from meap.errors import UserError
-from meap.eval.results import EVALUATIONS, SUMMARY_FILES, kind_of, section_of
-from meap.plots import plot_attention_layers, plot_loss_curves, plot_segment_mass
-from meap.report_sections import (
-    by_label,
-    format_value,
-    harness_section,
-    mdqa_section,
-    niah_section,
-    paired_by_seed,
-    retrieval_section,
-    titled,
-)
+from meap.eval.results import KINDS, section_of
+from meap.plots import plot_loss_curves
+from meap.report_sections import attention_by_run, format_value, paired_by_seed
 from meap.rundir import ARTIFACT_DIRS, RunDir, last_value
 
 
@@ -91,7 +82,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
         ("h1", _title(objectives)),
         ("p", "Runs: " + ", ".join(f"{name} ({run['path']})" for name, run in loaded.items()) + "."),
     ]
-    attention = _attention_by_run(loaded)
+    attention = attention_by_run(loaded)
 
     rows = [
         [
@@ -100,8 +91,8 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
             format_value(run["metrics"][-1].get("step")) if run["metrics"] else "n/a",
             format_value(last_value(run["metrics"], "val_loss")),
             format_value(last_value(run["metrics"], "loss")),
-            ", ".join(_found(run, k, name, attention) for k in EVALUATIONS if _has(run, k, name, attention)) or "none",
-            ", ".join(k for k in EVALUATIONS if not _has(run, k, name, attention)) or "none",
+            ", ".join(_found(run, k, name, attention) for k in KINDS if _has(run, k, name, attention)) or "none",
+            ", ".join(k for k in KINDS if not _has(run, k, name, attention)) or "none",
         ]
         for name, run in loaded.items()
     ]
@@ -152,78 +143,9 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
         else:
             blocks.append(("p", f"No `{x_key}` in any run's metrics.jsonl: no plot by {xlabel}."))
 
-    variants = sorted({kind for run in loaded.values() for kind in run["evaluations"] if kind.startswith("niah-")})
-    for kind in ["niah", *variants]:
-        title = "Needle in a haystack" + (f", {kind.removeprefix('niah-')}" if kind != "niah" else "")
-        views = list(by_label(loaded, kind))
-        for index, (label, view) in enumerate(views):
-            niah_section(
-                blocks,
-                view,
-                kind,
-                titled(title, label, len(views) > 1),
-                output,
-                stem=kind.replace("-", "_") + (f"_{index}" if index else ""),
-            )
-
-    views = list(by_label(loaded, "mdqa"))
-    for index, (label, view) in enumerate(views):
-        mdqa_section(
-            blocks,
-            view,
-            titled("Multi-document QA (best-subspan EM by gold position)", label, len(views) > 1),
-            output / ("mdqa.png" if not index else f"mdqa_{index}.png"),
-        )
-
-    views = list(by_label(loaded, "retrieval"))
-    for label, view in views:
-        retrieval_section(
-            blocks, view, titled("Key-based retrieval (strict: the asked value alone)", label, len(views) > 1)
-        )
-
+    for kind in KINDS.values():
+        kind.section_writer()(blocks, loaded, output)
     paired_by_seed(blocks, loaded)
-
-    for label, view in (views := list(by_label(loaded, "harness"))):
-        harness_section(blocks, view, titled("lm-evaluation-harness", label, len(views) > 1))
-
-    blocks.append(("h2", "Attention (from the query, mean over layers)"))
-    blocks += [("p", f"{name}: absent.") for name in loaded if name not in attention]
-    if attention:
-        results = {name: result for name, (result, _) in attention.items()}
-        blocks += [
-            ("img", plot_segment_mass(results, output / "segment_mass.png").name),
-            ("img", plot_attention_layers(results, output / "layers.png").name),
-            (
-                "table",
-                [
-                    "run",
-                    "samples",
-                    "before",
-                    "answer",
-                    "after",
-                    "query",
-                    "entropy",
-                    "score decay",
-                    "variance increase",
-                    "file",
-                ],
-                [
-                    [
-                        name,
-                        str(result["samples"]),
-                        *[
-                            format_value(result["average"]["segment_mass"][segment])
-                            for segment in ("before", "answer", "after", "query")
-                        ],
-                        format_value(result["average"]["entropy"]),
-                        format_value(result["average"].get("score_decay")),
-                        format_value(result["average"].get("variance_increase")),
-                        str(file),
-                    ]
-                    for name, (result, file) in attention.items()
-                ],
-            ),
-        ]
 
     blocks.append(("h2", "Configuration differences"))
     keys = sorted({key for run in loaded.values() for key in run["config"]})
@@ -295,34 +217,6 @@ def _found(run: dict, kind: str, name: str, attention: dict) -> str:
     """``kind``, with the directories of its evaluations (``mdqa (eval/mdqa, eval/mdqa-short)``)."""
     labels = [] if kind == "attention" else sorted(run["evaluations"][kind])
     return f"{kind} ({', '.join(labels)})" if labels else kind
-
-
-def _attention_by_run(loaded: dict[str, dict]) -> dict[str, tuple[dict, Path]]:
-    """run name -> (its model's entry, the attention.json holding it). One `meap analyze attention` may cover
-    several runs (its models are their directories), and it may be saved inside any of them."""
-
-    def same(model: str, run: Path) -> bool:
-        return Path(model).resolve() in (run.resolve(), RunDir(run).final.resolve())
-
-    found: dict[str, tuple[dict, Path]] = {}
-    for run in loaded.values():
-        for path in sorted(run["path"].rglob(SUMMARY_FILES["attention"])):
-            if ARTIFACT_DIRS & set(path.relative_to(run["path"]).parts[:-1]):
-                continue
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if kind_of(data) != "attention":
-                continue
-            for model, result in data["models"].items():
-                for name, other in loaded.items():
-                    if name not in found and same(model, other["path"]):
-                        found[name] = (result, path)
-            owner = next(name for name, other in loaded.items() if other is run)
-            if owner not in found and len(data["models"]) == 1:  # its one model, named from another directory
-                found[owner] = (next(iter(data["models"].values())), path)
-    return {name: found[name] for name in loaded if name in found}
 
 
 def markdown(blocks: list[tuple]) -> str:

@@ -1,14 +1,15 @@
 """The sections of ``meap compare``'s report, one per evaluation kind (NIAH, MDQA, key-based retrieval,
-lm-eval), and the paired-by-seed table: each appends its blocks (headings, tables, figures) to the report.
-Plain files in, no torch."""
+lm-eval, attention; each kind's record in :mod:`meap.eval.results` names its writer), and the paired-by-seed
+table: each appends its blocks (headings, tables, figures) to the report. Plain files in, no torch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from meap.eval.results import RECORDS_FILE, read_records
-from meap.plots import plot_accuracy_by_position, plot_niah_heatmap
-from meap.rundir import last_value
+from meap.eval.results import KINDS, RECORDS_FILE, kind_of, read_records, summary_file
+from meap.plots import plot_accuracy_by_position, plot_attention_layers, plot_niah_heatmap, plot_segment_mass
+from meap.rundir import ARTIFACT_DIRS, RunDir, last_value
 from meap.stats import paired_difference, seed_statistics
 
 
@@ -145,9 +146,6 @@ def harness_section(blocks: list[tuple], loaded: dict[str, dict], title: str) ->
         )
 
 
-_PAIRED_SCORES = (("retrieval", "correct", "key-based retrieval, strict"), ("niah", "substring", "NIAH, substring"))
-
-
 def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
     """MEAP - NTP paired by training seed (each run's config), with the seed-level statistics of
     :mod:`meap.stats`: the validation loss, and each evaluation scored per prompt in both runs of every seed."""
@@ -189,7 +187,7 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
                 f"{len(seeds)} x 1",
             ]
         )
-    for kind, key, measure in _PAIRED_SCORES:
+    for kind, (key, measure) in ((name, kind.paired_score) for name, kind in KINDS.items() if kind.paired_score):
         shared = set.intersection(
             *(set(pairs[s][o]["evaluations"].get(kind, {})) for s in seeds for o in ("ntp", "meap"))
         )
@@ -280,3 +278,92 @@ def section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str)
     blocks.append(("h2", title))
     blocks += [("p", f"{name}: absent.") for name, run in loaded.items() if kind not in run["evaluations"]]
     return {name: run["evaluations"][kind][1] for name, run in loaded.items() if kind in run["evaluations"]}
+
+
+def niah_report(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
+    """NIAH, and each RULER variant found a section of its own; each evaluation directory apart."""
+    variants = sorted({kind for run in loaded.values() for kind in run["evaluations"] if kind.startswith("niah-")})
+    for kind in ["niah", *variants]:
+        title = "Needle in a haystack" + (f", {kind.removeprefix('niah-')}" if kind != "niah" else "")
+        views = list(by_label(loaded, kind))
+        for index, (label, view) in enumerate(views):
+            stem = kind.replace("-", "_") + (f"_{index}" if index else "")
+            niah_section(blocks, view, kind, titled(title, label, len(views) > 1), output, stem=stem)
+
+
+def mdqa_report(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
+    views = list(by_label(loaded, "mdqa"))
+    for index, (label, view) in enumerate(views):
+        title = titled("Multi-document QA (best-subspan EM by gold position)", label, len(views) > 1)
+        mdqa_section(blocks, view, title, output / ("mdqa.png" if not index else f"mdqa_{index}.png"))
+
+
+def retrieval_report(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
+    views = list(by_label(loaded, "retrieval"))
+    for label, view in views:
+        title = titled("Key-based retrieval (strict: the asked value alone)", label, len(views) > 1)
+        retrieval_section(blocks, view, title)
+
+
+def harness_report(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
+    views = list(by_label(loaded, "harness"))
+    for label, view in views:
+        harness_section(blocks, view, titled("lm-evaluation-harness", label, len(views) > 1))
+
+
+def attention_by_run(loaded: dict[str, dict]) -> dict[str, tuple[dict, Path]]:
+    """run name -> (its model's entry, the attention.json holding it). One `meap analyze attention` may cover
+    several runs (its models are their directories), and it may be saved inside any of them."""
+
+    def same(model: str, run: Path) -> bool:
+        return Path(model).resolve() in (run.resolve(), RunDir(run).final.resolve())
+
+    found: dict[str, tuple[dict, Path]] = {}
+    for run in loaded.values():
+        for path in sorted(run["path"].rglob(summary_file("attention"))):
+            if ARTIFACT_DIRS & set(path.relative_to(run["path"]).parts[:-1]):
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(data, dict) or kind_of(data) != "attention":
+                continue
+            for model, result in data["models"].items():
+                for name, other in loaded.items():
+                    if name not in found and same(model, other["path"]):
+                        found[name] = (result, path)
+            owner = next(name for name, other in loaded.items() if other is run)
+            if owner not in found and len(data["models"]) == 1:  # its one model, named from another directory
+                found[owner] = (next(iter(data["models"].values())), path)
+    return {name: found[name] for name in loaded if name in found}
+
+
+def attention_report(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
+    attention = attention_by_run(loaded)
+    blocks.append(("h2", "Attention (from the query, mean over layers)"))
+    blocks += [("p", f"{name}: absent.") for name in loaded if name not in attention]
+    if not attention:
+        return
+    results = {name: result for name, (result, _) in attention.items()}
+    segments = ("before", "answer", "after", "query")
+    blocks += [
+        ("img", plot_segment_mass(results, output / "segment_mass.png").name),
+        ("img", plot_attention_layers(results, output / "layers.png").name),
+        (
+            "table",
+            ["run", "samples", *segments, "entropy", "score decay", "variance increase", "file"],
+            [
+                [
+                    name,
+                    str(result["samples"]),
+                    *[format_value(result["average"]["segment_mass"][segment]) for segment in segments],
+                    format_value(result["average"]["entropy"]),
+                    format_value(result["average"].get("score_decay")),
+                    format_value(result["average"].get("variance_increase")),
+                    str(file),
+                ]
+                for name, (result, file) in attention.items()
+            ],
+        ),
+    ]

@@ -10,7 +10,7 @@ import yaml
 
 from meap.errors import UserError
 from meap.eval import harness
-from meap.eval.results import SUMMARY_FILES
+from meap.eval.results import summary_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "harness"
 TOY_TASK = "meap_toy_qa"
@@ -53,7 +53,7 @@ def test_local_task_runs_offline_and_writes_results(tiny_model_dir, toy_task_dir
         progress=False,
     )
 
-    written = json.loads((output / SUMMARY_FILES["harness"]).read_text(encoding="utf-8"))
+    written = json.loads((output / summary_file("harness")).read_text(encoding="utf-8"))
     assert written == summary
     assert summary["tasks"] == [TOY_TASK] and summary["model"] == str(tiny_model_dir)
     assert summary["num_fewshot"] == 0 and summary["limit"] == limit and summary["lm_eval_version"]

@@ -1,30 +1,62 @@
-"""What every evaluation writes, read back the same way by ``meap compare``, the demo and the CLI: a JSON
-summary file that names its ``kind``, and the one-line headline of it. Torch-free.
-
-Outputs written before summaries named their kind are recognised by their keys.
+"""The evaluation kinds, one registered record each (:class:`EvaluationKind`): what every evaluation writes (a
+JSON summary file that names its ``kind``), its one-line headline, and its section of ``meap compare``'s
+report. The CLI, the demo and the report read evaluations back through this registry alone, so a new
+evaluation is its own module plus one :func:`register` line here. Torch-free.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from meap.fsutil import atomic_write_json, atomic_write_lines
 
-SUMMARY_FILES = {
-    "niah": "summary.json",
-    "mdqa": "summary.json",
-    "harness": "results.json",
-    "attention": "attention.json",
-    "retrieval": "summary.json",
-}
-EVALUATIONS = tuple(SUMMARY_FILES)
 RECORDS_FILE = "results.jsonl"  # NIAH, MDQA, retrieval: one JSON line per prompt, what paired comparisons score
+
+
+@dataclass(frozen=True)
+class EvaluationKind:
+    """One evaluation kind, as everything downstream of the evaluation reads it."""
+
+    name: str  # the summary's ``kind`` field
+    summary_file: str  # written last, in the evaluation's output directory
+    headline: Callable[[dict, str | Path], str]  # what the command prints when done (summary, output)
+    # the report section: a function (blocks, runs, report directory) appending its headings, tables and
+    # figures, or "module:function" for one imported when a report is written (the built-ins draw with
+    # matplotlib, which the CLI's evaluations do not load)
+    report_section: Callable | str
+    # scored per prompt in results.jsonl and paired by seed in the report: (record key, measure name)
+    paired_score: tuple[str, str] | None = None
+    # a config key whose values other than "single" get report sections of their own (NIAH's RULER variants)
+    variant_key: str | None = None
+
+    def section_writer(self) -> Callable:
+        if callable(self.report_section):
+            return self.report_section
+        import importlib
+
+        module, function = self.report_section.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+KINDS: dict[str, EvaluationKind] = {}
+
+
+def register(kind: EvaluationKind) -> EvaluationKind:
+    """Add ``kind`` to the registry (the report shows its sections in registration order)."""
+    KINDS[kind.name] = kind
+    return kind
+
+
+def summary_file(kind: str) -> str:
+    return KINDS[kind].summary_file
 
 
 def has_summary(output: Path, kind: str) -> bool:
     """Whether the evaluation ``kind`` has finished in ``output`` (its summary is written last)."""
-    return (Path(output) / SUMMARY_FILES[kind]).is_file()
+    return (Path(output) / summary_file(kind)).is_file()
 
 
 def write_records(output: Path, records: list[dict]) -> None:
@@ -38,79 +70,105 @@ def read_records(path: Path) -> list[dict]:
 def write_summary(output: Path, kind: str, summary: dict) -> dict:
     """Write ``summary`` (with its ``kind`` first) to the kind's file in ``output``; returns what was written."""
     written = {"kind": kind, **{key: value for key, value in summary.items() if key != "kind"}}
-    atomic_write_json(Path(output) / SUMMARY_FILES[kind], written, ensure_ascii=False)
+    atomic_write_json(Path(output) / summary_file(kind), written, ensure_ascii=False)
     return written
 
 
 def kind_of(data: dict) -> str | None:
-    """Which evaluation wrote this JSON object (None: not an evaluation summary)."""
-    if data.get("kind") in SUMMARY_FILES:
-        return data["kind"]
-    if "cells" in data and "overall" in data:
-        return "niah"
-    if "accuracy_by_gold_position" in data:
-        return "mdqa"
-    if "results" in data and "lm_eval_version" in data:
-        return "harness"
-    if "models" in data and "mask_ratio" in data:
-        return "attention"
-    return None
+    """Which registered evaluation wrote this JSON object (None: not an evaluation summary)."""
+    kind = data.get("kind")
+    return kind if isinstance(kind, str) and kind in KINDS else None
 
 
 def section_of(data: dict) -> str | None:
-    """The report section a summary belongs to: its kind, and each RULER variant of NIAH one of its own."""
+    """The report section a summary belongs to: its kind, or ``<kind>-<variant>`` for a variant other than
+    ``single`` of a kind with variants."""
     kind = kind_of(data)
-    if kind == "niah":
-        variant = (data.get("config") or {}).get("variant", "single")
-        return "niah" if variant == "single" else f"niah-{variant}"
+    variant_key = KINDS[kind].variant_key if kind else None
+    if variant_key:
+        variant = (data.get("config") or {}).get(variant_key, "single")
+        return kind if variant == "single" else f"{kind}-{variant}"
     return kind
 
 
 def headline(summary: dict, output: str | Path) -> str:
     """What the command prints when an evaluation is done (lm-eval: a line per task)."""
     kind = kind_of(summary)
-    if kind == "niah":
-        overall = summary["overall"]
-        copied = overall.get("distractor_copied")
-        # ROUGE-1 F stays in the summary (the paper reports it) but not here: a response that echoes the
-        # question's template, or gives another needle's value, earns most of it
-        return (
-            f"niah: substring (the asked value) {overall['substring']:.3f}"
-            + (f", distractor copied {copied:.3f}" if copied is not None else "")
+    if kind is None:
+        raise ValueError(f"not an evaluation summary (keys: {', '.join(summary)})")
+    return KINDS[kind].headline(summary, output)
+
+
+def _niah_headline(summary: dict, output: str | Path) -> str:
+    overall = summary["overall"]
+    copied = overall.get("distractor_copied")
+    # ROUGE-1 F stays in the summary (the paper reports it) but not here: a response that echoes the
+    # question's template, or gives another needle's value, earns most of it
+    return (
+        f"niah: substring (the asked value) {overall['substring']:.3f}"
+        + (f", distractor copied {copied:.3f}" if copied is not None else "")
+        + f" -> {output}"
+    )
+
+
+def _mdqa_headline(summary: dict, output: str | Path) -> str:
+    by_position = ", ".join(
+        f"{int(position) + 1}: {accuracy:.3f}"
+        for position, accuracy in sorted(summary["accuracy_by_gold_position"].items(), key=lambda item: int(item[0]))
+        if accuracy is not None
+    )
+    return f"mdqa: best-subspan EM {summary['accuracy']:.3f}; by gold position (1 = first) {by_position} -> {output}"
+
+
+def _retrieval_headline(summary: dict, output: str | Path) -> str:
+    absent = summary.get("absent_distractor_given")
+    return (
+        f"retrieval: strict {summary['strict']:.3f}, distractor given {summary['distractor_given']:.3f}"
+        + (f", asked key absent: distractor given {absent:.3f}" if absent is not None else "")
+        + f" -> {output}"
+    )
+
+
+def _harness_headline(summary: dict, output: str | Path) -> str:
+    return "\n".join(
+        f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        for task, metrics in summary["results"].items()
+    )
+
+
+def _attention_headline(summary: dict, output: str | Path) -> str:
+    lines = []
+    for name, result in summary["models"].items():
+        average = result["average"]
+        decay = average.get("score_decay")
+        lines.append(
+            f"{name}: answer mass {average['segment_mass']['answer']:.3f}, entropy {average['entropy']:.2f}"
+            + (f", score decay {decay:.3f}" if decay is not None else "")
             + f" -> {output}"
         )
-    if kind == "mdqa":
-        by_position = ", ".join(
-            f"{int(position) + 1}: {accuracy:.3f}"
-            for position, accuracy in sorted(
-                summary["accuracy_by_gold_position"].items(), key=lambda item: int(item[0])
-            )
-            if accuracy is not None
-        )
-        return (
-            f"mdqa: best-subspan EM {summary['accuracy']:.3f}; by gold position (1 = first) {by_position} -> {output}"
-        )
-    if kind == "retrieval":
-        absent = summary.get("absent_distractor_given")
-        return (
-            f"retrieval: strict {summary['strict']:.3f}, distractor given {summary['distractor_given']:.3f}"
-            + (f", asked key absent: distractor given {absent:.3f}" if absent is not None else "")
-            + f" -> {output}"
-        )
-    if kind == "harness":
-        return "\n".join(
-            f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            for task, metrics in summary["results"].items()
-        )
-    if kind == "attention":
-        lines = []
-        for name, result in summary["models"].items():
-            average = result["average"]
-            decay = average.get("score_decay")
-            lines.append(
-                f"{name}: answer mass {average['segment_mass']['answer']:.3f}, entropy {average['entropy']:.2f}"
-                + (f", score decay {decay:.3f}" if decay is not None else "")
-                + f" -> {output}"
-            )
-        return "\n".join(lines)
-    raise ValueError(f"not an evaluation summary (keys: {', '.join(summary)})")
+    return "\n".join(lines)
+
+
+_SECTIONS = "meap.report_sections"
+register(
+    EvaluationKind(
+        "niah",
+        "summary.json",
+        _niah_headline,
+        f"{_SECTIONS}:niah_report",
+        paired_score=("substring", "NIAH, substring"),
+        variant_key="variant",
+    )
+)
+register(EvaluationKind("mdqa", "summary.json", _mdqa_headline, f"{_SECTIONS}:mdqa_report"))
+register(
+    EvaluationKind(
+        "retrieval",
+        "summary.json",
+        _retrieval_headline,
+        f"{_SECTIONS}:retrieval_report",
+        paired_score=("correct", "key-based retrieval, strict"),
+    )
+)
+register(EvaluationKind("harness", "results.json", _harness_headline, f"{_SECTIONS}:harness_report"))
+register(EvaluationKind("attention", "attention.json", _attention_headline, f"{_SECTIONS}:attention_report"))
