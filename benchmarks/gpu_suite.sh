@@ -99,11 +99,12 @@ import sys
 from itertools import islice
 from pathlib import Path
 from meap.data.builtin import builtin_documents
+from meap.config.commands import PrepareConfig
 from meap.data.prepare import prepare_corpus
 corpus = Path(sys.argv[1]); corpus.mkdir()
 for i, text in enumerate(islice(builtin_documents(), 3)):
     (corpus / f"doc{i}.txt").write_text(text[:100_000], encoding="utf-8")
-prepare_corpus([str(corpus)], sys.argv[2], train_tokenizer=512, num_proc=1, progress=False)
+prepare_corpus(PrepareConfig(inputs=[str(corpus)], output=sys.argv[2], train_tokenizer=512, num_proc=1), progress=False)
 EOF
   throughput=(--data "$data" --preset tiny --seq-len 64 --micro-batch 2 --steps 4 --warmup 1 --no-compile)
   fsdp=(--data "$data" --preset tiny --seq-len 32 --micro-batch 2 --steps 6 --nproc 2)

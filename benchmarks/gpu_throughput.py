@@ -210,9 +210,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="meap-throughput-"))
     data = args.data
     if not data:
+        from meap.config.commands import PrepareConfig
         from meap.data.prepare import prepare_corpus
 
-        data = str(prepare_corpus(["builtin"], work / "data", train_tokenizer=args.vocab, progress=True))
+        data = str(
+            prepare_corpus(PrepareConfig(inputs=["builtin"], output=str(work / "data"), train_tokenizer=args.vocab))
+        )
     base = dict(
         data=data,
         model=args.preset,

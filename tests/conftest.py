@@ -79,6 +79,7 @@ def gpt2_tokenizer():
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory) -> Path:
     """~300 KB of the built-in prose, tokenised with a 512-token BPE trained on it."""
+    from meap.config.commands import PrepareConfig
     from meap.data.builtin import builtin_documents
     from meap.data.prepare import prepare_corpus
 
@@ -89,7 +90,10 @@ def prepared(tmp_path_factory) -> Path:
         pytest.skip(str(error))
     for i, text in enumerate(documents):
         (root / f"doc{i}.txt").write_text(text[:100_000], encoding="utf-8")
-    return prepare_corpus([str(root)], root.parent / "prepared", train_tokenizer=512, num_proc=1, progress=False)
+    return prepare_corpus(
+        PrepareConfig(inputs=[str(root)], output=str(root.parent / "prepared"), train_tokenizer=512, num_proc=1),
+        progress=False,
+    )
 
 
 @pytest.fixture

@@ -67,9 +67,10 @@ def custom_code_dir(inputs: Inputs) -> Path:
 
 def long_mdqa(inputs: Inputs) -> Path:
     """Multi-document QA whose every prompt (10 documents of ~100 words) exceeds the tiny model's 512 positions."""
+    from meap.config.commands import MakeMDQAConfig
     from meap.eval.mdqa_data import make_mdqa
 
-    return make_mdqa(inputs.tmp / "long.jsonl.gz", num_docs=10, examples=2)
+    return make_mdqa(MakeMDQAConfig(output=str(inputs.tmp / "long.jsonl.gz"), num_docs=10, examples=2))
 
 
 def run_dir(inputs: Inputs, config: str = "model: tiny\n") -> Path:
@@ -99,6 +100,7 @@ def strict_template_model(inputs: Inputs) -> Path:
 
 def run_on_re_prepared_data(inputs: Inputs) -> Path:
     """A run with an intact checkpoint whose data directory was then prepared again with another tokenizer."""
+    from meap.config.commands import PrepareConfig
     from meap.data.prepare import prepare_corpus
     from meap.train import pretrain as train
 
@@ -118,12 +120,9 @@ def run_on_re_prepared_data(inputs: Inputs) -> Path:
         progress=False,
     )
     shutil.rmtree(run / "final")
+    text = write(inputs.tmp / "text.txt", "The quick brown fox jumps over the lazy dog. " * 500)
     prepare_corpus(
-        [str(write(inputs.tmp / "text.txt", "The quick brown fox jumps over the lazy dog. " * 500))],
-        data,
-        train_tokenizer=300,
-        num_proc=1,
-        overwrite=True,
+        PrepareConfig(inputs=[str(text)], output=str(data), train_tokenizer=300, num_proc=1, overwrite=True),
         progress=False,
     )
     return run

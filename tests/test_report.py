@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from meap.config import PretrainConfig, load_config
+from meap.config.commands import AttentionConfig, MDQAConfig, NIAHConfig
 from meap.errors import UserError
 from meap.plots import (
     draw_accuracy_by_position,
@@ -21,6 +22,7 @@ from meap.train import pretrain
 
 @pytest.fixture(scope="module")
 def three_runs(prepared, tmp_path_factory, request):
+    from meap.config.commands import MakeMDQAConfig
     from meap.eval import attention, mdqa, niah
     from meap.eval.mdqa_data import make_mdqa
 
@@ -48,19 +50,36 @@ def three_runs(prepared, tmp_path_factory, request):
     haystack.write_text("The river ran past the old mill. " * 200)
     for run in runs[:2]:
         niah.run(
-            str(run),
-            run / "eval" / "niah",
-            haystack=[str(haystack)],
-            lengths=[160, 200],
-            depths=[0, 100],
-            max_new_tokens=4,
-            progress=False,
+            NIAHConfig(
+                model=str(run),
+                output=str(run / "eval" / "niah"),
+                haystack=[str(haystack)],
+                lengths=[160, 200],
+                depths=[0, 100],
+                max_new_tokens=4,
+                no_progress=True,
+            )
         )
     attention.run(
-        [str(runs[1])], runs[1] / "eval" / "attention", samples=1, length=160, haystack=[str(haystack)], progress=False
+        AttentionConfig(
+            model=[str(runs[1])],
+            output=str(runs[1] / "eval" / "attention"),
+            samples=1,
+            length=160,
+            haystack=[str(haystack)],
+            no_progress=True,
+        )
     )
-    data = make_mdqa(root / "mdqa.jsonl", num_docs=3, examples=4)
-    mdqa.run(str(runs[2]), [str(data)], runs[2] / "eval" / "mdqa", max_new_tokens=4, progress=False)
+    data = make_mdqa(MakeMDQAConfig(output=str(root / "mdqa.jsonl"), num_docs=3, examples=4))
+    mdqa.run(
+        MDQAConfig(
+            model=str(runs[2]),
+            data=[str(data)],
+            output=str(runs[2] / "eval" / "mdqa"),
+            max_new_tokens=4,
+            no_progress=True,
+        )
+    )
     return runs
 
 
@@ -98,6 +117,7 @@ def test_evaluations_are_recognised_by_content(three_runs):
 def test_every_evaluation_of_a_kind_is_reported_by_its_directory(three_runs, tmp_path):
     """Two MDQA evaluations in one run (another file, another length) are two sections, each labelled by its
     directory and matched across runs by it; neither hides the other."""
+    from meap.config.commands import MakeMDQAConfig
     from meap.eval import mdqa
     from meap.eval.mdqa_data import make_mdqa
 
@@ -105,17 +125,27 @@ def test_every_evaluation_of_a_kind_is_reported_by_its_directory(three_runs, tmp
     for source, run in zip(three_runs[1:], runs):
         shutil.copytree(source, run, ignore=shutil.ignore_patterns("checkpoints", "eval"))
     files = {
-        "mdqa": make_mdqa(tmp_path / "three.jsonl", num_docs=3, examples=2),
-        "mdqa-two-docs": make_mdqa(tmp_path / "two.jsonl", num_docs=2, examples=3),
+        "mdqa": make_mdqa(MakeMDQAConfig(output=str(tmp_path / "three.jsonl"), num_docs=3, examples=2)),
+        "mdqa-two-docs": make_mdqa(MakeMDQAConfig(output=str(tmp_path / "two.jsonl"), num_docs=2, examples=3)),
     }
     for directory, data in files.items():
-        mdqa.run(str(runs[0]), [str(data)], runs[0] / "eval" / directory, max_new_tokens=2, progress=False)
+        mdqa.run(
+            MDQAConfig(
+                model=str(runs[0]),
+                data=[str(data)],
+                output=str(runs[0] / "eval" / directory),
+                max_new_tokens=2,
+                no_progress=True,
+            )
+        )
     mdqa.run(
-        str(runs[1]),
-        [str(files["mdqa-two-docs"])],
-        runs[1] / "eval" / "mdqa-two-docs",
-        max_new_tokens=2,
-        progress=False,
+        MDQAConfig(
+            model=str(runs[1]),
+            data=[str(files["mdqa-two-docs"])],
+            output=str(runs[1] / "eval" / "mdqa-two-docs"),
+            max_new_tokens=2,
+            no_progress=True,
+        )
     )
     text = compare_runs(runs, tmp_path / "report").read_text()
     first = text.split("## Multi-document QA (best-subspan EM by gold position) [eval/mdqa]\n")[1].split("##")[0]
@@ -187,12 +217,14 @@ def test_one_attention_analysis_of_two_runs_counts_for_both(three_runs, tmp_path
     haystack.write_text("The river ran past the old mill. " * 200)
     # As the README does it: both models, one output inside one of the runs.
     attention.run(
-        [str(ntp), str(meap)],
-        meap / "eval" / "attention",
-        samples=1,
-        length=160,
-        haystack=[str(haystack)],
-        progress=False,
+        AttentionConfig(
+            model=[str(ntp), str(meap)],
+            output=str(meap / "eval" / "attention"),
+            samples=1,
+            length=160,
+            haystack=[str(haystack)],
+            no_progress=True,
+        )
     )
 
     text = compare_runs([ntp, meap], tmp_path / "report").read_text()
@@ -281,14 +313,16 @@ def test_each_niah_variant_has_its_own_section(three_runs, tmp_path):
     haystack.write_text("The river ran past the old mill. " * 200)
     for run in runs:
         niah.run(
-            str(run),
-            run / "eval" / "niah-multiquery",
-            haystack=[str(haystack)],
-            lengths=[400],
-            depths=[0, 100],
-            max_new_tokens=4,
-            variant="multiquery",
-            progress=False,
+            NIAHConfig(
+                model=str(run),
+                output=str(run / "eval" / "niah-multiquery"),
+                haystack=[str(haystack)],
+                lengths=[400],
+                depths=[0, 100],
+                max_new_tokens=4,
+                variant="multiquery",
+                no_progress=True,
+            )
         )
     assert set(find_evaluations(runs[0])) >= {"niah", "niah-multiquery"}
 

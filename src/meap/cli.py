@@ -1,8 +1,8 @@
 """The ``meap`` command: argument parsing and calls into the library, nothing else.
 
-Every command's flags are generated from its config dataclass (:mod:`meap.config`): the training commands'
-from :mod:`meap.config.training` and :mod:`meap.config.experiments` (which YAML recipes also fill), the
-others' from :mod:`meap.config.commands` (:data:`COMMANDS`). Configs import no torch and the library is
+Every command is one entry of :data:`COMMANDS`: its config class, its help, how its config is read (``kind``)
+and the function that runs it. Its flags are generated from the config dataclass (:mod:`meap.config`); the
+training commands and the experiments read a YAML recipe too. Configs import no torch and the library is
 imported only to run a command, so ``meap --help`` and an argument error are instant. A
 :class:`~meap.errors.UserError` prints one line and exits with status 2; anything else is a bug and keeps
 its traceback.
@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from meap.config.flags import Parser, add_flags, unknown_argument
 from meap.errors import UserError, error_line, is_main_process
@@ -23,155 +26,53 @@ def _bars(no_progress: bool) -> bool:
     return not no_progress and sys.stderr.isatty()
 
 
-def _prepare(config) -> None:
+def _train(module: str) -> Callable:
+    def train(config, args: argparse.Namespace) -> None:
+        from meap.rundir import RunDir
+
+        run = getattr(importlib.import_module("meap.train"), module)
+        output = run(config, resume=args.resume, overwrite=args.overwrite, progress=_bars(args.no_progress))
+        if is_main_process():
+            print(RunDir(output).done_line())
+
+    return train
+
+
+def _experiment(module: str, function: str) -> Callable:
+    def experiment(config, args: argparse.Namespace) -> None:
+        run = getattr(importlib.import_module(module), function)
+        run(config, overwrite=args.overwrite, progress=_bars(args.no_progress))
+
+    return experiment
+
+
+def _evaluation(module: str) -> Callable:
+    """An evaluation: ``module.run(config)``, then its headline (:mod:`meap.eval.results`)."""
+
+    def evaluate(config, args: argparse.Namespace) -> None:
+        from meap.eval.results import headline
+
+        run = importlib.import_module(module).run
+        line = headline(run(dataclasses.replace(config, no_progress=not _bars(config.no_progress))), config.output)
+        if line:
+            print(line)
+
+    return evaluate
+
+
+def _prepare(config, args: argparse.Namespace) -> None:
     from meap.data.prepare import prepare_corpus
 
-    if config.merge_digits and config.train_tokenizer is None:
-        raise UserError("--merge-digits: only with --train-tokenizer (a given tokenizer keeps its own rules)")
-    prepare_corpus(
-        config.inputs,
-        config.output,
-        tokenizer=config.tokenizer,
-        train_tokenizer=config.train_tokenizer,
-        split_digits=not config.merge_digits,
-        text_field=config.text_field,
-        val_fraction=config.val_fraction,
-        num_proc=config.num_proc,
-        overwrite=config.overwrite,
-        skip_bad_lines=config.skip_bad_lines,
-        dataset_split=config.split,
-        dataset_config=config.config_name,
-        streaming=config.streaming,
-    )
+    prepare_corpus(config)
 
 
-def _niah(config) -> None:
-    from meap.eval.niah import Needle, run
-
-    fixed = (config.needle, config.question, config.answer)
-    if any(fixed) and not all(fixed):
-        raise UserError("--needle, --question and --answer go together")
-    _print_headline(
-        run(
-            config.model,
-            config.output,
-            haystack=config.haystack,
-            lengths=config.lengths,
-            depths=config.depths,
-            needle=Needle(*fixed) if all(fixed) else None,
-            samples=config.samples,
-            seed=config.seed,
-            distractors=config.distractors,
-            absent=config.absent,
-            batch_size=config.batch_size,
-            max_new_tokens=config.max_new_tokens,
-            dtype=config.dtype,
-            variant=config.variant,
-            value_kind=config.value_kind,
-            progress=_bars(config.no_progress),
-        ),
-        config.output,
-    )
-
-
-def _mdqa(config) -> None:
-    from meap.eval.mdqa import run
-
-    _print_headline(
-        run(
-            config.model,
-            config.data,
-            config.output,
-            batch_size=config.batch_size,
-            max_new_tokens=config.max_new_tokens,
-            limit=config.limit,
-            dtype=config.dtype,
-            teacher_forced=config.teacher_forced,
-            progress=_bars(config.no_progress),
-        ),
-        config.output,
-    )
-
-
-def _retrieval(config) -> None:
-    from meap.eval.retrieval import run
-
-    _print_headline(
-        run(
-            config.model,
-            config.probes,
-            config.output,
-            max_new_tokens=config.max_new_tokens,
-            batch_size=config.batch_size,
-            attention=config.attention,
-            dtype=config.dtype,
-            progress=_bars(config.no_progress),
-        ),
-        config.output,
-    )
-
-
-def _harness(config) -> None:
-    from meap.eval.harness import run
-
-    _print_headline(
-        run(
-            config.model,
-            config.tasks,
-            config.output,
-            num_fewshot=config.num_fewshot,
-            limit=config.limit,
-            include_path=config.include_path,
-            batch_size=config.batch_size,
-            dtype=config.dtype,
-            progress=_bars(config.no_progress),
-        ),
-        config.output,
-    )
-
-
-def _attention(config) -> None:
-    from meap.eval.attention import run
-
-    _print_headline(
-        run(
-            config.model,
-            config.output,
-            samples=config.samples,
-            length=config.length,
-            haystack=config.haystack,
-            mask_ratio=config.mask_ratio,
-            seed=config.seed,
-            progress=_bars(config.no_progress),
-        ),
-        config.output,
-    )
-
-
-def _print_headline(summary: dict, output: str) -> None:
-    from meap.eval.results import headline
-
-    line = headline(summary, output)
-    if line:
-        print(line)
-
-
-def _make_mdqa(config) -> None:
+def _make_mdqa(config, args: argparse.Namespace) -> None:
     from meap.eval.mdqa_data import make_mdqa
 
-    path = make_mdqa(
-        config.output,
-        num_docs=config.num_docs,
-        gold_position=config.gold_position,
-        examples=config.examples,
-        seed=config.seed,
-        passage_words=config.passage_words,
-        distractors=config.distractors,
-    )
-    print(f"wrote {path}")
+    print(f"wrote {make_mdqa(config)}")
 
 
-def _generate(config) -> None:
+def _generate(config, args: argparse.Namespace) -> None:
     from meap.eval.generation import complete
 
     completions = complete(config)
@@ -179,13 +80,13 @@ def _generate(config) -> None:
         print(completion if len(completions) == 1 else f"[{index + 1}] {completion}")
 
 
-def _compare(config) -> None:
+def _compare(config, args: argparse.Namespace) -> None:
     from meap.report import compare_runs
 
     print(f"wrote {compare_runs(config.runs, config.output)} and report.html")
 
 
-def _presets(config) -> None:
+def _presets(config, args: argparse.Namespace) -> None:
     from meap.presets import PRESETS
 
     for name, shape in PRESETS.items():
@@ -196,117 +97,131 @@ def _presets(config) -> None:
         )
 
 
-# The commands that do not train, in `meap --help`'s order after the training ones: words -> (config class
-# in meap.config.commands, or None for none; help; the function that runs it).
+@dataclass(frozen=True)
+class Command:
+    """One ``meap`` command. ``config``: its config class, by name, in :mod:`meap.config` or
+    :mod:`meap.config.commands` (None: no flags). ``kind``: ``training`` (a recipe, --resume/--overwrite,
+    :func:`meap.train.launch_config`), ``experiment`` (a recipe, --overwrite continues or replaces
+    ``what``) or ``tool`` (flags only). ``runs``: called with the config and the parsed arguments."""
+
+    config: str | None
+    help: str
+    runs: Callable[[object, argparse.Namespace], None]
+    kind: str = "tool"
+    recipe: str = ""  # the help of --config
+    what: str = ""  # an experiment's output, as --overwrite's help names it
+    quick: bool = False  # an experiment with --quick (meap.demo.QUICK)
+
+    def config_class(self) -> type | None:
+        from meap import config as configs
+        from meap.config import commands
+
+        return None if self.config is None else getattr(configs, self.config, None) or getattr(commands, self.config)
+
+
+_RECIPE = "YAML recipe (see configs/); resuming without one reads the run's own config.yaml"
+# Every command, in `meap --help`'s order; words -> Command.
 COMMANDS = {
-    ("prepare",): ("PrepareConfig", "tokenise local corpora into packed token shards", _prepare),
-    ("presets",): (None, "list the model presets", _presets),
-    ("eval", "niah"): ("NIAHConfig", "needle in a haystack", _niah),
-    ("eval", "mdqa"): ("MDQAConfig", "multi-document QA (lost in the middle)", _mdqa),
-    ("eval", "retrieval"): (
+    ("pretrain",): Command(
+        "PretrainConfig", "pretrain a model with MEAP (or the NTP baseline)", _train("pretrain"), "training", _RECIPE
+    ),
+    ("sft",): Command(
+        "SFTConfig", "fine-tune a causal LM with MEAP-SFT (or the NTP baseline)", _train("sft"), "training", _RECIPE
+    ),
+    ("demo",): Command(
+        "DemoConfig",
+        "the paired NTP-vs-MEAP experiment on the demo corpus, end to end (train both, NIAH, MDQA, attention, report)",
+        _experiment("meap.demo", "run_demo"),
+        "experiment",
+        "YAML recipe (configs/demo.yaml is the default; configs/repro-small.yaml for a GPU)",
+        what="demo",
+        quick=True,
+    ),
+    ("demo-sft",): Command(
+        "SFTDemoConfig",
+        "the paired NTP-SFT vs MEAP-SFT experiment: fine-tune a model both ways at equal tokens, multi-document "
+        "QA before and after",
+        _experiment("meap.demo_sft", "run_demo_sft"),
+        "experiment",
+        "YAML recipe (configs/evidence-sft.yaml: the one behind RESULTS.md)",
+        what="run",
+    ),
+    ("prepare",): Command("PrepareConfig", "tokenise local corpora into packed token shards", _prepare),
+    ("presets",): Command(None, "list the model presets", _presets),
+    ("eval", "niah"): Command("NIAHConfig", "needle in a haystack", _evaluation("meap.eval.niah")),
+    ("eval", "mdqa"): Command("MDQAConfig", "multi-document QA (lost in the middle)", _evaluation("meap.eval.mdqa")),
+    ("eval", "retrieval"): Command(
         "RetrievalConfig",
         "key-based retrieval probes, scored strictly (one value, the asked one)",
-        _retrieval,
+        _evaluation("meap.eval.retrieval"),
     ),
-    ("eval", "harness"): ("HarnessConfig", "lm-evaluation-harness tasks", _harness),
-    ("data", "make-mdqa"): (
-        "MakeMDQAConfig",
-        "synthetic multi-document QA in the lost-in-the-middle format",
-        _make_mdqa,
+    ("eval", "harness"): Command("HarnessConfig", "lm-evaluation-harness tasks", _evaluation("meap.eval.harness")),
+    ("data", "make-mdqa"): Command(
+        "MakeMDQAConfig", "synthetic multi-document QA in the lost-in-the-middle format", _make_mdqa
     ),
-    ("analyze", "attention"): (
+    ("analyze", "attention"): Command(
         "AttentionConfig",
         "attention from the query onto the needle, entropy, and the masked-key score decay (the MEAP paper's analysis)",
-        _attention,
+        _evaluation("meap.eval.attention"),
     ),
-    ("generate",): (
-        "GenerateConfig",
-        "continue prompts with a model (greedy, or sampled with --temperature)",
-        _generate,
+    ("generate",): Command(
+        "GenerateConfig", "continue prompts with a model (greedy, or sampled with --temperature)", _generate
     ),
-    ("compare",): ("CompareConfig", "a report comparing runs (curves, evaluations, configs)", _compare),
+    ("compare",): Command("CompareConfig", "a report comparing runs (curves, evaluations, configs)", _compare),
 }
 GROUPS = {
     "eval": ("evaluation", "evaluate a model (NIAH, multi-document QA, key-based retrieval, lm-eval)"),
     "data": ("maker", "make evaluation data"),
     "analyze": ("analysis", "look inside models (attention)"),
 }
-TRAINING = {
-    "pretrain": ("PretrainConfig", "pretrain a model with MEAP (or the NTP baseline)"),
-    "sft": ("SFTConfig", "fine-tune a causal LM with MEAP-SFT (or the NTP baseline)"),
-}
 
 
-def _parser() -> argparse.ArgumentParser:
-    from meap import __version__
-    from meap import config as configs
-    from meap.config import commands as command_configs
-
-    parser = Parser(prog="meap", description="Mask-Enhanced Autoregressive Prediction (MEAP).")
-    parser.add_argument("--version", action="version", version=f"meap {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    shared = frozenset(f.name for f in dataclasses.fields(configs.TrainingConfig))
-
-    for name, (config_name, text) in TRAINING.items():
-        training = commands.add_parser(name, help=text)
-        training.set_defaults(_words=(name,), _config=getattr(configs, config_name))
-        training.add_argument(
-            "--config",
-            metavar="YAML",
-            help="YAML recipe (see configs/); resuming without one reads the run's own config.yaml",
-        )
-        existing = training.add_mutually_exclusive_group()
+def _add_command(parser: argparse.ArgumentParser, command: Command, last: dict[str, frozenset]) -> None:
+    """``command``'s own flags (a recipe's, --resume, --overwrite, --quick), then its config's."""
+    config_cls = command.config_class()
+    if command.kind == "tool":
+        if config_cls is not None:
+            add_flags(parser, config_cls, last=last["tool"], typed=True)
+        return
+    parser.add_argument("--config", metavar="YAML", help=command.recipe)
+    if command.kind == "training":
+        existing = parser.add_mutually_exclusive_group()
         existing.add_argument(
             "--resume", action="store_true", help="continue the run in --output from its last checkpoint"
         )
         existing.add_argument("--overwrite", action="store_true", help="replace the run in --output")
-        training.add_argument(
+        parser.add_argument(
             "--no-progress",
             action="store_true",
             help="no progress bar: a plain line per logged step (the default when stderr is not a terminal)",
         )
-        # What the command trains on comes first, then the keys every training run has.
-        add_flags(
-            training.add_argument_group("config keys (override the YAML file)"),
-            getattr(configs, config_name),
-            last=shared,
-        )
-
-    experiments = (
-        (
-            "demo",
-            configs.DemoConfig,
-            "the paired NTP-vs-MEAP experiment on the demo corpus, end to end "
-            "(train both, NIAH, MDQA, attention, report)",
-            "YAML recipe (configs/demo.yaml is the default; configs/repro-small.yaml for a GPU)",
-            "demo",
-        ),
-        (
-            "demo-sft",
-            configs.SFTDemoConfig,
-            "the paired NTP-SFT vs MEAP-SFT experiment: fine-tune a model "
-            "both ways at equal tokens, multi-document QA before and after",
-            "YAML recipe (configs/evidence-sft.yaml: the one behind RESULTS.md)",
-            "run",
-        ),
-    )
-    for name, config_cls, text, recipe, what in experiments:
-        experiment = commands.add_parser(name, help=text)
-        experiment.set_defaults(_words=(name,), _config=config_cls)
-        experiment.add_argument("--config", metavar="YAML", help=recipe)
-        if name == "demo":
-            experiment.add_argument(
+    else:
+        if command.quick:
+            parser.add_argument(
                 "--quick", action="store_true", help="every stage on a few documents and steps (a smoke test)"
             )
-        experiment.add_argument(
-            "--overwrite", action="store_true", help=f"replace the {what} in --output (default: continue it)"
+        parser.add_argument(
+            "--overwrite", action="store_true", help=f"replace the {command.what} in --output (default: continue it)"
         )
-        experiment.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still print)")
-        add_flags(experiment.add_argument_group("config keys (override the YAML file)"), config_cls, last=shared)
+        parser.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still print)")
+    # What the command trains on comes first, then the keys every training run has.
+    add_flags(parser.add_argument_group("config keys (override the YAML file)"), config_cls, last=last["training"])
 
-    generation = frozenset(f.name for f in dataclasses.fields(command_configs.GenerationOptions))
+
+def _parser() -> argparse.ArgumentParser:
+    from meap import __version__
+    from meap.config import TrainingConfig
+    from meap.config.commands import GenerationOptions
+
+    parser = Parser(prog="meap", description="Mask-Enhanced Autoregressive Prediction (MEAP).")
+    parser.add_argument("--version", action="version", version=f"meap {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    last = {
+        "training": frozenset(f.name for f in dataclasses.fields(TrainingConfig)),
+        "tool": frozenset(f.name for f in dataclasses.fields(GenerationOptions)),
+    }
     groups: dict[str, argparse._SubParsersAction] = {}
-    for words, (config_name, text, _) in COMMANDS.items():
+    for words, command in COMMANDS.items():
         where = commands
         if len(words) > 1:
             if words[0] not in groups:
@@ -315,12 +230,30 @@ def _parser() -> argparse.ArgumentParser:
                     dest=dest, required=True
                 )
             where = groups[words[0]]
-        command = where.add_parser(words[-1], help=text)
-        config_cls = getattr(command_configs, config_name) if config_name else None
-        command.set_defaults(_words=words, _config=config_cls)
-        if config_cls is not None:
-            add_flags(command, config_cls, last=generation, typed=True)
+        subparser = where.add_parser(words[-1], help=command.help)
+        subparser.set_defaults(_words=words)
+        _add_command(subparser, command, last)
     return parser
+
+
+def _load(command: Command, args: argparse.Namespace):
+    """The command's config: defaults < its recipe (--config) < its flags."""
+    from meap.config import load_config
+
+    config_cls = command.config_class()
+    if config_cls is None:
+        return None
+    keys = {f.name for f in dataclasses.fields(config_cls)}
+    given = {key: value for key, value in vars(args).items() if key in keys and value is not None}
+    if command.kind == "training":
+        from meap.train import launch_config
+
+        return launch_config(config_cls, args.config, given, args.resume)
+    if command.quick and args.quick:
+        from meap.demo import QUICK
+
+        given = {**QUICK, **given}
+    return load_config(config_cls, args.config if command.kind == "experiment" else None, given)
 
 
 def run(argv: list[str]) -> int:
@@ -328,36 +261,8 @@ def run(argv: list[str]) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise unknown_argument(unknown, Parser.commands[" ".join(["meap", *args._words])])
-    config_cls = args._config
-    keys = {f.name for f in dataclasses.fields(config_cls)} if config_cls else set()
-    given = {key: value for key, value in vars(args).items() if key in keys and value is not None}
-    from meap.config import load_config
-
-    if args._words in COMMANDS:
-        COMMANDS[args._words][2](load_config(config_cls, None, given) if config_cls else None)
-        return 0
-
-    if args.command == "demo":
-        from meap.demo import QUICK, run_demo
-
-        config = load_config(config_cls, args.config, {**(QUICK if args.quick else {}), **given})
-        run_demo(config, overwrite=args.overwrite, progress=_bars(args.no_progress))
-        return 0
-    if args.command == "demo-sft":
-        from meap.demo_sft import run_demo_sft
-
-        run_demo_sft(
-            load_config(config_cls, args.config, given), overwrite=args.overwrite, progress=_bars(args.no_progress)
-        )
-        return 0
-    from meap.rundir import RunDir
-    from meap.train import launch_config, pretrain, sft
-
-    config = launch_config(config_cls, args.config, given, args.resume)
-    train = pretrain if args.command == "pretrain" else sft
-    output = train(config, resume=args.resume, overwrite=args.overwrite, progress=_bars(args.no_progress))
-    if is_main_process():
-        print(RunDir(output).done_line())
+    command = COMMANDS[args._words]
+    command.runs(_load(command, args), args)
     return 0
 
 

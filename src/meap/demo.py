@@ -135,6 +135,7 @@ def check_prompts(config: DemoConfig, found: dict, where: Path) -> None:
 
 def write_materials(found: dict, output: Path, progress: bool) -> None:
     """The materials as files, and the prepared training data and drills (one BPE for both)."""
+    from meap.config.commands import PrepareConfig
     from meap.data.prepare import prepare_corpus
 
     found["tokenizer"].save_pretrained(output / TOKENIZER_DIR)
@@ -145,11 +146,13 @@ def write_materials(found: dict, output: Path, progress: bool) -> None:
         _write_jsonl(output / f"{name}.jsonl", [{"text": text} for text in texts])
         # min_val_tokens=0 for the drills: the shared start does not validate
         prepare_corpus(
-            [str(output / f"{name}.jsonl")],
-            output / DATA_DIRS[name],
-            tokenizer=str(output / TOKENIZER_DIR),
-            num_proc=1,
-            overwrite=True,
+            PrepareConfig(
+                inputs=[str(output / f"{name}.jsonl")],
+                output=str(output / DATA_DIRS[name]),
+                tokenizer=str(output / TOKENIZER_DIR),
+                num_proc=1,
+                overwrite=True,
+            ),
             progress=progress,
             **({"min_val_tokens": 0} if name == "drills" else {}),
         )
@@ -202,17 +205,9 @@ def training_jobs(config: DemoConfig, output: Path, data: Path, drills: Path, pr
 def _evaluate(config: DemoConfig, run: Path, evaluation_file: Path, progress: bool) -> None:
     from meap.eval import retrieval
 
-    where = run / "eval" / "retrieval"
-    if not has_summary(where, "retrieval"):
-        # copying is scored on the next word alone (the list goes on after it)
-        retrieval.run(
-            str(run),
-            str(evaluation_file),
-            where,
-            max_new_tokens=1 if config.task == "copy" else 12,
-            attention=True,
-            progress=progress,
-        )
+    evaluation = config.retrieval_config(run, evaluation_file, progress)
+    if not has_summary(Path(evaluation.output), "retrieval"):
+        retrieval.run(evaluation)
 
 
 def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:

@@ -99,16 +99,7 @@ def _evaluate(config: SFTDemoConfig, model: str, output: Path, files: list[Path]
     from meap.eval import mdqa
 
     if not has_summary(output, "mdqa"):
-        mdqa.run(
-            model,
-            [str(path) for path in files],
-            output,
-            max_new_tokens=config.max_new_tokens,
-            batch_size=8,
-            dtype=config.eval_dtype,
-            teacher_forced=True,
-            progress=progress,
-        )
+        mdqa.run(config.mdqa_config(model, files, output, progress))
     return output / RECORDS_FILE
 
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from meap.config.commands import MakeMDQAConfig
 from meap.errors import UserError
 from meap.eval.mdqa_data import make_mdqa
 from meap.eval.metrics import normalize_answer
@@ -21,7 +22,7 @@ def read_lines(path):
 
 
 def test_lines_have_the_lost_in_the_middle_keys_and_types(tmp_path):
-    path = make_mdqa(tmp_path / "qa.jsonl.gz", num_docs=5, gold_position=2, examples=10)
+    path = make_mdqa(MakeMDQAConfig(output=str(tmp_path / "qa.jsonl.gz"), num_docs=5, gold_position=2, examples=10))
     examples = read_lines(path)
     assert len(examples) == 10
     for example in examples:
@@ -38,7 +39,11 @@ def test_lines_have_the_lost_in_the_middle_keys_and_types(tmp_path):
 
 @pytest.mark.parametrize("num_docs, gold_position", [(1, 0), (6, 0), (6, 3), (6, 5)])
 def test_gold_document_sits_at_the_requested_position_and_alone_holds_the_answer(tmp_path, num_docs, gold_position):
-    path = make_mdqa(tmp_path / "qa.jsonl.gz", num_docs=num_docs, gold_position=gold_position, examples=8, seed=3)
+    path = make_mdqa(
+        MakeMDQAConfig(
+            output=str(tmp_path / "qa.jsonl.gz"), num_docs=num_docs, gold_position=gold_position, examples=8, seed=3
+        )
+    )
     for example in read_lines(path):
         answer = normalize_answer(example["answers"][0])
         flags = [(ctx["isgold"], ctx["hasanswer"]) for ctx in example["ctxs"]]
@@ -48,24 +53,34 @@ def test_gold_document_sits_at_the_requested_position_and_alone_holds_the_answer
 
 
 def test_same_seed_gives_identical_bytes_and_gold_positions_share_questions(tmp_path):
-    first = make_mdqa(tmp_path / "a.jsonl.gz", num_docs=4, gold_position=1, examples=6, seed=7)
-    again = make_mdqa(tmp_path / "b.jsonl.gz", num_docs=4, gold_position=1, examples=6, seed=7)
+    first = make_mdqa(
+        MakeMDQAConfig(output=str(tmp_path / "a.jsonl.gz"), num_docs=4, gold_position=1, examples=6, seed=7)
+    )
+    again = make_mdqa(
+        MakeMDQAConfig(output=str(tmp_path / "b.jsonl.gz"), num_docs=4, gold_position=1, examples=6, seed=7)
+    )
     assert first.read_bytes() == again.read_bytes()
-    other_seed = read_lines(make_mdqa(tmp_path / "c.jsonl.gz", num_docs=4, gold_position=1, examples=6, seed=8))
+    other_seed = read_lines(
+        make_mdqa(MakeMDQAConfig(output=str(tmp_path / "c.jsonl.gz"), num_docs=4, gold_position=1, examples=6, seed=8))
+    )
     assert [e["question"] for e in other_seed] != [e["question"] for e in read_lines(first)]
 
-    moved = read_lines(make_mdqa(tmp_path / "d.jsonl.gz", num_docs=4, gold_position=3, examples=6, seed=7))
+    moved = read_lines(
+        make_mdqa(MakeMDQAConfig(output=str(tmp_path / "d.jsonl.gz"), num_docs=4, gold_position=3, examples=6, seed=7))
+    )
     for at_one, at_three in zip(read_lines(first), moved):
         assert at_one["question"] == at_three["question"] and at_one["answers"] == at_three["answers"]
         assert at_one["ctxs"][1] == at_three["ctxs"][3]  # the same gold document, moved
         assert [c for i, c in enumerate(at_one["ctxs"]) if i != 1] == at_three["ctxs"][:3]
 
-    prefix = read_lines(make_mdqa(tmp_path / "e.jsonl.gz", num_docs=4, gold_position=1, examples=2, seed=7))
+    prefix = read_lines(
+        make_mdqa(MakeMDQAConfig(output=str(tmp_path / "e.jsonl.gz"), num_docs=4, gold_position=1, examples=2, seed=7))
+    )
     assert prefix == read_lines(first)[:2]
 
 
 def test_plain_jsonl_without_gz_suffix_and_no_temporary_left(tmp_path):
-    path = make_mdqa(tmp_path / "sub" / "qa.jsonl", num_docs=2, gold_position=1, examples=3)
+    path = make_mdqa(MakeMDQAConfig(output=str(tmp_path / "sub" / "qa.jsonl"), num_docs=2, gold_position=1, examples=3))
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 3 and json.loads(lines[0])["ctxs"][1]["isgold"]
     assert sorted(p.name for p in path.parent.iterdir()) == ["qa.jsonl"]
@@ -82,7 +97,7 @@ def test_plain_jsonl_without_gz_suffix_and_no_temporary_left(tmp_path):
 )
 def test_bad_arguments_are_user_errors_and_write_nothing(tmp_path, arguments, message):
     with pytest.raises(UserError, match=message):
-        make_mdqa(tmp_path / "qa.jsonl.gz", **arguments)
+        make_mdqa(MakeMDQAConfig(output=str(tmp_path / "qa.jsonl.gz"), **arguments))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -111,12 +126,32 @@ def _fact_patterns():
 
 
 def test_hard_distractors_hold_a_fact_of_the_gold_ones_shape_about_other_names(tmp_path):
-    hard = read_lines(make_mdqa(tmp_path / "hard.jsonl.gz", num_docs=5, gold_position=2, examples=12, seed=4))
+    hard = read_lines(
+        make_mdqa(
+            MakeMDQAConfig(output=str(tmp_path / "hard.jsonl.gz"), num_docs=5, gold_position=2, examples=12, seed=4)
+        )
+    )
     filler = read_lines(
-        make_mdqa(tmp_path / "filler.jsonl.gz", num_docs=5, gold_position=2, examples=12, seed=4, distractors="filler")
+        make_mdqa(
+            MakeMDQAConfig(
+                output=str(tmp_path / "filler.jsonl.gz"),
+                num_docs=5,
+                gold_position=2,
+                examples=12,
+                seed=4,
+                distractors="filler",
+            )
+        )
     )
     assert (
-        read_lines(make_mdqa(tmp_path / "default.jsonl.gz", num_docs=5, gold_position=2, examples=12, seed=4)) == hard
+        read_lines(
+            make_mdqa(
+                MakeMDQAConfig(
+                    output=str(tmp_path / "default.jsonl.gz"), num_docs=5, gold_position=2, examples=12, seed=4
+                )
+            )
+        )
+        == hard
     )  # hard is the default
     patterns = _fact_patterns()
     shapes = set()
@@ -144,5 +179,5 @@ def test_hard_distractors_hold_a_fact_of_the_gold_ones_shape_about_other_names(t
 
 def test_unknown_distractor_kind_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="distractors: expected one of hard, filler"):
-        make_mdqa(tmp_path / "qa.jsonl.gz", distractors="easy")
+        make_mdqa(MakeMDQAConfig(output=str(tmp_path / "qa.jsonl.gz"), distractors="easy"))
     assert list(tmp_path.iterdir()) == []

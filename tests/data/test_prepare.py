@@ -13,6 +13,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from meap.config.commands import PrepareConfig
 from meap.data.prepare import MIN_VAL_TOKENS, prepare_corpus
 from meap.data.shards import load_meta, load_prepared_tokenizer, open_split
 from meap.data.tokenizer import load_tokenizer, train_bpe
@@ -65,10 +66,13 @@ def bpe_dir(tmp_path_factory):
 
 
 def prepare(inputs, output, **options):
+    """``prepare_corpus`` with a config of ``options`` (the keys of ``meap prepare``) and its other arguments."""
+    tuning = {key: options.pop(key) for key in ("shard_tokens", "progress", "min_val_tokens") if key in options}
+    tuning.setdefault("progress", False)
+    tuning.setdefault("min_val_tokens", 0)  # the split rule exactly at the fraction asked for (small corpora)
     options.setdefault("num_proc", 1)
-    options.setdefault("progress", False)
-    options.setdefault("min_val_tokens", 0)  # the split rule exactly at the fraction asked for (small corpora)
-    return prepare_corpus(inputs if isinstance(inputs, list) else [inputs], output, **options)
+    config = PrepareConfig(inputs=inputs if isinstance(inputs, list) else [inputs], output=str(output), **options)
+    return prepare_corpus(config, **tuning)
 
 
 # --- tokenizers -----------------------------------------------------------------------------------------
@@ -436,12 +440,12 @@ def test_a_hub_dataset_is_read_through_load_dataset_by_split_and_streamed_alike(
     assert sorted(decoded_documents(whole, "train") + decoded_documents(whole, "val")) == sorted(docs[:24])
     for split in ("train", "val"):
         assert np.array_equal(read_split(whole, split), read_split(streamed, split))
-    test = prepare(spec, tmp_path / "test", tokenizer=bpe_dir, dataset_split="test", val_fraction=0.34)
+    test = prepare(spec, tmp_path / "test", tokenizer=bpe_dir, split="test", val_fraction=0.34)
     assert sorted(decoded_documents(test, "train") + decoded_documents(test, "val")) == sorted(docs[24:])
     assert load_meta(test)["sources"] == [f"{spec} (split test)"]
 
     with pytest.raises(UserError, match=rf"{spec}: split 'train' has no column 'body' \(columns: text, id\)"):
         prepare(spec, tmp_path / "bad", tokenizer=bpe_dir, text_field="body")
     with pytest.raises(UserError, match=rf"{spec}: cannot load the dataset \(Unknown split \"validation\""):
-        prepare(spec, tmp_path / "bad", tokenizer=bpe_dir, dataset_split="validation")
+        prepare(spec, tmp_path / "bad", tokenizer=bpe_dir, split="validation")
     assert not (tmp_path / "bad").exists()

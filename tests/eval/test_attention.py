@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from meap.config.commands import AttentionConfig
 from meap.eval.attention import SEGMENTS, analyse, build_probes, run
 
 MASK = 99
@@ -93,12 +94,14 @@ def test_run_writes_json_and_plots_for_several_models(tiny_model_dir, tmp_path, 
     prose = tmp_path / "prose.txt"  # a slice of the built-in prose: all of it takes ~20 s to read
     prose.write_text("\n\n".join(text[:20_000] for text in islice(builtin_documents(), 2)), encoding="utf-8")
     summary = run(
-        [str(tiny_model_dir), str(with_mask)],
-        tmp_path / "out",
-        samples=2,
-        length=96,
-        haystack=[str(prose)],
-        progress=False,
+        AttentionConfig(
+            model=[str(tiny_model_dir), str(with_mask)],
+            output=str(tmp_path / "out"),
+            samples=2,
+            length=96,
+            haystack=[str(prose)],
+            no_progress=True,
+        )
     )
     saved = json.loads((tmp_path / "out" / "attention.json").read_text())
     assert saved == json.loads(json.dumps(summary))
@@ -146,12 +149,14 @@ def test_an_ntp_run_gets_no_masked_pass_its_mask_row_was_never_trained(tiny_mode
     haystack = tmp_path / "hay.txt"
     haystack.write_text("The river ran past the old mill and on to the sea. " * 40)
     summary = run(
-        [runs["ntp"], f"{runs['meap']}/final"],
-        tmp_path / "out",
-        samples=1,
-        length=96,
-        haystack=[str(haystack)],
-        progress=False,
+        AttentionConfig(
+            model=[runs["ntp"], f"{runs['meap']}/final"],
+            output=str(tmp_path / "out"),
+            samples=1,
+            length=96,
+            haystack=[str(haystack)],
+            no_progress=True,
+        )
     )
     ntp, meap = summary["models"][runs["ntp"]], summary["models"][f"{runs['meap']}/final"]
     assert ntp["has_mask_token"] and not ntp["masked_pass"] and ntp["objective"] == "ntp"

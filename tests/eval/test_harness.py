@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from meap.config.commands import HarnessConfig
 from meap.errors import UserError
 from meap.eval import harness
 from meap.eval.results import summary_file
@@ -44,13 +45,15 @@ def private_datasets_cache(tmp_path, monkeypatch):
 def test_local_task_runs_offline_and_writes_results(tiny_model_dir, toy_task_dir, tmp_path, limit):
     output = tmp_path / "harness"
     summary = harness.run(
-        str(tiny_model_dir),
-        [TOY_TASK],
-        output,
-        limit=limit,
-        include_path=str(toy_task_dir),
-        batch_size=4,
-        progress=False,
+        HarnessConfig(
+            model=str(tiny_model_dir),
+            tasks=[TOY_TASK],
+            output=str(output),
+            limit=limit,
+            include_path=str(toy_task_dir),
+            batch_size=4,
+            no_progress=True,
+        )
     )
 
     written = json.loads((output / summary_file("harness")).read_text(encoding="utf-8"))
@@ -69,13 +72,15 @@ def test_outside_a_git_repository_nothing_is_said(tiny_model_dir, toy_task_dir, 
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # tmp_path is not in any repository
     capfd.readouterr()
     harness.run(
-        str(tiny_model_dir),
-        [TOY_TASK],
-        tmp_path / "harness",
-        limit=2,
-        include_path=str(toy_task_dir),
-        batch_size=4,
-        progress=False,
+        HarnessConfig(
+            model=str(tiny_model_dir),
+            tasks=[TOY_TASK],
+            output=str(tmp_path / "harness"),
+            limit=2,
+            include_path=str(toy_task_dir),
+            batch_size=4,
+            no_progress=True,
+        )
     )
     assert capfd.readouterr().err == ""  # git's "fatal: not a git repository" above all; no bar either
 
@@ -83,13 +88,17 @@ def test_outside_a_git_repository_nothing_is_said(tiny_model_dir, toy_task_dir, 
 def test_unknown_task_suggests_close_names(tmp_path):
     # Task names are checked before the model is loaded, so no model is needed.
     with pytest.raises(UserError, match="unknown lm-eval task `arc_eazy`: did you mean arc_easy"):
-        harness.run(str(tmp_path / "unused-model"), ["arc_eazy"], tmp_path / "out")
+        harness.run(
+            HarnessConfig(model=str(tmp_path / "unused-model"), tasks=["arc_eazy"], output=str(tmp_path / "out"))
+        )
 
 
 def test_hub_task_without_network_fails_fast_on_one_line(tmp_path):
     started = time.monotonic()
     with pytest.raises(UserError) as raised:
-        harness.run(str(tmp_path / "unused-model"), ["arc_easy"], tmp_path / "out")
+        harness.run(
+            HarnessConfig(model=str(tmp_path / "unused-model"), tasks=["arc_easy"], output=str(tmp_path / "out"))
+        )
     message = str(raised.value)
     assert "\n" not in message
     assert "`arc_easy`" in message and "not available offline" in message and "--include-path" in message

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from meap.config.commands import MakeMDQAConfig, MDQAConfig
 from meap.errors import UserError
 from meap.eval.mdqa import INSTRUCTION, build_prompt, gold_position, read_mdqa, run
 from meap.eval.mdqa_data import make_mdqa
@@ -34,7 +35,9 @@ def write_gzip_lines(path, lines):
 
 
 def test_generated_file_round_trips_into_prompts_with_documents_in_order(tmp_path):
-    path = make_mdqa(tmp_path / "qa_gold_at_2.jsonl.gz", num_docs=4, gold_position=2, examples=3)
+    path = make_mdqa(
+        MakeMDQAConfig(output=str(tmp_path / "qa_gold_at_2.jsonl.gz"), num_docs=4, gold_position=2, examples=3)
+    )
     examples = read_mdqa(path)
     assert len(examples) == 3
     for example in examples:
@@ -63,7 +66,9 @@ def test_plain_jsonl_is_read_too(tmp_path):
 
 
 def test_malformed_json_line_is_named(tmp_path):
-    good = json.dumps(read_mdqa(make_mdqa(tmp_path / "good.jsonl.gz", num_docs=2, examples=1))[0])
+    good = json.dumps(
+        read_mdqa(make_mdqa(MakeMDQAConfig(output=str(tmp_path / "good.jsonl.gz"), num_docs=2, examples=1)))[0]
+    )
     path = write_gzip_lines(tmp_path / "bad.jsonl.gz", [good, good, '{"question": "cut off'])
     with pytest.raises(UserError, match=r"bad\.jsonl\.gz:3: malformed JSON"):
         read_mdqa(path)
@@ -101,10 +106,23 @@ def test_empty_and_missing_files_are_user_errors(tmp_path):
 def test_run_end_to_end_on_a_tiny_random_llama(tmp_path, gpt2_tokenizer):
     model_dir = save_tiny_llama(tmp_path / "model", gpt2_tokenizer)
     files = [
-        str(make_mdqa(tmp_path / f"qa_gold_at_{position}.jsonl.gz", num_docs=3, gold_position=position, examples=3))
+        str(
+            make_mdqa(
+                MakeMDQAConfig(
+                    output=str(tmp_path / f"qa_gold_at_{position}.jsonl.gz"),
+                    num_docs=3,
+                    gold_position=position,
+                    examples=3,
+                )
+            )
+        )
         for position in (0, 2)
     ]
-    summary = run(model_dir, files, tmp_path / "out", batch_size=2, max_new_tokens=4, progress=False)
+    summary = run(
+        MDQAConfig(
+            model=model_dir, data=files, output=str(tmp_path / "out"), batch_size=2, max_new_tokens=4, no_progress=True
+        )
+    )
 
     lines = (tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8").splitlines()
     results = [json.loads(line) for line in lines]
@@ -134,9 +152,22 @@ def test_run_end_to_end_on_a_tiny_random_llama(tmp_path, gpt2_tokenizer):
 
 def test_run_skips_prompts_longer_than_the_model_and_honours_limit(tmp_path, gpt2_tokenizer):
     model_dir = save_tiny_llama(tmp_path / "model", gpt2_tokenizer, max_positions=400)
-    short = str(make_mdqa(tmp_path / "one_doc.jsonl.gz", num_docs=1, examples=3))  # ≈ 180 tokens
-    long = str(make_mdqa(tmp_path / "five_docs.jsonl.gz", num_docs=5, gold_position=4, examples=3))  # ≈ 800
-    summary = run(model_dir, [short, long], tmp_path / "out", max_new_tokens=2, limit=2, progress=False)
+    short = str(
+        make_mdqa(MakeMDQAConfig(output=str(tmp_path / "one_doc.jsonl.gz"), num_docs=1, examples=3))
+    )  # ≈ 180 tokens
+    long = str(
+        make_mdqa(MakeMDQAConfig(output=str(tmp_path / "five_docs.jsonl.gz"), num_docs=5, gold_position=4, examples=3))
+    )  # ≈ 800
+    summary = run(
+        MDQAConfig(
+            model=model_dir,
+            data=[short, long],
+            output=str(tmp_path / "out"),
+            max_new_tokens=2,
+            limit=2,
+            no_progress=True,
+        )
+    )
     assert summary["num_examples"] == 2 and summary["skipped_too_long"] == 2
     assert summary["by_file"][long] == {"accuracy": None, "num_examples": 0, "skipped_too_long": 2}
     assert summary["by_file"][short]["num_examples"] == 2
@@ -146,11 +177,11 @@ def test_run_skips_prompts_longer_than_the_model_and_honours_limit(tmp_path, gpt
 
 def test_run_rejects_bad_arguments_before_loading_a_model(tmp_path):
     with pytest.raises(UserError, match="no data files"):
-        run("no-such-model", [], tmp_path / "out")
+        run(MDQAConfig(model="no-such-model", data=[], output=str(tmp_path / "out")))
     with pytest.raises(UserError, match="limit must be at least 1"):
-        run("no-such-model", ["x.jsonl.gz"], tmp_path / "out", limit=0)
+        run(MDQAConfig(model="no-such-model", data=["x.jsonl.gz"], output=str(tmp_path / "out"), limit=0))
     with pytest.raises(UserError, match="absent.jsonl.gz: no such file"):
-        run("no-such-model", [str(tmp_path / "absent.jsonl.gz")], tmp_path / "out")
+        run(MDQAConfig(model="no-such-model", data=[str(tmp_path / "absent.jsonl.gz")], output=str(tmp_path / "out")))
 
 
 def test_the_command_writes_no_library_noise_or_bars_into_a_redirected_log(tmp_path, gpt2_tokenizer, capfd):
@@ -158,7 +189,9 @@ def test_the_command_writes_no_library_noise_or_bars_into_a_redirected_log(tmp_p
 
     gpt2_tokenizer.model_max_length = 256  # the tokenizer's own limit is below the prompts and the model's
     model_dir = save_tiny_llama(tmp_path / "model", gpt2_tokenizer, max_positions=2048)
-    data = str(make_mdqa(tmp_path / "five_docs.jsonl.gz", num_docs=5, examples=2))  # ≈ 800 tokens
+    data = str(
+        make_mdqa(MakeMDQAConfig(output=str(tmp_path / "five_docs.jsonl.gz"), num_docs=5, examples=2))
+    )  # ≈ 800 tokens
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from meap.config.commands import NIAHConfig
 from meap.errors import UserError
 from meap.eval.generation import prompt_length
 from meap.eval.niah import run
@@ -86,7 +87,14 @@ def test_bad_haystacks_and_lengths(gpt2_tokenizer, tmp_path):
 )
 def test_packaged_smollm2_passes_niah_up_to_2048_tokens(tmp_path):
     summary = run(
-        "smollm2-135m", tmp_path, lengths=[512, 1024, 2048], depths=[0, 50, 100], max_new_tokens=24, progress=False
+        NIAHConfig(
+            model="smollm2-135m",
+            output=str(tmp_path),
+            lengths=[512, 1024, 2048],
+            depths=[0, 50, 100],
+            max_new_tokens=24,
+            no_progress=True,
+        )
     )
     assert summary["overall"]["substring"] >= 0.8, summary["cells"]
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]

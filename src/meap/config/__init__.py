@@ -7,6 +7,7 @@ and flags into them). Importing this package imports no torch.
 
 from meap.config.experiments import DemoConfig, SFTDemoConfig
 from meap.config.loading import (
+    checked,
     coerce,
     config_to_dict,
     field_types,
@@ -23,6 +24,7 @@ __all__ = [
     "SFTConfig",
     "SFTDemoConfig",
     "TrainingConfig",
+    "checked",
     "coerce",
     "config_to_dict",
     "field_types",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meap.config.loading import help_field
+from meap.constants import MDQA_DISTRACTORS
 
 NIAH_LENGTHS = (512, 1024, 2048)
 NIAH_DEPTHS = (0.0, 25.0, 50.0, 75.0, 100.0)
@@ -53,8 +54,9 @@ def _no_progress(text: str = "no progress bar (none either when stderr is not a 
 
 
 class CommandConfig:
-    """A command's config: its values are checked where they are used (the library functions' own
-    one-line errors), so it states no problems of its own; ``load_config`` asks every config."""
+    """A command's config. ``problems`` states what the config alone shows wrong (keys that go together, ranges);
+    what needs the data or the model to judge is checked where it is used (the library functions' own one-line
+    errors). ``load_config`` asks every config, and each library entry point asks the config it is given."""
 
     def problems(self) -> list[str]:
         return []
@@ -68,6 +70,13 @@ class GenerationOptions(CommandConfig):
     max_new_tokens: int = option("longest answer generated", 32)
     dtype: str = _dtype()
     no_progress: bool = _no_progress()
+
+    def problems(self) -> list[str]:
+        return [
+            f"{name} must be at least 1, got {value}"
+            for name, value in (("batch_size", self.batch_size), ("max_new_tokens", self.max_new_tokens))
+            if value < 1
+        ]
 
 
 @dataclass
@@ -118,6 +127,18 @@ class PrepareConfig(CommandConfig):
         switch=True,
     )
 
+    def problems(self) -> list[str]:
+        found = []
+        if self.tokenizer is not None and self.train_tokenizer is not None:
+            found.append("pass either tokenizer or train_tokenizer, not both")
+        if self.merge_digits and self.train_tokenizer is None:
+            found.append("--merge-digits: only with --train-tokenizer (a given tokenizer keeps its own rules)")
+        if not 0 < self.val_fraction < 0.5:
+            found.append(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.num_proc is not None and self.num_proc < 1:
+            found.append(f"num_proc must be at least 1, got {self.num_proc}")
+        return found
+
 
 @dataclass
 class NIAHConfig(GenerationOptions):
@@ -161,6 +182,20 @@ class NIAHConfig(GenerationOptions):
     value_kind: str = option("needle values: numbers, words or uuids", "numbers", metavar="KIND")
     seed: int = option("seed of the needles and their placement", 0)
 
+    def problems(self) -> list[str]:
+        found = GenerationOptions.problems(self)
+        fixed = (self.needle, self.question, self.answer)
+        if any(fixed) and not all(fixed):
+            found.append("--needle, --question and --answer go together")
+        if (
+            self.samples < 1
+            or not self.lengths
+            or any(length < 1 for length in self.lengths)
+            or any(not 0 <= depth <= 100 for depth in self.depths)
+        ):
+            found.append("niah: expected --samples >= 1, positive --lengths and --depths within [0, 100]")
+        return found
+
 
 @dataclass
 class MDQAConfig(GenerationOptions):
@@ -179,6 +214,12 @@ class MDQAConfig(GenerationOptions):
         False,
         switch=True,
     )
+
+    def problems(self) -> list[str]:
+        found = GenerationOptions.problems(self) + ([] if self.data else ["mdqa: no data files given"])
+        if self.limit is not None and self.limit < 1:
+            found.append(f"limit must be at least 1, got {self.limit}")
+        return found
 
 
 @dataclass
@@ -213,6 +254,20 @@ class HarnessConfig(CommandConfig):
     dtype: str = _dtype()
     no_progress: bool = _no_progress()
 
+    def problems(self) -> list[str]:
+        found = (
+            []
+            if self.tasks
+            else ["no lm-eval task given: name at least one (e.g. arc_easy, or a task under --include-path)"]
+        )
+        if self.num_fewshot < 0:
+            found.append(f"num_fewshot must be 0 or more, got {self.num_fewshot}")
+        if self.limit is not None and self.limit < 1:
+            found.append(f"limit must be a positive number of examples per task, got {self.limit}")
+        if self.batch_size < 1:
+            found.append(f"batch_size must be positive, got {self.batch_size}")
+        return found
+
 
 @dataclass
 class AttentionConfig(CommandConfig):
@@ -233,6 +288,14 @@ class AttentionConfig(CommandConfig):
     seed: int = option("seed of the probes' needles and masks", 0)
     no_progress: bool = _no_progress("no progress bars (none either when stderr is not a terminal)")
 
+    def problems(self) -> list[str]:
+        found = (
+            [] if self.samples >= 1 and self.length >= 8 else ["attention: expected --samples >= 1 and --length >= 8"]
+        )
+        if not 0.0 < self.mask_ratio < 1.0:
+            found.append(f"--mask-ratio: expected a value in (0, 1), got {self.mask_ratio}")
+        return found
+
 
 @dataclass
 class MakeMDQAConfig(CommandConfig):
@@ -249,6 +312,24 @@ class MakeMDQAConfig(CommandConfig):
         "hard",
         metavar="KIND",
     )
+
+    def problems(self) -> list[str]:
+        found = [
+            f"{name} must be at least 1, got {value}"
+            for name, value in (
+                ("num_docs", self.num_docs),
+                ("examples", self.examples),
+                ("passage_words", self.passage_words),
+            )
+            if value < 1
+        ]
+        if self.num_docs >= 1 and not 0 <= self.gold_position < self.num_docs:
+            found.append(
+                f"gold_position must be in [0, {self.num_docs}) for {self.num_docs} documents, got {self.gold_position}"
+            )
+        if self.distractors not in MDQA_DISTRACTORS:
+            found.append(f"distractors: expected one of {', '.join(MDQA_DISTRACTORS)}, got {self.distractors!r}")
+        return found
 
 
 @dataclass

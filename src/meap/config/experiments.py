@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meap.config.commands import MDQAConfig, RetrievalConfig
 from meap.config.loading import help_field, new_default
 from meap.config.training import PretrainConfig, SFTConfig
 from meap.constants import DTYPES, MDQA_DISTRACTORS, NUMERICS, OBJECTIVES
@@ -144,6 +145,7 @@ class DemoConfig(PairedExperiment, PretrainConfig):
     # Final evaluation of every branch
     eval_probes: int = help_field("greedy, strictly scored retrieval prompts per run (its own draw)", default=256)
     absent_probes: int = help_field("prompts with the asked needle left out (key selectivity)", default=0)
+    eval_batch_size: int = help_field("prompts per forward pass of the evaluation", default=32)
     # Branch training (PretrainConfig's keys; defaults sized for 2 CPU cores)
     model: str = new_default(PretrainConfig, "model", default="tiny-2l")
     seq_len: int = new_default(PretrainConfig, "seq_len", default=64)
@@ -165,7 +167,7 @@ class DemoConfig(PairedExperiment, PretrainConfig):
 
     command = "demo"
     FREE_KEYS = (*PairedExperiment.FREE_KEYS, "onset_threshold", "onset_window")
-    EVALUATION_KEYS = ("eval_probes", "absent_probes")
+    EVALUATION_KEYS = ("eval_probes", "absent_probes", "eval_batch_size")
 
     def problems(self) -> list[str]:
         # the branches' probe file is the demo's own (probe_every is checked here)
@@ -184,6 +186,7 @@ class DemoConfig(PairedExperiment, PretrainConfig):
             "probe_every",
             "onset_window",
             "eval_probes",
+            "eval_batch_size",
             "jobs",
         ):
             if getattr(self, key) < 1:
@@ -213,6 +216,19 @@ class DemoConfig(PairedExperiment, PretrainConfig):
         if self.probe_every % self.log_every:
             found.append(f"probe_every: expected a multiple of log_every ({self.log_every}), got {self.probe_every}")
         return found
+
+    def retrieval_config(self, run: Path, probes: Path, progress: bool) -> RetrievalConfig:
+        """The evaluation of the branch ``run`` on ``probes``, with attention; copying is scored on the next
+        word alone (the list goes on after it)."""
+        return RetrievalConfig(
+            model=str(run),
+            probes=str(probes),
+            output=str(run / "eval" / "retrieval"),
+            max_new_tokens=1 if self.task == "copy" else 12,
+            batch_size=self.eval_batch_size,
+            attention=True,
+            no_progress=not progress,
+        )
 
     def pretrain_config(self, objective: str, data: str, output: Path, seed: int, **overrides: Any) -> PretrainConfig:
         """A pretraining run of this experiment (``overrides``: other PretrainConfig keys)."""
@@ -304,6 +320,18 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
         if self.eval_dtype not in DTYPES:
             found.append(f"eval_dtype: expected {', '.join(DTYPES[:-1])} or {DTYPES[-1]}, got {self.eval_dtype!r}")
         return found
+
+    def mdqa_config(self, model: str, files: list[Path], output: Path, progress: bool) -> MDQAConfig:
+        """The MDQA evaluation of ``model`` (the base model or a fine-tuned run), teacher-forced scores too."""
+        return MDQAConfig(
+            model=model,
+            data=[str(path) for path in files],
+            output=str(output),
+            max_new_tokens=self.max_new_tokens,
+            dtype=self.eval_dtype,
+            teacher_forced=True,
+            no_progress=not progress,
+        )
 
     def sft_config(self, objective: str, output: Path, seed: int) -> SFTConfig:
         """The fine-tuning run of one objective and seed."""

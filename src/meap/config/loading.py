@@ -135,11 +135,14 @@ def load_config(config_cls: type, path: str | Path | None = None, overrides: dic
     for first, second in getattr(config_cls, "EXCLUSIVE", ()):  # given together, one would be ignored
         if (overrides or {}).get(first) and (overrides or {}).get(second):
             raise UserError(f"{_flag(first)} and {_flag(second)} exclude each other; give one")
-    config = config_cls(**values)
+    return checked(config_cls(**values), path)
+
+
+def checked(config, source: Path | str | None = None):
+    """``config``, once its ``problems()`` are none (else a one-line :class:`UserError`, naming ``source``)."""
     problems = config.problems()
     if problems:
-        source = f"{path}: " if path is not None else ""
-        raise UserError(source + "; ".join(problems))
+        raise UserError((f"{source}: " if source is not None else "") + "; ".join(problems))
     return config
 
 

@@ -37,7 +37,7 @@ import os
 import shutil
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -48,6 +48,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from meap.config import checked
 from meap.config.commands import PrepareConfig
 from meap.data.builtin import BUILTIN_VERSION
 from meap.data.shards import FORMAT, META_FILE, TOKENIZER_DIR, VERSION, ShardWriter, load_meta, token_dtype, write_meta
@@ -66,61 +67,37 @@ _STREAM_FILE = "stream.tmp"
 
 
 def prepare_corpus(
-    inputs: Sequence[str],
-    output: str | Path,
+    config: PrepareConfig,
     *,
-    tokenizer: str | None = None,
-    train_tokenizer: int | None = None,
-    split_digits: bool = True,
-    text_field: str = PrepareConfig.text_field,
-    val_fraction: float = PrepareConfig.val_fraction,
     min_val_tokens: int = MIN_VAL_TOKENS,
     shard_tokens: int = 100_000_000,
-    num_proc: int | None = None,
-    overwrite: bool = False,
-    skip_bad_lines: bool = False,
-    dataset_split: str = PrepareConfig.split,
-    dataset_config: str | None = None,
-    streaming: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Tokenize ``inputs`` into a prepared directory at ``output`` and return its path.
+    """Tokenize ``config.inputs`` into a prepared directory at ``config.output`` and return its path.
 
-    ``inputs``: paths and glob patterns (see :mod:`meap.data.sources`), or ``["builtin"]`` for the built-in
-    corpus. ``tokenizer``: ``"gpt2"`` (the default) or a local tokenizer directory; ``train_tokenizer``: instead,
-    train a byte-level BPE of that many tokens on the inputs, one token per digit unless ``split_digits`` is
-    false. ``num_proc``: tokenizing processes (default
-    ``min(cpu_count, 8)``; 1 tokenizes in this process, on all cores through the tokenizer's own threads);
-    workers are started with ``spawn``, so a script calling this needs ``if __name__ == "__main__":``.
-    ``overwrite``: replace an existing prepared directory (anything else at ``output`` is never replaced).
+    The keys are :class:`~meap.config.commands.PrepareConfig`'s (``meap prepare``'s flags). ``num_proc``:
+    tokenizing processes (default ``min(cpu_count, 8)``; 1 tokenizes in this process, on all cores through the
+    tokenizer's own threads); workers are started with ``spawn``, so a script calling this needs
+    ``if __name__ == "__main__":``. ``overwrite``: replace an existing prepared directory (anything else at
+    ``output`` is never replaced). ``skip_bad_lines``: bad JSON Lines lines are counted in ``meta.json``'s
+    ``skipped_lines`` and the first few named in a warning.
     ``min_val_tokens``: on a small corpus, hold out about this many tokens (at most a tenth) whatever
-    ``val_fraction`` says (0: exactly ``val_fraction``).
-    ``skip_bad_lines``: pass over bad JSON Lines lines (counted in ``meta.json``'s ``skipped_lines``, the first
-    few named in a warning) instead of stopping at the first.
-    ``dataset_split``, ``dataset_config``, ``streaming``: for an input ``hf:NAME`` (a dataset as
-    ``datasets.load_dataset`` reads it), the split, the configuration and whether to stream it.
+    ``val_fraction`` says (0: exactly ``val_fraction``). ``shard_tokens``: tokens per shard file.
     ``progress``: show a progress bar on stderr and print one summary line.
     """
-    _check_options(tokenizer, train_tokenizer, val_fraction, shard_tokens, num_proc)
-    output = Path(os.path.abspath(output))  # normalises "." and "..", whose names the staging directory needs
-    corpus = open_corpus(inputs, text_field, skip_bad_lines, (dataset_split, dataset_config, streaming))
-    _check_output(output, overwrite)
+    checked(config)
+    if shard_tokens < 1:
+        raise UserError(f"shard_tokens must be at least 1, got {shard_tokens}")
+    output = Path(os.path.abspath(config.output))  # normalises "." and "..", whose names the staging dir needs
+    corpus = open_corpus(
+        config.inputs, config.text_field, config.skip_bad_lines, (config.split, config.config_name, config.streaming)
+    )
+    _check_output(output, config.overwrite)
     staging = fresh_staging_dir(output)
     try:
-        meta = _prepare_in(
-            staging,
-            corpus,
-            tokenizer,
-            train_tokenizer,
-            split_digits,
-            val_fraction,
-            min_val_tokens,
-            shard_tokens,
-            num_proc,
-            progress,
-        )
-        meta.update(sources=corpus.sources, text_field=text_field, val_fraction=val_fraction)
-        if skip_bad_lines:
+        meta = _prepare_in(staging, corpus, config, min_val_tokens, shard_tokens, progress)
+        meta.update(sources=corpus.sources, text_field=config.text_field, val_fraction=config.val_fraction)
+        if config.skip_bad_lines:
             meta["skipped_lines"] = len(corpus.skipped)  # of the last pass over the corpus: the tokenized one
             if corpus.skipped:
                 shown = "; ".join(corpus.skipped[:3]) + ("; ..." if len(corpus.skipped) > 3 else "")
@@ -145,7 +122,9 @@ def prepared_builtin(cache_dir: str | Path | None = None, vocab_size: int = 8192
     output = root / f"builtin-v{BUILTIN_VERSION}-bpe{vocab_size}"
     if not (output / META_FILE).is_file():
         try:
-            prepare_corpus(["builtin"], output, train_tokenizer=vocab_size, progress=progress)
+            prepare_corpus(
+                PrepareConfig(inputs=["builtin"], output=str(output), train_tokenizer=vocab_size), progress=progress
+            )
         except UserError:
             if not (output / META_FILE).is_file():  # not merely a concurrent run that finished first
                 raise
@@ -153,22 +132,13 @@ def prepared_builtin(cache_dir: str | Path | None = None, vocab_size: int = 8192
     return output
 
 
-def _prepare_in(
-    staging,
-    corpus,
-    tokenizer_spec,
-    train_tokenizer,
-    split_digits,
-    val_fraction,
-    min_val_tokens,
-    shard_tokens,
-    num_proc,
-    progress,
-) -> dict:
+def _prepare_in(staging, corpus, config: PrepareConfig, min_val_tokens, shard_tokens, progress) -> dict:
     """Steps 1-3 inside ``staging``; returns the ``meta.json`` entries that describe the tokens."""
     from meap.tokens import mask_token_id, special_token_ids
 
-    tokenizer, tokenizer_source = _make_tokenizer(tokenizer_spec, train_tokenizer, split_digits, corpus, progress)
+    tokenizer, tokenizer_source = _make_tokenizer(
+        config.tokenizer, config.train_tokenizer, not config.merge_digits, corpus, progress
+    )
     tokenizer.save_pretrained(staging / TOKENIZER_DIR)
     tokenizer_file = staging / TOKENIZER_DIR / "tokenizer.json"
     if not tokenizer_file.is_file():
@@ -177,9 +147,9 @@ def _prepare_in(
 
     stream = staging / _STREAM_FILE
     encoder = _Encoder(tokenizer_file, eos, dtype)
-    num_documents = _tokenize(corpus, encoder, stream, num_proc or min(os.cpu_count() or 1, 8), progress)
+    num_documents = _tokenize(corpus, encoder, stream, config.num_proc or min(os.cpu_count() or 1, 8), progress)
     tokens = np.memmap(stream, dtype=dtype, mode="r")
-    val_fraction = _val_fraction_used(len(tokens), val_fraction, min_val_tokens)
+    val_fraction = _val_fraction_used(len(tokens), config.val_fraction, min_val_tokens)
     rule = _val_rule(num_documents, len(tokens), val_fraction)
     splits = _split(tokens, rule, staging, dtype, shard_tokens, eos)
     del tokens  # close the memmap before deleting its file
@@ -390,20 +360,6 @@ def _split(tokens: np.ndarray, rule, directory: Path, dtype: np.dtype, shard_tok
 
 
 # --- options, staging and publishing -----------------------------------------------------------------
-
-
-def _check_options(tokenizer, train_tokenizer, val_fraction, shard_tokens, num_proc) -> None:
-    problems = []
-    if tokenizer is not None and train_tokenizer is not None:
-        problems.append("pass either tokenizer or train_tokenizer, not both")
-    if not 0 < val_fraction < 0.5:
-        problems.append(f"val_fraction must be in (0, 0.5), got {val_fraction}")
-    if shard_tokens < 1:
-        problems.append(f"shard_tokens must be at least 1, got {shard_tokens}")
-    if num_proc is not None and num_proc < 1:
-        problems.append(f"num_proc must be at least 1, got {num_proc}")
-    if problems:
-        raise UserError("; ".join(problems))
 
 
 def _check_output(output: Path, overwrite: bool) -> None:

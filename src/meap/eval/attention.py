@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from meap.config.commands import HAYSTACK, AttentionConfig
+from meap.config import checked
+from meap.config.commands import AttentionConfig
 from meap.errors import UserError
 from meap.eval.results import write_summary
 from meap.touchpoints import attention_kernel
@@ -120,9 +121,8 @@ def analyse(
     seed: int = 0,
     progress: bool = False,
 ) -> dict:
-    """Per-layer and averaged attention statistics of ``model`` on ``probes`` (see the module docstring)."""
-    if not 0.0 < mask_ratio < 1.0:
-        raise UserError(f"--mask-ratio: expected a value in (0, 1), got {mask_ratio}")
+    """Per-layer and averaged attention statistics of ``model`` on ``probes`` (see the module docstring);
+    ``mask_ratio`` as :class:`~meap.config.commands.AttentionConfig` checks it."""
     previous = attention_kernel(model)
     model.set_attn_implementation("eager")
     modules = _attention_modules(model)
@@ -211,33 +211,24 @@ def _trained_objective(spec: str) -> str | None:
     return RunDir(path.parent if path.name == FINAL_DIR else path).objective()
 
 
-def run(
-    models: list[str],
-    output: str | Path,
-    *,
-    samples: int = AttentionConfig.samples,
-    length: int = AttentionConfig.length,
-    haystack: list[str] | None = None,
-    mask_ratio: float = AttentionConfig.mask_ratio,
-    seed: int = AttentionConfig.seed,
-    progress: bool = True,
-) -> dict:
-    """Analyse each model on the same probes; write ``attention.json``, ``segment_mass.png``, ``layers.png``."""
+def run(config: AttentionConfig) -> dict:
+    """Analyse each of ``config.model`` on the same probes; write ``attention.json``, ``segment_mass.png`` and
+    ``layers.png`` to ``config.output``."""
     from meap.eval.niah_data import read_haystack
     from meap.models import load_causal_lm
     from meap.plots import plot_attention_layers, plot_segment_mass
     from meap.tokens import mask_token_id
 
-    if samples < 1 or length < 8:
-        raise UserError("attention: expected --samples >= 1 and --length >= 8")
-    text, haystack_name = read_haystack(haystack or list(HAYSTACK))
+    checked(config)
+    length, mask_ratio, seed = config.length, config.mask_ratio, config.seed
+    text, haystack_name = read_haystack(config.haystack)
     results = {}
-    for spec in models:
+    for spec in config.model:
         model, tokenizer = load_causal_lm(spec)
         limit = int(getattr(model.config, "max_position_embeddings", 0) or 10**9)
         if length > limit:
             raise UserError(f"--length: {length} tokens exceed the context of {spec} ({limit})")
-        probes = build_probes(tokenizer, text, length=length, samples=samples, seed=seed)
+        probes = build_probes(tokenizer, text, length=length, samples=config.samples, seed=seed)
         mask_id = mask_token_id(tokenizer)
         if mask_id is not None and mask_id >= model.get_input_embeddings().weight.shape[0]:
             mask_id = None  # a tokenizer entry the model cannot embed
@@ -250,7 +241,7 @@ def run(
                 mask_token_id=mask_id if masked_pass else None,
                 mask_ratio=mask_ratio,
                 seed=seed,
-                progress=progress,
+                progress=not config.no_progress,
             ),
             "has_mask_token": mask_id is not None,
             "masked_pass": masked_pass,
@@ -258,7 +249,7 @@ def run(
         }
         del model
     summary = {"haystack": haystack_name, "length": length, "mask_ratio": mask_ratio, "seed": seed, "models": results}
-    output = Path(output)
+    output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     summary = write_summary(output, "attention", summary)
     plot_segment_mass(results, output / "segment_mass.png")

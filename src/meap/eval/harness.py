@@ -19,6 +19,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from meap.config import checked
 from meap.config.commands import HarnessConfig
 from meap.errors import UserError, drop_library_message, error_summary
 from meap.eval.results import write_summary
@@ -36,48 +37,25 @@ EXPECTED_WARNINGS = (
 )
 
 
-def run(
-    model: str,
-    tasks: list[str],
-    output: str | Path,
-    *,
-    num_fewshot: int = HarnessConfig.num_fewshot,
-    limit: int | None = None,
-    include_path: str | None = None,
-    batch_size: int = HarnessConfig.batch_size,
-    dtype: str = HarnessConfig.dtype,
-    progress: bool = True,
-) -> dict:
-    """Evaluate ``model`` on lm-eval ``tasks`` and write ``output/results.json``; returns the same summary.
+def run(config: HarnessConfig) -> dict:
+    """Evaluate ``config.model`` on lm-eval ``config.tasks`` and write ``results.json`` to ``config.output``;
+    returns the same summary.
 
     ``model`` is a model directory, a meap run directory or a packaged model name; ``limit`` caps the
     examples per task; ``include_path`` is a folder of extra task definitions (YAML), searched in addition
     to lm-eval's own. Tasks are loaded before the model, so a bad or unavailable task fails fast.
     """
-    _check_settings(tasks, num_fewshot, limit, batch_size)
+    checked(config)
     _quiet_lm_eval_logging()
-    with _hub_offline(), _progress_bars(progress):
-        task_manager = _task_manager(include_path)
-        _check_task_names(tasks, task_manager)
-        loaded_tasks = [item for name in tasks for item in _load_task(name, task_manager)]
-        evaluated = _evaluate(
-            model, loaded_tasks, task_manager, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size, dtype=dtype
-        )
-    summary = _summary(evaluated, model=model, tasks=tasks, num_fewshot=num_fewshot, limit=limit)
-    output = Path(output)
+    with _hub_offline(), _progress_bars(not config.no_progress):
+        task_manager = _task_manager(config.include_path)
+        _check_task_names(config.tasks, task_manager)
+        loaded_tasks = [item for name in config.tasks for item in _load_task(name, task_manager)]
+        evaluated = _evaluate(loaded_tasks, task_manager, config)
+    summary = _summary(evaluated, config)
+    output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     return write_summary(output, "harness", summary)
-
-
-def _check_settings(tasks: list[str], num_fewshot: int, limit: int | None, batch_size: int) -> None:
-    if not tasks:
-        raise UserError("no lm-eval task given: name at least one (e.g. arc_easy, or a task under --include-path)")
-    if num_fewshot < 0:
-        raise UserError(f"num_fewshot must be 0 or more, got {num_fewshot}")
-    if limit is not None and limit < 1:
-        raise UserError(f"limit must be a positive number of examples per task, got {limit}")
-    if batch_size < 1:
-        raise UserError(f"batch_size must be positive, got {batch_size}")
 
 
 def _quiet_lm_eval_logging() -> None:
@@ -170,23 +148,21 @@ def _top_level(loaded: dict) -> list:
     return groups + [task for name, task in loaded["tasks"].items() if name not in grouped]
 
 
-def _evaluate(
-    model: str, loaded_tasks: list, task_manager, *, num_fewshot: int, limit: int | None, batch_size: int, dtype: str
-) -> dict:
-    """lm-eval's raw results for the loaded tasks on ``model``."""
+def _evaluate(loaded_tasks: list, task_manager, config: HarnessConfig) -> dict:
+    """lm-eval's raw results for the loaded tasks on ``config.model``."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     from meap.models import load_causal_lm
 
-    causal_lm, tokenizer = load_causal_lm(model, dtype=dtype)
-    harness_model = HFLM(pretrained=causal_lm, tokenizer=tokenizer, batch_size=batch_size)
+    causal_lm, tokenizer = load_causal_lm(config.model, dtype=config.dtype)
+    harness_model = HFLM(pretrained=causal_lm, tokenizer=tokenizer, batch_size=config.batch_size)
     with _quiet_git():
         return lm_eval.simple_evaluate(
             model=harness_model,
             tasks=loaded_tasks,
-            num_fewshot=num_fewshot,
-            limit=limit,
+            num_fewshot=config.num_fewshot,
+            limit=config.limit,
             task_manager=task_manager,
             log_samples=False,
         )
@@ -242,7 +218,7 @@ def _disabled(bar):
     return disabled_bar
 
 
-def _summary(evaluated: dict, *, model: str, tasks: list[str], num_fewshot: int, limit: int | None) -> dict:
+def _summary(evaluated: dict, config: HarnessConfig) -> dict:
     """The run's settings and, per task (and group), lm-eval's metrics plus the examples scored."""
     import lm_eval
 
@@ -253,10 +229,10 @@ def _summary(evaluated: dict, *, model: str, tasks: list[str], num_fewshot: int,
         if task in samples:
             results[task]["samples"] = samples[task]["effective"]
     return {
-        "model": model,
-        "tasks": list(tasks),
-        "num_fewshot": num_fewshot,
-        "limit": limit,
+        "model": config.model,
+        "tasks": list(config.tasks),
+        "num_fewshot": config.num_fewshot,
+        "limit": config.limit,
         "lm_eval_version": lm_eval.__version__,
         "results": results,
     }

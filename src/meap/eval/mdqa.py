@@ -16,6 +16,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from meap.config import checked
 from meap.config.commands import MDQAConfig
 from meap.errors import UserError, warn
 from meap.eval.results import write_records, write_summary
@@ -85,19 +86,8 @@ def gold_position(example: dict, path: str | Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def run(
-    model: str,
-    data_files: list[str],
-    output: str | Path,
-    *,
-    batch_size: int = MDQAConfig.batch_size,
-    max_new_tokens: int = MDQAConfig.max_new_tokens,
-    limit: int | None = None,
-    dtype: str = MDQAConfig.dtype,
-    teacher_forced: bool = False,
-    progress: bool = True,
-) -> dict:
-    """Answer every question of ``data_files`` with ``model`` and score it; return the summary.
+def run(config: MDQAConfig) -> dict:
+    """Answer every question of ``config.data`` with ``config.model`` and score it; return the summary.
 
     ``model`` is anything :func:`meap.models.load_causal_lm` accepts; ``limit`` caps the examples taken
     from the start of each file. An example whose prompt plus ``max_new_tokens`` exceeds the model's
@@ -113,14 +103,11 @@ def run(
     from meap.models import dtype_name, load_causal_lm
     from meap.plots import plot_accuracy_by_position
 
-    if not data_files:
-        raise UserError("mdqa: no data files given")
-    for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("limit", limit)):
-        if value is not None and value < 1:
-            raise UserError(f"mdqa: {name} must be at least 1, got {value}")
-    data = {str(path): read_mdqa(path)[:limit] for path in data_files}  # all files checked before the model loads
+    checked(config)
+    model, max_new_tokens, batch_size = config.model, config.max_new_tokens, config.batch_size
+    data = {str(path): read_mdqa(path)[: config.limit] for path in config.data}  # all checked before the model loads
 
-    language_model, tokenizer = load_causal_lm(model, dtype=dtype)
+    language_model, tokenizer = load_causal_lm(model, dtype=config.dtype)
     max_positions = getattr(language_model.config, "max_position_embeddings", None)
     records, prompts = [], []
     skipped: dict[str, int] = defaultdict(int)
@@ -158,13 +145,13 @@ def run(
         prompts,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
-        progress=progress,
+        progress=not config.no_progress,
         description="mdqa",
     )
     for record, prediction in zip(records, predictions):
         record["prediction"] = prediction
         record["best_subspan_em"] = best_subspan_em(prediction, record["answers"])
-    if teacher_forced:
+    if config.teacher_forced:
         _score_teacher_forced(language_model, tokenizer, prompts, records, batch_size)
 
     by_position: dict[int, list[float]] = defaultdict(list)
@@ -189,12 +176,12 @@ def run(
         "config": {
             "batch_size": batch_size,
             "max_new_tokens": max_new_tokens,
-            "limit": limit,
+            "limit": config.limit,
             "dtype": dtype_name(language_model),
         },
     }
 
-    if teacher_forced:
+    if config.teacher_forced:
         for key, name in (("teacher_forced_em", "teacher_forced_accuracy"), ("answer_logprob", "mean_answer_logprob")):
             summary[name] = _mean([record[key] for record in records])
             summary[f"{name}_by_gold_position"] = {
@@ -202,7 +189,7 @@ def run(
                 for position in sorted(by_position)
             }
 
-    output = Path(output)
+    output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     write_records(output, records)
     summary = write_summary(output, "mdqa", summary)

@@ -40,9 +40,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from meap.config import checked
 from meap.config.commands import MakeMDQAConfig
-from meap.constants import MDQA_DISTRACTORS
-from meap.errors import UserError
 from meap.eval.metrics import normalize_answer
 from meap.fsutil import atomic_open
 
@@ -107,43 +106,32 @@ class _ProseCorpus:
     sentence_ends: tuple[int, ...]
 
 
-def make_mdqa(
-    output: str | Path,
-    *,
-    num_docs: int = MakeMDQAConfig.num_docs,
-    gold_position: int = MakeMDQAConfig.gold_position,
-    examples: int = MakeMDQAConfig.examples,
-    seed: int = MakeMDQAConfig.seed,
-    passage_words: int = PASSAGE_WORDS,
-    distractors: str = MakeMDQAConfig.distractors,
-    progress: bool = False,
-) -> Path:
-    """Write ``examples`` synthetic questions, each over ``num_docs`` documents of about ``passage_words``
-    words with the gold one at ``gold_position`` (0-based) and ``distractors`` of a kind in
-    :data:`MDQA_DISTRACTORS`, to ``output``; return its path.
+def make_mdqa(config: MakeMDQAConfig, progress: bool = False) -> Path:
+    """Write ``config.examples`` synthetic questions, each over ``num_docs`` documents of about
+    ``passage_words`` words with the gold one at ``gold_position`` (0-based) and ``distractors`` of a kind in
+    :data:`MDQA_DISTRACTORS`, to ``config.output``; return its path.
 
     The file is gzipped JSONL when ``output`` ends in ``.gz`` (byte-identical for the same arguments),
     plain JSONL otherwise, and appears whole or not at all (a temporary file is renamed into place).
     """
-    if num_docs < 1:
-        raise UserError(f"num_docs must be at least 1, got {num_docs}")
-    if not 0 <= gold_position < num_docs:
-        raise UserError(f"gold_position must be in [0, {num_docs}) for {num_docs} documents, got {gold_position}")
-    if examples < 1:
-        raise UserError(f"examples must be at least 1, got {examples}")
-    if passage_words < 1:
-        raise UserError(f"passage_words must be at least 1, got {passage_words}")
-    if distractors not in MDQA_DISTRACTORS:
-        raise UserError(f"distractors: expected one of {', '.join(MDQA_DISTRACTORS)}, got {distractors!r}")
+    checked(config)
     corpus = _prose_corpus()
-    output = Path(output)
+    output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(output, "wb") as raw:
         # mtime=0 and no file name in the gzip header keep the bytes a function of the arguments alone.
         stream = gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) if output.suffix == ".gz" else raw
         with stream:
-            for index in tqdm(range(examples), desc="mdqa examples", unit="example", disable=not progress):
-                example = make_example(seed, index, num_docs, gold_position, corpus, passage_words, distractors)
+            for index in tqdm(range(config.examples), desc="mdqa examples", unit="example", disable=not progress):
+                example = make_example(
+                    config.seed,
+                    index,
+                    config.num_docs,
+                    config.gold_position,
+                    corpus,
+                    config.passage_words,
+                    config.distractors,
+                )
                 stream.write((json.dumps(example, ensure_ascii=False) + "\n").encode("utf-8"))
     return output
 
@@ -169,13 +157,15 @@ def make_mdqa_files(
         path = directory / f"{name}{kind}-{num_docs}docs_gold_at_{gold}.jsonl.gz"
         if not path.is_file():
             make_mdqa(
-                path,
-                num_docs=num_docs,
-                gold_position=gold,
-                examples=examples,
-                seed=seed,
-                passage_words=passage_words,
-                distractors=distractors,
+                MakeMDQAConfig(
+                    output=str(path),
+                    num_docs=num_docs,
+                    gold_position=gold,
+                    examples=examples,
+                    seed=seed,
+                    passage_words=passage_words,
+                    distractors=distractors,
+                )
             )
         files.append(path)
     return files

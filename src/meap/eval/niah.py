@@ -20,7 +20,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from meap.config.commands import HAYSTACK, NIAH_DEPTHS, NIAH_LENGTHS, NIAHConfig
+from meap.config import checked
+from meap.config.commands import NIAHConfig
 from meap.errors import UserError, warn
 from meap.eval.generation import generate, render_prompt
 from meap.eval.metrics import rouge1_f, substring_match
@@ -55,41 +56,24 @@ def summarize(records: list[dict]) -> dict:
     return {"overall": overall, "cells": by_cell}
 
 
-def run(
-    model: str,
-    output: str | Path,
-    *,
-    haystack: list[str] | None = None,
-    lengths: list[int] | None = None,
-    depths: list[float] | None = None,
-    needle: Needle | None = None,
-    samples: int = NIAHConfig.samples,
-    seed: int = NIAHConfig.seed,
-    distractors: int = NIAHConfig.distractors,
-    absent: bool = False,
-    batch_size: int = NIAHConfig.batch_size,
-    max_new_tokens: int = NIAHConfig.max_new_tokens,
-    dtype: str = NIAHConfig.dtype,
-    variant: str = NIAHConfig.variant,
-    value_kind: str = NIAHConfig.value_kind,
-    progress: bool = True,
-) -> dict:
-    """Evaluate ``model`` (a model directory, a meap run, a hub id or ``smollm2-135m``) and write the results.
+def run(config: NIAHConfig) -> dict:
+    """Evaluate ``config.model`` (a model directory, a meap run, a hub id or ``smollm2-135m``) and write the
+    results to ``config.output``.
 
     ``substring`` is the share of a probe's required values found in the answer (0 or 1 with one value)."""
     from meap.models import dtype_name, load_causal_lm
     from meap.plots import plot_niah_heatmap, short_name
 
-    lengths = sorted(lengths or NIAH_LENGTHS)
-    depths = list(depths if depths is not None else NIAH_DEPTHS)
-    if samples < 1 or any(length < 1 for length in lengths) or any(not 0 <= d <= 100 for d in depths):
-        raise UserError("niah: expected --samples >= 1, positive --lengths and --depths within [0, 100]")
+    checked(config)
+    lengths, depths, distractors = sorted(config.lengths), list(config.depths), config.distractors
+    seed, variant, value_kind, max_new_tokens = config.seed, config.variant, config.value_kind, config.max_new_tokens
+    needle = Needle(config.needle, config.question, config.answer) if config.needle else None
     if not 0 <= distractors < len(KEY_WORDS):
         raise UserError(f"niah: expected --distractors in [0, {len(KEY_WORDS) - 1}] (one key each), got {distractors}")
-    check_absent(absent, distractors)
+    check_absent(config.absent, distractors)
     probes(variant, 0, seed, distractors, needle, value_kind)  # a bad variant or value kind fails before loading
-    text, haystack_name = read_haystack(haystack or list(HAYSTACK))
-    lm, tokenizer = load_causal_lm(model, dtype=dtype)
+    text, haystack_name = read_haystack(config.haystack)
+    lm, tokenizer = load_causal_lm(config.model, dtype=config.dtype)
     limit = int(getattr(lm.config, "max_position_embeddings", 0) or 10**9)
     fitting = [length for length in lengths if length + max_new_tokens <= limit]
     skipped = [length for length in lengths if length not in fitting]
@@ -104,11 +88,11 @@ def run(
         text,
         fitting,
         depths,
-        samples=samples,
+        samples=config.samples,
         seed=seed,
         needle=needle,
         distractors=distractors,
-        absent=absent,
+        absent=config.absent,
         variant=variant,
         value_kind=value_kind,
     )
@@ -117,8 +101,8 @@ def run(
         tokenizer,
         [e["text"] for e in examples],
         max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        progress=progress,
+        batch_size=config.batch_size,
+        progress=not config.no_progress,
         description="niah",
     )
     records = []
@@ -135,23 +119,23 @@ def run(
             )
         records.append(record)
 
-    output = Path(output)
+    output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     summary = {
-        "model": model,
+        "model": config.model,
         "haystack": haystack_name,
         "skipped_lengths": skipped,
         **summarize(records),
         "config": {
             "lengths": lengths,
             "depths": depths,
-            "samples": samples,
+            "samples": config.samples,
             "seed": seed,
             "variant": variant,
             "value_kind": value_kind,
             "distractors": distractors,
-            "absent": absent,
-            "batch_size": batch_size,
+            "absent": config.absent,
+            "batch_size": config.batch_size,
             "max_new_tokens": max_new_tokens,
             "dtype": dtype_name(lm),
             "needle": asdict(needle) if needle else "random (RULER-style)",
@@ -166,7 +150,7 @@ def run(
             for c in summary["cells"]
         ],
         output / "heatmap.png",
-        title=f"NIAH{'' if variant == 'single' else ' ' + variant}: {short_name(str(model))} "
+        title=f"NIAH{'' if variant == 'single' else ' ' + variant}: {short_name(config.model)} "
         f"(share of values recalled, overall {summary['overall']['substring']:.3f})",
     )
     return summary

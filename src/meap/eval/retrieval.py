@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from meap.config import checked
+from meap.config.commands import RetrievalConfig
 from meap.eval.generation import generate
 from meap.eval.results import write_records, write_summary
 from meap.eval.retrieval_data import strict_score
@@ -125,32 +127,24 @@ def evaluate(
     return scored, summary
 
 
-def run(
-    model_spec: str,
-    probe_file: str,
-    output: str | Path,
-    *,
-    max_new_tokens: int = 12,
-    batch_size: int = 32,
-    attention: bool = False,
-    dtype: str = "auto",
-    progress: bool = True,
-) -> dict:
-    """Evaluate ``model_spec`` on ``probe_file``; writes ``results.jsonl`` and ``summary.json`` to ``output``."""
+def run(config: RetrievalConfig) -> dict:
+    """Evaluate ``config.model`` on ``config.probes``; writes ``results.jsonl`` and ``summary.json`` to
+    ``config.output``."""
     from meap.models import load_causal_lm
 
-    records = read_probe_file(probe_file)
-    model, tokenizer = load_causal_lm(model_spec, dtype=dtype)
+    checked(config)
+    records = read_probe_file(config.probes)
+    model, tokenizer = load_causal_lm(config.model, dtype=config.dtype)
     scored, summary = evaluate(
         model,
         tokenizer,
         records,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        attention=attention,
-        progress=progress,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        attention=config.attention,
+        progress=not config.no_progress,
     )
-    output = Path(output)
+    output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     write_records(output, scored)
-    return write_summary(output, "retrieval", {"model": model_spec, "probe_file": str(probe_file), **summary})
+    return write_summary(output, "retrieval", {"model": config.model, "probe_file": config.probes, **summary})
