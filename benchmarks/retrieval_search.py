@@ -28,9 +28,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from meap.collate import segment_attention, segment_positions
+from meap.data.prose import insert_at_depth, random_passage
 from meap.data.tokenizer import train_bpe
 from meap.eval import niah_data
-from meap.eval.mdqa_data import random_passage
 
 
 def arguments() -> argparse.Namespace:
@@ -168,9 +168,7 @@ def main() -> None:
         needle = niah_data.random_needle(rng)
         stated = value()
         text = needle.text.replace(needle.answer, stated)
-        context = niah_data.insert_at_depth(
-            random_passage(rng, rng.randint(*args.context_words)), text, rng.uniform(0, 100)
-        )
+        context = insert_at_depth(random_passage(rng, rng.randint(*args.context_words)), text, rng.uniform(0, 100))
         return f"{niah_data.question_text(context, needle.question)} {text if args.quote_answers else stated}"
 
     documents = [document() for _ in range(args.documents)]

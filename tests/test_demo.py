@@ -7,7 +7,7 @@ import math
 import pytest
 
 from meap.cli import main
-from meap.eval.retrieval_data import stated_needles
+from meap.data.demo_corpus import stated_needles
 from meap.paired import decide, onset_comparison, read_records
 
 from conftest import read_metrics, without_timing

@@ -47,8 +47,8 @@ def test_fsdp_on_two_processes_matches_one_process(prepared, tmp_path, objective
     assert all(checkpoint_damage(c) is None for c in checkpoint_dirs(sharded / "checkpoints"))
     assert all(any(c.glob("pytorch_model_fsdp*")) for c in checkpoint_dirs(sharded / "checkpoints"))  # sharded
     # final/ is one whole model, loaded on one process, with the single-process run's weights
-    model = AutoModelForCausalLM.from_pretrained(RunDir(sharded).final)
-    reference = AutoModelForCausalLM.from_pretrained(RunDir(single).final).state_dict()
+    model = AutoModelForCausalLM.from_pretrained(RunDir(sharded).final_dir)
+    reference = AutoModelForCausalLM.from_pretrained(RunDir(single).final_dir).state_dict()
     for name, tensor in model.state_dict().items():
         assert type(tensor) is torch.Tensor and tensor.shape == reference[name].shape, name
         torch.testing.assert_close(tensor, reference[name], rtol=1e-3, atol=1e-5, msg=name)
@@ -97,4 +97,4 @@ def test_fsdp_fine_tuning_on_two_processes_matches_one_process(tiny_model_dir, t
 
     assert_metrics_close(read_metrics(sharded), read_metrics(single), rel=1e-4)
     assert all(any(c.glob("pytorch_model_fsdp*")) for c in checkpoint_dirs(sharded / "checkpoints"))
-    AutoModelForCausalLM.from_pretrained(RunDir(sharded).final)
+    AutoModelForCausalLM.from_pretrained(RunDir(sharded).final_dir)

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from meap.constants import IGNORE_INDEX, MASK_MODES, PACKED_ATTENTION
-from meap.masking import mask_inputs, sample_generators
+from meap.masking import check_mask_ratio, mask_inputs, sample_generators
 
 
 def check_mask_token(mask_token_id: int | None, mask_ratio: float) -> None:
@@ -84,8 +84,7 @@ class MeapCollator:
                 )
             if self.eos_token_id is None:
                 raise ValueError("document_attention needs eos_token_id (the documents' separator)")
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        check_mask_ratio(self.mask_ratio)
         if self.mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be one of {', '.join(MASK_MODES)}, got {self.mode!r}")
         check_mask_token(self.mask_token_id, self.mask_ratio)

@@ -3,7 +3,7 @@ laptop CPU, from corpus to verdict.
 
 Stages (each prints where it is; finished work is skipped, so an interrupted demo continues):
 
-1. **corpus**: a byte-level BPE, the key and value words (:mod:`meap.eval.retrieval_data`), the retrieval
+1. **corpus**: a byte-level BPE, the key and value words (:mod:`meap.data.demo_corpus`), the retrieval
    documents (``data/``), the copy drills of the shared starts (``drills/``), the probes scored during
    training (``probes.jsonl``) and the final evaluation's prompts (``evaluation.jsonl``), all from ``seed``;
    every probe and prompt is checked to fit the trained length before anything trains;
@@ -21,11 +21,18 @@ The design, and the decision rule fixed before any run, are in RESULTS.md.
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 from meap.config import DemoConfig, config_to_dict
+from meap.data.demo_corpus import (
+    DATA_DIRS,
+    EVALUATION_FILE,
+    PROBES_FILE,
+    materials,
+    trained_length,
+    write_jsonl,
+    write_materials,
+)
 from meap.eval.results import has_summary
 from meap.experiment import (
     Clock,
@@ -39,13 +46,9 @@ from meap.experiment import (
     say,
     start_experiment,
 )
-from meap.fsutil import atomic_write_json, atomic_write_lines
+from meap.fsutil import atomic_write_json
 
 SUMMARY_FILE = "demo.json"
-PROBES_FILE = "probes.jsonl"
-EVALUATION_FILE = "evaluation.jsonl"
-TOKENIZER_DIR = "tokenizer"
-DATA_DIRS = {"corpus": "data", "drills": "drills"}
 # `meap demo --quick`: every stage on a few documents and steps (a smoke test, not an experiment).
 QUICK = dict(
     documents=300,
@@ -62,65 +65,6 @@ QUICK = dict(
     eval_probes=8,
     absent_probes=4,
 )
-# Key and value words: how many of each, and how many keys are held out. Values are shared by training and
-# evaluation (a value held out of training gets almost no probability from a small model, which learns the
-# values' frequencies first); the pairs are new, since the keys are (BENCHMARKS.md, "Retrieval pilots").
-KEYS, VALUES, HELD_OUT_KEYS = 300, 150, 60
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_lines(path, (json.dumps(row, ensure_ascii=False) for row in rows))
-
-
-def materials(config: DemoConfig) -> dict:
-    """Everything the experiment trains and probes on, drawn from ``config.seed``, in memory: the tokenizer,
-    the words, the probes, the evaluation prompts, the training documents and the copy drills."""
-    from meap.eval import retrieval_data as task
-
-    tokenizer = task.retrieval_tokenizer(config.vocab_size, config.seed)
-    vocab = task.vocabulary(
-        tokenizer, keys=KEYS, values=VALUES, held_out_keys=HELD_OUT_KEYS, held_out_values=0, seed=config.seed
-    )
-
-    def draw(name: str) -> random.Random:
-        return random.Random(f"meap-demo-{name}:{config.seed}")
-
-    held_out = (vocab.held_out_keys, vocab.train_values, config.distractors, tuple(config.probe_filler_words))
-    words = vocab.train_keys + vocab.train_values  # the drills' words
-    if config.task == "copy":
-        probes = task.copy_probes(draw("probes"), config.probes, words, config.distractors + 1)
-        evaluation = task.copy_probes(draw("evaluation"), config.eval_probes, words, config.distractors + 1)
-    else:
-        probes = task.probe_records(draw("probes"), config.probes, *held_out)
-        evaluation = [
-            *task.probe_records(draw("evaluation"), config.eval_probes, *held_out),
-            *task.probe_records(draw("absent"), config.absent_probes, *held_out, absent=True),
-        ]
-    return {
-        "tokenizer": tokenizer,
-        "vocabulary": vocab,
-        "probes": probes,
-        "evaluation": evaluation,
-        "documents": task.training_documents(
-            draw("documents"),
-            config.documents,
-            vocab,
-            tuple(config.needles_per_document),
-            tuple(config.filler_words),
-            tuple(config.questions_per_document),
-        ),
-        "drills": task.copy_drills(draw("drills"), config.drill_documents, words, tuple(config.drill_numbers)),
-    }
-
-
-def trained_length(config: DemoConfig, tokenizer, documents: list[str]) -> int:
-    """The longest prompt the branches train positions for: with document attention positions restart in
-    every document, so it is the length that 5% of the training documents reach (longer positions are
-    rarely trained); else the sequence length."""
-    if not config.document_attention:
-        return config.seq_len
-    lengths = sorted(len(ids) for ids in tokenizer(documents, add_special_tokens=False)["input_ids"])
-    return min(config.seq_len, lengths[int(0.95 * (len(lengths) - 1))])
 
 
 def check_prompts(config: DemoConfig, found: dict, where: Path) -> None:
@@ -131,31 +75,6 @@ def check_prompts(config: DemoConfig, found: dict, where: Path) -> None:
     limit = trained_length(config, found["tokenizer"], texts)
     for name, records in ((PROBES_FILE, found["probes"]), (EVALUATION_FILE, found["evaluation"])):
         tokenize_probes(records, found["tokenizer"], limit, source=str(where / name))
-
-
-def write_materials(found: dict, output: Path, progress: bool) -> None:
-    """The materials as files, and the prepared training data and drills (one BPE for both)."""
-    from meap.config.commands import PrepareConfig
-    from meap.data.prepare import prepare_corpus
-
-    found["tokenizer"].save_pretrained(output / TOKENIZER_DIR)
-    atomic_write_json(output / "vocabulary.json", found["vocabulary"].__dict__)
-    _write_jsonl(output / PROBES_FILE, found["probes"])
-    _write_jsonl(output / EVALUATION_FILE, found["evaluation"])
-    for name, texts in (("corpus", found["documents"]), ("drills", found["drills"])):
-        _write_jsonl(output / f"{name}.jsonl", [{"text": text} for text in texts])
-        # min_val_tokens=0 for the drills: the shared start does not validate
-        prepare_corpus(
-            PrepareConfig(
-                inputs=[str(output / f"{name}.jsonl")],
-                output=str(output / DATA_DIRS[name]),
-                tokenizer=str(output / TOKENIZER_DIR),
-                num_proc=1,
-                overwrite=True,
-            ),
-            progress=progress,
-            **({"min_val_tokens": 0} if name == "drills" else {}),
-        )
 
 
 def training_jobs(config: DemoConfig, output: Path, data: Path, drills: Path, probes: Path) -> tuple[list[Job], dict]:
@@ -183,7 +102,7 @@ def training_jobs(config: DemoConfig, output: Path, data: Path, drills: Path, pr
                 probe_every=0,
             )
             jobs.append(Job(f"seed {seed} shared start", "pretrain", shared))
-            after, model = [jobs[-1].name], str(RunDir(shared.resolved_output()).final)
+            after, model = [jobs[-1].name], str(RunDir(shared.resolved_output()).final_dir)
         runs[seed] = {}
         for objective in config.objectives():
             trained_on = drills if config.task == "copy" else data
@@ -232,7 +151,7 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
         write_materials(found, output, progress)
     elif changed:
         forget_evaluations(output, ("retrieval",), changed)
-        _write_jsonl(output / EVALUATION_FILE, found["evaluation"])
+        write_jsonl(output / EVALUATION_FILE, found["evaluation"])
     data, drills = output / DATA_DIRS["corpus"], output / DATA_DIRS["drills"]
     probes, evaluation = output / PROBES_FILE, output / EVALUATION_FILE
     jobs, runs = training_jobs(config, output, data, drills, probes)

@@ -45,7 +45,7 @@ def error_line(error: UserError) -> str | None:
     rank, world_size = os.environ.get("RANK", "0"), int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and error.rank_local:
         return f"meap: error: rank {rank}: {error}"
-    return f"meap: error: {error}" if rank == "0" else None
+    return f"meap: error: {error}" if is_main_process() else None
 
 
 def warn(message: str) -> None:

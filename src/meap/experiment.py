@@ -24,7 +24,7 @@ from pathlib import Path
 from meap.config import config_to_dict, save_config, saved_config
 from meap.errors import UserError
 from meap.fsutil import atomic_write_lines
-from meap.rundir import RunDir
+from meap.rundir import RunDir, last_value
 
 JOB_CONFIG = ".job.yaml"  # beside the run directory (<run>.job.yaml), which the training command creates itself
 JOB_LOG = ".log"
@@ -79,7 +79,7 @@ def check_output(config, output: Path, overwrite: bool) -> list[str]:
         return []
     if not output.is_dir():
         raise UserError(f"{output}: output path exists and is not a directory")
-    saved = RunDir(output).config
+    saved = RunDir(output).config_file
     if overwrite:
         if any(output.iterdir()) and not saved.is_file():
             raise UserError(f"{output}: not a meap demo directory; refusing to delete it (choose another --output)")
@@ -112,7 +112,7 @@ def start_experiment(config, overwrite: bool) -> tuple[Path, Clock]:
     output = config.resolved_output()
     check_output(config, output, overwrite)
     output.mkdir(parents=True, exist_ok=True)
-    save_config(config, RunDir(output).config)
+    save_config(config, RunDir(output).config_file)
     return output, Clock()
 
 
@@ -147,23 +147,23 @@ class Job:
     after: list[str] = field(default_factory=list)
 
     @property
-    def run(self) -> RunDir:
+    def run_dir(self) -> RunDir:
         return RunDir(self.config.resolved_output())
 
     def beside(self, suffix: str) -> Path:
-        return self.run.root.with_name(self.run.root.name + suffix)
+        return self.run_dir.root.with_name(self.run_dir.root.name + suffix)
 
     def argv(self) -> list[str]:
         """The command line that continues this run as far as it still needs (resume when it has a checkpoint)."""
         base = [sys.executable, "-m", "meap.cli", self.command, "--no-progress"]
-        if self.run.can_resume():
-            return [*base, "--output", str(self.run.root), "--resume"]
+        if self.run_dir.can_resume():
+            return [*base, "--output", str(self.run_dir.root), "--resume"]
         return [*base, "--config", str(self.beside(JOB_CONFIG)), "--overwrite"]
 
     def steps_done(self) -> int:
         """The last logged step (0 before the first), read from metrics.jsonl for the progress bar."""
         try:
-            lines = self.run.metrics.read_text(encoding="utf-8").splitlines()
+            lines = self.run_dir.metrics_file.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return 0
         for line in reversed(lines):
@@ -175,13 +175,7 @@ class Job:
 def job_seconds(jobs: list[Job]) -> float:
     """Training time of ``jobs`` summed over them (each run's last ``elapsed_s``): what an experiment that was
     interrupted and continued cost, which its own clock, restarted at the continue, does not show."""
-    total = 0.0
-    for job in jobs:
-        lines = job.run.metrics.read_text(encoding="utf-8").splitlines() if job.run.metrics.is_file() else []
-        total += next(
-            (record["elapsed_s"] for record in map(json.loads, reversed(lines)) if "elapsed_s" in record), 0.0
-        )
-    return round(total, 1)
+    return round(sum(last_value(job.run_dir.read_metrics(), "elapsed_s") or 0.0 for job in jobs), 1)
 
 
 def _environment() -> dict[str, str]:
@@ -205,7 +199,7 @@ def run_jobs(jobs: list[Job], parallel: int, progress: bool = True) -> None:
     names = {job.name for job in jobs}
     if any(dependency not in names for job in jobs for dependency in job.after):
         raise ValueError("a job waits for one that is not in the list")
-    done = {job.name for job in jobs if job.run.has_final_model()}
+    done = {job.name for job in jobs if job.run_dir.has_final_model()}
     pending = [job for job in jobs if job.name not in done]
     running: dict[str, tuple[Job, subprocess.Popen]] = {}
 
@@ -226,12 +220,12 @@ def run_jobs(jobs: list[Job], parallel: int, progress: bool = True) -> None:
                 if process.poll() is None:
                     continue
                 del running[name]
-                if process.returncode != 0 or not job.run.has_final_model():
+                if process.returncode != 0 or not job.run_dir.has_final_model():
                     raise UserError(_failure(job))
                 done.add(name)
             for job in [job for job in pending if set(job.after) <= done][: max(0, parallel - len(running))]:
                 pending.remove(job)
-                job.run.root.parent.mkdir(parents=True, exist_ok=True)
+                job.run_dir.root.parent.mkdir(parents=True, exist_ok=True)
                 save_config(job.config, job.beside(JOB_CONFIG))
                 with job.beside(JOB_LOG).open("a", encoding="utf-8") as log:
                     process = subprocess.Popen(job.argv(), stdout=log, stderr=subprocess.STDOUT, env=_environment())

@@ -71,9 +71,14 @@ def reference_positions(seq_len: int, mask_ratio: float, step: int) -> list[int]
     return rng.sample(range(0, seq_len - 1), num_masks)
 
 
-def _check(input_ids: torch.Tensor, mask_ratio: float, eligible: torch.Tensor | None, mode: str) -> None:
+def check_mask_ratio(mask_ratio: float) -> None:
+    """The one range of a mask ratio (the library's ValueError; configs state it as a one-line problem)."""
     if not 0.0 <= mask_ratio < 1.0:
         raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+
+
+def _check(input_ids: torch.Tensor, mask_ratio: float, eligible: torch.Tensor | None, mode: str) -> None:
+    check_mask_ratio(mask_ratio)
     if mode not in MASK_MODES:
         raise ValueError(f"mode must be one of {', '.join(MASK_MODES)}, got {mode!r}")
     if input_ids.dim() != 2:

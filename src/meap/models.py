@@ -246,7 +246,7 @@ def resolve_model_dir(spec: str) -> Path:
         return hub.snapshot(spec)
     path = Path(spec)
     if RunDir(path).has_final_model():
-        return RunDir(path).final
+        return RunDir(path).final_dir
     if is_model_dir(spec):
         return path
     if not path.exists():

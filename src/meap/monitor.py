@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from meap.errors import warn
+from meap.errors import is_main_process, warn
 
 # Dense bf16 peak TFLOP/s per device, matched against torch.cuda.get_device_name() (first match wins).
 PEAK_BF16_TFLOPS = (
@@ -226,7 +226,7 @@ class MetricsCallback(TrainerCallback):
         self._flush(state)
 
     def _flush(self, state) -> None:
-        if self._pending is not None and state.is_world_process_zero:
+        if self._pending is not None and is_main_process():
             with self.path.open("a", encoding="utf-8") as out:
                 out.write(json.dumps(self._pending) + "\n")
         self._pending = None
@@ -240,7 +240,7 @@ class ProgressBar(TrainerCallback):
         self.bar = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        if is_main_process():
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step", dynamic_ncols=True)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -280,7 +280,7 @@ class LogLines(TrainerCallback):
         self._started, self._first_step = time.monotonic(), state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
+        if not is_main_process() or not logs:
             return
         where = f"step {state.global_step}/{state.max_steps}"
         if "eval_loss" in logs:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from meap.errors import UserError
-from meap.eval.results import RECORDS_FILE, summary_file
+from meap.eval.results import RECORDS_FILE, prompt_scores, summary_file
 from meap.eval.results import read_records as read_jsonl
 from meap.fsutil import atomic_write_text, read_json_gz, write_json_gz
 from meap.plots import plot_onsets
@@ -58,7 +58,7 @@ def load_runs(runs: dict[int, dict[str, Path]]) -> dict[int, dict[str, dict]]:
         loaded[seed] = {}
         for objective, run in by_objective.items():
             where = Path(run) / "eval" / "retrieval"
-            for path in (RunDir(run).metrics, where / RECORDS_FILE, where / summary_file("retrieval")):
+            for path in (RunDir(run).metrics_file, where / RECORDS_FILE, where / summary_file("retrieval")):
                 if not path.is_file():
                     raise UserError(f"{path}: missing (the run or its evaluation has not finished)")
             loaded[seed][objective] = {
@@ -82,10 +82,6 @@ def probe_curve(metrics: list[dict]) -> tuple[list[int], list[float]]:
     """(training tokens, probe accuracy) of every record that holds a probe score."""
     scored = [record for record in metrics if "probe_accuracy" in record]
     return [record["tokens"] for record in scored], [record["probe_accuracy"] for record in scored]
-
-
-def _scores(records: list[dict], key: str, absent: bool) -> list[float]:
-    return [float(record[key]) for record in records if record["absent"] == absent]
 
 
 def onset_comparison(loaded: dict[int, dict[str, dict]], *, threshold: float, window: int) -> dict:
@@ -126,8 +122,8 @@ def onset_comparison(loaded: dict[int, dict[str, dict]], *, threshold: float, wi
         "curves": {o: [[list(tokens), list(values)] for tokens, values in curves[o]] for o in objectives},
     }
     retrieval = {o: [loaded[seed][o]["retrieval"] for seed in seeds] for o in objectives}
-    strict = {o: [_scores(records, "correct", False) for records in retrieval[o]] for o in objectives}
-    absent = {o: [_scores(records, "distractor", True) for records in retrieval[o]] for o in objectives}
+    strict = {o: [prompt_scores(records, "correct") for records in retrieval[o]] for o in objectives}
+    absent = {o: [prompt_scores(records, "distractor", absent=True) for records in retrieval[o]] for o in objectives}
     result["distractors"] = loaded[seeds[0]]["ntp"]["summary"].get("distractors")
     result["niah_by_seed"] = {o: [sum(row) / len(row) for row in strict[o]] for o in objectives}
     result["strict"] = {

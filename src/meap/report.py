@@ -41,10 +41,10 @@ def read_run(run: Path) -> dict:
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
     run_dir = RunDir(run)
-    if not run_dir.metrics.is_file() and not run_dir.config.is_file():
+    if not run_dir.metrics_file.is_file() and not run_dir.config_file.is_file():
         raise UserError(f"{run}: not a meap run directory (no metrics.jsonl or config.yaml)")
     metrics = run_dir.read_metrics()
-    config = yaml.safe_load(run_dir.config.read_text(encoding="utf-8")) if run_dir.config.is_file() else {}
+    config = yaml.safe_load(run_dir.config_file.read_text(encoding="utf-8")) if run_dir.config_file.is_file() else {}
     return {"path": run, "config": config or {}, "metrics": metrics, "evaluations": find_evaluations(run)}
 
 

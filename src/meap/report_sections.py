@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from meap.eval.results import KINDS, RECORDS_FILE, kind_of, read_records, summary_file
+from meap.eval.results import KINDS, RECORDS_FILE, kind_of, prompt_scores, read_records, summary_file
 from meap.plots import plot_accuracy_by_position, plot_attention_layers, plot_niah_heatmap, plot_segment_mass
 from meap.rundir import ARTIFACT_DIRS, RunDir, last_value
 from meap.stats import paired_difference, seed_statistics
@@ -197,10 +197,7 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
                 o: [pairs[s][o]["evaluations"][kind][directory][0].parent / RECORDS_FILE for s in seeds]
                 for o in ("ntp", "meap")
             }
-            tables = {
-                o: [[float(r[key]) for r in read_records(file) if not r.get("absent")] for file in files[o]]
-                for o in ("ntp", "meap")
-            }
+            tables = {o: [prompt_scores(read_records(file), key) for file in files[o]] for o in ("ntp", "meap")}
             if len({len(row) for rows_ in tables.values() for row in rows_}) != 1:
                 rows.append([label, "the runs were evaluated on different numbers of prompts", "", "", ""])
                 continue
@@ -316,7 +313,7 @@ def attention_by_run(loaded: dict[str, dict]) -> dict[str, tuple[dict, Path]]:
     several runs (its models are their directories), and it may be saved inside any of them."""
 
     def same(model: str, run: Path) -> bool:
-        return Path(model).resolve() in (run.resolve(), RunDir(run).final.resolve())
+        return Path(model).resolve() in (run.resolve(), RunDir(run).final_dir.resolve())
 
     found: dict[str, tuple[dict, Path]] = {}
     for run in loaded.values():

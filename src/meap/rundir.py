@@ -30,7 +30,9 @@ TENSORBOARD_DIR = "tensorboard"
 # What is not an evaluation's output when a run directory is searched for them.
 ARTIFACT_DIRS = frozenset({CHECKPOINTS_DIR, FINAL_DIR, TENSORBOARD_DIR, ADAPTER_DIR})
 CHECKPOINT_PREFIX = "step-"  # checkpoints/step-N: the state after optimizer step N
-STAGING_PREFIX = ".staging-"  # a directory being written; renamed into place when complete, else removed
+# a directory being written; renamed into place when complete, else removed. Not fsutil.temporary_name: every
+# process of a launch writes into the same staging directory (sharded checkpoints), so its name holds no pid
+STAGING_PREFIX = ".staging-"
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -50,33 +52,33 @@ class RunDir:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.config = self.root / CONFIG_FILE
+        self.config_file = self.root / CONFIG_FILE
         self.facts_file = self.root / RUN_FILE
-        self.metrics = self.root / METRICS_FILE
-        self.checkpoints = self.root / CHECKPOINTS_DIR
-        self.final = self.root / FINAL_DIR
-        self.adapter = self.root / ADAPTER_DIR
-        self.tensorboard = self.root / TENSORBOARD_DIR
+        self.metrics_file = self.root / METRICS_FILE
+        self.checkpoints_dir = self.root / CHECKPOINTS_DIR
+        self.final_dir = self.root / FINAL_DIR
+        self.adapter_dir = self.root / ADAPTER_DIR
+        self.tensorboard_dir = self.root / TENSORBOARD_DIR
 
     def checkpoint(self, step: int) -> Path:
-        return self.checkpoints / f"{CHECKPOINT_PREFIX}{step}"
+        return self.checkpoints_dir / f"{CHECKPOINT_PREFIX}{step}"
 
     def staging(self, name: str, under_checkpoints: bool = False) -> Path:
         """Where ``name`` (``final``, ``step-N``...) is written before it is renamed into place."""
-        return (self.checkpoints if under_checkpoints else self.root) / f"{STAGING_PREFIX}{name}"
+        return (self.checkpoints_dir if under_checkpoints else self.root) / f"{STAGING_PREFIX}{name}"
 
     def stale_staging(self) -> list[Path]:
         """Directories an interrupted save left behind (never renamed into place)."""
-        return [*self.root.glob(STAGING_PREFIX + "*"), *self.checkpoints.glob(STAGING_PREFIX + "*")]
+        return [*self.root.glob(STAGING_PREFIX + "*"), *self.checkpoints_dir.glob(STAGING_PREFIX + "*")]
 
     def holds_run(self) -> bool:
-        return self.config.is_file() or self.checkpoints.is_dir()
+        return self.config_file.is_file() or self.checkpoints_dir.is_dir()
 
     def has_final_model(self) -> bool:
-        return (self.final / "config.json").is_file()
+        return (self.final_dir / "config.json").is_file()
 
     def saved_checkpoints(self) -> list[Path]:
-        return checkpoint_dirs(self.checkpoints)
+        return checkpoint_dirs(self.checkpoints_dir)
 
     def can_resume(self) -> bool:
         return self.holds_run() and bool(self.saved_checkpoints())
@@ -85,9 +87,9 @@ class RunDir:
         """The objective the run trained with (its config.yaml), or None where ``root`` holds no run."""
         import yaml
 
-        if not self.config.is_file():
+        if not self.config_file.is_file():
             return None
-        return (yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}).get("objective")
+        return (yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}).get("objective")
 
     def read_facts(self) -> dict:
         """What ``run.json`` recorded (empty before the run's first launch)."""
@@ -98,36 +100,36 @@ class RunDir:
         of conversations that got the masked copy (the rest trained as plain NTP)."""
         share = self.read_facts().get("meap_share")
         note = f" (MEAP's masked copy in {100 * share:.0f}% of the conversations)" if share is not None else ""
-        return f"done: {self.final}{note}"
+        return f"done: {self.final_dir}{note}"
 
     def write_facts(self, facts: dict) -> None:
         atomic_write_text(self.facts_file, json.dumps(facts) + "\n")
 
     def read_metrics(self) -> list[dict]:
         """The records of metrics.jsonl (none before the first log); a line that is not JSON is a UserError."""
-        if not self.metrics.is_file():
+        if not self.metrics_file.is_file():
             return []
         records = []
-        for number, line in enumerate(self.metrics.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(self.metrics_file.read_text(encoding="utf-8").splitlines(), 1):
             try:
                 records.append(json.loads(line))
             except ValueError:
-                raise UserError(f"{self.metrics}:{number}: not a JSON object") from None
+                raise UserError(f"{self.metrics_file}:{number}: not a JSON object") from None
         return records
 
     def truncate_metrics(self, last_step: int) -> None:
         """Drop records after ``last_step`` (a resumed run logs those steps again) and a half-written line."""
-        if not self.metrics.is_file():
+        if not self.metrics_file.is_file():
             return
         kept = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+        for line in self.metrics_file.read_text(encoding="utf-8").splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
             if record.get("step", last_step + 1) <= last_step:
                 kept.append(line)
-        atomic_write_text(self.metrics, "".join(line + "\n" for line in kept))
+        atomic_write_text(self.metrics_file, "".join(line + "\n" for line in kept))
 
 
 def last_value(records: list[dict], key: str):

@@ -142,9 +142,9 @@ def test_an_ntp_run_gets_no_masked_pass_its_mask_row_was_never_trained(tiny_mode
             AutoTokenizer.from_pretrained(tiny_model_dir),
         )
         add_mask_token(tokenizer, model)
-        model.save_pretrained(directory.final)
-        tokenizer.save_pretrained(directory.final)
-        directory.config.write_text(f"objective: {objective}\n")
+        model.save_pretrained(directory.final_dir)
+        tokenizer.save_pretrained(directory.final_dir)
+        directory.config_file.write_text(f"objective: {objective}\n")
         runs[objective] = str(directory.root)
     haystack = tmp_path / "hay.txt"
     haystack.write_text("The river ran past the old mill and on to the sea. " * 40)

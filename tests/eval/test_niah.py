@@ -8,10 +8,11 @@ import re
 import pytest
 
 from meap.config.commands import NIAHConfig
+from meap.data.prose import insert_at_depth
 from meap.errors import UserError
 from meap.eval.generation import prompt_length
 from meap.eval.niah import run
-from meap.eval.niah_data import Needle, build_examples, insert_at_depth, random_needle, read_haystack
+from meap.eval.niah_data import Needle, build_examples, random_needle, read_haystack
 
 PROSE = " ".join(f"Sentence number {i} talks about the weather in town {i % 7}." for i in range(400))
 NEEDLE = Needle("The secret code is 4471.", "What is the secret code?", "4471")

@@ -8,17 +8,16 @@ import re
 import pytest
 import torch
 
-from meap.eval.retrieval import evaluate
-from meap.eval.retrieval_data import (
+from meap.data.demo_corpus import (
     QUESTION,
     copy_drills,
     probe_records,
     retrieval_tokenizer,
     stated_needles,
-    strict_score,
     training_documents,
     vocabulary,
 )
+from meap.eval.retrieval import evaluate, strict_score
 from meap.probes import read_probe_file, score_probes, tokenize_probes
 
 from conftest import tiny_llama

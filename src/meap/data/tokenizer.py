@@ -47,8 +47,8 @@ def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerFast:
     if is_hub_id(str(spec)):
         return _local_tokenizer(snapshot(str(spec)))
     directory = Path(spec)
-    if not _has_tokenizer_files(directory) and _has_tokenizer_files(RunDir(directory).final):
-        directory = RunDir(directory).final  # a meap run
+    if not _has_tokenizer_files(directory) and _has_tokenizer_files(RunDir(directory).final_dir):
+        directory = RunDir(directory).final_dir  # a meap run
     return _local_tokenizer(directory)
 
 

@@ -27,33 +27,22 @@ so hard and filler files of the same seed hold the same passages.
 
 from __future__ import annotations
 
-import bisect
 import gzip
-import itertools
 import json
 import random
-import re
-import string
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from meap.config import checked
 from meap.config.commands import MakeMDQAConfig
+from meap.data.prose import ProseCorpus, consecutive_sentences, prose_corpus, random_start
 from meap.eval.metrics import normalize_answer
 from meap.fsutil import atomic_open
 
 PASSAGE_WORDS = MakeMDQAConfig.passage_words  # documents about as long as NQ-Open's Wikipedia passages
-_SENTENCE_WORDS = (5, 40)  # prose sentences outside this range (headings, long verse runs) are not used
 _MAX_DRAWS = 1000  # passage draws per document before giving up (a hit on an invented name is very rare)
-
-_BRACKETED = re.compile(r"\[[^\]]*\]")  # Shakespeare's stage directions
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_SHOUTED_WORD = re.compile(r"\b[A-Z]{2,}\b")  # speaker names and headings ("LAFEU", "ACT I")
-_ROMAN_NUMERAL = re.compile(r"[IVX]+\W?")
-_MINOR_TITLE_WORDS = {"a", "an", "and", "as", "for", "in", "of", "on", "or", "the", "to"}
 
 
 @dataclass(frozen=True)
@@ -90,22 +79,6 @@ _VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o", "ai", "ou")
 _CODAS = ("", "", "", "l", "n", "r", "s")
 
 
-@dataclass(frozen=True)
-class _ProseSource:
-    """A built-in document as a title and its usable prose sentences."""
-
-    title: str
-    sentences: tuple[str, ...]
-
-
-@dataclass(frozen=True, eq=False)
-class _ProseCorpus:
-    """The prose sources, and after each its running sentence count (to draw a sentence uniformly)."""
-
-    sources: tuple[_ProseSource, ...]
-    sentence_ends: tuple[int, ...]
-
-
 def make_mdqa(config: MakeMDQAConfig, progress: bool = False) -> Path:
     """Write ``config.examples`` synthetic questions, each over ``num_docs`` documents of about
     ``passage_words`` words with the gold one at ``gold_position`` (0-based) and ``distractors`` of a kind in
@@ -115,7 +88,7 @@ def make_mdqa(config: MakeMDQAConfig, progress: bool = False) -> Path:
     plain JSONL otherwise, and appears whole or not at all (a temporary file is renamed into place).
     """
     checked(config)
-    corpus = _prose_corpus()
+    corpus = prose_corpus()
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(output, "wb") as raw:
@@ -176,7 +149,7 @@ def training_conversation(
     index: int,
     num_docs: int,
     passage_words: int = PASSAGE_WORDS,
-    corpus: _ProseCorpus | None = None,
+    corpus: ProseCorpus | None = None,
     distractors: str = MakeMDQAConfig.distractors,
 ) -> dict:
     """A fine-tuning conversation in the MDQA format (``{"messages": [user, assistant]}``): the user turn is the
@@ -203,7 +176,7 @@ def make_training_conversations(
     output: Path, examples: int, *, num_docs: int, seed: int | str, passage_words: int, distractors: str
 ) -> Path:
     """``examples`` conversations of :func:`training_conversation` as JSONL at ``output`` (whole or not at all)."""
-    corpus = _prose_corpus()
+    corpus = prose_corpus()
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(output, "w") as stream:
         for index in range(examples):
@@ -217,7 +190,7 @@ def make_example(
     index: int,
     num_docs: int,
     gold_position: int,
-    corpus: _ProseCorpus | None = None,
+    corpus: ProseCorpus | None = None,
     passage_words: int = PASSAGE_WORDS,
     distractors: str = MakeMDQAConfig.distractors,
 ) -> dict:
@@ -225,7 +198,7 @@ def make_example(
     (``hard``: each with a fact of the same shape about other names), the gold one moved last to
     ``gold_position``."""
     rng = random.Random(f"meap-mdqa:{seed}:{index}")
-    corpus = corpus or _prose_corpus()
+    corpus = corpus or prose_corpus()
     template = rng.choice(_FACT_TEMPLATES)
     slots = _fill_slots(rng)
     fact = template.fact.format(**slots)
@@ -286,106 +259,19 @@ def _invented_word(rng: random.Random) -> str:
 
 
 def _draw_passage(
-    rng: random.Random, corpus: _ProseCorpus, words: int, forbidden: list[str], used: set[tuple[int, int]]
+    rng: random.Random, corpus: ProseCorpus, words: int, forbidden: list[str], used: set[tuple[int, int]]
 ) -> tuple[str, list[str]]:
     """(title, consecutive sentences of about ``words`` words) from a source, not yet in ``used``, holding
     none of ``forbidden``. Start sentences are uniform over the whole corpus, so long works weigh more."""
     forbidden = [normalize_answer(text) for text in forbidden]
     for _ in range(_MAX_DRAWS):
-        source_index, start = _random_start(rng, corpus)
+        source_index, start = random_start(rng, corpus)
         if (source_index, start) in used:
             continue
         source = corpus.sources[source_index]
-        sentences = _consecutive_sentences(source.sentences, start, words)
+        sentences = consecutive_sentences(source.sentences, start, words)
         text = normalize_answer(" ".join(sentences))
         if not any(name in text for name in forbidden):
             used.add((source_index, start))
             return source.title, sentences
     raise RuntimeError(f"no passage without {forbidden} in {_MAX_DRAWS} draws")  # the names are nonsense words
-
-
-def _random_start(rng: random.Random, corpus: _ProseCorpus) -> tuple[int, int]:
-    """(source, sentence) uniform over all sentences of the corpus, so long works weigh more."""
-    position = rng.randrange(corpus.sentence_ends[-1])
-    source_index = bisect.bisect_right(corpus.sentence_ends, position)
-    return source_index, position - (corpus.sentence_ends[source_index - 1] if source_index else 0)
-
-
-def random_passage(rng: random.Random, words: int) -> str:
-    """About ``words`` words of consecutive prose sentences from a random place in the built-in corpus."""
-    corpus = _prose_corpus()
-    source_index, start = _random_start(rng, corpus)
-    return " ".join(_consecutive_sentences(corpus.sources[source_index].sentences, start, words))
-
-
-def prose_sentences() -> list[str]:
-    """Every usable prose sentence of the built-in corpus, in corpus order."""
-    return [sentence for source in _prose_corpus().sources for sentence in source.sentences]
-
-
-def _consecutive_sentences(sentences: tuple[str, ...], start: int, words: int) -> list[str]:
-    """Sentences from ``start`` on until ``words`` words; taken from before ``start`` if the source ends."""
-    passage: list[str] = []
-    count = 0
-    end = start
-    while count < words and end < len(sentences):
-        passage.append(sentences[end])
-        count += len(sentences[end].split())
-        end += 1
-    while count < words and start > 0:
-        start -= 1
-        passage.insert(0, sentences[start])
-        count += len(sentences[start].split())
-    return passage
-
-
-@lru_cache(maxsize=1)
-def _prose_corpus() -> _ProseCorpus:
-    """The built-in documents as prose sentences (≈ 2 s, once per process); raises :class:`UserError` if
-    the asset packages are missing."""
-    from meap.data.builtin import builtin_documents
-
-    sources = []
-    for document in builtin_documents():
-        title, _, body = document.partition("\n")
-        sentences = tuple(_prose_sentences(body))
-        if sentences:
-            sources.append(_ProseSource(_readable_title(title.strip()), sentences))
-    return _ProseCorpus(tuple(sources), tuple(itertools.accumulate(len(source.sentences) for source in sources)))
-
-
-def _prose_sentences(text: str):
-    """Sentences of running prose: stage directions, speaker names and headings dropped, verse lines joined."""
-    for paragraph in _BRACKETED.sub(" ", text).split("\n\n"):
-        lines = [line for line in paragraph.splitlines() if not _is_heading(line)]
-        for sentence in _SENTENCE_END.split(" ".join(" ".join(lines).split())):
-            length = len(sentence.split())
-            if (
-                _SENTENCE_WORDS[0] <= length <= _SENTENCE_WORDS[1]
-                and sentence[0].isupper()
-                and sentence[-1] in ".!?"
-                and not _SHOUTED_WORD.search(sentence)
-                and not any(ch.isdigit() for ch in sentence)
-            ):
-                yield sentence
-
-
-def _is_heading(line: str) -> bool:
-    """A speaker name, act or scene heading: mostly upper-case letters."""
-    letters = [ch for ch in line if ch.isalpha()]
-    return bool(letters) and sum(ch.isupper() for ch in letters) > 0.6 * len(letters)
-
-
-def _readable_title(title: str) -> str:
-    """Shakespeare's upper-case titles in title case ("All's Well That Ends Well"); others as they are."""
-    if not title.isupper():
-        return title
-    words = []
-    for i, word in enumerate(title.split()):
-        if _ROMAN_NUMERAL.fullmatch(word):
-            words.append(word)
-        elif i and word.lower() in _MINOR_TITLE_WORDS:
-            words.append(word.lower())
-        else:
-            words.append(string.capwords(word.lower()))
-    return " ".join(words)

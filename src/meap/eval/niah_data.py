@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import importlib.util
 import random
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from meap.data.prose import insert_at_depth
 from meap.errors import UserError
 from meap.eval.generation import prompt_length
 
@@ -45,7 +45,6 @@ KEY_WORDS = (
     "tundra",
     "velvet",
 )
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?:\s+|$)|\n\s*\n")
 
 
 @dataclass(frozen=True)
@@ -136,17 +135,6 @@ def read_haystack(sources: list[str]) -> tuple[str, str]:
     # read as `meap prepare` reads a corpus: text files, directories, globs, JSONL/JSON (the `text` field), Parquet
     text = "\n\n".join(iter_documents(sources))
     return text, ", ".join(sources)
-
-
-def insert_at_depth(context: str, needle: str, depth: float) -> str:
-    """``context`` with ``needle`` inserted at the last sentence boundary at or before ``depth`` % of it."""
-    target = int(len(context) * min(max(depth, 0.0), 100.0) / 100)
-    boundaries = [m.end() for m in _SENTENCE_END.finditer(context) if m.end() <= target] if target else []
-    cut = boundaries[-1] if boundaries else 0
-    before, after = context[:cut], context[cut:]
-    if before and not before[-1].isspace():
-        before += " "
-    return f"{before}{needle} {after}".rstrip()
 
 
 def question_text(context: str, question: str) -> str:

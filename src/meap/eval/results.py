@@ -67,6 +67,12 @@ def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def prompt_scores(records: list[dict], key: str, absent: bool = False) -> list[float]:
+    """The per-prompt score ``key`` of ``records`` (results.jsonl), those with the asked needle left out
+    (``absent``) or the others: one row of the seeds-by-prompts tables that paired comparisons take."""
+    return [float(record[key]) for record in records if bool(record.get("absent", False)) == absent]
+
+
 def write_summary(output: Path, kind: str, summary: dict) -> dict:
     """Write ``summary`` (with its ``kind`` first) to the kind's file in ``output``; returns what was written."""
     written = {"kind": kind, **{key: value for key, value in summary.items() if key != "kind"}}

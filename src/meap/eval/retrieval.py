@@ -2,7 +2,7 @@
 
 Reads a probe file (:mod:`meap.probes`: ``context``, ``answer``, ``distractors``; ``absent`` marks a probe
 whose asked needle was left out), continues each context greedily and scores the first line of the
-answer with :func:`meap.eval.retrieval_data.strict_score`: right only if the asked value is the one value
+answer with :func:`strict_score`: right only if the asked value is the one value
 given (naming two values is wrong), and "distractor" when the first value given is another needle's.
 Probes with ``absent`` measure key selectivity: there is no right answer, and a key-based model should not
 give a distractor's value. The teacher-forced scores of the same probes are in the summary too.
@@ -15,6 +15,7 @@ alike for any model, MEAP-trained or not (no ``[MASK]`` is fed).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -23,9 +24,20 @@ from meap.config import checked
 from meap.config.commands import RetrievalConfig
 from meap.eval.generation import generate
 from meap.eval.results import write_records, write_summary
-from meap.eval.retrieval_data import strict_score
 from meap.probes import read_probe_file, score_probes, tokenize_probes
 from meap.touchpoints import attention_kernel
+
+_ANSWER_WORD = re.compile(r"[a-z]+")
+
+
+def strict_score(completion: str, answer: str, distractors: list[str]) -> dict:
+    """``correct``: the first word of the answer's first line is the asked value, and no distractor's value is
+    named in that line; ``distractor``: the first word is a distractor's value (a copy of the wrong needle)."""
+    line = next((line for line in completion.strip().splitlines() if line.strip()), "")
+    words = _ANSWER_WORD.findall(line.lower())
+    answer, others = answer.strip().lower(), {d.strip().lower() for d in distractors}
+    first = words[0] if words else None
+    return {"correct": float(first == answer and not others & set(words)), "distractor": float(first in others)}
 
 
 def _value_spans(tokenizer, context: str, values: list[str]) -> list[list[int]]:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from meap.constants import IGNORE_INDEX, SFT_LAYOUTS
-from meap.masking import mask_inputs
+from meap.masking import check_mask_ratio, mask_inputs
 
 
 def build_sft_example(prompt_ids: Sequence[int], answer_ids: Sequence[int], **options) -> list[dict]:
@@ -51,8 +51,7 @@ def build_sft_rows(
     end (a row left with no supervised token is dropped); a concat row that does not fit falls back to the
     NTP row, marked ``kind="ntp-fallback"`` so callers can count how often that happens.
     """
-    if not 0.0 <= mask_ratio < 1.0:
-        raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    check_mask_ratio(mask_ratio)
     if layout not in SFT_LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(SFT_LAYOUTS)}, got {layout!r}")
     if min_answer_tokens < 0:

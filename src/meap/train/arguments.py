@@ -118,7 +118,7 @@ def training_arguments(
     if "lr_scheduler_type" in extra:
         extra.setdefault("lr_scheduler_kwargs", {})  # meap's min_lr belongs to its own cosine schedule
     arguments = dict(
-        output_dir=str(RunDir(output).checkpoints),
+        output_dir=str(RunDir(output).checkpoints_dir),
         max_steps=max_steps,
         per_device_train_batch_size=config.micro_batch_size,
         per_device_eval_batch_size=eval_batch_size or config.micro_batch_size,
@@ -206,12 +206,12 @@ def make_trainer(
     eval_every = config.eval_every if eval_dataset is not None else 0
     run_dir = RunDir(output)
     metrics = MetricsCallback(
-        run_dir.metrics, tokens_per_step, flops, peak, eval_every, world_size=args.world_size, probes=probes
+        run_dir.metrics_file, tokens_per_step, flops, peak, eval_every, world_size=args.world_size, probes=probes
     )
     callbacks = [metrics, StopOnSignal()]
     if "tensorboard" in config.report_to:
         tensorboard = TensorBoardCallback()
-        tensorboard.logging_dir = str(run_dir.tensorboard)  # its writer opens at train start, on the main process
+        tensorboard.logging_dir = str(run_dir.tensorboard_dir)  # its writer opens at train start, on the main process
         callbacks.append(tensorboard)
     trainer = MeapTrainer(
         model=model,

@@ -46,11 +46,12 @@ def claim_output(config: TrainingConfig, resume: bool, overwrite: bool) -> Path 
             raise UserError(f"{output}: --resume given but the directory holds no run")
         _check_same_run(run_dir, config)
         if not run_dir.saved_checkpoints():
-            raise UserError(f"{run_dir.checkpoints}: --resume given but no checkpoint was saved yet")
-        checkpoint = intact_checkpoint(run_dir.checkpoints)
+            raise UserError(f"{run_dir.checkpoints_dir}: --resume given but no checkpoint was saved yet")
+        checkpoint = intact_checkpoint(run_dir.checkpoints_dir)
         if checkpoint is None:
             raise UserError(
-                f"{run_dir.checkpoints}: --resume given but every checkpoint is damaged; start over with --overwrite"
+                f"{run_dir.checkpoints_dir}: --resume given but every checkpoint is damaged; "
+                "start over with --overwrite"
             )
         return checkpoint
     if output.is_dir() and any(output.iterdir()):
@@ -64,12 +65,12 @@ def claim_output(config: TrainingConfig, resume: bool, overwrite: bool) -> Path 
 
 
 def _check_same_run(run_dir: RunDir, config: TrainingConfig) -> None:
-    saved = saved_config(type(config), run_dir.config) if run_dir.config.is_file() else {}
+    saved = saved_config(type(config), run_dir.config_file) if run_dir.config_file.is_file() else {}
     current = config_to_dict(config)
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-        raise UserError(f"{run_dir.config}: --resume with a different configuration ({details})")
+        raise UserError(f"{run_dir.config_file}: --resume with a different configuration ({details})")
 
 
 def check_writable(output: Path) -> None:
@@ -127,7 +128,7 @@ def prepare_output(run_dir: RunDir, checkpoint: Path | None, run) -> None:
         for newer in run_dir.saved_checkpoints():
             if checkpoint_step(newer) > checkpoint_step(checkpoint):
                 shutil.rmtree(newer)  # damaged (intact_checkpoint passed it over); the run will write it again
-    save_config(run.config, run_dir.config)
+    save_config(run.config, run_dir.config_file)
     trainer_args = {"trainer_args": run.config.trainer_arguments()} if run.config.trainer_args else {}
     # machine: this launch's (a resumed run records where it was continued)
     run_dir.write_facts(
@@ -146,7 +147,7 @@ def launch_config(config_cls: type, recipe: str | None, overrides: dict, resume:
     recipe starts from the run's own ``config.yaml`` instead, so ``--resume --output DIR`` is all it needs."""
     if resume and recipe is None:
         where = {key: overrides[key] for key in ("output", "objective") if key in overrides}
-        saved = RunDir(load_config(config_cls, None, where).resolved_output()).config
+        saved = RunDir(load_config(config_cls, None, where).resolved_output()).config_file
         if saved.is_file():
             return load_config(config_cls, saved, overrides)
     return load_config(config_cls, recipe, overrides)

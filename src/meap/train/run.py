@@ -28,7 +28,7 @@ def save_final(run: Run) -> Path:
     """
     run_dir = RunDir(run.output)
     staging = run_dir.staging(FINAL_DIR)
-    main = run.trainer.is_world_process_zero()
+    main = is_main_process()
     if main:
         shutil.rmtree(staging, ignore_errors=True)
     run.trainer.accelerator.wait_for_everyone()
@@ -37,7 +37,7 @@ def save_final(run: Run) -> Path:
         if main:
             adapter = run_dir.staging(ADAPTER_DIR)
             model.save_pretrained(str(adapter))
-            publish_dir(adapter, run_dir.adapter)
+            publish_dir(adapter, run_dir.adapter_dir)
             model.merge_and_unload().save_pretrained(str(staging))
     else:
         run.trainer.save_model(str(staging))  # every process takes part (sharded models are gathered)
@@ -47,9 +47,9 @@ def save_final(run: Run) -> Path:
         if limit:
             run.tokenizer.model_max_length = limit
         run.tokenizer.save_pretrained(str(staging))
-        publish_dir(staging, run_dir.final)
+        publish_dir(staging, run_dir.final_dir)
     run.trainer.accelerator.wait_for_everyone()
-    return run_dir.final
+    return run_dir.final_dir
 
 
 def _execute(config: TrainingConfig, build, resume: bool, overwrite: bool, progress: bool) -> Path:
@@ -60,7 +60,7 @@ def _execute(config: TrainingConfig, build, resume: bool, overwrite: bool, progr
     # Checks are read-only, so every process reaches the same verdict; only the main process writes.
     checkpoint = claim_output(config, resume, overwrite)
     target = config.max_steps or run_dir.read_facts().get("max_steps")
-    if checkpoint is not None and target and checkpoint_step(checkpoint) >= target and run_dir.final.is_dir():
+    if checkpoint is not None and target and checkpoint_step(checkpoint) >= target and run_dir.final_dir.is_dir():
         print(f"{output}: already complete ({target} steps); raise --max-steps to train further")
         return output
     check_writable(output)
@@ -70,10 +70,9 @@ def _execute(config: TrainingConfig, build, resume: bool, overwrite: bool, progr
         note_schedule_change(run_dir, checkpoint, run)
         if is_main_process():
             print(f"{output}: resuming from step {checkpoint_step(checkpoint)} ({checkpoint}) to {run.max_steps}")
-    state = PartialState()
-    if state.is_main_process:
+    if is_main_process():
         prepare_output(run_dir, checkpoint, run)
-    state.wait_for_everyone()
+    PartialState().wait_for_everyone()
     command = "sft" if isinstance(config, SFTConfig) else "pretrain"
     try:
         run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

@@ -196,8 +196,8 @@ class MeapTrainer(Trainer):
             self.accelerator.wait_for_everyone()  # every process has written its part (its RNG state, say)
             if self.args.should_save:
                 written = staging / f"{PREFIX_CHECKPOINT_DIR}-{step}"  # where the Trainer saved it
-                if run_dir.config.is_file():
-                    shutil.copy2(run_dir.config, written / CONFIG_FILE)
+                if run_dir.config_file.is_file():
+                    shutil.copy2(run_dir.config_file, written / CONFIG_FILE)
                 write_manifest(written)
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)

@@ -1,4 +1,6 @@
-"""Synthetic key-based retrieval in the NIAH needle format: training documents, copy drills and probes.
+"""The demo's task (``meap demo``): synthetic key-based retrieval in the NIAH needle format, its training
+documents, copy drills and probes, and :func:`materials`, everything an experiment trains and probes on,
+drawn from its seed, then written and prepared (:func:`write_materials`).
 
 A document hides needles, "The special magic word for <key> is: <value>.", at random sentence
 boundaries of prose from the built-in corpus, then asks for some of them::
@@ -22,16 +24,26 @@ probe can have been seen; the words do occur in the prose, so their embeddings a
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
+from meap.config import DemoConfig
+from meap.data.prose import insert_at_depth, prose_sentences, random_passage
+from meap.fsutil import atomic_write_json, atomic_write_lines
+
+# the files of an experiment's directory that this module writes
+PROBES_FILE = "probes.jsonl"
+EVALUATION_FILE = "evaluation.jsonl"
+TOKENIZER_DIR = "tokenizer"
+DATA_DIRS = {"corpus": "data", "drills": "drills"}
 NEEDLE = "The special magic word for {key} is"
 QUESTION = "Question: What is the special magic word for {key}?\nAnswer:"
 _WORD = re.compile(r"\b[a-z]{4,10}\b")
 _FIRST_WORD_RANK = 100  # the more frequent words are mostly function words
-_ANSWER_WORD = re.compile(r"[a-z]+")
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,6 @@ def retrieval_tokenizer(vocab_size: int, seed: int = 0):
     """A byte-level BPE trained on the built-in prose and on needles and questions with random words: it does
     not depend on which words become keys or values, so all of them are cut alike."""
     from meap.data.tokenizer import train_bpe
-    from meap.eval.mdqa_data import prose_sentences
 
     sentences = prose_sentences()
     rng = random.Random(f"meap-retrieval-tokenizer:{seed}")
@@ -79,7 +90,6 @@ def vocabulary(
     keeps whole (one token after a space), drawn at random into ``keys`` keys and ``values`` values, of which
     ``held_out_keys`` and ``held_out_values`` (may be 0) are kept for evaluation."""
     from meap.errors import UserError
-    from meap.eval.mdqa_data import prose_sentences
 
     counts = Counter(word for sentence in prose_sentences() for word in _WORD.findall(sentence.lower()))
     whole = [
@@ -104,9 +114,6 @@ def vocabulary(
 
 def _context(rng: random.Random, needles: list[str], filler_words: int) -> str:
     """``needles`` at random sentence boundaries of ``filler_words`` words of prose, in random order."""
-    from meap.eval.mdqa_data import random_passage
-    from meap.eval.niah_data import insert_at_depth
-
     context = random_passage(rng, filler_words) if filler_words else ""
     depths = [rng.uniform(0, 100) for _ in needles]
     # inserted from the deepest up, so each depth is about a share of the prose alone
@@ -203,11 +210,85 @@ def probe_records(
     return records
 
 
-def strict_score(completion: str, answer: str, distractors: list[str]) -> dict:
-    """``correct``: the first word of the answer's first line is the asked value, and no distractor's value is
-    named in that line; ``distractor``: the first word is a distractor's value (a copy of the wrong needle)."""
-    line = next((line for line in completion.strip().splitlines() if line.strip()), "")
-    words = _ANSWER_WORD.findall(line.lower())
-    answer, others = answer.strip().lower(), {d.strip().lower() for d in distractors}
-    first = words[0] if words else None
-    return {"correct": float(first == answer and not others & set(words)), "distractor": float(first in others)}
+# Key and value words: how many of each, and how many keys are held out. Values are shared by training and
+# evaluation (a value held out of training gets almost no probability from a small model, which learns the
+# values' frequencies first); the pairs are new, since the keys are (BENCHMARKS.md, "Retrieval pilots").
+KEYS, VALUES, HELD_OUT_KEYS = 300, 150, 60
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write_lines(path, (json.dumps(row, ensure_ascii=False) for row in rows))
+
+
+def materials(config: DemoConfig) -> dict:
+    """Everything the experiment trains and probes on, drawn from ``config.seed``, in memory: the tokenizer,
+    the words, the probes, the evaluation prompts, the training documents and the copy drills."""
+    tokenizer = retrieval_tokenizer(config.vocab_size, config.seed)
+    vocab = vocabulary(
+        tokenizer, keys=KEYS, values=VALUES, held_out_keys=HELD_OUT_KEYS, held_out_values=0, seed=config.seed
+    )
+
+    def draw(name: str) -> random.Random:
+        return random.Random(f"meap-demo-{name}:{config.seed}")
+
+    held_out = (vocab.held_out_keys, vocab.train_values, config.distractors, tuple(config.probe_filler_words))
+    words = vocab.train_keys + vocab.train_values  # the drills' words
+    if config.task == "copy":
+        probes = copy_probes(draw("probes"), config.probes, words, config.distractors + 1)
+        evaluation = copy_probes(draw("evaluation"), config.eval_probes, words, config.distractors + 1)
+    else:
+        probes = probe_records(draw("probes"), config.probes, *held_out)
+        evaluation = [
+            *probe_records(draw("evaluation"), config.eval_probes, *held_out),
+            *probe_records(draw("absent"), config.absent_probes, *held_out, absent=True),
+        ]
+    return {
+        "tokenizer": tokenizer,
+        "vocabulary": vocab,
+        "probes": probes,
+        "evaluation": evaluation,
+        "documents": training_documents(
+            draw("documents"),
+            config.documents,
+            vocab,
+            tuple(config.needles_per_document),
+            tuple(config.filler_words),
+            tuple(config.questions_per_document),
+        ),
+        "drills": copy_drills(draw("drills"), config.drill_documents, words, tuple(config.drill_numbers)),
+    }
+
+
+def trained_length(config: DemoConfig, tokenizer, documents: list[str]) -> int:
+    """The longest prompt the branches train positions for: with document attention positions restart in
+    every document, so it is the length that 5% of the training documents reach (longer positions are
+    rarely trained); else the sequence length."""
+    if not config.document_attention:
+        return config.seq_len
+    lengths = sorted(len(ids) for ids in tokenizer(documents, add_special_tokens=False)["input_ids"])
+    return min(config.seq_len, lengths[int(0.95 * (len(lengths) - 1))])
+
+
+def write_materials(found: dict, output: Path, progress: bool) -> None:
+    """The materials as files, and the prepared training data and drills (one BPE for both)."""
+    from meap.config.commands import PrepareConfig
+    from meap.data.prepare import prepare_corpus
+
+    found["tokenizer"].save_pretrained(output / TOKENIZER_DIR)
+    atomic_write_json(output / "vocabulary.json", found["vocabulary"].__dict__)
+    write_jsonl(output / PROBES_FILE, found["probes"])
+    write_jsonl(output / EVALUATION_FILE, found["evaluation"])
+    for name, texts in (("corpus", found["documents"]), ("drills", found["drills"])):
+        write_jsonl(output / f"{name}.jsonl", [{"text": text} for text in texts])
+        # min_val_tokens=0 for the drills: the shared start does not validate
+        prepare_corpus(
+            PrepareConfig(
+                inputs=[str(output / f"{name}.jsonl")],
+                output=str(output / DATA_DIRS[name]),
+                tokenizer=str(output / TOKENIZER_DIR),
+                num_proc=1,
+                overwrite=True,
+            ),
+            progress=progress,
+            **({"min_val_tokens": 0} if name == "drills" else {}),
+        )
