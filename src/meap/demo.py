@@ -1,5 +1,5 @@
-"""``meap demo``: does MEAP learn key-based retrieval from fewer tokens than NTP? A paired experiment on a
-laptop CPU, from corpus to verdict.
+"""``meap demo``: does MEAP learn in-context copying (``task: copy``) or lookup by key (``task: retrieval``)
+from fewer tokens than NTP? A paired experiment on a laptop CPU, from corpus to verdict.
 
 Stages (each prints where it is; finished work is skipped, so an interrupted demo continues):
 
