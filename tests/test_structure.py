@@ -64,7 +64,7 @@ def test_help_presets_and_argument_errors_import_no_torch():
     probe = (
         "import sys\nfrom meap import cli\ncodes = []\n"
         "for argv in (['--help'], ['presets'], ['pretrain', '--lenghts', '1'], ['eval', 'niah', '--bogus']):\n"
-        "    try:\n        codes.append(cli.run(argv))\n"
+        "    try:\n        codes.append(cli.execute(argv))\n"
         "    except SystemExit as exit:\n        codes.append(exit.code)\n"
         "    except Exception as error:\n        codes.append(type(error).__name__)\n"
         "print(codes, sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))"

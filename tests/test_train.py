@@ -342,7 +342,7 @@ def test_resume_refuses_data_re_prepared_with_another_tokenizer(prepared, tmp_pa
 
 
 def test_resume_needs_only_the_output_and_says_where_it_resumes(prepared, tmp_path, capsys):
-    from meap.cli import run as meap
+    from meap.cli import execute as meap
 
     full = pretrain(tiny_config(prepared, tmp_path / "full"), progress=False)
     cut = tmp_path / "cut"
@@ -478,7 +478,7 @@ def test_context_extension_lets_a_run_evaluate_at_lengths_it_refused(prepared, t
 
 
 def test_trainer_args_reach_the_trainer_and_are_recorded(prepared, tmp_path):
-    from meap.cli import run as meap
+    from meap.cli import execute as meap
 
     extra = ["gradient_checkpointing=true", "optim=adamw_torch", "lr_scheduler_type=constant_with_warmup"]
     shape = dict(max_steps=4, warmup_steps=2, save_every=0, eval_every=0, log_every=1)

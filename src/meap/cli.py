@@ -256,7 +256,8 @@ def _load(command: Command, args: argparse.Namespace):
     return load_config(config_cls, args.config if command.kind == "experiment" else None, given)
 
 
-def run(argv: list[str]) -> int:
+def execute(argv: list[str]) -> int:
+    """Run the `meap` command line ``argv``; returns its exit status (0)."""
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -268,7 +269,7 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        code = run(sys.argv[1:] if argv is None else argv)
+        code = execute(sys.argv[1:] if argv is None else argv)
     except UserError as error:
         line = error_line(error)
         if line:
