@@ -24,15 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from meap.config import DemoConfig, config_to_dict
-from meap.data.demo_corpus import (
-    DATA_DIRS,
-    EVALUATION_FILE,
-    PROBES_FILE,
-    materials,
-    trained_length,
-    write_jsonl,
-    write_materials,
-)
+from meap.data.demo_corpus import DATA_DIRS, EVALUATION_FILE, PROBES_FILE, materials, trained_length, write_materials
 from meap.eval.results import has_summary
 from meap.experiment import (
     Clock,
@@ -46,7 +38,7 @@ from meap.experiment import (
     say,
     start_experiment,
 )
-from meap.fsutil import atomic_write_json
+from meap.fsutil import atomic_write_json, atomic_write_jsonl
 
 SUMMARY_FILE = "demo.json"
 # `meap demo --quick`: every stage on a few documents and steps (a smoke test, not an experiment).
@@ -151,7 +143,7 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
         write_materials(found, output, progress)
     elif changed:
         forget_evaluations(output, ("retrieval",), changed)
-        write_jsonl(output / EVALUATION_FILE, found["evaluation"])
+        atomic_write_jsonl(output / EVALUATION_FILE, found["evaluation"])
     data, drills = output / DATA_DIRS["corpus"], output / DATA_DIRS["drills"]
     probes, evaluation = output / PROBES_FILE, output / EVALUATION_FILE
     jobs, runs = training_jobs(config, output, data, drills, probes)

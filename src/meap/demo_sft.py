@@ -36,7 +36,7 @@ from meap.experiment import (
     say,
     start_experiment,
 )
-from meap.fsutil import atomic_write_lines, atomic_write_text, read_json_gz, write_json_gz
+from meap.fsutil import atomic_write_json, atomic_write_text, read_json_gz, write_json_gz
 from meap.rundir import RunDir
 
 SUMMARY_FILE = "demo-sft.json"
@@ -291,7 +291,7 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     tables = _markdown(comparison, config, rows)
     atomic_write_text(output / COMPARISON_FILE, tables)
     summary = {**comparison, "wall_seconds": clock.seconds(), "machine": machine(), "config": config_to_dict(config)}
-    atomic_write_lines(output / SUMMARY_FILE, [json.dumps(summary, indent=2)])
+    atomic_write_json(output / SUMMARY_FILE, summary)
     if config.summary:
         publish_summary(Path(config.summary), summary, tables)
     print("\n" + tables)

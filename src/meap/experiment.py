@@ -12,7 +12,6 @@ resumes from it, so an interrupted experiment continues where it stopped.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from meap.config import config_to_dict, save_config, saved_config
 from meap.errors import UserError
-from meap.fsutil import atomic_write_lines
+from meap.fsutil import atomic_write_json, atomic_write_lines
 from meap.rundir import RunDir, last_value
 
 JOB_CONFIG = ".job.yaml"  # beside the run directory (<run>.job.yaml), which the training command creates itself
@@ -130,7 +129,7 @@ def publish_summary(path: Path, summary: dict, tables: str, figure: Path | None 
     """A summary JSON outside the experiment directory (e.g. ``results/``), its tables beside it (``.md``) and
     the figure they show (``.png``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_lines(path, [json.dumps(summary, indent=2)])
+    atomic_write_json(path, summary)
     if figure is not None:
         shutil.copyfile(figure, path.with_suffix(".png"))
         tables = tables.replace(figure.name, path.with_suffix(".png").name)

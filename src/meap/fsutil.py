@@ -79,6 +79,11 @@ def atomic_write_lines(path: str | Path, lines) -> None:
             handle.write(line + "\n")
 
 
+def atomic_write_jsonl(path: str | Path, rows) -> None:
+    """Each of ``rows`` as one line of JSON (non-ASCII kept as it is)."""
+    atomic_write_lines(path, (json.dumps(row, ensure_ascii=False) for row in rows))
+
+
 def atomic_write_json(path: str | Path, value, **dump_options) -> None:
     atomic_write_text(path, json.dumps(value, **{"indent": 2, **dump_options}) + "\n")
 

@@ -13,28 +13,23 @@ from meap.rundir import ARTIFACT_DIRS, RunDir, last_value
 from meap.stats import paired_difference, seed_statistics
 
 
-def by_label(loaded: dict[str, dict], kind: str):
-    """(label, view) for each evaluation of ``kind`` (by label, across runs): ``view`` is ``loaded`` with that
-    one evaluation of the kind in each run that has it, as the section writers read it. One view with none
-    when no run has the kind (its section then says so)."""
+def by_label(loaded: dict[str, dict], kind: str, title: str):
+    """(index, heading, view) for each evaluation of ``kind`` (by label, across runs): ``view`` is ``loaded`` with
+    that one evaluation of the kind in each run that has it, as the section writers read it; ``heading`` is
+    ``title``, with the label when a run has several. One view with none when no run has the kind (its section
+    then says so)."""
     labels = sorted({label for run in loaded.values() for label in run["evaluations"].get(kind, {})}) or [None]
-    for label in labels:
-        yield (
-            label,
-            {
-                name: {
-                    **run,
-                    "evaluations": {kind: run["evaluations"][kind][label]}
-                    if label in run["evaluations"].get(kind, {})
-                    else {},
-                }
-                for name, run in loaded.items()
-            },
-        )
-
-
-def titled(title: str, label: str | None, several: bool) -> str:
-    return f"{title} [{label}]" if several and label else title
+    for index, label in enumerate(labels):
+        view = {
+            name: {
+                **run,
+                "evaluations": {kind: run["evaluations"][kind][label]}
+                if label in run["evaluations"].get(kind, {})
+                else {},
+            }
+            for name, run in loaded.items()
+        }
+        yield index, (f"{title} [{label}]" if len(labels) > 1 and label else title), view
 
 
 def niah_cells(summary: dict) -> dict[tuple, float]:
@@ -282,30 +277,24 @@ def niah_report(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> N
     variants = sorted({kind for run in loaded.values() for kind in run["evaluations"] if kind.startswith("niah-")})
     for kind in ["niah", *variants]:
         title = "Needle in a haystack" + (f", {kind.removeprefix('niah-')}" if kind != "niah" else "")
-        views = list(by_label(loaded, kind))
-        for index, (label, view) in enumerate(views):
+        for index, heading, view in by_label(loaded, kind, title):
             stem = kind.replace("-", "_") + (f"_{index}" if index else "")
-            niah_section(blocks, view, kind, titled(title, label, len(views) > 1), output, stem=stem)
+            niah_section(blocks, view, kind, heading, output, stem=stem)
 
 
 def mdqa_report(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
-    views = list(by_label(loaded, "mdqa"))
-    for index, (label, view) in enumerate(views):
-        title = titled("Multi-document QA (best-subspan EM by gold position)", label, len(views) > 1)
-        mdqa_section(blocks, view, title, output / ("mdqa.png" if not index else f"mdqa_{index}.png"))
+    for index, heading, view in by_label(loaded, "mdqa", "Multi-document QA (best-subspan EM by gold position)"):
+        mdqa_section(blocks, view, heading, output / ("mdqa.png" if not index else f"mdqa_{index}.png"))
 
 
 def retrieval_report(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
-    views = list(by_label(loaded, "retrieval"))
-    for label, view in views:
-        title = titled("Key-based retrieval (strict: the asked value alone)", label, len(views) > 1)
-        retrieval_section(blocks, view, title)
+    for _, heading, view in by_label(loaded, "retrieval", "Key-based retrieval (strict: the asked value alone)"):
+        retrieval_section(blocks, view, heading)
 
 
 def harness_report(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
-    views = list(by_label(loaded, "harness"))
-    for label, view in views:
-        harness_section(blocks, view, titled("lm-evaluation-harness", label, len(views) > 1))
+    for _, heading, view in by_label(loaded, "harness", "lm-evaluation-harness"):
+        harness_section(blocks, view, heading)
 
 
 def attention_by_run(loaded: dict[str, dict]) -> dict[str, tuple[dict, Path]]:

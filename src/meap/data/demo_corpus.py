@@ -24,7 +24,6 @@ probe can have been seen; the words do occur in the prose, so their embeddings a
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
@@ -33,7 +32,7 @@ from pathlib import Path
 
 from meap.config import DemoConfig
 from meap.data.prose import insert_at_depth, prose_sentences, random_passage
-from meap.fsutil import atomic_write_json, atomic_write_lines
+from meap.fsutil import atomic_write_json, atomic_write_jsonl
 
 # the files of an experiment's directory that this module writes
 PROBES_FILE = "probes.jsonl"
@@ -216,10 +215,6 @@ def probe_records(
 KEYS, VALUES, HELD_OUT_KEYS = 300, 150, 60
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_lines(path, (json.dumps(row, ensure_ascii=False) for row in rows))
-
-
 def materials(config: DemoConfig) -> dict:
     """Everything the experiment trains and probes on, drawn from ``config.seed``, in memory: the tokenizer,
     the words, the probes, the evaluation prompts, the training documents and the copy drills."""
@@ -276,10 +271,10 @@ def write_materials(found: dict, output: Path, progress: bool) -> None:
 
     found["tokenizer"].save_pretrained(output / TOKENIZER_DIR)
     atomic_write_json(output / "vocabulary.json", found["vocabulary"].__dict__)
-    write_jsonl(output / PROBES_FILE, found["probes"])
-    write_jsonl(output / EVALUATION_FILE, found["evaluation"])
+    atomic_write_jsonl(output / PROBES_FILE, found["probes"])
+    atomic_write_jsonl(output / EVALUATION_FILE, found["evaluation"])
     for name, texts in (("corpus", found["documents"]), ("drills", found["drills"])):
-        write_jsonl(output / f"{name}.jsonl", [{"text": text} for text in texts])
+        atomic_write_jsonl(output / f"{name}.jsonl", [{"text": text} for text in texts])
         # min_val_tokens=0 for the drills: the shared start does not validate
         prepare_corpus(
             PrepareConfig(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from meap.fsutil import atomic_write_json, atomic_write_lines
+from meap.fsutil import atomic_write_json, atomic_write_jsonl
 
 RECORDS_FILE = "results.jsonl"  # NIAH, MDQA, retrieval: one JSON line per prompt, what paired comparisons score
 
@@ -60,7 +60,7 @@ def has_summary(output: Path, kind: str) -> bool:
 
 
 def write_records(output: Path, records: list[dict]) -> None:
-    atomic_write_lines(Path(output) / RECORDS_FILE, (json.dumps(record, ensure_ascii=False) for record in records))
+    atomic_write_jsonl(Path(output) / RECORDS_FILE, records)
 
 
 def read_records(path: Path) -> list[dict]:
