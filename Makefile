@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo evidence evidence-sft pretrain sft test lint bench
+.PHONY: setup demo evidence evidence-dose evidence-sft pretrain sft test lint bench
 
 $(BIN)/meap: pyproject.toml requirements/base.txt requirements/assets.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: setup
 # The paired NTP-vs-MEAP pretraining experiment behind RESULTS.md: 8 training seeds, 2 jobs at a time.
 evidence: setup
 	$(BIN)/meap demo --config configs/evidence-cpu.yaml
+
+# Its dose-response: NTP and MEAP at 5/10/15/25% masking from the same shared starts, 3 seeds.
+evidence-dose: setup
+	$(BIN)/meap demo --config configs/evidence-dose-cpu.yaml
 
 # The fine-tuning half: NTP-SFT vs MEAP-SFT of SmolLM2-135M, 3 seeds, MDQA before and after.
 evidence-sft: setup

@@ -70,7 +70,7 @@ def check_prompts(config: DemoConfig, found: dict, where: Path) -> None:
 
 
 def training_jobs(config: DemoConfig, output: Path, data: Path, drills: Path, probes: Path) -> tuple[list[Job], dict]:
-    """The jobs (shared starts, then branches) and the branch runs, seed -> objective -> directory."""
+    """The jobs (shared starts, then branches) and the branch runs, seed -> branch name -> directory."""
     from meap.rundir import RunDir
 
     jobs, runs = [], {}
@@ -96,20 +96,21 @@ def training_jobs(config: DemoConfig, output: Path, data: Path, drills: Path, pr
             jobs.append(Job(f"seed {seed} shared start", "pretrain", shared))
             after, model = [jobs[-1].name], str(RunDir(shared.resolved_output()).final_dir)
         runs[seed] = {}
-        for objective in config.objectives():
+        for arm, objective, overrides in config.arms():
             trained_on = drills if config.task == "copy" else data
             branch = config.pretrain_config(
                 objective,
                 str(trained_on),
-                root / objective,
+                root / arm,
                 seed,
                 model=model,
                 warmup_steps=0 if config.shared_steps else config.warmup_steps,
                 probe_file=str(probes.absolute()),
                 probe_every=config.probe_every,
+                **overrides,
             )
-            jobs.append(Job(f"seed {seed} {objective}", "pretrain", branch, after=list(after)))
-            runs[seed][objective] = branch.resolved_output()
+            jobs.append(Job(f"seed {seed} {arm}", "pretrain", branch, after=list(after)))
+            runs[seed][arm] = branch.resolved_output()
     return jobs, runs
 
 
@@ -125,6 +126,7 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     """Run every stage for ``config`` and return the summary (also in ``demo.json``)."""
     pin_numerics(config)  # before anything computes here (the evaluations) or in the jobs, which inherit it
     from meap.data.shards import META_FILE
+    from meap.dose import dose_response, write_dose_report
     from meap.monitor import machine
     from meap.paired import load_runs, onset_comparison, write_onset_report, write_records
 
@@ -150,7 +152,7 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     say(
         f"{clock}  2/4 training {len(jobs)} runs, {config.jobs} at a time: per seed "
         + (f"a shared start ({config.shared_steps} steps of copy drills), then " if config.shared_steps else "")
-        + f"{', '.join(o.upper() for o in objectives)} for {config.max_steps} steps each; seeds {seeds}"
+        + f"{', '.join(arm.upper() for arm, _, _ in config.arms())} for {config.max_steps} steps each; seeds {seeds}"
     )
     run_jobs(jobs, config.jobs, progress)
     for seed_runs in runs.values():
@@ -164,11 +166,12 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
         say(f"{clock}  done: one objective, nothing to pair; the runs and their evaluations are in {output}")
         return {"runs": {str(seed): {o: str(run) for o, run in by.items()} for seed, by in runs.items()}}
     say(f"{clock}  4/4 verdict")
-    comparison = {
-        **onset_comparison(loaded, threshold=config.onset_threshold, window=config.onset_window),
-        "task": config.task,
-    }
-    tables = write_onset_report(comparison, output)
+    # a dose-response reads a trend over the mask ratios; otherwise the onsets of the pair
+    compare, report = (
+        (dose_response, write_dose_report) if config.mask_ratios else (onset_comparison, write_onset_report)
+    )
+    comparison = {**compare(loaded, threshold=config.onset_threshold, window=config.onset_window), "task": config.task}
+    tables = report(comparison, output)
     # wall_seconds: this invocation only; training_job_seconds: every training job, continues included
     summary = {
         **comparison,

@@ -350,3 +350,46 @@ def draw_onsets(comparison: dict):
 def plot_onsets(comparison: dict, path: Path) -> Path:
     """Draw :func:`draw_onsets` into ``path`` (PNG)."""
     return _save(draw_onsets(comparison), path)
+
+
+def draw_dose(comparison: dict, measures: dict[str, str]):
+    """Left: the mean probe curve of each mask ratio (``meap.dose.dose_response``; ratio 0 is NTP). Then one
+    panel per measure against the mask ratio: each seed thin, the mean over seeds bold."""
+    import numpy as np
+
+    plt = _pyplot()
+    shown = [name for name in measures if name in comparison["measures"]]
+    figure, axes = plt.subplots(1, 1 + len(shown), figsize=(WIDTH * 2, 3.8), squeeze=False)
+    ratios, colors = comparison["mask_ratios"], plt.get_cmap("viridis")
+    axis = axes[0][0]
+    for index, arm in enumerate(comparison["arms"]):
+        curves = comparison["curves"][arm]
+        shortest = min(len(tokens) for tokens, _ in curves)
+        mean = np.mean([values[:shortest] for _, values in curves], axis=0)
+        color = colors(index / max(1, len(ratios) - 1))
+        axis.plot(np.array(curves[0][0][:shortest]) / 1e6, mean, color=color, label=f"{100 * ratios[index]:g}%")
+    axis.axhline(comparison["threshold"], color="0.4", linestyle=":", linewidth=1)
+    axis.set_xlabel("training tokens after the branch point (millions)")
+    axis.set_ylabel("probe accuracy, mean over seeds")
+    axis.set_ylim(-0.03, 1.03)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, title="mask ratio", title_fontsize=7, loc="upper left")
+    _title(axis, "Probe curves by mask ratio", f"{len(comparison['seeds'])} seeds; 0% is NTP")
+    x = 100 * np.array(ratios)
+    for axis, name in zip(axes[0][1:], shown):
+        result = comparison["measures"][name]
+        for row in result["by_seed"]:
+            axis.plot(x, row, color="0.6", linewidth=0.8, marker="o", markersize=3)
+        axis.plot(x, result["mean_by_level"], color="C3", linewidth=2.2, marker="o", label="mean over seeds")
+        axis.set_xlabel("mask ratio (%)")
+        axis.set_ylabel(measures[name].replace(" (%)", " (share)"))
+        axis.grid(alpha=0.3)
+        label = measures[name].replace(" (%)", "")
+        _title(axis, label[0].upper() + label[1:], f"Page p = {result['page_p']:.3g} (two-sided)")
+    axes[0][1].legend(fontsize=7)
+    return figure
+
+
+def plot_dose(comparison: dict, measures: dict[str, str], path: Path) -> Path:
+    """Draw :func:`draw_dose` into ``path`` (PNG)."""
+    return _save(draw_dose(comparison, measures), path)

@@ -134,3 +134,26 @@ def onset(tokens: list[float], values: list[float], threshold: float = 0.5, wind
             share = (threshold - averages[i - 1]) / (average - averages[i - 1])
             return float(tokens[i - 1] + share * (tokens[i] - tokens[i - 1]))
     return None
+
+
+def trend(values: list[list[float]], levels: list[float]) -> dict:
+    """Does a per-seed measure move with an ordered treatment? ``values[s][j]``: seed s at ``levels[j]``
+    (ascending, at least 3 levels, at least 2 seeds).
+
+    Page's L test (seeds as blocks, ranks within each seed) for a monotone trend, two-sided: twice the
+    smaller of the one-sided p-values for rising and for falling, at most 1. The size of the trend: each
+    seed's least-squares slope against the level, with :func:`seed_statistics` over seeds.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 3 or x.shape[1] != len(levels):
+        raise ValueError(f"trend: expected (seeds >= 2, levels >= 3) values for {len(levels)} levels, got {x.shape}")
+    rising = scipy_stats.page_trend_test(x).pvalue
+    falling = scipy_stats.page_trend_test(x[:, ::-1]).pvalue
+    slopes = [float(np.polyfit(levels, row, 1)[0]) for row in x]
+    return {
+        "page_p": float(min(1.0, 2 * min(rising, falling))),
+        "direction": "rising" if rising < falling else "falling" if falling < rising else "none",
+        "slope": seed_statistics(slopes),
+        "slope_by_seed": slopes,
+        "mean_by_level": x.mean(axis=0).tolist(),
+    }

@@ -14,6 +14,16 @@ from meap.config.training import PretrainConfig, SFTConfig
 from meap.constants import DTYPES, MDQA_DISTRACTORS, NUMERICS, OBJECTIVES
 
 
+def dose_arm(ratio: float) -> str:
+    """The name of a dose-response branch: ``ntp`` for ratio 0, else ``meap-<ratio>`` (``meap-0.05``)."""
+    return "ntp" if ratio == 0 else f"meap-{ratio:g}"
+
+
+def arm_ratio(name: str) -> float:
+    """The mask ratio a dose-response branch named by :func:`dose_arm` trained with."""
+    return 0.0 if name == "ntp" else float(name.removeprefix("meap-"))
+
+
 @dataclass
 class PairedExperiment:
     """What the two experiments share: ``objective`` lists the objectives to pair, ``seeds`` the training
@@ -142,6 +152,11 @@ class DemoConfig(PairedExperiment, PretrainConfig):
         "the onset is where the probes' moving accuracy first reaches this", default=0.5
     )
     onset_window: int = help_field("probe scores in the moving average of the onset", default=3)
+    mask_ratios: list[float] = help_field(
+        "dose-response: besides NTP (ratio 0), a MEAP branch at each of these mask ratios from every "
+        "shared start, read as a trend over the ratios (meap.dose). Empty: NTP vs MEAP at mask_ratio",
+        default_factory=list,
+    )
     # Final evaluation of every branch
     eval_probes: int = help_field("greedy, strictly scored retrieval prompts per run (its own draw)", default=256)
     absent_probes: int = help_field("prompts with the asked needle left out (key selectivity)", default=0)
@@ -213,9 +228,23 @@ class DemoConfig(PairedExperiment, PretrainConfig):
             found.append(f"task: expected `retrieval` or `copy`, got {self.task!r}")
         if self.data != "demo":
             found.append(f"data: expected `demo` (the probes need the demo corpus), got {self.data!r}")
+        ratios = self.mask_ratios
+        if ratios and (
+            len(ratios) < 2 or sorted(set(ratios)) != list(ratios) or not all(0 < ratio < 1 for ratio in ratios)
+        ):
+            found.append(f"mask_ratios: expected at least 2 ascending, distinct values in (0, 1), got {ratios}")
+        if ratios and sorted(self.objectives()) != ["meap", "ntp"]:
+            found.append(f"objective: a dose-response (mask_ratios) trains `ntp,meap`, got {self.objective!r}")
         if self.probe_every % self.log_every:
             found.append(f"probe_every: expected a multiple of log_every ({self.log_every}), got {self.probe_every}")
         return found
+
+    def arms(self) -> list[tuple[str, str, dict]]:
+        """Each seed's branches: (name, objective, PretrainConfig overrides); one per objective, or for a
+        dose-response NTP and MEAP at each of ``mask_ratios``."""
+        if not self.mask_ratios:
+            return [(objective, objective, {}) for objective in self.objectives()]
+        return [(dose_arm(0), "ntp", {})] + [(dose_arm(r), "meap", {"mask_ratio": r}) for r in self.mask_ratios]
 
     def retrieval_config(self, run: Path, probes: Path, progress: bool) -> RetrievalConfig:
         """The evaluation of the branch ``run`` on ``probes``, with attention; copying is scored on the next
