@@ -161,7 +161,7 @@ def test_reference_mode_masks_special_tokens_like_the_reference():
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
 def test_ratio_outside_unit_interval_is_rejected(ratio):
-    with pytest.raises(ValueError, match=r"mask_ratio must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"mask_ratio: expected a value in \[0, 1\), got"):
         mask_inputs(torch.zeros(1, 4, dtype=torch.long), ratio, MASK_ID)
 
 

@@ -5,6 +5,16 @@ IGNORE_INDEX = -100  # label value cross-entropy skips (PyTorch's and Hugging Fa
 
 OBJECTIVES = ("ntp", "meap")
 MASK_MODES = ("exact", "bernoulli", "reference")  # how many positions a sequence masks: see masking.mask_inputs
+
+
+def mask_ratio_problem(ratio: float, *, zero: bool = True) -> str | None:
+    """What is wrong with a mask ratio, or None: the one range, [0, 1) (``zero=False``: (0, 1), where a
+    ratio must mask), stated for the library's errors and the configs' problems alike."""
+    if (0.0 <= ratio < 1.0) if zero else (0.0 < ratio < 1.0):
+        return None
+    return f"expected a value in {'[0' if zero else '(0'}, 1), got {ratio}"
+
+
 SFT_LAYOUTS = ("concat", "separate")  # MEAP-SFT: the masked copy in the same row, or a row of its own
 SFT_FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion")
 PACKED_ATTENTION = ("sdpa", "eager", "flash_attention_2")  # kernels the collators can isolate packed rows for

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import torch
 
-from meap.constants import MASK_MODES
+from meap.constants import MASK_MODES, mask_ratio_problem
 
 _MASK64 = (1 << 64) - 1
 
@@ -72,9 +72,9 @@ def reference_positions(seq_len: int, mask_ratio: float, step: int) -> list[int]
 
 
 def check_mask_ratio(mask_ratio: float) -> None:
-    """The one range of a mask ratio (the library's ValueError; configs state it as a one-line problem)."""
-    if not 0.0 <= mask_ratio < 1.0:
-        raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    """The range of a mask ratio (:func:`meap.constants.mask_ratio_problem`) as the library's ValueError."""
+    if problem := mask_ratio_problem(mask_ratio):
+        raise ValueError(f"mask_ratio: {problem}")
 
 
 def _check(input_ids: torch.Tensor, mask_ratio: float, eligible: torch.Tensor | None, mode: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meap.config.loading import help_field
-from meap.constants import MDQA_DISTRACTORS
+from meap.constants import MDQA_DISTRACTORS, mask_ratio_problem
 
 NIAH_LENGTHS = (512, 1024, 2048)
 NIAH_DEPTHS = (0.0, 25.0, 50.0, 75.0, 100.0)
@@ -292,8 +292,8 @@ class AttentionConfig(CommandConfig):
         found = (
             [] if self.samples >= 1 and self.length >= 8 else ["attention: expected --samples >= 1 and --length >= 8"]
         )
-        if not 0.0 < self.mask_ratio < 1.0:
-            found.append(f"--mask-ratio: expected a value in (0, 1), got {self.mask_ratio}")
+        if problem := mask_ratio_problem(self.mask_ratio, zero=False):
+            found.append(f"--mask-ratio: {problem}")
         return found
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from meap.config.commands import MDQAConfig, RetrievalConfig
 from meap.config.loading import help_field, new_default
 from meap.config.training import PretrainConfig, SFTConfig
-from meap.constants import DTYPES, MDQA_DISTRACTORS, NUMERICS, OBJECTIVES
+from meap.constants import DTYPES, MDQA_DISTRACTORS, NUMERICS, OBJECTIVES, mask_ratio_problem
 
 
 def dose_arm(ratio: float) -> str:
@@ -229,10 +229,9 @@ class DemoConfig(PairedExperiment, PretrainConfig):
         if self.data != "demo":
             found.append(f"data: expected `demo` (the probes need the demo corpus), got {self.data!r}")
         ratios = self.mask_ratios
-        if ratios and (
-            len(ratios) < 2 or sorted(set(ratios)) != list(ratios) or not all(0 < ratio < 1 for ratio in ratios)
-        ):
-            found.append(f"mask_ratios: expected at least 2 ascending, distinct values in (0, 1), got {ratios}")
+        if ratios and (len(ratios) < 2 or sorted(set(ratios)) != list(ratios)):
+            found.append(f"mask_ratios: expected at least 2 ascending, distinct values, got {ratios}")
+        found += [f"mask_ratios: {problem}" for r in ratios if (problem := mask_ratio_problem(r, zero=False))]
         if ratios and sorted(self.objectives()) != ["meap", "ntp"]:
             found.append(f"objective: a dose-response (mask_ratios) trains `ntp,meap`, got {self.objective!r}")
         if self.probe_every % self.log_every:

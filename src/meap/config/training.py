@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meap.config.loading import help_field, key_values, new_default
-from meap.constants import DTYPES, MASK_MODES, OBJECTIVES, REPORT_TO, SFT_FORMATS, SFT_LAYOUTS
+from meap.constants import DTYPES, MASK_MODES, OBJECTIVES, REPORT_TO, SFT_FORMATS, SFT_LAYOUTS, mask_ratio_problem
 
 
 @dataclass
@@ -106,8 +106,8 @@ class TrainingConfig:
         found = []
         if self.objective not in OBJECTIVES:
             found.append(f"objective: expected `meap` or `ntp`, got {self.objective!r}")
-        if not 0.0 <= self.mask_ratio < 1.0:
-            found.append(f"mask_ratio: expected a value in [0, 1), got {self.mask_ratio}")
+        if problem := mask_ratio_problem(self.mask_ratio):
+            found.append(f"mask_ratio: {problem}")
         none_with_others = "none" in self.report_to and len(self.report_to) > 1
         if any(name not in REPORT_TO for name in self.report_to) or none_with_others:
             found.append(f"report_to: expected names from {', '.join(REPORT_TO)} (`none` alone), got {self.report_to}")
