@@ -49,7 +49,7 @@ def three_runs(prepared, tmp_path_factory, request):
     haystack = root / "hay.txt"
     haystack.write_text("The river ran past the old mill. " * 200)
     for run in runs[:2]:
-        niah.run(
+        niah.evaluate(
             NIAHConfig(
                 model=str(run),
                 output=str(run / "eval" / "niah"),
@@ -60,7 +60,7 @@ def three_runs(prepared, tmp_path_factory, request):
                 no_progress=True,
             )
         )
-    attention.run(
+    attention.evaluate(
         AttentionConfig(
             model=[str(runs[1])],
             output=str(runs[1] / "eval" / "attention"),
@@ -71,7 +71,7 @@ def three_runs(prepared, tmp_path_factory, request):
         )
     )
     data = make_mdqa(MakeMDQAConfig(output=str(root / "mdqa.jsonl"), num_docs=3, examples=4))
-    mdqa.run(
+    mdqa.evaluate(
         MDQAConfig(
             model=str(runs[2]),
             data=[str(data)],
@@ -129,7 +129,7 @@ def test_every_evaluation_of_a_kind_is_reported_by_its_directory(three_runs, tmp
         "mdqa-two-docs": make_mdqa(MakeMDQAConfig(output=str(tmp_path / "two.jsonl"), num_docs=2, examples=3)),
     }
     for directory, data in files.items():
-        mdqa.run(
+        mdqa.evaluate(
             MDQAConfig(
                 model=str(runs[0]),
                 data=[str(data)],
@@ -138,7 +138,7 @@ def test_every_evaluation_of_a_kind_is_reported_by_its_directory(three_runs, tmp
                 no_progress=True,
             )
         )
-    mdqa.run(
+    mdqa.evaluate(
         MDQAConfig(
             model=str(runs[1]),
             data=[str(files["mdqa-two-docs"])],
@@ -216,7 +216,7 @@ def test_one_attention_analysis_of_two_runs_counts_for_both(three_runs, tmp_path
     haystack = tmp_path / "hay.txt"
     haystack.write_text("The river ran past the old mill. " * 200)
     # As the README does it: both models, one output inside one of the runs.
-    attention.run(
+    attention.evaluate(
         AttentionConfig(
             model=[str(ntp), str(meap)],
             output=str(meap / "eval" / "attention"),
@@ -312,7 +312,7 @@ def test_each_niah_variant_has_its_own_section(three_runs, tmp_path):
     haystack = tmp_path / "hay.txt"
     haystack.write_text("The river ran past the old mill. " * 200)
     for run in runs:
-        niah.run(
+        niah.evaluate(
             NIAHConfig(
                 model=str(run),
                 output=str(run / "eval" / "niah-multiquery"),

@@ -455,7 +455,7 @@ def test_context_extension_lets_a_run_evaluate_at_lengths_it_refused(prepared, t
     haystack.write_text("The river ran past the old mill. " * 300)
     evaluate = dict(haystack=[str(haystack)], lengths=[200], depths=[50], max_new_tokens=4, no_progress=True)
     with pytest.raises(UserError, match="fits the model's context of 128 tokens"):
-        niah.run(NIAHConfig(model=str(short), output=str(tmp_path / "niah-short"), **evaluate))
+        niah.evaluate(NIAHConfig(model=str(short), output=str(tmp_path / "niah-short"), **evaluate))
 
     recipe = load_config(PretrainConfig, Path(__file__).parents[1] / "configs" / "extend-context.yaml")
     extended = pretrain(
@@ -473,7 +473,10 @@ def test_context_extension_lets_a_run_evaluate_at_lengths_it_refused(prepared, t
 
     config = AutoModelForCausalLM.from_pretrained(extended / "final").config
     assert config.max_position_embeddings == 512 and config.rope_parameters["rope_theta"] == 40000
-    assert len(niah.run(NIAHConfig(model=str(extended), output=str(tmp_path / "niah-long"), **evaluate))["cells"]) == 1
+    assert (
+        len(niah.evaluate(NIAHConfig(model=str(extended), output=str(tmp_path / "niah-long"), **evaluate))["cells"])
+        == 1
+    )
     assert recipe.model_override == ["max_position_embeddings=32768", "rope_theta=640000"]
 
 

@@ -47,13 +47,13 @@ def _experiment(module: str, function: str) -> Callable:
 
 
 def _evaluation(module: str) -> Callable:
-    """An evaluation: ``module.run(config)``, then its headline (:mod:`meap.eval.results`)."""
+    """An evaluation: ``module.evaluate(config)``, then its headline (:mod:`meap.eval.results`)."""
 
     def evaluate(config, args: argparse.Namespace) -> None:
         from meap.eval.results import headline
 
-        run = importlib.import_module(module).run
-        line = headline(run(dataclasses.replace(config, no_progress=not _bars(config.no_progress))), config.output)
+        entry = importlib.import_module(module).evaluate
+        line = headline(entry(dataclasses.replace(config, no_progress=not _bars(config.no_progress))), config.output)
         if line:
             print(line)
 

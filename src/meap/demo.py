@@ -119,7 +119,7 @@ def _evaluate(config: DemoConfig, run: Path, evaluation_file: Path, progress: bo
 
     evaluation = config.retrieval_config(run, evaluation_file, progress)
     if not has_summary(Path(evaluation.output), "retrieval"):
-        retrieval.run(evaluation)
+        retrieval.evaluate(evaluation)
 
 
 def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:

@@ -99,7 +99,7 @@ def _evaluate(config: SFTDemoConfig, model: str, output: Path, files: list[Path]
     from meap.eval import mdqa
 
     if not has_summary(output, "mdqa"):
-        mdqa.run(config.mdqa_config(model, files, output, progress))
+        mdqa.evaluate(config.mdqa_config(model, files, output, progress))
     return output / RECORDS_FILE
 
 

@@ -9,7 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from meap.config.commands import AttentionConfig
-from meap.eval.attention import SEGMENTS, analyse, build_probes, run
+from meap.eval.attention import SEGMENTS, analyse, build_probes, evaluate
 
 MASK = 99
 
@@ -93,7 +93,7 @@ def test_run_writes_json_and_plots_for_several_models(tiny_model_dir, tmp_path, 
     tokenizer.save_pretrained(with_mask)
     prose = tmp_path / "prose.txt"  # a slice of the built-in prose: all of it takes ~20 s to read
     prose.write_text("\n\n".join(text[:20_000] for text in islice(builtin_documents(), 2)), encoding="utf-8")
-    summary = run(
+    summary = evaluate(
         AttentionConfig(
             model=[str(tiny_model_dir), str(with_mask)],
             output=str(tmp_path / "out"),
@@ -148,7 +148,7 @@ def test_an_ntp_run_gets_no_masked_pass_its_mask_row_was_never_trained(tiny_mode
         runs[objective] = str(directory.root)
     haystack = tmp_path / "hay.txt"
     haystack.write_text("The river ran past the old mill and on to the sea. " * 40)
-    summary = run(
+    summary = evaluate(
         AttentionConfig(
             model=[runs["ntp"], f"{runs['meap']}/final"],
             output=str(tmp_path / "out"),

@@ -44,7 +44,7 @@ def private_datasets_cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize("limit", [None, 4])
 def test_local_task_runs_offline_and_writes_results(tiny_model_dir, toy_task_dir, tmp_path, limit):
     output = tmp_path / "harness"
-    summary = harness.run(
+    summary = harness.evaluate(
         HarnessConfig(
             model=str(tiny_model_dir),
             tasks=[TOY_TASK],
@@ -71,7 +71,7 @@ def test_outside_a_git_repository_nothing_is_said(tiny_model_dir, toy_task_dir, 
     monkeypatch.chdir(tmp_path)  # lm-eval records the working directory's git commit
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # tmp_path is not in any repository
     capfd.readouterr()
-    harness.run(
+    harness.evaluate(
         HarnessConfig(
             model=str(tiny_model_dir),
             tasks=[TOY_TASK],
@@ -88,7 +88,7 @@ def test_outside_a_git_repository_nothing_is_said(tiny_model_dir, toy_task_dir, 
 def test_unknown_task_suggests_close_names(tmp_path):
     # Task names are checked before the model is loaded, so no model is needed.
     with pytest.raises(UserError, match="unknown lm-eval task `arc_eazy`: did you mean arc_easy"):
-        harness.run(
+        harness.evaluate(
             HarnessConfig(model=str(tmp_path / "unused-model"), tasks=["arc_eazy"], output=str(tmp_path / "out"))
         )
 
@@ -96,7 +96,7 @@ def test_unknown_task_suggests_close_names(tmp_path):
 def test_hub_task_without_network_fails_fast_on_one_line(tmp_path):
     started = time.monotonic()
     with pytest.raises(UserError) as raised:
-        harness.run(
+        harness.evaluate(
             HarnessConfig(model=str(tmp_path / "unused-model"), tasks=["arc_easy"], output=str(tmp_path / "out"))
         )
     message = str(raised.value)

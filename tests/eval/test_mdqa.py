@@ -10,7 +10,7 @@ import pytest
 
 from meap.config.commands import MakeMDQAConfig, MDQAConfig
 from meap.errors import UserError
-from meap.eval.mdqa import INSTRUCTION, build_prompt, gold_position, read_mdqa, run
+from meap.eval.mdqa import INSTRUCTION, build_prompt, evaluate, gold_position, read_mdqa
 from meap.eval.mdqa_data import make_mdqa
 
 from conftest import tiny_llama
@@ -118,7 +118,7 @@ def test_run_end_to_end_on_a_tiny_random_llama(tmp_path, gpt2_tokenizer):
         )
         for position in (0, 2)
     ]
-    summary = run(
+    summary = evaluate(
         MDQAConfig(
             model=model_dir, data=files, output=str(tmp_path / "out"), batch_size=2, max_new_tokens=4, no_progress=True
         )
@@ -158,7 +158,7 @@ def test_run_skips_prompts_longer_than_the_model_and_honours_limit(tmp_path, gpt
     long = str(
         make_mdqa(MakeMDQAConfig(output=str(tmp_path / "five_docs.jsonl.gz"), num_docs=5, gold_position=4, examples=3))
     )  # ≈ 800
-    summary = run(
+    summary = evaluate(
         MDQAConfig(
             model=model_dir,
             data=[short, long],
@@ -177,11 +177,13 @@ def test_run_skips_prompts_longer_than_the_model_and_honours_limit(tmp_path, gpt
 
 def test_run_rejects_bad_arguments_before_loading_a_model(tmp_path):
     with pytest.raises(UserError, match="no data files"):
-        run(MDQAConfig(model="no-such-model", data=[], output=str(tmp_path / "out")))
+        evaluate(MDQAConfig(model="no-such-model", data=[], output=str(tmp_path / "out")))
     with pytest.raises(UserError, match="limit must be at least 1"):
-        run(MDQAConfig(model="no-such-model", data=["x.jsonl.gz"], output=str(tmp_path / "out"), limit=0))
+        evaluate(MDQAConfig(model="no-such-model", data=["x.jsonl.gz"], output=str(tmp_path / "out"), limit=0))
     with pytest.raises(UserError, match="absent.jsonl.gz: no such file"):
-        run(MDQAConfig(model="no-such-model", data=[str(tmp_path / "absent.jsonl.gz")], output=str(tmp_path / "out")))
+        evaluate(
+            MDQAConfig(model="no-such-model", data=[str(tmp_path / "absent.jsonl.gz")], output=str(tmp_path / "out"))
+        )
 
 
 def test_the_command_writes_no_library_noise_or_bars_into_a_redirected_log(tmp_path, gpt2_tokenizer, capfd):

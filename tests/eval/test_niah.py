@@ -11,7 +11,7 @@ from meap.config.commands import NIAHConfig
 from meap.data.prose import insert_at_depth
 from meap.errors import UserError
 from meap.eval.generation import prompt_length
-from meap.eval.niah import run
+from meap.eval.niah import evaluate
 from meap.eval.niah_data import Needle, build_examples, random_needle, read_haystack
 
 PROSE = " ".join(f"Sentence number {i} talks about the weather in town {i % 7}." for i in range(400))
@@ -87,7 +87,7 @@ def test_bad_haystacks_and_lengths(gpt2_tokenizer, tmp_path):
     reason="asset packages not installed",
 )
 def test_packaged_smollm2_passes_niah_up_to_2048_tokens(tmp_path):
-    summary = run(
+    summary = evaluate(
         NIAHConfig(
             model="smollm2-135m",
             output=str(tmp_path),

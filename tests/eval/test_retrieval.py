@@ -17,7 +17,7 @@ from meap.data.demo_corpus import (
     training_documents,
     vocabulary,
 )
-from meap.eval.retrieval import evaluate, strict_score
+from meap.eval.retrieval import score_prompts, strict_score
 from meap.probes import read_probe_file, score_probes, tokenize_probes
 
 from conftest import tiny_llama
@@ -150,7 +150,7 @@ def test_the_evaluation_scores_greedy_answers_strictly(task):
     greedy = _greedy_answers(model, tokenizer, records)
     for record, answer in zip(records[:3], greedy):
         record["answer"] = answer  # the first three are answered right by construction
-    scored, summary = evaluate(model, tokenizer, records, max_new_tokens=1, attention=True)
+    scored, summary = score_prompts(model, tokenizer, records, max_new_tokens=1, attention=True)
     assert [r["correct"] for r in scored[:3]] == [1.0, 1.0, 1.0]
     assert summary["probes"] == 6 and summary["absent_probes"] == 3 and summary["distractors"] == 3
     assert summary["strict"] == sum(r["correct"] for r in scored[:6]) / 6 >= 0.5

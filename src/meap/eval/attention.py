@@ -211,7 +211,7 @@ def _trained_objective(spec: str) -> str | None:
     return RunDir(path.parent if path.name == FINAL_DIR else path).objective()
 
 
-def run(config: AttentionConfig) -> dict:
+def evaluate(config: AttentionConfig) -> dict:
     """Analyse each of ``config.model`` on the same probes; write ``attention.json``, ``segment_mass.png`` and
     ``layers.png`` to ``config.output``."""
     from meap.eval.niah_data import read_haystack

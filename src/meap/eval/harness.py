@@ -37,7 +37,7 @@ EXPECTED_WARNINGS = (
 )
 
 
-def run(config: HarnessConfig) -> dict:
+def evaluate(config: HarnessConfig) -> dict:
     """Evaluate ``config.model`` on lm-eval ``config.tasks`` and write ``results.json`` to ``config.output``;
     returns the same summary.
 

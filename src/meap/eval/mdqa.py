@@ -86,7 +86,7 @@ def gold_position(example: dict, path: str | Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def run(config: MDQAConfig) -> dict:
+def evaluate(config: MDQAConfig) -> dict:
     """Answer every question of ``config.data`` with ``config.model`` and score it; return the summary.
 
     ``model`` is anything :func:`meap.models.load_causal_lm` accepts; ``limit`` caps the examples taken

@@ -11,7 +11,7 @@ Protocol (MEAP paper, after Kamradt and RULER):
 * greedy decoding, batched (left padding, KV cache); scores per sample: substring match of the expected
   answer (the value) and ROUGE-1 F of the response against the needle sentence, as the paper scores it.
 
-:mod:`meap.eval.niah_data` builds the prompts (pure, testable without a model); :func:`run` evaluates a
+:mod:`meap.eval.niah_data` builds the prompts (pure, testable without a model); :func:`evaluate` evaluates a
 model on them and writes ``results.jsonl``, ``summary.json`` and ``heatmap.png``.
 """
 
@@ -56,7 +56,7 @@ def summarize(records: list[dict]) -> dict:
     return {"overall": overall, "cells": by_cell}
 
 
-def run(config: NIAHConfig) -> dict:
+def evaluate(config: NIAHConfig) -> dict:
     """Evaluate ``config.model`` (a model directory, a meap run, a hub id or ``smollm2-135m``) and write the
     results to ``config.output``.
 

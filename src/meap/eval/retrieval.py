@@ -89,7 +89,7 @@ def attention_to_values(model, tokenizer, records: list[dict]) -> dict:
     return {"layers": layers, "average": average, "probes": count}
 
 
-def evaluate(
+def score_prompts(
     model,
     tokenizer,
     records: list[dict],
@@ -139,7 +139,7 @@ def evaluate(
     return scored, summary
 
 
-def run(config: RetrievalConfig) -> dict:
+def evaluate(config: RetrievalConfig) -> dict:
     """Evaluate ``config.model`` on ``config.probes``; writes ``results.jsonl`` and ``summary.json`` to
     ``config.output``."""
     from meap.models import load_causal_lm
@@ -147,7 +147,7 @@ def run(config: RetrievalConfig) -> dict:
     checked(config)
     records = read_probe_file(config.probes)
     model, tokenizer = load_causal_lm(config.model, dtype=config.dtype)
-    scored, summary = evaluate(
+    scored, summary = score_prompts(
         model,
         tokenizer,
         records,
