@@ -12,7 +12,6 @@ were censored. Recomputed from the records: ``python -m meap.dose RECORDS.json.g
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from meap.config.experiments import arm_ratio
 from meap.errors import UserError
 from meap.eval.results import prompt_scores
 from meap.fsutil import atomic_write_text
-from meap.paired import percent, probe_curve, read_records
+from meap.paired import main, percent, probe_curve
 from meap.plots import plot_dose
 from meap.report import markdown
 from meap.rundir import last_value
@@ -28,7 +27,6 @@ from meap.stats import onset, trend
 
 # The decision rule, fixed before the dose-response ran (RESULTS.md): Page's two-sided p on the primary measure.
 TREND_ALPHA = 0.05
-TRENDS = ("rises-with-ratio", "falls-with-ratio", "no-trend-detected")
 PRIMARY = "probe_mean"
 MEASURES = {
     "probe_mean": "window-mean probe accuracy (%)",
@@ -162,14 +160,5 @@ def write_dose_report(comparison: dict, output: Path) -> Path:
     return path
 
 
-def main(argv: list[str]) -> None:
-    """``python -m meap.dose RECORDS.json.gz [THRESHOLD WINDOW]``: the dose-response recomputed, as JSON."""
-    loaded = read_records(Path(argv[0]))
-    threshold, window = (float(argv[1]), int(argv[2])) if len(argv) > 2 else (0.5, 3)
-    result = dose_response(loaded, threshold=threshold, window=window)
-    result.pop("curves")
-    print(json.dumps(result, indent=2))
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(sys.argv[1:], dose_response)

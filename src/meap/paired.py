@@ -293,11 +293,12 @@ def write_onset_report(comparison: dict, output: Path) -> Path:
     return path
 
 
-def main(argv: list[str]) -> None:
-    """``python -m meap.paired RECORDS.json.gz [THRESHOLD WINDOW]``: the verdict recomputed, as JSON."""
+def main(argv: list[str], compare=onset_comparison) -> None:
+    """``python -m meap.paired RECORDS.json.gz [THRESHOLD WINDOW]``: the verdict recomputed by ``compare``
+    (:func:`onset_comparison`, or :func:`meap.dose.dose_response` for ``python -m meap.dose``), as JSON."""
     loaded = read_records(Path(argv[0]))
     threshold, window = (float(argv[1]), int(argv[2])) if len(argv) > 2 else (0.5, 3)
-    result = onset_comparison(loaded, threshold=threshold, window=window)
+    result = compare(loaded, threshold=threshold, window=window)
     result.pop("curves")
     print(json.dumps(result, indent=2))
 
