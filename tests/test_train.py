@@ -118,6 +118,7 @@ def test_every_recipe_loads(config):
         "demo": DemoConfig,
         "repro-small": DemoConfig,
         "evidence-cpu": DemoConfig,
+        "evidence-dose-cpu": DemoConfig,
         "evidence-sft": SFTDemoConfig,
     }
     kind = kinds.get(config.stem, PretrainConfig)
