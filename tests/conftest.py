@@ -152,10 +152,6 @@ def assert_metrics_close(first: list[dict], second: list[dict], rel: float) -> N
                 assert a[key] == pytest.approx(b[key], rel=rel), (key, a, b)
 
 
-def without_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in record.items() if k not in ("tokens_per_s", "mfu", "elapsed_s")} for record in records]
-
-
 # Killing a run mid-way, as a crash or an out-of-memory kill would.
 
 

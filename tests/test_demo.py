@@ -1,16 +1,21 @@
 """`meap demo`: the paired learning-speed experiment end to end at toy size, its verdict recomputable from the
 records it writes, and the decision rule as written down before the evidence ran."""
 
+import copy
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from meap.cli import main
 from meap.data.demo_corpus import stated_needles
-from meap.paired import decide, onset_comparison, read_records
+from meap.fsutil import write_json_gz
+from meap.paired import decide, differences, onset_comparison, read_records
+from meap.paired import main as paired_main
+from meap.rundir import without_timing
 
-from conftest import read_metrics, without_timing
+from conftest import read_metrics
 
 
 def test_the_decision_rule():
@@ -59,6 +64,38 @@ def test_onsets_and_their_paired_ratio():
     # a three-probe moving average moves the onset to where the average crosses the threshold
     late = onset_comparison(_loaded([4, 6], [4, 6]), threshold=0.5, window=3)
     assert late["onset_tokens_by_seed"]["ntp"] == pytest.approx([4500, 6500])  # 1/3 at step 4, 2/3 at step 5
+
+
+RESULTS = Path(__file__).parent.parent / "results"
+
+
+def test_a_rerun_is_compared_with_the_records_run_by_run_timings_aside(tmp_path, capsys):
+    committed = read_records(RESULTS / "evidence-cpu.records.json.gz")
+    rerun = copy.deepcopy({seed: committed[seed] for seed in (0, 1)})  # a partial rerun, elsewhere, slower
+    for run in rerun[0].values():
+        run["summary"]["model"] = "elsewhere"
+        for record in run["metrics"]:
+            record.update({key: record[key] * 2 for key in ("elapsed_s", "tokens_per_s") if key in record})
+    assert differences(rerun, committed, {}) == [4]
+    rerun[1]["meap"]["metrics"][7]["loss"] += 1e-6
+    rerun[1]["ntp"]["retrieval"][3]["correct"] = 1 - rerun[1]["ntp"]["retrieval"][3]["correct"]
+    assert differences(rerun, committed, {}) == [
+        4,
+        "seed 1 ntp: per-prompt retrieval records differ",
+        "seed 1 meap: metrics differ from record 7",
+    ]
+    write_json_gz(tmp_path / "rerun.json.gz", {str(seed): runs for seed, runs in rerun.items()})
+    with pytest.raises(SystemExit) as exit_info:
+        paired_main([str(tmp_path / "rerun.json.gz"), "--same", str(RESULTS / "evidence-cpu.records.json.gz")])
+    assert exit_info.value.code == 1 and "4 runs compared, 2 differences" in capsys.readouterr().out
+    # the committed dose-response's NTP and 15% branches of seeds 0-2 are the evidence run's, record for record
+    paired_main(
+        [
+            str(RESULTS / "evidence-dose-cpu.records.json.gz"),
+            *("--same", str(RESULTS / "evidence-cpu.records.json.gz"), "--arm", "meap-0.15=meap"),
+        ]
+    )
+    assert "6 runs compared, 0 differences" in capsys.readouterr().out
 
 
 def _demo(tmp_path, name, *extra):

@@ -8,9 +8,9 @@ import pytest
 
 from meap.errors import UserError
 from meap.experiment import PORTABLE_NUMERICS, Job, run_jobs
-from meap.rundir import RunDir
+from meap.rundir import RunDir, without_timing
 
-from conftest import read_metrics, tiny_config, without_timing
+from conftest import read_metrics, tiny_config
 
 
 def _jobs(prepared, root):

@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 
 from meap.errors import UserError
-from meap.rundir import checkpoint_dirs
+from meap.rundir import checkpoint_dirs, without_timing
 from meap.train import pretrain
 from meap.train.checkpoints import MANIFEST_FILE, checkpoint_damage
 from meap.train.trainer import NonFiniteLoss
 
-from conftest import config_flags, read_metrics, sigkill, tiny_config, without_timing
+from conftest import config_flags, read_metrics, sigkill, tiny_config
 
 STEPS = dict(max_steps=10, save_every=2, eval_every=5)
 

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from meap.config import SFTConfig, load_config
 from meap.errors import UserError
+from meap.rundir import without_timing
 from meap.train import sft
 from meap.train.build_sft import build_sft_run
 
@@ -25,10 +26,6 @@ def alpaca_file(tmp_path):
 
 def read_metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def without_timing(records):
-    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu", "elapsed_s")} for r in records]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ records file the evidence commits), so every number of RESULTS.md can be recompu
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -27,7 +28,7 @@ from meap.eval.results import read_records as read_jsonl
 from meap.fsutil import atomic_write_text, read_json_gz, write_json_gz
 from meap.plots import plot_onsets
 from meap.report import markdown
-from meap.rundir import RunDir, last_value
+from meap.rundir import RunDir, last_value, without_timing
 from meap.stats import mean_and_spread, onset, paired_difference, seed_statistics
 
 # The decision rule, fixed before the evidence ran (RESULTS.md): on the ratio onset MEAP / onset NTP.
@@ -75,7 +76,10 @@ def write_records(loaded: dict[int, dict[str, dict]], path: Path) -> None:
 
 
 def read_records(path: Path) -> dict[int, dict[str, dict]]:
-    return {int(seed): runs for seed, runs in read_json_gz(path).items()}
+    try:
+        return {int(seed): runs for seed, runs in read_json_gz(path).items()}
+    except (OSError, EOFError, ValueError, AttributeError) as error:
+        raise UserError(f"{path}: expected a gzipped JSON records file written by meap demo ({error})") from None
 
 
 def probe_curve(metrics: list[dict]) -> tuple[list[int], list[float]]:
@@ -293,14 +297,65 @@ def write_onset_report(comparison: dict, output: Path) -> Path:
     return path
 
 
+# Summary fields that name where a run lay, not what it computed.
+PLACE_KEYS = ("model", "probe_file")
+
+
+def differences(first: dict[int, dict[str, dict]], second: dict[int, dict[str, dict]], arms: dict[str, str]) -> list:
+    """Where the runs of two records files differ, timings (:data:`meap.rundir.TIMING_KEYS`) and places aside:
+    for every seed of both and every run of ``first`` that ``second`` holds under its own name or under
+    ``arms[name]``. Returns the compared (seed, name) pairs' count and one line per difference."""
+    found, compared = [], 0
+    for seed in sorted(set(first) & set(second)):
+        for name, run in first[seed].items():
+            other = second[seed].get(arms.get(name, name))
+            if other is None:
+                continue
+            compared += 1
+            where = f"seed {seed} {name}"
+            mine, theirs = without_timing(run["metrics"]), without_timing(other["metrics"])
+            step = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), None)
+            if step is not None or len(mine) != len(theirs):
+                found.append(
+                    f"{where}: metrics differ from record {step if step is not None else min(len(mine), len(theirs))}"
+                )
+            if run["retrieval"] != other["retrieval"]:
+                found.append(f"{where}: per-prompt retrieval records differ")
+            summaries = [{k: v for k, v in r["summary"].items() if k not in PLACE_KEYS} for r in (run, other)]
+            if summaries[0] != summaries[1]:
+                found.append(f"{where}: retrieval summaries differ")
+    return [compared, *found]
+
+
 def main(argv: list[str], compare=onset_comparison) -> None:
-    """``python -m meap.paired RECORDS.json.gz [THRESHOLD WINDOW]``: the verdict recomputed by ``compare``
-    (:func:`onset_comparison`, or :func:`meap.dose.dose_response` for ``python -m meap.dose``), as JSON."""
-    loaded = read_records(Path(argv[0]))
-    threshold, window = (float(argv[1]), int(argv[2])) if len(argv) > 2 else (0.5, 3)
-    result = compare(loaded, threshold=threshold, window=window)
-    result.pop("curves")
-    print(json.dumps(result, indent=2))
+    """``python -m meap.paired RECORDS.json.gz``: the verdict recomputed by ``compare`` (:func:`onset_comparison`,
+    or :func:`meap.dose.dose_response` for ``python -m meap.dose``), as JSON. With ``--same OTHER``: whether the
+    runs both files hold computed the same (:func:`differences`; exit 1 when not), e.g. a rerun on another CPU."""
+    parser = argparse.ArgumentParser(prog=f"python -m meap.{Path(sys.argv[0]).stem}", description=main.__doc__)
+    parser.add_argument("records", type=Path)
+    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--window", type=int, default=3)
+    parser.add_argument("--same", type=Path, metavar="OTHER", help="another records file to compare the runs with")
+    parser.add_argument("--arm", action="append", default=[], metavar="MINE=OTHERS", help="a run named otherwise there")
+    args = parser.parse_args(argv)
+    if any("=" not in arm for arm in args.arm):
+        parser.error("--arm: expected MINE=OTHERS, e.g. meap-0.15=meap")
+    try:
+        loaded = read_records(args.records)
+        other = read_records(args.same) if args.same else None
+    except UserError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    if other is None:
+        result = compare(loaded, threshold=args.threshold, window=args.window)
+        result.pop("curves")
+        print(json.dumps(result, indent=2))
+        return
+    compared, *found = differences(loaded, other, dict(arm.split("=", 1) for arm in args.arm))
+    for line in found:
+        print(line)
+    print(f"{compared} runs compared, {len(found)} differences (timings and places aside)")
+    if found or not compared:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,15 @@ class RunDir:
         atomic_write_text(self.metrics_file, "".join(line + "\n" for line in kept))
 
 
+# Metrics keys that measure the clock, not the computation: two runs of the same computation differ only in these.
+TIMING_KEYS = ("tokens_per_s", "mfu", "elapsed_s")
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    """Metrics records less their :data:`TIMING_KEYS` (what must repeat exactly when a run is repeated)."""
+    return [{key: value for key, value in record.items() if key not in TIMING_KEYS} for record in records]
+
+
 def last_value(records: list[dict], key: str):
     """The value of ``key`` in the last metrics record that has it (None when none has)."""
     return next((record[key] for record in reversed(records) if key in record), None)
