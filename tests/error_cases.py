@@ -599,8 +599,8 @@ CASES = [
     Case("compare-a-single-run", lambda i: ["compare", str(run_dir(i)), "-o", str(i.tmp / "out")], ("at least two",)),
     Case(
         "demo-unknown-objective",
-        lambda i: ["demo", "--objective", "ntp,bert", "--output", str(i.tmp / "out")],
-        ("objective", "ntp", "meap"),
+        lambda i: ["demo", "--objectives", "ntp", "bert", "--output", str(i.tmp / "out")],
+        ("objectives", "ntp", "meap"),
     ),
     Case(
         "demo-bad-filler-words",

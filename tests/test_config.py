@@ -51,3 +51,22 @@ def test_yaml_errors_name_the_file_and_key(tmp_path):
         load_config(PretrainConfig, recipe)
     with pytest.raises(UserError, match="config file not found"):
         load_config(PretrainConfig, tmp_path / "absent.yaml")
+
+
+def test_a_paired_experiment_lists_objectives_and_sets_each_runs_objective_itself(tmp_path):
+    from meap.config import DemoConfig, SFTDemoConfig, config_to_dict
+
+    recipe = tmp_path / "demo.yaml"
+    recipe.write_text("objectives: [meap, ntp]\n")
+    config = load_config(DemoConfig, recipe)
+    assert config.objectives == ["meap", "ntp"] and [arm[1] for arm in config.arms()] == ["meap", "ntp"]
+    assert "objective" not in config_to_dict(config) and "objectives" in config_to_dict(config)
+    branch = config.pretrain_config("ntp", "data", tmp_path / "ntp", seed=0)
+    assert branch.objective == "ntp"
+    # one name, one meaning: a training run's `objective` is no key of an experiment
+    for kind in (DemoConfig, SFTDemoConfig):
+        recipe.write_text("objective: ntp\n")
+        with pytest.raises(UserError, match="unknown key `objective` \\(did you mean `objectives`\\?\\)"):
+            load_config(kind, recipe)
+        with pytest.raises(UserError, match="objectives: expected distinct names"):
+            load_config(kind, overrides={"objectives": ["ntp", "ntp"]})

@@ -17,11 +17,11 @@ from meap.config.commands import NIAHConfig
 from meap.data.blocks import PackedBlocks
 from meap.data.shards import open_split
 from meap.errors import UserError
-from meap.rundir import RUN_FILE
+from meap.rundir import RUN_FILE, without_timing
 from meap.train import pretrain
 from meap.train.build import build_run
 
-from conftest import assert_metrics_close, config_flags, read_metrics, tiny_config, without_timing
+from conftest import assert_metrics_close, config_flags, read_metrics, tiny_config
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 

@@ -238,12 +238,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(command: Command, args: argparse.Namespace):
     """The command's config: defaults < its recipe (--config) < its flags."""
-    from meap.config import load_config
+    from meap.config import field_types, load_config
 
     config_cls = command.config_class()
     if config_cls is None:
         return None
-    keys = {f.name for f in dataclasses.fields(config_cls)}
+    keys = set(field_types(config_cls))
     given = {key: value for key, value in vars(args).items() if key in keys and value is not None}
     if command.kind == "training":
         from meap.train import launch_config

@@ -130,7 +130,7 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     from meap.monitor import machine
     from meap.paired import load_runs, onset_comparison, write_onset_report, write_records
 
-    seeds, objectives = config.training_seeds(), config.objectives()
+    seeds, objectives = config.training_seeds(), config.objectives
     output = config.resolved_output()
     # before the materials are drawn (--overwrite deletes only once they are checked)
     changed = [] if overwrite else check_output(config, output, overwrite)

@@ -256,7 +256,7 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
         forget_evaluations(output, ("mdqa",), changed)
         for path in (output / "mdqa").glob("*.jsonl.gz"):  # the evaluation files, not the training conversations
             path.unlink()
-    seeds, objectives = config.training_seeds(), config.objectives()
+    seeds, objectives = config.training_seeds(), config.objectives
 
     say(f"{clock}  1/4 evaluation files")
     files = _mdqa_files(config, output / "mdqa")

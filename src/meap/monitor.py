@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from meap.errors import is_main_process, warn
+from meap.rundir import RunDir, last_value
 
 # Dense bf16 peak TFLOP/s per device, matched against torch.cuda.get_device_name() (first match wins).
 PEAK_BF16_TFLOPS = (
@@ -109,7 +110,7 @@ class MetricsCallback(TrainerCallback):
 
     def __init__(
         self,
-        path: Path,
+        run_dir: RunDir,
         tokens_per_step: int | None,
         flops_per_token: float | None,
         peak: float | None,
@@ -117,7 +118,8 @@ class MetricsCallback(TrainerCallback):
         world_size: int = 1,
         probes=None,
     ):
-        self.path = path
+        self.run_dir = run_dir
+        self.path = run_dir.metrics_file
         self.probes = probes  # a meap.probes.ProbeSchedule: its scores join the record of the step they ran at
         self._probe_scores: dict = {}
         self.tokens_per_step = tokens_per_step  # None: the Trainer's num_input_tokens_seen counts them
@@ -152,10 +154,7 @@ class MetricsCallback(TrainerCallback):
 
     def _resumed_elapsed(self) -> float:
         """A resumed run's clock continues from its last record (the file was cut back to its checkpoint)."""
-        if not self.path.is_file():
-            return 0.0
-        records = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()]
-        return next((float(r["elapsed_s"]) for r in reversed(records) if "elapsed_s" in r), 0.0)
+        return float(last_value(self.run_dir.read_metrics(), "elapsed_s") or 0.0)
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.perf_counter()

@@ -26,8 +26,9 @@ def arm_ratio(name: str) -> float:
 
 @dataclass
 class PairedExperiment:
-    """What the two experiments share: ``objective`` lists the objectives to pair, ``seeds`` the training
-    seeds (each trains every objective), and both are checked alike."""
+    """What the two experiments share: ``objectives`` lists the objectives to pair (each run's own
+    ``objective`` is set by the experiment, not a key), ``seeds`` the training seeds (each trains every
+    objective), and both are checked alike."""
 
     numerics: str = help_field(
         "CPU arithmetic: `portable` (the AVX2 kernels of PyTorch and MKL on every x86 CPU, so another "
@@ -40,9 +41,7 @@ class PairedExperiment:
     # evaluated again, not trained again.
     FREE_KEYS = ("summary", "records")
     EVALUATION_KEYS = ()
-
-    def objectives(self) -> list[str]:
-        return [name.strip() for name in self.objective.split(",") if name.strip()]
+    FIXED_KEYS = ("objective",)
 
     def training_seeds(self) -> list[int]:
         return list(self.seeds) or [self.seed]
@@ -51,15 +50,13 @@ class PairedExperiment:
         return Path(self.output or f"runs/{self.command}")
 
     def pairing_problems(self) -> list[str]:
-        found, objectives = [], self.objectives()
+        found, objectives = [], self.objectives
         if (
             not objectives
             or any(name not in OBJECTIVES for name in objectives)
             or len(set(objectives)) < len(objectives)
         ):
-            found.append(
-                f"objective: expected distinct names from `ntp`, `meap`, comma-separated, got {self.objective!r}"
-            )
+            found.append(f"objectives: expected distinct names from `ntp`, `meap`, got {objectives}")
         if len(set(self.seeds)) < len(self.seeds) or any(not 0 <= seed < 2**32 for seed in self.seeds):
             found.append(f"seeds: expected distinct integers in [0, 2**32), got {self.seeds}")
         if self.numerics not in NUMERICS:
@@ -74,10 +71,12 @@ class DemoConfig(PairedExperiment, PretrainConfig):
     Per training seed: a shared start (NTP on copy drills, short sequences) that forms copying but not
     lookup by key, then one branch per objective from that same model, at a constant learning rate, with
     teacher-forced retrieval probes every ``probe_every`` steps. The training keys are
-    :class:`PretrainConfig`'s and apply to the branches; ``objective`` lists the objectives to pair.
+    :class:`PretrainConfig`'s and apply to the branches; ``objectives`` lists the objectives to pair.
     """
 
-    objective: str = help_field("objectives to train and compare, comma-separated", default="ntp,meap")
+    objectives: list[str] = help_field(
+        "objectives to train and compare (`ntp`, `meap`)", {"metavar": "NAME"}, default_factory=lambda: ["ntp", "meap"]
+    )
     output: str = help_field("demo directory (default: runs/demo)", default="")
     seed: int = help_field(
         "seeds the demo corpus, the keys and the probes (shared by every training seed), and "
@@ -232,8 +231,8 @@ class DemoConfig(PairedExperiment, PretrainConfig):
         if ratios and (len(ratios) < 2 or sorted(set(ratios)) != list(ratios)):
             found.append(f"mask_ratios: expected at least 2 ascending, distinct values, got {ratios}")
         found += [f"mask_ratios: {problem}" for r in ratios if (problem := mask_ratio_problem(r, zero=False))]
-        if ratios and sorted(self.objectives()) != ["meap", "ntp"]:
-            found.append(f"objective: a dose-response (mask_ratios) trains `ntp,meap`, got {self.objective!r}")
+        if ratios and sorted(self.objectives) != ["meap", "ntp"]:
+            found.append(f"objectives: a dose-response (mask_ratios) trains `ntp` and `meap`, got {self.objectives}")
         if self.probe_every % self.log_every:
             found.append(f"probe_every: expected a multiple of log_every ({self.log_every}), got {self.probe_every}")
         return found
@@ -242,7 +241,7 @@ class DemoConfig(PairedExperiment, PretrainConfig):
         """Each seed's branches: (name, objective, PretrainConfig overrides); one per objective, or for a
         dose-response NTP and MEAP at each of ``mask_ratios``."""
         if not self.mask_ratios:
-            return [(objective, objective, {}) for objective in self.objectives()]
+            return [(objective, objective, {}) for objective in self.objectives]
         return [(dose_arm(0), "ntp", {})] + [(dose_arm(r), "meap", {"mask_ratio": r}) for r in self.mask_ratios]
 
     def retrieval_config(self, run: Path, probes: Path, progress: bool) -> RetrievalConfig:
@@ -272,7 +271,11 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
     """A paired fine-tuning experiment: NTP-SFT and MEAP-SFT of one model per seed at equal training tokens,
     multi-document QA of the base model and of every fine-tuned one, and the paired comparison."""
 
-    objective: str = help_field("objectives to fine-tune and compare, comma-separated", default="ntp,meap")
+    objectives: list[str] = help_field(
+        "objectives to fine-tune and compare (`ntp`, `meap`)",
+        {"metavar": "NAME"},
+        default_factory=lambda: ["ntp", "meap"],
+    )
     output: str = help_field("demo directory (default: runs/demo-sft)", default="")
     seeds: list[int] = help_field(
         "fine-tuning seeds (data order, masks, LoRA init); empty: `seed` alone", default_factory=list

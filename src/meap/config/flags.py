@@ -64,11 +64,11 @@ def add_flags(target, config_cls: type, last: frozenset[str] = frozenset(), type
     """One flag per config field (``--key-name VALUE``; the ``cli`` metadata of :mod:`meap.config.commands`
     says where a field looks otherwise). Unset flags stay None, so defaults come from the config alone.
     ``typed``: argparse converts numbers (its own error message); else ``load_config`` does."""
-    from meap.config.loading import field_types, optional_type
+    from meap.config.loading import config_fields, field_types, optional_type
 
     types = field_types(config_cls)
     exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
-    for f in sorted(dataclasses.fields(config_cls), key=lambda f: f.name in last):
+    for f in sorted(config_fields(config_cls), key=lambda f: f.name in last):
         cli, text = f.metadata.get("cli", {}), f.metadata.get("help", "")
         kind = optional_type(types[f.name]) or types[f.name]
         item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None

@@ -29,10 +29,17 @@ def new_default(base: type, name: str, **kwargs: Any) -> Any:
     return help_field(base.__dataclass_fields__[name].metadata["help"], **kwargs)
 
 
+def config_fields(config_cls: type) -> list[dataclasses.Field]:
+    """The fields that are the config's keys: all but its ``FIXED_KEYS`` (inherited fields the class sets
+    itself, as a paired experiment sets each run's ``objective``)."""
+    fixed = getattr(config_cls, "FIXED_KEYS", ())
+    return [f for f in dataclasses.fields(config_cls) if f.name not in fixed]
+
+
 def field_types(config_cls: type) -> dict[str, type]:
-    """Field name -> its Python type (str, int, float, bool, or a list of str, int or float)."""
+    """Key -> its Python type (str, int, float, bool, or a list of str, int or float)."""
     hints = typing.get_type_hints(config_cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+    return {f.name: hints[f.name] for f in config_fields(config_cls)}
 
 
 def _flag(key: str) -> str:
@@ -176,7 +183,9 @@ def saved_config(config_cls: type, path: Path) -> dict[str, Any]:
 
 
 def config_to_dict(config) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """The config's keys and values (what config.yaml holds)."""
+    values = dataclasses.asdict(config)
+    return {f.name: values[f.name] for f in config_fields(type(config))}
 
 
 def save_config(config, path: Path) -> None:

@@ -206,7 +206,7 @@ def make_trainer(
     eval_every = config.eval_every if eval_dataset is not None else 0
     run_dir = RunDir(output)
     metrics = MetricsCallback(
-        run_dir.metrics_file, tokens_per_step, flops, peak, eval_every, world_size=args.world_size, probes=probes
+        run_dir, tokens_per_step, flops, peak, eval_every, world_size=args.world_size, probes=probes
     )
     callbacks = [metrics, StopOnSignal()]
     if "tensorboard" in config.report_to:
