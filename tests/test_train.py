@@ -481,10 +481,12 @@ def test_context_extension_lets_a_run_evaluate_at_lengths_it_refused(prepared, t
     assert recipe.model_override == ["max_position_embeddings=32768", "rope_theta=640000"]
 
 
-def test_trainer_args_reach_the_trainer_and_are_recorded(prepared, tmp_path):
+# transformers 5 renamed gradient checkpointing; both names reach the Trainer
+@pytest.mark.parametrize("checkpointing", ["gradient_checkpointing", "activation_checkpointing"])
+def test_trainer_args_reach_the_trainer_and_are_recorded(prepared, tmp_path, checkpointing):
     from meap.cli import execute as meap
 
-    extra = ["gradient_checkpointing=true", "optim=adamw_torch", "lr_scheduler_type=constant_with_warmup"]
+    extra = [f"{checkpointing}=true", "optim=adamw_torch", "lr_scheduler_type=constant_with_warmup"]
     shape = dict(max_steps=4, warmup_steps=2, save_every=0, eval_every=0, log_every=1)
     plain = pretrain(tiny_config(prepared, tmp_path / "plain", trainer_args=extra[1:], **shape), progress=False)
     run = tmp_path / "checkpointed"
@@ -493,7 +495,7 @@ def test_trainer_args_reach_the_trainer_and_are_recorded(prepared, tmp_path):
 
     facts = json.loads((run / RUN_FILE).read_text())
     assert facts["trainer_args"] == {
-        "gradient_checkpointing": True,
+        checkpointing: True,
         "optim": "adamw_torch",
         "lr_scheduler_type": "constant_with_warmup",
     }
