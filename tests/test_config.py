@@ -70,3 +70,21 @@ def test_a_paired_experiment_lists_objectives_and_sets_each_runs_objective_itsel
             load_config(kind, recipe)
         with pytest.raises(UserError, match="objectives: expected distinct names"):
             load_config(kind, overrides={"objectives": ["ntp", "ntp"]})
+
+
+def test_an_experiment_saved_with_a_comma_listed_objective_continues(tmp_path):
+    from meap.config import DemoConfig, save_config
+    from meap.experiment import check_output
+
+    config = load_config(DemoConfig, overrides={"objectives": ["ntp"], "output": str(tmp_path / "demo")})
+    (tmp_path / "demo").mkdir()
+    save_config(config, tmp_path / "demo" / "config.yaml")
+    assert check_output(config, tmp_path / "demo", overwrite=False) == []
+    # as an older meap saved it: the same experiment continues, another one is refused
+    older = (tmp_path / "demo" / "config.yaml").read_text().replace("objectives:\n- ntp\n", "objective: ntp\n")
+    assert "objectives" not in older
+    (tmp_path / "demo" / "config.yaml").write_text(older)
+    assert check_output(config, tmp_path / "demo", overwrite=False) == []
+    both = load_config(DemoConfig, overrides={"objectives": ["ntp", "meap"], "output": str(tmp_path / "demo")})
+    with pytest.raises(UserError, match=r"another configuration \(objectives\)"):
+        check_output(both, tmp_path / "demo", overwrite=False)

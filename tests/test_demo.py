@@ -76,18 +76,18 @@ def test_a_rerun_is_compared_with_the_records_run_by_run_timings_aside(tmp_path,
         run["summary"]["model"] = "elsewhere"
         for record in run["metrics"]:
             record.update({key: record[key] * 2 for key in ("elapsed_s", "tokens_per_s") if key in record})
-    assert differences(rerun, committed, {}) == [4]
+    assert differences(rerun, committed, {}) == (["seed 0 ntp", "seed 0 meap", "seed 1 ntp", "seed 1 meap"], [])
     rerun[1]["meap"]["metrics"][7]["loss"] += 1e-6
     rerun[1]["ntp"]["retrieval"][3]["correct"] = 1 - rerun[1]["ntp"]["retrieval"][3]["correct"]
-    assert differences(rerun, committed, {}) == [
-        4,
+    assert differences(rerun, committed, {})[1] == [
         "seed 1 ntp: per-prompt retrieval records differ",
         "seed 1 meap: metrics differ from record 7",
     ]
     write_json_gz(tmp_path / "rerun.json.gz", {str(seed): runs for seed, runs in rerun.items()})
     with pytest.raises(SystemExit) as exit_info:
         paired_main([str(tmp_path / "rerun.json.gz"), "--same", str(RESULTS / "evidence-cpu.records.json.gz")])
-    assert exit_info.value.code == 1 and "4 runs compared, 2 differences" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert exit_info.value.code == 1 and "4 runs compared" in printed and ": 2 differences" in printed
     # the committed dose-response's NTP and 15% branches of seeds 0-2 are the evidence run's, record for record
     paired_main(
         [
@@ -95,7 +95,22 @@ def test_a_rerun_is_compared_with_the_records_run_by_run_timings_aside(tmp_path,
             *("--same", str(RESULTS / "evidence-cpu.records.json.gz"), "--arm", "meap-0.15=meap"),
         ]
     )
-    assert "6 runs compared, 0 differences" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "6 runs compared" in printed and ": 0 differences" in printed
+    # a name in neither file is refused, not silently compared less
+    for arm in ("meap-.15=meap", "meap-0.15=mepa"):
+        with pytest.raises(SystemExit) as exit_info:
+            paired_main(
+                [
+                    str(RESULTS / "evidence-dose-cpu.records.json.gz"),
+                    "--same",
+                    str(tmp_path / "rerun.json.gz"),
+                    "--arm",
+                    arm,
+                ]
+            )
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"--arm {arm}: expected" in error and error.count("\n") == 1
 
 
 def _demo(tmp_path, name, *extra):

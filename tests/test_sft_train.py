@@ -16,16 +16,13 @@ from meap.rundir import without_timing
 from meap.train import sft
 from meap.train.build_sft import build_sft_run
 
+from conftest import read_metrics
 from sft_cases import alpaca, config, messages, sharegpt, write
 
 
 @pytest.fixture
 def alpaca_file(tmp_path):
     return write(tmp_path / "alpaca.jsonl", [alpaca(i) for i in range(20)])
-
-
-def read_metrics(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize(

@@ -161,4 +161,4 @@ def write_dose_report(comparison: dict, output: Path) -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:], dose_response)
+    main(sys.argv[1:], dose_response, prog="python -m meap.dose")

@@ -301,60 +301,63 @@ def write_onset_report(comparison: dict, output: Path) -> Path:
 PLACE_KEYS = ("model", "probe_file")
 
 
-def differences(first: dict[int, dict[str, dict]], second: dict[int, dict[str, dict]], arms: dict[str, str]) -> list:
+def differences(
+    first: dict[int, dict[str, dict]], second: dict[int, dict[str, dict]], arms: dict[str, str]
+) -> tuple[list[str], list[str]]:
     """Where the runs of two records files differ, timings (:data:`meap.rundir.TIMING_KEYS`) and places aside:
     for every seed of both and every run of ``first`` that ``second`` holds under its own name or under
-    ``arms[name]``. Returns the compared (seed, name) pairs' count and one line per difference."""
-    found, compared = [], 0
+    ``arms[name]``. Returns the runs compared ("seed S NAME") and one line per difference."""
+    named = {name for runs in first.values() for name in runs}, {name for runs in second.values() for name in runs}
+    for mine, others in arms.items():
+        if mine not in named[0] or others not in named[1]:
+            raise UserError(f"--arm {mine}={others}: expected a run of the first file = a run of the second")
+    compared, found = [], []
     for seed in sorted(set(first) & set(second)):
         for name, run in first[seed].items():
             other = second[seed].get(arms.get(name, name))
             if other is None:
                 continue
-            compared += 1
             where = f"seed {seed} {name}"
+            compared.append(where)
             mine, theirs = without_timing(run["metrics"]), without_timing(other["metrics"])
-            step = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), None)
-            if step is not None or len(mine) != len(theirs):
-                found.append(
-                    f"{where}: metrics differ from record {step if step is not None else min(len(mine), len(theirs))}"
-                )
+            step = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+            if mine != theirs:
+                found.append(f"{where}: metrics differ from record {step}")
             if run["retrieval"] != other["retrieval"]:
                 found.append(f"{where}: per-prompt retrieval records differ")
             summaries = [{k: v for k, v in r["summary"].items() if k not in PLACE_KEYS} for r in (run, other)]
             if summaries[0] != summaries[1]:
                 found.append(f"{where}: retrieval summaries differ")
-    return [compared, *found]
+    if not compared:
+        raise UserError("the two records files hold no run of the same seed and name (map names with --arm)")
+    return compared, found
 
 
-def main(argv: list[str], compare=onset_comparison) -> None:
+def main(argv: list[str], compare=onset_comparison, prog: str = "python -m meap.paired") -> None:
     """``python -m meap.paired RECORDS.json.gz``: the verdict recomputed by ``compare`` (:func:`onset_comparison`,
     or :func:`meap.dose.dose_response` for ``python -m meap.dose``), as JSON. With ``--same OTHER``: whether the
     runs both files hold computed the same (:func:`differences`; exit 1 when not), e.g. a rerun on another CPU."""
-    parser = argparse.ArgumentParser(prog=f"python -m meap.{Path(sys.argv[0]).stem}", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     parser.add_argument("records", type=Path)
-    parser.add_argument("--threshold", type=float, default=0.5)
-    parser.add_argument("--window", type=int, default=3)
+    parser.add_argument("--threshold", type=float, default=0.5, help="the verdict's onset threshold")
+    parser.add_argument("--window", type=int, default=3, help="the verdict's moving-average window (probes)")
     parser.add_argument("--same", type=Path, metavar="OTHER", help="another records file to compare the runs with")
     parser.add_argument("--arm", action="append", default=[], metavar="MINE=OTHERS", help="a run named otherwise there")
     args = parser.parse_args(argv)
-    if any("=" not in arm for arm in args.arm):
-        parser.error("--arm: expected MINE=OTHERS, e.g. meap-0.15=meap")
     try:
+        if any("=" not in arm for arm in args.arm) or (args.arm and args.same is None):
+            raise UserError("--arm: expected MINE=OTHERS (e.g. meap-0.15=meap), with --same")
         loaded = read_records(args.records)
-        other = read_records(args.same) if args.same else None
+        if args.same is None:
+            result = compare(loaded, threshold=args.threshold, window=args.window)
+            result.pop("curves")
+            print(json.dumps(result, indent=2))
+            return
+        compared, found = differences(loaded, read_records(args.same), dict(a.split("=", 1) for a in args.arm))
     except UserError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    if other is None:
-        result = compare(loaded, threshold=args.threshold, window=args.window)
-        result.pop("curves")
-        print(json.dumps(result, indent=2))
-        return
-    compared, *found = differences(loaded, other, dict(arm.split("=", 1) for arm in args.arm))
-    for line in found:
-        print(line)
-    print(f"{compared} runs compared, {len(found)} differences (timings and places aside)")
-    if found or not compared:
+        parser.exit(2, f"{prog}: error: {error}\n")
+    print("\n".join(found + [f"{len(compared)} runs compared ({', '.join(compared)}): {len(found)} differences"]))
+    if found:
         sys.exit(1)
 
 

@@ -43,6 +43,15 @@ class PairedExperiment:
     EVALUATION_KEYS = ()
     FIXED_KEYS = ("objective",)
 
+    @staticmethod
+    def upgrade_saved(saved: dict) -> dict:
+        """A config.yaml saved before ``objectives`` was a list (``objective: ntp,meap``), in today's keys."""
+        listed = saved.get("objective")
+        if isinstance(listed, str) and "objectives" not in saved:
+            saved = {key: value for key, value in saved.items() if key != "objective"}
+            saved["objectives"] = [name.strip() for name in listed.split(",") if name.strip()]
+        return saved
+
     def training_seeds(self) -> list[int]:
         return list(self.seeds) or [self.seed]
 
@@ -75,7 +84,9 @@ class DemoConfig(PairedExperiment, PretrainConfig):
     """
 
     objectives: list[str] = help_field(
-        "objectives to train and compare (`ntp`, `meap`)", {"metavar": "NAME"}, default_factory=lambda: ["ntp", "meap"]
+        "objectives to train and compare, from `ntp`, `meap` (default: ntp meap)",
+        {"metavar": "NAME"},
+        default_factory=lambda: ["ntp", "meap"],
     )
     output: str = help_field("demo directory (default: runs/demo)", default="")
     seed: int = help_field(
@@ -272,7 +283,7 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
     multi-document QA of the base model and of every fine-tuned one, and the paired comparison."""
 
     objectives: list[str] = help_field(
-        "objectives to fine-tune and compare (`ntp`, `meap`)",
+        "objectives to fine-tune and compare, from `ntp`, `meap` (default: ntp meap)",
         {"metavar": "NAME"},
         default_factory=lambda: ["ntp", "meap"],
     )

@@ -175,11 +175,14 @@ def _read_yaml(path: Path, types_by_key: dict[str, type]) -> dict[str, Any]:
 
 
 def saved_config(config_cls: type, path: Path) -> dict[str, Any]:
-    """A saved config.yaml as a dict, keys added to ``config_cls`` since it was written at their defaults
-    (so a run saved by an older meap still resumes)."""
+    """A saved config.yaml as a dict, keys added to ``config_cls`` since it was written at their defaults and
+    keys since renamed in today's form (the class's ``upgrade_saved``), so a run saved by an older meap still
+    resumes."""
     saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    defaults = config_to_dict(config_cls())
-    return {**defaults, **saved} if isinstance(saved, dict) else saved
+    if not isinstance(saved, dict):
+        return saved
+    upgrade = getattr(config_cls, "upgrade_saved", None)
+    return {**config_to_dict(config_cls()), **(upgrade(saved) if upgrade else saved)}
 
 
 def config_to_dict(config) -> dict[str, Any]:

@@ -82,7 +82,7 @@ class TrainingConfig:
     )
     trainer_args: list[str] = help_field(
         "KEY=VALUE items for transformers' TrainingArguments, any key meap does not set itself, e.g. "
-        "activation_checkpointing=true optim=adamw_torch lr_scheduler_type=constant",
+        "gradient_checkpointing=true optim=adamw_torch lr_scheduler_type=constant",
         default_factory=list,
         cli={"alias": "--trainer-arg", "extend": True},
     )
