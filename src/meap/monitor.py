@@ -119,7 +119,6 @@ class MetricsCallback(TrainerCallback):
         probes=None,
     ):
         self.run_dir = run_dir
-        self.path = run_dir.metrics_file
         self.probes = probes  # a meap.probes.ProbeSchedule: its scores join the record of the step they ran at
         self._probe_scores: dict = {}
         self.tokens_per_step = tokens_per_step  # None: the Trainer's num_input_tokens_seen counts them
@@ -226,7 +225,7 @@ class MetricsCallback(TrainerCallback):
 
     def _flush(self, state) -> None:
         if self._pending is not None and is_main_process():
-            with self.path.open("a", encoding="utf-8") as out:
+            with self.run_dir.metrics_file.open("a", encoding="utf-8") as out:
                 out.write(json.dumps(self._pending) + "\n")
         self._pending = None
 

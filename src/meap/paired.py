@@ -320,8 +320,8 @@ def differences(
             where = f"seed {seed} {name}"
             compared.append(where)
             mine, theirs = without_timing(run["metrics"]), without_timing(other["metrics"])
-            step = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
             if mine != theirs:
+                step = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
                 found.append(f"{where}: metrics differ from record {step}")
             if run["retrieval"] != other["retrieval"]:
                 found.append(f"{where}: per-prompt retrieval records differ")
