@@ -105,6 +105,19 @@ def tiny_model_dir(gpt2_tokenizer, tmp_path) -> Path:
     return directory
 
 
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # real evaluation data beside the checkout
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real evaluation data no one here wrote (lost-in-the-middle, XSum), which CI has beside the checkout."""
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.fail(
+            f"{SHARED_DATA}: the shared evaluation data are missing (expected ../shared/data beside the checkout)"
+        )
+    return SHARED_DATA
+
+
 @pytest.fixture
 def builtin_prose():
     """Skip where the packages carrying the built-in prose (requirements/assets.txt) are missing."""

@@ -12,6 +12,8 @@ from transformers import AutoTokenizer
 
 from meap.config import PretrainConfig, save_config
 
+from conftest import SHARED_DATA
+
 DOC = Path(__file__).parents[1] / "docs" / "errors.md"
 
 
@@ -71,6 +73,23 @@ def long_mdqa(inputs: Inputs) -> Path:
     from meap.eval.mdqa_data import make_mdqa
 
     return make_mdqa(MakeMDQAConfig(output=str(inputs.tmp / "long.jsonl.gz"), num_docs=10, examples=2))
+
+
+KV_FILE = SHARED_DATA / "lost-in-the-middle" / "kv-retrieval-75_keys.jsonl.gz"
+
+
+def kv(inputs: Inputs, data: Path, *flags: str) -> list[str]:
+    return [
+        "eval",
+        "kv-retrieval",
+        "--model",
+        str(inputs.model),
+        "--data",
+        str(data),
+        "-o",
+        str(inputs.tmp / "out"),
+        *flags,
+    ]
 
 
 def run_dir(inputs: Inputs, config: str = "model: tiny\n") -> Path:
@@ -538,6 +557,28 @@ CASES = [
             str(i.tmp / "out"),
         ],
         ("nope.jsonl.gz",),
+    ),
+    Case(
+        "kv-retrieval-bad-record",
+        lambda i: kv(i, jsonl(i.tmp / "kv.jsonl", {"key": "a", "value": "b"})),
+        ("kv.jsonl:1: `ordered_kv_records` is missing or not a list of pairs",),
+    ),
+    Case(
+        "kv-retrieval-asked-pair-absent",
+        lambda i: kv(
+            i, jsonl(i.tmp / "kv.jsonl", {"ordered_kv_records": [["a", "c"], ["d", "e"]], "key": "a", "value": "b"})
+        ),
+        ("kv.jsonl:1: the asked pair (`key`, `value`) is not among `ordered_kv_records`",),
+    ),
+    Case(
+        "kv-retrieval-gold-index-beyond-the-pairs",
+        lambda i: kv(i, KV_FILE, "--num-pairs", "4", "--gold-index", "0", "4"),
+        ("--gold-index: positions must be below --num-pairs 4",),
+    ),
+    Case(
+        "kv-retrieval-prompts-beyond-the-context",
+        lambda i: kv(i, KV_FILE, "--limit", "2"),
+        ("kv-retrieval: prompts of up to", "plus 100 new ones do not fit the 512 positions", "--num-pairs"),
     ),
     Case(
         "make-mdqa-gold-position-out-of-range",

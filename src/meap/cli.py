@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from meap.config.flags import Parser, add_flags, unknown_argument
 from meap.errors import UserError, error_line, is_main_process
+from meap.eval.results import KINDS
 
 
 def _bars(no_progress: bool) -> bool:
@@ -46,13 +47,14 @@ def _experiment(module: str, function: str) -> Callable:
     return experiment
 
 
-def _evaluation(module: str) -> Callable:
-    """An evaluation: ``module.evaluate(config)``, then its headline (:mod:`meap.eval.results`)."""
+def _evaluation(module: str | Callable) -> Callable:
+    """An evaluation: ``module.evaluate(config)`` (or the entry point given), then its headline
+    (:mod:`meap.eval.results`)."""
 
     def evaluate(config, args: argparse.Namespace) -> None:
         from meap.eval.results import headline
 
-        entry = importlib.import_module(module).evaluate
+        entry = importlib.import_module(module).evaluate if isinstance(module, str) else module
         line = headline(entry(dataclasses.replace(config, no_progress=not _bars(config.no_progress))), config.output)
         if line:
             print(line)
@@ -99,12 +101,12 @@ def _presets(config, args: argparse.Namespace) -> None:
 
 @dataclass(frozen=True)
 class Command:
-    """One ``meap`` command. ``config``: its config class, by name, in :mod:`meap.config` or
+    """One ``meap`` command. ``config``: its config class, or its name in :mod:`meap.config` or
     :mod:`meap.config.commands` (None: no flags). ``kind``: ``training`` (a recipe, --resume/--overwrite,
     :func:`meap.train.launch_config`), ``experiment`` (a recipe, --overwrite continues or replaces
     ``what``) or ``tool`` (flags only). ``runs``: called with the config and the parsed arguments."""
 
-    config: str | None
+    config: str | type | None
     help: str
     runs: Callable[[object, argparse.Namespace], None]
     kind: str = "tool"
@@ -116,7 +118,9 @@ class Command:
         from meap import config as configs
         from meap.config import commands
 
-        return None if self.config is None else getattr(configs, self.config, None) or getattr(commands, self.config)
+        if self.config is None or isinstance(self.config, type):
+            return self.config
+        return getattr(configs, self.config, None) or getattr(commands, self.config)
 
 
 _RECIPE = "YAML recipe (see configs/); resuming without one reads the run's own config.yaml"
@@ -156,6 +160,12 @@ COMMANDS = {
         _evaluation("meap.eval.retrieval"),
     ),
     ("eval", "harness"): Command("HarnessConfig", "lm-evaluation-harness tasks", _evaluation("meap.eval.harness")),
+    # the kinds that declare their command in their own module (meap.eval.kind)
+    **{
+        ("eval", kind.command): Command(kind.config, kind.help, _evaluation(kind.evaluate))
+        for kind in KINDS.values()
+        if kind.command
+    },
     ("data", "make-mdqa"): Command(
         "MakeMDQAConfig", "synthetic multi-document QA in the lost-in-the-middle format", _make_mdqa
     ),

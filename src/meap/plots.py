@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 from meap.rundir import FINAL_DIR
+from meap.stats import wilson_interval
 
 DPI = 150
 WIDTH = 6.4  # inches: 960 px at DPI
@@ -127,19 +128,12 @@ def plot_niah_heatmap(
     return _save(draw_niah_heatmap(cells, title=title, difference=difference), path)
 
 
-def wilson_interval(accuracy: float, examples: int) -> tuple[float, float]:
-    """The 95% Wilson interval of a share ``accuracy`` of ``examples`` right-or-wrong answers."""
-    from scipy.stats import binomtest
-
-    interval = binomtest(round(accuracy * examples), examples).proportion_ci(0.95, method="wilson")
-    return interval.low, interval.high
-
-
 def draw_accuracy_by_position(
     series: dict[str, dict[int, float]],
     title: str = "Multi-document QA",
     xlabel: str = "position of the gold document",
     examples: dict[str, dict[int, int]] | None = None,
+    ylabel: str = "accuracy (best-subspan EM)",
 ):
     """Accuracy against gold-document position (0-based keys, drawn 1-based), one line per series (a model,
     or a document count); ``examples``: questions behind each point, drawn as 95% Wilson intervals and
@@ -157,7 +151,7 @@ def draw_accuracy_by_position(
             f" (n = {shown.pop()} per position)" if len(shown) == 1 and None not in shown else ""
         )
         if points and all(counts.get(p) for p in points):
-            bounds = [wilson_interval(by_position[p], counts[p]) for p in points]
+            bounds = [wilson_interval(round(by_position[p] * counts[p]), counts[p]) for p in points]
             below, above = [v - low for v, (low, _) in zip(y, bounds)], [high - v for v, (_, high) in zip(y, bounds)]
             axes.errorbar(x, y, yerr=[below, above], capsize=3, elinewidth=1, **series_style(index), label=name)
             intervals = True
@@ -165,7 +159,7 @@ def draw_accuracy_by_position(
             axes.plot(x, y, **series_style(index), label=name)
     axes.set_xticks([p + 1 for p in positions])
     axes.set_xlabel(xlabel + " (1 = first)")
-    axes.set_ylabel("accuracy (best-subspan EM)")
+    axes.set_ylabel(ylabel)
     axes.set_ylim(-0.04, 1.04)  # a line at 0 or 1 stays clear of the frame
     _title(axes, title, "bars: 95% Wilson intervals over questions" if intervals else "")
     axes.grid(alpha=0.3)
@@ -179,9 +173,10 @@ def plot_accuracy_by_position(
     title: str = "Multi-document QA",
     xlabel: str = "position of the gold document",
     examples: dict[str, dict[int, int]] | None = None,
+    ylabel: str = "accuracy (best-subspan EM)",
 ) -> Path:
     """Draw :func:`draw_accuracy_by_position` into ``path`` (PNG)."""
-    return _save(draw_accuracy_by_position(series, title=title, xlabel=xlabel, examples=examples), path)
+    return _save(draw_accuracy_by_position(series, title=title, xlabel=xlabel, examples=examples, ylabel=ylabel), path)
 
 
 def draw_segment_mass(results: dict[str, dict], title: str = "Attention from the query, by segment (mean over layers)"):

@@ -12,9 +12,10 @@ from pathlib import Path
 import yaml
 
 from meap.errors import UserError
+from meap.eval.kind import format_value
 from meap.eval.results import KINDS, section_of
 from meap.plots import plot_loss_curves
-from meap.report_sections import attention_by_run, format_value, paired_by_seed
+from meap.report_sections import attention_by_run, paired_by_seed
 from meap.rundir import ARTIFACT_DIRS, RunDir, last_value
 
 

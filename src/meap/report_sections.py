@@ -7,39 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from meap.eval.results import KINDS, RECORDS_FILE, kind_of, prompt_scores, read_records, summary_file
+from meap.eval.kind import RECORDS_FILE, by_label, format_value, read_records, section
+from meap.eval.results import KINDS, kind_of, prompt_scores, summary_file
 from meap.plots import plot_accuracy_by_position, plot_attention_layers, plot_niah_heatmap, plot_segment_mass
 from meap.rundir import ARTIFACT_DIRS, RunDir, last_value
 from meap.stats import paired_difference, seed_statistics
 
 
-def by_label(loaded: dict[str, dict], kind: str, title: str):
-    """(index, heading, view) for each evaluation of ``kind`` (by label, across runs): ``view`` is ``loaded`` with
-    that one evaluation of the kind in each run that has it, as the section writers read it; ``heading`` is
-    ``title``, with the label when a run has several. One view with none when no run has the kind (its section
-    then says so)."""
-    labels = sorted({label for run in loaded.values() for label in run["evaluations"].get(kind, {})}) or [None]
-    for index, label in enumerate(labels):
-        view = {
-            name: {
-                **run,
-                "evaluations": {kind: run["evaluations"][kind][label]}
-                if label in run["evaluations"].get(kind, {})
-                else {},
-            }
-            for name, run in loaded.items()
-        }
-        yield index, (f"{title} [{label}]" if len(labels) > 1 and label else title), view
-
-
 def niah_cells(summary: dict) -> dict[tuple, float]:
     return {(cell["length"], cell["depth"]): cell["substring"] for cell in summary["cells"]}
-
-
-def format_value(value) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def mdqa_section(blocks: list[tuple], loaded: dict[str, dict], title: str, figure: Path) -> None:
@@ -263,13 +239,6 @@ def niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title:
                 difference=True,
             )
             blocks.append(("img", file))
-
-
-def section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str) -> dict[str, dict]:
-    """Open a report section: its heading, a line for each run that lacks ``kind``; the runs' outputs of it."""
-    blocks.append(("h2", title))
-    blocks += [("p", f"{name}: absent.") for name, run in loaded.items() if kind not in run["evaluations"]]
-    return {name: run["evaluations"][kind][1] for name, run in loaded.items() if kind in run["evaluations"]}
 
 
 def niah_report(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:

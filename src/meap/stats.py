@@ -53,6 +53,12 @@ def sign_flip_p(values, seed: int = 0) -> float:
     return float(min(1.0, result.pvalue))
 
 
+def wilson_interval(successes: int, total: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a share ``successes / total`` of right-or-wrong answers (``level``: 95%)."""
+    interval = scipy_stats.binomtest(int(successes), int(total)).proportion_ci(level, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
 def seed_statistics(values) -> dict:
     """Mean, 95% t-interval, sign-flip p and Hodges-Lehmann estimate of one value per seed.
 

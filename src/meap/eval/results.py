@@ -1,45 +1,18 @@
-"""The evaluation kinds, one registered record each (:class:`EvaluationKind`): what every evaluation writes (a
-JSON summary file that names its ``kind``), its one-line headline, and its section of ``meap compare``'s
-report. The CLI, the demo and the report read evaluations back through this registry alone, so a new
-evaluation is its own module plus one :func:`register` line here. Torch-free.
+"""The evaluation kinds, one registered record each (:class:`~meap.eval.kind.EvaluationKind`): what every
+evaluation writes (a JSON summary file that names its ``kind``), its one-line headline, and its section of
+``meap compare``'s report. The CLI, the demo and the report read evaluations back through this registry alone.
+A kind written as one module (its config, command and entry point in its record) is that module plus its name
+in the list at the end of this file. Torch-free.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from meap.fsutil import atomic_write_json, atomic_write_jsonl
+from meap.eval import kv_retrieval
+from meap.eval.kind import RECORDS_FILE, EvaluationKind, read_records, write_records
 
-RECORDS_FILE = "results.jsonl"  # NIAH, MDQA, retrieval: one JSON line per prompt, what paired comparisons score
-
-
-@dataclass(frozen=True)
-class EvaluationKind:
-    """One evaluation kind, as everything downstream of the evaluation reads it."""
-
-    name: str  # the summary's ``kind`` field
-    summary_file: str  # written last, in the evaluation's output directory
-    headline: Callable[[dict, str | Path], str]  # what the command prints when done (summary, output)
-    # the report section: a function (blocks, runs, report directory) appending its headings, tables and
-    # figures, or "module:function" for one imported when a report is written (the built-ins draw with
-    # matplotlib, which the CLI's evaluations do not load)
-    report_section: Callable | str
-    # scored per prompt in results.jsonl and paired by seed in the report: (record key, measure name)
-    paired_score: tuple[str, str] | None = None
-    # a config key whose values other than "single" get report sections of their own (NIAH's RULER variants)
-    variant_key: str | None = None
-
-    def section_writer(self) -> Callable:
-        if callable(self.report_section):
-            return self.report_section
-        import importlib
-
-        module, function = self.report_section.split(":")
-        return getattr(importlib.import_module(module), function)
-
+__all__ = ["KINDS", "RECORDS_FILE", "EvaluationKind", "read_records", "register", "write_records"]
 
 KINDS: dict[str, EvaluationKind] = {}
 
@@ -56,15 +29,7 @@ def summary_file(kind: str) -> str:
 
 def has_summary(output: Path, kind: str) -> bool:
     """Whether the evaluation ``kind`` has finished in ``output`` (its summary is written last)."""
-    return (Path(output) / summary_file(kind)).is_file()
-
-
-def write_records(output: Path, records: list[dict]) -> None:
-    atomic_write_jsonl(Path(output) / RECORDS_FILE, records)
-
-
-def read_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return KINDS[kind].has_summary(output)
 
 
 def prompt_scores(records: list[dict], key: str, absent: bool = False) -> list[float]:
@@ -75,9 +40,7 @@ def prompt_scores(records: list[dict], key: str, absent: bool = False) -> list[f
 
 def write_summary(output: Path, kind: str, summary: dict) -> dict:
     """Write ``summary`` (with its ``kind`` first) to the kind's file in ``output``; returns what was written."""
-    written = {"kind": kind, **{key: value for key, value in summary.items() if key != "kind"}}
-    atomic_write_json(Path(output) / summary_file(kind), written, ensure_ascii=False)
-    return written
+    return KINDS[kind].write_summary(output, summary)
 
 
 def kind_of(data: dict) -> str | None:
@@ -178,3 +141,6 @@ register(
 )
 register(EvaluationKind("harness", "results.json", _harness_headline, f"{_SECTIONS}:harness_report"))
 register(EvaluationKind("attention", "attention.json", _attention_headline, f"{_SECTIONS}:attention_report"))
+# The kinds written as one module each (meap.eval.kind): one line each.
+for _module in (kv_retrieval,):
+    register(_module.KIND)

@@ -1,0 +1,101 @@
+"""What an evaluation kind is, and what a kind's module uses to write its files and its part of the report.
+
+An evaluation kind is one record, :class:`EvaluationKind`: the summary file it writes last (naming its
+``kind``), the one-line headline the command prints, its section of ``meap compare``'s report, the score it
+pairs by seed and the rows it gives the paper's table. A kind written as one module (``meap.eval.kv_retrieval``,
+``meap.eval.hallucination``, ``meap.eval.commonsense``) also declares its command, its config and its entry
+point in the record, and :mod:`meap.eval.results` registers the record: adding such a kind is its module, its
+test and one line there. Torch-free: the CLI builds its flags from the records.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from meap.fsutil import atomic_write_json, atomic_write_jsonl
+
+RECORDS_FILE = "results.jsonl"  # one JSON line per prompt: what paired comparisons score
+
+
+@dataclass(frozen=True)
+class EvaluationKind:
+    """One evaluation kind, as everything downstream of the evaluation reads it."""
+
+    name: str  # the summary's ``kind`` field
+    summary_file: str  # written last, in the evaluation's output directory
+    headline: Callable[[dict, str | Path], str]  # what the command prints when done (summary, output)
+    # the report section: a function (blocks, runs, report directory) appending its headings, tables and
+    # figures, or "module:function" for one imported when a report is written (a section that draws imports
+    # matplotlib inside itself, so that evaluations do not load it)
+    report_section: Callable | str
+    # scored per prompt in results.jsonl and paired by seed in the report: (record key, measure name)
+    paired_score: tuple[str, str] | None = None
+    # a config key whose values other than "single" get report sections of their own (NIAH's RULER variants)
+    variant_key: str | None = None
+    # the rows this kind gives the paper's table: its summary -> {measure: value in [0, 1] or None}
+    paper_rows: Callable[[dict], dict[str, float | None]] | None = None
+    # a kind with a command of its own: `meap eval <command>`, its help, its config class and entry point
+    command: str | None = None
+    help: str = ""
+    config: type | None = None
+    evaluate: Callable | None = None
+
+    def section_writer(self) -> Callable:
+        if callable(self.report_section):
+            return self.report_section
+        module, function = self.report_section.split(":")
+        return getattr(importlib.import_module(module), function)
+
+    def write_summary(self, output: Path, summary: dict) -> dict:
+        """Write ``summary`` (with its ``kind`` first) to this kind's file in ``output``; returns what was written."""
+        written = {"kind": self.name, **{key: value for key, value in summary.items() if key != "kind"}}
+        atomic_write_json(Path(output) / self.summary_file, written, ensure_ascii=False)
+        return written
+
+    def has_summary(self, output: Path) -> bool:
+        """Whether this evaluation has finished in ``output`` (its summary is written last)."""
+        return (Path(output) / self.summary_file).is_file()
+
+
+def write_records(output: Path, records: list[dict]) -> None:
+    atomic_write_jsonl(Path(output) / RECORDS_FILE, records)
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def format_value(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str) -> dict[str, dict]:
+    """Open a report section: its heading, a line for each run that lacks ``kind``; the runs' outputs of it."""
+    blocks.append(("h2", title))
+    blocks += [("p", f"{name}: absent.") for name, run in loaded.items() if kind not in run["evaluations"]]
+    return {name: run["evaluations"][kind][1] for name, run in loaded.items() if kind in run["evaluations"]}
+
+
+def by_label(loaded: dict[str, dict], kind: str, title: str) -> Iterator[tuple[int, str, dict]]:
+    """(index, heading, view) for each evaluation of ``kind`` (by label, across runs): ``view`` is ``loaded`` with
+    that one evaluation of the kind in each run that has it, as the section writers read it; ``heading`` is
+    ``title``, with the label when a run has several. One view with none when no run has the kind (its section
+    then says so)."""
+    labels = sorted({label for run in loaded.values() for label in run["evaluations"].get(kind, {})}) or [None]
+    for index, label in enumerate(labels):
+        view = {
+            name: {
+                **run,
+                "evaluations": {kind: run["evaluations"][kind][label]}
+                if label in run["evaluations"].get(kind, {})
+                else {},
+            }
+            for name, run in loaded.items()
+        }
+        yield index, (f"{title} [{label}]" if len(labels) > 1 and label else title), view
