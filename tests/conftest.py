@@ -118,6 +118,45 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def judge_server(tmp_path_factory):
+    """A real OpenAI-compatible server on 127.0.0.1: `transformers serve` with the packaged SmolLM2-135M-Instruct.
+    Yields (url, model name, the server's log file)."""
+    import socket
+    import urllib.request
+
+    from meap.models import packaged_model_dir
+
+    model = str(packaged_model_dir("smollm2-135m"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("judge") / "serve.log"
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "transformers"), "serve", model, "--host", "127.0.0.1", "--port", str(port)]
+        + ["--device", "cpu", "--dtype", "float32"],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail(f"transformers serve ended: {log.read_text()[-2000:]}")
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"transformers serve did not answer within 120 s: {log.read_text()[-2000:]}")
+        yield f"{url}/v1", model, log
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 @pytest.fixture
 def builtin_prose():
     """Skip where the packages carrying the built-in prose (requirements/assets.txt) are missing."""

@@ -92,6 +92,13 @@ def kv(inputs: Inputs, data: Path, *flags: str) -> list[str]:
     ]
 
 
+XSUM_FILE = SHARED_DATA / "xsum" / "xsum-1000.jsonl.gz"
+
+
+def hallucination(inputs: Inputs, data: Path, *flags: str) -> list[str]:
+    return ["eval", "hallucination", "--data", str(data), "-o", str(inputs.tmp / "out"), *flags]
+
+
 def run_dir(inputs: Inputs, config: str = "model: tiny\n") -> Path:
     return write(inputs.tmp / "run" / "config.yaml", config).parent
 
@@ -579,6 +586,52 @@ CASES = [
         "kv-retrieval-prompts-beyond-the-context",
         lambda i: kv(i, KV_FILE, "--limit", "2"),
         ("kv-retrieval: prompts of up to", "plus 100 new ones do not fit the 512 positions", "--num-pairs"),
+    ),
+    Case(
+        "hallucination-no-known-fields",
+        lambda i: hallucination(
+            i, jsonl(i.tmp / "docs.jsonl", {"body": "Text.", "tldr": "T."}), "--model", str(i.model)
+        ),
+        ("docs.jsonl:1: no known field pair (its keys: body, tldr)", "--document-field"),
+    ),
+    Case(
+        "hallucination-neither-model-nor-summaries",
+        lambda i: hallucination(i, XSUM_FILE),
+        ("give --model (the summariser) or --summaries",),
+    ),
+    Case(
+        "hallucination-no-document-fits",
+        lambda i: hallucination(
+            i, jsonl(i.tmp / "long.jsonl", {"document": "word " * 3000, "summary": "Words."}), "--model", str(i.model)
+        ),
+        ("hallucination: no document fits the 512 positions", "with 64 new tokens"),
+    ),
+    Case(
+        "hallucination-summary-missing",
+        lambda i: hallucination(
+            i, XSUM_FILE, "--limit", "2", "--summaries", str(jsonl(i.tmp / "s.jsonl", {"id": "x", "summary": "S."}))
+        ),
+        ("s.jsonl: no summary for id", "(and 1 more)"),
+    ),
+    Case(
+        "hallucination-judge-unreachable",
+        lambda i: hallucination(
+            i,
+            XSUM_FILE,
+            "--limit",
+            "1",
+            "--summaries",
+            str(jsonl(i.tmp / "s.jsonl", {"id": "0", "summary": "S."})),
+            "--judge-url",
+            "http://127.0.0.1:9/v1",
+            "--judge-model",
+            "m",
+            "--judge-retries",
+            "1",
+            "--judge-timeout",
+            "5",
+        ),
+        ("judge http://127.0.0.1:9/v1: unreachable after 1 retries",),
     ),
     Case(
         "make-mdqa-gold-position-out-of-range",

@@ -172,6 +172,9 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
             if len({len(row) for rows_ in tables.values() for row in rows_}) != 1:
                 rows.append([label, "the runs were evaluated on different numbers of prompts", "", "", ""])
                 continue
+            if any(score is None for rows_ in tables.values() for row in rows_ for score in row):
+                rows.append([label, "not scored per prompt in every run", "", "", ""])
+                continue
             paired = paired_difference(tables["ntp"], tables["meap"])
             rows.append(
                 [

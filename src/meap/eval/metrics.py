@@ -11,6 +11,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Iterable
+from functools import lru_cache
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
@@ -53,3 +54,58 @@ def rouge1_f(prediction: str, reference: str) -> float:
     precision = overlap / sum(predicted.values())
     recall = overlap / sum(expected.values())
     return 2 * precision * recall / (precision + recall)
+
+
+# Judge-free proxies of contextual hallucination in a summary (meap.eval.hallucination).
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+ENTITY_RULE = (
+    "numbers (digit runs, separators ignored) and runs of capitalised words, leading function words dropped and "
+    "a lone capitalised word at a sentence start not counted; supported when found in the document, ignoring case"
+)
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_CAPITALISED_RUN = re.compile(r"[A-Z][\w'’-]*(?:[ \t]+[A-Z][\w'’-]*)*")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|[\"“(]\s*)$")
+_FUNCTION_WORDS = frozenset(
+    "a an the this that these those in on at for and but or it he she they we i you his her their its our there "
+    "here after before as when while if of to by from with what who which how why where".split()
+)
+
+
+def rouge_scores(prediction: str, reference: str) -> dict[str, float]:
+    """ROUGE-1/2/L F-measures (the ``rouge-score`` package, Porter stemming as in the summarisation papers)."""
+    return {name: score.fmeasure for name, score in _rouge_scorer().score(reference, prediction).items()}
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+
+
+def rule_entities(text: str) -> list[str]:
+    """The numbers and named-looking spans of ``text`` by :data:`ENTITY_RULE` (no NER model needed)."""
+    found = [match.group() for match in _NUMBER.finditer(text)]
+    for match in _CAPITALISED_RUN.finditer(text):
+        words = match.group().split()
+        while words and words[0].lower() in _FUNCTION_WORDS:
+            words.pop(0)
+        at_start = _SENTENCE_START.search(text[: match.start()]) is not None
+        if words and not (len(words) == 1 and at_start and words[0] == match.group().split()[0]):
+            found.append(" ".join(words))
+    return found
+
+
+def unsupported_entities(entities: list[str], document: str) -> list[str]:
+    """The ``entities`` not found in ``document`` (ignoring case and spacing; numbers ignoring separators)."""
+    text = " ".join(document.lower().split())
+    numbers = {number.replace(",", "") for number in _NUMBER.findall(document)}
+    missing = []
+    for entity in entities:
+        if _NUMBER.fullmatch(entity):
+            if entity.replace(",", "") not in numbers:
+                missing.append(entity)
+        elif " ".join(entity.lower().split()) not in text:
+            missing.append(entity)
+    return missing

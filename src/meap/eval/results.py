@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meap.eval import kv_retrieval
+from meap.eval import hallucination, kv_retrieval
 from meap.eval.kind import RECORDS_FILE, EvaluationKind, read_records, write_records
 
 __all__ = ["KINDS", "RECORDS_FILE", "EvaluationKind", "read_records", "register", "write_records"]
@@ -34,8 +34,13 @@ def has_summary(output: Path, kind: str) -> bool:
 
 def prompt_scores(records: list[dict], key: str, absent: bool = False) -> list[float]:
     """The per-prompt score ``key`` of ``records`` (results.jsonl), those with the asked needle left out
-    (``absent``) or the others: one row of the seeds-by-prompts tables that paired comparisons take."""
-    return [float(record[key]) for record in records if bool(record.get("absent", False)) == absent]
+    (``absent``) or the others: one row of the seeds-by-prompts tables that paired comparisons take (None where a
+    record has no score, as a summary with no judge)."""
+    return [
+        None if record.get(key) is None else float(record[key])
+        for record in records
+        if bool(record.get("absent", False)) == absent
+    ]
 
 
 def write_summary(output: Path, kind: str, summary: dict) -> dict:
@@ -142,5 +147,5 @@ register(
 register(EvaluationKind("harness", "results.json", _harness_headline, f"{_SECTIONS}:harness_report"))
 register(EvaluationKind("attention", "attention.json", _attention_headline, f"{_SECTIONS}:attention_report"))
 # The kinds written as one module each (meap.eval.kind): one line each.
-for _module in (kv_retrieval,):
+for _module in (kv_retrieval, hallucination):
     register(_module.KIND)
