@@ -634,6 +634,19 @@ CASES = [
         ("judge http://127.0.0.1:9/v1: unreachable after 1 retries",),
     ),
     Case(
+        "commonsense-data-not-in-the-cache",
+        lambda i: ["eval", "commonsense", "--model", str(i.model), "--tasks", "arc_easy", "-o", str(i.tmp / "out")],
+        (
+            "commonsense: the data of arc_easy (allenai/ai2_arc, ARC-Easy) are not in the Hugging Face datasets cache",
+            "--data-dir DIR with DIR/arc_easy/<split>.jsonl",
+        ),
+    ),  # fmt: skip
+    Case(
+        "commonsense-not-a-paper-task",
+        lambda i: ["eval", "commonsense", "--model", str(i.model), "--tasks", "mmlu", "-o", str(i.tmp / "out")],
+        ("--tasks: mmlu is none of the paper's arc_challenge",),
+    ),
+    Case(
         "make-mdqa-gold-position-out-of-range",
         lambda i: [
             "data",

@@ -16,13 +16,14 @@ import logging
 import math
 import os
 import subprocess
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 from meap.config import checked
 from meap.config.commands import HarnessConfig
 from meap.errors import UserError, drop_library_message, error_summary
-from meap.eval.results import write_summary
+from meap.eval.kind import EvaluationKind
 
 OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # either one set: the libraries decide (=0: download)
 NO_FILTER = ",none"  # lm-eval names results `<metric>,<filter>`; most tasks use no filter
@@ -45,17 +46,23 @@ def evaluate(config: HarnessConfig) -> dict:
     examples per task; ``include_path`` is a folder of extra task definitions (YAML), searched in addition
     to lm-eval's own. Tasks are loaded before the model, so a bad or unavailable task fails fast.
     """
+    summary = run_tasks(config)
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    return KIND.write_summary(output, summary)
+
+
+def run_tasks(config: HarnessConfig, unavailable: Callable[[str, str], str] | None = None) -> dict:
+    """lm-eval's results for ``config`` as meap's summary, nothing written. ``unavailable(task, reason)``: the
+    one-line error for a task whose data are not available offline (default: name --include-path)."""
     checked(config)
     _quiet_lm_eval_logging()
     with _hub_offline(), _progress_bars(not config.no_progress):
-        task_manager = _task_manager(config.include_path)
-        _check_task_names(config.tasks, task_manager)
-        loaded_tasks = [item for name in config.tasks for item in _load_task(name, task_manager)]
-        evaluated = _evaluate(loaded_tasks, task_manager, config)
-    summary = _summary(evaluated, config)
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
-    return write_summary(output, "harness", summary)
+        tasks = task_manager(config.include_path)
+        _check_task_names(config.tasks, tasks)
+        loaded_tasks = [item for name in config.tasks for item in _load_task(name, tasks, unavailable)]
+        evaluated = _evaluate(loaded_tasks, tasks, config)
+    return _summary(evaluated, config)
 
 
 def _quiet_lm_eval_logging() -> None:
@@ -102,7 +109,7 @@ def _swapped(replacements: list[tuple]):
 
 
 @lru_cache(maxsize=4)
-def _task_manager(include_path: str | None):
+def task_manager(include_path: str | None = None):
     """lm-eval's task index (its own tasks plus ``include_path``), cached: building it takes ~5 s."""
     from lm_eval.tasks import TaskManager
 
@@ -122,11 +129,13 @@ def _check_task_names(tasks: list[str], task_manager) -> None:
         raise UserError(f"unknown lm-eval task `{name}`: {hint}")
 
 
-def _load_task(name: str, task_manager) -> list:
+def _load_task(name: str, task_manager, unavailable: Callable[[str, str], str] | None = None) -> list:
     """The task, group or tag ``name`` as lm-eval objects, its dataset loaded (from cache or local files)."""
     try:
         loaded = task_manager.load(name)
     except ConnectionError as error:  # datasets' way of saying: not cached, and the Hub is offline or unreachable
+        if unavailable is not None:
+            raise UserError(unavailable(name, error_summary(error))) from None
         raise UserError(
             f"lm-eval task `{name}`: its data is not available offline ({error_summary(error)}); "
             f"pass --include-path DIR with local task definitions and data, or set HF_HUB_OFFLINE=0 "
@@ -251,3 +260,15 @@ def _metrics(reported: dict) -> dict:
             value = None
         metrics[key.removesuffix(NO_FILTER)] = value
     return metrics
+
+
+def headline(summary: dict, output: str | Path) -> str:
+    """A line per task: its metrics."""
+    return "\n".join(
+        f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        for task, metrics in summary["results"].items()
+    )
+
+
+# its command, config and report section stay with the other evaluations' (meap.cli, meap.config.commands)
+KIND = EvaluationKind("harness", "results.json", headline, "meap.report_sections:harness_report")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meap.eval import hallucination, kv_retrieval
+from meap.eval import commonsense, hallucination, harness, kv_retrieval
 from meap.eval.kind import RECORDS_FILE, EvaluationKind, read_records, write_records
 
 __all__ = ["KINDS", "RECORDS_FILE", "EvaluationKind", "read_records", "register", "write_records"]
@@ -103,13 +103,6 @@ def _retrieval_headline(summary: dict, output: str | Path) -> str:
     )
 
 
-def _harness_headline(summary: dict, output: str | Path) -> str:
-    return "\n".join(
-        f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-        for task, metrics in summary["results"].items()
-    )
-
-
 def _attention_headline(summary: dict, output: str | Path) -> str:
     lines = []
     for name, result in summary["models"].items():
@@ -144,8 +137,8 @@ register(
         paired_score=("correct", "key-based retrieval, strict"),
     )
 )
-register(EvaluationKind("harness", "results.json", _harness_headline, f"{_SECTIONS}:harness_report"))
+register(harness.KIND)
 register(EvaluationKind("attention", "attention.json", _attention_headline, f"{_SECTIONS}:attention_report"))
 # The kinds written as one module each (meap.eval.kind): one line each.
-for _module in (kv_retrieval, hallucination):
+for _module in (kv_retrieval, hallucination, commonsense):
     register(_module.KIND)
