@@ -112,6 +112,7 @@ def test_resume_reproduces_the_uninterrupted_run(prepared, tmp_path):
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_recipe_loads(config):
     from meap.config import DemoConfig, SFTConfig, SFTDemoConfig
+    from meap.eval.suite import SuiteConfig
 
     kinds = {
         "sft": SFTConfig,
@@ -120,10 +121,12 @@ def test_every_recipe_loads(config):
         "evidence-cpu": DemoConfig,
         "evidence-dose-cpu": DemoConfig,
         "evidence-sft": SFTDemoConfig,
+        "paper-eval": SuiteConfig,
     }
     kind = kinds.get(config.stem, PretrainConfig)
     written = yaml.safe_load(config.read_text(encoding="utf-8"))
-    loaded = config_to_dict(load_config(kind, config))  # raises on an unknown key or a problem
+    models = {"model": ["a-model"]} if kind is SuiteConfig else None  # a suite's models come from --model
+    loaded = config_to_dict(load_config(kind, config, models))  # raises on an unknown key or a problem
     # every value the recipe writes is the value the run gets (none dropped, renamed or coerced away)
     assert {key: loaded[key] for key in written} == written
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from meap.config.flags import Parser, add_flags, unknown_argument
 from meap.errors import UserError, error_line, is_main_process
 from meap.eval.results import KINDS
+from meap.eval.suite import SuiteConfig
 
 
 def _bars(no_progress: bool) -> bool:
@@ -166,6 +167,14 @@ COMMANDS = {
         for kind in KINDS.values()
         if kind.command
     },
+    ("eval", "suite"): Command(
+        SuiteConfig,
+        "the paper's whole evaluation of one or more models, stage by stage (an interrupted suite continues)",
+        _experiment("meap.eval.suite", "run_suite"),
+        "experiment",
+        "YAML recipe (configs/paper-eval.yaml: the CPU-sized defaults)",
+        what="evaluations",
+    ),
     ("data", "make-mdqa"): Command(
         "MakeMDQAConfig", "synthetic multi-document QA in the lost-in-the-middle format", _make_mdqa
     ),

@@ -14,6 +14,7 @@ import yaml
 from meap.errors import UserError
 from meap.eval.kind import format_value
 from meap.eval.results import KINDS, section_of
+from meap.paper_table import paper_table
 from meap.plots import plot_loss_curves
 from meap.report_sections import attention_by_run, paired_by_seed
 from meap.rundir import ARTIFACT_DIRS, RunDir, last_value
@@ -42,11 +43,12 @@ def read_run(run: Path) -> dict:
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
     run_dir = RunDir(run)
-    if not run_dir.metrics_file.is_file() and not run_dir.config_file.is_file():
-        raise UserError(f"{run}: not a meap run directory (no metrics.jsonl or config.yaml)")
+    evaluations = find_evaluations(run)
+    if not run_dir.metrics_file.is_file() and not run_dir.config_file.is_file() and not evaluations:
+        raise UserError(f"{run}: not a meap run directory (no metrics.jsonl or config.yaml) and holds no evaluation")
     metrics = run_dir.read_metrics()
     config = yaml.safe_load(run_dir.config_file.read_text(encoding="utf-8")) if run_dir.config_file.is_file() else {}
-    return {"path": run, "config": config or {}, "metrics": metrics, "evaluations": find_evaluations(run)}
+    return {"path": run, "config": config or {}, "metrics": metrics, "evaluations": evaluations}
 
 
 def _labels(runs: list[Path]) -> list[str]:
@@ -70,7 +72,8 @@ def _curves(runs: dict[str, dict], x_key: str) -> dict[str, dict[str, list]]:
 def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     """Write ``report.md`` and a self-contained ``report.html`` (plots embedded) comparing ``runs``.
 
-    Every number is read from the runs' files; an evaluation a run lacks is listed as absent.
+    Every number is read from the runs' files; an evaluation a run lacks is listed as absent, and a kind no run
+    has gets no section.
     """
     if len(runs) < 2:
         raise UserError("compare: give at least two run directories")
@@ -133,6 +136,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
             )
         )
 
+    paper_table(blocks, loaded)
     blocks.append(("h2", "Loss curves"))
     for x_key, xlabel, file in (
         ("step", "optimizer step", "loss_by_step.png"),

@@ -117,17 +117,22 @@ def harness_section(blocks: list[tuple], loaded: dict[str, dict], title: str) ->
         )
 
 
-def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
-    """MEAP - NTP paired by training seed (each run's config), with the seed-level statistics of
-    :mod:`meap.stats`: the validation loss, and each evaluation scored per prompt in both runs of every seed."""
+def seed_pairs(loaded: dict[str, dict]) -> dict:
+    """seed -> {"ntp": run, "meap": run}: the seeds (from the runs' configs) with exactly one run of each."""
     by_seed: dict = {}
     for run in loaded.values():
         by_seed.setdefault(run["config"].get("seed"), {}).setdefault(run["config"].get("objective"), []).append(run)
-    pairs = {
+    return {
         seed: {o: runs[o][0] for o in ("ntp", "meap")}
         for seed, runs in sorted(by_seed.items(), key=str)
         if len(runs.get("ntp", [])) == 1 and len(runs.get("meap", [])) == 1
     }
+
+
+def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
+    """MEAP - NTP paired by training seed (each run's config), with the seed-level statistics of
+    :mod:`meap.stats`: the validation loss, and each evaluation scored per prompt in both runs of every seed."""
+    pairs = seed_pairs(loaded)
     if not pairs:
         return
     seeds = list(pairs)

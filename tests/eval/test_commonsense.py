@@ -2,6 +2,8 @@
 lm-eval's own task definitions; absent data is one line naming the dataset."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -9,62 +11,12 @@ from meap.cli import main
 from meap.eval.commonsense import GROUP, TASKS, TASKS_DIR, CommonsenseConfig, evaluate
 
 # Two records per task in the fields of its Hugging Face dataset, in the split lm-eval scores
-ARC = {"id": "q", "question": "What do plants need to grow?", "answerKey": "B"}
-ARC["choices"] = {"text": ["darkness", "sunlight", "salt"], "label": ["A", "B", "C"]}
-LOCAL = {
-    ("arc_challenge", "test"): [ARC, {**ARC, "id": "r", "answerKey": "A"}],
-    ("arc_easy", "test"): [ARC, {**ARC, "id": "s", "answerKey": "C"}],
-    ("boolq", "validation"): [
-        {"question": "is water wet", "passage": "Water is a liquid.", "idx": 0, "label": 1},
-        {"question": "is fire cold", "passage": "Fire is hot.", "idx": 1, "label": 0},
-    ],
-    ("piqa", "validation"): [
-        {"goal": "To open a jar,", "sol1": "twist the lid.", "sol2": "paint the lid.", "label": 0},
-        {"goal": "To dry hair,", "sol1": "wet it.", "sol2": "use a towel.", "label": 1},
-    ],
-    ("hellaswag", "validation"): [
-        {
-            "ind": i,
-            "activity_label": "Cooking",
-            "ctx_a": "A man cracks an egg.",
-            "ctx_b": "he",
-            "ctx": "",
-            "endings": ["fries it.", "sings.", "flies away.", "reads."],
-            "source_id": "x",
-            "split": "val",
-            "split_type": "indomain",
-            "label": str(i),
-        }  # fmt: skip
-        for i in range(2)
-    ],
-    ("winogrande", "validation"): [
-        {
-            "sentence": "The cup fell off the table because _ was tilted.",
-            "option1": "the cup",
-            "option2": "the table",
-            "answer": "2",
-        },
-        {"sentence": "Anna gave Beth a gift because _ was kind.", "option1": "Anna", "option2": "Beth", "answer": "1"},
-    ],  # fmt: skip
-    ("openbookqa", "test"): [
-        {
-            "id": "o",
-            "question_stem": "The sun is a",
-            "answerKey": "A",
-            "choices": {"text": ["star", "planet", "moon", "comet"], "label": ["A", "B", "C", "D"]},
-        }
-    ]
-    * 2,  # fmt: skip
-}
+LOCAL = Path(__file__).parent / "fixtures" / "commonsense"
 
 
 @pytest.fixture
 def data_dir(tmp_path):
-    for (task, split), records in LOCAL.items():
-        folder = tmp_path / "data" / task
-        folder.mkdir(parents=True)
-        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return tmp_path / "data"
+    return shutil.copytree(LOCAL, tmp_path / "data")
 
 
 def test_the_group_lists_the_papers_seven_tasks():
@@ -72,7 +24,7 @@ def test_the_group_lists_the_papers_seven_tasks():
 
     group = yaml.safe_load((TASKS_DIR / f"{GROUP}.yaml").read_text())
     assert group["group"] == GROUP and tuple(group["task"]) == TASKS
-    assert sorted(TASKS) == sorted({task for task, _ in LOCAL})
+    assert sorted(TASKS) == sorted(path.name for path in LOCAL.iterdir())
 
 
 def test_local_copies_run_through_lm_evals_own_definitions(tiny_model_dir, data_dir, tmp_path, capsys):

@@ -20,7 +20,7 @@ import yaml
 from meap.config import checked
 from meap.config.commands import MODEL_HELP, CommandConfig, option
 from meap.errors import UserError
-from meap.eval.kind import EvaluationKind, format_value, section
+from meap.eval.kind import EvaluationKind, by_label, format_value, section
 
 TASKS = ("arc_challenge", "arc_easy", "boolq", "piqa", "hellaswag", "winogrande", "openbookqa")
 GROUP = "meap_commonsense"
@@ -130,7 +130,6 @@ def _evaluation_split(yaml_path: Path) -> str | None:
 def evaluate(config: CommonsenseConfig) -> dict:
     """The paper's commonsense tasks on ``config.model`` (zero-shot); writes ``results.json`` to ``config.output``."""
     from meap.config.commands import HarnessConfig
-    from meap.errors import drop_library_message
     from meap.eval.harness import run_tasks
 
     checked(config)
@@ -140,11 +139,11 @@ def evaluate(config: CommonsenseConfig) -> dict:
             if not data_dir.is_dir():
                 raise UserError(f"{data_dir}: no such directory of local task data (--data-dir)")
             write_local_tasks(config.tasks, data_dir, Path(include))
-            drop_library_message("lm_eval.tasks._index", "Task '")  # ours override lm-eval's on purpose
+        # local copies: their definitions are given by file, so lm-eval's index is not built again to find them
+        tasks = [str(Path(include) / f"{task}.yaml") for task in config.tasks] if config.data_dir else config.tasks
         harness = HarnessConfig(
-            model=config.model, tasks=list(config.tasks), output=config.output, limit=config.limit,
-            include_path=include if config.data_dir else None, batch_size=config.batch_size, dtype=config.dtype,
-            no_progress=config.no_progress,
+            model=config.model, tasks=tasks, output=config.output, limit=config.limit, batch_size=config.batch_size,
+            dtype=config.dtype, no_progress=config.no_progress,
         )  # fmt: skip
         results = run_tasks(harness, _unavailable)
     by_task = {task: results["results"][task] for task in config.tasks}
@@ -173,8 +172,9 @@ def headline(summary: dict, output: str | Path) -> str:
 
 
 def report_section(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
-    found = section(blocks, loaded, KIND.name, "Commonsense (lm-eval, zero-shot: acc, and acc_norm where defined)")
-    if found:
+    title = "Commonsense (lm-eval, zero-shot: acc, and acc_norm where defined)"
+    for _, heading, view in by_label(loaded, KIND.name, title):
+        found = section(blocks, view, KIND.name, heading)
         tasks = list(dict.fromkeys(task for s in found.values() for task in s["results"]))
         blocks.append(
             (
@@ -209,6 +209,7 @@ KIND = EvaluationKind(
         **{f"commonsense: {task} acc": metrics.get("acc") for task, metrics in s["results"].items()},
         "commonsense: average acc": s["average_acc"],
     },
+    paper={"commonsense: average acc": "on par or slightly better pretrained; +1.12 average after fine-tuning"},
     command="commonsense",
     help="the paper's seven commonsense tasks (lm-eval, zero-shot), offline",
     config=CommonsenseConfig,

@@ -345,6 +345,10 @@ KIND = EvaluationKind(
         "faithful summaries (LLM judge)": s["faithful_rate"],
         "unsupported entities in summaries (proxy)": s["unsupported_entity_rate"],
     },
+    paper={
+        "faithful summaries (LLM judge)": "MEAP hallucinates less than NTP (XSum, MultiNews, WikiSum; no number in "
+        "the spec)"
+    },
     command="hallucination",
     help="contextual hallucination in summaries, judged by an LLM (Lookback-Lens' protocol), with proxies",
     config=HallucinationConfig,

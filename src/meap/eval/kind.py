@@ -36,8 +36,10 @@ class EvaluationKind:
     paired_score: tuple[str, str] | None = None
     # a config key whose values other than "single" get report sections of their own (NIAH's RULER variants)
     variant_key: str | None = None
-    # the rows this kind gives the paper's table: its summary -> {measure: value in [0, 1] or None}
+    # the rows this kind gives the paper's table: its summary -> {measure: value or None}; and beside them the
+    # paper's own result for each measure, as the spec reads it (reported numbers, not verified here)
     paper_rows: Callable[[dict], dict[str, float | None]] | None = None
+    paper: dict[str, str] | None = None
     # a kind with a command of its own: `meap eval <command>`, its help, its config class and entry point
     command: str | None = None
     help: str = ""
@@ -85,9 +87,9 @@ def section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str)
 def by_label(loaded: dict[str, dict], kind: str, title: str) -> Iterator[tuple[int, str, dict]]:
     """(index, heading, view) for each evaluation of ``kind`` (by label, across runs): ``view`` is ``loaded`` with
     that one evaluation of the kind in each run that has it, as the section writers read it; ``heading`` is
-    ``title``, with the label when a run has several. One view with none when no run has the kind (its section
-    then says so)."""
-    labels = sorted({label for run in loaded.values() for label in run["evaluations"].get(kind, {})}) or [None]
+    ``title``, with the label when a run has several. Nothing when no run has the kind: the report's table of
+    runs lists it as absent, and a section of "absent" lines would say no more."""
+    labels = sorted({label for run in loaded.values() for label in run["evaluations"].get(kind, {})})
     for index, label in enumerate(labels):
         view = {
             name: {

@@ -275,6 +275,7 @@ KIND = EvaluationKind(
     report_section,
     paired_score=("correct", "key-value retrieval"),
     paper_rows=lambda summary: {"key-value retrieval (lost in the middle)": summary["accuracy"]},
+    paper={"key-value retrieval (lost in the middle)": "not in the paper (its claim: key-information retrieval)"},
     command="kv-retrieval",
     help="lost-in-the-middle's key-value retrieval: look a UUID key up among UUID pairs",
     config=KVRetrievalConfig,
