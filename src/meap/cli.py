@@ -112,7 +112,7 @@ class Command:
     runs: Callable[[object, argparse.Namespace], None]
     kind: str = "tool"
     recipe: str = ""  # the help of --config
-    what: str = ""  # an experiment's output, as --overwrite's help names it
+    what: str = ""  # what --overwrite replaces, as its help names it
     quick: bool = False  # an experiment with --quick (meap.demo.QUICK)
 
     def config_class(self) -> type | None:
@@ -139,7 +139,7 @@ COMMANDS = {
         _experiment("meap.demo", "run_demo"),
         "experiment",
         "YAML recipe (configs/demo.yaml is the default; configs/repro-small.yaml for a GPU)",
-        what="demo",
+        what="demo in --output",
         quick=True,
     ),
     ("demo-sft",): Command(
@@ -149,7 +149,7 @@ COMMANDS = {
         _experiment("meap.demo_sft", "run_demo_sft"),
         "experiment",
         "YAML recipe (configs/evidence-sft.yaml: the one behind RESULTS.md)",
-        what="run",
+        what="run in --output",
     ),
     ("prepare",): Command("PrepareConfig", "tokenise local corpora into packed token shards", _prepare),
     ("presets",): Command(None, "list the model presets", _presets),
@@ -173,7 +173,7 @@ COMMANDS = {
         _experiment("meap.eval.suite", "run_suite"),
         "experiment",
         "YAML recipe (configs/paper-eval.yaml: the CPU-sized defaults)",
-        what="evaluations",
+        what="stages done before (each model's eval/<stage>/)",
     ),
     ("data", "make-mdqa"): Command(
         "MakeMDQAConfig", "synthetic multi-document QA in the lost-in-the-middle format", _make_mdqa
@@ -189,7 +189,10 @@ COMMANDS = {
     ("compare",): Command("CompareConfig", "a report comparing runs (curves, evaluations, configs)", _compare),
 }
 GROUPS = {
-    "eval": ("evaluation", "evaluate a model (NIAH, multi-document QA, key-based retrieval, lm-eval)"),
+    "eval": (
+        "evaluation",
+        "evaluate a model (NIAH, MDQA, retrieval, key-value retrieval, hallucination, commonsense, lm-eval, the suite)",
+    ),
     "data": ("maker", "make evaluation data"),
     "analyze": ("analysis", "look inside models (attention)"),
 }
@@ -219,9 +222,7 @@ def _add_command(parser: argparse.ArgumentParser, command: Command, last: dict[s
             parser.add_argument(
                 "--quick", action="store_true", help="every stage on a few documents and steps (a smoke test)"
             )
-        parser.add_argument(
-            "--overwrite", action="store_true", help=f"replace the {command.what} in --output (default: continue it)"
-        )
+        parser.add_argument("--overwrite", action="store_true", help=f"replace the {command.what} (default: continue)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still print)")
     # What the command trains on comes first, then the keys every training run has.
     add_flags(parser.add_argument_group("config keys (override the YAML file)"), config_cls, last=last["training"])

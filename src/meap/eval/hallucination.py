@@ -56,7 +56,9 @@ class HallucinationConfig(GenerationOptions):
         exclusive="judge",
     )
     judge_model: str | None = option("the model name the endpoint serves (with --judge-url)", metavar="NAME")
-    judge_api_key_env: str = option("the environment variable holding the endpoint's API key", "OPENAI_API_KEY")
+    judge_api_key_env: str = option(
+        "the environment variable holding the endpoint's API key (never written)", "OPENAI_API_KEY", metavar="VAR"
+    )
     judge: str | None = option(
         "a local judge model, run in-process (" + MODEL_HELP + ")", metavar="MODEL", exclusive="judge"
     )

@@ -30,7 +30,7 @@ STAGE_DIR = {"reasoning": "niah-reasoning"}  # a stage's directory under eval/, 
 @dataclass
 class SuiteConfig(CommandConfig):
     model: list[str] = option(
-        "one or more models: meap run directories (evaluated into <run>/eval/), or any " + MODEL_HELP.split(", ", 1)[1],
+        f"one or more models: {MODEL_HELP}; a run is evaluated into <run>/eval/, any other into -o DIR/<name>/eval/",
         factory=list,
         required=True,
         metavar="MODEL",
@@ -54,7 +54,7 @@ class SuiteConfig(CommandConfig):
     kv_data: str | None = option(
         "lost-in-the-middle's kv-retrieval-*_keys.jsonl.gz (without it the stage is skipped)", metavar="FILE"
     )
-    kv_num_pairs: int | None = option("key-value pairs kept per prompt (default: all)", 10)
+    kv_num_pairs: int | None = option("key-value pairs kept per prompt (the file's 75 do not fit a 2k context)", 10)
     kv_gold_index: list[int] = option("positions of the asked pair", factory=lambda: [0, 4, 9])
     kv_limit: int | None = option("key-value examples", 20)
     commonsense_data_dir: str | None = option(

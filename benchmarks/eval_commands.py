@@ -1,0 +1,98 @@
+"""Evaluation commands at real prompt lengths: seconds per prompt and peak resident memory of each `meap eval`
+command, each run as its own process (as a user runs it) on the real files in ../shared/data/.
+
+    python benchmarks/eval_commands.py                                  # packaged SmolLM2-135M, CPU, float32
+    python benchmarks/eval_commands.py --only kv-retrieval-75 --limit 8
+    python benchmarks/eval_commands.py --data-root /path/to/shared/data -o results/eval-bench
+
+Peak memory is the child's maximum resident set size (getrusage), which includes Python, torch and the weights.
+Nothing else may run on the machine while it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from meap.monitor import cpu_name
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cases(data: Path, model: str, limit: int) -> dict[str, tuple[list[str], int]]:
+    """name -> (the `meap` arguments, the prompts it evaluates)."""
+    kv = str(data / "lost-in-the-middle" / "kv-retrieval-75_keys.jsonl.gz")
+    xsum = str(data / "xsum" / "xsum-1000.jsonl.gz")
+    return {
+        "kv-retrieval-75": (
+            ["eval", "kv-retrieval", "--model", model, "--data", kv, "--limit", str(limit), "--batch-size", "1"],
+            limit,
+        ),
+        "kv-retrieval-10": (
+            ["eval", "kv-retrieval", "--model", model, "--data", kv, "--num-pairs", "10", "--limit", str(limit)],
+            limit,
+        ),
+        "hallucination-local-judge": (
+            ["eval", "hallucination", "--model", model, "--data", xsum, "--limit", str(limit), "--judge", model],
+            limit,
+        ),
+        "niah-2k": (
+            ["eval", "niah", "--model", model, "--lengths", "2048", "--depths", "0", "50", "100", "--samples", "1"],
+            3,
+        ),
+        "niah-4k": (
+            ["eval", "niah", "--model", model, "--lengths", "4096", "--depths", "0", "50", "100", "--samples", "1"],
+            3,
+        ),
+    }
+
+
+def measure(args: list[str], output: Path) -> dict:
+    """Wall seconds and peak RSS of `meap ARGS -o OUTPUT --no-progress` in a process of its own."""
+    probe = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "code = subprocess.run(sys.argv[1:]).returncode; s = time.perf_counter() - t; "
+        "print(code, s, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    command = [sys.executable, "-m", "meap", *args, "-o", str(output), "--no-progress"]
+    done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, check=True)
+    code, seconds, max_rss_kib = done.stdout.split()[-3:]
+    if code != "0":
+        raise SystemExit(f"{' '.join(args)}: exit {code}\n{done.stderr[-2000:]}")
+    return {"seconds": float(seconds), "peak_rss_gib": int(max_rss_kib) / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--limit", type=int, default=4, help="prompts per command (NIAH: its three depths)")
+    parser.add_argument("--only", nargs="+", help="these cases alone")
+    parser.add_argument("-o", "--output", default=None, help="keep the evaluations' outputs here")
+    args = parser.parse_args()
+    selected = cases(Path(args.data_root), args.model, args.limit)
+    if args.only:
+        selected = {name: selected[name] for name in args.only}
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(args.output or scratch)
+        for name, (command, prompts) in selected.items():
+            result = measure(command, root / name)
+            rows.append({"case": name, "prompts": prompts, **result, "s_per_prompt": result["seconds"] / prompts})
+            print(
+                f"{name:28s} {prompts:3d} prompts  {result['seconds']:7.1f} s  "
+                f"{rows[-1]['s_per_prompt']:6.1f} s/prompt  peak {result['peak_rss_gib']:.2f} GiB",
+                flush=True,
+            )
+    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}
+    print(json.dumps({"machine": machine, "model": args.model, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
