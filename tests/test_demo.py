@@ -11,20 +11,11 @@ import pytest
 from meap.cli import main
 from meap.data.demo_corpus import stated_needles
 from meap.fsutil import write_json_gz
-from meap.paired import decide, differences, onset_comparison, read_records
+from meap.paired import differences, onset_comparison, read_records
 from meap.paired import main as paired_main
 from meap.rundir import without_timing
 
 from conftest import read_metrics
-
-
-def test_the_decision_rule():
-    assert decide(0.6, [0.4, 0.9]) == "meap-faster"
-    assert decide(0.85, [0.75, 0.95]) == "inconclusive"  # below 1 but not by 20%
-    assert decide(1.5, [1.1, 2.0]) == "meap-slower"
-    assert decide(1.0, [0.85, 1.2]) == "no-relevant-difference"
-    assert decide(0.9, [0.5, 1.6]) == "inconclusive"
-    assert decide(0.5, None) == "inconclusive"  # one seed: no interval, no decision
 
 
 def _loaded(onsets_ntp, onsets_meap, steps=10, tokens_per_step=1000):
@@ -55,12 +46,16 @@ def test_onsets_and_their_paired_ratio():
     assert comparison["onset_tokens_by_seed"]["meap"] == [1500, 2500, 3500, 4500]
     assert comparison["onset_tokens_by_seed"]["ntp"][:3] == [3500, 5500, 7500]
     assert comparison["onset_tokens_by_seed"]["ntp"][3] is None and comparison["censored"] == {"ntp": 1, "meap": 0}
-    # the censored NTP run counts with its window's end (10,000 tokens)
-    expected = [math.log(m / n) for m, n in ((1.5, 3.5), (2.5, 5.5), (3.5, 7.5), (4.5, 10))]
-    assert comparison["log_ratio_by_seed"] == pytest.approx(expected)
-    assert comparison["ratio"] == pytest.approx(math.exp(sum(expected) / 4))
-    assert comparison["decision"] == "meap-faster" and comparison["paper_gain_excluded"] is False
-    assert comparison["sign_flip_p"] == pytest.approx(2 / 16) and comparison["distractors"] == 3
+    # the censored NTP run is censored, never equal: MEAP crossed first in all four, while NTP was watched
+    assert comparison["first_by_seed"] == ["meap"] * 4 and comparison["decided_pairs"] == 4
+    assert comparison["sign_p"] == pytest.approx(2 / 16) and comparison["distractors"] == 3
+    assert comparison["decision"].startswith("inconclusive: too few onsets")  # 4 pairs cannot reach p < 0.05
+    # the ratio only from the pairs in which both crossed
+    expected = [math.log(m / n) for m, n in ((1.5, 3.5), (2.5, 5.5), (3.5, 7.5))]
+    assert comparison["ratio"] == pytest.approx(math.exp(sum(expected) / 3)) and comparison["ratio_pairs"] == 3
+    assert comparison["paper_gain_excluded"] is None  # an onset censored: no exclusion claimed
+    six = onset_comparison(_loaded([4, 6, 8, 9, 7, None], [2, 3, 4, 5, 3, 5]), threshold=0.5, window=1)
+    assert six["decision"] == "meap-faster" and six["sign_p"] == pytest.approx(2 / 64)
     # a three-probe moving average moves the onset to where the average crosses the threshold
     late = onset_comparison(_loaded([4, 6], [4, 6]), threshold=0.5, window=3)
     assert late["onset_tokens_by_seed"]["ntp"] == pytest.approx([4500, 6500])  # 1/3 at step 4, 2/3 at step 5
@@ -145,7 +140,7 @@ def test_quick_demo_end_to_end_with_two_seeds_reproduces_and_recomputes(tmp_path
     output, result, records = _demo(tmp_path, "a", "--seeds", "3", "5", "--jobs", "2")
     printed = capsys.readouterr().out
     assert all(f"{stage}/4" in printed for stage in range(1, 5)) and "Decision:" in printed
-    for key in ("onset_tokens_by_seed", "niah_by_seed", "log_ratio_ci95", "sign_flip_p", "decision", "distractors"):
+    for key in ("onset_tokens_by_seed", "niah_by_seed", "sign_p", "logrank_p", "ratio", "decision", "distractors"):
         assert key in result, key
     assert set(result["onset_tokens_by_seed"]) == {"ntp", "meap"} and result["distractors"] == 3
     assert result["seeds"] == [3, 5] and result["machine"]["cpu"] and result["wall_seconds"] > 0
@@ -174,9 +169,10 @@ def test_quick_demo_end_to_end_with_two_seeds_reproduces_and_recomputes(tmp_path
     recomputed = onset_comparison(read_records(records), threshold=0.5, window=3)
     for key in (
         "onset_tokens_by_seed",
-        "log_ratio",
-        "log_ratio_ci95",
-        "sign_flip_p",
+        "first_by_seed",
+        "sign_p",
+        "logrank_p",
+        "ratio",
         "decision",
         "niah_by_seed",
         "strict",

@@ -265,6 +265,32 @@ def test_continued_pretraining_from_a_run(prepared, tmp_path):
         assert torch.equal(tensor, trained[name]), f"{name} must start from the trained weights"
 
 
+def test_a_meap_branch_of_an_ntp_start_gets_the_mean_row_for_mask(prepared, tmp_path):
+    """An NTP run has [MASK] but never saw it: a MEAP branch of it starts with the mean row, as a trained model
+    new to the token does; an NTP branch and a MEAP branch of a MEAP run keep the rows they were given."""
+    starts = {
+        o: pretrain(tiny_config(prepared, tmp_path / o, objective=o, max_steps=2), progress=False)
+        for o in ("ntp", "meap")
+    }
+    from meap.models import mask_row_trained
+
+    assert not mask_row_trained(starts["ntp"] / "final") and mask_row_trained(starts["meap"])  # as SFT reads it too
+    for start, objective, fresh_row in (("ntp", "meap", True), ("ntp", "ntp", False), ("meap", "meap", False)):
+        config = tiny_config(
+            prepared, tmp_path / f"{start}-{objective}", model=str(starts[start] / "final"), objective=objective
+        )
+        run = build_run(config, progress=False)
+        mask_id = run.tokenizer.convert_tokens_to_ids("[MASK]")
+        trained = AutoModelForCausalLM.from_pretrained(starts[start] / "final")
+        for layer in ("get_input_embeddings", "get_output_embeddings"):
+            given, branch = getattr(trained, layer)().weight, getattr(run.trainer.model, layer)().weight
+            expected = given[:mask_id].mean(dim=0) if fresh_row else given[mask_id]
+            torch.testing.assert_close(branch[mask_id], expected, msg=f"{start} -> {objective}: {layer}")
+            assert torch.equal(branch[:mask_id], given[:mask_id]) and torch.equal(
+                branch[mask_id + 1 :], given[mask_id + 1 :]
+            )
+
+
 def test_a_local_model_without_mask_gets_a_mean_row(gpt2_tokenizer, tmp_path):
     from meap.config.commands import PrepareConfig
     from meap.data.prepare import prepare_corpus

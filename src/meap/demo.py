@@ -13,8 +13,9 @@ Stages (each prints where it is; finished work is skipped, so an interrupted dem
    steps into its ``metrics.jsonl``. Runs are jobs of :mod:`meap.experiment` (``jobs`` at once);
 3. **evaluate**: each branch's greedy, strictly scored retrieval with the asked needle present and absent,
    teacher-forced scores and attention onto the values (``<run>/eval/retrieval/``);
-4. **verdict**: :func:`meap.paired.onset_comparison` (onsets, their paired log ratio, the decision rule,
-   the secondary measures), ``comparison.md`` and ``comparison.png`` (the curves), ``demo.json``.
+4. **verdict**: :func:`meap.paired.onset_comparison` (onsets, censored ones read as censored, the rule of
+   :func:`meap.stats.compare_onsets`, the secondary measures), ``comparison.md`` and ``comparison.png`` (the
+   curves), ``demo.json``.
 
 The design, and the decision rule fixed before any run, are in RESULTS.md.
 """

@@ -313,3 +313,29 @@ def load_for_training(spec: str, attn_implementation: str = "sdpa"):
     if tokenizer.eos_token_id is None:
         raise UserError(f"{directory}: the tokenizer has no EOS token; fine-tuning needs one to end answers")
     return model.train(), tokenizer
+
+
+def mask_row_trained(model_dir: str | Path) -> bool:
+    """Whether the ``[MASK]`` embedding row of the model in ``model_dir`` was ever trained on masked inputs.
+
+    A meap run knows (its config.yaml: an objective of ``meap`` with a mask ratio above 0, or a start it
+    continued that knows); an NTP run from a fresh init never saw ``[MASK]`` in its inputs, so its row is as
+    it was initialised. A model from elsewhere whose tokenizer has ``[MASK]`` is taken as trained with it.
+    """
+    import yaml
+
+    seen: set[Path] = set()
+    path = Path(model_dir).resolve()
+    while path not in seen:
+        seen.add(path)
+        run = RunDir(path.parent if path.name == RunDir(path.parent).final_dir.name else path)
+        if not run.config_file.is_file():
+            return True
+        config = yaml.safe_load(run.config_file.read_text(encoding="utf-8")) or {}
+        if config.get("objective") == "meap" and float(config.get("mask_ratio", 0.15)) > 0:
+            return True
+        start = config.get("model")
+        if not start or not Path(start).exists():  # a preset or config file: a fresh init, NTP all along
+            return False
+        path = Path(resolve_model_dir(str(start))).resolve()
+    return False

@@ -3,11 +3,11 @@ retrieves by key, per seed, and what that says; no torch.
 
 Per seed and objective the probe curve (``probe_accuracy`` in ``metrics.jsonl``, tokens counted from the
 branch point) gives the onset (:func:`meap.stats.onset`); a run that never reaches the threshold is
-censored at its last probe and counted as such (its onset is then taken as the window's end, which biases
-the ratio towards 1). The primary statistic is the mean over seeds of log(onset MEAP / onset NTP) with its
-t-interval and sign-flip p (:func:`meap.stats.seed_statistics`), read through the decision rule written down
-before the run (:func:`decide`). Secondary: the final strict retrieval score, key selectivity (a distractor's
-value given when the asked needle is absent), clean validation loss, and attention onto the values.
+censored at its last probe, and read as censored: which branch crossed first per seed, the exact sign test
+on the decided pairs, the log-rank test stratified by seed, and the onset ratio only where both crossed,
+through the rule written down before the run (:func:`meap.stats.compare_onsets`). Secondary: the final strict
+retrieval score, key selectivity (a distractor's value given when the asked needle is absent), clean
+validation loss, and attention onto the values.
 
 Everything is computed from :func:`load_runs` (the run directories) or :func:`read_records` (the gzipped
 records file the evidence commits), so every number of RESULTS.md can be recomputed:
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -29,27 +28,7 @@ from meap.fsutil import atomic_write_text, read_json_gz, write_json_gz
 from meap.plots import plot_onsets
 from meap.report import markdown
 from meap.rundir import RunDir, last_value, without_timing
-from meap.stats import mean_and_spread, onset, paired_difference, seed_statistics
-
-# The decision rule, fixed before the evidence ran (RESULTS.md): on the ratio onset MEAP / onset NTP.
-FASTER_AT_MOST = 0.8  # MEAP more data-efficient: the interval's upper end below 1 and the ratio at most this
-EQUIVALENCE = (0.8, 1.25)  # no relevant difference: the whole interval inside
-PAPER_GAIN = 0.5  # the paper's direction, at least 2x fewer tokens: excluded when the interval's lower end is above
-DECISIONS = ("meap-faster", "meap-slower", "no-relevant-difference", "inconclusive")
-
-
-def decide(ratio: float, interval: list[float] | None) -> str:
-    """The decision word for a ratio onset MEAP / onset NTP and its 95% interval (None: one seed)."""
-    if interval is None:
-        return "inconclusive"
-    low, high = interval
-    if high < 1 and ratio <= FASTER_AT_MOST:
-        return "meap-faster"
-    if low > 1:
-        return "meap-slower"
-    if EQUIVALENCE[0] <= low and high <= EQUIVALENCE[1]:
-        return "no-relevant-difference"
-    return "inconclusive"
+from meap.stats import compare_onsets, mean_and_spread, onset, paired_difference, seed_statistics
 
 
 def load_runs(runs: dict[int, dict[str, Path]]) -> dict[int, dict[str, dict]]:
@@ -99,13 +78,13 @@ def onset_comparison(loaded: dict[int, dict[str, dict]], *, threshold: float, wi
         raise UserError("paired comparison: a run has no probe scores in its metrics.jsonl (probe_every)")
     onsets = {o: [onset(tokens, values, threshold, window) for tokens, values in curves[o]] for o in objectives}
     ends = {o: [tokens[-1] for tokens, _ in curves[o]] for o in objectives}
-    log_ratios = [
-        math.log((onsets["meap"][i] or ends["meap"][i]) / (onsets["ntp"][i] or ends["ntp"][i]))
+    # a censored branch is censored at its own window's end (a branch that crossed may have stopped early)
+    horizons = [
+        min(ends[o][i] for o in objectives if onsets[o][i] is None) if None in (onsets["ntp"][i], onsets["meap"][i])
+        else max(ends[o][i] for o in objectives)
         for i in range(len(seeds))
-    ]
-    primary = seed_statistics(log_ratios)
-    ratio = math.exp(primary["mean"])
-    interval = [math.exp(x) for x in primary["ci95"]] if primary["ci95"] else None
+    ]  # fmt: skip
+    verdict = compare_onsets(onsets["ntp"], onsets["meap"], horizons)
     result = {
         "seeds": seeds,
         "objectives": list(objectives),
@@ -114,15 +93,7 @@ def onset_comparison(loaded: dict[int, dict[str, dict]], *, threshold: float, wi
         "onset_tokens_by_seed": onsets,
         "window_tokens_by_seed": ends,
         "censored": {o: sum(x is None for x in onsets[o]) for o in objectives},
-        "log_ratio_by_seed": log_ratios,
-        "log_ratio": primary["mean"],
-        "log_ratio_ci95": primary["ci95"],
-        "sign_flip_p": primary["sign_flip_p"],
-        "log_ratio_hodges_lehmann": primary["hodges_lehmann"],
-        "ratio": ratio,
-        "ratio_ci95": interval,
-        "decision": decide(ratio, interval),
-        "paper_gain_excluded": None if interval is None else interval[0] > PAPER_GAIN,
+        **verdict,
         "curves": {o: [[list(tokens), list(values)] for tokens, values in curves[o]] for o in objectives},
     }
     retrieval = {o: [loaded[seed][o]["retrieval"] for seed in seeds] for o in objectives}
@@ -187,20 +158,17 @@ def _millions(tokens) -> str:
 _DECISION_TEXT = {
     "meap-faster": "MEAP is more data-efficient",
     "meap-slower": "MEAP is slower",
-    "no-relevant-difference": "no relevant difference (the interval lies within [0.8, 1.25])",
-    "inconclusive": "inconclusive",
+    "no-relevant-difference": "no relevant difference (nothing censored, the ratio's interval within [0.8, 1.25])",
 }
+
+
+def _p(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def write_onset_report(comparison: dict, output: Path) -> Path:
     """``comparison.md`` (tables) and ``comparison.png`` (curves and onsets) in ``output``; returns the .md."""
     seeds, onsets = comparison["seeds"], comparison["onset_tokens_by_seed"]
-    interval = comparison["ratio_ci95"]
-    ratio_text = (
-        f"{comparison['ratio']:.2f}"
-        + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
-        + (f", sign-flip p = {comparison['sign_flip_p']:.3g}" if comparison["sign_flip_p"] is not None else "")
-    )
     skill = "copy" if comparison.get("task") == "copy" else "retrieve by key"
     blocks: list[tuple] = [("h1", f"NTP vs MEAP: tokens to {skill}, paired over {len(seeds)} seed(s)")]
     blocks.append(
@@ -208,8 +176,8 @@ def write_onset_report(comparison: dict, output: Path) -> Path:
             "p",
             f"Onset: the training tokens after the branch point at which the probes' moving accuracy "
             f"({comparison['window']} probes) first reaches {comparison['threshold']:g}; 'censored' runs "
-            "never did within the window and count with the window's end. Ratio: onset MEAP / onset NTP, "
-            "the geometric mean over seeds with its 95% t-interval."
+            "never did within their window, and are read as censored, never as equal: per seed, which branch "
+            "crossed first (both censored: undecided). Ratio onset MEAP / onset NTP only where both crossed."
             + (" One or two seeds are an example, not evidence." if len(seeds) < 3 else ""),
         )
     )
@@ -218,24 +186,36 @@ def write_onset_report(comparison: dict, output: Path) -> Path:
             str(seed),
             _millions(onsets["ntp"][i]),
             _millions(onsets["meap"][i]),
-            f"{math.exp(comparison['log_ratio_by_seed'][i]):.2f}",
+            {"ntp": "NTP", "meap": "MEAP", "tie": "tie", None: "undecided"}[comparison["first_by_seed"][i]],
+            "n/a" if None in (onsets["ntp"][i], onsets["meap"][i]) else f"{onsets['meap'][i] / onsets['ntp'][i]:.2f}",
         ]
         for i, seed in enumerate(seeds)
     ]
-    blocks += [("h2", "Onset per seed"), ("table", ["seed", "NTP", "MEAP", "ratio MEAP / NTP"], rows)]
+    blocks += [("h2", "Onset per seed"), ("table", ["seed", "NTP", "MEAP", "first", "ratio MEAP / NTP"], rows)]
+    interval = comparison["ratio_ci95"]
+    ratio_text = (
+        f"{comparison['ratio']:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+        if comparison["ratio"] is not None
+        else "not estimable"
+    ) + (f" ({comparison['ratio_reason']})" if comparison["ratio_reason"] else "")
     gain = comparison["paper_gain_excluded"]
+    decision = comparison["decision"]
     blocks += [
         ("h2", "Verdict"),
         (
             "p",
-            f"Ratio onset MEAP / onset NTP: {ratio_text}. Decision: **{_DECISION_TEXT[comparison['decision']]}**"
+            f"Decision: **{_DECISION_TEXT.get(decision, decision)}**. Decided pairs: {comparison['decided_pairs']} "
+            f"of {len(seeds)} (MEAP first {comparison['meap_first']}, NTP first {comparison['ntp_first']}; "
+            f"ties {comparison['ties']}, both censored {comparison['both_censored']}); exact sign test "
+            f"p = {_p(comparison['sign_p'])}, log-rank stratified by seed p = {_p(comparison['logrank_p'])}. "
+            f"Ratio onset MEAP / onset NTP: {ratio_text}"
             + (
                 ""
                 if gain is None
                 else f"; a gain of 2x or more (the paper's direction) is {'excluded' if gain else 'not excluded'}"
             )
-            + ". Censored runs: NTP "
-            f"{comparison['censored']['ntp']}, MEAP {comparison['censored']['meap']} of {len(seeds)}.",
+            + f". Censored runs: NTP {comparison['censored']['ntp']}, MEAP {comparison['censored']['meap']} "
+            f"of {len(seeds)}.",
         ),
     ]
     strict, val = comparison["strict"], comparison["val_loss"]

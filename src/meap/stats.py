@@ -163,3 +163,112 @@ def trend(values: list[list[float]], levels: list[float]) -> dict:
         "slope_by_seed": slopes,
         "mean_by_level": x.mean(axis=0).tolist(),
     }
+
+
+# The onset rule, written down before the runs it decides (RESULTS.md); onsets are training tokens to a skill,
+# None where a run never reached it before its horizon (right-censored).
+ONSET_ALPHA = 0.05
+FASTER_AT_MOST = 0.8  # "MEAP faster" also needs the onset ratio, where estimable, at most this
+EQUIVALENCE = (0.8, 1.25)  # "no relevant difference": the ratio's whole interval inside, with nothing censored
+PAPER_GAIN = 0.5  # the paper's direction, 2x fewer tokens: excluded when the interval's lower end is above it
+MIN_DECIDED_PAIRS = 6  # fewer decided pairs cannot reach a two-sided exact sign-test p below 0.05
+
+
+def compare_onsets(ntp: list[float | None], meap: list[float | None], horizon) -> dict:
+    """Which objective reaches a skill first, paired by seed, with censored onsets read as censored, never
+    as equal. ``ntp[i]``, ``meap[i]``: seed i's onsets in tokens (None: censored at ``horizon``, one number or
+    one per seed).
+
+    A pair is decided when one branch crosses before the other does (or before the other's horizon); a pair
+    in which both are censored, or both cross at the same probe, is undecided and enters no test. Primary: the
+    exact two-sided sign test on the decided pairs. Beside it: the log-rank test stratified by seed
+    (statsmodels' ``survdiff``; with one branch of each objective per seed it is the sign test's normal
+    approximation, slightly liberal at few pairs, so it supports and does not decide). The ratio onset MEAP /
+    onset NTP (geometric mean, 95% t-interval over seeds) only from pairs in which both crossed, else None and
+    why. Decision: with fewer than ``MIN_DECIDED_PAIRS`` decided pairs "inconclusive: too few onsets"; a sign
+    test at ``ONSET_ALPHA`` gives the direction ("meap-faster" also needs the ratio, where estimable, at most
+    ``FASTER_AT_MOST``); "no-relevant-difference" and the paper's 2x gain excluded only when no onset is
+    censored and the interval says so; otherwise "inconclusive".
+    """
+    if len(ntp) != len(meap) or not ntp:
+        raise ValueError("compare_onsets: expected one NTP and one MEAP onset per seed")
+    horizons = list(horizon) if np.iterable(horizon) else [horizon] * len(ntp)
+    first = []  # per seed: "ntp", "meap", "tie" (both crossed at once) or None (both censored)
+    for n, m, end in zip(ntp, meap, horizons):
+        if n is None and m is None:
+            first.append(None)
+        elif n is None or m is None:  # the one that crossed is first if it did so while the other was watched
+            crossed, at = ("ntp", n) if m is None else ("meap", m)
+            first.append(crossed if at <= end else None)
+        else:
+            first.append("tie" if n == m else "ntp" if n < m else "meap")
+    meap_first, ntp_first = first.count("meap"), first.count("ntp")
+    decided = meap_first + ntp_first
+    sign_p = float(scipy_stats.binomtest(meap_first, decided).pvalue) if decided else None
+    result = {
+        "decided_pairs": decided,
+        "meap_first": meap_first,
+        "ntp_first": ntp_first,
+        "ties": first.count("tie"),
+        "both_censored": first.count(None),
+        "first_by_seed": first,
+        "sign_p": sign_p,
+        "logrank_p": _stratified_logrank_p(ntp, meap, horizons),
+        **_onset_ratio(ntp, meap),
+    }
+    censored = sum(x is None for x in (*ntp, *meap))
+    interval = result["ratio_ci95"]
+    result["paper_gain_excluded"] = interval[0] > PAPER_GAIN if interval and not censored else None
+    if decided < MIN_DECIDED_PAIRS:
+        result["decision"] = f"inconclusive: too few onsets ({decided} decided pairs; {MIN_DECIDED_PAIRS} needed)"
+    elif sign_p < ONSET_ALPHA and meap_first > ntp_first:
+        ratio = result["ratio"]
+        result["decision"] = "meap-faster" if ratio is None or ratio <= FASTER_AT_MOST else "inconclusive"
+    elif sign_p < ONSET_ALPHA:
+        result["decision"] = "meap-slower"
+    elif interval and not censored and EQUIVALENCE[0] <= interval[0] and interval[1] <= EQUIVALENCE[1]:
+        result["decision"] = "no-relevant-difference"
+    else:
+        result["decision"] = "inconclusive"
+    return result
+
+
+def _stratified_logrank_p(ntp: list, meap: list, horizons: list) -> float | None:
+    """The log-rank p of NTP vs MEAP, stratified by seed; None when no branch crossed."""
+    from statsmodels.duration.survfunc import survdiff
+
+    if all(x is None for x in (*ntp, *meap)):
+        return None
+    times = [
+        end if x is None else x
+        for pair in zip(ntp, meap, horizons)
+        for x, end in ((pair[0], pair[2]), (pair[1], pair[2]))
+    ]
+    events = [x is not None for pair in zip(ntp, meap) for x in pair]
+    try:
+        _, p = survdiff(
+            np.asarray(times, dtype=np.float64),
+            np.asarray(events, dtype=np.float64),
+            np.tile([0, 1], len(ntp)),
+            strata=np.repeat(np.arange(len(ntp)), 2),
+        )
+    except np.linalg.LinAlgError:  # no information in any stratum (every crossing a tie)
+        return None
+    return float(p)
+
+
+def _onset_ratio(ntp: list, meap: list) -> dict:
+    """The ratio onset MEAP / onset NTP from the pairs in which both crossed (geometric mean, t-interval)."""
+    both = [(n, m) for n, m in zip(ntp, meap) if n is not None and m is not None]
+    if len(both) < 2:
+        return {"ratio": None, "ratio_ci95": None, "ratio_pairs": len(both),
+                "ratio_reason": f"not estimable: both objectives crossed in {len(both)} pair(s), 2 needed"}  # fmt: skip
+    statistics = seed_statistics([float(np.log(m / n)) for n, m in both])
+    return {
+        "ratio": float(np.exp(statistics["mean"])),
+        "ratio_ci95": [float(np.exp(x)) for x in statistics["ci95"]],
+        "ratio_pairs": len(both),
+        "ratio_reason": None
+        if len(both) == len(ntp)
+        else f"from the {len(both)} of {len(ntp)} pairs in which both crossed",
+    }

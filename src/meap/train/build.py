@@ -18,7 +18,7 @@ from meap.data.blocks import PackedBlocks
 from meap.data.prepare import prepared_builtin
 from meap.data.shards import load_meta, load_prepared_tokenizer, open_split
 from meap.errors import UserError, is_main_process, warn
-from meap.models import build_model, is_model_dir, model_max_length, training_model_spec
+from meap.models import build_model, is_model_dir, mask_row_trained, model_max_length, training_model_spec
 from meap.probes import ProbeSchedule, read_probe_file, tokenize_probes
 from meap.tokens import (
     check_vocab_fits,
@@ -136,10 +136,12 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
         check_vocab_fits(tokenizer, model)
     except ValueError as error:
         raise UserError(f"{config.model}: {error} ({_prepare_hint(config.model)})") from None
-    # [MASK]'s row is trained already when the model's own tokenizer has it (a meap run), else it starts as a mean.
+    # [MASK]'s row of a trained model starts as the mean of its rows when the token is new to it, and when this
+    # run masks and the row never saw masked inputs (an NTP start has the token but its row is still its init).
     knows_mask = model_tokenizer is not None and mask_token_id(model_tokenizer) is not None
     trained = is_model_dir(model_spec) and not config.model_config  # else a fresh init: every row is new
-    fit_mask_embedding(model, mask_id, initialise=trained and not knows_mask)
+    untrained_row = not knows_mask or (config.effective_mask_ratio() > 0 and not mask_row_trained(model_spec))
+    fit_mask_embedding(model, mask_id, initialise=trained and untrained_row)
 
     specials = special_token_ids(tokenizer)
     documents = packed_attention(model, True) if config.document_attention else None

@@ -14,12 +14,12 @@ from transformers.utils import logging as hf_logging
 
 from meap.config import SFTConfig
 from meap.errors import UserError, warn
-from meap.models import load_for_training
+from meap.models import load_for_training, mask_row_trained, resolve_model_dir
 from meap.sft.collator import MeapSFTCollator
 from meap.sft.formats import read_conversations
 from meap.sft.stream import SFTStream
 from meap.sft.template import tokenize_conversation
-from meap.tokens import add_mask_token, mask_token_id, vocabulary_sha256
+from meap.tokens import add_mask_token, fit_mask_embedding, mask_token_id, vocabulary_sha256
 from meap.train.arguments import launched_world_size, make_trainer, training_arguments
 from meap.train.build import Run, check_warmup, packed_attention, probe_schedule, validation_batches
 
@@ -43,6 +43,8 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
         mask_id = add_mask_token(tokenizer, model)
     except ValueError as error:  # a tokenizer with more tokens than the model has rows
         raise UserError(f"{config.model}: {error}") from None
+    if not newly_added and config.effective_mask_ratio() > 0 and not mask_row_trained(resolve_model_dir(config.model)):
+        fit_mask_embedding(model, mask_id, initialise=True)  # an NTP run's [MASK] row: never trained, still its init
     where = ", ".join(config.data) or "builtin"
     segments = [_tokenized(tokenizer, turns, f"{where}: conversation {n}") for n, turns in enumerate(conversations)]
 
