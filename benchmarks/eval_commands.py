@@ -25,7 +25,15 @@ from meap.monitor import cpu_name
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cases(data: Path, model: str, limit: int) -> dict[str, tuple[list[str], int]]:
+# A 135M judge cannot follow meap's own judge prompt (it writes no verdict line: the command then stops with one
+# line); this shorter prompt gets a verdict from it, so the time is that of a judged evaluation.
+SHORT_JUDGE_PROMPT = (
+    "Document:\n{document}\n\nSummary:\n{summary}\n\nIs the summary supported by the document? "
+    "Reply with one word: Verdict: supported, or Verdict: unsupported."
+)
+
+
+def cases(data: Path, model: str, limit: int, judge_prompt: Path) -> dict[str, tuple[list[str], int]]:
     """name -> (the `meap` arguments, the prompts it evaluates)."""
     kv = str(data / "lost-in-the-middle" / "kv-retrieval-75_keys.jsonl.gz")
     xsum = str(data / "xsum" / "xsum-1000.jsonl.gz")
@@ -39,15 +47,28 @@ def cases(data: Path, model: str, limit: int) -> dict[str, tuple[list[str], int]
             limit,
         ),
         "hallucination-local-judge": (
-            ["eval", "hallucination", "--model", model, "--data", xsum, "--limit", str(limit), "--judge", model],
+            [
+                "eval",
+                "hallucination",
+                "--model",
+                model,
+                "--data",
+                xsum,
+                "--limit",
+                str(limit),
+                "--judge",
+                model,
+                "--judge-prompt",
+                str(judge_prompt),
+            ],  # fmt: skip
             limit,
         ),
         "niah-2k": (
-            ["eval", "niah", "--model", model, "--lengths", "2048", "--depths", "0", "50", "100", "--samples", "1"],
+            ["eval", "niah", "--model", model, "--lengths", "2048", "--depths", "0,50,100", "--samples", "1"],
             3,
         ),
         "niah-4k": (
-            ["eval", "niah", "--model", model, "--lengths", "4096", "--depths", "0", "50", "100", "--samples", "1"],
+            ["eval", "niah", "--model", model, "--lengths", "4096", "--depths", "0,50,100", "--samples", "1"],
             3,
         ),
     }
@@ -76,11 +97,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="these cases alone")
     parser.add_argument("-o", "--output", default=None, help="keep the evaluations' outputs here")
     args = parser.parse_args()
-    selected = cases(Path(args.data_root), args.model, args.limit)
-    if args.only:
-        selected = {name: selected[name] for name in args.only}
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
+        judge_prompt = Path(scratch) / "judge.txt"
+        judge_prompt.write_text(SHORT_JUDGE_PROMPT, encoding="utf-8")
+        selected = cases(Path(args.data_root), args.model, args.limit, judge_prompt)
+        if args.only:
+            selected = {name: selected[name] for name in args.only}
         root = Path(args.output or scratch)
         for name, (command, prompts) in selected.items():
             result = measure(command, root / name)
