@@ -266,3 +266,48 @@ def test_the_retrieval_task_holds_its_probe_keys_out_of_training(tmp_path, capsy
     summary = json.loads((output / "seed-1337" / "meap" / "eval" / "retrieval" / "summary.json").read_text())
     assert summary["absent_probes"] == 4 and summary["distractors"] == 3
     assert "tokens to retrieve by key" in (output / "comparison.md").read_text()
+
+
+COMMITTED_SUMMARIES = [
+    ("evidence-cpu.json", "evidence-cpu.records.json.gz", "onsets"),
+    ("evidence-cpu-zen4.json", "evidence-cpu-zen4.records.json.gz", "onsets"),
+    (
+        "superseded/evidence-cpu-2026-12-04-zen4.json",
+        "superseded/evidence-cpu-2026-12-04-zen4.records.json.gz",
+        "onsets",
+    ),
+    ("evidence-dose-cpu.json", "evidence-dose-cpu.records.json.gz", "dose"),
+    ("evidence-sft.json", "evidence-sft.records.json.gz", "sft"),
+]
+
+
+@pytest.mark.parametrize("summary,records,kind", COMMITTED_SUMMARIES, ids=[s for s, _, _ in COMMITTED_SUMMARIES])
+def test_every_committed_summary_recomputes_from_its_records(summary, records, kind):
+    """Every key the analysis computes is in the committed summary, equal: RESULTS.md's numbers are held here."""
+    from meap.demo_sft import recompute
+    from meap.dose import dose_response
+    from meap.fsutil import read_json_gz
+
+    committed = json.loads((RESULTS / summary).read_text())
+    if kind == "sft":
+        recomputed = recompute(read_json_gz(RESULTS / records))
+    else:
+        analysis = onset_comparison if kind == "onsets" else dose_response
+        recomputed = analysis(
+            read_records(RESULTS / records), threshold=committed["threshold"], window=committed["window"]
+        )
+    assert len(recomputed) > 5
+    for key, value in recomputed.items():
+        assert key in committed, key
+        # to 10 significant digits: least squares on another CPU's LAPACK differs in the last bits
+        assert _rounded(value) == _rounded(committed[key]), key
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return float(f"{value:.10g}")
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(item) for item in value]
+    return value

@@ -194,10 +194,12 @@ def write_onset_report(comparison: dict, output: Path) -> Path:
     blocks += [("h2", "Onset per seed"), ("table", ["seed", "NTP", "MEAP", "first", "ratio MEAP / NTP"], rows)]
     interval = comparison["ratio_ci95"]
     ratio_text = (
-        f"{comparison['ratio']:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+        f"{comparison['ratio']:.2f}"
+        + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+        + (f" ({comparison['ratio_reason']})" if comparison["ratio_reason"] else "")
         if comparison["ratio"] is not None
-        else "not estimable"
-    ) + (f" ({comparison['ratio_reason']})" if comparison["ratio_reason"] else "")
+        else comparison["ratio_reason"]
+    )
     gain = comparison["paper_gain_excluded"]
     decision = comparison["decision"]
     blocks += [

@@ -220,7 +220,7 @@ def compare_onsets(ntp: list[float | None], meap: list[float | None], horizon) -
     interval = result["ratio_ci95"]
     result["paper_gain_excluded"] = interval[0] > PAPER_GAIN if interval and not censored else None
     if decided < MIN_DECIDED_PAIRS:
-        result["decision"] = f"inconclusive: too few onsets ({decided} decided pairs; {MIN_DECIDED_PAIRS} needed)"
+        result["decision"] = f"inconclusive: too few onsets ({decided} decided pair(s); {MIN_DECIDED_PAIRS} needed)"
     elif sign_p < ONSET_ALPHA and meap_first > ntp_first:
         ratio = result["ratio"]
         result["decision"] = "meap-faster" if ratio is None or ratio <= FASTER_AT_MOST else "inconclusive"
