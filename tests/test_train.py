@@ -119,6 +119,7 @@ def test_every_recipe_loads(config):
         "demo": DemoConfig,
         "repro-small": DemoConfig,
         "evidence-cpu": DemoConfig,
+        "evidence-cpu-long": DemoConfig,
         "evidence-dose-cpu": DemoConfig,
         "evidence-sft": SFTDemoConfig,
         "paper-eval": SuiteConfig,
