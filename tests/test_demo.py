@@ -193,8 +193,13 @@ def test_quick_demo_end_to_end_with_two_seeds_reproduces_and_recomputes(tmp_path
 
     # a second call continues (nothing retrains); another configuration needs --overwrite
     before = (output / "seed-3" / "ntp" / "metrics.jsonl").read_text()
-    _demo(tmp_path, "a", "--seeds", "3", "5", "--jobs", "2")
+    _, again, _ = _demo(tmp_path, "a", "--seeds", "3", "5", "--jobs", "2")
     assert (output / "seed-3" / "ntp" / "metrics.jsonl").read_text() == before
+    # ...and keeps the provenance of the call that computed: its wall time, code and machine
+    assert result["code"]["version"] and result["code"]["commit"]  # a checkout: the commit is known
+    assert {k: again[k] for k in ("wall_seconds", "code", "machine")} == {
+        k: result[k] for k in ("wall_seconds", "code", "machine")
+    }
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--quick", "--no-progress", "--output", str(output), "--max-steps", "3"])

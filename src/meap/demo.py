@@ -34,6 +34,7 @@ from meap.experiment import (
     forget_evaluations,
     job_seconds,
     pin_numerics,
+    provenance,
     publish_summary,
     run_jobs,
     say,
@@ -115,12 +116,15 @@ def training_jobs(config: DemoConfig, output: Path, data: Path, drills: Path, pr
     return jobs, runs
 
 
-def _evaluate(config: DemoConfig, run: Path, evaluation_file: Path, progress: bool) -> None:
+def _evaluate(config: DemoConfig, run: Path, evaluation_file: Path, progress: bool) -> bool:
+    """Evaluate ``run`` unless it was evaluated before; whether it ran."""
     from meap.eval import retrieval
 
     evaluation = config.retrieval_config(run, evaluation_file, progress)
-    if not has_summary(Path(evaluation.output), "retrieval"):
-        retrieval.evaluate(evaluation)
+    if has_summary(Path(evaluation.output), "retrieval"):
+        return False
+    retrieval.evaluate(evaluation)
+    return True
 
 
 def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
@@ -128,7 +132,6 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     pin_numerics(config)  # before anything computes here (the evaluations) or in the jobs, which inherit it
     from meap.data.shards import META_FILE
     from meap.dose import dose_response, write_dose_report
-    from meap.monitor import machine
     from meap.paired import load_runs, onset_comparison, write_onset_report, write_records
 
     seeds, objectives = config.training_seeds(), config.objectives
@@ -155,11 +158,12 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
         + (f"a shared start ({config.shared_steps} steps of copy drills), then " if config.shared_steps else "")
         + f"{', '.join(arm.upper() for arm, _, _ in config.arms())} for {config.max_steps} steps each; seeds {seeds}"
     )
+    computed = not done or any(not job.run_dir.has_final_model() for job in jobs)
     run_jobs(jobs, config.jobs, progress)
     for seed_runs in runs.values():
         for run in seed_runs.values():
             say(f"{clock}  3/4 evaluating {run.relative_to(output)}")
-            _evaluate(config, run, evaluation, progress)
+            computed |= _evaluate(config, run, evaluation, progress)
     loaded = load_runs(runs)
     if config.records:
         write_records(loaded, Path(config.records))
@@ -173,17 +177,17 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     )
     comparison = {**compare(loaded, threshold=config.onset_threshold, window=config.onset_window), "task": config.task}
     tables = report(comparison, output)
-    # wall_seconds: this invocation only; training_job_seconds: every training job, continues included
+    # wall_seconds: the last invocation that trained or evaluated; training_job_seconds: every training job,
+    # continues included
     summary = {
         **comparison,
-        "wall_seconds": clock.seconds(),
+        **provenance(output / SUMMARY_FILE, computed, clock),
         "training_job_seconds": job_seconds(jobs),
-        "machine": machine(),
         "config": config_to_dict(config),
     }
     atomic_write_json(output / SUMMARY_FILE, summary)
     if config.summary:
         publish_summary(Path(config.summary), summary, tables.read_text(encoding="utf-8"), output / "comparison.png")
     print("\n" + tables.read_text(encoding="utf-8"))
-    print(f"{summary['wall_seconds']:.0f} s in all -> {output / SUMMARY_FILE}")
+    print(f"{clock.seconds():.0f} s in all -> {output / SUMMARY_FILE}")
     return summary

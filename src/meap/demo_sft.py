@@ -32,6 +32,7 @@ from meap.experiment import (
     continue_training,
     forget_evaluations,
     pin_numerics,
+    provenance,
     publish_summary,
     say,
     start_experiment,
@@ -248,7 +249,6 @@ def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) ->
 def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Run every stage for ``config``; return the summary (also in ``demo-sft.json``)."""
     pin_numerics(config)  # before anything computes: fine-tuning runs in this process
-    from meap.monitor import machine
 
     changed = [] if overwrite else check_output(config, config.resolved_output(), overwrite)
     output, clock = start_experiment(config, overwrite)
@@ -263,6 +263,7 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     if config.train_conversations:
         config = dataclasses.replace(config, data=[str(_training_file(config, output / "mdqa", files))])
     say(f"{clock}  2/4 MDQA of the base model {config.model}")
+    computed = not has_summary(output / "base" / "eval" / "mdqa", "mdqa")  # else every stage may have been done
     base = _evaluate(config, config.model, output / "base" / "eval" / "mdqa", files, progress)
     runs: dict[int, dict[str, Path]] = {seed: {} for seed in seeds}
     rows: dict[str, dict] = {}
@@ -273,6 +274,7 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
             f"{clock}  3/4 fine-tuning {objective.upper()}-SFT, seed {seed} ({number} of "
             f"{len(seeds) * len(objectives)}): {epochs} epochs"
         )
+        computed |= not RunDir(run).has_final_model() or not has_summary(run / "eval" / "mdqa", "mdqa")
         _fine_tune(config, objective, seed, run, progress)
         rows[str(run.relative_to(output))] = RunDir(run).read_facts().get("rows", {})
         runs[seed][objective] = _evaluate(config, str(run), run / "eval" / "mdqa", files, progress)
@@ -290,12 +292,12 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     comparison = {**recompute(loaded), "training_rows": rows}
     tables = _markdown(comparison, config, rows)
     atomic_write_text(output / COMPARISON_FILE, tables)
-    summary = {**comparison, "wall_seconds": clock.seconds(), "machine": machine(), "config": config_to_dict(config)}
+    summary = {**comparison, **provenance(output / SUMMARY_FILE, computed, clock), "config": config_to_dict(config)}
     atomic_write_json(output / SUMMARY_FILE, summary)
     if config.summary:
         publish_summary(Path(config.summary), summary, tables)
     print("\n" + tables)
-    print(f"{summary['wall_seconds']:.0f} s in all -> {output / SUMMARY_FILE}")
+    print(f"{clock.seconds():.0f} s in all -> {output / SUMMARY_FILE}")
     return summary
 
 

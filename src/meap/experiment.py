@@ -51,6 +51,20 @@ class Clock:
         return f"{time.monotonic() - self.started:5.0f} s"
 
 
+def provenance(previous_summary: Path, computed: bool, clock: Clock) -> dict:
+    """``wall_seconds``, ``code`` and ``machine`` of the invocation that computed the results: this one, or,
+    when this one found every stage done (``computed`` false), the one recorded in ``previous_summary``."""
+    import json
+
+    from meap.monitor import code_version, machine
+
+    if not computed and previous_summary.is_file():
+        previous = json.loads(previous_summary.read_text(encoding="utf-8"))
+        if "wall_seconds" in previous:
+            return {key: previous[key] for key in ("wall_seconds", "code", "machine") if key in previous}
+    return {"wall_seconds": clock.seconds(), "code": code_version(), "machine": machine()}
+
+
 def pin_numerics(config) -> None:
     """Make this process and the jobs it starts compute as ``config.numerics`` asks: for ``portable``, set
     :data:`PORTABLE_NUMERICS` and check PyTorch took them (it cannot once it has computed, nor on a CPU

@@ -73,6 +73,28 @@ def machine() -> dict:
     }
 
 
+def code_version() -> dict:
+    """What a result file records about the code that computed it: meap's version and, in a git checkout, the
+    commit of its source tree (``-dirty`` when tracked files differ from it)."""
+    import subprocess
+
+    from meap import __version__
+
+    source = str(Path(__file__).resolve().parent)
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", source, *args], capture_output=True, text=True, check=True)
+        except (subprocess.CalledProcessError, FileNotFoundError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "-dirty"
+    return {"version": __version__, "commit": commit}
+
+
 def peak_flops_of(device_name: str) -> float | None:
     """Peak dense bf16 FLOP/s of the device called ``device_name``, or ``None`` if it is not in the table."""
     for key, tflops in PEAK_BF16_TFLOPS:
