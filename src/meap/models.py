@@ -23,7 +23,7 @@ from meap.constants import DTYPES
 from meap.errors import UserError, did_you_mean, drop_library_message, error_summary
 from meap.fsutil import default_cache_dir, fresh_staging_dir, publish_dir
 from meap.presets import PACKAGED_MODELS, PRESETS, padded_vocab_size
-from meap.rundir import RunDir
+from meap.rundir import FINAL_DIR, RunDir
 from meap.touchpoints import is_causal_lm_config
 
 
@@ -328,7 +328,7 @@ def mask_row_trained(model_dir: str | Path) -> bool:
     path = Path(model_dir).resolve()
     while path not in seen:
         seen.add(path)
-        run = RunDir(path.parent if path.name == RunDir(path.parent).final_dir.name else path)
+        run = RunDir(path.parent if path.name == FINAL_DIR else path)
         if not run.config_file.is_file():
             return True
         config = yaml.safe_load(run.config_file.read_text(encoding="utf-8")) or {}

@@ -80,10 +80,8 @@ def onset_comparison(loaded: dict[int, dict[str, dict]], *, threshold: float, wi
     ends = {o: [tokens[-1] for tokens, _ in curves[o]] for o in objectives}
     # a censored branch is censored at its own window's end (a branch that crossed may have stopped early)
     horizons = [
-        min(ends[o][i] for o in objectives if onsets[o][i] is None) if None in (onsets["ntp"][i], onsets["meap"][i])
-        else max(ends[o][i] for o in objectives)
-        for i in range(len(seeds))
-    ]  # fmt: skip
+        min((ends[o][i] for o in objectives if onsets[o][i] is None), default=ends["ntp"][i]) for i in range(len(seeds))
+    ]
     verdict = compare_onsets(onsets["ntp"], onsets["meap"], horizons)
     result = {
         "seeds": seeds,

@@ -239,12 +239,8 @@ def _stratified_logrank_p(ntp: list, meap: list, horizons: list) -> float | None
 
     if all(x is None for x in (*ntp, *meap)):
         return None
-    times = [
-        end if x is None else x
-        for pair in zip(ntp, meap, horizons)
-        for x, end in ((pair[0], pair[2]), (pair[1], pair[2]))
-    ]
-    events = [x is not None for pair in zip(ntp, meap) for x in pair]
+    times = [end if x is None else x for n, m, end in zip(ntp, meap, horizons) for x in (n, m)]
+    events = [x is not None for n, m in zip(ntp, meap) for x in (n, m)]
     try:
         _, p = survdiff(
             np.asarray(times, dtype=np.float64),

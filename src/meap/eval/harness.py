@@ -112,15 +112,10 @@ def _swapped(replacements: list[tuple]):
 def task_manager(include_path: str | None = None):
     """lm-eval's task index (its own tasks plus ``include_path``), built once per process and folder: it scans
     every task definition lm-eval ships (about 7 s)."""
-    if include_path is not None and not Path(include_path).is_dir():
-        raise UserError(f"{include_path}: no such folder of lm-eval task definitions (--include-path)")
-    return _task_index(None if include_path is None else str(Path(include_path).resolve()))
-
-
-@lru_cache(maxsize=4)
-def _task_index(include_path: str | None):
     from lm_eval.tasks import TaskManager
 
+    if include_path is not None and not Path(include_path).is_dir():
+        raise UserError(f"{include_path}: no such folder of lm-eval task definitions (--include-path)")
     return TaskManager(include_path=include_path)
 
 
