@@ -282,7 +282,7 @@ COMMITTED_SUMMARIES = [
         "onsets",
     ),
     ("evidence-dose-cpu.json", "evidence-dose-cpu.records.json.gz", "dose"),
-    ("evidence-sft.json", "evidence-sft.records.json.gz", "sft"),
+    ("superseded/evidence-sft-2026-12-04.json", "superseded/evidence-sft-2026-12-04.records.json.gz", "sft"),
 ]
 
 
@@ -294,6 +294,8 @@ def test_every_committed_summary_recomputes_from_its_records(summary, records, k
     from meap.fsutil import read_json_gz
 
     committed = json.loads((RESULTS / summary).read_text())
+    assert committed["code"]["commit"] or committed["code"]["published_in"]
+    assert (committed["wall_seconds"] or 0) > 1 or committed.get("wall_note")
     if kind == "sft":
         recomputed = recompute(read_json_gz(RESULTS / records))
     else:

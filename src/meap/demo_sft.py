@@ -7,15 +7,17 @@ Stages (a finished stage is skipped, so an interrupted run continues):
    also that many MDQA-format training conversations from another stream (checked: no evaluation answer
    occurs in them);
 2. **base**: MDQA of the model before fine-tuning (``base/eval/mdqa``);
-3. **fine-tune**: per seed and objective a ``meap sft`` run (``<objective>/``, or ``seed-<s>/<objective>/``
-   with several seeds) at equal training tokens: MEAP-SFT appends a masked copy to every long answer, so
-   it trains ``meap_epochs`` (the paper: 2) where NTP-SFT trains ``ntp_epochs`` (4);
+3. **fine-tune**: per seed and arm a ``meap sft`` run (``<arm>/``, or ``seed-<s>/<arm>/`` with several
+   seeds): NTP-SFT and MEAP-SFT at equal training tokens (MEAP-SFT appends a masked copy to every long
+   answer, so it trains ``meap_epochs``, the paper's 2, where NTP-SFT trains ``ntp_epochs``, 4), and,
+   listed as ``ntp-equal-steps``, NTP-SFT at MEAP-SFT's epochs: its optimizer steps and schedule;
 4. **evaluate and compare**: MDQA of every run, greedy and teacher-forced, and ``demo-sft.json`` /
    ``comparison.md`` with per-seed accuracies, accuracy by gold position beside the base model's, the
-   paired differences MEAP - NTP and each objective - base, with 95% t-intervals over seeds
-   (:mod:`meap.stats`), the rows each run trained on (a MEAP row that fell back to NTP is counted), and the
-   validity gate: NTP-SFT more than ``forgetting_gate`` below the base model means the run measures
-   forgetting, and the comparison says so instead of ranking the objectives.
+   paired differences MEAP-SFT minus each NTP arm and each arm minus base, with 95% t-intervals over seeds
+   and questions (:mod:`meap.stats`; a question's gold positions are averaged, as they share its answer),
+   the rows each run trained on (a MEAP row that fell back to NTP is counted), and the validity gate: any
+   arm more than ``forgetting_gate`` below the base model means the run measures forgetting, and the
+   comparison says so instead of ranking the objectives.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 from pathlib import Path
 
 from meap.config import SFTDemoConfig, config_to_dict
+from meap.config.experiments import SFT_ARMS
 from meap.eval.results import RECORDS_FILE, has_summary, read_records
 from meap.experiment import (
     check_output,
@@ -104,12 +107,6 @@ def _evaluate(config: SFTDemoConfig, model: str, output: Path, files: list[Path]
     return output / RECORDS_FILE
 
 
-def _fine_tune(config: SFTDemoConfig, objective: str, seed: int, run: Path, progress: bool) -> Path:
-    from meap.train import sft
-
-    return continue_training(sft, config.sft_config(objective, run, seed), progress)
-
-
 def grouped_mean(records_by_seed: list[list[dict]], group: str, key: str) -> dict[str, float]:
     """Mean of ``key`` per value of ``group``, over every seed's records."""
     sums: dict = {}
@@ -124,18 +121,36 @@ def grouped_mean(records_by_seed: list[list[dict]], group: str, key: str) -> dic
     }
 
 
+def per_question(records: list[dict], key: str) -> list[float]:
+    """``key`` averaged over each question's gold positions, in the questions' order of first appearance:
+    the question, not the (question, gold position) item, is the unit the intervals count."""
+    groups: dict[str, list[float]] = {}
+    for record in records:
+        groups.setdefault(record["question"], []).append(float(record[key]))
+    if len({len(values) for values in groups.values()}) > 1:
+        raise ValueError("the MDQA records hold their questions at different numbers of gold positions")
+    return [sum(values) / len(values) for values in groups.values()]
+
+
+def arm_label(arm: str) -> str:
+    """``ntp`` -> ``NTP-SFT``, ``ntp-equal-steps`` -> ``NTP-SFT (equal steps)``."""
+    objective, _, variant = arm.partition("-")
+    return f"{objective.upper()}-SFT" + (f" ({variant.replace('-', ' ')})" if variant else "")
+
+
 def sft_comparison(base_records: list[dict], runs: dict[int, dict[str, list[dict]]], gate: float = 0.10) -> dict:
     """MDQA of the base model and of each seed's fine-tuned runs, compared (see the module docstring).
 
-    ``base_records``: the base model's per-question records; ``runs``: seed -> objective -> its records, all
-    over the same questions in the same order. Every score of :data:`SCORES` the records hold is compared;
-    the first (greedy EM) is the headline and decides the validity ``gate``.
+    ``base_records``: the base model's per-question records; ``runs``: seed -> arm -> its records, all
+    over the same questions in the same order. Every score of :data:`SCORES` the records hold is compared,
+    per question (its gold positions averaged: :func:`per_question`); the first (greedy EM) is the headline
+    and decides the validity ``gate``, which every arm must pass. ``paired``: MEAP-SFT minus each NTP arm.
     """
     from meap.stats import mean_and_spread, paired_difference
 
     seeds = sorted(runs)
-    objectives = sorted({o for by_objective in runs.values() for o in by_objective}, key=("ntp", "meap").index)
-    records = {o: [runs[seed][o] for seed in seeds] for o in objectives}
+    arms = sorted({a for by_arm in runs.values() for a in by_arm}, key=list(SFT_ARMS).index)
+    records = {a: [runs[seed][a] for seed in seeds] for a in arms}
     if any(len(rows) != len(base_records) for by_seed in records.values() for rows in by_seed):
         raise ValueError("the runs' MDQA evaluations have different numbers of questions")
     scores = [
@@ -144,65 +159,76 @@ def sft_comparison(base_records: list[dict], runs: dict[int, dict[str, list[dict
         if all(key in r for r in base_records)
         and all(key in r for by_seed in records.values() for rows in by_seed for r in rows)
     ]
-    result: dict = {"objectives": objectives, "seeds": seeds, "questions": len(base_records), "scores": scores}
+    result: dict = {
+        "objectives": arms,
+        "seeds": seeds,
+        "questions": len(per_question(base_records, scores[0])) if scores else 0,
+        "items": len(base_records),
+        "scores": scores,
+    }
     for key in scores:
-        base_scores = [record[key] for record in base_records]
-        tables = {o: [[r[key] for r in rows] for rows in records[o]] for o in objectives}
-        by_seed = {o: [sum(row) / len(row) for row in tables[o]] for o in objectives}
+        base_scores = per_question(base_records, key)
+        tables = {a: [per_question(rows, key) for rows in records[a]] for a in arms}
+        by_seed = {a: [sum(row) / len(row) for row in tables[a]] for a in arms}
         result[key] = {
             "base": {
                 "mean": sum(base_scores) / len(base_scores),
                 "by_gold_position": grouped_mean([base_records], "gold_position", key),
             },
             "by_seed": by_seed,
-            "mean": {o: mean_and_spread(by_seed[o])["mean"] for o in objectives},
-            "by_gold_position": {o: grouped_mean(records[o], "gold_position", key) for o in objectives},
-            "versus_base": {o: paired_difference([base_scores] * len(seeds), tables[o]) for o in objectives},
+            "mean": {a: mean_and_spread(by_seed[a])["mean"] for a in arms},
+            "by_gold_position": {a: grouped_mean(records[a], "gold_position", key) for a in arms},
+            "versus_base": {a: paired_difference([base_scores] * len(seeds), tables[a]) for a in arms},
         }
-        if objectives == ["ntp", "meap"]:
-            result[key]["paired"] = paired_difference(tables["ntp"], tables["meap"])
+        if "meap" in arms:
+            result[key]["paired"] = {
+                a: paired_difference(tables[a], tables["meap"]) for a in arms if SFT_ARMS[a][0] == "ntp"
+            }
     headline = result[scores[0]]
-    if "ntp" in objectives:
-        drop = headline["base"]["mean"] - headline["mean"]["ntp"]
-        result["validity"] = {
-            "ntp_below_base": drop,
-            "gate": gate,
-            "measures": "forgetting" if drop > gate else "the objective",
-        }
+    below = {a: headline["base"]["mean"] - headline["mean"][a] for a in arms}
+    failing = [a for a in arms if below[a] > gate]
+    result["validity"] = {
+        "below_base": below,
+        "gate": gate,
+        "failing": failing,
+        "measures": "forgetting" if failing else "the objective",
+    }
     return result
 
 
 def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) -> str:
     from meap.paired import interval_text, percent
 
-    objectives, headline = comparison["objectives"], comparison[comparison["scores"][0]]
+    arms, headline = comparison["objectives"], comparison[comparison["scores"][0]]
     positions = list(headline["base"]["by_gold_position"])
     training = (
         f"{config.train_conversations} generated MDQA conversations"
         if config.train_conversations
         else ", ".join(config.data)
     )
+    epochs = ", ".join(f"{arm_label(a)} {getattr(config, SFT_ARMS[a][1])}" for a in arms)
     lines = [
-        f"# NTP-SFT vs MEAP-SFT of {config.model}, {len(comparison['seeds'])} seed(s)",
+        f"# {' vs '.join(map(arm_label, arms))} of {config.model}, {len(comparison['seeds'])} seed(s)",
         "",
-        f"Fine-tuned on {training}: NTP-SFT {config.ntp_epochs} epochs, MEAP-SFT {config.meap_epochs} (equal "
-        f"training tokens). Evaluated on multi-document QA, {config.mdqa_num_docs} documents of about "
-        f"{config.mdqa_passage_words} words, {config.mdqa_examples} questions per gold position. Scores in "
-        "percent (log-probabilities in nats); differences with 95% t-intervals over seeds (seeds and "
-        "questions as crossed factors; with one seed, over questions only).",
+        f"Fine-tuned on {training}, epochs: {epochs} (NTP-SFT and MEAP-SFT at equal training tokens; the "
+        "equal-steps arm at MEAP-SFT's optimizer steps). Evaluated on multi-document QA, "
+        f"{config.mdqa_num_docs} documents of about {config.mdqa_passage_words} words, {config.mdqa_examples} "
+        "questions at each gold position. Scores in percent (log-probabilities in nats); differences with 95% "
+        f"t-intervals over seeds, the {comparison['questions']} questions (each averaged over its gold "
+        "positions) and seeds as crossed factors; with one seed, over questions only.",
     ]
-    if "validity" in comparison:
-        validity = comparison["validity"]
-        verdict = (
-            "**This run measures forgetting, not the objective**"
-            if validity["measures"] == "forgetting"
-            else "The run passes the validity gate"
-        )
-        lines += [
-            "",
-            f"{verdict}: NTP-SFT minus the base model, greedy EM: {-100 * validity['ntp_below_base']:+.1f} "
-            f"points (the gate: more than {100 * validity['gate']:.0f} below).",
-        ]
+    validity = comparison["validity"]
+    verdict = (
+        f"**This run measures forgetting, not the objective** ({', '.join(map(arm_label, validity['failing']))})"
+        if validity["failing"]
+        else "Every arm passes the validity gate"
+    )
+    lines += [
+        "",
+        f"{verdict}: greedy EM minus the base model's, "
+        + ", ".join(f"{arm_label(a)} {-100 * validity['below_base'][a]:+.1f}" for a in arms)
+        + f" points (the gate: more than {100 * validity['gate']:.0f} below).",
+    ]
     for key in comparison["scores"]:
         table, scale = comparison[key], 1 if key == "answer_logprob" else 100
         number = (lambda value: f"{value:.2f}") if scale == 1 else percent
@@ -216,25 +242,21 @@ def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) ->
             + " | ".join(number(table["base"]["by_gold_position"][p]) for p in positions)
             + f" | {number(table['base']['mean'])} |",
         ]
-        for o in objectives:
-            by_position = table["by_gold_position"][o]
+        for a in arms:
+            by_position = table["by_gold_position"][a]
             lines.append(
-                f"| {o.upper()}-SFT (mean of seeds) | "
+                f"| {arm_label(a)} (mean of seeds) | "
                 + " | ".join(number(by_position[p]) if p in by_position else "n/a" for p in positions)
-                + f" | {number(table['mean'][o])} |"
+                + f" | {number(table['mean'][a])} |"
             )
-        lines += [
-            "",
-            "| seed | " + " | ".join(o.upper() + "-SFT" for o in objectives) + " |",
-            "|---|" + "---|" * len(objectives),
-        ]
+        lines += ["", "| seed | " + " | ".join(map(arm_label, arms)) + " |", "|---|" + "---|" * len(arms)]
         for index, seed in enumerate(comparison["seeds"]):
-            lines.append(f"| {seed} | " + " | ".join(number(table["by_seed"][o][index]) for o in objectives) + " |")
+            lines.append(f"| {seed} | " + " | ".join(number(table["by_seed"][a][index]) for a in arms) + " |")
         lines += ["", "| difference | [95% CI] |", "|---|---|"]
-        if "paired" in table:
-            lines.append(f"| MEAP-SFT - NTP-SFT | {interval_text(table['paired'], scale)} |")
-        for o in objectives:
-            lines.append(f"| {o.upper()}-SFT - base | {interval_text(table['versus_base'][o], scale)} |")
+        for a, difference in table.get("paired", {}).items():
+            lines.append(f"| MEAP-SFT - {arm_label(a)} | {interval_text(difference, scale)} |")
+        for a in arms:
+            lines.append(f"| {arm_label(a)} - base | {interval_text(table['versus_base'][a], scale)} |")
     lines += [
         "",
         "Training rows per run: "
@@ -256,7 +278,9 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
         forget_evaluations(output, ("mdqa",), changed)
         for path in (output / "mdqa").glob("*.jsonl.gz"):  # the evaluation files, not the training conversations
             path.unlink()
-    seeds, objectives = config.training_seeds(), config.objectives
+    seeds, arms = config.training_seeds(), config.objectives
+
+    from meap.train import sft
 
     say(f"{clock}  1/4 evaluation files")
     files = _mdqa_files(config, output / "mdqa")
@@ -267,25 +291,22 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     base = _evaluate(config, config.model, output / "base" / "eval" / "mdqa", files, progress)
     runs: dict[int, dict[str, Path]] = {seed: {} for seed in seeds}
     rows: dict[str, dict] = {}
-    for number, (seed, objective) in enumerate(((s, o) for s in seeds for o in objectives), 1):
-        run = output / objective if len(seeds) == 1 else output / f"seed-{seed}" / objective
-        epochs = config.meap_epochs if objective == "meap" else config.ntp_epochs
+    for number, (seed, arm) in enumerate(((s, a) for s in seeds for a in arms), 1):
+        run = output / arm if len(seeds) == 1 else output / f"seed-{seed}" / arm
+        sft_config = config.sft_config(arm, run, seed)
         say(
-            f"{clock}  3/4 fine-tuning {objective.upper()}-SFT, seed {seed} ({number} of "
-            f"{len(seeds) * len(objectives)}): {epochs} epochs"
+            f"{clock}  3/4 fine-tuning {arm_label(arm)}, seed {seed} ({number} of "
+            f"{len(seeds) * len(arms)}): {sft_config.epochs} epochs"
         )
         computed |= not RunDir(run).has_final_model() or not has_summary(run / "eval" / "mdqa", "mdqa")
-        _fine_tune(config, objective, seed, run, progress)
+        continue_training(sft, sft_config, progress)
         rows[str(run.relative_to(output))] = RunDir(run).read_facts().get("rows", {})
-        runs[seed][objective] = _evaluate(config, str(run), run / "eval" / "mdqa", files, progress)
+        runs[seed][arm] = _evaluate(config, str(run), run / "eval" / "mdqa", files, progress)
     say(f"{clock}  4/4 comparison")
     loaded = {
         "base": read_records(base),
         "gate": config.forgetting_gate,
-        "runs": {
-            str(seed): {o: read_records(path) for o, path in by_objective.items()}
-            for seed, by_objective in runs.items()
-        },
+        "runs": {str(seed): {a: read_records(path) for a, path in by_arm.items()} for seed, by_arm in runs.items()},
     }
     if config.records:
         write_json_gz(config.records, loaded)
@@ -302,8 +323,8 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
 
 
 def recompute(loaded: dict) -> dict:
-    """The comparison from the records file's content (``{"base", "gate", "runs": {seed: {objective}}}``)."""
-    runs = {int(seed): by_objective for seed, by_objective in loaded["runs"].items()}
+    """The comparison from the records file's content (``{"base", "gate", "runs": {seed: {arm: records}}}``)."""
+    runs = {int(seed): by_arm for seed, by_arm in loaded["runs"].items()}
     return sft_comparison(loaded["base"], runs, loaded["gate"])
 
 

@@ -13,6 +13,11 @@ from meap.config.loading import help_field, new_default
 from meap.config.training import PretrainConfig, SFTConfig
 from meap.constants import DTYPES, MDQA_DISTRACTORS, NUMERICS, OBJECTIVES, mask_ratio_problem
 
+# The fine-tuning experiment's arms: name -> (objective trained, the key holding its epochs). The
+# equal-steps arm is NTP-SFT with MEAP-SFT's epochs: the same optimizer steps and learning-rate schedule
+# (MEAP's masked copy rides in the same row), so the objective is compared without the schedule.
+SFT_ARMS = {"ntp": ("ntp", "ntp_epochs"), "ntp-equal-steps": ("ntp", "meap_epochs"), "meap": ("meap", "meap_epochs")}
+
 
 def dose_arm(ratio: float) -> str:
     """The name of a dose-response branch: ``ntp`` for ratio 0, else ``meap-<ratio>`` (``meap-0.05``)."""
@@ -42,6 +47,7 @@ class PairedExperiment:
     FREE_KEYS = ("summary", "records")
     EVALUATION_KEYS = ()
     FIXED_KEYS = ("objective",)
+    ARMS = OBJECTIVES  # the names `objectives` may list
 
     @staticmethod
     def upgrade_saved(saved: dict) -> dict:
@@ -62,10 +68,11 @@ class PairedExperiment:
         found, objectives = [], self.objectives
         if (
             not objectives
-            or any(name not in OBJECTIVES for name in objectives)
+            or any(name not in self.ARMS for name in objectives)
             or len(set(objectives)) < len(objectives)
         ):
-            found.append(f"objectives: expected distinct names from `ntp`, `meap`, got {objectives}")
+            names = ", ".join(f"`{name}`" for name in self.ARMS)
+            found.append(f"objectives: expected distinct names from {names}, got {objectives}")
         if len(set(self.seeds)) < len(self.seeds) or any(not 0 <= seed < 2**32 for seed in self.seeds):
             found.append(f"seeds: expected distinct integers in [0, 2**32), got {self.seeds}")
         if self.numerics not in NUMERICS:
@@ -283,7 +290,8 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
     multi-document QA of the base model and of every fine-tuned one, and the paired comparison."""
 
     objectives: list[str] = help_field(
-        "objectives to fine-tune and compare, from `ntp`, `meap` (default: ntp meap)",
+        "arms to fine-tune and compare, from `ntp`, `meap` and `ntp-equal-steps` (NTP-SFT for "
+        "`meap_epochs` epochs: MEAP-SFT's optimizer steps) (default: ntp meap)",
         {"metavar": "NAME"},
         default_factory=lambda: ["ntp", "meap"],
     )
@@ -328,6 +336,7 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
 
     command = "demo-sft"
     FREE_KEYS = (*PairedExperiment.FREE_KEYS, "forgetting_gate")
+    ARMS = tuple(SFT_ARMS)
     EVALUATION_KEYS = ("mdqa_gold_positions", "mdqa_examples", "max_new_tokens", "eval_dtype")
 
     def problems(self) -> list[str]:
@@ -375,11 +384,12 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
             no_progress=not progress,
         )
 
-    def sft_config(self, objective: str, output: Path, seed: int) -> SFTConfig:
-        """The fine-tuning run of one objective and seed."""
+    def sft_config(self, arm: str, output: Path, seed: int) -> SFTConfig:
+        """The fine-tuning run of one arm (:data:`SFT_ARMS`) and seed."""
         keys = {f.name for f in dataclasses.fields(SFTConfig)}
         values = {key: getattr(self, key) for key in keys}
-        epochs = self.meap_epochs if objective == "meap" else self.ntp_epochs
+        objective, epochs_key = SFT_ARMS[arm]
+        epochs = getattr(self, epochs_key)
         return SFTConfig(
             **{**values, "objective": objective, "output": str(output), "seed": seed, "epochs": epochs, "max_steps": 0}
         )
