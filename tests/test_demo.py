@@ -11,9 +11,10 @@ import pytest
 from meap.cli import main
 from meap.data.demo_corpus import stated_needles
 from meap.fsutil import write_json_gz
-from meap.paired import differences, onset_comparison, read_records
+from meap.paired import differences, onset_comparison, probe_curve, read_records
 from meap.paired import main as paired_main
 from meap.rundir import without_timing
+from meap.stats import compare_onsets, onset
 
 from conftest import read_metrics
 
@@ -140,9 +141,18 @@ def test_quick_demo_end_to_end_with_two_seeds_reproduces_and_recomputes(tmp_path
     output, result, records = _demo(tmp_path, "a", "--seeds", "3", "5", "--jobs", "2")
     printed = capsys.readouterr().out
     assert all(f"{stage}/4" in printed for stage in range(1, 5)) and "Decision:" in printed
-    for key in ("onset_tokens_by_seed", "niah_by_seed", "sign_p", "logrank_p", "ratio", "decision", "distractors"):
-        assert key in result, key
-    assert set(result["onset_tokens_by_seed"]) == {"ntp", "meap"} and result["distractors"] == 3
+    # the verdict from each run's own metrics.jsonl, by the library's onset and rule (not from the records)
+    onsets = {
+        o: [onset(*probe_curve(read_metrics(output / f"seed-{s}" / o)), 0.5, 3) for s in (3, 5)]
+        for o in ("ntp", "meap")
+    }
+    assert result["onset_tokens_by_seed"] == onsets and result["distractors"] == 3
+    window = [probe_curve(read_metrics(output / f"seed-{s}" / "ntp"))[0][-1] for s in (3, 5)]
+    verdict = compare_onsets(onsets["ntp"], onsets["meap"], window)
+    assert {k: result[k] for k in ("decision", "sign_p", "logrank_p", "ratio", "decided_pairs")} == {
+        k: verdict[k] for k in ("decision", "sign_p", "logrank_p", "ratio", "decided_pairs")
+    }
+    assert result["decision"].startswith("inconclusive: too few onsets")  # 2 seeds never decide
     assert result["seeds"] == [3, 5] and result["machine"]["cpu"] and result["wall_seconds"] > 0
     assert 0 < result["training_job_seconds"]  # six jobs, summed from their metrics
 

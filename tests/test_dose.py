@@ -76,11 +76,18 @@ def test_quick_dose_response_end_to_end_recomputes_from_its_records(tmp_path, ca
     printed = capsys.readouterr().out
     assert "NTP, MEAP-0.1, MEAP-0.25" in printed and "Dose-response" in printed
     result = json.loads(summary.read_text())
-    assert result["arms"] == ["ntp", "meap-0.1", "meap-0.25"] and result["decision"] in (
-        "rises-with-ratio",
-        "falls-with-ratio",
-        "no-trend-detected",
-    )
+    assert result["arms"] == ["ntp", "meap-0.1", "meap-0.25"]
+    # the decision is the primary measure's trend as the rule reads it: its direction when Page's p < 0.05
+    primary = result["measures"][result["primary"]]
+    read = {"rising": "rises-with-ratio", "falling": "falls-with-ratio"}
+    assert result["decision"] == (read[primary["direction"]] if primary["page_p"] < 0.05 else "no-trend-detected")
+    means = [sum(seed[j] for seed in primary["by_seed"]) / 2 for j in range(3)]
+    window_mean = {arm: [] for arm in result["arms"]}
+    for seed in (3, 5):
+        for arm in result["arms"]:
+            probes = [r["probe_accuracy"] for r in read_metrics(output / f"seed-{seed}" / arm) if "probe_accuracy" in r]
+            window_mean[arm].append(sum(probes) / len(probes))
+    assert [sum(v) / 2 for v in window_mean.values()] == pytest.approx(means)  # probe_mean: each branch's own curve
     for seed in (3, 5):
         shared = output / f"seed-{seed}" / "shared" / "final"
         for arm, ratio in (("ntp", 0.15), ("meap-0.1", 0.1), ("meap-0.25", 0.25)):

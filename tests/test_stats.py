@@ -84,7 +84,9 @@ def test_the_95_interval_covers_a_known_effect_at_its_nominal_rate(seeds):
     for _ in range(simulations):
         low, high = paired_difference(*_simulated(rng, seeds, 30, effect))["ci95"]
         covered += low <= effect <= high
-    assert covered / simulations >= 0.93  # measured: 96.5% at 5 seeds, 95.3% at 8 (2,000 simulations each)
+    # near its nominal rate from both sides (an interval 1.5x too wide covers 99.7% at 5 seeds): measured 97.4%
+    # at 5 seeds, 94.9% at 8 over 3,000 simulations (these 1,000: 98.0%, 95.1%), slightly conservative at 5
+    assert 0.93 <= covered / simulations <= 0.985
 
 
 def test_the_old_two_level_bootstrap_under_covers():
