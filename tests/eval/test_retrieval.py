@@ -110,6 +110,26 @@ def test_strict_scoring():
     assert strict_score(" silver. garden", " garden", [" silver"]) == {"correct": 0.0, "distractor": 1.0}
     assert strict_score("\n\n Garden\nsilver", " garden", [" silver"])["correct"] == 1.0  # first line only
     assert strict_score("", " garden", [" silver"]) == {"correct": 0.0, "distractor": 0.0}
+    assert strict_score(" gardening", " garden", [" silver"])["correct"] == 0.0  # a value, not a prefix of one
+
+
+@pytest.mark.parametrize(
+    "answer, distractor",
+    [
+        (" garden", " silver"),  # a word
+        (" 8056020", " 8056021"),  # a number
+        ("9f1c3a2e-5b7d-4c1e-8a2f-0d6e4b9c7a11", "9f1c3a2e-5b7d-4c1e-8a2f-0d6e4b9c7a12"),  # a UUID
+        (" New York City", " New York"),  # several words, a distractor its prefix
+        (" New York", " New York City"),  # ...and the answer the distractor's prefix
+    ],
+)
+def test_strict_scoring_reads_every_answer_shape(answer, distractor):
+    right, wrong = {"correct": 1.0, "distractor": 0.0}, {"correct": 0.0, "distractor": 1.0}
+    assert strict_score(answer, answer, [distractor]) == right  # an exact answer is right, whatever its shape
+    assert strict_score(f'"{answer.strip()}".\nmore', answer, [distractor]) == right
+    assert strict_score(distractor, answer, [distractor]) == wrong
+    both = strict_score(f"{answer} or {distractor}", answer, [distractor])
+    assert both == {"correct": 0.0, "distractor": 0.0}  # naming two values is not an answer
 
 
 def _greedy_answers(model, tokenizer, records):

@@ -27,17 +27,33 @@ from meap.eval.results import write_records, write_summary
 from meap.probes import read_probe_file, score_probes, tokenize_probes
 from meap.touchpoints import attention_kernel
 
-_ANSWER_WORD = re.compile(r"[a-z]+")
+# A value is read as a run of letters or digits, hyphens inside it kept: a word, a number ("8056020"), a UUID
+# ("a3f1...-..."), or each word of a multi-word value; the answer and the completion are read alike.
+_VALUE_TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def _value_tokens(text: str) -> list[str]:
+    return _VALUE_TOKEN.findall(text.lower())
+
+
+def _occurs(value: list[str], tokens: list[str]) -> bool:
+    return any(tokens[i : i + len(value)] == value for i in range(len(tokens) - len(value) + 1))
 
 
 def strict_score(completion: str, answer: str, distractors: list[str]) -> dict:
-    """``correct``: the first word of the answer's first line is the asked value, and no distractor's value is
-    named in that line; ``distractor``: the first word is a distractor's value (a copy of the wrong needle)."""
+    """``correct``: the answer's first line begins with the asked value, and no distractor's value follows it
+    in that line; ``distractor``: it begins with a distractor's value (a copy of the wrong needle). Values of
+    any shape (words, numbers, UUIDs, several words) compare as :data:`_VALUE_TOKEN` runs; where two values
+    both begin the line ("New York" and "New York City"), the longer is the one given."""
     line = next((line for line in completion.strip().splitlines() if line.strip()), "")
-    words = _ANSWER_WORD.findall(line.lower())
-    answer, others = answer.strip().lower(), {d.strip().lower() for d in distractors}
-    first = words[0] if words else None
-    return {"correct": float(first == answer and not others & set(words)), "distractor": float(first in others)}
+    tokens, asked = _value_tokens(line), _value_tokens(answer)
+    others = [value for value in map(_value_tokens, distractors) if value and value != asked]
+    given = max((v for v in (asked, *others) if v and tokens[: len(v)] == v), key=len, default=None)
+    rest = tokens[len(given) :] if given else tokens
+    return {
+        "correct": float(given == asked and not any(_occurs(value, rest) for value in others)),
+        "distractor": float(given is not None and given != asked),
+    }
 
 
 def _value_spans(tokenizer, context: str, values: list[str]) -> list[list[int]]:
