@@ -196,6 +196,31 @@ def niah(inputs: Inputs, *flags: str, model: Path | None = None) -> list[str]:
     return ["eval", "niah", "--model", str(model or inputs.model), "-o", str(inputs.tmp / "out"), *flags]
 
 
+def damaged_model(inputs: Inputs) -> Path:
+    """A copy of the tiny model whose weights file was cut off halfway (an interrupted copy or download)."""
+    directory = inputs.tmp / "damaged-model"
+    shutil.copytree(inputs.model, directory)
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return directory
+
+
+def binary_file(inputs: Inputs, name: str) -> Path:
+    """Bytes that are neither UTF-8 nor gzip (a model file given where probes were meant)."""
+    path = inputs.tmp / name
+    path.write_bytes(bytes(range(128, 256)) * 4)
+    return path
+
+
+def corrupt_gzip(inputs: Inputs, name: str) -> Path:
+    """A gzip file cut off after its header and first bytes."""
+    import gzip
+
+    path = inputs.tmp / name
+    path.write_bytes(gzip.compress(b'{"context": "x", "answer": "y"}\n' * 200)[:40])
+    return path
+
+
 CASES = [
     # meap pretrain (and the config loading every training command shares)
     Case(
@@ -701,6 +726,53 @@ CASES = [
         "generate-top-p-when-greedy",
         lambda i: ["generate", "--model", str(i.model), "--top-p", "0.9", "Hello"],
         ("--top-k/--top-p", "--temperature"),
+    ),
+    Case(
+        "generate-truncated-weights",
+        lambda i: ["generate", "--model", str(damaged_model(i)), "Hello"],
+        ("damaged-model: cannot load the model",),
+    ),
+    Case(
+        "niah-truncated-weights", lambda i: niah(i, model=damaged_model(i)), ("damaged-model: cannot load the model",)
+    ),
+    Case(
+        "sft-truncated-weights",
+        lambda i: sft(i, good_sft(i), model=damaged_model(i)),
+        ("damaged-model: cannot load the model",),
+    ),
+    Case(
+        "retrieval-binary-probe-file",
+        lambda i: [
+            "eval",
+            "retrieval",
+            "--model",
+            str(i.model),
+            "--probes",
+            str(binary_file(i, "p.jsonl")),
+            "-o",
+            str(i.tmp / "out"),
+        ],
+        ("p.jsonl:1", "UTF-8"),
+    ),
+    Case(
+        "pretrain-corrupt-gzip-probe-file",
+        lambda i: [
+            "pretrain",
+            "--data",
+            str(i.prepared),
+            "--output",
+            str(i.tmp / "out"),
+            "--probe-file",
+            str(corrupt_gzip(i, "p.jsonl.gz")),
+            "--probe-every",
+            "2",
+        ],
+        ("p.jsonl.gz: cannot read",),
+    ),
+    Case(
+        "compare-output-is-a-file",
+        lambda i: ["compare", str(run_dir(i)), str(run_dir(i)), "-o", str(write(i.tmp / "report.md", "mine\n"))],
+        ("report.md: exists and is not a directory",),
     ),
     Case("generate-empty-prompt", lambda i: ["generate", "--model", str(i.model), " "], ("empty prompt",)),
     Case("compare-a-single-run", lambda i: ["compare", str(run_dir(i)), "-o", str(i.tmp / "out")], ("at least two",)),

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 from transformers.utils import logging as hf_logging
 
@@ -115,7 +116,7 @@ def build_model(
         source = model_config or spec
         _override(config, overrides or [], source)
         return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
-    except (OSError, ValueError, KeyError, ImportError, RuntimeError, TypeError) as error:
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError, TypeError, SafetensorError) as error:
         raise _loading(model_config or spec, error) from None
 
 
@@ -278,7 +279,7 @@ def _load_pretrained(spec: str, **model_kwargs):
             raise UserError(f"{directory}: a `{config.model_type}` model, not a causal language model")
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(directory, trust_remote_code=False, **model_kwargs)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, SafetensorError) as error:  # a truncated or foreign weights file too
         raise _loading(str(directory), error) from None
     return directory, model, tokenizer
 

@@ -21,7 +21,6 @@ Scores, each a mean over probes (:func:`score_probes`):
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,29 +43,24 @@ def read_probe_file(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: probe file not found")
+    from meap.data.sources import json_lines
+
+    expected = (
+        "a JSON object with a string `context`, a non-empty string `answer` and optionally `distractors`, "
+        "a list of non-empty strings"
+    )
     records = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            distractors = record.get("distractors", []) if isinstance(record, dict) else None
-            if (
-                not isinstance(record, dict)
-                or not isinstance(record.get("context"), str)
-                or not isinstance(record.get("answer"), str)
-                or not record["answer"]
-                or not isinstance(distractors, list)
-                or not all(isinstance(d, str) and d for d in distractors)
-            ):
-                raise UserError(
-                    f"{path}:{number}: expected a JSON object with a string `context`, a non-empty "
-                    "string `answer` and optionally `distractors`, a list of non-empty strings"
-                )
-            records.append(record)
+    for where, record in json_lines(path, expected):  # gzipped or not, by its bytes
+        distractors = record.get("distractors", [])
+        if (
+            not isinstance(record.get("context"), str)
+            or not isinstance(record.get("answer"), str)
+            or not record["answer"]
+            or not isinstance(distractors, list)
+            or not all(isinstance(d, str) and d for d in distractors)
+        ):
+            raise UserError(f"{where}: expected {expected}")
+        records.append(record)
     if not records:
         raise UserError(f"{path}: the probe file holds no probe")
     return records

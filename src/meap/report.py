@@ -77,9 +77,11 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     """
     if len(runs) < 2:
         raise UserError("compare: give at least two run directories")
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"{output}: exists and is not a directory; -o names the directory the report goes to")
     paths = [Path(run) for run in runs]
     loaded = dict(zip(_labels(paths), (read_run(path) for path in paths)))
-    output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     objectives = {run["config"].get("objective") for run in loaded.values()}
     blocks: list[tuple] = [

@@ -188,3 +188,16 @@ def test_probe_files_are_checked_line_by_line(tmp_path):
         read_probe_file(path)
     with pytest.raises(UserError, match="probe file not found"):
         read_probe_file(tmp_path / "missing.jsonl")
+
+
+def test_a_gzipped_probe_file_is_read_as_its_text(tmp_path):
+    import gzip
+
+    from meap.probes import read_probe_file
+
+    records = [{"context": "The value for a is 8056020.", "answer": " 8056020", "distractors": [" 17"]}] * 2
+    plain = tmp_path / "probes.jsonl"
+    plain.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    zipped = tmp_path / "probes.jsonl.gz"
+    zipped.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_probe_file(zipped) == read_probe_file(plain) == records
