@@ -176,10 +176,11 @@ def _records(scores: list[list[float]]) -> list[dict]:
 
 
 def test_the_comparison_counts_questions_and_gates_every_arm():
-    from meap.demo_sft import per_question, sft_comparison
+    from meap.demo_sft import sft_comparison
+    from meap.eval.results import prompt_scores
 
     base = _records([[1, 1, 1], [1, 0, 1], [0, 0, 1], [1, 1, 0]])
-    assert per_question(base, "best_subspan_em") == [1.0, 2 / 3, 1 / 3, 2 / 3]
+    assert prompt_scores(base, "best_subspan_em", unit="question") == [1.0, 2 / 3, 1 / 3, 2 / 3]
     ntp = [_records([[1, 1, 1], [1, 1, 1], [0, 1, 1], [1, 1, 0]]) for _ in range(2)]
     meap = [_records([[1, 0, 1], [0, 0, 1], [0, 0, 0], [1, 0, 0]]) for _ in range(2)]  # 33 points below base
     runs = {seed: {"ntp": ntp[seed], "ntp-equal-steps": ntp[seed], "meap": meap[seed]} for seed in (0, 1)}
@@ -190,5 +191,5 @@ def test_the_comparison_counts_questions_and_gates_every_arm():
     # NTP-SFT passes; MEAP-SFT is more than 10 points below the base model, so the run measures forgetting.
     assert result["validity"]["failing"] == ["meap"] and result["validity"]["measures"] == "forgetting"
     assert result["validity"]["below_base"]["meap"] == pytest.approx(1 / 3)
-    with pytest.raises(ValueError, match="different numbers of gold positions"):
-        per_question(base[:-1], "best_subspan_em")
+    with pytest.raises(ValueError, match="a different number of times"):
+        prompt_scores(base[:-1], "best_subspan_em", unit="question")

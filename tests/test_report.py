@@ -380,6 +380,84 @@ def test_compare_pairs_runs_by_seed_with_seed_level_statistics(tmp_path):
     assert f"| validation loss | {loss['mean']:+.4f} [{loss['ci95'][0]:+.4f}, {loss['ci95'][1]:+.4f}] |" in section
 
 
+def _run_with_niah_and_mdqa(root, seed: int, objective: str, niah: float, mdqa: list[list[float]]):
+    """A run with a NIAH summary (two cells) and MDQA records (``mdqa[q][p]``: question q, gold position p)."""
+    import yaml
+
+    from meap.eval.results import write_records, write_summary
+
+    run = root / f"seed-{seed}" / objective
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"objective": objective, "seed": seed}))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 4, "tokens": 64, "loss": 3.0}) + "\n")
+    cells = [{"length": 256, "depth": d, "substring": niah, "rouge1_f": niah, "samples": 1} for d in (0.0, 1.0)]
+    for kind in ("niah", "mdqa"):
+        (run / "eval" / kind).mkdir(parents=True)
+    write_records(run / "eval" / "niah", [{"substring": niah} for _ in cells])
+    write_summary(run / "eval" / "niah", "niah", {"cells": cells, "overall": {"substring": niah, "rouge1_f": niah}})
+    records = [
+        {"question": f"q{q}", "gold_position": p, "best_subspan_em": row[p]}
+        for p in range(len(mdqa[0]))
+        for q, row in enumerate(mdqa)
+    ]
+    write_records(run / "eval" / "mdqa", records)
+    by_position = {str(p): sum(row[p] for row in mdqa) / len(mdqa) for p in range(len(mdqa[0]))}
+    write_summary(
+        run / "eval" / "mdqa",
+        "mdqa",
+        {
+            "accuracy": sum(r["best_subspan_em"] for r in records) / len(records),
+            "accuracy_by_gold_position": by_position,
+            "examples_by_gold_position": {p: len(mdqa) for p in by_position},
+            "num_examples": len(records),
+        },
+    )
+    return run
+
+
+def test_compare_pairs_niah_and_mdqa_within_seeds_and_labels_runs_by_seed(tmp_path):
+    from meap.eval.results import prompt_scores
+    from meap.plots import draw_accuracy_by_position, legend_names
+    from meap.stats import paired_difference
+
+    mdqa = {
+        (0, "ntp"): [[1, 0], [0, 0], [1, 1]],
+        (0, "meap"): [[1, 1], [0, 1], [1, 1]],
+        (1, "ntp"): [[0, 0], [1, 0], [0, 1]],
+        (1, "meap"): [[1, 0], [1, 1], [0, 1]],
+    }
+    niah = {(0, "ntp"): 0.2, (0, "meap"): 0.5, (1, "ntp"): 0.4, (1, "meap"): 0.3}
+    runs = [_run_with_niah_and_mdqa(tmp_path, s, o, niah[(s, o)], mdqa[(s, o)]) for s, o in mdqa]
+    report = compare_runs(runs, tmp_path / "report").read_text()
+    # the NIAH differences are MEAP - NTP within each seed, never against the first run given
+    assert (
+        "Difference, seed-0/meap minus seed-0/ntp:" in report and "Difference, seed-1/meap minus seed-1/ntp:" in report
+    )
+    assert "minus seed-0/ntp" not in report.replace("seed-0/meap minus seed-0/ntp", "")
+    # MDQA is paired by seed, its unit the question (gold positions averaged)
+    tables = {
+        o: [
+            prompt_scores(
+                [{"question": f"q{q}", "best_subspan_em": sum(r) / 2} for q, r in enumerate(mdqa[(s, o)])],
+                "best_subspan_em",
+            )
+            for s in (0, 1)
+        ]
+        for o in ("ntp", "meap")
+    }
+    paired = paired_difference(tables["ntp"], tables["meap"])
+    low, high = paired["ci95"]
+    row = (
+        f"| multi-document QA, best-subspan EM (per question) | {paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |"
+    )
+    assert row in report and "| 2 x 3 |" in report
+    # the legend keeps the seeds where the objective alone would repeat
+    assert legend_names(["seed-0/ntp", "seed-1/ntp"]) == {"seed-0/ntp": "seed-0/ntp", "seed-1/ntp": "seed-1/ntp"}
+    assert legend_names(["runs/ntp/final", "runs/meap/final"]) == {"runs/ntp/final": "ntp", "runs/meap/final": "meap"}
+    figure = draw_accuracy_by_position({"seed-0/ntp": {0: 0.5}, "seed-1/ntp": {0: 0.4}})
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["seed-0/ntp", "seed-1/ntp"]
+
+
 @pytest.fixture
 def toy_kind():
     """A toy evaluation kind, registered for one test: what a new evaluation's module adds, nothing more."""

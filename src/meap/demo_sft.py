@@ -29,7 +29,7 @@ from pathlib import Path
 
 from meap.config import SFTDemoConfig, config_to_dict
 from meap.config.experiments import SFT_ARMS
-from meap.eval.results import RECORDS_FILE, has_summary, read_records
+from meap.eval.results import RECORDS_FILE, has_summary, prompt_scores, read_records
 from meap.experiment import (
     check_output,
     continue_training,
@@ -121,17 +121,6 @@ def grouped_mean(records_by_seed: list[list[dict]], group: str, key: str) -> dic
     }
 
 
-def per_question(records: list[dict], key: str) -> list[float]:
-    """``key`` averaged over each question's gold positions, in the questions' order of first appearance:
-    the question, not the (question, gold position) item, is the unit the intervals count."""
-    groups: dict[str, list[float]] = {}
-    for record in records:
-        groups.setdefault(record["question"], []).append(float(record[key]))
-    if len({len(values) for values in groups.values()}) > 1:
-        raise ValueError("the MDQA records hold their questions at different numbers of gold positions")
-    return [sum(values) / len(values) for values in groups.values()]
-
-
 def arm_label(arm: str) -> str:
     """``ntp`` -> ``NTP-SFT``, ``ntp-equal-steps`` -> ``NTP-SFT (equal steps)``."""
     objective, _, variant = arm.partition("-")
@@ -143,8 +132,9 @@ def sft_comparison(base_records: list[dict], runs: dict[int, dict[str, list[dict
 
     ``base_records``: the base model's per-question records; ``runs``: seed -> arm -> its records, all
     over the same questions in the same order. Every score of :data:`SCORES` the records hold is compared,
-    per question (its gold positions averaged: :func:`per_question`); the first (greedy EM) is the headline
-    and decides the validity ``gate``, which every arm must pass. ``paired``: MEAP-SFT minus each NTP arm.
+    per question (its gold positions averaged: :func:`~meap.eval.results.prompt_scores`); the first (greedy
+    EM) is the headline and decides the validity ``gate``, which every arm must pass. ``paired``: MEAP-SFT
+    minus each NTP arm.
     """
     from meap.stats import mean_and_spread, paired_difference
 
@@ -162,13 +152,13 @@ def sft_comparison(base_records: list[dict], runs: dict[int, dict[str, list[dict
     result: dict = {
         "objectives": arms,
         "seeds": seeds,
-        "questions": len(per_question(base_records, scores[0])) if scores else 0,
+        "questions": len(prompt_scores(base_records, scores[0], unit="question")) if scores else 0,
         "items": len(base_records),
         "scores": scores,
     }
     for key in scores:
-        base_scores = per_question(base_records, key)
-        tables = {a: [per_question(rows, key) for rows in records[a]] for a in arms}
+        base_scores = prompt_scores(base_records, key, unit="question")
+        tables = {a: [prompt_scores(rows, key, unit="question") for rows in records[a]] for a in arms}
         by_seed = {a: [sum(row) / len(row) for row in tables[a]] for a in arms}
         result[key] = {
             "base": {

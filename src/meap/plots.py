@@ -55,6 +55,16 @@ def short_name(name: str) -> str:
     return path.name or name
 
 
+def legend_names(labels) -> dict[str, str]:
+    """Each series' legend name: :func:`short_name` where that keeps the names apart, else the label without
+    its ``final`` (``seed-0/ntp`` and ``seed-1/ntp`` both shorten to ``ntp``: then both stay whole)."""
+    labels = list(labels)
+    short = [short_name(label) for label in labels]
+    if len(set(short)) == len(short):
+        return dict(zip(labels, short))
+    return {label: label.removesuffix(f"/{FINAL_DIR}") for label in labels}
+
+
 def wrap_title(text: str, width: int) -> list[str]:
     """``text`` in lines of at most ``width`` characters, breaking between words and never inside a
     parenthesis (one longer than a line is wrapped alone)."""
@@ -141,15 +151,13 @@ def draw_accuracy_by_position(
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(WIDTH, 4.0))
     positions = sorted({p for by_position in series.values() for p in by_position})
-    intervals = False
+    intervals, names = False, legend_names(series)
     for index, (label, by_position) in enumerate(series.items()):
         points = sorted(by_position)
         counts = (examples or {}).get(label) or {}
         x, y = [p + 1 for p in points], [by_position[p] for p in points]
         shown = set(counts.get(p) for p in points)
-        name = short_name(label) + (
-            f" (n = {shown.pop()} per position)" if len(shown) == 1 and None not in shown else ""
-        )
+        name = names[label] + (f" (n = {shown.pop()} per position)" if len(shown) == 1 and None not in shown else "")
         if points and all(counts.get(p) for p in points):
             bounds = [wilson_interval(round(by_position[p] * counts[p]), counts[p]) for p in points]
             below, above = [v - low for v, (low, _) in zip(y, bounds)], [high - v for v, (_, high) in zip(y, bounds)]
@@ -186,7 +194,7 @@ def draw_segment_mass(results: dict[str, dict], title: str = "Attention from the
     segments = list(next(iter(results.values()))["average"]["segment_mass"])
     width = 0.8 / max(1, len(results))
     figure, axes = plt.subplots(figsize=(WIDTH, 3.8))
-    intervals = False
+    intervals, names = False, legend_names(results)
     for i, (name, result) in enumerate(results.items()):
         positions = [s + (i - (len(results) - 1) / 2) * width for s in range(len(segments))]
         mass, spread = result["average"]["segment_mass"], result["average"].get("segment_mass_half_width")
@@ -201,7 +209,7 @@ def draw_segment_mass(results: dict[str, dict], title: str = "Attention from the
             yerr=[spread[s] for s in segments] if spread else None,
             capsize=3 if spread else 0,
             error_kw={"elinewidth": 1},
-            label=f"{short_name(name)} (n = {result['samples']})",
+            label=f"{names[name]} (n = {result['samples']})",
         )
         intervals = intervals or bool(spread)
         axes.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)  # above the error bar where there is one
@@ -233,12 +241,13 @@ def draw_attention_layers(results: dict[str, dict]):
             ("masked-key score decay", "score decay (clean - masked)", lambda layer: layer.get("score_decay"))
         )
     figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
+    names = legend_names(results)
     layers = sorted({layer["layer"] for result in results.values() for layer in result["layers"]})
     for axis, (title, ylabel, value) in zip(axes[0], panels):
         for index, (name, result) in enumerate(results.items()):
             points = [(layer["layer"], value(layer)) for layer in result["layers"] if value(layer) is not None]
             if points:
-                axis.plot(*zip(*points), **series_style(index), label=f"{short_name(name)} (n = {result['samples']})")
+                axis.plot(*zip(*points), **series_style(index), label=f"{names[name]} (n = {result['samples']})")
         axis.set_xticks(layers)
         axis.set_xlabel("layer (0 = first)")
         axis.set_ylabel(ylabel)

@@ -117,16 +117,21 @@ def harness_section(blocks: list[tuple], loaded: dict[str, dict], title: str) ->
         )
 
 
-def seed_pairs(loaded: dict[str, dict]) -> dict:
-    """seed -> {"ntp": run, "meap": run}: the seeds (from the runs' configs) with exactly one run of each."""
+def seed_pair_names(loaded: dict[str, dict]) -> dict:
+    """seed -> {"ntp": name, "meap": name}: the seeds (from the runs' configs) with exactly one run of each."""
     by_seed: dict = {}
-    for run in loaded.values():
-        by_seed.setdefault(run["config"].get("seed"), {}).setdefault(run["config"].get("objective"), []).append(run)
+    for name, run in loaded.items():
+        by_seed.setdefault(run["config"].get("seed"), {}).setdefault(run["config"].get("objective"), []).append(name)
     return {
-        seed: {o: runs[o][0] for o in ("ntp", "meap")}
-        for seed, runs in sorted(by_seed.items(), key=str)
-        if len(runs.get("ntp", [])) == 1 and len(runs.get("meap", [])) == 1
+        seed: {o: names[o][0] for o in ("ntp", "meap")}
+        for seed, names in sorted(by_seed.items(), key=str)
+        if len(names.get("ntp", [])) == 1 and len(names.get("meap", [])) == 1
     }
+
+
+def seed_pairs(loaded: dict[str, dict]) -> dict:
+    """seed -> {"ntp": run, "meap": run}, as :func:`seed_pair_names`."""
+    return {seed: {o: loaded[name] for o, name in pair.items()} for seed, pair in seed_pair_names(loaded).items()}
 
 
 def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
@@ -163,7 +168,9 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
                 f"{len(seeds)} x 1",
             ]
         )
-    for kind, (key, measure) in ((name, kind.paired_score) for name, kind in KINDS.items() if kind.paired_score):
+    for kind, (key, measure), unit in (
+        (name, kind.paired_score, kind.paired_unit) for name, kind in KINDS.items() if kind.paired_score
+    ):
         shared = set.intersection(
             *(set(pairs[s][o]["evaluations"].get(kind, {})) for s in seeds for o in ("ntp", "meap"))
         )
@@ -173,7 +180,9 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
                 o: [pairs[s][o]["evaluations"][kind][directory][0].parent / RECORDS_FILE for s in seeds]
                 for o in ("ntp", "meap")
             }
-            tables = {o: [prompt_scores(read_records(file), key) for file in files[o]] for o in ("ntp", "meap")}
+            tables = {
+                o: [prompt_scores(read_records(file), key, unit=unit) for file in files[o]] for o in ("ntp", "meap")
+            }
             if len({len(row) for rows_ in tables.values() for row in rows_}) != 1:
                 rows.append([label, "the runs were evaluated on different numbers of prompts", "", "", ""])
                 continue
@@ -201,7 +210,8 @@ def _interval(value: float, interval: list[float] | None, form: str) -> str:
 
 
 def niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str, output: Path, stem: str) -> None:
-    """Heatmaps, the table and the differences to the first run, of one NIAH evaluation (``stem``: its files)."""
+    """Heatmaps, the table and the differences (MEAP - NTP by seed, else to the first run), of one NIAH evaluation
+    (``stem``: its files)."""
     niah = section(blocks, loaded, kind, f"{title} (share of required values recalled)")
     for index, (name, summary) in enumerate(niah.items()):
         file = f"{stem}_{index}.png"
@@ -231,9 +241,11 @@ def niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title:
                 ],
             )
         )
+    # MEAP minus NTP within each seed where the runs pair by seed, else each run minus the first
+    pairs = [(p["meap"], p["ntp"]) for p in seed_pair_names(loaded).values() if p["ntp"] in niah and p["meap"] in niah]
     names = list(niah)
-    for index, name in enumerate(names[1:], 1):
-        base, other = niah_cells(niah[names[0]]), niah_cells(niah[name])
+    for index, (name, baseline) in enumerate(pairs or [(name, names[0]) for name in names[1:]], 1):
+        base, other = niah_cells(niah[baseline]), niah_cells(niah[name])
         shared = sorted(set(base) & set(other))
         if shared:
             file = f"{stem}_diff_{index}.png"
@@ -243,10 +255,10 @@ def niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title:
                     for length, depth in shared
                 ],
                 output / file,
-                title=f"{title}: {name} minus {names[0]}",
+                title=f"{title}: {name} minus {baseline}",
                 difference=True,
             )
-            blocks.append(("img", file))
+            blocks += [("p", f"Difference, {name} minus {baseline}:"), ("img", file)]
 
 
 def niah_report(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:

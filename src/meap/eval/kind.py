@@ -34,6 +34,8 @@ class EvaluationKind:
     report_section: Callable | str
     # scored per prompt in results.jsonl and paired by seed in the report: (record key, measure name)
     paired_score: tuple[str, str] | None = None
+    # a record key grouping records into one unit of that pairing (averaged first): see prompt_scores
+    paired_unit: str | None = None
     # a config key whose values other than "single" get report sections of their own (NIAH's RULER variants)
     variant_key: str | None = None
     # the rows this kind gives the paper's table: its summary -> {measure: value or None}; and beside them the

@@ -32,15 +32,22 @@ def has_summary(output: Path, kind: str) -> bool:
     return KINDS[kind].has_summary(output)
 
 
-def prompt_scores(records: list[dict], key: str, absent: bool = False) -> list[float]:
+def prompt_scores(records: list[dict], key: str, absent: bool = False, unit: str | None = None) -> list[float]:
     """The per-prompt score ``key`` of ``records`` (results.jsonl), those with the asked needle left out
     (``absent``) or the others: one row of the seeds-by-prompts tables that paired comparisons take (None where a
-    record has no score, as a summary with no judge)."""
-    return [
-        None if record.get(key) is None else float(record[key])
-        for record in records
-        if bool(record.get("absent", False)) == absent
-    ]
+    record has no score, as a summary with no judge). ``unit``: a record key whose records are one unit of
+    the comparison, averaged in their order of first appearance (MDQA: a question asked at each gold position;
+    the positions share its answer, so they are not independent prompts)."""
+    kept = [record for record in records if bool(record.get("absent", False)) == absent]
+    scores = [None if record.get(key) is None else float(record[key]) for record in kept]
+    if unit is None:
+        return scores
+    groups: dict = {}
+    for record, score in zip(kept, scores):
+        groups.setdefault(record[unit], []).append(score)
+    if len({len(group) for group in groups.values()}) > 1:
+        raise ValueError(f"the records hold their `{unit}` values a different number of times each")
+    return [None if None in group else sum(group) / len(group) for group in groups.values()]
 
 
 def write_summary(output: Path, kind: str, summary: dict) -> dict:
@@ -146,6 +153,8 @@ register(
         "summary.json",
         _mdqa_headline,
         f"{_SECTIONS}:mdqa_report",
+        paired_score=("best_subspan_em", "multi-document QA, best-subspan EM (per question)"),
+        paired_unit="question",
         paper_rows=lambda s: {
             _MDQA: s["accuracy"],
             **{
