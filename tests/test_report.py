@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 
 from meap.config import PretrainConfig, load_config
 from meap.config.commands import AttentionConfig, MDQAConfig, NIAHConfig
@@ -208,7 +209,12 @@ def test_the_report_leads_with_clean_validation_loss_and_says_why(three_runs, tm
             for line in (run / "metrics.jsonl").read_text().splitlines()
             if "val_loss" in line
         ][-1]
-        assert f"| {run.name} | {run.name.split('-')[0]} | 4 | {val:.4f} |" in runs_table
+        held_out = json.loads((run / "run.json").read_text())["sequences"]["val"]
+        seq_len = yaml.safe_load((run / "config.yaml").read_text())["seq_len"]
+        # the loss names the validation split it was measured on
+        assert (
+            f"| {run.name} | {run.name.split('-')[0]} | 4 | {val:.4f} ({held_out:,} x {seq_len} tokens) |" in runs_table
+        )
 
 
 def test_one_attention_analysis_of_two_runs_counts_for_both(three_runs, tmp_path):
@@ -375,9 +381,23 @@ def test_compare_pairs_runs_by_seed_with_seed_level_statistics(tmp_path):
     paired = paired_difference([scores[s][0] for s in scores], [scores[s][1] for s in scores])
     low, high = paired["ci95"]
     assert f"| key-based retrieval, strict | {paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |" in section
-    assert "| 3 x 4 |" in section
+    assert "| 3 x 4 | no detectable difference |" in section and low < 0 < high
+    assert "With 3 seeds the exact sign-flip p cannot go below 0.25: it cannot reach 0.05" in section
     loss = seed_statistics([m - n for n, m in val.values()])
     assert f"| validation loss | {loss['mean']:+.4f} [{loss['ci95'][0]:+.4f}, {loss['ci95'][1]:+.4f}] |" in section
+
+
+def test_compare_says_when_both_arms_sit_at_the_floor(tmp_path):
+    runs = [
+        _run_with_retrieval(tmp_path, seed, objective, [0, 0, 0], 2.0 + seed)
+        for seed in (0, 1)
+        for objective in ("ntp", "meap")
+    ]
+    section = compare_runs(runs, tmp_path / "report").read_text().split("paired by seed")[1]
+    # not "+0.000 [+0.000, +0.000], p = 1.0", which reads as a precise null
+    assert "| key-based retrieval, strict | both arms at the floor on every prompt |" in section
+    assert "nothing to conclude" in section and "+0.000 [" not in section
+    assert "cannot go below 0.5" in section
 
 
 def _run_with_niah_and_mdqa(root, seed: int, objective: str, niah: float, mdqa: list[list[float]]):

@@ -48,7 +48,8 @@ def read_run(run: Path) -> dict:
         raise UserError(f"{run}: not a meap run directory (no metrics.jsonl or config.yaml) and holds no evaluation")
     metrics = run_dir.read_metrics()
     config = yaml.safe_load(run_dir.config_file.read_text(encoding="utf-8")) if run_dir.config_file.is_file() else {}
-    return {"path": run, "config": config or {}, "metrics": metrics, "evaluations": evaluations}
+    facts = run_dir.read_facts()
+    return {"path": run, "config": config or {}, "metrics": metrics, "evaluations": evaluations, "facts": facts}
 
 
 def _labels(runs: list[Path]) -> list[str]:
@@ -95,7 +96,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
             name,
             run["config"].get("objective", "n/a") + _meap_share(run),
             format_value(run["metrics"][-1].get("step")) if run["metrics"] else "n/a",
-            format_value(last_value(run["metrics"], "val_loss")),
+            format_value(last_value(run["metrics"], "val_loss")) + _held_out(run),
             format_value(last_value(run["metrics"], "loss")),
             ", ".join(_found(run, k, name, attention) for k in KINDS if _has(run, k, name, attention)) or "none",
             ", ".join(k for k in KINDS if not _has(run, k, name, attention)) or "none",
@@ -171,6 +172,12 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     (output / "report.md").write_text(markdown(blocks), encoding="utf-8")
     (output / "report.html").write_text(_html(blocks, output), encoding="utf-8")
     return output / "report.md"
+
+
+def _held_out(run: dict) -> str:
+    """The size of the validation split beside its loss: `` (12 x 256 tokens)``, or nothing where unknown."""
+    sequences, length = run["facts"].get("sequences", {}).get("val"), run["config"].get("seq_len")
+    return f" ({sequences:,} x {length} tokens)" if sequences and length else ""
 
 
 def _title(objectives: set) -> str:

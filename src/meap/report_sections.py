@@ -155,6 +155,14 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
             ),
         ),
     ]
+    if len(seeds) > 1:
+        blocks.append(
+            (
+                "p",
+                f"With {len(seeds)} seeds the exact sign-flip p cannot go below {2 / 2 ** len(seeds):.3g}: "
+                + ("it cannot reach 0.05 (that takes 6 seeds)." if len(seeds) < 6 else "it can reach 0.05."),
+            )
+        )
     rows = []
     val = [[last_value(pairs[s][o]["metrics"], "val_loss") for o in ("ntp", "meap")] for s in seeds]
     if all(n is not None and m is not None for n, m in val):
@@ -166,6 +174,7 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
                 format_value(statistics["sign_flip_p"]),
                 f"{statistics['hodges_lehmann']:+.4f}",
                 f"{len(seeds)} x 1",
+                reading(statistics["ci95"], "lower"),
             ]
         )
     for kind, (key, measure), unit in (
@@ -184,10 +193,15 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
                 o: [prompt_scores(read_records(file), key, unit=unit) for file in files[o]] for o in ("ntp", "meap")
             }
             if len({len(row) for rows_ in tables.values() for row in rows_}) != 1:
-                rows.append([label, "the runs were evaluated on different numbers of prompts", "", "", ""])
+                rows.append([label, "the runs were evaluated on different numbers of prompts", "", "", "", ""])
                 continue
             if any(score is None for rows_ in tables.values() for row in rows_ for score in row):
-                rows.append([label, "not scored per prompt in every run", "", "", ""])
+                rows.append([label, "not scored per prompt in every run", "", "", "", ""])
+                continue
+            every = {score for rows_ in tables.values() for row in rows_ for score in row}
+            if len(every) == 1:  # one value for every prompt of every run: the measure cannot tell them apart
+                bound = {0.0: "floor", 1.0: "ceiling"}.get(every.pop(), "same value")
+                rows.append([label, f"both arms at the {bound} on every prompt", "", "", "", "nothing to conclude"])
                 continue
             paired = paired_difference(tables["ntp"], tables["meap"])
             rows.append(
@@ -197,11 +211,34 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
                     format_value(paired["sign_flip_p"]),
                     f"{paired['hodges_lehmann']:+.3f}",
                     f"{paired['seeds']} x {paired['prompts']}",
+                    reading(paired["ci95"], "higher"),
                 ]
             )
     blocks.append(
-        ("table", ["measure", "MEAP - NTP [95% CI]", "sign-flip p", "Hodges-Lehmann", "seeds x prompts"], rows)
+        (
+            "table",
+            ["measure", "MEAP - NTP [95% CI]", "sign-flip p", "Hodges-Lehmann", "seeds x prompts", "reading"],
+            rows,
+        )
     )
+    blocks.append(
+        (
+            "p",
+            "Reading: an interval that excludes 0 says which objective is better on that measure (higher "
+            "scores, lower loss); one that includes it, no detectable difference. With one seed it describes "
+            "the prompts of that one training run, not the objective.",
+        )
+    )
+
+
+def reading(interval: list[float] | None, better: str) -> str:
+    """The pre-stated rule's reading of a MEAP - NTP interval: ``better`` is the direction that is better."""
+    if interval is None:
+        return "no interval"
+    low, high = interval
+    if low > 0 or high < 0:
+        return "MEAP better" if (low > 0) == (better == "higher") else "NTP better"
+    return "no detectable difference"
 
 
 def _interval(value: float, interval: list[float] | None, form: str) -> str:
