@@ -6,6 +6,7 @@ Run: ``.venv/bin/python -m pytest tests/data/test_prepare.py -q``
 import importlib.util
 import json
 import subprocess
+from pathlib import Path
 from datetime import datetime
 
 import numpy as np
@@ -370,6 +371,21 @@ def test_a_small_corpus_holds_out_enough_for_a_validation_loss(tmp_path, bpe_dir
     assert meta["val_fraction"] == 0.005 and meta["val_fraction_used"] == pytest.approx(0.1)
     assert meta["splits"]["val"]["num_documents"] == 40  # every tenth document, not 2 of 400
     assert "10.0% held out instead of 0.5%: a small corpus" in capsys.readouterr().out
+
+
+def test_a_corpus_of_few_long_documents_still_holds_out_what_is_promised(tmp_path, bpe_dir):
+    """Real long documents (standard-library modules): a fraction of them in whole documents would be one or
+    two of them, fewer tokens than the promised minimum, so the split takes even pieces instead."""
+    modules = sorted(Path(json.__file__).parents[1].glob("*.py"), key=lambda path: path.name)
+    docs = [path.read_text(encoding="utf-8") for path in modules if 5000 < path.stat().st_size < 8000][:40]
+    out = prepare(
+        write_corpus(tmp_path / "c.jsonl", docs), tmp_path / "out", tokenizer=bpe_dir, min_val_tokens=MIN_VAL_TOKENS
+    )
+    meta = load_meta(out)
+    total = meta["splits"]["train"]["num_tokens"] + meta["splits"]["val"]["num_tokens"]
+    used = meta["val_fraction_used"]
+    assert total > 10 * MIN_VAL_TOKENS and 1 <= len(docs) * used < 3  # whole documents would be one or two
+    assert meta["val_rule"] == "pieces" and meta["splits"]["val"]["num_tokens"] >= MIN_VAL_TOKENS
 
 
 def test_a_large_enough_corpus_keeps_the_fraction_asked_for(tmp_path, bpe_dir):

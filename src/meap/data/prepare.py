@@ -15,11 +15,12 @@
 
 Validation split (deterministic, disjoint from train, never empty), for D documents, N tokens, fraction f:
 
-* ``⌊D·f⌋ ≥ 1``: whole documents. Document i (0-based) goes to val iff ``⌊(i+1)·f⌋ > ⌊i·f⌋``: one in
+* ``⌊D·f⌋ ≥ 1``, and those documents hold about the small-corpus minimum below (90% of it): whole
+  documents. Document i (0-based) goes to val iff ``⌊(i+1)·f⌋ > ⌊i·f⌋``: one in
   every 1/f, evenly spread (i = 199, 399, … at f = 0.005). No document is cut.
-* otherwise (fewer than 1/f documents, e.g. the 108 of the built-in corpus): ``V = max(1, round(N·f))``
-  tokens of the stream, in ``k = max(1, V // 2048)`` equal pieces, piece p ending at ``⌊N·(p+1)/k⌋``, so
-  val samples the whole corpus. A piece may cut a document; nothing is inserted at the cut.
+* otherwise (fewer than 1/f documents, e.g. the 108 of the built-in corpus, or a few long ones):
+  ``V = max(1, round(N·f))`` tokens of the stream, in ``k = max(1, V // 2048)`` equal pieces, piece p
+  ending at ``⌊N·(p+1)/k⌋``, so val samples the whole corpus. A piece may cut a document; nothing is inserted at the cut.
 
 On a small corpus f is first raised so that val holds about ``min(8192, N/10)`` tokens (32 sequences of
 256, or a tenth of the corpus; ``min_val_tokens`` sets the 8192): enough for a validation loss, where 0.5%
@@ -147,10 +148,11 @@ def _prepare_in(staging, corpus, config: PrepareConfig, min_val_tokens, shard_to
 
     stream = staging / _STREAM_FILE
     encoder = _Encoder(tokenizer_file, eos, dtype)
-    num_documents = _tokenize(corpus, encoder, stream, config.num_proc or min(os.cpu_count() or 1, 8), progress)
+    _tokenize(corpus, encoder, stream, config.num_proc or min(os.cpu_count() or 1, 8), progress)
     tokens = np.memmap(stream, dtype=dtype, mode="r")
     val_fraction = _val_fraction_used(len(tokens), config.val_fraction, min_val_tokens)
-    rule = _val_rule(num_documents, len(tokens), val_fraction)
+    wanted = min(min_val_tokens, len(tokens) * MAX_SMALL_VAL_SHARE)
+    rule = _val_rule(_document_lengths(tokens, eos), len(tokens), val_fraction, wanted)
     splits = _split(tokens, rule, staging, dtype, shard_tokens, eos)
     del tokens  # close the memmap before deleting its file
     stream.unlink()
@@ -332,9 +334,24 @@ def _val_fraction_used(num_tokens: int, fraction: float, min_val_tokens: int) ->
     return max(fraction, wanted / num_tokens) if num_tokens else fraction
 
 
-def _val_rule(num_documents: int, num_tokens: int, fraction: float) -> _EveryNthDocument | _EvenPieces:
+def _document_lengths(tokens: np.ndarray, eos: int) -> np.ndarray:
+    """Tokens of each document of the stream, its EOS included (every document ends with one)."""
+    ends = [
+        np.flatnonzero(tokens[s : s + SPLIT_BLOCK_TOKENS] == eos) + s for s in range(0, len(tokens), SPLIT_BLOCK_TOKENS)
+    ]
+    return np.diff(np.concatenate(([-1], *ends)))
+
+
+def _val_rule(
+    document_lengths: np.ndarray, num_tokens: int, fraction: float, wanted: float = 0
+) -> _EveryNthDocument | _EvenPieces:
+    """Whole documents where ``fraction`` of them holds about ``wanted`` tokens (90%), else even pieces (a few
+    long documents: one of them may hold far less than a small corpus's promised validation split)."""
+    num_documents = len(document_lengths)
     if np.floor(num_documents * fraction) >= 1:
-        return _EveryNthDocument(fraction)
+        rule = _EveryNthDocument(fraction)
+        if document_lengths[rule.is_val(None, np.arange(num_documents))].sum() >= 0.9 * wanted:
+            return rule
     val_tokens = max(1, round(num_tokens * fraction))
     num_pieces = max(1, val_tokens // VAL_PIECE_TOKENS)
     pieces = np.arange(num_pieces)
