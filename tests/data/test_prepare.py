@@ -6,8 +6,8 @@ Run: ``.venv/bin/python -m pytest tests/data/test_prepare.py -q``
 import importlib.util
 import json
 import subprocess
-from pathlib import Path
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest

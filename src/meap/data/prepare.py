@@ -20,7 +20,8 @@ Validation split (deterministic, disjoint from train, never empty), for D docume
   every 1/f, evenly spread (i = 199, 399, … at f = 0.005). No document is cut.
 * otherwise (fewer than 1/f documents, e.g. the 108 of the built-in corpus, or a few long ones):
   ``V = max(1, round(N·f))`` tokens of the stream, in ``k = max(1, V // 2048)`` equal pieces, piece p
-  ending at ``⌊N·(p+1)/k⌋``, so val samples the whole corpus. A piece may cut a document; nothing is inserted at the cut.
+  ending at ``⌊N·(p+1)/k⌋``, so val samples the whole corpus. A piece may cut a document; nothing is
+  inserted at the cut.
 
 On a small corpus f is first raised so that val holds about ``min(8192, N/10)`` tokens (32 sequences of
 256, or a tenth of the corpus; ``min_val_tokens`` sets the 8192): enough for a validation loss, where 0.5%
