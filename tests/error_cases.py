@@ -523,6 +523,12 @@ CASES = [
         ),
         ("--lengths", "haystack"),
     ),
+    Case("niah-depth-above-100", lambda i: niah(i, "--depths", "150"), ("--depths", "[0, 100]", "150")),
+    Case(
+        "pretrain-negative-max-steps",
+        lambda i: ["pretrain", "--data", str(i.prepared), "-o", str(i.tmp / "out"), "--max-steps", "-5"],
+        ("max_steps: expected a positive integer, got -5",),
+    ),
     Case("niah-lengths-above-the-context", lambda i: niah(i, "--lengths", "4096"), ("--lengths", "context of 512")),
     Case("niah-unknown-dtype", lambda i: niah(i, "--dtype", "fp8"), ("--dtype", "bfloat16")),
     Case("niah-float16-on-cpu", lambda i: niah(i, "--dtype", "float16"), ("--dtype float16", "not on a CPU")),

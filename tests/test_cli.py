@@ -53,6 +53,8 @@ def test_every_flag_of_every_command_has_help_and_no_empty_default():
             if action.option_strings and action.option_strings != ["-h", "--help"]:
                 assert action.help, (prog, action.option_strings)
                 assert action.nargs == 0 or action.metavar, (prog, action.option_strings)  # says what goes there
+        outputs = [action.option_strings for action in parser._actions if "--output" in action.option_strings]
+        assert not outputs or "-o" in outputs[0], prog  # every command that writes somewhere takes -o
 
 
 def test_python_dash_m_meap_is_the_meap_command():

@@ -374,3 +374,26 @@ def test_trl_prompt_completion_files_and_skipping_bad_records(tiny_model_dir, tm
     assert result.returncode == 0, result.stderr
     assert "2 bad records skipped (--skip-bad-lines); the first: " in result.stderr
     assert json.loads((output / "run.json").read_text())["skipped_records"] == 2
+
+
+def test_a_tied_checkpoint_loads_without_a_missing_keys_warning(tmp_path, caplog):
+    """What resume loads: a checkpoint of tied embeddings stores the shared tensor once (no lm_head.weight)."""
+    import logging
+
+    from transformers import TrainingArguments
+
+    from meap.train.trainer import MeapTrainer
+
+    from conftest import tiny_llama
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1)
+    for tied in (True, False):
+        model = tiny_llama(64, tied=tied)
+        trainer = MeapTrainer(model=model, args=args)
+        state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        with caplog.at_level(logging.WARNING, logger="transformers.trainer"):
+            caplog.clear()
+            trainer._issue_warnings_after_load(model.load_state_dict(state, strict=False))
+        warned = "missing keys" in caplog.text
+        assert warned == (not tied), tied  # an untied model really lacks its output layer: that is still said
+        assert model.lm_head.weight is model.model.embed_tokens.weight or not tied

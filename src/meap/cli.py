@@ -66,7 +66,7 @@ def _evaluation(module: str | Callable) -> Callable:
 def _prepare(config, args: argparse.Namespace) -> None:
     from meap.data.prepare import prepare_corpus
 
-    prepare_corpus(config)
+    prepare_corpus(config, progress=_bars(config.no_progress), summary=True)
 
 
 def _make_mdqa(config, args: argparse.Namespace) -> None:

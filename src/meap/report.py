@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from meap.errors import UserError
 from meap.eval.kind import format_value
 from meap.eval.results import KINDS, section_of
@@ -47,9 +45,14 @@ def read_run(run: Path) -> dict:
     if not run_dir.metrics_file.is_file() and not run_dir.config_file.is_file() and not evaluations:
         raise UserError(f"{run}: not a meap run directory (no metrics.jsonl or config.yaml) and holds no evaluation")
     metrics = run_dir.read_metrics()
-    config = yaml.safe_load(run_dir.config_file.read_text(encoding="utf-8")) if run_dir.config_file.is_file() else {}
     facts = run_dir.read_facts()
-    return {"path": run, "config": config or {}, "metrics": metrics, "evaluations": evaluations, "facts": facts}
+    return {
+        "path": run,
+        "config": run_dir.saved_config(),
+        "metrics": metrics,
+        "evaluations": evaluations,
+        "facts": facts,
+    }
 
 
 def _labels(runs: list[Path]) -> list[str]:

@@ -60,6 +60,20 @@ class RunDir:
         self.adapter_dir = self.root / ADAPTER_DIR
         self.tensorboard_dir = self.root / TENSORBOARD_DIR
 
+    def saved_config(self) -> dict:
+        """The run's config.yaml as saved (empty where ``root`` holds none)."""
+        import yaml
+
+        if not self.config_file.is_file():
+            return {}
+        return yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}
+
+    def trained_length(self) -> int | None:
+        """The sequence length this run trained on (``seq_len``; a fine-tune's ``max_length``), None unknown."""
+        config = self.saved_config()
+        length = config.get("seq_len") or config.get("max_length")
+        return length if isinstance(length, int) else None
+
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints_dir / f"{CHECKPOINT_PREFIX}{step}"
 
@@ -85,11 +99,7 @@ class RunDir:
 
     def objective(self) -> str | None:
         """The objective the run trained with (its config.yaml), or None where ``root`` holds no run."""
-        import yaml
-
-        if not self.config_file.is_file():
-            return None
-        return (yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}).get("objective")
+        return self.saved_config().get("objective")
 
     def read_facts(self) -> dict:
         """What ``run.json`` recorded (empty before the run's first launch)."""

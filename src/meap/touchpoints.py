@@ -8,7 +8,8 @@ from __future__ import annotations
 
 TOUCH_POINTS = {
     "trainer_private_methods": "MeapTrainer overrides Trainer._get_output_dir and Trainer._save_checkpoint "
-    "(checkpoints staged, then renamed into place): PRIVATE_TRAINER_METHODS",
+    "(checkpoints staged, then renamed into place), and Trainer._issue_warnings_after_load (no warning for "
+    "a tied weight a checkpoint leaves out): PRIVATE_TRAINER_METHODS",
     "trainer_accelerator_setup": "MeapTrainer extends Trainer.create_accelerator_and_postprocess, which sets "
     "Trainer.is_fsdp_enabled from the accelerator state's fsdp_plugin",
     "accelerate_fsdp_on_cpu": "shard_on_cpu_processes: the FSDP type in AcceleratorState and in "
@@ -33,6 +34,7 @@ TOUCH_POINTS = {
 PRIVATE_TRAINER_METHODS = {
     "_get_output_dir": ("self", "trial"),  # checkpoints are written into a staging directory...
     "_save_checkpoint": ("self", "model", "trial"),  # ...then given a manifest and renamed into place
+    "_issue_warnings_after_load": ("self", "load_result"),  # a resumed tied model is not missing a weight
 }
 
 

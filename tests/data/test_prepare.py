@@ -465,3 +465,16 @@ def test_a_hub_dataset_is_read_through_load_dataset_by_split_and_streamed_alike(
     with pytest.raises(UserError, match=rf"{spec}: cannot load the dataset \(Unknown split \"validation\""):
         prepare(spec, tmp_path / "bad", tokenizer=bpe_dir, split="validation")
     assert not (tmp_path / "bad").exists()
+
+
+def test_meap_prepare_draws_no_bars_into_redirected_stderr(tmp_path, bpe_dir, capsys):
+    from meap.cli import main
+
+    corpus = write_corpus(tmp_path / "c.jsonl", make_documents(50))
+    for flags in ([], ["--no-progress"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["prepare", corpus, "-o", str(tmp_path / f"out{len(flags)}"), "--tokenizer", bpe_dir, *flags])
+        assert exit_info.value.code == 0
+        captured = capsys.readouterr()
+        assert "tokenizing" not in captured.err and "\r" not in captured.err  # stderr is not a terminal here
+        assert "prepared" in captured.out

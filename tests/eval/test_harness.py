@@ -52,11 +52,18 @@ def test_local_task_runs_offline_and_writes_results(tiny_model_dir, toy_task_dir
             limit=limit,
             include_path=str(toy_task_dir),
             batch_size=4,
+            log_samples=limit is not None,
             no_progress=True,
         )
     )
 
     written = json.loads((output / summary_file("harness")).read_text(encoding="utf-8"))
+    logged = output / f"samples_{TOY_TASK}.jsonl"
+    if limit:  # lm-eval's own per-sample records: one per document, each scored
+        samples = [json.loads(line) for line in logged.read_text(encoding="utf-8").splitlines()]
+        assert len(samples) == limit and all("acc" in sample and "resps" in sample for sample in samples)
+    else:
+        assert not logged.exists()
     assert written == summary
     assert summary["tasks"] == [TOY_TASK] and summary["model"] == str(tiny_model_dir)
     assert summary["num_fewshot"] == 0 and summary["limit"] == limit and summary["lm_eval_version"]

@@ -186,3 +186,25 @@ def test_haystacks_are_read_as_prepare_reads_a_corpus(tmp_path):
     (folder / "a.txt").write_text("Alpha text.")
     (folder / "b.txt").write_text("Beta text.")
     assert read_haystack([str(folder)])[0] == "Alpha text.\n\nBeta text."
+
+
+def test_lengths_beyond_the_trained_sequences_are_warned_about(tiny_model_dir, tmp_path, capsys):
+    """A run trained at 64 tokens, evaluated at 128 of its 512 positions: it runs, and says what that measures."""
+    import shutil
+
+    import pytest
+
+    from meap.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "final")
+    (run / "config.yaml").write_text("objective: meap\nseq_len: 64\n")
+    argv = ["eval", "niah", "--model", str(run), "-o", str(tmp_path / "out"), "--no-progress", "--samples", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--lengths", "128", "--depths", "50", "--max-new-tokens", "4"])
+    assert exit_info.value.code == 0
+    error = capsys.readouterr().err
+    assert "trained on sequences of 64 tokens; lengths [128] (+4 new)" in error and "never trained on" in error
+    with pytest.raises(SystemExit):
+        main([*argv, "--lengths", "48", "--depths", "50", "--max-new-tokens", "4", "-o", str(tmp_path / "fits")])
+    assert "never trained on" not in capsys.readouterr().err

@@ -115,6 +115,7 @@ class PrepareConfig(CommandConfig):
     )
     num_proc: int | None = option("tokeniser processes (default: CPUs, at most 8)")
     overwrite: bool = option("replace an existing prepared directory", False, switch=True)
+    no_progress: bool = _no_progress()
     split: str = option("with an `hf:NAME` input: the split to read", "train", metavar="NAME")
     config_name: str | None = option("with an `hf:NAME` input: the dataset's configuration", metavar="NAME")
     streaming: bool = option(
@@ -187,13 +188,12 @@ class NIAHConfig(GenerationOptions):
         fixed = (self.needle, self.question, self.answer)
         if any(fixed) and not all(fixed):
             found.append("--needle, --question and --answer go together")
-        if (
-            self.samples < 1
-            or not self.lengths
-            or any(length < 1 for length in self.lengths)
-            or any(not 0 <= depth <= 100 for depth in self.depths)
-        ):
-            found.append("niah: expected --samples >= 1, positive --lengths and --depths within [0, 100]")
+        if self.samples < 1:
+            found.append(f"--samples: expected an integer >= 1, got {self.samples}")
+        if not self.lengths or any(length < 1 for length in self.lengths):
+            found.append(f"--lengths: expected positive token counts, got {self.lengths}")
+        if any(not 0 <= depth <= 100 for depth in self.depths):
+            found.append(f"--depths: expected percentages within [0, 100], got {self.depths}")
         return found
 
 
@@ -252,6 +252,12 @@ class HarnessConfig(CommandConfig):
     include_path: str | None = option("directory of local lm-eval task definitions (offline data)", metavar="DIR")
     batch_size: int = _batch_size()
     dtype: str = _dtype()
+    log_samples: bool = option(
+        "also write lm-eval's per-sample records (samples_<task>.jsonl: each document, the requests, the "
+        "model's responses and its metrics)",
+        False,
+        switch=True,
+    )
     no_progress: bool = _no_progress()
 
     def problems(self) -> list[str]:

@@ -95,7 +95,7 @@ class DemoConfig(PairedExperiment, PretrainConfig):
         {"metavar": "NAME"},
         default_factory=lambda: ["ntp", "meap"],
     )
-    output: str = help_field("demo directory (default: runs/demo)", default="")
+    output: str = help_field("demo directory (default: runs/demo)", {"short": "-o"}, default="")
     seed: int = help_field(
         "seeds the demo corpus, the keys and the probes (shared by every training seed), and "
         "training when `seeds` is empty",
@@ -295,7 +295,7 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
         {"metavar": "NAME"},
         default_factory=lambda: ["ntp", "meap"],
     )
-    output: str = help_field("demo directory (default: runs/demo-sft)", default="")
+    output: str = help_field("demo directory (default: runs/demo-sft)", {"short": "-o"}, default="")
     seeds: list[int] = help_field(
         "fine-tuning seeds (data order, masks, LoRA init); empty: `seed` alone", default_factory=list
     )

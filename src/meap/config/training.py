@@ -23,7 +23,7 @@ class TrainingConfig:
         "`meap` (masked inputs, clean next-token targets) or `ntp` (the baseline)", default="meap"
     )
     mask_ratio: float = help_field("fraction of eligible tokens replaced by [MASK] (MEAP only)", default=0.15)
-    output: str = help_field("run directory (default: runs/<command>-<objective>)", default="")
+    output: str = help_field("run directory (default: runs/<command>-<objective>)", {"short": "-o"}, default="")
     seed: int = help_field("seeds the model init, the data order and the masks", default=1337)
     # Shape of a step
     micro_batch_size: int = help_field("sequences per device per forward pass", default=16)
@@ -200,6 +200,8 @@ class PretrainConfig(TrainingConfig):
             found.append(f"mask_mode: expected one of {', '.join(MASK_MODES)}, got {self.mask_mode!r}")
         for key in ("seq_len", "max_steps"):
             if getattr(self, key) < 1:
+                # pretraining has no epochs to stop at: this replaces the shared `>= 0`, one message per key
+                found = [problem for problem in found if not problem.startswith(f"{key}:")]
                 found.append(f"{key}: expected a positive integer, got {getattr(self, key)}")
         found += key_values("model_override", self.model_override)[1]
         return found

@@ -74,6 +74,7 @@ def prepare_corpus(
     min_val_tokens: int = MIN_VAL_TOKENS,
     shard_tokens: int = 100_000_000,
     progress: bool = True,
+    summary: bool | None = None,
 ) -> Path:
     """Tokenize ``config.inputs`` into a prepared directory at ``config.output`` and return its path.
 
@@ -85,7 +86,7 @@ def prepare_corpus(
     ``skipped_lines`` and the first few named in a warning.
     ``min_val_tokens``: on a small corpus, hold out about this many tokens (at most a tenth) whatever
     ``val_fraction`` says (0: exactly ``val_fraction``). ``shard_tokens``: tokens per shard file.
-    ``progress``: show a progress bar on stderr and print one summary line.
+    ``progress``: show a progress bar on stderr; ``summary``: print one summary line (default: ``progress``).
     """
     checked(config)
     if shard_tokens < 1:
@@ -109,7 +110,7 @@ def prepare_corpus(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if progress:
+    if progress if summary is None else summary:
         print(_summary(output, meta))
     return output
 

@@ -24,6 +24,7 @@ from meap.config import checked
 from meap.config.commands import HarnessConfig
 from meap.errors import UserError, drop_library_message, error_summary
 from meap.eval.kind import EvaluationKind
+from meap.fsutil import atomic_write_jsonl
 
 OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # either one set: the libraries decide (=0: download)
 NO_FILTER = ",none"  # lm-eval names results `<metric>,<filter>`; most tasks use no filter
@@ -46,15 +47,21 @@ def evaluate(config: HarnessConfig) -> dict:
     examples per task; ``include_path`` is a folder of extra task definitions (YAML), searched in addition
     to lm-eval's own. Tasks are loaded before the model, so a bad or unavailable task fails fast.
     """
-    summary = run_tasks(config)
+    samples: dict = {}
+    summary = run_tasks(config, samples=samples)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
+    for task, logged in samples.items():  # before the summary, which is written last
+        atomic_write_jsonl(output / f"samples_{task}.jsonl", logged)
     return KIND.write_summary(output, summary)
 
 
-def run_tasks(config: HarnessConfig, unavailable: Callable[[str, str], str] | None = None) -> dict:
+def run_tasks(
+    config: HarnessConfig, unavailable: Callable[[str, str], str] | None = None, samples: dict | None = None
+) -> dict:
     """lm-eval's results for ``config`` as meap's summary, nothing written. ``unavailable(task, reason)``: the
-    one-line error for a task whose data are not available offline (default: name --include-path)."""
+    one-line error for a task whose data are not available offline (default: name --include-path). With
+    ``config.log_samples``, ``samples`` receives lm-eval's per-sample records by task."""
     checked(config)
     _quiet_lm_eval_logging()
     with _hub_offline(), _progress_bars(not config.no_progress):
@@ -62,6 +69,8 @@ def run_tasks(config: HarnessConfig, unavailable: Callable[[str, str], str] | No
         _check_task_names(config.tasks, tasks)
         loaded_tasks = [item for name in config.tasks for item in _load_task(name, tasks, unavailable)]
         evaluated = _evaluate(loaded_tasks, tasks, config)
+    if samples is not None:
+        samples.update(evaluated.get("samples") or {})
     return _summary(evaluated, config)
 
 
@@ -174,7 +183,7 @@ def _evaluate(loaded_tasks: list, task_manager, config: HarnessConfig) -> dict:
             num_fewshot=config.num_fewshot,
             limit=config.limit,
             task_manager=task_manager,
-            log_samples=False,
+            log_samples=config.log_samples,
         )
 
 

@@ -27,6 +27,7 @@ from meap.eval.generation import generate, render_prompt
 from meap.eval.metrics import rouge1_f, substring_match
 from meap.eval.niah_data import KEY_WORDS, Needle, build_examples, check_absent, probes, read_haystack
 from meap.eval.results import write_records, write_summary
+from meap.rundir import RunDir
 
 
 def recall(prediction: str, answers: list[str]) -> float:
@@ -83,6 +84,13 @@ def evaluate(config: NIAHConfig) -> dict:
         )
     if skipped:
         warn(f"niah: lengths {skipped} (+{max_new_tokens} new tokens) exceed the model's context of {limit}; skipped")
+    trained = RunDir(Path(config.model)).trained_length() or RunDir(Path(config.model).parent).trained_length()
+    beyond = [length for length in fitting if trained and length + max_new_tokens > trained]
+    if beyond:
+        warn(
+            f"niah: {config.model} trained on sequences of {trained} tokens; lengths {beyond} (+{max_new_tokens} new) "
+            "read positions it never trained on, so they measure length extrapolation as well as retrieval"
+        )
     examples = build_examples(
         tokenizer,
         text,

@@ -178,6 +178,16 @@ class MeapTrainer(Trainer):
         finally:
             self.data_collator = train_collator
 
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # A checkpoint of a model with tied embeddings stores the shared tensor once: the other name (lm_head)
+        # is "missing" though nothing is. Tie again, and warn only of what is really absent.
+        every = {name for name, _ in self.model.named_parameters(remove_duplicate=False)}
+        aliases = every - {name for name, _ in self.model.named_parameters()}
+        if load_result.missing_keys and set(load_result.missing_keys) <= aliases:
+            self.model.tie_weights()
+            return
+        super()._issue_warnings_after_load(load_result)
+
     def _get_output_dir(self, trial) -> str:
         return self._staging_dir or super()._get_output_dir(trial)
 
