@@ -397,3 +397,13 @@ def test_a_tied_checkpoint_loads_without_a_missing_keys_warning(tmp_path, caplog
         warned = "missing keys" in caplog.text
         assert warned == (not tied), tied  # an untied model really lacks its output layer: that is still said
         assert model.lm_head.weight is model.model.embed_tokens.weight or not tied
+
+
+def test_full_fine_tuning_of_a_small_set_warns_about_forgetting(tiny_model_dir, alpaca_file, tmp_path, capsys):
+    said = {}
+    for name, overrides in (("full", {}), ("lora", {"lora_r": 4}), ("gentle", {"lr": 1e-5})):
+        sft(config(tiny_model_dir, [alpaca_file], tmp_path / name, max_steps=4, **overrides), progress=False)
+        said[name] = capsys.readouterr().err
+    assert "full fine-tuning of 18 conversations for 4 steps at lr 0.001 (lr x steps 4.0e-03)" in said["full"]
+    assert "--lora-r 8" in said["full"]
+    assert not any("can overwrite what the model knew" in said[name] for name in ("lora", "gentle"))

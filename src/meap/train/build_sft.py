@@ -114,6 +114,7 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     val_stream = SFTStream([segments[i] for i in val_ids], shuffle=False).truncate(val_batches * val_batch * world_size)
     clean_collator = dataclasses.replace(collator, mask_ratio=0.0, packing=False, count_tokens=False)
     check_warmup(config, max_steps)
+    check_forgetting_risk(config, len(train_ids), max_steps, where)
 
     args = training_arguments(config, output, eval_on, max_steps, val_batch)
     set_seed(config.seed)  # LoRA's initialisation
@@ -206,3 +207,18 @@ def _with_lora(model, config: SFTConfig, new_mask_id: int | None):
     # the one new row is already saved as a trainable token, so the adapter holds LoRA weights and that row only
     model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
     return model
+
+
+# Full fine-tuning of a small set with more than this peak lr x steps fits the set and can overwrite what the
+# model knew: 8 steps at 5e-5 on 26 conversations turned SmolLM2-135M's "Paris" into "L'Alma, la France...".
+FORGETTING_LR_STEPS = 1e-4
+SMALL_SFT_SET = 1000  # conversations
+
+
+def check_forgetting_risk(config, conversations: int, max_steps: int, where: str) -> None:
+    if config.lora_r == 0 and conversations < SMALL_SFT_SET and config.lr * max_steps > FORGETTING_LR_STEPS:
+        warn(
+            f"{where}: full fine-tuning of {conversations} conversations for {max_steps} steps at lr {config.lr:g} "
+            f"(lr x steps {config.lr * max_steps:.1e}) can overwrite what the model knew; for a set this small "
+            "consider --lora-r 8 or a lower --lr (1e-5), and compare the model's answers before and after"
+        )
