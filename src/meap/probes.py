@@ -86,10 +86,32 @@ def tokenize_probes(
     return probes
 
 
+# Tokens of one forward pass of probe rows (rows x the longest): bounds the activations on long contexts,
+# where a fixed number of rows would not (64 rows of 6,000 tokens hold gigabytes).
+PROBE_BATCH_TOKENS = 16_384
+
+
+def _probe_batches(rows: list, batch_size: int) -> list[list]:
+    """Consecutive rows, at most ``batch_size`` and about :data:`PROBE_BATCH_TOKENS` (rows x longest) each."""
+    batches, batch, width = [], [], 0
+    for row in rows:
+        wider = max(width, len(row[2]))
+        if batch and (len(batch) == batch_size or wider * (len(batch) + 1) > PROBE_BATCH_TOKENS):
+            batches.append(batch)
+            batch, wider = [], len(row[2])
+        batch.append(row)
+        width = wider
+    return batches + ([batch] if batch else [])
+
+
 @torch.no_grad()
 def probe_log_probs(model, probes: list[Probe], batch_size: int = 64) -> list[tuple[bool, list[float]]]:
     """Per probe: whether every answer token is the top prediction, and the log-probability of each candidate
-    (the answer first), under ``model`` in eval mode, its mode restored."""
+    (the answer first), under ``model`` in eval mode, its mode restored.
+
+    Rows are padded on the left, with their own positions, so every row's candidate tokens end the batch and
+    the model computes logits for those last positions alone (``logits_to_keep``): the logits of a whole
+    long context over a vocabulary of 50,000 would take gigabytes for a handful of tokens read."""
     rows = [
         (index, slot, probe.context + candidate, len(probe.context))
         for index, probe in enumerate(probes)
@@ -101,20 +123,26 @@ def probe_log_probs(model, probes: list[Probe], batch_size: int = 64) -> list[tu
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start : start + batch_size]
+        for batch in _probe_batches(rows, batch_size):
             width = max(len(ids) for _, _, ids, _ in batch)
+            read = max(len(ids) - context for _, _, ids, context in batch) + 1  # positions predicting them
             input_ids = torch.zeros(len(batch), width, dtype=torch.long)
             attention = torch.zeros(len(batch), width, dtype=torch.long)
             for row, (_, _, ids, _) in enumerate(batch):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                attention[row, : len(ids)] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
-            log_probs = torch.log_softmax(logits, dim=-1).cpu()
+                input_ids[row, width - len(ids) :] = torch.tensor(ids)
+                attention[row, width - len(ids) :] = 1
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)  # as if unpadded
+            logits = model(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                position_ids=positions.to(device),
+                logits_to_keep=read,
+            ).logits
+            log_probs = torch.log_softmax(logits.float(), dim=-1).cpu()  # (rows, read, vocab)
             for row, (index, slot, ids, context) in enumerate(batch):
-                # the logits at position t predict token t + 1
+                # the logits at position t predict token t + 1; the last kept position predicts nothing
                 targets = torch.tensor(ids[context:])
-                predicted = log_probs[row, context - 1 : len(ids) - 1]
+                predicted = log_probs[row, read - 1 - len(targets) : read - 1]
                 log_p[index][slot] = float(predicted.gather(1, targets[:, None]).sum())
                 if slot == 0:
                     top[index] = bool((predicted.argmax(-1) == targets).all())
