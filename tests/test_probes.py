@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from meap.probes import Probe, probe_log_probs
+from meap.probes import SHARED_CONTEXT_TOKENS, Probe, probe_log_probs
 
 from conftest import tiny_llama
 
@@ -28,7 +28,7 @@ def _reference(model, probe: Probe) -> tuple[bool, list[float]]:
 
 
 def test_batched_left_padded_scores_are_the_unpadded_ones():
-    model = tiny_llama(97).eval()
+    model = tiny_llama(97, max_positions=1024).eval()
     generator = torch.Generator().manual_seed(0)
 
     def ids(n):
@@ -36,6 +36,11 @@ def test_batched_left_padded_scores_are_the_unpadded_ones():
 
     # contexts of different lengths, candidates of one to three tokens, in batches that split probes
     probes = [Probe(context=ids(5 + 7 * i), candidates=[ids(1 + i % 3), ids(2), ids(1)]) for i in range(9)]
+    # ...and long contexts, whose candidates are read on one shared pass over the context (its cache)
+    probes += [
+        Probe(context=ids(SHARED_CONTEXT_TOKENS + 40 * i), candidates=[ids(3), ids(1), ids(4)]) for i in range(3)
+    ]
+    probes.append(Probe(context=ids(SHARED_CONTEXT_TOKENS), candidates=[probes[-1].candidates[0]]))  # one: batched
     for batch_size in (1, 4, 64):
         for (top, scores), probe in zip(probe_log_probs(model, probes, batch_size), probes):
             expected_top, expected = _reference(model, probe)
@@ -51,7 +56,8 @@ from meap.probes import Probe, probe_log_probs
 torch.manual_seed(0)
 model = tiny_llama(50257, hidden=16).eval()  # GPT-2's vocabulary: the logits of a context are what grows
 context = torch.randint(0, 50257, (2000,)).tolist()
-probes = [Probe(context=context, candidates=[[11, 12], [13], [14, 15, 16]]) for _ in range(4)]
+probes = [Probe(context=context, candidates=[[11, 12], [13], [14, 15, 16]]) for _ in range(4)]  # shared context
+probes += [Probe(context=context, candidates=[[11, 12]]) for _ in range(8)]  # one row each, batched
 probe_log_probs(model, probes[:1], 64)  # warm: kernels and allocator
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 probe_log_probs(model, probes, 64)
@@ -60,7 +66,7 @@ print(json.dumps({"grown_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxr
 
 
 def test_scoring_a_long_context_does_not_hold_its_logits():
-    """12 rows of 2,000 tokens over 50,257 tokens: their full logits would be 4.8 GB in float32 (the cause of
+    """20 rows of 2,000 tokens over 50,257 tokens: their full logits would be 8 GB in float32 (the cause of
     the 12-20 GB of issue 38); what is kept is a few positions per row."""
     from pathlib import Path
 
@@ -68,4 +74,4 @@ def test_scoring_a_long_context_does_not_hold_its_logits():
         [sys.executable, "-c", _MEASURE, str(Path(__file__).parent)], capture_output=True, text=True, check=True
     )
     grown = json.loads(result.stdout.strip().splitlines()[-1])["grown_mib"]
-    assert grown < 400, grown  # activations of 12 x 2,000 tokens at width 16, and the model's 2 layers
+    assert grown < 400, grown  # activations of 8 x 2,000 tokens at width 16, and the model's 2 layers

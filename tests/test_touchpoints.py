@@ -78,6 +78,8 @@ def test_pin_cache_layers():
     for layer, (keys, values) in zip(static.layers, pairs):
         layer.update(keys, values)
     assert len(static.layers) == model.config.num_hidden_layers
+    cache.crop(-2)  # what the shared-context probe scoring rewinds by after each candidate
+    assert [layer.keys.shape[2] for layer in cache.layers] == [2] * len(pairs) and cache.get_seq_length() == 2
 
 
 @pytest.mark.parametrize("found_inf, moves", [(1.0, False), (0.0, True)])

@@ -104,6 +104,38 @@ def _probe_batches(rows: list, batch_size: int) -> list[list]:
     return batches + ([batch] if batch else [])
 
 
+# From this many context tokens on, a probe's candidates are scored on one pass over its context (its KV
+# cache, rewound after each candidate) instead of a row per candidate that repeats the context: 75
+# key-value candidates over 6,000 tokens would be 75 passes over the same 6,000 tokens.
+SHARED_CONTEXT_TOKENS = 512
+
+
+def _on_shared_context(model, probe: Probe, device) -> tuple[bool, list[float]]:
+    """(whether every answer token is the top prediction, each candidate's log-probability) of one probe."""
+    from transformers import DynamicCache
+
+    from meap.touchpoints import cache_argument
+
+    cache, keyword = DynamicCache(), cache_argument()
+    context = torch.tensor([probe.context], device=device)
+    first = model(input_ids=context, **{keyword: cache}, use_cache=True, logits_to_keep=1).logits[0].float()
+    first = torch.log_softmax(first, dim=-1).cpu()  # (1, vocab): predicts each candidate's first token
+    scores, top = [], True
+    for slot, candidate in enumerate(probe.candidates):
+        predicted = first
+        if len(candidate) > 1:  # the candidate's own tokens, read on the cached context
+            rest = model(
+                input_ids=torch.tensor([candidate[:-1]], device=device), **{keyword: cache}, use_cache=True
+            ).logits[0]
+            cache.crop(1 - len(candidate))  # back to the context alone (crop counts tokens to drop)
+            predicted = torch.cat([first, torch.log_softmax(rest.float(), dim=-1).cpu()])
+        targets = torch.tensor(candidate)
+        scores.append(float(predicted.gather(1, targets[:, None]).sum()))
+        if slot == 0:
+            top = bool((predicted.argmax(-1) == targets).all())
+    return top, scores
+
+
 @torch.no_grad()
 def probe_log_probs(model, probes: list[Probe], batch_size: int = 64) -> list[tuple[bool, list[float]]]:
     """Per probe: whether every answer token is the top prediction, and the log-probability of each candidate
@@ -111,10 +143,13 @@ def probe_log_probs(model, probes: list[Probe], batch_size: int = 64) -> list[tu
 
     Rows are padded on the left, with their own positions, so every row's candidate tokens end the batch and
     the model computes logits for those last positions alone (``logits_to_keep``): the logits of a whole
-    long context over a vocabulary of 50,000 would take gigabytes for a handful of tokens read."""
+    long context over a vocabulary of 50,000 would take gigabytes for a handful of tokens read. A probe of
+    several candidates on a long context reads the context once (:data:`SHARED_CONTEXT_TOKENS`)."""
+    shared = {i for i, p in enumerate(probes) if len(p.candidates) > 1 and len(p.context) >= SHARED_CONTEXT_TOKENS}
     rows = [
         (index, slot, probe.context + candidate, len(probe.context))
         for index, probe in enumerate(probes)
+        if index not in shared
         for slot, candidate in enumerate(probe.candidates)
     ]
     log_p = [[0.0] * len(probe.candidates) for probe in probes]
@@ -123,6 +158,8 @@ def probe_log_probs(model, probes: list[Probe], batch_size: int = 64) -> list[tu
     was_training = model.training
     model.eval()
     try:
+        for index in sorted(shared):
+            top[index], log_p[index] = _on_shared_context(model, probes[index], device)
         for batch in _probe_batches(rows, batch_size):
             width = max(len(ids) for _, _, ids, _ in batch)
             read = max(len(ids) - context for _, _, ids, context in batch) + 1  # positions predicting them

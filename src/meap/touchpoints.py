@@ -19,7 +19,8 @@ TOUCH_POINTS = {
     "causal_lm_mapping": "transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING tells causal LM "
     "configs apart: is_causal_lm_config",
     "cache_layers": "DynamicCache built from (keys, values) pairs and StaticCache(config, max_cache_len) with "
-    ".layers[i].keys, .values and .update: meap.eval.generation's batched prefill",
+    ".layers[i].keys, .values and .update: meap.eval.generation's batched prefill; DynamicCache.crop: "
+    "probe candidates scored on one shared context (meap.probes)",
     "fused_adamw_found_inf": "a fused torch AdamW skips its step while optimizer.found_inf is nonzero (the "
     "GradScaler protocol): MeapTrainer's NaN guard decides on the device",
     "trainer_loss_normalisation": "Trainer.compute_loss scales the loss by the number of processes when "
@@ -36,6 +37,14 @@ PRIVATE_TRAINER_METHODS = {
     "_save_checkpoint": ("self", "model", "trial"),  # ...then given a manifest and renamed into place
     "_issue_warnings_after_load": ("self", "load_result"),  # a resumed tied model is not missing a weight
 }
+
+
+def cache_argument() -> str:
+    """The name under which a causal LM's forward takes and returns its KV cache: transformers renamed
+    ``past_key_values`` to ``cache`` after 5.17, and later versions take the old name with a warning."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 def attention_kernel(model) -> str:

@@ -18,13 +18,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, StaticCache
 from transformers.cache_utils import DynamicLayer
-from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from meap.touchpoints import cache_argument
 
 MIN_SHARED_FRACTION = 0.25  # below this, one more forward pass per row costs more than the sharing saves
 _REFERENCE_CANDIDATES = 32  # rows tried as the reference prefix (each costs one comparison with every row)
-# transformers renamed `past_key_values` to `cache` (the argument and the output field) after 5.17; later
-# versions still take the old name but warn, so the name of the installed version is used.
-CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+CACHE = cache_argument()
 
 
 def is_chat_model(tokenizer) -> bool:
