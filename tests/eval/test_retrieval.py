@@ -177,6 +177,17 @@ def test_the_evaluation_scores_greedy_answers_strictly(task):
     layers = summary["attention"]["layers"]
     assert len(layers) == 2 and all(0 <= layer["answer_mass"] <= 1 and layer["entropy"] > 0 for layer in layers)
     assert summary["attention"]["probes"] == 6
+    # the same numbers as every layer's whole weights, asked of the model (what it held before, all at once)
+    from meap.eval.retrieval import _value_spans
+
+    model.set_attn_implementation("eager")
+    expected = [0.0, 0.0]
+    for record in records[:6]:
+        ids = tokenizer(record["context"], add_special_tokens=False, return_tensors="pt")["input_ids"]
+        spans = _value_spans(tokenizer, record["context"], [record["answer"], *record["distractors"]])
+        for index, weights in enumerate(model(input_ids=ids, output_attentions=True).attentions):
+            expected[index] += float(weights[0, :, -1, :].float().mean(0)[spans[0]].sum()) / 6
+    assert [layer["answer_mass"] for layer in layers] == pytest.approx(expected, abs=1e-6)
 
 
 def test_probe_files_are_checked_line_by_line(tmp_path):

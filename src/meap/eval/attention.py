@@ -73,7 +73,8 @@ def build_probes(tokenizer, haystack: str, *, length: int, samples: int, seed: i
     return probes
 
 
-def _attention_modules(model) -> list[torch.nn.Module]:
+def attention_modules(model) -> list[torch.nn.Module]:
+    """The model's attention modules in layer order: where a forward hook sees each layer's weights alone."""
     found = [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
     if not found:
         raise UserError(f"{type(model).__name__}: no attention modules with a layer index found to analyse")
@@ -125,7 +126,7 @@ def analyse(
     ``mask_ratio`` as :class:`~meap.config.commands.AttentionConfig` checks it."""
     previous = attention_kernel(model)
     model.set_attn_implementation("eager")
-    modules = _attention_modules(model)
+    modules = attention_modules(model)
     recorder = _Recorder(modules)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)

@@ -74,10 +74,25 @@ def _value_spans(tokenizer, context: str, values: list[str]) -> list[list[int]]:
 def attention_to_values(model, tokenizer, records: list[dict]) -> dict:
     """Per layer: mean attention mass from the last context position on the asked value, on the distractors'
     values, and its entropy, over the probes whose asked needle is present."""
+    from meap.eval.attention import attention_modules
+
     previous = attention_kernel(model)
     model.set_attn_implementation("eager")
     device = next(model.parameters()).device
-    layers: list[dict[str, float]] = []
+    modules = attention_modules(model)
+    rows: list = [None] * len(modules)
+
+    def keep_last_row(index: int):
+        # each layer's weights reduced as they are made: one layer's (heads x T x T) at a time, never all
+        def hook(module, inputs, output):
+            rows[index] = output[1][0, :, -1, :].float().mean(0)  # heads averaged: the distribution over keys
+
+        return hook
+
+    handles = [module.register_forward_hook(keep_last_row(i)) for i, module in enumerate(modules)]
+    layers: list[dict[str, float]] = [
+        dict.fromkeys(("answer_mass", "distractor_mass", "entropy"), 0.0) for _ in modules
+    ]
     count = 0
     try:
         for record in records:
@@ -85,22 +100,17 @@ def attention_to_values(model, tokenizer, records: list[dict]) -> dict:
                 continue
             ids = tokenizer(record["context"], add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
             spans = _value_spans(tokenizer, record["context"], [record["answer"], *record.get("distractors", [])])
-            weights = model(input_ids=ids, output_attentions=True, use_cache=False).attentions
-            for index, layer in enumerate(weights):
-                row = layer[0, :, -1, :].float().mean(0)  # heads averaged: the distribution over positions
-                stats = {
-                    "answer_mass": float(row[spans[0]].sum()),
-                    "distractor_mass": float(sum(row[span].sum() for span in spans[1:] if span)),
-                    "entropy": float(-torch.special.xlogy(row, row).sum()),
-                }
-                if index == len(layers):
-                    layers.append(dict.fromkeys(stats, 0.0))
-                for key, value in stats.items():
-                    layers[index][key] += value
+            model(input_ids=ids, use_cache=False, logits_to_keep=1)
+            for index, row in enumerate(rows):
+                layers[index]["answer_mass"] += float(row[spans[0]].sum())
+                layers[index]["distractor_mass"] += float(sum(row[span].sum() for span in spans[1:] if span))
+                layers[index]["entropy"] += float(-torch.special.xlogy(row, row).sum())
             count += 1
     finally:
+        for handle in handles:
+            handle.remove()
         model.set_attn_implementation(previous)
-    layers = [{key: value / max(count, 1) for key, value in layer.items()} for layer in layers]
+    layers = [{key: value / count for key, value in layer.items()} for layer in layers] if count else []
     average = {key: sum(layer[key] for layer in layers) / len(layers) for key in layers[0]} if layers else {}
     return {"layers": layers, "average": average, "probes": count}
 
