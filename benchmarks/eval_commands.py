@@ -33,11 +33,36 @@ SHORT_JUDGE_PROMPT = (
 )
 
 
+def kv_probe_file(kv: Path, limit: int, path: Path) -> Path:
+    """Key-based retrieval probes from lost-in-the-middle's key-value file, as issue 38's report made them: the
+    75 pairs as JSON, the asked value as the answer, the 74 others as distractors (all scored teacher-forced)."""
+    import gzip
+
+    from meap.eval.kv_retrieval import build_prompt
+
+    with gzip.open(kv, "rt", encoding="utf-8") as lines, path.open("w", encoding="utf-8") as out:
+        for _, line in zip(range(limit), lines):
+            record = json.loads(line)
+            values = [value for _, value in record["ordered_kv_records"]]
+            probe = {
+                "context": build_prompt(record["ordered_kv_records"], record["key"]) + ' "',
+                "answer": record["value"],
+                "distractors": [value for value in values if value != record["value"]],
+            }
+            out.write(json.dumps(probe) + "\n")
+    return path
+
+
 def cases(data: Path, model: str, limit: int, judge_prompt: Path) -> dict[str, tuple[list[str], int]]:
     """name -> (the `meap` arguments, the prompts it evaluates)."""
     kv = str(data / "lost-in-the-middle" / "kv-retrieval-75_keys.jsonl.gz")
     xsum = str(data / "xsum" / "xsum-1000.jsonl.gz")
+    probes = str(kv_probe_file(Path(kv), limit, judge_prompt.with_name("kv-probes.jsonl")))
     return {
+        "retrieval-kv-75": (
+            ["eval", "retrieval", "--model", model, "--probes", probes, "--max-new-tokens", "48"],
+            limit,
+        ),
         "kv-retrieval-75": (
             ["eval", "kv-retrieval", "--model", model, "--data", kv, "--limit", str(limit), "--batch-size", "1"],
             limit,

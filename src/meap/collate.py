@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from meap.constants import IGNORE_INDEX, MASK_MODES, PACKED_ATTENTION
+from meap.constants import DEFAULT_MASK_RATIO, IGNORE_INDEX, MASK_MODES, PACKED_ATTENTION
 from meap.masking import check_mask_ratio, mask_inputs, sample_generators
 
 
@@ -56,7 +56,7 @@ class MeapCollator:
 
     mask_token_id: int | None
     """Id of ``[MASK]``; may be ``None`` only when ``mask_ratio`` is 0."""
-    mask_ratio: float = 0.15
+    mask_ratio: float = DEFAULT_MASK_RATIO
     """Fraction of eligible input positions masked per row (config key ``mask_ratio``)."""
     mode: str = "exact"
     """``exact``, ``bernoulli`` or ``reference`` (config key ``mask_mode``)."""

@@ -4,6 +4,9 @@ MASK_TOKEN = "[MASK]"
 IGNORE_INDEX = -100  # label value cross-entropy skips (PyTorch's and Hugging Face's convention)
 
 OBJECTIVES = ("ntp", "meap")
+DEFAULT_MASK_RATIO = 0.15  # the paper's pretraining ratio (its fine-tuning uses 0.1, set in the SFT recipes)
+# The onset of a skill: where the trailing moving average of this many probe scores first reaches this share
+ONSET_THRESHOLD, ONSET_WINDOW = 0.5, 3
 MASK_MODES = ("exact", "bernoulli", "reference")  # how many positions a sequence masks: see masking.mask_inputs
 
 

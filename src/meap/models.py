@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 from transformers.utils import logging as hf_logging
 
 from meap.config.loading import key_values
-from meap.constants import DTYPES
+from meap.constants import DEFAULT_MASK_RATIO, DTYPES
 from meap.errors import UserError, did_you_mean, drop_library_message, error_summary
 from meap.fsutil import default_cache_dir, fresh_staging_dir, publish_dir
 from meap.presets import PACKAGED_MODELS, PRESETS, padded_vocab_size
@@ -333,7 +333,7 @@ def mask_row_trained(model_dir: str | Path) -> bool:
         if not run.config_file.is_file():
             return True
         config = yaml.safe_load(run.config_file.read_text(encoding="utf-8")) or {}
-        if config.get("objective") == "meap" and float(config.get("mask_ratio", 0.15)) > 0:
+        if config.get("objective") == "meap" and float(config.get("mask_ratio", DEFAULT_MASK_RATIO)) > 0:
             return True
         start = config.get("model")
         if not start or not Path(start).exists():  # a preset or config file: a fresh init, NTP all along

@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from meap.constants import ONSET_THRESHOLD, ONSET_WINDOW
 from meap.errors import UserError
 from meap.eval.results import RECORDS_FILE, prompt_scores, summary_file
 from meap.eval.results import read_records as read_jsonl
@@ -319,8 +320,8 @@ def main(argv: list[str], compare=onset_comparison, prog: str = "python -m meap.
     runs both files hold computed the same (:func:`differences`; exit 1 when not), e.g. a rerun on another CPU."""
     parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     parser.add_argument("records", type=Path)
-    parser.add_argument("--threshold", type=float, default=0.5, help="the verdict's onset threshold")
-    parser.add_argument("--window", type=int, default=3, help="the verdict's moving-average window (probes)")
+    parser.add_argument("--threshold", type=float, default=ONSET_THRESHOLD, help="the verdict's onset threshold")
+    parser.add_argument("--window", type=int, default=ONSET_WINDOW, help="the verdict's moving-average window (probes)")
     parser.add_argument("--same", type=Path, metavar="OTHER", help="another records file to compare the runs with")
     parser.add_argument("--arm", action="append", default=[], metavar="MINE=OTHERS", help="a run named otherwise there")
     args = parser.parse_args(argv)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as scipy_stats
 
+from meap.constants import ONSET_THRESHOLD, ONSET_WINDOW
+
 MAX_EXACT_SIGN_FLIPS = 16  # 2^16 patterns; above this the sign-flip p is estimated from random patterns
 _RANDOM_SIGN_FLIPS = 100_000
 
@@ -126,7 +128,9 @@ def mean_and_spread(values: list[float]) -> dict:
     return {"mean": float(np.mean(present)), "min": float(min(present)), "max": float(max(present))}
 
 
-def onset(tokens: list[float], values: list[float], threshold: float = 0.5, window: int = 3) -> float | None:
+def onset(
+    tokens: list[float], values: list[float], threshold: float = ONSET_THRESHOLD, window: int = ONSET_WINDOW
+) -> float | None:
     """Training tokens at which the trailing moving average (``window`` probes) of ``values`` first reaches
     ``threshold``, interpolated linearly between the two probes around the crossing; None if it never does
     (the run is censored at its last probe)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meap.config.loading import help_field
-from meap.constants import MDQA_DISTRACTORS, mask_ratio_problem
+from meap.constants import DEFAULT_MASK_RATIO, MDQA_DISTRACTORS, mask_ratio_problem
 
 NIAH_LENGTHS = (512, 1024, 2048)
 NIAH_DEPTHS = (0.0, 25.0, 50.0, 75.0, 100.0)
@@ -290,7 +290,7 @@ class AttentionConfig(CommandConfig):
         "files, directories or globs (read as `meap prepare` reads them), `builtin` (Paul "
         "Graham essays) or `builtin-prose` (default: builtin)"
     )
-    mask_ratio: float = option("context share masked in the masked copy", 0.15, metavar="RATIO")
+    mask_ratio: float = option("context share masked in the masked copy", DEFAULT_MASK_RATIO, metavar="RATIO")
     seed: int = option("seed of the probes' needles and masks", 0)
     no_progress: bool = _no_progress("no progress bars (none either when stderr is not a terminal)")
 

@@ -11,7 +11,15 @@ from typing import Any
 from meap.config.commands import MDQAConfig, RetrievalConfig
 from meap.config.loading import help_field, new_default
 from meap.config.training import PretrainConfig, SFTConfig
-from meap.constants import DTYPES, MDQA_DISTRACTORS, NUMERICS, OBJECTIVES, mask_ratio_problem
+from meap.constants import (
+    DTYPES,
+    MDQA_DISTRACTORS,
+    NUMERICS,
+    OBJECTIVES,
+    ONSET_THRESHOLD,
+    ONSET_WINDOW,
+    mask_ratio_problem,
+)
 
 # The fine-tuning experiment's arms: name -> (objective trained, the key holding its epochs). The
 # equal-steps arm is NTP-SFT with MEAP-SFT's epochs: the same optimizer steps and learning-rate schedule
@@ -166,9 +174,9 @@ class DemoConfig(PairedExperiment, PretrainConfig):
     )
     probe_every: int = help_field("optimizer steps between probe scores", default=50)
     onset_threshold: float = help_field(
-        "the onset is where the probes' moving accuracy first reaches this", default=0.5
+        "the onset is where the probes' moving accuracy first reaches this", default=ONSET_THRESHOLD
     )
-    onset_window: int = help_field("probe scores in the moving average of the onset", default=3)
+    onset_window: int = help_field("probe scores in the moving average of the onset", default=ONSET_WINDOW)
     mask_ratios: list[float] = help_field(
         "dose-response: besides NTP (ratio 0), a MEAP branch at each of these mask ratios from every "
         "shared start, read as a trend over the ratios (meap.dose). Empty: NTP vs MEAP at mask_ratio",

@@ -9,7 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meap.config.loading import help_field, key_values, new_default
-from meap.constants import DTYPES, MASK_MODES, OBJECTIVES, REPORT_TO, SFT_FORMATS, SFT_LAYOUTS, mask_ratio_problem
+from meap.constants import (
+    DEFAULT_MASK_RATIO,
+    DTYPES,
+    MASK_MODES,
+    OBJECTIVES,
+    REPORT_TO,
+    SFT_FORMATS,
+    SFT_LAYOUTS,
+    mask_ratio_problem,
+)
 
 
 @dataclass
@@ -22,7 +31,9 @@ class TrainingConfig:
     objective: str = help_field(
         "`meap` (masked inputs, clean next-token targets) or `ntp` (the baseline)", default="meap"
     )
-    mask_ratio: float = help_field("fraction of eligible tokens replaced by [MASK] (MEAP only)", default=0.15)
+    mask_ratio: float = help_field(
+        "fraction of eligible tokens replaced by [MASK] (MEAP only)", default=DEFAULT_MASK_RATIO
+    )
     output: str = help_field("run directory (default: runs/<command>-<objective>)", {"short": "-o"}, default="")
     seed: int = help_field("seeds the model init, the data order and the masks", default=1337)
     # Shape of a step

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from meap.config import checked
 from meap.config.commands import AttentionConfig
+from meap.constants import DEFAULT_MASK_RATIO
 from meap.errors import UserError
 from meap.eval.results import write_summary
 from meap.touchpoints import attention_kernel
@@ -118,7 +119,7 @@ def analyse(
     probes: list[dict],
     *,
     mask_token_id: int | None = None,
-    mask_ratio: float = 0.15,
+    mask_ratio: float = DEFAULT_MASK_RATIO,
     seed: int = 0,
     progress: bool = False,
 ) -> dict:
