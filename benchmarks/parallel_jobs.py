@@ -1,4 +1,4 @@
-"""Do one-thread training runs side by side beat one run using every core? (`meap.experiment` runs jobs so.)
+"""Do one-thread training runs side by side beat one run using every core? (`meap.experiments.runner` runs jobs so.)
 
 Trains the same short `meap pretrain` run (a) once with as many threads as cores and (b) as many times at once
 as there are cores, one thread each, and reports each layout's total tokens/s (the median over the logged

@@ -16,7 +16,7 @@ from pathlib import Path
 # otherwise be looked up on the Hugging Face hub. Set before transformers reads it.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from meap.experiment import PORTABLE_NUMERICS  # torch-free
+from meap.experiments.runner import PORTABLE_NUMERICS  # torch-free
 
 # Every test computes as a `numerics: portable` experiment does (the demos in-process among them): the same
 # kernels on every CI machine. Set before torch computes anything.

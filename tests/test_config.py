@@ -54,7 +54,8 @@ def test_yaml_errors_name_the_file_and_key(tmp_path):
 
 
 def test_a_paired_experiment_lists_objectives_and_sets_each_runs_objective_itself(tmp_path):
-    from meap.config import DemoConfig, SFTDemoConfig, config_to_dict
+    from meap.config import config_to_dict
+    from meap.experiments.config import DemoConfig, SFTDemoConfig
 
     recipe = tmp_path / "demo.yaml"
     recipe.write_text("objectives: [meap, ntp]\n")
@@ -73,8 +74,9 @@ def test_a_paired_experiment_lists_objectives_and_sets_each_runs_objective_itsel
 
 
 def test_an_experiment_saved_with_a_comma_listed_objective_continues(tmp_path):
-    from meap.config import DemoConfig, save_config
-    from meap.experiment import check_output
+    from meap.config import save_config
+    from meap.experiments.config import DemoConfig
+    from meap.experiments.runner import check_output
 
     config = load_config(DemoConfig, overrides={"objectives": ["ntp"], "output": str(tmp_path / "demo")})
     (tmp_path / "demo").mkdir()

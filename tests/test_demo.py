@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from meap.cli import main
-from meap.data.demo_corpus import stated_needles
+from meap.experiments.corpus import stated_needles
+from meap.experiments.paired import differences, onset_comparison, probe_curve, read_records
+from meap.experiments.paired import main as paired_main
 from meap.fsutil import write_json_gz
-from meap.paired import differences, onset_comparison, probe_curve, read_records
-from meap.paired import main as paired_main
 from meap.rundir import without_timing
 from meap.stats import compare_onsets, onset
 
@@ -299,8 +299,8 @@ COMMITTED_SUMMARIES = [
 @pytest.mark.parametrize("summary,records,kind", COMMITTED_SUMMARIES, ids=[s for s, _, _ in COMMITTED_SUMMARIES])
 def test_every_committed_summary_recomputes_from_its_records(summary, records, kind):
     """Every key the analysis computes is in the committed summary, equal: RESULTS.md's numbers are held here."""
-    from meap.demo_sft import recompute
-    from meap.dose import dose_response
+    from meap.experiments.demo_sft import recompute
+    from meap.experiments.dose import dose_response
     from meap.fsutil import read_json_gz
 
     committed = json.loads((RESULTS / summary).read_text())

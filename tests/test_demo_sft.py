@@ -176,8 +176,8 @@ def _records(scores: list[list[float]]) -> list[dict]:
 
 
 def test_the_comparison_counts_questions_and_gates_every_arm():
-    from meap.demo_sft import sft_comparison
     from meap.eval.results import prompt_scores
+    from meap.experiments.demo_sft import sft_comparison
 
     base = _records([[1, 1, 1], [1, 0, 1], [0, 0, 1], [1, 1, 0]])
     assert prompt_scores(base, "best_subspan_em", unit="question") == [1.0, 2 / 3, 1 / 3, 2 / 3]

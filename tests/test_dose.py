@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from meap.cli import main
-from meap.dose import decide_trend, dose_response
-from meap.paired import read_records
+from meap.experiments.dose import decide_trend, dose_response
+from meap.experiments.paired import read_records
 from meap.stats import trend
 
 from conftest import read_metrics

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from meap.errors import UserError
-from meap.experiment import PORTABLE_NUMERICS, Job, run_jobs
+from meap.experiments.runner import PORTABLE_NUMERICS, Job, run_jobs
 from meap.rundir import RunDir, without_timing
 
 from conftest import read_metrics, tiny_config
@@ -50,16 +50,16 @@ def _fresh_python(code: str, **environment: str) -> subprocess.CompletedProcess:
 
 def test_portable_numerics_reach_the_experiment_and_its_jobs_or_are_refused():
     pinned = _fresh_python(
-        "from meap.config import DemoConfig\n"
-        "from meap.experiment import _environment, pin_numerics\n"
+        "from meap.experiments.config import DemoConfig\n"
+        "from meap.experiments.runner import _environment, pin_numerics\n"
         "pin_numerics(DemoConfig())\n"
         "import torch\n"
         "print(torch.backends.cpu.get_cpu_capability(), _environment()['MKL_CBWR'])"
     )
     assert pinned.stdout.split() == ["AVX2", PORTABLE_NUMERICS["MKL_CBWR"]], pinned.stderr
     native = _fresh_python(
-        "from meap.config import DemoConfig\n"
-        "from meap.experiment import _environment, pin_numerics\n"
+        "from meap.experiments.config import DemoConfig\n"
+        "from meap.experiments.runner import _environment, pin_numerics\n"
         "pin_numerics(DemoConfig(numerics='native'))\n"
         "print(_environment().get('MKL_CBWR', 'unset'))"
     )
@@ -68,8 +68,8 @@ def test_portable_numerics_reach_the_experiment_and_its_jobs_or_are_refused():
     late = _fresh_python(
         "import torch\n"
         "torch.ones(2) + 1\n"
-        "from meap.config import DemoConfig\n"
-        "from meap.experiment import pin_numerics\n"
+        "from meap.experiments.config import DemoConfig\n"
+        "from meap.experiments.runner import pin_numerics\n"
         "pin_numerics(DemoConfig())",
         ATEN_CPU_CAPABILITY="default",
     )

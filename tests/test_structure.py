@@ -107,6 +107,19 @@ def test_modules_import_only_from_those_above_them_in_the_readme_layout():
     assert upward == []
 
 
+def test_the_library_never_imports_the_experiments():
+    """The experiments' wing builds on the library; only the command line (and the wing itself) reaches in."""
+    paths = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    found = sorted(
+        f"{name} imports {dep}"
+        for name, path in paths.items()
+        if not name.startswith("meap.experiments") and name != "meap.cli"
+        for dep in imports_of(path, set(paths))
+        if dep.startswith("meap.experiments")
+    )
+    assert found == []
+
+
 def test_test_modules_do_not_import_each_other():
     """Shared helpers live in conftest.py, error_cases.py and sft_cases.py, never in a test module."""
     tests = Path(__file__).parent

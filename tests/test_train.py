@@ -111,8 +111,9 @@ def test_resume_reproduces_the_uninterrupted_run(prepared, tmp_path):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_recipe_loads(config):
-    from meap.config import DemoConfig, SFTConfig, SFTDemoConfig
+    from meap.config import SFTConfig
     from meap.eval.suite import SuiteConfig
+    from meap.experiments.config import DemoConfig, SFTDemoConfig
 
     kinds = {
         "sft": SFTConfig,

@@ -113,15 +113,16 @@ class Command:
     kind: str = "tool"
     recipe: str = ""  # the help of --config
     what: str = ""  # what --overwrite replaces, as its help names it
-    quick: bool = False  # an experiment with --quick (meap.demo.QUICK)
+    quick: bool = False  # an experiment with --quick (meap.experiments.demo.QUICK)
 
     def config_class(self) -> type | None:
         from meap import config as configs
         from meap.config import commands
+        from meap.experiments import config as experiments
 
         if self.config is None or isinstance(self.config, type):
             return self.config
-        return getattr(configs, self.config, None) or getattr(commands, self.config)
+        return next(getattr(m, self.config) for m in (configs, commands, experiments) if hasattr(m, self.config))
 
 
 _RECIPE = "YAML recipe (see configs/); resuming without one reads the run's own config.yaml"
@@ -136,7 +137,7 @@ COMMANDS = {
     ("demo",): Command(
         "DemoConfig",
         "the paired NTP-vs-MEAP experiment on the demo corpus, end to end (train both, NIAH, MDQA, attention, report)",
-        _experiment("meap.demo", "run_demo"),
+        _experiment("meap.experiments.demo", "run_demo"),
         "experiment",
         "YAML recipe (configs/demo.yaml is the default; configs/repro-small.yaml for a GPU)",
         what="demo in --output",
@@ -146,7 +147,7 @@ COMMANDS = {
         "SFTDemoConfig",
         "the paired NTP-SFT vs MEAP-SFT experiment: fine-tune a model both ways at equal tokens, multi-document "
         "QA before and after",
-        _experiment("meap.demo_sft", "run_demo_sft"),
+        _experiment("meap.experiments.demo_sft", "run_demo_sft"),
         "experiment",
         "YAML recipe (configs/evidence-sft.yaml: the one behind RESULTS.md)",
         what="run in --output",
@@ -270,7 +271,7 @@ def _load(command: Command, args: argparse.Namespace):
 
         return launch_config(config_cls, args.config, given, args.resume)
     if command.quick and args.quick:
-        from meap.demo import QUICK
+        from meap.experiments.demo import QUICK
 
         given = {**QUICK, **given}
     return load_config(config_cls, args.config if command.kind == "experiment" else None, given)

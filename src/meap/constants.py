@@ -24,6 +24,6 @@ PACKED_ATTENTION = ("sdpa", "eager", "flash_attention_2")  # kernels the collato
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # `auto`: bf16 on CUDA, float32 on CPU
 MDQA_DISTRACTORS = ("hard", "filler")  # synthetic MDQA: distractors with facts of the gold one's shape, or prose
 # How an experiment computes on CPU: the same kernels on every x86 CPU with AVX2 (so a fresh clone repeats the
-# committed numbers), or each CPU's fastest (meap.experiment.pin_numerics)
+# committed numbers), or each CPU's fastest (meap.experiments.runner.pin_numerics)
 NUMERICS = ("portable", "native")
 REPORT_TO = ("tensorboard", "wandb", "mlflow", "none")

@@ -65,7 +65,7 @@ def machine() -> dict:
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
-        # the kernels that did the arithmetic (meap.experiment.PORTABLE_NUMERICS)
+        # the kernels that did the arithmetic (meap.experiments.runner.PORTABLE_NUMERICS)
         "numerics": {
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "mkl_cbwr": os.environ.get("MKL_CBWR", ""),

@@ -25,7 +25,7 @@ _MARKERS = ("o", "s", "^", "D", "v", "P")
 _LINES = ("-", "--", ":", "-.")
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
@@ -65,7 +65,7 @@ def legend_names(labels) -> dict[str, str]:
     return {label: label.removesuffix(f"/{FINAL_DIR}") for label in labels}
 
 
-def wrap_title(text: str, width: int) -> list[str]:
+def wrapset_title(text: str, width: int) -> list[str]:
     """``text`` in lines of at most ``width`` characters, breaking between words and never inside a
     parenthesis (one longer than a line is wrapped alone)."""
     lines: list[str] = []
@@ -79,17 +79,17 @@ def wrap_title(text: str, width: int) -> list[str]:
     return lines
 
 
-def _title(axes, text: str, subtitle: str = "") -> None:
+def set_title(axes, text: str, subtitle: str = "") -> None:
     # as many characters as the axes are wide (about 12 per inch at 10 pt)
     inches = axes.get_position().width * axes.figure.get_figwidth()
-    wrapped = "\n".join(wrap_title(text, max(30, int(12 * inches))))
-    axes.set_title(wrapped + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    wrapped = "\n".join(wrapset_title(text, max(30, int(12 * inches))))
+    axes.setset_title(wrapped + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
 
 
-def _save(figure, path: Path) -> Path:
+def save_figure(figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
-    _pyplot().close(figure)
+    pyplot().close(figure)
     return path
 
 
@@ -100,7 +100,7 @@ def draw_niah_heatmap(cells: list[dict], title: str = "Needle in a haystack", di
     missing cell is left blank. ``difference``: the scores are differences in [-1, 1] (a diverging scale
     centred on 0).
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import LinearSegmentedColormap
 
     lengths = sorted({cell["length"] for cell in cells})
@@ -126,7 +126,7 @@ def draw_niah_heatmap(cells: list[dict], title: str = "Needle in a haystack", di
     axes.set_yticks(range(len(depths)), [f"{depth:g}" for depth in depths])
     axes.set_xlabel("context length (tokens)")
     axes.set_ylabel("needle depth (%)")
-    _title(axes, title, f"n = {shown.pop()} per cell" if uniform else "")
+    set_title(axes, title, f"n = {shown.pop()} per cell" if uniform else "")
     figure.colorbar(image, ax=axes, label="score difference" if difference else "score (share recalled)")
     return figure
 
@@ -135,7 +135,7 @@ def plot_niah_heatmap(
     cells: list[dict], path: Path, title: str = "Needle in a haystack", difference: bool = False
 ) -> Path:
     """Draw :func:`draw_niah_heatmap` into ``path`` (PNG)."""
-    return _save(draw_niah_heatmap(cells, title=title, difference=difference), path)
+    return save_figure(draw_niah_heatmap(cells, title=title, difference=difference), path)
 
 
 def draw_accuracy_by_position(
@@ -148,7 +148,7 @@ def draw_accuracy_by_position(
     """Accuracy against gold-document position (0-based keys, drawn 1-based), one line per series (a model,
     or a document count); ``examples``: questions behind each point, drawn as 95% Wilson intervals and
     named in the legend."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(WIDTH, 4.0))
     positions = sorted({p for by_position in series.values() for p in by_position})
     intervals, names = False, legend_names(series)
@@ -169,7 +169,7 @@ def draw_accuracy_by_position(
     axes.set_xlabel(xlabel + " (1 = first)")
     axes.set_ylabel(ylabel)
     axes.set_ylim(-0.04, 1.04)  # a line at 0 or 1 stays clear of the frame
-    _title(axes, title, "bars: 95% Wilson intervals over questions" if intervals else "")
+    set_title(axes, title, "bars: 95% Wilson intervals over questions" if intervals else "")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return figure
@@ -184,13 +184,15 @@ def plot_accuracy_by_position(
     ylabel: str = "accuracy (best-subspan EM)",
 ) -> Path:
     """Draw :func:`draw_accuracy_by_position` into ``path`` (PNG)."""
-    return _save(draw_accuracy_by_position(series, title=title, xlabel=xlabel, examples=examples, ylabel=ylabel), path)
+    return save_figure(
+        draw_accuracy_by_position(series, title=title, xlabel=xlabel, examples=examples, ylabel=ylabel), path
+    )
 
 
 def draw_segment_mass(results: dict[str, dict], title: str = "Attention from the query, by segment (mean over layers)"):
     """Grouped bars: for each segment (before, answer, after, query), one bar per model, with its 95% interval
     over probes where there are several. ``results``: model -> its ``meap analyze attention`` result."""
-    plt = _pyplot()
+    plt = pyplot()
     segments = list(next(iter(results.values()))["average"]["segment_mass"])
     width = 0.8 / max(1, len(results))
     figure, axes = plt.subplots(figsize=(WIDTH, 3.8))
@@ -217,7 +219,7 @@ def draw_segment_mass(results: dict[str, dict], title: str = "Attention from the
     axes.set_xlabel("segment of the probe")
     axes.set_ylabel("attention mass (share)")
     axes.set_ylim(0, 1.12 * max(axes.get_ylim()[1], 0.01))  # room for the values above the tallest bar
-    _title(axes, title, "bars: 95% t-intervals over probes" if intervals else "")
+    set_title(axes, title, "bars: 95% t-intervals over probes" if intervals else "")
     axes.legend(fontsize=8)
     return figure
 
@@ -226,12 +228,12 @@ def plot_segment_mass(
     results: dict[str, dict], path: Path, title: str = "Attention from the query, by segment (mean over layers)"
 ) -> Path:
     """Draw :func:`draw_segment_mass` into ``path`` (PNG)."""
-    return _save(draw_segment_mass(results, title=title), path)
+    return save_figure(draw_segment_mass(results, title=title), path)
 
 
 def draw_attention_layers(results: dict[str, dict]):
     """Per-layer curves, one line per model: answer-segment mass, entropy, and (with [MASK]) score decay."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = [
         ("answer mass", "attention mass on the answer", lambda layer: layer["segment_mass"]["answer"]),
         ("attention entropy", "entropy (nats)", lambda layer: layer["entropy"]),
@@ -252,20 +254,20 @@ def draw_attention_layers(results: dict[str, dict]):
         axis.set_xlabel("layer (0 = first)")
         axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
-        _title(axis, title)
+        set_title(axis, title)
     axes[0][0].legend(fontsize=8)
     return figure
 
 
 def plot_attention_layers(results: dict[str, dict], path: Path) -> Path:
     """Draw :func:`draw_attention_layers` into ``path`` (PNG)."""
-    return _save(draw_attention_layers(results), path)
+    return save_figure(draw_attention_layers(results), path)
 
 
 def draw_loss_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], xlabel: str):
     """Two panels: validation loss (clean inputs: comparable across objectives) and training loss (on the
     inputs as trained: MEAP's are masked). ``curves``: run -> {"val_loss": [(x, loss)], "loss": [...]}."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = [("val_loss", "validation loss (clean inputs)"), ("loss", "training loss (inputs as trained)")]
     figure, axes = plt.subplots(1, 2, figsize=(2 * WIDTH * 0.75, 3.8), squeeze=False)
     for axis, (key, title) in zip(axes[0], panels):
@@ -293,107 +295,10 @@ def draw_loss_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], xl
         axis.set_xlabel(xlabel)
         axis.set_ylabel("loss (nats per token)")
         axis.grid(alpha=0.3)
-        _title(axis, title)
+        set_title(axis, title)
     return figure
 
 
 def plot_loss_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], path: Path, xlabel: str) -> Path:
     """Draw :func:`draw_loss_curves` into ``path`` (PNG)."""
-    return _save(draw_loss_curves(curves, xlabel), path)
-
-
-def draw_onsets(comparison: dict):
-    """Left: probe accuracy against training tokens, per objective (thin: each seed; bold: the mean where every
-    seed was probed) with the onset threshold. Right: each seed's onset under both objectives, joined
-    (``paired.onset_comparison``); a censored run is drawn at its window's end with an open marker."""
-    import numpy as np
-
-    plt = _pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(WIDTH * 1.5, 4.0), squeeze=False, gridspec_kw={"width_ratios": [1.6, 1]})
-    curves, axis = comparison["curves"], axes[0][0]
-    for index, objective in enumerate(comparison["objectives"]):
-        color = f"C{index}"
-        for tokens, values in curves[objective]:
-            axis.plot(np.array(tokens) / 1e6, values, color=color, alpha=0.25, linewidth=0.8)
-        shortest = min(len(tokens) for tokens, _ in curves[objective])
-        mean = np.mean([values[:shortest] for _, values in curves[objective]], axis=0)
-        axis.plot(
-            np.array(curves[objective][0][0][:shortest]) / 1e6,
-            mean,
-            color=color,
-            linewidth=2.2,
-            label=f"{objective.upper()} (mean of {len(curves[objective])})",
-        )
-    axis.axhline(comparison["threshold"], color="0.4", linestyle=":", linewidth=1, label="onset threshold")
-    axis.set_xlabel("training tokens after the branch point (millions)")
-    axis.set_ylabel("probe accuracy (whole value top-1)")
-    axis.set_ylim(-0.03, 1.03)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="upper left")
-    skill = "Copying" if comparison.get("task") == "copy" else "Key-based retrieval"
-    seeds = len(comparison["seeds"])
-    _title(axis, f"{skill} probes during training", f"{seeds} training seed" + ("s" if seeds != 1 else ""))
-    axis = axes[0][1]
-    onsets, ends = comparison["onset_tokens_by_seed"], comparison["window_tokens_by_seed"]
-    for index in range(len(comparison["seeds"])):
-        points = [(onsets[o][index] or ends[o][index]) / 1e6 for o in comparison["objectives"]]
-        axis.plot([0, 1], points, color="0.6", linewidth=0.8, zorder=1)
-        for slot, objective in enumerate(comparison["objectives"]):
-            censored = onsets[objective][index] is None
-            axis.scatter(
-                [slot], [points[slot]], color=f"C{slot}", zorder=2, s=30, facecolors="none" if censored else f"C{slot}"
-            )
-    axis.set_xticks([0, 1], [o.upper() for o in comparison["objectives"]])
-    axis.set_xlim(-0.4, 1.4)
-    axis.set_ylabel("onset (millions of tokens; open: censored)")
-    axis.grid(alpha=0.3)
-    _title(axis, "Onset per seed", "each line one seed")
-    return figure
-
-
-def plot_onsets(comparison: dict, path: Path) -> Path:
-    """Draw :func:`draw_onsets` into ``path`` (PNG)."""
-    return _save(draw_onsets(comparison), path)
-
-
-def draw_dose(comparison: dict, measures: dict[str, str]):
-    """Left: the mean probe curve of each mask ratio (``meap.dose.dose_response``; ratio 0 is NTP). Then one
-    panel per measure against the mask ratio: each seed thin, the mean over seeds bold."""
-    import numpy as np
-
-    plt = _pyplot()
-    shown = [name for name in measures if name in comparison["measures"]]
-    figure, axes = plt.subplots(1, 1 + len(shown), figsize=(WIDTH * 2, 3.8), squeeze=False)
-    ratios, colors = comparison["mask_ratios"], plt.get_cmap("viridis")
-    axis = axes[0][0]
-    for index, arm in enumerate(comparison["arms"]):
-        curves = comparison["curves"][arm]
-        shortest = min(len(tokens) for tokens, _ in curves)
-        mean = np.mean([values[:shortest] for _, values in curves], axis=0)
-        color = colors(index / max(1, len(ratios) - 1))
-        axis.plot(np.array(curves[0][0][:shortest]) / 1e6, mean, color=color, label=f"{100 * ratios[index]:g}%")
-    axis.axhline(comparison["threshold"], color="0.4", linestyle=":", linewidth=1)
-    axis.set_xlabel("training tokens after the branch point (millions)")
-    axis.set_ylabel("probe accuracy, mean over seeds")
-    axis.set_ylim(-0.03, 1.03)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, title="mask ratio", title_fontsize=7, loc="upper left")
-    _title(axis, "Probe curves by mask ratio", f"{len(comparison['seeds'])} seeds; 0% is NTP")
-    x = 100 * np.array(ratios)
-    for axis, name in zip(axes[0][1:], shown):
-        result = comparison["measures"][name]
-        for row in result["by_seed"]:
-            axis.plot(x, row, color="0.6", linewidth=0.8, marker="o", markersize=3)
-        axis.plot(x, result["mean_by_level"], color="C3", linewidth=2.2, marker="o", label="mean over seeds")
-        axis.set_xlabel("mask ratio (%)")
-        axis.set_ylabel(measures[name].replace(" (%)", " (share)"))
-        axis.grid(alpha=0.3)
-        label = measures[name].replace(" (%)", "")
-        _title(axis, label[0].upper() + label[1:], f"Page p = {result['page_p']:.3g} (two-sided)")
-    axes[0][1].legend(fontsize=7)
-    return figure
-
-
-def plot_dose(comparison: dict, measures: dict[str, str], path: Path) -> Path:
-    """Draw :func:`draw_dose` into ``path`` (PNG)."""
-    return _save(draw_dose(comparison, measures), path)
+    return save_figure(draw_loss_curves(curves, xlabel), path)

@@ -8,7 +8,8 @@ import re
 import pytest
 import torch
 
-from meap.data.demo_corpus import (
+from meap.eval.retrieval import score_prompts, strict_score
+from meap.experiments.corpus import (
     QUESTION,
     copy_drills,
     probe_records,
@@ -17,7 +18,6 @@ from meap.data.demo_corpus import (
     training_documents,
     vocabulary,
 )
-from meap.eval.retrieval import score_prompts, strict_score
 from meap.probes import read_probe_file, score_probes, tokenize_probes
 
 from conftest import tiny_llama

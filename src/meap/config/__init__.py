@@ -1,11 +1,10 @@
 """Typed configurations of the commands: dataclass defaults < YAML file < command-line flags.
 
-:mod:`meap.config.training` (pretrain, sft), :mod:`meap.config.experiments` (demo, demo-sft),
-:mod:`meap.config.commands` (prepare, eval, analyze, data, compare) and :mod:`meap.config.loading` (YAML
-and flags into them). Importing this package imports no torch.
+:mod:`meap.config.training` (pretrain, sft), :mod:`meap.config.commands` (prepare, eval, analyze, data,
+compare) and :mod:`meap.config.loading` (YAML and flags into them). Importing this package imports no
+torch. The experiments' configs are in :mod:`meap.experiments.config`.
 """
 
-from meap.config.experiments import DemoConfig, SFTDemoConfig
 from meap.config.loading import (
     checked,
     coerce,
@@ -19,10 +18,8 @@ from meap.config.loading import (
 from meap.config.training import PretrainConfig, SFTConfig, TrainingConfig
 
 __all__ = [
-    "DemoConfig",
     "PretrainConfig",
     "SFTConfig",
-    "SFTDemoConfig",
     "TrainingConfig",
     "checked",
     "coerce",

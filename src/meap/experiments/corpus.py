@@ -30,8 +30,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from meap.config import DemoConfig
 from meap.data.prose import insert_at_depth, prose_sentences, random_passage
+from meap.experiments.config import DemoConfig
 from meap.fsutil import atomic_write_json, atomic_write_jsonl
 
 # the files of an experiment's directory that this module writes

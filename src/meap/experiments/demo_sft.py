@@ -27,10 +27,10 @@ import json
 import sys
 from pathlib import Path
 
-from meap.config import SFTDemoConfig, config_to_dict
-from meap.config.experiments import SFT_ARMS
+from meap.config import config_to_dict
 from meap.eval.results import RECORDS_FILE, has_summary, prompt_scores, read_records
-from meap.experiment import (
+from meap.experiments.config import SFT_ARMS, SFTDemoConfig
+from meap.experiments.runner import (
     check_output,
     continue_training,
     forget_evaluations,
@@ -187,7 +187,7 @@ def sft_comparison(base_records: list[dict], runs: dict[int, dict[str, list[dict
 
 
 def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) -> str:
-    from meap.paired import interval_text, percent
+    from meap.experiments.paired import interval_text, percent
 
     arms, headline = comparison["objectives"], comparison[comparison["scores"][0]]
     positions = list(headline["base"]["by_gold_position"])
@@ -319,7 +319,7 @@ def recompute(loaded: dict) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m meap.demo_sft RECORDS.json.gz``: the comparison recomputed, as JSON."""
+    """``python -m meap.experiments.demo_sft RECORDS.json.gz``: the comparison recomputed, as JSON."""
     print(json.dumps(recompute(read_json_gz(argv[0])), indent=2))
 
 

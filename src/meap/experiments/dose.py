@@ -4,10 +4,10 @@ of masked inputs? No torch.
 Per seed every branch (NTP, ratio 0, then MEAP at each ratio) continues one shared start, so the seed is a
 block and the ratio an ordered treatment. The primary measure, fixed before the run (RESULTS.md), is the
 window-mean probe accuracy: the mean of a branch's probe scores over its window, which uses the whole curve
-where an onset (:mod:`meap.paired`) is mostly censored. Its trend over the ratios is tested with Page's L,
+where an onset (:mod:`meap.experiments.paired`) is mostly censored. Its trend over the ratios is tested with Page's L,
 two-sided, and sized by the per-seed slope (:func:`meap.stats.trend`), and :func:`decide_trend` reads it.
 The same is reported for the final strict score and the clean validation loss, with the onsets and how many
-were censored. Recomputed from the records: ``python -m meap.dose RECORDS.json.gz``.
+were censored. Recomputed from the records: ``python -m meap.experiments.dose RECORDS.json.gz``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from meap.config.experiments import arm_ratio
 from meap.errors import UserError
 from meap.eval.results import prompt_scores
+from meap.experiments.config import arm_ratio
+from meap.experiments.figures import plot_dose
+from meap.experiments.paired import main, percent, probe_curve
 from meap.fsutil import atomic_write_text
-from meap.paired import main, percent, probe_curve
-from meap.plots import plot_dose
 from meap.report import markdown
 from meap.rundir import last_value
 from meap.stats import onset, trend
@@ -48,7 +48,7 @@ def decide_trend(result: dict) -> str:
 
 def dose_response(loaded: dict[int, dict[str, dict]], *, threshold: float, window: int) -> dict:
     """Every measure per seed and ratio with its trend (module docstring); ``loaded`` as for
-    :func:`meap.paired.onset_comparison`, its branches named by :func:`meap.config.experiments.dose_arm`."""
+    :func:`meap.experiments.paired.onset_comparison`, its branches named by :func:`meap.experiments.config.dose_arm`."""
     seeds = sorted(loaded)
     arms = sorted(loaded[seeds[0]], key=arm_ratio) if seeds else []
     if len(seeds) < 2 or len(arms) < 3 or any(set(loaded[seed]) != set(arms) for seed in seeds):
@@ -161,4 +161,4 @@ def write_dose_report(comparison: dict, output: Path) -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:], dose_response, prog="python -m meap.dose")
+    main(sys.argv[1:], dose_response, prog="python -m meap.experiments.dose")

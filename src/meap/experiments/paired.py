@@ -11,7 +11,7 @@ validation loss, and attention onto the values.
 
 Everything is computed from :func:`load_runs` (the run directories) or :func:`read_records` (the gzipped
 records file the evidence commits), so every number of RESULTS.md can be recomputed:
-``python -m meap.paired results/evidence-cpu.records.json.gz``.
+``python -m meap.experiments.paired results/evidence-cpu.records.json.gz``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from meap.constants import ONSET_THRESHOLD, ONSET_WINDOW
 from meap.errors import UserError
 from meap.eval.results import RECORDS_FILE, prompt_scores, summary_file
 from meap.eval.results import read_records as read_jsonl
+from meap.experiments.figures import plot_onsets
 from meap.fsutil import atomic_write_text, read_json_gz, write_json_gz
-from meap.plots import plot_onsets
 from meap.report import markdown
 from meap.rundir import RunDir, last_value, without_timing
 from meap.stats import compare_onsets, mean_and_spread, onset, paired_difference, seed_statistics
@@ -51,7 +51,7 @@ def load_runs(runs: dict[int, dict[str, Path]]) -> dict[int, dict[str, dict]]:
 
 
 def write_records(loaded: dict[int, dict[str, dict]], path: Path) -> None:
-    """The loaded runs as one gzipped JSON file (``python -m meap.paired FILE`` recomputes the verdict)."""
+    """The loaded runs as one gzipped JSON file (``python -m meap.experiments.paired FILE`` recomputes the verdict)."""
     write_json_gz(path, {str(seed): runs for seed, runs in loaded.items()})
 
 
@@ -314,10 +314,11 @@ def differences(
     return compared, found
 
 
-def main(argv: list[str], compare=onset_comparison, prog: str = "python -m meap.paired") -> None:
-    """``python -m meap.paired RECORDS.json.gz``: the verdict recomputed by ``compare`` (:func:`onset_comparison`,
-    or :func:`meap.dose.dose_response` for ``python -m meap.dose``), as JSON. With ``--same OTHER``: whether the
-    runs both files hold computed the same (:func:`differences`; exit 1 when not), e.g. a rerun on another CPU."""
+def main(argv: list[str], compare=onset_comparison, prog: str = "python -m meap.experiments.paired") -> None:
+    """``python -m meap.experiments.paired RECORDS.json.gz``: the verdict recomputed by ``compare``
+    (:func:`onset_comparison`, or :func:`meap.experiments.dose.dose_response` for ``python -m
+    meap.experiments.dose``), as JSON. With ``--same OTHER``: whether the runs both files hold computed the
+    same (:func:`differences`; exit 1 when not), e.g. a rerun on another CPU."""
     parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     parser.add_argument("records", type=Path)
     parser.add_argument("--threshold", type=float, default=ONSET_THRESHOLD, help="the verdict's onset threshold")

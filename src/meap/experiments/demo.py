@@ -3,17 +3,17 @@ from fewer tokens than NTP? A paired experiment on a laptop CPU, from corpus to 
 
 Stages (each prints where it is; finished work is skipped, so an interrupted demo continues):
 
-1. **corpus**: a byte-level BPE, the key and value words (:mod:`meap.data.demo_corpus`), the retrieval
+1. **corpus**: a byte-level BPE, the key and value words (:mod:`meap.experiments.corpus`), the retrieval
    documents (``data/``), the copy drills of the shared starts (``drills/``), the probes scored during
    training (``probes.jsonl``) and the final evaluation's prompts (``evaluation.jsonl``), all from ``seed``;
    every probe and prompt is checked to fit the trained length before anything trains;
 2. **train**: per training seed, a shared start (``seed-<s>/shared/``: NTP on copy drills, which forms
    copying but not lookup by key), then one branch per objective continued from that same model
    (``seed-<s>/<objective>/``) at a constant learning rate, with the probes scored every ``probe_every``
-   steps into its ``metrics.jsonl``. Runs are jobs of :mod:`meap.experiment` (``jobs`` at once);
+   steps into its ``metrics.jsonl``. Runs are jobs of :mod:`meap.experiments.runner` (``jobs`` at once);
 3. **evaluate**: each branch's greedy, strictly scored retrieval with the asked needle present and absent,
    teacher-forced scores and attention onto the values (``<run>/eval/retrieval/``);
-4. **verdict**: :func:`meap.paired.onset_comparison` (onsets, censored ones read as censored, the rule of
+4. **verdict**: :func:`meap.experiments.paired.onset_comparison` (onsets, censored ones read as censored, the rule of
    :func:`meap.stats.compare_onsets`, the secondary measures), ``comparison.md`` and ``comparison.png`` (the
    curves), ``demo.json``.
 
@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meap.config import DemoConfig, config_to_dict
-from meap.data.demo_corpus import DATA_DIRS, EVALUATION_FILE, PROBES_FILE, materials, trained_length, write_materials
+from meap.config import config_to_dict
 from meap.eval.results import has_summary
-from meap.experiment import (
+from meap.experiments.config import DemoConfig
+from meap.experiments.corpus import DATA_DIRS, EVALUATION_FILE, PROBES_FILE, materials, trained_length, write_materials
+from meap.experiments.runner import (
     Clock,
     Job,
     check_output,
@@ -131,8 +132,8 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     """Run every stage for ``config`` and return the summary (also in ``demo.json``)."""
     pin_numerics(config)  # before anything computes here (the evaluations) or in the jobs, which inherit it
     from meap.data.shards import META_FILE
-    from meap.dose import dose_response, write_dose_report
-    from meap.paired import load_runs, onset_comparison, write_onset_report, write_records
+    from meap.experiments.dose import dose_response, write_dose_report
+    from meap.experiments.paired import load_runs, onset_comparison, write_onset_report, write_records
 
     seeds, objectives = config.training_seeds(), config.objectives
     output = config.resolved_output()

@@ -90,7 +90,8 @@ class PairedExperiment:
 
 @dataclass
 class DemoConfig(PairedExperiment, PretrainConfig):
-    """A paired pretraining experiment on key-based retrieval, measured as learning speed (:mod:`meap.demo`).
+    """A paired pretraining experiment on key-based retrieval, measured as learning speed
+    (:mod:`meap.experiments.demo`).
 
     Per training seed: a shared start (NTP on copy drills, short sequences) that forms copying but not
     lookup by key, then one branch per objective from that same model, at a constant learning rate, with
@@ -179,7 +180,7 @@ class DemoConfig(PairedExperiment, PretrainConfig):
     onset_window: int = help_field("probe scores in the moving average of the onset", default=ONSET_WINDOW)
     mask_ratios: list[float] = help_field(
         "dose-response: besides NTP (ratio 0), a MEAP branch at each of these mask ratios from every "
-        "shared start, read as a trend over the ratios (meap.dose). Empty: NTP vs MEAP at mask_ratio",
+        "shared start, read as a trend over the ratios (meap.experiments.dose). Empty: NTP vs MEAP at mask_ratio",
         default_factory=list,
     )
     # Final evaluation of every branch
@@ -310,7 +311,7 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
     summary: str = help_field("also write the summary JSON to this file, and its tables beside it (.md)", default="")
     records: str = help_field(
         "also write every model's per-question MDQA records, gzipped, to this file (what the "
-        "summary is recomputed from: python -m meap.demo_sft FILE)",
+        "summary is recomputed from: python -m meap.experiments.demo_sft FILE)",
         default="",
     )
     ntp_epochs: int = help_field("epochs of NTP-SFT", default=4)
