@@ -65,7 +65,7 @@ def legend_names(labels) -> dict[str, str]:
     return {label: label.removesuffix(f"/{FINAL_DIR}") for label in labels}
 
 
-def wrapset_title(text: str, width: int) -> list[str]:
+def wrap_title(text: str, width: int) -> list[str]:
     """``text`` in lines of at most ``width`` characters, breaking between words and never inside a
     parenthesis (one longer than a line is wrapped alone)."""
     lines: list[str] = []
@@ -82,7 +82,7 @@ def wrapset_title(text: str, width: int) -> list[str]:
 def set_title(axes, text: str, subtitle: str = "") -> None:
     # as many characters as the axes are wide (about 12 per inch at 10 pt)
     inches = axes.get_position().width * axes.figure.get_figwidth()
-    wrapped = "\n".join(wrapset_title(text, max(30, int(12 * inches))))
+    wrapped = "\n".join(wrap_title(text, max(30, int(12 * inches))))
     axes.setset_title(wrapped + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
 
 
