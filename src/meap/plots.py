@@ -83,7 +83,7 @@ def set_title(axes, text: str, subtitle: str = "") -> None:
     # as many characters as the axes are wide (about 12 per inch at 10 pt)
     inches = axes.get_position().width * axes.figure.get_figwidth()
     wrapped = "\n".join(wrap_title(text, max(30, int(12 * inches))))
-    axes.setset_title(wrapped + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    axes.set_title(wrapped + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
 
 
 def save_figure(figure, path: Path) -> Path:
