@@ -192,14 +192,14 @@ def test_ctrl_c_saves_where_it_stopped_and_resume_continues_as_if_uninterrupted(
     """The first Ctrl-C finishes the step, saves a checkpoint there (not at save_every) and stops; --resume
     goes on from that step, with the losses of a run never interrupted."""
     reference = tmp_path / "reference"
-    pretrain(tiny_config(prepared, reference, max_steps=100, save_every=1000, eval_every=0), progress=False)
+    pretrain(tiny_config(prepared, reference, max_steps=40, save_every=1000, eval_every=0), progress=False)
     run = tmp_path / "run"
-    flags = config_flags(tiny_config(prepared, run, max_steps=100, save_every=1000, eval_every=0))
+    flags = config_flags(tiny_config(prepared, run, max_steps=40, save_every=1000, eval_every=0))
     code, stderr = _interrupted(run, flags, 1, "metrics.jsonl")
     assert code == 130 and "Traceback" not in stderr, stderr
     [kept] = checkpoint_dirs(run / "checkpoints")
     step = int(kept.name.removeprefix("step-"))
-    assert 3 <= step < 100 and not (run / "final").exists()
+    assert 3 <= step < 40 and not (run / "final").exists()
     assert stderr.rstrip().splitlines()[-1] == (
         f"meap: interrupted; stopped at step {step}, saved in {kept}: continue with "
         f"`meap pretrain --output {run} --resume`"

@@ -91,7 +91,7 @@ def test_packaged_smollm2_passes_niah_up_to_2048_tokens(tmp_path):
         NIAHConfig(
             model="smollm2-135m",
             output=str(tmp_path),
-            lengths=[512, 1024, 2048],
+            lengths=[512, 2048],
             depths=[0, 50, 100],
             max_new_tokens=24,
             no_progress=True,
@@ -99,7 +99,7 @@ def test_packaged_smollm2_passes_niah_up_to_2048_tokens(tmp_path):
     )
     assert summary["overall"]["substring"] >= 0.8, summary["cells"]
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert len(records) == 9 and all(
+    assert len(records) == 6 and all(
         {"length", "depth", "answer", "prediction", "substring", "rouge1_f"} <= set(r) for r in records
     )
     assert (tmp_path / "heatmap.png").stat().st_size > 1000
