@@ -43,6 +43,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -150,11 +151,11 @@ def _prepare_in(staging, corpus, config: PrepareConfig, min_val_tokens, shard_to
 
     stream = staging / _STREAM_FILE
     encoder = _Encoder(tokenizer_file, eos, dtype)
-    _tokenize(corpus, encoder, stream, config.num_proc or min(os.cpu_count() or 1, 8), progress)
+    num_documents = _tokenize(corpus, encoder, stream, config.num_proc or min(os.cpu_count() or 1, 8), progress)
     tokens = np.memmap(stream, dtype=dtype, mode="r")
     val_fraction = _val_fraction_used(len(tokens), config.val_fraction, min_val_tokens)
     wanted = min(min_val_tokens, len(tokens) * MAX_SMALL_VAL_SHARE)
-    rule = _val_rule(_document_lengths(tokens, eos), len(tokens), val_fraction, wanted)
+    rule = _val_rule(num_documents, len(tokens), val_fraction, wanted, partial(_document_lengths, tokens, eos))
     splits = _split(tokens, rule, staging, dtype, shard_tokens, eos)
     del tokens  # close the memmap before deleting its file
     stream.unlink()
@@ -345,14 +346,14 @@ def _document_lengths(tokens: np.ndarray, eos: int) -> np.ndarray:
 
 
 def _val_rule(
-    document_lengths: np.ndarray, num_tokens: int, fraction: float, wanted: float = 0
+    num_documents: int, num_tokens: int, fraction: float, wanted: float = 0, document_lengths=None
 ) -> _EveryNthDocument | _EvenPieces:
     """Whole documents where ``fraction`` of them holds about ``wanted`` tokens (90%), else even pieces (a few
-    long documents: one of them may hold far less than a small corpus's promised validation split)."""
-    num_documents = len(document_lengths)
+    long documents: one of them may hold far less than a small corpus's promised validation split).
+    ``document_lengths()`` reads the documents' lengths, a pass over the stream made only when that decides."""
     if np.floor(num_documents * fraction) >= 1:
         rule = _EveryNthDocument(fraction)
-        if document_lengths[rule.is_val(None, np.arange(num_documents))].sum() >= 0.9 * wanted:
+        if not wanted or document_lengths()[rule.is_val(None, np.arange(num_documents))].sum() >= 0.9 * wanted:
             return rule
     val_tokens = max(1, round(num_tokens * fraction))
     num_pieces = max(1, val_tokens // VAL_PIECE_TOKENS)

@@ -393,12 +393,15 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
             no_progress=not progress,
         )
 
+    def arm_epochs(self, arm: str) -> int:
+        """The epochs one arm (:data:`SFT_ARMS`) trains."""
+        return getattr(self, SFT_ARMS[arm][1])
+
     def sft_config(self, arm: str, output: Path, seed: int) -> SFTConfig:
         """The fine-tuning run of one arm (:data:`SFT_ARMS`) and seed."""
         keys = {f.name for f in dataclasses.fields(SFTConfig)}
         values = {key: getattr(self, key) for key in keys}
-        objective, epochs_key = SFT_ARMS[arm]
-        epochs = getattr(self, epochs_key)
+        objective, epochs = SFT_ARMS[arm][0], self.arm_epochs(arm)
         return SFTConfig(
             **{**values, "objective": objective, "output": str(output), "seed": seed, "epochs": epochs, "max_steps": 0}
         )

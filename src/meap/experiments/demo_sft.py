@@ -196,7 +196,7 @@ def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) ->
         if config.train_conversations
         else ", ".join(config.data)
     )
-    epochs = ", ".join(f"{arm_label(a)} {getattr(config, SFT_ARMS[a][1])}" for a in arms)
+    epochs = ", ".join(f"{arm_label(a)} {config.arm_epochs(a)}" for a in arms)
     lines = [
         f"# {' vs '.join(map(arm_label, arms))} of {config.model}, {len(comparison['seeds'])} seed(s)",
         "",
