@@ -6,7 +6,9 @@ command, each run as its own process (as a user runs it) on the real files in ..
     python benchmarks/eval_commands.py --data-root /path/to/shared/data -o results/eval-bench
 
 Peak memory is the child's maximum resident set size (getrusage), which includes Python, torch and the weights.
-Nothing else may run on the machine while it measures.
+Each generating command runs a second time with meap's batched generation replaced by plain `model.generate`,
+one prompt at a time (everything else unchanged): the baseline of issue 38's 1.5x target, and the outputs of
+both are compared. Nothing else may run on the machine while it measures.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 from meap.monitor import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
+PLAIN = "--as-plain-generate"  # run the rest of the arguments as `meap ...` with plain one-at-a-time generation
+GENERATING = ("meap.eval.generation", "meap.eval.niah", "meap.eval.retrieval")  # modules that hold `generate`
 
 
 # A 135M judge cannot follow meap's own judge prompt (it writes no verdict line: the command then stops with one
@@ -99,19 +103,63 @@ def cases(data: Path, model: str, limit: int, judge_prompt: Path) -> dict[str, t
     }
 
 
-def measure(args: list[str], output: Path) -> dict:
-    """Wall seconds and peak RSS of `meap ARGS -o OUTPUT --no-progress` in a process of its own."""
+def plain_generate(model, tokenizer, texts, *, max_new_tokens=32, template=True, sampling=None, **_batching):
+    """Hugging Face ``generate`` on each prompt alone, greedy, with meap's rendering and stop tokens."""
+    import torch
+
+    from meap.eval.generation import render_prompt, stop_token_ids
+
+    completions = []
+    for text in texts:
+        ids = tokenizer(render_prompt(tokenizer, text, template), add_special_tokens=False, return_tensors="pt")
+        decoding = {"do_sample": True, **sampling} if sampling else {"do_sample": False}
+        with torch.no_grad():
+            output = model.generate(
+                **ids.to(model.device),
+                max_new_tokens=max_new_tokens,
+                **decoding,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=stop_token_ids(tokenizer),
+            )
+        completions.append(tokenizer.decode(output[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+    return completions
+
+
+def run_plain(args: list[str]) -> None:
+    """`meap ARGS` with every evaluation's batched generation replaced by :func:`plain_generate`."""
+    import importlib
+
+    from meap.cli import main as meap
+
+    for name in GENERATING:
+        importlib.import_module(name).generate = plain_generate
+    meap(args)
+
+
+def measure(args: list[str], output: Path, plain: bool = False) -> dict:
+    """Wall seconds and peak RSS of `meap ARGS -o OUTPUT --no-progress` in a process of its own (``plain``: with
+    plain one-at-a-time generation)."""
     probe = (
         "import resource, subprocess, sys, time; t = time.perf_counter(); "
         "code = subprocess.run(sys.argv[1:]).returncode; s = time.perf_counter() - t; "
         "print(code, s, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    command = [sys.executable, "-m", "meap", *args, "-o", str(output), "--no-progress"]
+    runner = [__file__, PLAIN] if plain else ["-m", "meap"]
+    command = [sys.executable, *runner, *args, "-o", str(output), "--no-progress"]
     done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, check=True)
     code, seconds, max_rss_kib = done.stdout.split()[-3:]
     if code != "0":
         raise SystemExit(f"{' '.join(args)}: exit {code}\n{done.stderr[-2000:]}")
     return {"seconds": float(seconds), "peak_rss_gib": int(max_rss_kib) / 2**20}
+
+
+def predictions(output: Path) -> list:
+    """What the model wrote for each record of an evaluation's results.jsonl."""
+    rows = [json.loads(line) for line in (output / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [
+        next((row[key] for key in ("prediction", "output", "completion", "summary") if key in row), None)
+        for row in rows
+    ]
 
 
 def main() -> None:
@@ -121,6 +169,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=4, help="prompts per command (NIAH: its three depths)")
     parser.add_argument("--only", nargs="+", help="these cases alone")
     parser.add_argument("-o", "--output", default=None, help="keep the evaluations' outputs here")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the plain-generate run of each case")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -132,10 +181,17 @@ def main() -> None:
         root = Path(args.output or scratch)
         for name, (command, prompts) in selected.items():
             result = measure(command, root / name)
-            rows.append({"case": name, "prompts": prompts, **result, "s_per_prompt": result["seconds"] / prompts})
+            row = {"case": name, "prompts": prompts, **result, "s_per_prompt": result["seconds"] / prompts}
+            if not args.no_baseline:
+                plain = measure(command, root / f"{name}-plain", plain=True)
+                same = sum(a == b for a, b in zip(predictions(root / name), predictions(root / f"{name}-plain")))
+                row["plain_generate"] = {**plain, "s_per_prompt": plain["seconds"] / prompts, "same_outputs": same}
+                row["time_vs_plain"] = result["seconds"] / plain["seconds"]
+            rows.append(row)
+            versus = f"  plain generate {row['plain_generate']['seconds']:7.1f} s" if "plain_generate" in row else ""
             print(
                 f"{name:28s} {prompts:3d} prompts  {result['seconds']:7.1f} s  "
-                f"{rows[-1]['s_per_prompt']:6.1f} s/prompt  peak {result['peak_rss_gib']:.2f} GiB",
+                f"{row['s_per_prompt']:6.1f} s/prompt  peak {result['peak_rss_gib']:.2f} GiB{versus}",
                 flush=True,
             )
     machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}
@@ -143,4 +199,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == [PLAIN]:
+        run_plain(sys.argv[2:])
+    else:
+        main()

@@ -91,17 +91,24 @@ def tokenize_probes(
 PROBE_BATCH_TOKENS = 16_384
 
 
-def _probe_batches(rows: list, batch_size: int) -> list[list]:
-    """Consecutive rows, at most ``batch_size`` and about :data:`PROBE_BATCH_TOKENS` (rows x longest) each."""
+def bounded_batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Indices of ``lengths`` in consecutive batches of at most ``batch_size``, each within ``max_tokens``
+    (rows x the longest; a row longer than that forms a batch of its own)."""
     batches, batch, width = [], [], 0
-    for row in rows:
-        wider = max(width, len(row[2]))
-        if batch and (len(batch) == batch_size or wider * (len(batch) + 1) > PROBE_BATCH_TOKENS):
+    for index, length in enumerate(lengths):
+        wider = max(width, length)
+        if batch and (len(batch) == batch_size or wider * (len(batch) + 1) > max_tokens):
             batches.append(batch)
-            batch, wider = [], len(row[2])
-        batch.append(row)
+            batch, wider = [], length
+        batch.append(index)
         width = wider
     return batches + ([batch] if batch else [])
+
+
+def _probe_batches(rows: list, batch_size: int) -> list[list]:
+    """Consecutive rows, at most ``batch_size`` and about :data:`PROBE_BATCH_TOKENS` (rows x longest) each."""
+    batches = bounded_batches([len(row[2]) for row in rows], batch_size, PROBE_BATCH_TOKENS)
+    return [[rows[index] for index in batch] for batch in batches]
 
 
 # From this many context tokens on, a probe's candidates are scored on one pass over its context (its KV

@@ -128,3 +128,58 @@ def test_meap_generate_renders_a_chat_models_template_unless_raw(tiny_model_dir)
         )
 
     assert completion(raw=False) != completion(raw=True)
+
+
+def test_batches_bounded_by_cached_tokens_give_the_same_completions(gpt2_tokenizer, monkeypatch):
+    """Long prompts split into more batches than ``batch_size`` asks (the trunk freed before the last one):
+    the completions stay those of one big batch."""
+    import meap.eval.generation as generation
+
+    gpt2_tokenizer.pad_token = gpt2_tokenizer.eos_token
+    model = tiny_llama(len(gpt2_tokenizer), hidden=32).eval()
+    prompts = _prompts()
+    whole = generate(model, gpt2_tokenizer, prompts, max_new_tokens=5, batch_size=8, progress=False)
+    monkeypatch.setattr(generation, "GENERATION_BATCH_TOKENS", 500)  # two rows of these prompts (about 200 tokens)
+    assert generate(model, gpt2_tokenizer, prompts, max_new_tokens=5, batch_size=8, progress=False) == whole
+    assert len(set(whole)) > 1
+
+
+_MEASURE = """
+import json, resource, sys, torch
+sys.path.insert(0, sys.argv[1])
+from conftest import tiny_llama
+from transformers import AutoTokenizer
+import meap.eval.generation as generation
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[2])
+tokenizer.pad_token = tokenizer.eos_token
+generation.GENERATION_BATCH_TOKENS = int(sys.argv[3])
+model = tiny_llama(len(tokenizer), hidden=256, max_positions=4096).eval()
+prompts = [f"Record {row}: " + " ".join(f"item {row * 7 + i} is blue" for i in range(850)) for row in range(16)]
+generation.generate(model, tokenizer, prompts[:1], max_new_tokens=2, progress=False)  # warm: kernels, allocator
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+generation.generate(model, tokenizer, prompts, max_new_tokens=2, batch_size=16, progress=False, share_prefixes=False)
+print(json.dumps({"grown_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+"""
+
+
+def _grown_mib(tokenizer_dir, batch_tokens: int) -> float:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(Path(__file__).parents[1]), str(tokenizer_dir), str(batch_tokens)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])["grown_mib"]
+
+
+def test_long_prompts_decode_within_a_bounded_cache(gpt2_tokenizer, tmp_path):
+    """16 prompts of about 3,500 tokens at batch size 16: one cache for all would hold 56k positions (110 MiB
+    at this width, and as much again staged while it filled, issue 38's 2 GB at 4k tokens on SmolLM2); the
+    batches stay near 8k positions, a row's own cache and its activations."""
+    gpt2_tokenizer.save_pretrained(tmp_path)
+    assert _grown_mib(tmp_path, 8_192) < 80

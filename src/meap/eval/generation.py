@@ -19,11 +19,15 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, StaticCache
 from transformers.cache_utils import DynamicLayer
 
+from meap.probes import bounded_batches
 from meap.touchpoints import cache_argument
 
 MIN_SHARED_FRACTION = 0.25  # below this, one more forward pass per row costs more than the sharing saves
 _REFERENCE_CANDIDATES = 32  # rows tried as the reference prefix (each costs one comparison with every row)
 CACHE = cache_argument()
+# Cached positions of one decoding batch (rows x (longest prompt + new tokens)): bounds the preallocated cache
+# on long prompts, where a fixed number of rows would not (8 rows of 4k tokens: 1.5 GB for a 135M model).
+GENERATION_BATCH_TOKENS = 8_192
 
 
 def is_chat_model(tokenizer) -> bool:
@@ -90,7 +94,7 @@ def _prefill_rows(
         attention_mask[slot, width - len(encoded[row]) :] = 1
     if width == 1:  # one-token prompts: nothing to prefill
         return {"input_ids": input_ids, "attention_mask": attention_mask}
-    staged: list[list[torch.Tensor]] = []  # per layer: keys, values of all rows, left-padded to width - 1
+    batch_cache = None  # the preallocated cache, made once the first (longest) row's shapes are known
     for slot, row in enumerate(rows):
         start = shared[1][row] if shared else 0
         cache = DynamicCache(
@@ -104,22 +108,21 @@ def _prefill_rows(
         cached = len(encoded[row]) - 1
         if not cached:
             continue
-        for index, layer in enumerate(cache.layers):
-            if len(staged) == index:  # keys and values may differ in head size
-                staged.append(
-                    [
-                        tensor.new_zeros((len(rows), tensor.shape[1], width - 1, tensor.shape[3]))
-                        for tensor in (layer.keys, layer.values)
-                    ]
-                )
-            staged[index][0][slot, :, width - 1 - cached :] = layer.keys[0]
-            staged[index][1][slot, :, width - 1 - cached :] = layer.values[0]
-        del cache  # one row's cache at a time: the batch's keys and values live in `staged` only
-    batch_cache = StaticCache(config=model.config, max_cache_len=width + max_new_tokens)
-    for layer, keys_values in zip(batch_cache.layers, staged):
-        layer.update(*keys_values)
-        keys_values.clear()  # freed layer by layer as the preallocated cache fills
+        if batch_cache is None:
+            batch_cache = StaticCache(config=model.config, max_cache_len=width + max_new_tokens)
+            for layer, own in zip(batch_cache.layers, cache.layers):  # keys and values may differ in head size
+                layer.update(*(_zeros_like_batch(tensor, len(rows), width - 1) for tensor in (own.keys, own.values)))
+        for layer, own in zip(batch_cache.layers, cache.layers):  # each row written once, into its final place
+            layer.keys[slot, :, width - 1 - cached : width - 1] = own.keys[0]
+            layer.values[slot, :, width - 1 - cached : width - 1] = own.values[0]
+        del cache  # one row's own cache at a time
     return {"input_ids": input_ids, "attention_mask": attention_mask, CACHE: batch_cache}
+
+
+def _zeros_like_batch(tensor: torch.Tensor, rows: int, length: int) -> torch.Tensor:
+    """A zero view shaped as ``rows`` rows of ``length`` cached positions like ``tensor``'s (no memory of its own):
+    the static cache takes it to allocate itself and count those positions as filled."""
+    return tensor.new_zeros(()).expand(rows, tensor.shape[1], length, tensor.shape[3])
 
 
 def _has_plain_cache(model) -> bool:
@@ -175,10 +178,15 @@ def generate(
     plain_cache = _has_plain_cache(model)
     shared = _trunk_cache(model, encoded, share_prefixes) if plain_cache else None
     bar = tqdm(total=len(texts), desc=description, unit="prompt", disable=not progress)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    batches = bounded_batches(
+        [len(encoded[row]) + max_new_tokens for row in order], batch_size, GENERATION_BATCH_TOKENS
+    )
+    for number, slots in enumerate(batches):
+        rows = [order[slot] for slot in slots]
         if plain_cache:
             batch = _prefill_rows(model, encoded, rows, shared, tokenizer.pad_token_id, max_new_tokens)
+            if number == len(batches) - 1:
+                shared = None  # the trunk is read no more: freed before the last batch decodes
         else:  # the model's own cache, prompts padded into one batch
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
             batch = {key: value.to(device) for key, value in batch.items()}
