@@ -10,6 +10,7 @@
     RUN/final/           the trained model and tokenizer, a plain Hugging Face directory
     RUN/adapter/         a LoRA run's adapter (final/ holds the merged weights)
     RUN/tensorboard/     TensorBoard event files
+    RUN/eval/KIND/       an evaluation of the run (its results.jsonl, summary and figures)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
 ADAPTER_DIR = "adapter"
 TENSORBOARD_DIR = "tensorboard"
+EVAL_DIR = "eval"
 # What is not an evaluation's output when a run directory is searched for them.
 ARTIFACT_DIRS = frozenset({CHECKPOINTS_DIR, FINAL_DIR, TENSORBOARD_DIR, ADAPTER_DIR})
 CHECKPOINT_PREFIX = "step-"  # checkpoints/step-N: the state after optimizer step N
@@ -59,6 +61,10 @@ class RunDir:
         self.final_dir = self.root / FINAL_DIR
         self.adapter_dir = self.root / ADAPTER_DIR
         self.tensorboard_dir = self.root / TENSORBOARD_DIR
+
+    def evaluation(self, kind: str) -> Path:
+        """Where the run's evaluation ``kind`` (``retrieval``, ``mdqa``, ...) writes its output."""
+        return self.root / EVAL_DIR / kind
 
     def saved_config(self) -> dict:
         """The run's config.yaml as saved (empty where ``root`` holds none)."""

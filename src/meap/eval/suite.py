@@ -21,6 +21,7 @@ from pathlib import Path
 from meap.config import checked
 from meap.config.commands import DTYPE_HELP, MODEL_HELP, CommandConfig, option
 from meap.errors import UserError
+from meap.rundir import RunDir
 
 STAGES = ("niah", "mdqa", "reasoning", "kv-retrieval", "commonsense", "hallucination", "attention")
 STAGE_KIND = {"reasoning": "niah"}  # a stage's evaluation kind, where it is not its name
@@ -86,8 +87,6 @@ class SuiteConfig(CommandConfig):
 
 def model_root(spec: str, output: str | None) -> Path:
     """Where ``spec``'s evaluations go: the run directory itself, or ``output/<name>``."""
-    from meap.rundir import RunDir
-
     if RunDir(Path(spec)).config_file.is_file():
         return Path(spec)
     if output is None:
@@ -175,7 +174,7 @@ def run_suite(config: SuiteConfig, overwrite: bool = False, progress: bool = Tru
         outcome[spec] = {}
         for stage in config.stages:
             step += 1
-            directory = root / "eval" / STAGE_DIR.get(stage, stage)
+            directory = RunDir(root).evaluation(STAGE_DIR.get(stage, stage))
             kind = KINDS[STAGE_KIND.get(stage, stage)]
             where = f"suite [{step}/{total}] {spec}: {stage}"
             if kind.has_summary(directory) and not overwrite:

@@ -20,6 +20,7 @@ from meap.constants import (
     ONSET_WINDOW,
     mask_ratio_problem,
 )
+from meap.rundir import RunDir
 
 # The fine-tuning experiment's arms: name -> (objective trained, the key holding its epochs). The
 # equal-steps arm is NTP-SFT with MEAP-SFT's epochs: the same optimizer steps and learning-rate schedule
@@ -277,7 +278,7 @@ class DemoConfig(PairedExperiment, PretrainConfig):
         return RetrievalConfig(
             model=str(run),
             probes=str(probes),
-            output=str(run / "eval" / "retrieval"),
+            output=str(RunDir(run).evaluation("retrieval")),
             max_new_tokens=1 if self.task == "copy" else 12,
             batch_size=self.eval_batch_size,
             attention=True,

@@ -277,8 +277,9 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     if config.train_conversations:
         config = dataclasses.replace(config, data=[str(_training_file(config, output / "mdqa", files))])
     say(f"{clock}  2/4 MDQA of the base model {config.model}")
-    computed = not has_summary(output / "base" / "eval" / "mdqa", "mdqa")  # else every stage may have been done
-    base = _evaluate(config, config.model, output / "base" / "eval" / "mdqa", files, progress)
+    base_evaluation = RunDir(output / "base").evaluation("mdqa")
+    computed = not has_summary(base_evaluation, "mdqa")  # else every stage may have been done
+    base = _evaluate(config, config.model, base_evaluation, files, progress)
     runs: dict[int, dict[str, Path]] = {seed: {} for seed in seeds}
     rows: dict[str, dict] = {}
     for number, (seed, arm) in enumerate(((s, a) for s in seeds for a in arms), 1):
@@ -288,10 +289,10 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
             f"{clock}  3/4 fine-tuning {arm_label(arm)}, seed {seed} ({number} of "
             f"{len(seeds) * len(arms)}): {sft_config.epochs} epochs"
         )
-        computed |= not RunDir(run).has_final_model() or not has_summary(run / "eval" / "mdqa", "mdqa")
+        computed |= not RunDir(run).has_final_model() or not has_summary(RunDir(run).evaluation("mdqa"), "mdqa")
         continue_training(sft, sft_config, progress)
         rows[str(run.relative_to(output))] = RunDir(run).read_facts().get("rows", {})
-        runs[seed][arm] = _evaluate(config, str(run), run / "eval" / "mdqa", files, progress)
+        runs[seed][arm] = _evaluate(config, str(run), RunDir(run).evaluation("mdqa"), files, progress)
     say(f"{clock}  4/4 comparison")
     loaded = {
         "base": read_records(base),

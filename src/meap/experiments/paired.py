@@ -38,7 +38,7 @@ def load_runs(runs: dict[int, dict[str, Path]]) -> dict[int, dict[str, dict]]:
     for seed, by_objective in runs.items():
         loaded[seed] = {}
         for objective, run in by_objective.items():
-            where = Path(run) / "eval" / "retrieval"
+            where = RunDir(run).evaluation("retrieval")
             for path in (RunDir(run).metrics_file, where / RECORDS_FILE, where / summary_file("retrieval")):
                 if not path.is_file():
                     raise UserError(f"{path}: missing (the run or its evaluation has not finished)")

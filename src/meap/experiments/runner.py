@@ -23,7 +23,7 @@ from pathlib import Path
 from meap.config import config_to_dict, save_config, saved_config
 from meap.errors import UserError
 from meap.fsutil import atomic_write_json, atomic_write_lines
-from meap.rundir import RunDir, last_value
+from meap.rundir import EVAL_DIR, RunDir, last_value
 
 JOB_CONFIG = ".job.yaml"  # beside the run directory (<run>.job.yaml), which the training command creates itself
 JOB_LOG = ".log"
@@ -116,7 +116,7 @@ def forget_evaluations(output: Path, names: tuple[str, ...], changed: list[str])
     say(f"evaluation settings changed ({', '.join(changed)}): the trained runs are kept and evaluated again")
     for name in names:
         for path in sorted(output.rglob(name)):
-            if path.is_dir() and path.parent.name == "eval":
+            if path.is_dir() and path.parent.name == EVAL_DIR:
                 shutil.rmtree(path)
 
 
