@@ -284,6 +284,7 @@ COMMITTED_SUMMARIES = [
     ("evidence-dose-cpu.json", "evidence-dose-cpu.records.json.gz", "dose"),
     ("superseded/evidence-sft-2026-12-04.json", "superseded/evidence-sft-2026-12-04.records.json.gz", "sft"),
     ("evidence-sft.json", "evidence-sft.records.json.gz", "sft"),
+    ("evidence-cpu-long.json", "evidence-cpu-long.records.json.gz", "onsets"),
 ]
 
 
