@@ -183,3 +183,14 @@ def test_long_prompts_decode_within_a_bounded_cache(gpt2_tokenizer, tmp_path):
     batches stay near 8k positions, a row's own cache and its activations."""
     gpt2_tokenizer.save_pretrained(tmp_path)
     assert _grown_mib(tmp_path, 8_192) < 80
+
+
+def test_no_shared_trunk_when_only_the_reference_row_would_reuse_it():
+    """Key-value prompts share their instruction and little else: the reference row's own prefix is no saving,
+    and a trunk kept for it would hold a whole prompt's cache through the evaluation (issue 38)."""
+    model = tiny_llama(64, hidden=16).eval()
+    encoded = [[1, 2, 3] + [10 + row] * 200 for row in range(4)]
+    with torch.no_grad():
+        assert _trunk_cache(model, encoded, share_prefixes=True) is None
+        shared = _trunk_cache(model, [[1, 2, 3] * 60 + [10 + row] for row in range(4)], share_prefixes=True)
+    assert shared is not None and shared[1] == [180] * 4

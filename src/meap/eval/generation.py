@@ -141,7 +141,8 @@ def _trunk_cache(model, encoded: list[list[int]], share_prefixes: bool) -> tuple
     if not share_prefixes or len(encoded) < 2:
         return None
     reference, prefix = shared_prefixes(encoded)
-    if sum(prefix) < MIN_SHARED_FRACTION * sum(len(ids) for ids in encoded):
+    # what the other rows reuse: the reference row computes its own prefix either way
+    if sum(prefix) - prefix[reference] < MIN_SHARED_FRACTION * sum(len(ids) for ids in encoded):
         return None
     device = model.device
     trunk = model(
@@ -202,6 +203,7 @@ def generate(
             disable_compile=True,
         )  # a static cache would trigger compiling
         new_tokens = output[:, batch["input_ids"].shape[1] :]
+        del batch  # its cache is freed before the next batch prefills, not after
         for row, tokens in zip(rows, new_tokens):
             completions[row] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
         bar.update(len(rows))
