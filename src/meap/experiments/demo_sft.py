@@ -289,10 +289,11 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
             f"{clock}  3/4 fine-tuning {arm_label(arm)}, seed {seed} ({number} of "
             f"{len(seeds) * len(arms)}): {sft_config.epochs} epochs"
         )
-        computed |= not RunDir(run).has_final_model() or not has_summary(RunDir(run).evaluation("mdqa"), "mdqa")
+        run_dir = RunDir(run)
+        computed |= not run_dir.has_final_model() or not has_summary(run_dir.evaluation("mdqa"), "mdqa")
         continue_training(sft, sft_config, progress)
-        rows[str(run.relative_to(output))] = RunDir(run).read_facts().get("rows", {})
-        runs[seed][arm] = _evaluate(config, str(run), RunDir(run).evaluation("mdqa"), files, progress)
+        rows[str(run.relative_to(output))] = run_dir.read_facts().get("rows", {})
+        runs[seed][arm] = _evaluate(config, str(run), run_dir.evaluation("mdqa"), files, progress)
     say(f"{clock}  4/4 comparison")
     loaded = {
         "base": read_records(base),

@@ -38,12 +38,13 @@ def load_runs(runs: dict[int, dict[str, Path]]) -> dict[int, dict[str, dict]]:
     for seed, by_objective in runs.items():
         loaded[seed] = {}
         for objective, run in by_objective.items():
-            where = RunDir(run).evaluation("retrieval")
-            for path in (RunDir(run).metrics_file, where / RECORDS_FILE, where / summary_file("retrieval")):
+            run_dir = RunDir(run)
+            where = run_dir.evaluation("retrieval")
+            for path in (run_dir.metrics_file, where / RECORDS_FILE, where / summary_file("retrieval")):
                 if not path.is_file():
                     raise UserError(f"{path}: missing (the run or its evaluation has not finished)")
             loaded[seed][objective] = {
-                "metrics": RunDir(run).read_metrics(),
+                "metrics": run_dir.read_metrics(),
                 "retrieval": read_jsonl(where / RECORDS_FILE),
                 "summary": json.loads((where / summary_file("retrieval")).read_text(encoding="utf-8")),
             }
