@@ -794,8 +794,18 @@ CASES = [
     ),
     Case(
         "demo-prompts-beyond-the-trained-length",
-        lambda i: ["demo", "--quick", "--task", "retrieval", "--seq-len", "64", "--output", str(i.tmp / "out")],
+        lambda i: ["demo", "--quick", "--task", "retrieval", "--train.seq-len", "64", "--output", str(i.tmp / "out")],
         ("probes.jsonl", "more than the 64 the model is trained on"),
+    ),
+    Case(
+        "demo-training-section-not-a-mapping",
+        lambda i: ["demo", "--config", str(write(i.tmp / "recipe.yaml", "train: 5\n")), "--output", str(i.tmp / "out")],
+        ("recipe.yaml", "`train` expects a mapping"),
+    ),
+    Case(
+        "demo-run-key-in-the-training-section",
+        lambda i: ["demo", "--config", str(write(i.tmp / "r.yaml", "train:\n  seed: 3\n")), "-o", str(i.tmp / "o")],
+        ("r.yaml", "unknown key `train.seed`", "sets each run's `seed` itself"),
     ),
     Case(
         "demo-repeated-seeds",

@@ -90,3 +90,70 @@ def test_an_experiment_saved_with_a_comma_listed_objective_continues(tmp_path):
     both = load_config(DemoConfig, overrides={"objectives": ["ntp", "meap"], "output": str(tmp_path / "demo")})
     with pytest.raises(UserError, match=r"another configuration \(objectives\)"):
         check_output(both, tmp_path / "demo", overwrite=False)
+
+
+OLD_DEMO_RECIPE = """seed: 5
+data: demo
+objectives: [ntp, meap]
+model: tiny-2l
+seq_len: 48
+max_steps: 30
+lr: 1.0e-3
+min_lr: 1.0e-3
+probe_every: 10
+log_every: 10
+"""
+NESTED_DEMO_RECIPE = """seed: 5
+objectives: [ntp, meap]
+probe_every: 10
+train:
+  model: tiny-2l
+  seq_len: 48
+  max_steps: 30
+  lr: 1.0e-3
+  min_lr: 1.0e-3
+  log_every: 10
+"""
+
+
+def test_an_experiment_holds_its_training_config_and_older_recipes_load_into_it(tmp_path):
+    from meap.config import config_to_dict
+    from meap.experiments.config import DemoConfig
+
+    old, nested = tmp_path / "old.yaml", tmp_path / "nested.yaml"
+    old.write_text(OLD_DEMO_RECIPE)
+    nested.write_text(NESTED_DEMO_RECIPE)
+    config = load_config(DemoConfig, nested)
+    assert config_to_dict(load_config(DemoConfig, old)) == config_to_dict(config)
+    # one name, one meaning: the experiment's seed draws the corpus; each run's own seed is the experiment's to set
+    assert config.seed == 5 and config.train.seq_len == 48 and config.train.max_steps == 30
+    branch = config.pretrain_config("meap", "corpus", tmp_path / "b", seed=2, model="start")
+    assert (branch.seed, branch.model, branch.data, branch.lr, branch.seq_len) == (2, "start", "corpus", 1e-3, 48)
+    # the flags of the section are its keys, dotted; the section's defaults are the experiment's own
+    flagged = load_config(DemoConfig, nested, {"train.max_steps": "7", "seeds": [1, 2]})
+    assert flagged.train.max_steps == 7 and flagged.train.seq_len == 48 and DemoConfig().train.model == "tiny-2l"
+    nested.write_text("train:\n  objective: ntp\n")
+    with pytest.raises(UserError, match=r"unknown key `train.objective`"):
+        load_config(DemoConfig, nested)
+
+
+def test_an_experiment_saved_before_the_training_section_continues(tmp_path):
+    """A config.yaml as an older meap saved it: every training key at the top level, those each run sets too."""
+    import yaml
+
+    from meap.config import config_to_dict, save_config
+    from meap.experiments.config import DemoConfig
+    from meap.experiments.runner import check_output
+
+    output = tmp_path / "demo"
+    config = load_config(DemoConfig, overrides={"output": str(output), "train.max_steps": "30"})
+    output.mkdir()
+    values = config_to_dict(config)
+    flat = {**values["train"], **{k: v for k, v in values.items() if k != "train"}, "data": "demo"}
+    (output / "config.yaml").write_text(yaml.safe_dump(flat, sort_keys=False))
+    assert check_output(config, output, overwrite=False) == []
+    longer = load_config(DemoConfig, overrides={"output": str(output), "train.max_steps": "31"})
+    with pytest.raises(UserError, match=r"another configuration \(train.max_steps\)"):
+        check_output(longer, output, overwrite=False)
+    save_config(config, output / "config.yaml")
+    assert "train:" in (output / "config.yaml").read_text() and check_output(config, output, overwrite=False) == []

@@ -202,12 +202,12 @@ def test_quick_demo_end_to_end_with_two_seeds_reproduces_and_recomputes(tmp_path
     }
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        main(["demo", "--quick", "--no-progress", "--output", str(output), "--max-steps", "3"])
+        main(["demo", "--quick", "--no-progress", "--output", str(output), "--train.max-steps", "3"])
     error = capsys.readouterr().err
     assert (
         exit_info.value.code == 2
         and "--overwrite" in error
-        and "(max_steps, seeds)" in error
+        and "(seeds, train.max_steps)" in error
         and error.count("\n") == 1
     )
     # evaluation settings alone: the runs are evaluated again, not trained again; the verdict's own settings
@@ -233,7 +233,7 @@ def test_prompts_longer_than_the_trained_length_are_refused_before_training(tmp_
                 str(tmp_path / "d"),
                 "--task",
                 "retrieval",
-                "--seq-len",
+                "--train.seq-len",
                 "64",
             ]
         )
@@ -252,7 +252,7 @@ def test_the_retrieval_task_holds_its_probe_keys_out_of_training(tmp_path, capsy
                 "--no-progress",
                 "--task",
                 "retrieval",
-                "--seq-len",
+                "--train.seq-len",
                 "256",
                 "--absent-probes",
                 "4",

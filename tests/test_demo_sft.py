@@ -13,19 +13,19 @@ def test_demo_sft_end_to_end_at_a_reduced_size(tiny_model_dir, tmp_path, capsys)
     arguments = [
         "demo-sft",
         "--no-progress",
-        "--model",
+        "--train.model",
         str(tiny_model_dir),
         "--output",
         str(output),
-        "--data",
+        "--train.data",
         "builtin:8",
-        "--val-fraction",
+        "--train.val-fraction",
         "0",
-        "--max-length",
+        "--train.max-length",
         "448",
-        "--layout",
+        "--train.layout",
         "separate",
-        "--micro-batch-size",
+        "--train.micro-batch-size",
         "2",
         "--seeds",
         "0",
@@ -49,9 +49,9 @@ def test_demo_sft_end_to_end_at_a_reduced_size(tiny_model_dir, tmp_path, capsys)
         "20",
         "--max-new-tokens",
         "4",
-        "--eval-every",
+        "--train.eval-every",
         "0",
-        "--save-every",
+        "--train.save-every",
         "0",
         "--summary",
         str(summary),
@@ -117,19 +117,19 @@ def test_demo_sft_on_generated_mdqa_conversations(tiny_model_dir, tmp_path):
     arguments = [
         "demo-sft",
         "--no-progress",
-        "--model",
+        "--train.model",
         str(tiny_model_dir),
         "--output",
         str(output),
         "--train-conversations",
         "6",
-        "--val-fraction",
+        "--train.val-fraction",
         "0",
-        "--max-length",
+        "--train.max-length",
         "512",
-        "--min-answer-tokens",
+        "--train.min-answer-tokens",
         "8",
-        "--micro-batch-size",
+        "--train.micro-batch-size",
         "2",
         "--ntp-epochs",
         "2",
@@ -146,9 +146,9 @@ def test_demo_sft_on_generated_mdqa_conversations(tiny_model_dir, tmp_path):
         "12",
         "--max-new-tokens",
         "4",
-        "--eval-every",
+        "--train.eval-every",
         "0",
-        "--save-every",
+        "--train.save-every",
         "0",
     ]
     with pytest.raises(SystemExit) as exit_info:
@@ -156,7 +156,7 @@ def test_demo_sft_on_generated_mdqa_conversations(tiny_model_dir, tmp_path):
     assert exit_info.value.code == 0
     result = json.loads((output / "demo-sft.json").read_text())
     conversations = [json.loads(line) for line in (output / "mdqa" / "train.jsonl").open()]
-    assert len(conversations) == 6 and result["config"]["data"] == [str(output / "mdqa" / "train.jsonl")]
+    assert len(conversations) == 6 and result["config"]["train"]["data"] == [str(output / "mdqa" / "train.jsonl")]
     assert all(c["messages"][1]["content"].startswith(c["answers"][0]) for c in conversations)
     evaluation = {
         e["answers"][0] for path in (output / "mdqa").glob("*.jsonl.gz") for e in map(json.loads, gzip.open(path, "rt"))

@@ -129,8 +129,13 @@ def test_every_recipe_loads(config):
     written = yaml.safe_load(config.read_text(encoding="utf-8"))
     models = {"model": ["a-model"]} if kind is SuiteConfig else None  # a suite's models come from --model
     loaded = config_to_dict(load_config(kind, config, models))  # raises on an unknown key or a problem
-    # every value the recipe writes is the value the run gets (none dropped, renamed or coerced away)
-    assert {key: loaded[key] for key in written} == written
+    # every value the recipe writes is the value the run gets (none dropped, renamed or coerced away), in a
+    # section (an experiment's `train:`) too
+    dotted = {key: value for key, value in written.items() if not isinstance(value, dict)}
+    for name, section in written.items():
+        if isinstance(section, dict):
+            assert {key: loaded[name][key] for key in section} == section
+    assert {key: loaded[key] for key in dotted} == dotted
 
 
 def test_the_last_step_is_logged_and_validated(prepared, tmp_path, capsys):

@@ -62,43 +62,53 @@ def _csv(kind: type):
 
 def add_flags(target, config_cls: type, last: frozenset[str] = frozenset(), typed: bool = False) -> None:
     """One flag per config field (``--key-name VALUE``; the ``cli`` metadata of :mod:`meap.config.commands`
-    says where a field looks otherwise). Unset flags stay None, so defaults come from the config alone.
-    ``typed``: argparse converts numbers (its own error message); else ``load_config`` does."""
-    from meap.config.loading import config_fields, field_types, optional_type
+    says where a field looks otherwise), and one per key of each section (``--train.key-name VALUE``). Unset
+    flags stay None, so defaults come from the config alone. ``typed``: argparse converts numbers (its own
+    error message); else ``load_config`` does."""
+    from meap.config.loading import config_fields, field_types, section_defaults, sections
 
-    types = field_types(config_cls)
+    types, defaults = field_types(config_cls), section_defaults(config_cls)
     exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
-    for f in sorted(config_fields(config_cls), key=lambda f: f.name in last):
-        cli, text = f.metadata.get("cli", {}), f.metadata.get("help", "")
-        kind = optional_type(types[f.name]) or types[f.name]
-        item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
-        metavar = cli.get("metavar") or _metavar(f.name, item or kind)
-        parent = target
-        if "exclusive" in cli:
-            if cli["exclusive"] not in exclusive:
-                exclusive[cli["exclusive"]] = target.add_mutually_exclusive_group()
-            parent = exclusive[cli["exclusive"]]
-        if cli.get("positional"):
-            parent.add_argument(f.name, nargs="+", metavar=metavar, help=text)
-            continue
-        stated = cli.get("switch") or f.default in ("", None, dataclasses.MISSING) or "(default" in text
-        shown = str(f.default).lower() if isinstance(f.default, bool) else f.default
-        options = dict(
-            dest=f.name,
-            default=None,
-            help=text + ("" if stated else f" (default: {shown})"),
-            required=bool(cli.get("required")),
-        )
-        if cli.get("switch"):
-            options["action"] = "store_true"
-        elif item is not None:
-            options.update(type=_csv(item)) if cli.get("comma") else options.update(nargs="+")
-            options["metavar"] = metavar
-            if cli.get("extend"):  # given again, the items add up
-                options["action"] = "extend"
-        elif kind is bool:
-            options.update(nargs="?", const="true", metavar="BOOL")
-        else:
-            options.update(metavar=metavar, **({"type": kind} if typed and kind in (int, float) else {}))
-        others = [cli[name] for name in ("alias", "short") if name in cli]
-        parent.add_argument(f"--{f.name.replace('_', '-')}", *others, **options)
+    own = [(f.name, f) for f in sorted(config_fields(config_cls), key=lambda f: f.name in last)]
+    for name, section_cls in sections(config_cls).items():
+        own += [(f"{name}.{f.name}", f) for f in dataclasses.fields(section_cls) if f"{name}.{f.name}" in types]
+    for key, f in own:
+        _add_flag(target, key, f, types[key], defaults.get(key, f.default), exclusive, typed)
+
+
+def _add_flag(target, key: str, f: dataclasses.Field, kind: type, default, exclusive: dict, typed: bool) -> None:
+    from meap.config.loading import optional_type
+
+    cli, text = f.metadata.get("cli", {}), f.metadata.get("help", "")
+    kind = optional_type(kind) or kind
+    item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
+    metavar = cli.get("metavar") or _metavar(f.name, item or kind)
+    parent = target
+    if "exclusive" in cli:
+        if cli["exclusive"] not in exclusive:
+            exclusive[cli["exclusive"]] = target.add_mutually_exclusive_group()
+        parent = exclusive[cli["exclusive"]]
+    if cli.get("positional"):
+        parent.add_argument(key, nargs="+", metavar=metavar, help=text)
+        return
+    stated = cli.get("switch") or default in ("", None, dataclasses.MISSING) or "(default" in text
+    shown = str(default).lower() if isinstance(default, bool) else default
+    options = dict(
+        dest=key,
+        default=None,
+        help=text + ("" if stated else f" (default: {shown})"),
+        required=bool(cli.get("required")),
+    )
+    if cli.get("switch"):
+        options["action"] = "store_true"
+    elif item is not None:
+        options.update(type=_csv(item)) if cli.get("comma") else options.update(nargs="+")
+        options["metavar"] = metavar
+        if cli.get("extend"):  # given again, the items add up
+            options["action"] = "extend"
+    elif kind is bool:
+        options.update(nargs="?", const="true", metavar="BOOL")
+    else:
+        options.update(metavar=metavar, **({"type": kind} if typed and kind in (int, float) else {}))
+    others = [cli[name] for name in ("alias", "short") if name in cli and "." not in key]
+    parent.add_argument(f"--{key.replace('_', '-')}", *others, **options)

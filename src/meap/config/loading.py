@@ -29,24 +29,47 @@ def new_default(base: type, name: str, **kwargs: Any) -> Any:
     return help_field(base.__dataclass_fields__[name].metadata["help"], **kwargs)
 
 
+def sections(config_cls: type) -> dict[str, type]:
+    """The config's sections: fields that are configs themselves (an experiment's ``train:``), by name."""
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls) if dataclasses.is_dataclass(hints[f.name])}
+
+
 def config_fields(config_cls: type) -> list[dataclasses.Field]:
-    """The fields that are the config's keys: all but its ``FIXED_KEYS`` (inherited fields the class sets
-    itself, as a paired experiment sets each run's ``objective``)."""
-    fixed = getattr(config_cls, "FIXED_KEYS", ())
-    return [f for f in dataclasses.fields(config_cls) if f.name not in fixed]
+    """The fields that are the config's own keys (its sections' keys are ``<section>.<key>``)."""
+    nested = sections(config_cls)
+    return [f for f in dataclasses.fields(config_cls) if f.name not in nested]
 
 
 def field_types(config_cls: type) -> dict[str, type]:
-    """Key -> its Python type (str, int, float, bool, or a list of str, int or float)."""
+    """Key -> its Python type (str, int, float, bool, or a list of str, int or float); a section's keys as
+    ``<section>.<key>``, less those the config sets itself for every run (its ``RUN_KEYS``)."""
     hints = typing.get_type_hints(config_cls)
-    return {f.name: hints[f.name] for f in config_fields(config_cls)}
+    found = {f.name: hints[f.name] for f in config_fields(config_cls)}
+    run_keys = getattr(config_cls, "RUN_KEYS", ())
+    for name, section_cls in sections(config_cls).items():
+        found.update({f"{name}.{key}": kind for key, kind in field_types(section_cls).items() if key not in run_keys})
+    return found
+
+
+def section_defaults(config_cls: type) -> dict[str, Any]:
+    """The config's defaults as its flags show them: each section's from the config's own default of it."""
+    defaults = config_cls()
+    found = {f.name: f.default for f in config_fields(config_cls)}
+    for name in sections(config_cls):
+        found.update({f"{name}.{key}": value for key, value in config_to_dict(getattr(defaults, name)).items()})
+    return found
 
 
 def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def _closest(key: str, known: list[str], as_flag: bool = False) -> str:
+def _closest(key: str, known: list[str], as_flag: bool = False, config_cls: type | None = None) -> str:
+    section, _, inner = key.partition(".")
+    run_keys = getattr(config_cls, "RUN_KEYS", ())
+    if inner and config_cls is not None and section in sections(config_cls) and inner in run_keys:
+        return f" (the experiment sets each run's `{inner}` itself)"
     return did_you_mean(key, known, shown=_flag if as_flag else None)
 
 
@@ -126,7 +149,8 @@ def key_values(key: str, items: list[str]) -> tuple[dict[str, Any], list[str]]:
 def unknown_option(key: str, config_cls: type) -> UserError:
     """The error for a command-line key that ``config_cls`` does not have, naming the closest one."""
     key = key.lstrip("-").split("=")[0].replace("-", "_")
-    return UserError(f"unknown option {_flag(key)}{_closest(key, list(field_types(config_cls)), as_flag=True)}")
+    known = list(field_types(config_cls))
+    return UserError(f"unknown option {_flag(key)}{_closest(key, known, as_flag=True, config_cls=config_cls)}")
 
 
 def load_config(config_cls: type, path: str | Path | None = None, overrides: dict[str, Any] | None = None):
@@ -134,7 +158,7 @@ def load_config(config_cls: type, path: str | Path | None = None, overrides: dic
     types_by_key = field_types(config_cls)
     values: dict[str, Any] = {}
     if path is not None:
-        values.update(_read_yaml(Path(path), types_by_key))
+        values.update(_read_yaml(Path(path), config_cls, types_by_key))
     for key, value in (overrides or {}).items():
         if key not in types_by_key:
             raise unknown_option(key, config_cls)
@@ -142,7 +166,34 @@ def load_config(config_cls: type, path: str | Path | None = None, overrides: dic
     for first, second in getattr(config_cls, "EXCLUSIVE", ()):  # given together, one would be ignored
         if (overrides or {}).get(first) and (overrides or {}).get(second):
             raise UserError(f"{_flag(first)} and {_flag(second)} exclude each other; give one")
-    return checked(config_cls(**values), path)
+    return checked(build(config_cls, values), path)
+
+
+def build(config_cls: type, values: dict[str, Any]):
+    """``config_cls`` from checked values (a section's keys as ``<section>.<key>``, over the config's own
+    default of that section)."""
+    own = {key: value for key, value in values.items() if "." not in key}
+    for name in sections(config_cls):
+        given = {key.split(".", 1)[1]: value for key, value in values.items() if key.startswith(f"{name}.")}
+        if given:
+            own[name] = dataclasses.replace(getattr(config_cls(), name), **given)
+    return config_cls(**own)
+
+
+def flattened(values: dict[str, Any], config_cls: type, where: str = "") -> dict[str, Any]:
+    """A mapping read from YAML with its sections' mappings as ``<section>.<key>`` keys (and old forms in
+    today's, by the class's ``upgrade_recipe``)."""
+    upgrade = getattr(config_cls, "upgrade_recipe", None)
+    values = upgrade(values) if upgrade else values
+    found = {}
+    for key, value in values.items():
+        if key in sections(config_cls):
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: `{key}` expects a mapping of its keys to values, got {value!r}")
+            found.update({f"{key}.{inner}": item for inner, item in value.items()})
+        else:
+            found[key] = value
+    return found
 
 
 def checked(config, source: Path | str | None = None):
@@ -153,7 +204,7 @@ def checked(config, source: Path | str | None = None):
     return config
 
 
-def _read_yaml(path: Path, types_by_key: dict[str, type]) -> dict[str, Any]:
+def _read_yaml(path: Path, config_cls: type, types_by_key: dict[str, type]) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:
@@ -167,28 +218,43 @@ def _read_yaml(path: Path, types_by_key: dict[str, type]) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise UserError(f"{path}: expected a mapping of config keys to values, got {type(loaded).__name__}")
     values = {}
-    for key, value in loaded.items():
+    for key, value in flattened(loaded, config_cls, str(path)).items():
         if key not in types_by_key:
-            raise UserError(f"{path}: unknown key `{key}`{_closest(str(key), list(types_by_key))}")
+            closest = _closest(str(key), list(types_by_key), config_cls=config_cls)
+            raise UserError(f"{path}: unknown key `{key}`{closest}")
         values[key] = coerce(key, value, types_by_key[key], str(path))
     return values
 
 
 def saved_config(config_cls: type, path: Path) -> dict[str, Any]:
     """A saved config.yaml as a dict, keys added to ``config_cls`` since it was written at their defaults and
-    keys since renamed in today's form (the class's ``upgrade_saved``), so a run saved by an older meap still
-    resumes."""
+    keys since renamed or moved in today's form (the class's ``upgrade_saved``), so a run saved by an older
+    meap still resumes."""
     saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(saved, dict):
         return saved
     upgrade = getattr(config_cls, "upgrade_saved", None)
-    return {**config_to_dict(config_cls()), **(upgrade(saved) if upgrade else saved)}
+    saved = upgrade(saved) if upgrade else saved
+    found = {**config_to_dict(config_cls()), **saved}
+    for name in sections(config_cls):
+        found[name] = {**config_to_dict(getattr(config_cls(), name)), **(saved.get(name) or {})}
+    return found
 
 
 def config_to_dict(config) -> dict[str, Any]:
-    """The config's keys and values (what config.yaml holds)."""
-    values = dataclasses.asdict(config)
-    return {f.name: values[f.name] for f in config_fields(type(config))}
+    """The config's keys and values (what config.yaml holds; a section as a mapping)."""
+    return dataclasses.asdict(config)
+
+
+def dotted(values: dict[str, Any]) -> dict[str, Any]:
+    """A config's dict with each section's keys as ``<section>.<key>``, for comparing two configs key by key."""
+    found = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            found.update({f"{key}.{inner}": item for inner, item in value.items()})
+        else:
+            found[key] = value
+    return found
 
 
 def save_config(config, path: Path) -> None:

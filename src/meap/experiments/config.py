@@ -1,15 +1,17 @@
-"""The paired experiments' configs: ``meap demo`` (pretraining) and ``meap demo-sft`` (fine-tuning), each
-the config of its training command plus what the pairing and the evaluations need."""
+"""The paired experiments' configs: ``meap demo`` (pretraining) and ``meap demo-sft`` (fine-tuning). Each
+holds the config of its training command as its ``train:`` section (every run's training keys, less those
+the experiment sets for each run: :attr:`PairedExperiment.RUN_KEYS`), beside what the pairing and the
+evaluations need."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from meap.config.commands import MDQAConfig, RetrievalConfig
-from meap.config.loading import help_field, new_default
+from meap.config.loading import help_field, sections
 from meap.config.training import PretrainConfig, SFTConfig
 from meap.constants import (
     DTYPES,
@@ -55,17 +57,41 @@ class PairedExperiment:
     # evaluated again, not trained again.
     FREE_KEYS = ("summary", "records")
     EVALUATION_KEYS = ()
-    FIXED_KEYS = ("objective",)
+    # The training keys the experiment sets for each run (not keys of its `train:` section)
+    RUN_KEYS = ("objective", "output", "seed")
     ARMS = OBJECTIVES  # the names `objectives` may list
 
-    @staticmethod
-    def upgrade_saved(saved: dict) -> dict:
-        """A config.yaml saved before ``objectives`` was a list (``objective: ntp,meap``), in today's keys."""
+    # keys an older meap accepted with one value only (a recipe holding it loads; any other value is refused)
+    RETIRED = ()
+
+    @classmethod
+    def upgrade_recipe(cls, values: dict) -> dict:
+        """A recipe of an older meap in today's keys: its training keys at the top level (before they were the
+        ``train:`` section) moved there; those the experiment sets for each run stay, and are refused."""
+        values = {key: value for key, value in values.items() if (key, value) not in cls.RETIRED}
+        own = {f.name for f in dataclasses.fields(cls)}
+        training = {f.name for f in dataclasses.fields(sections(cls)["train"])} - own - set(cls.RUN_KEYS)
+        if not any(key in training for key in values):
+            return values
+        moved = {key: value for key, value in values.items() if key in training}
+        kept = {key: value for key, value in values.items() if key not in training}
+        return {**kept, "train": {**moved, **(values.get("train") or {})}}
+
+    @classmethod
+    def upgrade_saved(cls, saved: dict) -> dict:
+        """A config.yaml of an older meap in today's keys: ``objective: ntp,meap`` (before ``objectives`` was a
+        list), the keys set for each run (saved beside the others, before ``train:``) dropped, and
+        :meth:`upgrade_recipe`."""
         listed = saved.get("objective")
         if isinstance(listed, str) and "objectives" not in saved:
             saved = {key: value for key, value in saved.items() if key != "objective"}
             saved["objectives"] = [name.strip() for name in listed.split(",") if name.strip()]
-        return saved
+        own = {f.name for f in dataclasses.fields(cls)}
+        return cls.upgrade_recipe({key: value for key, value in saved.items() if key in own or key not in cls.RUN_KEYS})
+
+    def training_problems(self) -> list[str]:
+        """The ``train:`` section's problems, named as its keys are (``train.lr``)."""
+        return [f"train.{problem}" for problem in self.train.problems()]
 
     def training_seeds(self) -> list[int]:
         return list(self.seeds) or [self.seed]
@@ -89,15 +115,35 @@ class PairedExperiment:
         return found
 
 
+def branch_training() -> PretrainConfig:
+    """The demo's branches by default, sized for 2 CPU cores: ``max_steps`` is the window in which the onset
+    is looked for; the rate stays at ``lr`` (``min_lr`` equal: the schedule must not force the onset), and
+    ``warmup_steps`` warms up the shared start (the branches continue at ``lr``)."""
+    return PretrainConfig(
+        model="tiny-2l",
+        seq_len=64,
+        document_attention=True,
+        micro_batch_size=32,
+        max_steps=2000,
+        lr=3e-3,
+        min_lr=3e-3,
+        warmup_steps=100,
+        log_every=50,
+        eval_every=500,
+        save_every=500,
+        report_to=["none"],
+    )
+
+
 @dataclass
-class DemoConfig(PairedExperiment, PretrainConfig):
+class DemoConfig(PairedExperiment):
     """A paired pretraining experiment on key-based retrieval, measured as learning speed
     (:mod:`meap.experiments.demo`).
 
     Per training seed: a shared start (NTP on copy drills, short sequences) that forms copying but not
     lookup by key, then one branch per objective from that same model, at a constant learning rate, with
-    teacher-forced retrieval probes every ``probe_every`` steps. The training keys are
-    :class:`PretrainConfig`'s and apply to the branches; ``objectives`` lists the objectives to pair.
+    teacher-forced retrieval probes every ``probe_every`` steps. ``train`` holds the branches' training keys
+    (:class:`PretrainConfig`'s); ``objectives`` lists the objectives to pair.
     """
 
     objectives: list[str] = help_field(
@@ -107,8 +153,8 @@ class DemoConfig(PairedExperiment, PretrainConfig):
     )
     output: str = help_field("demo directory (default: runs/demo)", {"short": "-o"}, default="")
     seed: int = help_field(
-        "seeds the demo corpus, the keys and the probes (shared by every training seed), and "
-        "training when `seeds` is empty",
+        "seeds the demo corpus, the keys and the probes (shared by every training seed); the one training "
+        "seed when `seeds` is empty",
         default=1337,
     )
     seeds: list[int] = help_field(
@@ -128,7 +174,6 @@ class DemoConfig(PairedExperiment, PretrainConfig):
         "also write every probe curve and per-probe score, gzipped, to this file (what the summary is recomputed from)",
         default="",
     )
-    data: str = help_field("`demo`: the demo corpus built in the output directory", default="demo")
     task: str = help_field(
         "what the probes measure and the branches train on: `retrieval` (lookup by key among "
         "distractor needles, on the retrieval documents) or `copy` (continuing a repeated list, on "
@@ -188,35 +233,18 @@ class DemoConfig(PairedExperiment, PretrainConfig):
     eval_probes: int = help_field("greedy, strictly scored retrieval prompts per run (its own draw)", default=256)
     absent_probes: int = help_field("prompts with the asked needle left out (key selectivity)", default=0)
     eval_batch_size: int = help_field("prompts per forward pass of the evaluation", default=32)
-    # Branch training (PretrainConfig's keys; defaults sized for 2 CPU cores)
-    model: str = new_default(PretrainConfig, "model", default="tiny-2l")
-    seq_len: int = new_default(PretrainConfig, "seq_len", default=64)
-    document_attention: bool = new_default(PretrainConfig, "document_attention", default=True)
-    micro_batch_size: int = new_default(PretrainConfig, "micro_batch_size", default=32)
-    max_steps: int = help_field(
-        "optimizer steps of each branch (the window in which the onset is looked for)", default=2000
-    )
-    lr: float = new_default(PretrainConfig, "lr", default=3e-3)
-    min_lr: float = help_field(
-        "the branches' rate stays at lr unless this is lower (constant: the schedule must not force the onset)",
-        default=3e-3,
-    )
-    warmup_steps: int = help_field("linear warmup steps of the shared start (the branches continue at lr)", default=100)
-    log_every: int = new_default(PretrainConfig, "log_every", default=50)
-    eval_every: int = new_default(PretrainConfig, "eval_every", default=500)
-    save_every: int = new_default(PretrainConfig, "save_every", default=500)
-    report_to: list[str] = new_default(PretrainConfig, "report_to", default_factory=lambda: ["none"])
+    # The branches' training (PretrainConfig's keys; the demo corpus is built in the output directory)
+    train: PretrainConfig = field(default_factory=branch_training)
 
     command = "demo"
     FREE_KEYS = (*PairedExperiment.FREE_KEYS, "onset_threshold", "onset_window")
     EVALUATION_KEYS = ("eval_probes", "absent_probes", "eval_batch_size")
+    # the branches train on the demo's corpus and score its probes, every `probe_every` steps
+    RUN_KEYS = (*PairedExperiment.RUN_KEYS, "data", "probe_file", "probe_every")
+    RETIRED = (("data", "demo"),)  # the demo corpus, before `train:`
 
     def problems(self) -> list[str]:
-        # the branches' probe file is the demo's own (probe_every is checked here)
-        found = (
-            PretrainConfig.problems(dataclasses.replace(self, objective="meap", probe_every=0))
-            + self.pairing_problems()
-        )
+        found = self.training_problems() + self.pairing_problems()
         for key in (
             "vocab_size",
             "documents",
@@ -253,16 +281,16 @@ class DemoConfig(PairedExperiment, PretrainConfig):
             found.append(f"onset_threshold: expected a share in (0, 1], got {self.onset_threshold}")
         if self.task not in ("retrieval", "copy"):
             found.append(f"task: expected `retrieval` or `copy`, got {self.task!r}")
-        if self.data != "demo":
-            found.append(f"data: expected `demo` (the probes need the demo corpus), got {self.data!r}")
         ratios = self.mask_ratios
         if ratios and (len(ratios) < 2 or sorted(set(ratios)) != list(ratios)):
             found.append(f"mask_ratios: expected at least 2 ascending, distinct values, got {ratios}")
         found += [f"mask_ratios: {problem}" for r in ratios if (problem := mask_ratio_problem(r, zero=False))]
         if ratios and sorted(self.objectives) != ["meap", "ntp"]:
             found.append(f"objectives: a dose-response (mask_ratios) trains `ntp` and `meap`, got {self.objectives}")
-        if self.probe_every % self.log_every:
-            found.append(f"probe_every: expected a multiple of log_every ({self.log_every}), got {self.probe_every}")
+        if self.probe_every % self.train.log_every:
+            found.append(
+                f"probe_every: expected a multiple of train.log_every ({self.train.log_every}), got {self.probe_every}"
+            )
         return found
 
     def arms(self) -> list[tuple[str, str, dict]]:
@@ -287,17 +315,16 @@ class DemoConfig(PairedExperiment, PretrainConfig):
 
     def pretrain_config(self, objective: str, data: str, output: Path, seed: int, **overrides: Any) -> PretrainConfig:
         """A pretraining run of this experiment (``overrides``: other PretrainConfig keys)."""
-        keys = {f.name for f in dataclasses.fields(PretrainConfig)}
-        values = {key: getattr(self, key) for key in keys}
-        return PretrainConfig(
-            **{**values, "objective": objective, "data": data, "output": str(output), "seed": seed, **overrides}
+        return dataclasses.replace(
+            self.train, objective=objective, data=data, output=str(output), seed=seed, **overrides
         )
 
 
 @dataclass
-class SFTDemoConfig(PairedExperiment, SFTConfig):
+class SFTDemoConfig(PairedExperiment):
     """A paired fine-tuning experiment: NTP-SFT and MEAP-SFT of one model per seed at equal training tokens,
-    multi-document QA of the base model and of every fine-tuned one, and the paired comparison."""
+    multi-document QA of the base model and of every fine-tuned one, and the paired comparison. ``train``
+    holds every run's fine-tuning keys (:class:`SFTConfig`'s: the model, the data, the step)."""
 
     objectives: list[str] = help_field(
         "arms to fine-tune and compare, from `ntp`, `meap` and `ntp-equal-steps` (NTP-SFT for "
@@ -306,6 +333,11 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
         default_factory=lambda: ["ntp", "meap"],
     )
     output: str = help_field("demo directory (default: runs/demo-sft)", {"short": "-o"}, default="")
+    seed: int = help_field(
+        "seeds the evaluation's questions and the generated training conversations; the one fine-tuning seed "
+        "when `seeds` is empty",
+        default=1337,
+    )
     seeds: list[int] = help_field(
         "fine-tuning seeds (data order, masks, LoRA init); empty: `seed` alone", default_factory=list
     )
@@ -343,14 +375,17 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
         "means the run measures forgetting, not the objective",
         default=0.10,
     )
+    train: SFTConfig = field(default_factory=SFTConfig)
 
     command = "demo-sft"
     FREE_KEYS = (*PairedExperiment.FREE_KEYS, "forgetting_gate")
+    # each arm's epochs are its own key (ntp_epochs, meap_epochs): the runs stop at them
+    RUN_KEYS = (*PairedExperiment.RUN_KEYS, "epochs", "max_steps")
     ARMS = tuple(SFT_ARMS)
     EVALUATION_KEYS = ("mdqa_gold_positions", "mdqa_examples", "max_new_tokens", "eval_dtype")
 
     def problems(self) -> list[str]:
-        found = SFTConfig.problems(dataclasses.replace(self, objective="meap")) + self.pairing_problems()
+        found = self.training_problems() + self.pairing_problems()
         for key in (
             "ntp_epochs",
             "meap_epochs",
@@ -400,9 +435,7 @@ class SFTDemoConfig(PairedExperiment, SFTConfig):
 
     def sft_config(self, arm: str, output: Path, seed: int) -> SFTConfig:
         """The fine-tuning run of one arm (:data:`SFT_ARMS`) and seed."""
-        keys = {f.name for f in dataclasses.fields(SFTConfig)}
-        values = {key: getattr(self, key) for key in keys}
         objective, epochs = SFT_ARMS[arm][0], self.arm_epochs(arm)
-        return SFTConfig(
-            **{**values, "objective": objective, "output": str(output), "seed": seed, "epochs": epochs, "max_steps": 0}
+        return dataclasses.replace(
+            self.train, objective=objective, output=str(output), seed=seed, epochs=epochs, max_steps=0
         )

@@ -258,10 +258,10 @@ def trained_length(config: DemoConfig, tokenizer, documents: list[str]) -> int:
     """The longest prompt the branches train positions for: with document attention positions restart in
     every document, so it is the length that 5% of the training documents reach (longer positions are
     rarely trained); else the sequence length."""
-    if not config.document_attention:
-        return config.seq_len
+    if not config.train.document_attention:
+        return config.train.seq_len
     lengths = sorted(len(ids) for ids in tokenizer(documents, add_special_tokens=False)["input_ids"])
-    return min(config.seq_len, lengths[int(0.95 * (len(lengths) - 1))])
+    return min(config.train.seq_len, lengths[int(0.95 * (len(lengths) - 1))])
 
 
 def write_materials(found: dict, output: Path, progress: bool) -> None:

@@ -45,21 +45,21 @@ from meap.fsutil import atomic_write_json, atomic_write_jsonl
 
 SUMMARY_FILE = "demo.json"
 # `meap demo --quick`: every stage on a few documents and steps (a smoke test, not an experiment).
-QUICK = dict(
-    documents=300,
-    drill_documents=200,
-    shared_steps=4,
-    shared_batch_size=4,
-    max_steps=8,
-    micro_batch_size=4,
-    log_every=2,
-    probe_every=4,
-    eval_every=4,
-    save_every=0,
-    probes=8,
-    eval_probes=8,
-    absent_probes=4,
-)
+QUICK = {
+    "documents": 300,
+    "drill_documents": 200,
+    "shared_steps": 4,
+    "shared_batch_size": 4,
+    "probe_every": 4,
+    "probes": 8,
+    "eval_probes": 8,
+    "absent_probes": 4,
+    "train.max_steps": 8,
+    "train.micro_batch_size": 4,
+    "train.log_every": 2,
+    "train.eval_every": 4,
+    "train.save_every": 0,
+}
 
 
 def check_prompts(config: DemoConfig, found: dict, where: Path) -> None:
@@ -79,7 +79,7 @@ def training_jobs(config: DemoConfig, output: Path, data: Path, drills: Path, pr
     jobs, runs = [], {}
     for seed in config.training_seeds():
         root = output / f"seed-{seed}"
-        after, model = [], config.model
+        after, model = [], config.train.model
         if config.shared_steps:
             shared = config.pretrain_config(
                 "ntp",
@@ -90,7 +90,7 @@ def training_jobs(config: DemoConfig, output: Path, data: Path, drills: Path, pr
                 micro_batch_size=config.shared_batch_size,
                 grad_accum_steps=1,
                 max_steps=config.shared_steps,
-                min_lr=config.lr,
+                min_lr=config.train.lr,
                 eval_every=0,
                 save_every=0,
                 probe_file="",
@@ -107,7 +107,7 @@ def training_jobs(config: DemoConfig, output: Path, data: Path, drills: Path, pr
                 root / arm,
                 seed,
                 model=model,
-                warmup_steps=0 if config.shared_steps else config.warmup_steps,
+                warmup_steps=0 if config.shared_steps else config.train.warmup_steps,
                 probe_file=str(probes.absolute()),
                 probe_every=config.probe_every,
                 **overrides,
@@ -157,7 +157,8 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     say(
         f"{clock}  2/4 training {len(jobs)} runs, {config.jobs} at a time: per seed "
         + (f"a shared start ({config.shared_steps} steps of copy drills), then " if config.shared_steps else "")
-        + f"{', '.join(arm.upper() for arm, _, _ in config.arms())} for {config.max_steps} steps each; seeds {seeds}"
+        + f"{', '.join(arm.upper() for arm, _, _ in config.arms())} for {config.train.max_steps} steps each; "
+        + f"seeds {seeds}"
     )
     computed = not done or any(not job.run_dir.has_final_model() for job in jobs)
     run_jobs(jobs, config.jobs, progress)

@@ -194,11 +194,11 @@ def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) ->
     training = (
         f"{config.train_conversations} generated MDQA conversations"
         if config.train_conversations
-        else ", ".join(config.data)
+        else ", ".join(config.train.data)
     )
     epochs = ", ".join(f"{arm_label(a)} {config.arm_epochs(a)}" for a in arms)
     lines = [
-        f"# {' vs '.join(map(arm_label, arms))} of {config.model}, {len(comparison['seeds'])} seed(s)",
+        f"# {' vs '.join(map(arm_label, arms))} of {config.train.model}, {len(comparison['seeds'])} seed(s)",
         "",
         f"Fine-tuned on {training}, epochs: {epochs} (NTP-SFT and MEAP-SFT at equal training tokens; the "
         "equal-steps arm at MEAP-SFT's optimizer steps). Evaluated on multi-document QA, "
@@ -275,11 +275,12 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     say(f"{clock}  1/4 evaluation files")
     files = _mdqa_files(config, output / "mdqa")
     if config.train_conversations:
-        config = dataclasses.replace(config, data=[str(_training_file(config, output / "mdqa", files))])
-    say(f"{clock}  2/4 MDQA of the base model {config.model}")
+        trained_on = [str(_training_file(config, output / "mdqa", files))]
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, data=trained_on))
+    say(f"{clock}  2/4 MDQA of the base model {config.train.model}")
     base_evaluation = RunDir(output / "base").evaluation("mdqa")
     computed = not has_summary(base_evaluation, "mdqa")  # else every stage may have been done
-    base = _evaluate(config, config.model, base_evaluation, files, progress)
+    base = _evaluate(config, config.train.model, base_evaluation, files, progress)
     runs: dict[int, dict[str, Path]] = {seed: {} for seed in seeds}
     rows: dict[str, dict] = {}
     for number, (seed, arm) in enumerate(((s, a) for s in seeds for a in arms), 1):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meap.config import config_to_dict, save_config, saved_config
+from meap.config.loading import dotted
 from meap.errors import UserError
 from meap.fsutil import atomic_write_json, atomic_write_lines
 from meap.rundir import EVAL_DIR, RunDir, last_value
@@ -102,7 +103,7 @@ def check_output(config, output: Path, overwrite: bool) -> list[str]:
         if any(output.iterdir()):
             raise UserError(f"{output}: directory is not empty and holds no demo; choose another --output")
         return []
-    before, now = saved_config(type(config), saved), config_to_dict(config)
+    before, now = dotted(saved_config(type(config), saved)), dotted(config_to_dict(config))
     changed = sorted(key for key in now if before.get(key) != now[key] and key not in config.FREE_KEYS)
     if set(changed) - set(config.EVALUATION_KEYS):
         raise UserError(
