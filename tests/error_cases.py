@@ -818,6 +818,16 @@ CASES = [
         ("numerics", "portable, native"),
     ),
     Case(
+        "recompute-not-a-records-file",
+        lambda i: ["experiment", "recompute", str(write(i.tmp / "summary.json", "{}\n"))],
+        ("summary.json", "expected a gzipped JSON records file", "Not a gzipped file"),
+    ),
+    Case(
+        "recompute-arm-without-same",
+        lambda i: ["experiment", "recompute", str(write(i.tmp / "r.json.gz", "x")), "--arm", "meap-0.15=meap"],
+        ("--arm", "MINE=OTHERS", "with --same"),
+    ),
+    Case(
         "demo-output-holds-something-else",
         lambda i: ["demo", "--quick", "--output", str(write(i.tmp / "notes" / "a.txt", "x").parent)],
         ("notes", "holds no demo"),

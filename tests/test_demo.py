@@ -11,7 +11,6 @@ import pytest
 from meap.cli import main
 from meap.experiments.corpus import stated_needles
 from meap.experiments.paired import differences, onset_comparison, probe_curve, read_records
-from meap.experiments.paired import main as paired_main
 from meap.fsutil import write_json_gz
 from meap.stats import compare_onsets, onset
 
@@ -64,6 +63,16 @@ def test_onsets_and_their_paired_ratio():
 RESULTS = Path(__file__).parent.parent / "results"
 
 
+def recompute(arguments: list[str], status: int | None = None) -> None:
+    """``meap experiment recompute ARGUMENTS``; with ``status``, it must exit with it."""
+    if status is None:
+        main(["experiment", "recompute", *arguments])
+        return
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment", "recompute", *arguments])
+    assert exit_info.value.code == status
+
+
 def test_a_rerun_is_compared_with_the_records_run_by_run_timings_aside(tmp_path, capsys):
     committed = read_records(RESULTS / "evidence-cpu.records.json.gz")
     rerun = copy.deepcopy({seed: committed[seed] for seed in (0, 1)})  # a partial rerun, elsewhere, slower
@@ -80,28 +89,30 @@ def test_a_rerun_is_compared_with_the_records_run_by_run_timings_aside(tmp_path,
     ]
     write_json_gz(tmp_path / "rerun.json.gz", {str(seed): runs for seed, runs in rerun.items()})
     with pytest.raises(SystemExit) as exit_info:
-        paired_main([str(tmp_path / "rerun.json.gz"), "--same", str(RESULTS / "evidence-cpu.records.json.gz")])
+        recompute([str(tmp_path / "rerun.json.gz"), "--same", str(RESULTS / "evidence-cpu.records.json.gz")])
     printed = capsys.readouterr().out
     assert exit_info.value.code == 1 and "4 runs compared" in printed and ": 2 differences" in printed
     # the committed dose-response's NTP and 15% branches of seeds 0-2 are the evidence run's, record for record
-    paired_main(
+    recompute(
         [
             str(RESULTS / "evidence-dose-cpu.records.json.gz"),
             *("--same", str(RESULTS / "evidence-cpu.records.json.gz"), "--arm", "meap-0.15=meap"),
-        ]
+        ],
+        status=0,
     )
     printed = capsys.readouterr().out
     assert "6 runs compared" in printed and ": 0 differences" in printed
     # portable numerics: the run repeated on an AVX-512 CPU (Zen 4) is the AVX2 (Zen 2) run, record for record
-    paired_main(
-        [str(RESULTS / "evidence-cpu-zen4.records.json.gz"), "--same", str(RESULTS / "evidence-cpu.records.json.gz")]
+    recompute(
+        [str(RESULTS / "evidence-cpu-zen4.records.json.gz"), "--same", str(RESULTS / "evidence-cpu.records.json.gz")],
+        status=0,
     )
     printed = capsys.readouterr().out
     assert "16 runs compared" in printed and ": 0 differences" in printed
     # a name in neither file is refused, not silently compared less
     for arm in ("meap-.15=meap", "meap-0.15=mepa"):
         with pytest.raises(SystemExit) as exit_info:
-            paired_main(
+            recompute(
                 [
                     str(RESULTS / "evidence-dose-cpu.records.json.gz"),
                     "--same",
@@ -274,37 +285,33 @@ def test_the_retrieval_task_holds_its_probe_keys_out_of_training(tmp_path, capsy
 
 
 COMMITTED_SUMMARIES = [
-    ("evidence-cpu.json", "evidence-cpu.records.json.gz", "onsets"),
-    ("evidence-cpu-zen4.json", "evidence-cpu-zen4.records.json.gz", "onsets"),
-    (
-        "superseded/evidence-cpu-2026-12-04-zen4.json",
-        "superseded/evidence-cpu-2026-12-04-zen4.records.json.gz",
-        "onsets",
-    ),
+    ("evidence-cpu.json", "evidence-cpu.records.json.gz", "demo"),
+    ("evidence-cpu-zen4.json", "evidence-cpu-zen4.records.json.gz", "demo"),
+    ("superseded/evidence-cpu-2026-12-04-zen4.json", "superseded/evidence-cpu-2026-12-04-zen4.records.json.gz", "demo"),
     ("evidence-dose-cpu.json", "evidence-dose-cpu.records.json.gz", "dose"),
-    ("superseded/evidence-sft-2026-12-04.json", "superseded/evidence-sft-2026-12-04.records.json.gz", "sft"),
-    ("evidence-sft.json", "evidence-sft.records.json.gz", "sft"),
-    ("evidence-cpu-long.json", "evidence-cpu-long.records.json.gz", "onsets"),
+    ("superseded/evidence-sft-2026-12-04.json", "superseded/evidence-sft-2026-12-04.records.json.gz", "demo-sft"),
+    ("evidence-sft.json", "evidence-sft.records.json.gz", "demo-sft"),
+    ("evidence-cpu-long.json", "evidence-cpu-long.records.json.gz", "demo"),
 ]
 
 
 @pytest.mark.parametrize("summary,records,kind", COMMITTED_SUMMARIES, ids=[s for s, _, _ in COMMITTED_SUMMARIES])
-def test_every_committed_summary_recomputes_from_its_records(summary, records, kind):
-    """Every key the analysis computes is in the committed summary, equal: RESULTS.md's numbers are held here."""
-    from meap.experiments.demo_sft import recompute
-    from meap.experiments.dose import dose_response
-    from meap.fsutil import read_json_gz
+def test_every_committed_summary_recomputes_from_its_records(summary, records, kind, capsys):
+    """Every key `meap experiment recompute` computes is in the committed summary, equal: RESULTS.md's numbers
+    are held here, each by the experiment that wrote its records (read from the file)."""
+    from meap.experiments.recompute import experiment_of, read
 
     committed = json.loads((RESULTS / summary).read_text())
     assert committed["code"]["commit"] or committed["code"]["published_in"]
     assert (committed["wall_seconds"] or 0) > 1 or committed.get("wall_note")
-    if kind == "sft":
-        recomputed = recompute(read_json_gz(RESULTS / records))
-    else:
-        analysis = onset_comparison if kind == "onsets" else dose_response
-        recomputed = analysis(
-            read_records(RESULTS / records), threshold=committed["threshold"], window=committed["window"]
-        )
+    assert experiment_of(read(RESULTS / records)) == kind
+    verdict = (
+        [] if kind == "demo-sft" else ["--threshold", str(committed["threshold"]), "--window", str(committed["window"])]
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment", "recompute", str(RESULTS / records), *verdict])
+    assert exit_info.value.code == 0
+    recomputed = json.loads(capsys.readouterr().out)
     assert len(recomputed) > 5
     for key, value in recomputed.items():
         assert key in committed, key

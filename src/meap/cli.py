@@ -89,6 +89,12 @@ def _compare(config, args: argparse.Namespace) -> None:
     print(f"wrote {compare_runs(config.runs, config.output)} and report.html")
 
 
+def _recompute(config, args: argparse.Namespace) -> None:
+    from meap.experiments.recompute import recompute
+
+    recompute(config)
+
+
 def _presets(config, args: argparse.Namespace) -> None:
     from meap.presets import PRESETS
 
@@ -102,8 +108,9 @@ def _presets(config, args: argparse.Namespace) -> None:
 
 @dataclass(frozen=True)
 class Command:
-    """One ``meap`` command. ``config``: its config class, or its name in :mod:`meap.config` or
-    :mod:`meap.config.commands` (None: no flags). ``kind``: ``training`` (a recipe, --resume/--overwrite,
+    """One ``meap`` command. ``config``: its config class, or its name in :mod:`meap.config`,
+    :mod:`meap.config.commands`, :mod:`meap.experiments.config` or :mod:`meap.experiments.recompute` (None: no
+    flags). ``kind``: ``training`` (a recipe, --resume/--overwrite,
     :func:`meap.train.launch_config`), ``experiment`` (a recipe, --overwrite continues or replaces
     ``what``) or ``tool`` (flags only). ``runs``: called with the config and the parsed arguments."""
 
@@ -119,10 +126,12 @@ class Command:
         from meap import config as configs
         from meap.config import commands
         from meap.experiments import config as experiments
+        from meap.experiments import recompute
 
         if self.config is None or isinstance(self.config, type):
             return self.config
-        return next(getattr(m, self.config) for m in (configs, commands, experiments) if hasattr(m, self.config))
+        modules = (configs, commands, experiments, recompute)
+        return next(getattr(m, self.config) for m in modules if hasattr(m, self.config))
 
 
 _RECIPE = "YAML recipe (see configs/); resuming without one reads the run's own config.yaml"
@@ -188,6 +197,11 @@ COMMANDS = {
         "GenerateConfig", "continue prompts with a model (greedy, or sampled with --temperature)", _generate
     ),
     ("compare",): Command("CompareConfig", "a report comparing runs (curves, evaluations, configs)", _compare),
+    ("experiment", "recompute"): Command(
+        "RecomputeConfig",
+        "an experiment's verdict recomputed from the records file it published (--same: two runs compared)",
+        _recompute,
+    ),
 }
 GROUPS = {
     "eval": (
@@ -196,6 +210,7 @@ GROUPS = {
     ),
     "data": ("maker", "make evaluation data"),
     "analyze": ("analysis", "look inside models (attention)"),
+    "experiment": ("experiment", "work with an experiment's published records"),
 }
 
 

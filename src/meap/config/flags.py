@@ -89,7 +89,7 @@ def _add_flag(target, key: str, f: dataclasses.Field, kind: type, default, exclu
             exclusive[cli["exclusive"]] = target.add_mutually_exclusive_group()
         parent = exclusive[cli["exclusive"]]
     if cli.get("positional"):
-        parent.add_argument(key, nargs="+", metavar=metavar, help=text)
+        parent.add_argument(key, nargs="+" if item is not None else None, metavar=metavar, help=text)
         return
     stated = cli.get("switch") or default in ("", None, dataclasses.MISSING) or "(default" in text
     shown = str(default).lower() if isinstance(default, bool) else default

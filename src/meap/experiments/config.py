@@ -344,7 +344,7 @@ class SFTDemoConfig(PairedExperiment):
     summary: str = help_field("also write the summary JSON to this file, and its tables beside it (.md)", default="")
     records: str = help_field(
         "also write every model's per-question MDQA records, gzipped, to this file (what the "
-        "summary is recomputed from: python -m meap.experiments.demo_sft FILE)",
+        "summary is recomputed from: meap experiment recompute FILE)",
         default="",
     )
     ntp_epochs: int = help_field("epochs of NTP-SFT", default=4)

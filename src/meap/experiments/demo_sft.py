@@ -23,8 +23,6 @@ Stages (a finished stage is skipped, so an interrupted run continues):
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 from pathlib import Path
 
 from meap.config import config_to_dict
@@ -40,7 +38,7 @@ from meap.experiments.runner import (
     say,
     start_experiment,
 )
-from meap.fsutil import atomic_write_json, atomic_write_text, read_json_gz, write_json_gz
+from meap.fsutil import atomic_write_json, atomic_write_text, write_json_gz
 from meap.rundir import RunDir
 
 SUMMARY_FILE = "demo-sft.json"
@@ -319,12 +317,3 @@ def recompute(loaded: dict) -> dict:
     """The comparison from the records file's content (``{"base", "gate", "runs": {seed: {arm: records}}}``)."""
     runs = {int(seed): by_arm for seed, by_arm in loaded["runs"].items()}
     return sft_comparison(loaded["base"], runs, loaded["gate"])
-
-
-def main(argv: list[str]) -> None:
-    """``python -m meap.experiments.demo_sft RECORDS.json.gz``: the comparison recomputed, as JSON."""
-    print(json.dumps(recompute(read_json_gz(argv[0])), indent=2))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

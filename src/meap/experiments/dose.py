@@ -7,19 +7,18 @@ window-mean probe accuracy: the mean of a branch's probe scores over its window,
 where an onset (:mod:`meap.experiments.paired`) is mostly censored. Its trend over the ratios is tested with Page's L,
 two-sided, and sized by the per-seed slope (:func:`meap.stats.trend`), and :func:`decide_trend` reads it.
 The same is reported for the final strict score and the clean validation loss, with the onsets and how many
-were censored. Recomputed from the records: ``python -m meap.experiments.dose RECORDS.json.gz``.
+were censored. Recomputed from the records: ``meap experiment recompute RECORDS.json.gz``.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from meap.errors import UserError
 from meap.eval.results import prompt_scores
 from meap.experiments.config import arm_ratio
 from meap.experiments.figures import plot_dose
-from meap.experiments.paired import main, percent, probe_curve
+from meap.experiments.paired import percent, probe_curve
 from meap.fsutil import atomic_write_text
 from meap.report import markdown
 from meap.rundir import last_value
@@ -158,7 +157,3 @@ def write_dose_report(comparison: dict, output: Path) -> Path:
     path = output / "comparison.md"
     atomic_write_text(path, markdown(blocks))
     return path
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:], dose_response, prog="python -m meap.experiments.dose")

@@ -11,17 +11,14 @@ validation loss, and attention onto the values.
 
 Everything is computed from :func:`load_runs` (the run directories) or :func:`read_records` (the gzipped
 records file the evidence commits), so every number of RESULTS.md can be recomputed:
-``python -m meap.experiments.paired results/evidence-cpu.records.json.gz``.
+``meap experiment recompute results/evidence-cpu.records.json.gz``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-from meap.constants import ONSET_THRESHOLD, ONSET_WINDOW
 from meap.errors import UserError
 from meap.eval.results import RECORDS_FILE, prompt_scores, summary_file
 from meap.eval.results import read_records as read_jsonl
@@ -52,7 +49,7 @@ def load_runs(runs: dict[int, dict[str, Path]]) -> dict[int, dict[str, dict]]:
 
 
 def write_records(loaded: dict[int, dict[str, dict]], path: Path) -> None:
-    """The loaded runs as one gzipped JSON file (``python -m meap.experiments.paired FILE`` recomputes the verdict)."""
+    """The loaded runs as one gzipped JSON file (``meap experiment recompute FILE`` recomputes the verdict)."""
     write_json_gz(path, {str(seed): runs for seed, runs in loaded.items()})
 
 
@@ -313,36 +310,3 @@ def differences(
     if not compared:
         raise UserError("the two records files hold no run of the same seed and name (map names with --arm)")
     return compared, found
-
-
-def main(argv: list[str], compare=onset_comparison, prog: str = "python -m meap.experiments.paired") -> None:
-    """``python -m meap.experiments.paired RECORDS.json.gz``: the verdict recomputed by ``compare``
-    (:func:`onset_comparison`, or :func:`meap.experiments.dose.dose_response` for ``python -m
-    meap.experiments.dose``), as JSON. With ``--same OTHER``: whether the runs both files hold computed the
-    same (:func:`differences`; exit 1 when not), e.g. a rerun on another CPU."""
-    parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
-    parser.add_argument("records", type=Path)
-    parser.add_argument("--threshold", type=float, default=ONSET_THRESHOLD, help="the verdict's onset threshold")
-    parser.add_argument("--window", type=int, default=ONSET_WINDOW, help="the verdict's moving-average window (probes)")
-    parser.add_argument("--same", type=Path, metavar="OTHER", help="another records file to compare the runs with")
-    parser.add_argument("--arm", action="append", default=[], metavar="MINE=OTHERS", help="a run named otherwise there")
-    args = parser.parse_args(argv)
-    try:
-        if any("=" not in arm for arm in args.arm) or (args.arm and args.same is None):
-            raise UserError("--arm: expected MINE=OTHERS (e.g. meap-0.15=meap), with --same")
-        loaded = read_records(args.records)
-        if args.same is None:
-            result = compare(loaded, threshold=args.threshold, window=args.window)
-            result.pop("curves")
-            print(json.dumps(result, indent=2))
-            return
-        compared, found = differences(loaded, read_records(args.same), dict(a.split("=", 1) for a in args.arm))
-    except UserError as error:
-        parser.exit(2, f"{prog}: error: {error}\n")
-    print("\n".join(found + [f"{len(compared)} runs compared ({', '.join(compared)}): {len(found)} differences"]))
-    if found:
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
