@@ -225,3 +225,21 @@ def test_a_second_signal_stops_at_once():
     assert stop.received == signal.SIGTERM
     with pytest.raises(KeyboardInterrupt):  # the second: at once (run.py then names the last checkpoint kept)
         stop._handle(signal.SIGINT, None)
+
+
+def test_an_ntp_run_records_the_ratio_it_trained_at_and_one_saved_otherwise_resumes(prepared, tmp_path, uninterrupted):
+    """NTP is MEAP at ratio 0: its config.yaml says 0.0 (an older meap saved the unused default, and that run
+    still resumes)."""
+    import yaml
+
+    saved = yaml.safe_load((uninterrupted["ntp"] / "config.yaml").read_text())
+    assert saved["objective"] == "ntp" and saved["mask_ratio"] == 0.0
+    assert yaml.safe_load((uninterrupted["meap"] / "config.yaml").read_text())["mask_ratio"] == 0.15
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted["ntp"], run)
+    shutil.rmtree(run / "final")
+    shutil.rmtree(sorted(checkpoint_dirs(run / "checkpoints"))[-1])
+    (run / "config.yaml").write_text(yaml.safe_dump({**saved, "mask_ratio": 0.15}, sort_keys=False))
+    pretrain(tiny_config(prepared, run, objective="ntp", **STEPS), resume=True, progress=False)
+    assert without_timing(read_metrics(run)) == without_timing(read_metrics(uninterrupted["ntp"]))
+    assert yaml.safe_load((run / "config.yaml").read_text())["mask_ratio"] == 0.0

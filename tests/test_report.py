@@ -344,15 +344,16 @@ def test_each_niah_variant_has_its_own_section(three_runs, tmp_path):
     assert "## Needle in a haystack (share of required values recalled)" in text  # the single variant stays
 
 
-def _run_with_retrieval(root, seed: int, objective: str, scores: list[float], val_loss: float):
+def _run_with_retrieval(root, seed: int, objective: str, scores: list[float], val_loss: float, ratio=None):
     """A run directory as `meap pretrain` and `meap eval retrieval` leave it (the files alone)."""
     import yaml
 
     from meap.eval.results import write_records, write_summary
 
-    run = root / f"seed-{seed}" / objective
+    run = root / f"seed-{seed}" / (objective if ratio is None else f"{objective}-{ratio}")
     (run / "eval" / "retrieval").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"objective": objective, "seed": seed}))
+    ratios = {} if ratio is None else {"mask_ratio": ratio}
+    (run / "config.yaml").write_text(yaml.safe_dump({"objective": objective, "seed": seed, **ratios}))
     (run / "metrics.jsonl").write_text(json.dumps({"step": 4, "tokens": 64, "loss": 3.0, "val_loss": val_loss}) + "\n")
     write_records(
         run / "eval" / "retrieval",
@@ -385,6 +386,27 @@ def test_compare_pairs_runs_by_seed_with_seed_level_statistics(tmp_path):
     assert "With 3 seeds the exact sign-flip p cannot go below 0.25: it cannot reach 0.05" in section
     loss = seed_statistics([m - n for n, m in val.values()])
     assert f"| validation loss | {loss['mean']:+.4f} [{loss['ci95'][0]:+.4f}, {loss['ci95'][1]:+.4f}] |" in section
+
+
+def test_compare_pairs_every_arm_the_runs_hold_with_the_baseline(tmp_path):
+    """A 5% MEAP arm beside the 15% one: each is paired with NTP by seed, named by its ratio, with no edit."""
+    from meap.stats import paired_difference
+
+    scores = {0: ([0, 0, 1, 0], [1, 0, 1, 0], [1, 1, 1, 0]), 1: ([1, 0, 0, 0], [1, 0, 0, 1], [1, 0, 1, 1])}
+    arms = (("ntp", 0.0), ("meap", 0.05), ("meap", 0.15))
+    runs = [
+        _run_with_retrieval(tmp_path, seed, objective, scores[seed][i], 2.0, ratio)
+        for seed in scores
+        for i, (objective, ratio) in enumerate(arms)
+    ]
+    report = compare_runs(runs, tmp_path / "report").read_text()
+    assert report.startswith("# NTP vs MEAP-0.05 vs MEAP-0.15\n")
+    for i, arm in ((1, "MEAP-0.05"), (2, "MEAP-0.15")):
+        section = report.split(f"## {arm} - NTP, paired by seed (2 seed(s): 0, 1)")[1].split("\n## ")[0]
+        paired = paired_difference([scores[s][0] for s in scores], [scores[s][i] for s in scores])
+        assert f"| key-based retrieval, strict | {paired['difference']:+.3f} [" in section
+        assert f"| measure | {arm} - NTP [95% CI] |" in section
+    assert "## MEAP - NTP" not in report
 
 
 def test_compare_says_when_both_arms_sit_at_the_floor(tmp_path):

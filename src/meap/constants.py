@@ -3,7 +3,7 @@
 MASK_TOKEN = "[MASK]"
 IGNORE_INDEX = -100  # label value cross-entropy skips (PyTorch's and Hugging Face's convention)
 
-OBJECTIVES = ("ntp", "meap")
+OBJECTIVES = ("ntp", "meap")  # the baseline first: comparisons are each arm minus it
 DEFAULT_MASK_RATIO = 0.15  # the paper's pretraining ratio (its fine-tuning uses 0.1, set in the SFT recipes)
 # The onset of a skill: where the trailing moving average of this many probe scores first reaches this share
 ONSET_THRESHOLD, ONSET_WINDOW = 0.5, 3

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from meap.eval.kind import format_value
 from meap.eval.results import KINDS, kind_of
-from meap.report_sections import attention_by_run, seed_pairs
+from meap.report_sections import arm_title, attention_by_run, seed_pairs
 from meap.stats import seed_statistics
 
 
@@ -53,16 +53,22 @@ def paper_table(blocks: list[tuple], loaded: dict[str, dict]) -> None:
     paired = pairs and sum(len(pair) for pair in pairs.values()) == len(loaded)
     if paired:
         names = {id(run): name for name, run in loaded.items()}
-        header = ["measure", f"NTP (mean of {len(pairs)} seeds)", f"MEAP (mean of {len(pairs)})", "MEAP - NTP [95% CI]"]
+        reference, *others = order = list(next(iter(pairs.values())))
+        header = [
+            "measure",
+            f"{arm_title(reference)} (mean of {len(pairs)} seeds)",
+            *(f"{arm_title(arm)} (mean of {len(pairs)})" for arm in others),
+            *(f"{arm_title(arm)} - {arm_title(reference)} [95% CI]" for arm in others),
+        ]
         rows = []
         for measure in measures:
-            values = {
-                objective: [by_run[names[id(pair[objective])]].get(measure) for pair in pairs.values()]
-                for objective in ("ntp", "meap")
-            }
-            both = [(n, m) for n, m in zip(values["ntp"], values["meap"]) if n is not None and m is not None]
-            cells = [_mean([v for v in values[o] if v is not None]) for o in ("ntp", "meap")]
-            rows.append([measure, *map(format_value, cells), _difference([m - n for n, m in both])])
+            values = {arm: [by_run[names[id(pair[arm])]].get(measure) for pair in pairs.values()] for arm in order}
+            cells = [_mean([v for v in values[arm] if v is not None]) for arm in order]
+            differences = [
+                _difference([m - n for n, m in zip(values[reference], values[arm]) if n is not None and m is not None])
+                for arm in others
+            ]
+            rows.append([measure, *map(format_value, cells), *differences])
     else:
         header = ["measure", *loaded]
         rows = [[measure, *[format_value(by_run[name].get(measure)) for name in loaded]] for measure in measures]
@@ -70,7 +76,7 @@ def paper_table(blocks: list[tuple], loaded: dict[str, dict]) -> None:
         (
             "p",
             "Each measure as this run's evaluations give it"
-            + (", NTP and MEAP paired by training seed" if paired else "")
+            + (f", {' and '.join(map(arm_title, order))} paired by training seed" if paired else "")
             + "; the last column is the paper's result as the spec reads it (reported numbers for a 1.1B model "
             "trained on up to 200B tokens, not verified here), for reference, not for comparison.",
         ),

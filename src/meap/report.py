@@ -14,7 +14,7 @@ from meap.eval.kind import format_value
 from meap.eval.results import KINDS, section_of
 from meap.paper_table import paper_table
 from meap.plots import plot_loss_curves
-from meap.report_sections import attention_by_run, paired_by_seed
+from meap.report_sections import arm_order, arm_title, arms, attention_by_run, paired_by_seed
 from meap.rundir import ARTIFACT_DIRS, RunDir, last_value
 
 
@@ -88,8 +88,9 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     loaded = dict(zip(_labels(paths), (read_run(path) for path in paths)))
     output.mkdir(parents=True, exist_ok=True)
     objectives = {run["config"].get("objective") for run in loaded.values()}
+    arm_names = set(arms(loaded).values())
     blocks: list[tuple] = [
-        ("h1", _title(objectives)),
+        ("h1", _title(arm_names)),
         ("p", "Runs: " + ", ".join(f"{name} ({run['path']})" for name, run in loaded.items()) + "."),
     ]
     attention = attention_by_run(loaded)
@@ -183,12 +184,12 @@ def _held_out(run: dict) -> str:
     return f" ({sequences:,} x {length} tokens)" if sequences and length else ""
 
 
-def _title(objectives: set) -> str:
-    if objectives == {"ntp", "meap"}:
-        return "NTP vs MEAP"
-    if len(objectives) == 1 and None not in objectives:
-        return f"{next(iter(objectives)).upper()} runs compared"
-    return "Comparison of runs"
+def _title(arm_names: set) -> str:
+    if None in arm_names:
+        return "Comparison of runs"
+    if len(arm_names) == 1:
+        return f"{arm_title(next(iter(arm_names)))} runs compared"
+    return " vs ".join(map(arm_title, arm_order(arm_names)))
 
 
 def _incomparable(loaded: dict[str, dict]) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from meap.constants import OBJECTIVES
 from meap.eval.kind import RECORDS_FILE, by_label, format_value, read_records, section
 from meap.eval.results import KINDS, kind_of, prompt_scores, summary_file
 from meap.plots import plot_accuracy_by_position, plot_attention_layers, plot_niah_heatmap, plot_segment_mass
@@ -117,35 +118,73 @@ def harness_section(blocks: list[tuple], loaded: dict[str, dict], title: str) ->
         )
 
 
-def seed_pair_names(loaded: dict[str, dict]) -> dict:
-    """seed -> {"ntp": name, "meap": name}: the seeds (from the runs' configs) with exactly one run of each."""
-    by_seed: dict = {}
-    for name, run in loaded.items():
-        by_seed.setdefault(run["config"].get("seed"), {}).setdefault(run["config"].get("objective"), []).append(name)
+def arms(loaded: dict[str, dict]) -> dict[str, str | None]:
+    """Each run's arm, from its config: its objective, and for MEAP its mask ratio too (``meap-0.05``) where
+    the runs hold MEAP at more than one ratio. The arms are whatever the runs are: no arm is named here."""
+
+    def ratio(run: dict):
+        return run["config"].get("mask_ratio")
+
+    meap = {ratio(run) for run in loaded.values() if run["config"].get("objective") == OBJECTIVES[1]}
     return {
-        seed: {o: names[o][0] for o in ("ntp", "meap")}
+        name: f"{OBJECTIVES[1]}-{ratio(run):g}"
+        if len(meap) > 1 and run["config"].get("objective") == OBJECTIVES[1]
+        else run["config"].get("objective")
+        for name, run in loaded.items()
+    }
+
+
+def arm_order(names) -> list[str]:
+    """Arms in the order comparisons read them: the baseline (NTP) first, then by name."""
+    return sorted(names, key=lambda arm: (arm != OBJECTIVES[0], str(arm)))
+
+
+def arm_title(arm: str) -> str:
+    return arm.upper()
+
+
+def seed_pair_names(loaded: dict[str, dict]) -> dict:
+    """seed -> {arm: name}, the baseline arm first: the seeds (from the runs' configs) with exactly one run of
+    every arm the runs hold (at least two arms)."""
+    by_seed: dict = {}
+    arm_by_name = arms(loaded)
+    order = arm_order({arm for arm in arm_by_name.values() if arm is not None})
+    if len(order) < 2:
+        return {}
+    for name, run in loaded.items():
+        by_seed.setdefault(run["config"].get("seed"), {}).setdefault(arm_by_name[name], []).append(name)
+    return {
+        seed: {arm: names[arm][0] for arm in order}
         for seed, names in sorted(by_seed.items(), key=str)
-        if len(names.get("ntp", [])) == 1 and len(names.get("meap", [])) == 1
+        if all(len(names.get(arm, [])) == 1 for arm in order)
     }
 
 
 def seed_pairs(loaded: dict[str, dict]) -> dict:
-    """seed -> {"ntp": run, "meap": run}, as :func:`seed_pair_names`."""
+    """seed -> {arm: run}, as :func:`seed_pair_names`."""
     return {seed: {o: loaded[name] for o, name in pair.items()} for seed, pair in seed_pair_names(loaded).items()}
 
 
 def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
-    """MEAP - NTP paired by training seed (each run's config), with the seed-level statistics of
-    :mod:`meap.stats`: the validation loss, and each evaluation scored per prompt in both runs of every seed."""
+    """Each arm minus the baseline (MEAP - NTP) paired by training seed (each run's config), with the
+    seed-level statistics of :mod:`meap.stats`: the validation loss, and each evaluation scored per prompt in
+    both runs of every seed."""
     pairs = seed_pairs(loaded)
     if not pairs:
         return
+    reference, *others = next(iter(pairs.values()))
+    for arm in others:
+        _paired_arm(blocks, pairs, arm, reference)
+
+
+def _paired_arm(blocks: list[tuple], pairs: dict, arm: str, reference: str) -> None:
     seeds = list(pairs)
+    mine, base = arm_title(arm), arm_title(reference)
     blocks += [
-        ("h2", f"MEAP - NTP, paired by seed ({len(seeds)} seed(s): {', '.join(map(str, seeds))})"),
+        ("h2", f"{mine} - {base}, paired by seed ({len(seeds)} seed(s): {', '.join(map(str, seeds))})"),
         (
             "p",
-            "Each seed's MEAP run minus its NTP run (seeds read from the runs' configs); the mean over "
+            f"Each seed's {mine} run minus its {base} run (seeds read from the runs' configs); the mean over "
             "seeds with a 95% t-interval (seeds and prompts as crossed factors), the exact sign-flip p and "
             "the Hodges-Lehmann estimate. "
             + (
@@ -164,7 +203,7 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
             )
         )
     rows = []
-    val = [[last_value(pairs[s][o]["metrics"], "val_loss") for o in ("ntp", "meap")] for s in seeds]
+    val = [[last_value(pairs[s][o]["metrics"], "val_loss") for o in (reference, arm)] for s in seeds]
     if all(n is not None and m is not None for n, m in val):
         statistics = seed_statistics([m - n for n, m in val])
         rows.append(
@@ -174,23 +213,23 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
                 format_value(statistics["sign_flip_p"]),
                 f"{statistics['hodges_lehmann']:+.4f}",
                 f"{len(seeds)} x 1",
-                reading(statistics["ci95"], "lower"),
+                reading(statistics["ci95"], "lower", mine, base),
             ]
         )
     for kind, (key, measure), unit in (
         (name, kind.paired_score, kind.paired_unit) for name, kind in KINDS.items() if kind.paired_score
     ):
         shared = set.intersection(
-            *(set(pairs[s][o]["evaluations"].get(kind, {})) for s in seeds for o in ("ntp", "meap"))
+            *(set(pairs[s][o]["evaluations"].get(kind, {})) for s in seeds for o in (reference, arm))
         )
         for directory in sorted(shared):
             label = f"{measure} [{directory}]" if len(shared) > 1 else measure
             files = {
                 o: [pairs[s][o]["evaluations"][kind][directory][0].parent / RECORDS_FILE for s in seeds]
-                for o in ("ntp", "meap")
+                for o in (reference, arm)
             }
             tables = {
-                o: [prompt_scores(read_records(file), key, unit=unit) for file in files[o]] for o in ("ntp", "meap")
+                o: [prompt_scores(read_records(file), key, unit=unit) for file in files[o]] for o in (reference, arm)
             }
             if len({len(row) for rows_ in tables.values() for row in rows_}) != 1:
                 rows.append([label, "the runs were evaluated on different numbers of prompts", "", "", "", ""])
@@ -203,7 +242,7 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
                 bound = {0.0: "floor", 1.0: "ceiling"}.get(every.pop(), "same value")
                 rows.append([label, f"both arms at the {bound} on every prompt", "", "", "", "nothing to conclude"])
                 continue
-            paired = paired_difference(tables["ntp"], tables["meap"])
+            paired = paired_difference(tables[reference], tables[arm])
             rows.append(
                 [
                     label,
@@ -211,33 +250,34 @@ def paired_by_seed(blocks: list[tuple], loaded: dict[str, dict]) -> None:
                     format_value(paired["sign_flip_p"]),
                     f"{paired['hodges_lehmann']:+.3f}",
                     f"{paired['seeds']} x {paired['prompts']}",
-                    reading(paired["ci95"], "higher"),
+                    reading(paired["ci95"], "higher", mine, base),
                 ]
             )
     blocks.append(
         (
             "table",
-            ["measure", "MEAP - NTP [95% CI]", "sign-flip p", "Hodges-Lehmann", "seeds x prompts", "reading"],
+            ["measure", f"{mine} - {base} [95% CI]", "sign-flip p", "Hodges-Lehmann", "seeds x prompts", "reading"],
             rows,
         )
     )
     blocks.append(
         (
             "p",
-            "Reading: an interval that excludes 0 says which objective is better on that measure (higher "
+            "Reading: an interval that excludes 0 says which arm is better on that measure (higher "
             "scores, lower loss); one that includes it, no detectable difference. With one seed it describes "
-            "the prompts of that one training run, not the objective.",
+            "the prompts of that one training run, not the arm.",
         )
     )
 
 
-def reading(interval: list[float] | None, better: str) -> str:
-    """The pre-stated rule's reading of a MEAP - NTP interval: ``better`` is the direction that is better."""
+def reading(interval: list[float] | None, better: str, arm: str = "MEAP", reference: str = "NTP") -> str:
+    """The pre-stated rule's reading of an ``arm`` - ``reference`` interval: ``better`` is the direction that
+    is better."""
     if interval is None:
         return "no interval"
     low, high = interval
     if low > 0 or high < 0:
-        return "MEAP better" if (low > 0) == (better == "higher") else "NTP better"
+        return f"{arm} better" if (low > 0) == (better == "higher") else f"{reference} better"
     return "no detectable difference"
 
 
@@ -278,8 +318,14 @@ def niah_section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title:
                 ],
             )
         )
-    # MEAP minus NTP within each seed where the runs pair by seed, else each run minus the first
-    pairs = [(p["meap"], p["ntp"]) for p in seed_pair_names(loaded).values() if p["ntp"] in niah and p["meap"] in niah]
+    # each arm minus the baseline within each seed where the runs pair by seed, else each run minus the first
+    pairs = [
+        (pair[arm], pair[reference])
+        for pair in seed_pair_names(loaded).values()
+        for reference, *others in [list(pair)]
+        for arm in others
+        if pair[reference] in niah and pair[arm] in niah
+    ]
     names = list(niah)
     for index, (name, baseline) in enumerate(pairs or [(name, names[0]) for name in names[1:]], 1):
         base, other = niah_cells(niah[baseline]), niah_cells(niah[name])

@@ -108,6 +108,13 @@ class TrainingConfig:
         builds its arguments: :func:`meap.train.arguments.training_arguments`)."""
         return key_values("trainer_args", self.trainer_args)[0]
 
+    @staticmethod
+    def upgrade_saved(saved: dict) -> dict:
+        """A config.yaml of an older meap, which saved an NTP run with the ratio it did not train at."""
+        if saved.get("objective") == "ntp" and saved.get("mask_ratio"):
+            return {**saved, "mask_ratio": 0.0}
+        return saved
+
     def effective_mask_ratio(self) -> float:
         """The ratio the collator applies: the NTP baseline is MEAP at ratio 0."""
         return self.mask_ratio if self.objective == "meap" else 0.0

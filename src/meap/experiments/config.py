@@ -149,7 +149,7 @@ class DemoConfig(PairedExperiment):
     objectives: list[str] = help_field(
         "objectives to train and compare, from `ntp`, `meap` (default: ntp meap)",
         {"metavar": "NAME"},
-        default_factory=lambda: ["ntp", "meap"],
+        default_factory=lambda: list(OBJECTIVES),
     )
     output: str = help_field("demo directory (default: runs/demo)", {"short": "-o"}, default="")
     seed: int = help_field(
@@ -285,7 +285,7 @@ class DemoConfig(PairedExperiment):
         if ratios and (len(ratios) < 2 or sorted(set(ratios)) != list(ratios)):
             found.append(f"mask_ratios: expected at least 2 ascending, distinct values, got {ratios}")
         found += [f"mask_ratios: {problem}" for r in ratios if (problem := mask_ratio_problem(r, zero=False))]
-        if ratios and sorted(self.objectives) != ["meap", "ntp"]:
+        if ratios and set(self.objectives) != set(OBJECTIVES):
             found.append(f"objectives: a dose-response (mask_ratios) trains `ntp` and `meap`, got {self.objectives}")
         if self.probe_every % self.train.log_every:
             found.append(
@@ -330,7 +330,7 @@ class SFTDemoConfig(PairedExperiment):
         "arms to fine-tune and compare, from `ntp`, `meap` and `ntp-equal-steps` (NTP-SFT for "
         "`meap_epochs` epochs: MEAP-SFT's optimizer steps) (default: ntp meap)",
         {"metavar": "NAME"},
-        default_factory=lambda: ["ntp", "meap"],
+        default_factory=lambda: list(OBJECTIVES),
     )
     output: str = help_field("demo directory (default: runs/demo-sft)", {"short": "-o"}, default="")
     seed: int = help_field(

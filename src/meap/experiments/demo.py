@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from meap.config import config_to_dict
+from meap.constants import OBJECTIVES
 from meap.eval.results import has_summary
 from meap.experiments.config import DemoConfig
 from meap.experiments.corpus import DATA_DIRS, EVALUATION_FILE, PROBES_FILE, materials, trained_length, write_materials
@@ -169,7 +170,7 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     loaded = load_runs(runs)
     if config.records:
         write_records(loaded, Path(config.records))
-    if set(objectives) != {"ntp", "meap"}:
+    if set(objectives) != set(OBJECTIVES):
         say(f"{clock}  done: one objective, nothing to pair; the runs and their evaluations are in {output}")
         return {"runs": {str(seed): {o: str(run) for o, run in by.items()} for seed, by in runs.items()}}
     say(f"{clock}  4/4 verdict")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from meap.constants import OBJECTIVES
 from meap.errors import UserError
 from meap.eval.results import RECORDS_FILE, prompt_scores, summary_file
 from meap.eval.results import read_records as read_jsonl
@@ -69,7 +70,7 @@ def probe_curve(metrics: list[dict]) -> tuple[list[int], list[float]]:
 def onset_comparison(loaded: dict[int, dict[str, dict]], *, threshold: float, window: int) -> dict:
     """NTP vs MEAP over seeds (module docstring); ``loaded`` from :func:`load_runs` or :func:`read_records`."""
     seeds = sorted(loaded)
-    objectives = ("ntp", "meap")
+    objectives = OBJECTIVES
     if any(set(loaded[seed]) != set(objectives) for seed in seeds):
         raise UserError("paired comparison: every seed needs an `ntp` and a `meap` run")
     curves = {o: [probe_curve(loaded[seed][o]["metrics"]) for seed in seeds] for o in objectives}

@@ -54,7 +54,8 @@ def save_final(run: Run) -> Path:
 
 def _execute(config: TrainingConfig, build, resume: bool, overwrite: bool, progress: bool) -> Path:
     """Claim the output, build the run, train (or resume), write ``final/``; return the output directory."""
-    config = dataclasses.replace(config, output=str(config.resolved_output()))
+    # a run records what it trains with: its directory, and the ratio it masks at (NTP: MEAP at ratio 0)
+    config = dataclasses.replace(config, output=str(config.resolved_output()), mask_ratio=config.effective_mask_ratio())
     output = config.resolved_output()
     run_dir = RunDir(output)
     # Checks are read-only, so every process reaches the same verdict; only the main process writes.
