@@ -162,3 +162,22 @@ def test_an_ntp_run_gets_no_masked_pass_its_mask_row_was_never_trained(tiny_mode
     assert ntp["has_mask_token"] and not ntp["masked_pass"] and ntp["objective"] == "ntp"
     assert "score_decay" not in ntp["average"] and "score_decay" not in ntp["layers"][0]
     assert meap["masked_pass"] and meap["objective"] == "meap" and "score_decay" in meap["layers"][0]
+
+
+def test_the_masked_copy_is_drawn_as_training_draws_masks():
+    """X_M hides the training ratio of the haystack (masking.mask_inputs, exact count), never the needle
+    nor the query."""
+    from meap.eval.attention import _masked
+    from meap.masking import mask_inputs
+
+    ids = torch.arange(100, 160)[None]
+    bounds = {"answer": (20, 26), "query": (50, 60)}
+    masked_ids, hidden = _masked(ids, bounds, 0.15, MASK, torch.Generator().manual_seed(3))
+    assert hidden.shape == (50,) and int(hidden.sum()) == round(0.15 * 44)
+    assert not hidden[20:26].any() and (masked_ids[0, 50:] == ids[0, 50:]).all()
+    assert (masked_ids[0, :50][hidden] == MASK).all() and (masked_ids[0, :50][~hidden] == ids[0, :50][~hidden]).all()
+    eligible = torch.zeros(ids.shape, dtype=torch.bool)
+    eligible[0, :50] = True
+    eligible[0, 20:26] = False
+    _, expected = mask_inputs(ids, 0.15, MASK, eligible=eligible, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(hidden, expected[0, :50])

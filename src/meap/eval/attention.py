@@ -33,6 +33,7 @@ from meap.config.commands import AttentionConfig
 from meap.constants import DEFAULT_MASK_RATIO
 from meap.errors import UserError
 from meap.eval.results import write_summary
+from meap.masking import mask_inputs
 from meap.touchpoints import attention_kernel
 
 SEGMENTS = ("before", "answer", "after", "query")
@@ -136,14 +137,14 @@ def analyse(
         for probe in tqdm(probes, desc="attention", unit="probe", disable=not progress):
             ids = torch.tensor([probe["input_ids"]], device=device)
             bounds = probe["bounds"]
-            masked = None if mask_token_id is None else _draw_mask(bounds, mask_ratio, generator).to(device)
+            masked_ids, masked = (
+                (None, None) if mask_token_id is None else _masked(ids, bounds, mask_ratio, mask_token_id, generator)
+            )
             recorder.bounds, recorder.rows, recorder.masked = bounds, slice(*bounds["query"]), masked
             model(input_ids=ids, use_cache=False)  # X_N: segment statistics, and those of the keys to be masked
             clean = [dict(layer) for layer in recorder.layers]
             if masked is not None:
-                hidden = torch.zeros_like(ids, dtype=torch.bool)
-                hidden[0, : len(masked)] = masked
-                model(input_ids=ids.masked_fill(hidden, mask_token_id), use_cache=False)  # X_M
+                model(input_ids=masked_ids, use_cache=False)  # X_M
                 for layer, masked_stats in zip(clean, recorder.layers):
                     layer.update(
                         clean_masked_mass=layer.pop("masked_mass"),
@@ -158,16 +159,16 @@ def analyse(
     return _summarise(per_probe, masked=mask_token_id is not None)
 
 
-def _draw_mask(bounds: dict, mask_ratio: float, generator: torch.Generator) -> torch.Tensor:
-    """Which context positions (before the query) the masked copy hides: ``mask_ratio`` of the haystack."""
+def _masked(ids: torch.Tensor, bounds: dict, mask_ratio: float, mask_token_id: int, generator: torch.Generator):
+    """The masked copy X_M, drawn as training draws masks (:func:`meap.masking.mask_inputs`): ``mask_ratio`` of
+    the haystack (the context before the query, never the needle) hidden. Returns its ids and which context
+    positions it hides."""
     context = bounds["query"][0]
-    eligible = torch.ones(context, dtype=torch.bool)
-    eligible[slice(*bounds["answer"])] = False  # mask the haystack, never the needle
-    count = max(1, round(mask_ratio * int(eligible.sum())))
-    chosen = eligible.nonzero().flatten()[torch.randperm(int(eligible.sum()), generator=generator)[:count]]
-    masked = torch.zeros(context, dtype=torch.bool)
-    masked[chosen] = True
-    return masked
+    eligible = torch.zeros(ids.shape, dtype=torch.bool)
+    eligible[0, :context] = True
+    eligible[0, slice(*bounds["answer"])] = False
+    masked_ids, mask = mask_inputs(ids.cpu(), mask_ratio, mask_token_id, eligible=eligible, generator=generator)
+    return masked_ids.to(ids.device), mask[0, :context].to(ids.device)
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
