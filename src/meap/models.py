@@ -323,7 +323,6 @@ def mask_row_trained(model_dir: str | Path) -> bool:
     continued that knows); an NTP run from a fresh init never saw ``[MASK]`` in its inputs, so its row is as
     it was initialised. A model from elsewhere whose tokenizer has ``[MASK]`` is taken as trained with it.
     """
-    import yaml
 
     seen: set[Path] = set()
     path = Path(model_dir).resolve()
@@ -332,7 +331,7 @@ def mask_row_trained(model_dir: str | Path) -> bool:
         run = RunDir(path.parent if path.name == FINAL_DIR else path)
         if not run.config_file.is_file():
             return True
-        config = yaml.safe_load(run.config_file.read_text(encoding="utf-8")) or {}
+        config = run.saved_config()
         if config.get("objective") == "meap" and float(config.get("mask_ratio", DEFAULT_MASK_RATIO)) > 0:
             return True
         start = config.get("model")

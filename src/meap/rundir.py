@@ -133,6 +133,18 @@ class RunDir:
                 raise UserError(f"{self.metrics_file}:{number}: not a JSON object") from None
         return records
 
+    def last_logged_step(self) -> int:
+        """The last step metrics.jsonl records (0 before the first), read from the line starts alone: cheap
+        enough to poll while the run writes, and a line being written is passed over, not an error."""
+        try:
+            lines = self.metrics_file.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return 0
+        for line in reversed(lines):
+            if line.startswith('{"step": '):
+                return int(line[len('{"step": ') :].split(",", 1)[0])
+        return 0
+
     def truncate_metrics(self, last_step: int) -> None:
         """Drop records after ``last_step`` (a resumed run logs those steps again) and a half-written line."""
         if not self.metrics_file.is_file():

@@ -174,17 +174,6 @@ class Job:
             return [*base, "--output", str(self.run_dir.root), "--resume"]
         return [*base, "--config", str(self.beside(JOB_CONFIG)), "--overwrite"]
 
-    def steps_done(self) -> int:
-        """The last logged step (0 before the first), read from metrics.jsonl for the progress bar."""
-        try:
-            lines = self.run_dir.metrics_file.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return 0
-        for line in reversed(lines):
-            if line.startswith('{"step": '):
-                return int(line[len('{"step": ') :].split(",", 1)[0])
-        return 0
-
 
 def job_seconds(jobs: list[Job]) -> float:
     """Training time of ``jobs`` summed over them (each run's last ``elapsed_s``): what an experiment that was
@@ -218,7 +207,7 @@ def run_jobs(jobs: list[Job], parallel: int, progress: bool = True) -> None:
     running: dict[str, tuple[Job, subprocess.Popen]] = {}
 
     def steps() -> int:
-        return sum(job.config.max_steps if job.name in done else job.steps_done() for job in jobs)
+        return sum(job.config.max_steps if job.name in done else job.run_dir.last_logged_step() for job in jobs)
 
     # initial: a continued run's rate and ETA count only the steps trained now
     bar = tqdm(
