@@ -56,8 +56,17 @@ def write_records(loaded: dict[int, dict[str, dict]], path: Path) -> None:
 
 def read_records(path: Path) -> dict[int, dict[str, dict]]:
     try:
-        return {int(seed): runs for seed, runs in read_json_gz(path).items()}
-    except (OSError, EOFError, ValueError, AttributeError) as error:
+        content = read_json_gz(path)
+    except (OSError, EOFError, ValueError) as error:
+        raise UserError(f"{path}: expected a gzipped JSON records file written by meap demo ({error})") from None
+    return by_seed(content, path)
+
+
+def by_seed(content, path: Path) -> dict[int, dict[str, dict]]:
+    """A records file's content (read from ``path``) as seed -> arm -> run."""
+    try:
+        return {int(seed): runs for seed, runs in content.items()}
+    except (ValueError, AttributeError) as error:
         raise UserError(f"{path}: expected a gzipped JSON records file written by meap demo ({error})") from None
 
 

@@ -82,10 +82,10 @@ def _verdict(path: Path, config: RecomputeConfig) -> dict:
 
         return recompute(records)
     from meap.experiments.dose import dose_response
-    from meap.experiments.paired import onset_comparison, read_records
+    from meap.experiments.paired import by_seed, onset_comparison
 
     compare = dose_response if kind == "dose" else onset_comparison
-    result = compare(read_records(path), threshold=config.threshold, window=config.window)
+    result = compare(by_seed(records, path), threshold=config.threshold, window=config.window)
     result.pop("curves")
     return result
 
@@ -96,13 +96,16 @@ def recompute(config: RecomputeConfig) -> None:
     if not config.same:
         print(json.dumps(_verdict(records, config), indent=2))
         return
-    from meap.experiments.paired import differences, read_records
+    from meap.experiments.paired import by_seed, differences
 
     arms = dict(arm.split("=", 1) for arm in config.arm)
+    loaded = []
     for path in (records, Path(config.same)):
-        if experiment_of(read(path)) == "demo-sft":
+        content = read(path)
+        if experiment_of(content) == "demo-sft":
             raise UserError(f"{path}: --same compares the pretraining experiment's runs; this is demo-sft's records")
-    compared, found = differences(read_records(records), read_records(Path(config.same)), arms)
+        loaded.append(by_seed(content, path))
+    compared, found = differences(*loaded, arms)
     print("\n".join(found + [f"{len(compared)} runs compared ({', '.join(compared)}): {len(found)} differences"]))
     if found:
         sys.exit(1)
