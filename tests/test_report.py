@@ -7,8 +7,10 @@ import pytest
 import yaml
 
 from meap.config import PretrainConfig, load_config
-from meap.config.commands import AttentionConfig, MDQAConfig, NIAHConfig
 from meap.errors import UserError
+from meap.eval.attention import AttentionConfig
+from meap.eval.mdqa import MDQAConfig
+from meap.eval.niah import NIAHConfig
 from meap.plots import (
     draw_accuracy_by_position,
     draw_attention_layers,
@@ -500,55 +502,11 @@ def test_compare_pairs_niah_and_mdqa_within_seeds_and_labels_runs_by_seed(tmp_pa
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["seed-0/ntp", "seed-1/ntp"]
 
 
-@pytest.fixture
-def toy_kind():
-    """A toy evaluation kind, registered for one test: what a new evaluation's module adds, nothing more."""
-    from meap.eval.results import KINDS, EvaluationKind, register
-
-    def section(blocks, loaded, output):
-        scores = {name: run["evaluations"]["toy"] for name, run in loaded.items() if "toy" in run["evaluations"]}
-        blocks.append(("h2", "Toy score"))
-        blocks.append(
-            ("table", ["run", "score"], [[name, f"{s['eval/toy'][1]['score']:.2f}"] for name, s in scores.items()])
-        )
-
-    kind = register(
-        EvaluationKind(
-            "toy",
-            "toy.json",
-            lambda summary, output: f"toy: {summary['score']:.2f} -> {output}",
-            section,
-            paired_score=("hit", "toy, hit"),
-        )
-    )
-    yield kind
-    del KINDS["toy"]
-
-
-def test_a_registered_evaluation_kind_reaches_the_report_without_touching_it(toy_kind, tmp_path):
-    from meap.eval.results import headline, write_records, write_summary
-    from meap.stats import paired_difference
-
-    hits = {0: ([0, 1, 0], [1, 1, 0]), 1: ([0, 0, 0], [1, 0, 1])}
-    runs = []
-    for seed in hits:
-        for i, objective in enumerate(("ntp", "meap")):
-            run = _run_with_retrieval(tmp_path, seed, objective, [0, 1], 2.0)
-            (run / "eval" / "toy").mkdir()
-            write_records(run / "eval" / "toy", [{"hit": h} for h in hits[seed][i]])
-            summary = write_summary(run / "eval" / "toy", "toy", {"score": sum(hits[seed][i]) / 3})
-            runs.append(run)
-    assert (runs[0] / "eval" / "toy" / "toy.json").is_file() and json.loads(
-        (runs[0] / "eval" / "toy" / "toy.json").read_text()
-    )["kind"] == "toy"
-    assert headline(summary, "out") == "toy: 0.67 -> out"
-    assert set(find_evaluations(runs[0])) == {"retrieval", "toy"}
-    report = compare_runs(runs, tmp_path / "report").read_text()
-    assert "## Toy score" in report and "| seed-1/meap | 0.67 |" in report
-    assert "retrieval (eval/retrieval), toy (eval/toy)" in report  # the runs table lists it
-    paired = paired_difference([hits[s][0] for s in hits], [hits[s][1] for s in hits])
-    assert f"| toy, hit | {paired['difference']:+.3f} [" in report
-    # a summary whose kind is not registered is not an evaluation: kinds are read from `kind` alone
-    (runs[0] / "eval" / "other").mkdir()
-    (runs[0] / "eval" / "other" / "summary.json").write_text(json.dumps({"cells": [], "overall": {}}))
-    assert "other" not in json.dumps(sorted(find_evaluations(runs[0])))
+def test_a_summary_whose_kind_is_not_registered_is_not_an_evaluation(tmp_path):
+    """Kinds are read from a summary's `kind` alone (a new kind end to end: tests/eval/test_toy_kind.py)."""
+    run = _run_with_retrieval(tmp_path, 0, "ntp", [0, 1], 2.0)
+    (run / "eval" / "other").mkdir()
+    (run / "eval" / "other" / "summary.json").write_text(json.dumps({"cells": [], "overall": {}}))
+    (run / "eval" / "unknown").mkdir()
+    (run / "eval" / "unknown" / "summary.json").write_text(json.dumps({"kind": "unknown", "score": 1.0}))
+    assert set(find_evaluations(run)) == {"retrieval"}

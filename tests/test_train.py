@@ -13,10 +13,10 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from meap.config import PretrainConfig, config_to_dict, load_config
-from meap.config.commands import NIAHConfig
 from meap.data.blocks import PackedBlocks
 from meap.data.shards import open_split
 from meap.errors import UserError
+from meap.eval.niah import NIAHConfig
 from meap.rundir import RUN_FILE, without_timing
 from meap.train import pretrain
 from meap.train.build import build_run

@@ -1,6 +1,7 @@
 """The ``meap`` command: argument parsing and calls into the library, nothing else.
 
-Every command is one entry of :data:`COMMANDS`: its config class, its help, how its config is read (``kind``)
+Every command is one entry of :data:`COMMANDS` (an evaluation kind's, of its record: :func:`commands`): its
+config class, its help, how its config is read (``kind``)
 and the function that runs it. Its flags are generated from the config dataclass (:mod:`meap.config`); the
 training commands and the experiments read a YAML recipe too. Configs import no torch and the library is
 imported only to run a command, so ``meap --help`` and an argument error are instant. A
@@ -48,14 +49,12 @@ def _experiment(module: str, function: str) -> Callable:
     return experiment
 
 
-def _evaluation(module: str | Callable) -> Callable:
-    """An evaluation: ``module.evaluate(config)`` (or the entry point given), then its headline
-    (:mod:`meap.eval.results`)."""
+def _evaluation(entry: Callable) -> Callable:
+    """An evaluation: its kind's entry point, then its headline (:mod:`meap.eval.results`)."""
 
     def evaluate(config, args: argparse.Namespace) -> None:
         from meap.eval.results import headline
 
-        entry = importlib.import_module(module).evaluate if isinstance(module, str) else module
         line = headline(entry(dataclasses.replace(config, no_progress=not _bars(config.no_progress))), config.output)
         if line:
             print(line)
@@ -134,9 +133,29 @@ class Command:
         return next(getattr(m, self.config) for m in modules if hasattr(m, self.config))
 
 
+KIND_COMMANDS = None  # in COMMANDS, under a group's word: the evaluation kinds' commands of that group go here
+
+
+def commands() -> dict[tuple[str, ...], Command]:
+    """Every command, in `meap --help`'s order: :data:`COMMANDS`, with each group's evaluation kinds' commands
+    where it says (each kind declares its own, :mod:`meap.eval.kind`; read from the registry now, so that a kind
+    registered after import has its command too)."""
+    found: dict[tuple[str, ...], Command] = {}
+    for words, command in COMMANDS.items():
+        if command is KIND_COMMANDS:
+            found |= {
+                kind.command: Command(kind.config, kind.help, _evaluation(kind.evaluate))
+                for kind in KINDS.values()
+                if kind.command[:1] == words
+            }
+        else:
+            found[words] = command
+    return found
+
+
 _RECIPE = "YAML recipe (see configs/); resuming without one reads the run's own config.yaml"
 # Every command, in `meap --help`'s order; words -> Command.
-COMMANDS = {
+COMMANDS: dict[tuple[str, ...], Command | None] = {
     ("pretrain",): Command(
         "PretrainConfig", "pretrain a model with MEAP (or the NTP baseline)", _train("pretrain"), "training", _RECIPE
     ),
@@ -163,20 +182,7 @@ COMMANDS = {
     ),
     ("prepare",): Command("PrepareConfig", "tokenise local corpora into packed token shards", _prepare),
     ("presets",): Command(None, "list the model presets", _presets),
-    ("eval", "niah"): Command("NIAHConfig", "needle in a haystack", _evaluation("meap.eval.niah")),
-    ("eval", "mdqa"): Command("MDQAConfig", "multi-document QA (lost in the middle)", _evaluation("meap.eval.mdqa")),
-    ("eval", "retrieval"): Command(
-        "RetrievalConfig",
-        "key-based retrieval probes, scored strictly (one value, the asked one)",
-        _evaluation("meap.eval.retrieval"),
-    ),
-    ("eval", "harness"): Command("HarnessConfig", "lm-evaluation-harness tasks", _evaluation("meap.eval.harness")),
-    # the kinds that declare their command in their own module (meap.eval.kind)
-    **{
-        ("eval", kind.command): Command(kind.config, kind.help, _evaluation(kind.evaluate))
-        for kind in KINDS.values()
-        if kind.command
-    },
+    ("eval",): KIND_COMMANDS,
     ("eval", "suite"): Command(
         SuiteConfig,
         "the paper's whole evaluation of one or more models, stage by stage (an interrupted suite continues)",
@@ -188,11 +194,7 @@ COMMANDS = {
     ("data", "make-mdqa"): Command(
         "MakeMDQAConfig", "synthetic multi-document QA in the lost-in-the-middle format", _make_mdqa
     ),
-    ("analyze", "attention"): Command(
-        "AttentionConfig",
-        "attention from the query onto the needle, entropy, and the masked-key score decay (the MEAP paper's analysis)",
-        _evaluation("meap.eval.attention"),
-    ),
+    ("analyze",): KIND_COMMANDS,
     ("generate",): Command(
         "GenerateConfig", "continue prompts with a model (greedy, or sampled with --temperature)", _generate
     ),
@@ -251,18 +253,18 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = Parser(prog="meap", description="Mask-Enhanced Autoregressive Prediction (MEAP).")
     parser.add_argument("--version", action="version", version=f"meap {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    top = parser.add_subparsers(dest="command", required=True)
     last = {
         "training": frozenset(f.name for f in dataclasses.fields(TrainingConfig)),
         "tool": frozenset(f.name for f in dataclasses.fields(GenerationOptions)),
     }
     groups: dict[str, argparse._SubParsersAction] = {}
-    for words, command in COMMANDS.items():
-        where = commands
+    for words, command in commands().items():
+        where = top
         if len(words) > 1:
             if words[0] not in groups:
                 dest, group_help = GROUPS[words[0]]
-                groups[words[0]] = commands.add_parser(words[0], help=group_help).add_subparsers(
+                groups[words[0]] = top.add_parser(words[0], help=group_help).add_subparsers(
                     dest=dest, required=True
                 )
             where = groups[words[0]]
@@ -298,7 +300,7 @@ def execute(argv: list[str]) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise unknown_argument(unknown, Parser.commands[" ".join(["meap", *args._words])])
-    command = COMMANDS[args._words]
+    command = commands()[args._words]
     command.runs(_load(command, args), args)
     return 0
 

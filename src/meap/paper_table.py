@@ -5,9 +5,9 @@ kinds' records (``paper_rows``, ``paper``). Plain files in, no torch."""
 
 from __future__ import annotations
 
+from meap.arms import arm_title, seed_pairs
 from meap.eval.kind import format_value
 from meap.eval.results import KINDS, kind_of
-from meap.report_sections import arm_title, attention_by_run, seed_pairs
 from meap.stats import seed_statistics
 
 
@@ -23,14 +23,15 @@ def measures_by_run(loaded: dict[str, dict]) -> dict[str, dict[str, float | None
         for section, found in run["evaluations"].items():
             for label, (_, summary) in sorted(found.items()):
                 kind = KINDS[kind_of(summary)]
-                if kind.paper_rows is None or kind.name == "attention":
+                if kind.paper_rows is None or kind.entries:
                     continue
                 suffix = f" [{label}]" if len(labels[section]) > 1 else ""
                 for measure, value in kind.paper_rows(summary).items():
                     table[name][measure + suffix] = value
-    attention = KINDS["attention"]
-    for name, (entry, _) in attention_by_run(loaded).items():
-        table[name].update(attention.paper_rows(entry))
+    for kind in KINDS.values():  # a kind whose summaries cover several runs: each run's entry
+        if kind.paper_rows and kind.entries:
+            for name, (entry, _) in kind.entries(loaded).items():
+                table[name].update(kind.paper_rows(entry))
     return table
 
 

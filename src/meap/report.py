@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from meap.arms import arm_order, arm_title, arms
 from meap.errors import UserError
 from meap.eval.kind import format_value
 from meap.eval.results import KINDS, section_of
+from meap.paired_table import paired_by_seed
 from meap.paper_table import paper_table
 from meap.plots import plot_loss_curves
-from meap.report_sections import arm_order, arm_title, arms, attention_by_run, paired_by_seed
 from meap.rundir import ARTIFACT_DIRS, RunDir, last_value
 
 
@@ -93,7 +94,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
         ("h1", _title(arm_names)),
         ("p", "Runs: " + ", ".join(f"{name} ({run['path']})" for name, run in loaded.items()) + "."),
     ]
-    attention = attention_by_run(loaded)
+    entries = {kind.name: kind.entries(loaded) for kind in KINDS.values() if kind.entries}
 
     rows = [
         [
@@ -102,8 +103,8 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
             format_value(run["metrics"][-1].get("step")) if run["metrics"] else "n/a",
             format_value(last_value(run["metrics"], "val_loss")) + _held_out(run),
             format_value(last_value(run["metrics"], "loss")),
-            ", ".join(_found(run, k, name, attention) for k in KINDS if _has(run, k, name, attention)) or "none",
-            ", ".join(k for k in KINDS if not _has(run, k, name, attention)) or "none",
+            ", ".join(_found(run, k, name, entries) for k in KINDS if _has(run, k, name, entries)) or "none",
+            ", ".join(k for k in KINDS if not _has(run, k, name, entries)) or "none",
         ]
         for name, run in loaded.items()
     ]
@@ -156,7 +157,7 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
             blocks.append(("p", f"No `{x_key}` in any run's metrics.jsonl: no plot by {xlabel}."))
 
     for kind in KINDS.values():
-        kind.section_writer()(blocks, loaded, output)
+        kind.report_section(blocks, loaded, output)
     paired_by_seed(blocks, loaded)
 
     blocks.append(("h2", "Configuration differences"))
@@ -227,13 +228,14 @@ def _meap_share(run: dict) -> str:
     return f" ({100 * share:.0f}% of conversations with the masked copy)" if share is not None and share < 1 else ""
 
 
-def _has(run: dict, kind: str, name: str, attention: dict) -> bool:
-    return name in attention if kind == "attention" else kind in run["evaluations"]
+def _has(run: dict, kind: str, name: str, entries: dict) -> bool:
+    """Whether run ``name`` holds ``kind``: an entry of its, for a kind that finds them itself (``entries``)."""
+    return name in entries[kind] if kind in entries else kind in run["evaluations"]
 
 
-def _found(run: dict, kind: str, name: str, attention: dict) -> str:
+def _found(run: dict, kind: str, name: str, entries: dict) -> str:
     """``kind``, with the directories of its evaluations (``mdqa (eval/mdqa, eval/mdqa-short)``)."""
-    labels = [] if kind == "attention" else sorted(run["evaluations"][kind])
+    labels = [] if kind in entries else sorted(run["evaluations"][kind])
     return f"{kind} ({', '.join(labels)})" if labels else kind
 
 

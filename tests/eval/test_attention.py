@@ -8,8 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from meap.config.commands import AttentionConfig
-from meap.eval.attention import SEGMENTS, analyse, build_probes, evaluate
+from meap.eval.attention import SEGMENTS, AttentionConfig, analyse, build_probes, evaluate
 
 MASK = 99
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meap.config.commands import HarnessConfig
 from meap.errors import UserError
 from meap.eval import harness
+from meap.eval.harness import HarnessConfig
 from meap.eval.results import summary_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "harness"

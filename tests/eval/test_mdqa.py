@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from meap.config.commands import MakeMDQAConfig, MDQAConfig
+from meap.config.commands import MakeMDQAConfig
 from meap.errors import UserError
-from meap.eval.mdqa import INSTRUCTION, build_prompt, evaluate, gold_position, read_mdqa
+from meap.eval.mdqa import INSTRUCTION, MDQAConfig, build_prompt, evaluate, gold_position, read_mdqa
 from meap.eval.mdqa_data import make_mdqa
 
 from conftest import tiny_llama

@@ -7,11 +7,10 @@ import re
 
 import pytest
 
-from meap.config.commands import NIAHConfig
 from meap.data.prose import insert_at_depth
 from meap.errors import UserError
 from meap.eval.generation import prompt_length
-from meap.eval.niah import evaluate
+from meap.eval.niah import NIAHConfig, evaluate
 from meap.eval.niah_data import Needle, build_examples, random_needle, read_haystack
 
 PROSE = " ".join(f"Sentence number {i} talks about the weather in town {i % 7}." for i in range(400))

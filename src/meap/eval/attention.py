@@ -17,26 +17,59 @@ per layer and over layers:
 
 Weights come from the eager kernel (the fused ones never materialise them) and are reduced inside a
 forward hook on each attention module, one layer at a time, so memory stays that of one layer's
-(heads × T × T) matrix however deep the model is.
+(heads × T × T) matrix however deep the model is. The kind whole: its config, headline, report section and
+record, :data:`KIND`; one ``attention.json`` covers every model analysed, so the kind finds each run's entry
+itself (:func:`entries`).
 """
 
 from __future__ import annotations
 
+import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
 
 from meap.config import checked
-from meap.config.commands import AttentionConfig
-from meap.constants import DEFAULT_MASK_RATIO
+from meap.config.commands import CommandConfig, haystack_option, no_progress_option, option, output_option
+from meap.constants import DEFAULT_MASK_RATIO, mask_ratio_problem
 from meap.errors import UserError
-from meap.eval.results import write_summary
-from meap.masking import mask_inputs
+from meap.eval.kind import EvaluationKind, format_value
+from meap.rundir import ARTIFACT_DIRS, RunDir
 from meap.touchpoints import attention_kernel
 
+if TYPE_CHECKING:
+    import torch
+
 SEGMENTS = ("before", "answer", "after", "query")
+
+
+@dataclass
+class AttentionConfig(CommandConfig):
+    model: list[str] = option(
+        "one or more: Hugging Face model directories, hub ids, meap run directories, `smollm2-135m`",
+        factory=list,
+        required=True,
+        metavar="MODEL",
+    )
+    output: str = output_option("directory for attention.json and the plots")
+    samples: int = option("probes (needle inputs) per model", 8)
+    length: int = option("probe length in model tokens", 1024, metavar="TOKENS")
+    haystack: list[str] = haystack_option(
+        "files, directories or globs (read as `meap prepare` reads them), `builtin` (Paul "
+        "Graham essays) or `builtin-prose` (default: builtin)"
+    )
+    mask_ratio: float = option("context share masked in the masked copy", DEFAULT_MASK_RATIO, metavar="RATIO")
+    seed: int = option("seed of the probes' needles and masks", 0)
+    no_progress: bool = no_progress_option("no progress bars (none either when stderr is not a terminal)")
+
+    def problems(self) -> list[str]:
+        found = (
+            [] if self.samples >= 1 and self.length >= 8 else ["attention: expected --samples >= 1 and --length >= 8"]
+        )
+        if problem := mask_ratio_problem(self.mask_ratio, zero=False):
+            found.append(f"--mask-ratio: {problem}")
+        return found
 
 
 def build_probes(tokenizer, haystack: str, *, length: int, samples: int, seed: int = 0) -> list[dict]:
@@ -98,6 +131,8 @@ class _Recorder:
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if weights is None:
                 raise RuntimeError("attention weights were not returned; the analysis needs the eager kernel")
+            import torch
+
             rows = weights[0, :, self.rows, :].float()  # (heads, query rows, keys)
             stats = {name: rows[..., slice(*self.bounds[name])].sum(-1).mean().item() for name in SEGMENTS}
             stats["entropy"] = -torch.special.xlogy(rows, rows).sum(-1).mean().item()
@@ -114,7 +149,6 @@ class _Recorder:
             handle.remove()
 
 
-@torch.no_grad()
 def analyse(
     model,
     probes: list[dict],
@@ -125,44 +159,54 @@ def analyse(
     progress: bool = False,
 ) -> dict:
     """Per-layer and averaged attention statistics of ``model`` on ``probes`` (see the module docstring);
-    ``mask_ratio`` as :class:`~meap.config.commands.AttentionConfig` checks it."""
-    previous = attention_kernel(model)
-    model.set_attn_implementation("eager")
-    modules = attention_modules(model)
-    recorder = _Recorder(modules)
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
-    per_probe: list[list[dict]] = []
-    try:
-        for probe in tqdm(probes, desc="attention", unit="probe", disable=not progress):
-            ids = torch.tensor([probe["input_ids"]], device=device)
-            bounds = probe["bounds"]
-            masked_ids, masked = (
-                (None, None) if mask_token_id is None else _masked(ids, bounds, mask_ratio, mask_token_id, generator)
-            )
-            recorder.bounds, recorder.rows, recorder.masked = bounds, slice(*bounds["query"]), masked
-            model(input_ids=ids, use_cache=False)  # X_N: segment statistics, and those of the keys to be masked
-            clean = [dict(layer) for layer in recorder.layers]
-            if masked is not None:
-                model(input_ids=masked_ids, use_cache=False)  # X_M
-                for layer, masked_stats in zip(clean, recorder.layers):
-                    layer.update(
-                        clean_masked_mass=layer.pop("masked_mass"),
-                        masked_mass=masked_stats["masked_mass"],
-                        clean_variance=layer.pop("unmasked_variance"),
-                        masked_variance=masked_stats["unmasked_variance"],
-                    )
-            per_probe.append(clean)
-    finally:
-        recorder.close()
-        model.set_attn_implementation(previous)
-    return _summarise(per_probe, masked=mask_token_id is not None)
+    ``mask_ratio`` as :class:`AttentionConfig` checks it."""
+    import torch
+    from tqdm.auto import tqdm
+
+    with torch.no_grad():
+        previous = attention_kernel(model)
+        model.set_attn_implementation("eager")
+        modules = attention_modules(model)
+        recorder = _Recorder(modules)
+        device = next(model.parameters()).device
+        generator = torch.Generator().manual_seed(seed)
+        per_probe: list[list[dict]] = []
+        try:
+            for probe in tqdm(probes, desc="attention", unit="probe", disable=not progress):
+                ids = torch.tensor([probe["input_ids"]], device=device)
+                bounds = probe["bounds"]
+                masked_ids, masked = (
+                    (None, None)
+                    if mask_token_id is None
+                    else _masked(ids, bounds, mask_ratio, mask_token_id, generator)
+                )
+                recorder.bounds, recorder.rows, recorder.masked = bounds, slice(*bounds["query"]), masked
+                model(input_ids=ids, use_cache=False)  # X_N: segment statistics, and those of the keys to be masked
+                clean = [dict(layer) for layer in recorder.layers]
+                if masked is not None:
+                    model(input_ids=masked_ids, use_cache=False)  # X_M
+                    for layer, masked_stats in zip(clean, recorder.layers):
+                        layer.update(
+                            clean_masked_mass=layer.pop("masked_mass"),
+                            masked_mass=masked_stats["masked_mass"],
+                            clean_variance=layer.pop("unmasked_variance"),
+                            masked_variance=masked_stats["unmasked_variance"],
+                        )
+                per_probe.append(clean)
+        finally:
+            recorder.close()
+            model.set_attn_implementation(previous)
+        return _summarise(per_probe, masked=mask_token_id is not None)
 
 
 def _masked(ids: torch.Tensor, bounds: dict, mask_ratio: float, mask_token_id: int, generator: torch.Generator):
     """The masked copy X_M, drawn as training draws masks (:func:`meap.masking.mask_inputs`): ``mask_ratio`` of
     the haystack (the context before the query, never the needle) hidden. Returns its ids and which context
     positions it hides."""
+    import torch
+
+    from meap.masking import mask_inputs
+
     context = bounds["query"][0]
     eligible = torch.zeros(ids.shape, dtype=torch.bool)
     eligible[0, :context] = True
@@ -254,7 +298,102 @@ def evaluate(config: AttentionConfig) -> dict:
     summary = {"haystack": haystack_name, "length": length, "mask_ratio": mask_ratio, "seed": seed, "models": results}
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    summary = write_summary(output, "attention", summary)
+    summary = KIND.write_summary(output, summary)
     plot_segment_mass(results, output / "segment_mass.png")
     plot_attention_layers(results, output / "layers.png")
     return summary
+
+
+def headline(summary: dict, output: str | Path) -> str:
+    lines = []
+    for name, result in summary["models"].items():
+        average = result["average"]
+        decay = average.get("score_decay")
+        lines.append(
+            f"{name}: answer mass {average['segment_mass']['answer']:.3f}, entropy {average['entropy']:.2f}"
+            + (f", score decay {decay:.3f}" if decay is not None else "")
+            + f" -> {output}"
+        )
+    return "\n".join(lines)
+
+
+def entries(loaded: dict[str, dict]) -> dict[str, tuple[dict, Path]]:
+    """run name -> (its model's entry, the attention.json holding it). One `meap analyze attention` may cover
+    several runs (its models are their directories), and it may be saved inside any of them."""
+
+    def same(model: str, run: Path) -> bool:
+        return Path(model).resolve() in (run.resolve(), RunDir(run).final_dir.resolve())
+
+    found: dict[str, tuple[dict, Path]] = {}
+    for run in loaded.values():
+        for path in sorted(run["path"].rglob(KIND.summary_file)):
+            if ARTIFACT_DIRS & set(path.relative_to(run["path"]).parts[:-1]):
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(data, dict) or data.get("kind") != KIND.name:
+                continue
+            for model, result in data["models"].items():
+                for name, other in loaded.items():
+                    if name not in found and same(model, other["path"]):
+                        found[name] = (result, path)
+            owner = next(name for name, other in loaded.items() if other is run)
+            if owner not in found and len(data["models"]) == 1:  # its one model, named from another directory
+                found[owner] = (next(iter(data["models"].values())), path)
+    return {name: found[name] for name in loaded if name in found}
+
+
+def report_section(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
+    from meap.plots import plot_attention_layers, plot_segment_mass
+
+    attention = entries(loaded)
+    blocks.append(("h2", "Attention (from the query, mean over layers)"))
+    blocks += [("p", f"{name}: absent.") for name in loaded if name not in attention]
+    if not attention:
+        return
+    results = {name: result for name, (result, _) in attention.items()}
+    blocks += [
+        ("img", plot_segment_mass(results, output / "segment_mass.png").name),
+        ("img", plot_attention_layers(results, output / "layers.png").name),
+        (
+            "table",
+            ["run", "samples", *SEGMENTS, "entropy", "score decay", "variance increase", "file"],
+            [
+                [
+                    name,
+                    str(result["samples"]),
+                    *[format_value(result["average"]["segment_mass"][segment]) for segment in SEGMENTS],
+                    format_value(result["average"]["entropy"]),
+                    format_value(result["average"].get("score_decay")),
+                    format_value(result["average"].get("variance_increase")),
+                    str(file),
+                ]
+                for name, (result, file) in attention.items()
+            ],
+        ),
+    ]
+
+
+# the paper's table reads each run's entry of attention.json (its "average"), as entries() finds it
+KIND = EvaluationKind(
+    "attention",
+    "attention.json",
+    headline,
+    report_section,
+    paper_rows=lambda entry: {
+        "attention mass on the answer (from the query)": entry["average"]["segment_mass"]["answer"],
+        "masked-key score decay": entry["average"].get("score_decay"),
+    },
+    paper={
+        "attention mass on the answer (from the query)": "9.4% (NTP) vs 34.5% (MEAP), length 4096",
+        "masked-key score decay": "about 53% (MEAP)",
+    },
+    entries=entries,
+    command=("analyze", "attention"),
+    help="attention from the query onto the needle, entropy, and the masked-key score decay "
+    "(the MEAP paper's analysis)",
+    config=AttentionConfig,
+    evaluate=evaluate,
+)

@@ -129,8 +129,7 @@ def _evaluation_split(yaml_path: Path) -> str | None:
 
 def evaluate(config: CommonsenseConfig) -> dict:
     """The paper's commonsense tasks on ``config.model`` (zero-shot); writes ``results.json`` to ``config.output``."""
-    from meap.config.commands import HarnessConfig
-    from meap.eval.harness import run_tasks
+    from meap.eval.harness import HarnessConfig, run_tasks
 
     checked(config)
     with tempfile.TemporaryDirectory(prefix="meap-commonsense-") as include:
@@ -210,7 +209,7 @@ KIND = EvaluationKind(
         "commonsense: average acc": s["average_acc"],
     },
     paper={"commonsense: average acc": "on par or slightly better pretrained; +1.12 average after fine-tuning"},
-    command="commonsense",
+    command=("eval", "commonsense"),
     help="the paper's seven commonsense tasks (lm-eval, zero-shot), offline",
     config=CommonsenseConfig,
     evaluate=evaluate,

@@ -351,7 +351,7 @@ KIND = EvaluationKind(
         "faithful summaries (LLM judge)": "MEAP hallucinates less than NTP (XSum, MultiNews, WikiSum; no number in "
         "the spec)"
     },
-    command="hallucination",
+    command=("eval", "hallucination"),
     help="contextual hallucination in summaries, judged by an LLM (Lookback-Lens' protocol), with proxies",
     config=HallucinationConfig,
     evaluate=evaluate,

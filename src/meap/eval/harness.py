@@ -5,7 +5,8 @@ The model is loaded once with :func:`meap.models.load_causal_lm` and handed to l
 no network, so the Hugging Face Hub is switched to offline mode for the run (unless ``HF_HUB_OFFLINE``
 or ``HF_DATASETS_OFFLINE`` is set): a task whose dataset is neither cached nor local then fails at once
 with a one-line :class:`UserError` instead of after a minute of download retries. Local task definitions
-(YAML pointing at local data files) come in through ``include_path``.
+(YAML pointing at local data files) come in through ``include_path``. The kind whole: its config,
+headline, report section (a column per task and metric) and record, :data:`KIND`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,22 @@ import math
 import os
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from meap.config import checked
-from meap.config.commands import HarnessConfig
+from meap.config.commands import (
+    CommandConfig,
+    batch_size_option,
+    dtype_option,
+    model_option,
+    no_progress_option,
+    option,
+    output_option,
+)
 from meap.errors import UserError, drop_library_message, error_summary
-from meap.eval.kind import EvaluationKind
+from meap.eval.kind import EvaluationKind, by_label, format_value, section
 from meap.fsutil import atomic_write_jsonl
 
 OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # either one set: the libraries decide (=0: download)
@@ -37,6 +47,41 @@ EXPECTED_WARNINGS = (
     ("lm_eval.models.huggingface", "Passed an already-initialized model"),
     ("lm_eval.evaluator", "Overwriting default num_fewshot"),
 )
+
+
+@dataclass
+class HarnessConfig(CommandConfig):
+    model: str = model_option()
+    tasks: list[str] = option(
+        "comma-separated lm-eval task names", factory=list, comma=True, required=True, metavar="TASK,..."
+    )
+    output: str = output_option("directory for results.json")
+    num_fewshot: int = option("examples shown before each question", 0)
+    limit: int | None = option("examples per task (default: all)")
+    include_path: str | None = option("directory of local lm-eval task definitions (offline data)", metavar="DIR")
+    batch_size: int = batch_size_option()
+    dtype: str = dtype_option()
+    log_samples: bool = option(
+        "also write lm-eval's per-sample records (samples_<task>.jsonl: each document, the requests, the "
+        "model's responses and its metrics)",
+        False,
+        switch=True,
+    )
+    no_progress: bool = no_progress_option()
+
+    def problems(self) -> list[str]:
+        found = (
+            []
+            if self.tasks
+            else ["no lm-eval task given: name at least one (e.g. arc_easy, or a task under --include-path)"]
+        )
+        if self.num_fewshot < 0:
+            found.append(f"num_fewshot must be 0 or more, got {self.num_fewshot}")
+        if self.limit is not None and self.limit < 1:
+            found.append(f"limit must be a positive number of examples per task, got {self.limit}")
+        if self.batch_size < 1:
+            found.append(f"batch_size must be positive, got {self.batch_size}")
+        return found
 
 
 def evaluate(config: HarnessConfig) -> dict:
@@ -280,5 +325,42 @@ def headline(summary: dict, output: str | Path) -> str:
     )
 
 
-# its command, config and report section stay with the other evaluations' (meap.cli, meap.config.commands)
-KIND = EvaluationKind("harness", "results.json", headline, "meap.report_sections:harness_report")
+def _section(blocks: list[tuple], loaded: dict[str, dict], title: str) -> None:
+    harness = {name: summary["results"] for name, summary in section(blocks, loaded, KIND.name, title).items()}
+    if harness:
+        columns = sorted(
+            {
+                (task, metric)
+                for results in harness.values()
+                for task, metrics in results.items()
+                for metric, value in metrics.items()
+                if isinstance(value, float) and "stderr" not in metric
+            }
+        )
+        blocks.append(
+            (
+                "table",
+                ["run", *[f"{task} {metric}" for task, metric in columns]],
+                [
+                    [name, *[format_value(results.get(task, {}).get(metric)) for task, metric in columns]]
+                    for name, results in harness.items()
+                ],
+            )
+        )
+
+
+def report_section(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
+    for _, heading, view in by_label(loaded, KIND.name, "lm-evaluation-harness"):
+        _section(blocks, view, heading)
+
+
+KIND = EvaluationKind(
+    "harness",
+    "results.json",
+    headline,
+    report_section,
+    command=("eval", "harness"),
+    help="lm-evaluation-harness tasks",
+    config=HarnessConfig,
+    evaluate=evaluate,
+)

@@ -1,16 +1,15 @@
 """What an evaluation kind is, and what a kind's module uses to write its files and its part of the report.
 
-An evaluation kind is one record, :class:`EvaluationKind`: the summary file it writes last (naming its
-``kind``), the one-line headline the command prints, its section of ``meap compare``'s report, the score it
-pairs by seed and the rows it gives the paper's table. A kind written as one module (``meap.eval.kv_retrieval``,
-``meap.eval.hallucination``, ``meap.eval.commonsense``) also declares its command, its config and its entry
-point in the record, and :mod:`meap.eval.results` registers the record: adding such a kind is its module, its
-test and one line there. Torch-free: the CLI builds its flags from the records.
+An evaluation kind is one module of :mod:`meap.eval` and one record in it, :class:`EvaluationKind`: its
+command, its config and its entry point, the summary file it writes last (naming its ``kind``), the one-line
+headline the command prints, its section of ``meap compare``'s report, the score it pairs by seed and the rows
+it gives the paper's table. :mod:`meap.eval.results` registers the records: adding a kind is its module, its
+test and its name there. A kind's module imports no torch at its top (torch, transformers and matplotlib
+inside the functions that use them): the CLI builds its flags from the records.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,9 +28,8 @@ class EvaluationKind:
     summary_file: str  # written last, in the evaluation's output directory
     headline: Callable[[dict, str | Path], str]  # what the command prints when done (summary, output)
     # the report section: a function (blocks, runs, report directory) appending its headings, tables and
-    # figures, or "module:function" for one imported when a report is written (a section that draws imports
-    # matplotlib inside itself, so that evaluations do not load it)
-    report_section: Callable | str
+    # figures (one that draws imports matplotlib inside itself)
+    report_section: Callable[[list[tuple], dict[str, dict], Path], None]
     # scored per prompt in results.jsonl and paired by seed in the report: (record key, measure name)
     paired_score: tuple[str, str] | None = None
     # a record key grouping records into one unit of that pairing (averaged first): see prompt_scores
@@ -42,17 +40,14 @@ class EvaluationKind:
     # paper's own result for each measure, as the spec reads it (reported numbers, not verified here)
     paper_rows: Callable[[dict], dict[str, float | None]] | None = None
     paper: dict[str, str] | None = None
-    # a kind with a command of its own: `meap eval <command>`, its help, its config class and entry point
-    command: str | None = None
+    # a kind whose one summary covers several models (attention.json) finds each run's entry itself:
+    # runs -> {run name: (its entry, the file holding it)}; its paper rows then read an entry
+    entries: Callable[[dict[str, dict]], dict[str, tuple[dict, Path]]] | None = None
+    # its command (the words after `meap`: ("eval", "niah")), its help, its config class and entry point
+    command: tuple[str, ...] = ()
     help: str = ""
     config: type | None = None
-    evaluate: Callable | None = None
-
-    def section_writer(self) -> Callable:
-        if callable(self.report_section):
-            return self.report_section
-        module, function = self.report_section.split(":")
-        return getattr(importlib.import_module(module), function)
+    evaluate: Callable[[object], dict] | None = None
 
     def write_summary(self, output: Path, summary: dict) -> dict:
         """Write ``summary`` (with its ``kind`` first) to this kind's file in ``output``; returns what was written."""

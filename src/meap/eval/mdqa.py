@@ -7,19 +7,21 @@ also teacher-forced (:func:`meap.probes.probe_log_probs`): whether the first gol
 prompt, is the model's top prediction token by token, and its log-probability. That separates "knows where
 the answer is" from "writes it in the expected form", which greedy decoding mixes.
 One file per gold position is the usual layout; the position comes from the ``isgold`` document, else
-from ``gold_at_K`` in the file name.
+from ``gold_at_K`` in the file name. The kind whole: its config, headline, report section and record,
+:data:`KIND`.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from meap.config import checked
-from meap.config.commands import MDQAConfig
+from meap.config.commands import GenerationOptions, model_option, option, output_option
 from meap.errors import UserError, warn
-from meap.eval.results import write_records, write_summary
+from meap.eval.kind import EvaluationKind, by_label, format_value, section, write_records
 
 INSTRUCTION = (
     "Write a high-quality answer for the given question using only the provided search results "
@@ -27,6 +29,31 @@ INSTRUCTION = (
 )
 _GOLD_AT = re.compile(r"gold_at_(\d+)")
 _JSON_NAMES = {str: "string", list: "list"}
+
+
+@dataclass
+class MDQAConfig(GenerationOptions):
+    model: str = model_option()
+    data: list[str] = option(
+        "JSONL(.gz) files in the lost-in-the-middle format (`meap data make-mdqa`, or nq-open-*)",
+        factory=list,
+        required=True,
+        metavar="FILE",
+    )
+    output: str = output_option("directory for results.jsonl, summary.json, mdqa.png")
+    limit: int | None = option("examples per file (default: all)")
+    teacher_forced: bool = option(
+        "also score the first gold answer teacher-forced after the prompt: exact match "
+        "(every answer token the top prediction) and its log-probability",
+        False,
+        switch=True,
+    )
+
+    def problems(self) -> list[str]:
+        found = GenerationOptions.problems(self) + ([] if self.data else ["mdqa: no data files given"])
+        if self.limit is not None and self.limit < 1:
+            found.append(f"limit must be at least 1, got {self.limit}")
+        return found
 
 
 def read_mdqa(path: str | Path) -> list[dict]:
@@ -192,7 +219,7 @@ def evaluate(config: MDQAConfig) -> dict:
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     write_records(output, records)
-    summary = write_summary(output, "mdqa", summary)
+    summary = KIND.write_summary(output, summary)
     if accuracy_by_position:
         plot_accuracy_by_position(
             {model: accuracy_by_position}, output / "mdqa.png", examples={model: summary["examples_by_gold_position"]}
@@ -219,3 +246,88 @@ def _score_teacher_forced(model, tokenizer, prompts: list[str], records: list[di
 
 def _mean(scores: list[float]) -> float | None:
     return sum(scores) / len(scores) if scores else None
+
+
+def headline(summary: dict, output: str | Path) -> str:
+    by_position = ", ".join(
+        f"{int(position) + 1}: {accuracy:.3f}"
+        for position, accuracy in sorted(summary["accuracy_by_gold_position"].items(), key=lambda item: int(item[0]))
+        if accuracy is not None
+    )
+    return f"mdqa: best-subspan EM {summary['accuracy']:.3f}; by gold position (1 = first) {by_position} -> {output}"
+
+
+def _section(blocks: list[tuple], loaded: dict[str, dict], title: str, figure: Path) -> None:
+    from meap.plots import plot_accuracy_by_position
+
+    mdqa = section(blocks, loaded, KIND.name, title)
+    if not mdqa:
+        return
+    series = {
+        name: {int(p): v for p, v in s["accuracy_by_gold_position"].items() if v is not None}
+        for name, s in mdqa.items()
+    }
+    examples = {
+        name: {int(p): n for p, n in s.get("examples_by_gold_position", {}).items()} for name, s in mdqa.items()
+    }
+    plot_accuracy_by_position(series, figure, examples=examples)
+    positions = sorted({p for by in series.values() for p in by})
+    forced = any("teacher_forced_accuracy" in s for s in mdqa.values())
+    blocks += [
+        ("img", figure.name),
+        (
+            "table",
+            [
+                "run",
+                "overall",
+                *[f"gold {p + 1}" for p in positions],
+                "examples",
+                *(["teacher-forced EM", "answer log-probability"] if forced else []),
+            ],
+            [
+                [
+                    name,
+                    format_value(mdqa[name]["accuracy"]),
+                    *[format_value(series[name].get(p)) for p in positions],
+                    str(mdqa[name].get("num_examples", "n/a")),
+                    *(
+                        [
+                            format_value(mdqa[name].get("teacher_forced_accuracy")),
+                            format_value(mdqa[name].get("mean_answer_logprob")),
+                        ]
+                        if forced
+                        else []
+                    ),
+                ]
+                for name in mdqa
+            ],
+        ),
+    ]
+
+
+def report_section(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
+    for index, heading, view in by_label(loaded, KIND.name, "Multi-document QA (best-subspan EM by gold position)"):
+        _section(blocks, view, heading, output / ("mdqa.png" if not index else f"mdqa_{index}.png"))
+
+
+_MDQA = "multi-document QA (best-subspan EM)"
+KIND = EvaluationKind(
+    "mdqa",
+    "summary.json",
+    headline,
+    report_section,
+    paired_score=("best_subspan_em", "multi-document QA, best-subspan EM (per question)"),
+    paired_unit="question",
+    paper_rows=lambda summary: {
+        _MDQA: summary["accuracy"],
+        **{
+            f"{_MDQA}, gold {int(p) + 1}": v
+            for p, v in sorted(summary["accuracy_by_gold_position"].items(), key=lambda i: int(i[0]))
+        },
+    },
+    paper={_MDQA: "up to +27.2 points pretrained; 25.56 vs 37.33 after fine-tuning (Llama-3-8B, 20 documents)"},
+    command=("eval", "mdqa"),
+    help="multi-document QA (lost in the middle)",
+    config=MDQAConfig,
+    evaluate=evaluate,
+)

@@ -12,22 +12,81 @@ Protocol (MEAP paper, after Kamradt and RULER):
   answer (the value) and ROUGE-1 F of the response against the needle sentence, as the paper scores it.
 
 :mod:`meap.eval.niah_data` builds the prompts (pure, testable without a model); :func:`evaluate` evaluates a
-model on them and writes ``results.jsonl``, ``summary.json`` and ``heatmap.png``.
+model on them and writes ``results.jsonl``, ``summary.json`` and ``heatmap.png``. The kind whole: its config,
+its headline, its report sections (one per RULER variant found) and its record, :data:`KIND`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from meap.arms import seed_pair_names
 from meap.config import checked
-from meap.config.commands import NIAHConfig
+from meap.config.commands import GenerationOptions, haystack_option, model_option, option, output_option
 from meap.errors import UserError, warn
-from meap.eval.generation import generate, render_prompt
+from meap.eval.kind import EvaluationKind, by_label, format_value, section, write_records
 from meap.eval.metrics import rouge1_f, substring_match
-from meap.eval.niah_data import KEY_WORDS, Needle, build_examples, check_absent, probes, read_haystack
-from meap.eval.results import write_records, write_summary
 from meap.rundir import RunDir
+
+NIAH_LENGTHS = (512, 1024, 2048)
+NIAH_DEPTHS = (0.0, 25.0, 50.0, 75.0, 100.0)
+
+
+@dataclass
+class NIAHConfig(GenerationOptions):
+    model: str = model_option()
+    output: str = output_option("directory for results.jsonl, summary.json, heatmap.png")
+    haystack: list[str] = haystack_option(
+        "files, directories or globs read as `meap prepare` reads them (text, JSONL/JSON "
+        "`text` fields, Parquet), `builtin` (Paul Graham essays) or `builtin-prose` "
+        "(public-domain prose) (default: builtin)"
+    )
+    lengths: list[int] = option(
+        "prompt lengths in model tokens (default: 512,1024,2048)",
+        factory=lambda: list(NIAH_LENGTHS),
+        comma=True,
+        metavar="N,N,...",
+    )
+    depths: list[float] = option(
+        "needle depths in percent (default: 0,25,50,75,100)",
+        factory=lambda: list(NIAH_DEPTHS),
+        comma=True,
+        metavar="PERCENT,...",
+    )
+    needle: str | None = option("a fixed needle sentence (default: random RULER-style needles)", metavar="SENTENCE")
+    question: str | None = option("the question for --needle", metavar="TEXT")
+    answer: str | None = option("the expected answer for --needle", metavar="TEXT")
+    samples: int = option("needles per cell", 1)
+    distractors: int = option("other needles (other keys and values) in each haystack: RULER's multi-key NIAH", 0)
+    absent: bool = option(
+        "control: leave the asked needle out (only distractors remain); summary.json then says "
+        "how often a distractor's value was given",
+        False,
+        switch=True,
+    )
+    variant: str = option(
+        "single, multikey (3+ distractor keys), multivalue (4 values under one key, all to "
+        "recall), multiquery (4 keys asked at once) or reasoning (two needles to combine): RULER's "
+        "NIAH tasks and NeedleBench's multi-needle reasoning",
+        "single",
+        metavar="VARIANT",
+    )
+    value_kind: str = option("needle values: numbers, words or uuids", "numbers", metavar="KIND")
+    seed: int = option("seed of the needles and their placement", 0)
+
+    def problems(self) -> list[str]:
+        found = GenerationOptions.problems(self)
+        fixed = (self.needle, self.question, self.answer)
+        if any(fixed) and not all(fixed):
+            found.append("--needle, --question and --answer go together")
+        if self.samples < 1:
+            found.append(f"--samples: expected an integer >= 1, got {self.samples}")
+        if not self.lengths or any(length < 1 for length in self.lengths):
+            found.append(f"--lengths: expected positive token counts, got {self.lengths}")
+        if any(not 0 <= depth <= 100 for depth in self.depths):
+            found.append(f"--depths: expected percentages within [0, 100], got {self.depths}")
+        return found
 
 
 def recall(prediction: str, answers: list[str]) -> float:
@@ -62,6 +121,8 @@ def evaluate(config: NIAHConfig) -> dict:
     results to ``config.output``.
 
     ``substring`` is the share of a probe's required values found in the answer (0 or 1 with one value)."""
+    from meap.eval.generation import generate, render_prompt
+    from meap.eval.niah_data import KEY_WORDS, Needle, build_examples, check_absent, probes, read_haystack
     from meap.models import dtype_name, load_causal_lm
     from meap.plots import plot_niah_heatmap, short_name
 
@@ -151,7 +212,7 @@ def evaluate(config: NIAHConfig) -> dict:
         },
     }
     write_records(output, records)
-    summary = write_summary(output, "niah", summary)
+    summary = KIND.write_summary(output, summary)
     plot_niah_heatmap(
         [
             {"length": c["length"], "depth": c["depth"], "score": c["substring"], "samples": c["samples"]}
@@ -162,3 +223,115 @@ def evaluate(config: NIAHConfig) -> dict:
         f"(share of values recalled, overall {summary['overall']['substring']:.3f})",
     )
     return summary
+
+
+def headline(summary: dict, output: str | Path) -> str:
+    overall = summary["overall"]
+    copied = overall.get("distractor_copied")
+    # ROUGE-1 F stays in the summary (the paper reports it) but not here: a response that echoes the
+    # question's template, or gives another needle's value, earns most of it
+    return (
+        f"niah: substring (the asked value) {overall['substring']:.3f}"
+        + (f", distractor copied {copied:.3f}" if copied is not None else "")
+        + f" -> {output}"
+    )
+
+
+def _measure(summary: dict) -> str:
+    variant = (summary.get("config") or {}).get("variant", "single")
+    if variant == "single":
+        return "needle in a haystack (substring)"
+    return "multi-needle reasoning (NIAH reasoning)" if variant == "reasoning" else f"NIAH, {variant} (substring)"
+
+
+def _cells(summary: dict) -> dict[tuple, float]:
+    return {(cell["length"], cell["depth"]): cell["substring"] for cell in summary["cells"]}
+
+
+def _section(blocks: list[tuple], loaded: dict[str, dict], kind: str, title: str, output: Path, stem: str) -> None:
+    """Heatmaps, the table and the differences (MEAP - NTP by seed, else to the first run), of one NIAH evaluation
+    (``stem``: its files)."""
+    from meap.plots import plot_niah_heatmap
+
+    niah = section(blocks, loaded, kind, f"{title} (share of required values recalled)")
+    for index, (name, summary) in enumerate(niah.items()):
+        file = f"{stem}_{index}.png"
+        plot_niah_heatmap(
+            [
+                {"length": c["length"], "depth": c["depth"], "score": c["substring"], "samples": c.get("samples")}
+                for c in summary["cells"]
+            ],
+            output / file,
+            title=f"{title}: {name} (overall {summary['overall']['substring']:.3f})",
+        )
+        blocks.append(("img", file))
+    if niah:
+        blocks.append(
+            (
+                "table",
+                ["run", "substring match", "ROUGE-1 F (earned by echoing, too)", "cells", "prompts"],
+                [
+                    [
+                        name,
+                        format_value(s["overall"]["substring"]),
+                        format_value(s["overall"]["rouge1_f"]),
+                        str(len(s["cells"])),
+                        str(sum(c.get("samples", 0) for c in s["cells"]) or "n/a"),
+                    ]
+                    for name, s in niah.items()
+                ],
+            )
+        )
+    # each arm minus the baseline within each seed where the runs pair by seed, else each run minus the first
+    pairs = [
+        (pair[arm], pair[reference])
+        for pair in seed_pair_names(loaded).values()
+        for reference, *others in [list(pair)]
+        for arm in others
+        if pair[reference] in niah and pair[arm] in niah
+    ]
+    names = list(niah)
+    for index, (name, baseline) in enumerate(pairs or [(name, names[0]) for name in names[1:]], 1):
+        base, other = _cells(niah[baseline]), _cells(niah[name])
+        shared = sorted(set(base) & set(other))
+        if shared:
+            file = f"{stem}_diff_{index}.png"
+            plot_niah_heatmap(
+                [
+                    {"length": length, "depth": depth, "score": other[(length, depth)] - base[(length, depth)]}
+                    for length, depth in shared
+                ],
+                output / file,
+                title=f"{title}: {name} minus {baseline}",
+                difference=True,
+            )
+            blocks += [("p", f"Difference, {name} minus {baseline}:"), ("img", file)]
+
+
+def report_section(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
+    """NIAH, and each RULER variant found a section of its own; each evaluation directory apart."""
+    variants = sorted({kind for run in loaded.values() for kind in run["evaluations"] if kind.startswith("niah-")})
+    for kind in ["niah", *variants]:
+        title = "Needle in a haystack" + (f", {kind.removeprefix('niah-')}" if kind != "niah" else "")
+        for index, heading, view in by_label(loaded, kind, title):
+            stem = kind.replace("-", "_") + (f"_{index}" if index else "")
+            _section(blocks, view, kind, heading, output, stem=stem)
+
+
+KIND = EvaluationKind(
+    "niah",
+    "summary.json",
+    headline,
+    report_section,
+    paired_score=("substring", "NIAH, substring"),
+    variant_key="variant",
+    paper_rows=lambda summary: {_measure(summary): summary["overall"]["substring"]},
+    paper={
+        "needle in a haystack (substring)": "NTP 87.1 vs MEAP 98.2 (1.1B, 200B tokens; 52.8 vs 85.8 at 60B)",
+        "multi-needle reasoning (NIAH reasoning)": "MEAP better at long-context reasoning (no number in the spec)",
+    },
+    command=("eval", "niah"),
+    help="needle in a haystack",
+    config=NIAHConfig,
+    evaluate=evaluate,
+)

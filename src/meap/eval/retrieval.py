@@ -10,22 +10,39 @@ give a distractor's value. The teacher-forced scores of the same probes are in t
 With ``attention``, the clean forward pass of each probe (eager kernel) also gives, per layer and averaged
 over heads, the attention from the last context position (the one that predicts the value) on the asked
 needle's value tokens and on the distractors' value tokens, and its entropy: the paper's mechanism, measured
-alike for any model, MEAP-trained or not (no ``[MASK]`` is fed).
+alike for any model, MEAP-trained or not (no ``[MASK]`` is fed). The kind whole: its config, headline,
+report section and record, :data:`KIND`.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from meap.config import checked
-from meap.config.commands import RetrievalConfig
-from meap.eval.generation import generate
-from meap.eval.results import write_records, write_summary
-from meap.probes import read_probe_file, score_probes, tokenize_probes
+from meap.config.commands import GenerationOptions, model_option, option, output_option
+from meap.eval.kind import EvaluationKind, by_label, format_value, section, write_records
 from meap.touchpoints import attention_kernel
+
+
+@dataclass
+class RetrievalConfig(GenerationOptions):
+    model: str = model_option()
+    probes: str = option(
+        "JSONL of probes: `context`, `answer`, `distractors` (values of the other needles), "
+        "`absent` (the asked needle left out)",
+        required=True,
+        metavar="FILE",
+    )
+    output: str = output_option("directory for results.jsonl and summary.json")
+    attention: bool = option(
+        "also measure attention from the position that predicts the value onto the asked and "
+        "the distractors' values, per layer (eager kernel)",
+        False,
+        switch=True,
+    )
+
 
 # A value is read as a run of letters or digits, hyphens inside it kept: a word, a number ("8056020"), a UUID
 # ("a3f1...-..."), or each word of a multi-word value; the answer and the completion are read alike.
@@ -70,49 +87,53 @@ def _value_spans(tokenizer, context: str, values: list[str]) -> list[list[int]]:
     return spans
 
 
-@torch.no_grad()
 def attention_to_values(model, tokenizer, records: list[dict]) -> dict:
     """Per layer: mean attention mass from the last context position on the asked value, on the distractors'
     values, and its entropy, over the probes whose asked needle is present."""
+    import torch
+
     from meap.eval.attention import attention_modules
 
-    previous = attention_kernel(model)
-    model.set_attn_implementation("eager")
-    device = next(model.parameters()).device
-    modules = attention_modules(model)
-    rows: list = [None] * len(modules)
+    with torch.no_grad():
+        previous = attention_kernel(model)
+        model.set_attn_implementation("eager")
+        device = next(model.parameters()).device
+        modules = attention_modules(model)
+        rows: list = [None] * len(modules)
 
-    def keep_last_row(index: int):
-        # each layer's weights reduced as they are made: one layer's (heads x T x T) at a time, never all
-        def hook(module, inputs, output):
-            rows[index] = output[1][0, :, -1, :].float().mean(0)  # heads averaged: the distribution over keys
+        def keep_last_row(index: int):
+            # each layer's weights reduced as they are made: one layer's (heads x T x T) at a time, never all
+            def hook(module, inputs, output):
+                rows[index] = output[1][0, :, -1, :].float().mean(0)  # heads averaged: the distribution over keys
 
-        return hook
+            return hook
 
-    handles = [module.register_forward_hook(keep_last_row(i)) for i, module in enumerate(modules)]
-    layers: list[dict[str, float]] = [
-        dict.fromkeys(("answer_mass", "distractor_mass", "entropy"), 0.0) for _ in modules
-    ]
-    count = 0
-    try:
-        for record in records:
-            if record.get("absent"):
-                continue
-            ids = tokenizer(record["context"], add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
-            spans = _value_spans(tokenizer, record["context"], [record["answer"], *record.get("distractors", [])])
-            model(input_ids=ids, use_cache=False, logits_to_keep=1)
-            for index, row in enumerate(rows):
-                layers[index]["answer_mass"] += float(row[spans[0]].sum())
-                layers[index]["distractor_mass"] += float(sum(row[span].sum() for span in spans[1:] if span))
-                layers[index]["entropy"] += float(-torch.special.xlogy(row, row).sum())
-            count += 1
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.set_attn_implementation(previous)
-    layers = [{key: value / count for key, value in layer.items()} for layer in layers] if count else []
-    average = {key: sum(layer[key] for layer in layers) / len(layers) for key in layers[0]} if layers else {}
-    return {"layers": layers, "average": average, "probes": count}
+        handles = [module.register_forward_hook(keep_last_row(i)) for i, module in enumerate(modules)]
+        layers: list[dict[str, float]] = [
+            dict.fromkeys(("answer_mass", "distractor_mass", "entropy"), 0.0) for _ in modules
+        ]
+        count = 0
+        try:
+            for record in records:
+                if record.get("absent"):
+                    continue
+                ids = tokenizer(record["context"], add_special_tokens=False, return_tensors="pt")["input_ids"].to(
+                    device
+                )
+                spans = _value_spans(tokenizer, record["context"], [record["answer"], *record.get("distractors", [])])
+                model(input_ids=ids, use_cache=False, logits_to_keep=1)
+                for index, row in enumerate(rows):
+                    layers[index]["answer_mass"] += float(row[spans[0]].sum())
+                    layers[index]["distractor_mass"] += float(sum(row[span].sum() for span in spans[1:] if span))
+                    layers[index]["entropy"] += float(-torch.special.xlogy(row, row).sum())
+                count += 1
+        finally:
+            for handle in handles:
+                handle.remove()
+            model.set_attn_implementation(previous)
+        layers = [{key: value / count for key, value in layer.items()} for layer in layers] if count else []
+        average = {key: sum(layer[key] for layer in layers) / len(layers) for key in layers[0]} if layers else {}
+        return {"layers": layers, "average": average, "probes": count}
 
 
 def score_prompts(
@@ -126,6 +147,9 @@ def score_prompts(
     progress: bool = False,
 ) -> tuple[list[dict], dict]:
     """(per-probe records, summary) of ``model`` on the probe ``records``."""
+    from meap.eval.generation import generate
+    from meap.probes import score_probes, tokenize_probes
+
     completions = generate(
         model,
         tokenizer,
@@ -169,6 +193,7 @@ def evaluate(config: RetrievalConfig) -> dict:
     """Evaluate ``config.model`` on ``config.probes``; writes ``results.jsonl`` and ``summary.json`` to
     ``config.output``."""
     from meap.models import load_causal_lm
+    from meap.probes import read_probe_file
 
     checked(config)
     records = read_probe_file(config.probes)
@@ -185,4 +210,60 @@ def evaluate(config: RetrievalConfig) -> dict:
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     write_records(output, scored)
-    return write_summary(output, "retrieval", {"model": config.model, "probe_file": config.probes, **summary})
+    return KIND.write_summary(output, {"model": config.model, "probe_file": config.probes, **summary})
+
+
+def headline(summary: dict, output: str | Path) -> str:
+    absent = summary.get("absent_distractor_given")
+    return (
+        f"retrieval: strict {summary['strict']:.3f}, distractor given {summary['distractor_given']:.3f}"
+        + (f", asked key absent: distractor given {absent:.3f}" if absent is not None else "")
+        + f" -> {output}"
+    )
+
+
+def _section(blocks: list[tuple], loaded: dict[str, dict], title: str) -> None:
+    retrieval = section(blocks, loaded, KIND.name, title)
+    if retrieval:
+        blocks.append(
+            (
+                "table",
+                [
+                    "run",
+                    "strict",
+                    "distractor given",
+                    "asked needle absent: distractor given",
+                    "teacher-forced accuracy",
+                    "prompts",
+                ],
+                [
+                    [
+                        name,
+                        format_value(s["strict"]),
+                        format_value(s["distractor_given"]),
+                        format_value(s.get("absent_distractor_given")),
+                        format_value((s.get("teacher_forced") or {}).get("accuracy")),
+                        str(s["probes"]),
+                    ]
+                    for name, s in retrieval.items()
+                ],
+            )
+        )
+
+
+def report_section(blocks: list[tuple], loaded: dict[str, dict], output: Path) -> None:
+    for _, heading, view in by_label(loaded, KIND.name, "Key-based retrieval (strict: the asked value alone)"):
+        _section(blocks, view, heading)
+
+
+KIND = EvaluationKind(
+    "retrieval",
+    "summary.json",
+    headline,
+    report_section,
+    paired_score=("correct", "key-based retrieval, strict"),
+    command=("eval", "retrieval"),
+    help="key-based retrieval probes, scored strictly (one value, the asked one)",
+    config=RetrievalConfig,
+    evaluate=evaluate,
+)

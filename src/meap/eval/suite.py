@@ -103,7 +103,7 @@ def _context(spec: str) -> int | None:
 
 def stage_config(stage: str, spec: str, directory: Path, config: SuiteConfig, progress: bool = False):
     """(the entry point, its config) of ``stage`` for model ``spec``, or a string: why the stage is skipped."""
-    from meap.config.commands import AttentionConfig, MakeMDQAConfig, MDQAConfig, NIAHConfig
+    from meap.config.commands import MakeMDQAConfig
     from meap.eval import attention, commonsense, hallucination, kv_retrieval, mdqa, niah
 
     common = {"model": spec, "output": str(directory), "batch_size": config.batch_size, "dtype": config.dtype}
@@ -112,12 +112,12 @@ def stage_config(stage: str, spec: str, directory: Path, config: SuiteConfig, pr
         lengths = config.niah_lengths if stage == "niah" else config.reasoning_lengths
         variant = "single" if stage == "niah" else "reasoning"
         depths = config.niah_depths if stage == "niah" else [50.0]
-        return niah.evaluate, NIAHConfig(
+        return niah.evaluate, niah.NIAHConfig(
             **common, **quiet, lengths=lengths, depths=depths, samples=config.niah_samples, variant=variant
         )
     if stage == "mdqa":
         files = config.mdqa_data or _synthetic_mdqa(directory / "inputs", config, MakeMDQAConfig)
-        return mdqa.evaluate, MDQAConfig(**common, **quiet, data=files, limit=config.mdqa_limit)
+        return mdqa.evaluate, mdqa.MDQAConfig(**common, **quiet, data=files, limit=config.mdqa_limit)
     if stage == "kv-retrieval":
         if not config.kv_data:
             return "no --kv-data (lost-in-the-middle's kv-retrieval-*_keys.jsonl.gz)"
@@ -141,7 +141,7 @@ def stage_config(stage: str, spec: str, directory: Path, config: SuiteConfig, pr
         )  # fmt: skip
     context = _context(spec)
     length = min(config.attention_length, context) if context else config.attention_length
-    return attention.evaluate, AttentionConfig(
+    return attention.evaluate, attention.AttentionConfig(
         model=[spec], output=str(directory), samples=config.attention_samples, length=length, **quiet
     )
 

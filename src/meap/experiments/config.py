@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meap.config.commands import MDQAConfig, RetrievalConfig
 from meap.config.loading import help_field, sections
 from meap.config.training import PretrainConfig, SFTConfig
 from meap.constants import (
@@ -22,6 +21,8 @@ from meap.constants import (
     ONSET_WINDOW,
     mask_ratio_problem,
 )
+from meap.eval.mdqa import MDQAConfig
+from meap.eval.retrieval import RetrievalConfig
 from meap.rundir import RunDir
 
 # The fine-tuning experiment's arms: name -> (objective trained, the key holding its epochs). The
