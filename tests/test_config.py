@@ -157,3 +157,16 @@ def test_an_experiment_saved_before_the_training_section_continues(tmp_path):
         check_output(longer, output, overwrite=False)
     save_config(config, output / "config.yaml")
     assert "train:" in (output / "config.yaml").read_text() and check_output(config, output, overwrite=False) == []
+
+
+def test_a_training_config_gives_inherited_keys_defaults_of_its_own_in_their_place():
+    import dataclasses
+
+    from meap.config import SFTConfig, TrainingConfig
+
+    base = {f.name: f for f in dataclasses.fields(TrainingConfig)}
+    sft = {f.name: f for f in dataclasses.fields(SFTConfig)}
+    assert (SFTConfig().lr, SFTConfig().save_every, TrainingConfig().lr, PretrainConfig().lr) == (5e-5, 50, 2e-3, 2e-3)
+    assert list(sft)[: len(base)] == list(base)  # same keys, same order (the help lists them alike)
+    assert sft["lr"].metadata == base["lr"].metadata
+    assert TrainingConfig.__dataclass_fields__["lr"].default == 2e-3  # the parent keeps its own

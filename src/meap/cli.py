@@ -264,9 +264,7 @@ def _parser() -> argparse.ArgumentParser:
         if len(words) > 1:
             if words[0] not in groups:
                 dest, group_help = GROUPS[words[0]]
-                groups[words[0]] = top.add_parser(words[0], help=group_help).add_subparsers(
-                    dest=dest, required=True
-                )
+                groups[words[0]] = top.add_parser(words[0], help=group_help).add_subparsers(dest=dest, required=True)
             where = groups[words[0]]
         subparser = where.add_parser(words[-1], help=command.help)
         subparser.set_defaults(_words=words)

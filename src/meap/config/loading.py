@@ -24,11 +24,6 @@ def help_field(text: str, cli: dict | None = None, **kwargs: Any) -> Any:
     return field(metadata={"help": text, "cli": cli or {}}, **kwargs)
 
 
-def new_default(base: type, name: str, **kwargs: Any) -> Any:
-    """Field ``name`` of a subclass of ``base`` with another default and ``base``'s help text."""
-    return help_field(base.__dataclass_fields__[name].metadata["help"], **kwargs)
-
-
 def sections(config_cls: type) -> dict[str, type]:
     """The config's sections: fields that are configs themselves (an experiment's ``train:``), by name."""
     hints = typing.get_type_hints(config_cls)

@@ -5,10 +5,11 @@ Every field has a ``help`` text, which is also its command-line help."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from meap.config.loading import help_field, key_values, new_default
+from meap.config.loading import help_field, key_values
 from meap.constants import (
     DEFAULT_MASK_RATIO,
     DTYPES,
@@ -25,8 +26,17 @@ from meap.constants import (
 class TrainingConfig:
     """Keys every training run has: the objective, the shape of a step, the schedule, cadence and system.
 
-    Subclasses add what they train on and redeclare fields whose defaults differ.
+    Subclasses add what they train on; ``class X(TrainingConfig, defaults={key: value})`` gives keys other
+    defaults (each keeps its help and its place).
     """
+
+    def __init_subclass__(cls, defaults: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        inherited = cls.__dataclass_fields__  # the parent's, until @dataclass makes the subclass's own
+        cls.__annotations__ = own = dict(cls.__dict__.get("__annotations__", {}))  # never the parent's dict
+        for name, value in (defaults or {}).items():
+            own[name] = inherited[name].type
+            setattr(cls, name, field(default=value, metadata=inherited[name].metadata))
 
     objective: str = help_field(
         "`meap` (masked inputs, clean next-token targets) or `ntp` (the baseline)", default="meap"
@@ -225,8 +235,14 @@ class PretrainConfig(TrainingConfig):
         return found
 
 
+# a fine-tune starts from a trained model: a smaller rate, no decay, and a shorter run's cadence
+_SFT_DEFAULTS = dict(
+    lr=5e-5, min_lr=0.0, warmup_steps=5, weight_decay=0.0, adam_beta2=0.999, eval_every=20, save_every=50
+)
+
+
 @dataclass
-class SFTConfig(TrainingConfig):
+class SFTConfig(TrainingConfig, defaults=_SFT_DEFAULTS):
     """A supervised fine-tuning run: instruction files, a local causal LM, MEAP-SFT or NTP-SFT."""
 
     data: list[str] = help_field(
@@ -262,13 +278,6 @@ class SFTConfig(TrainingConfig):
     lora_alpha: float = help_field("LoRA scaling alpha", default=32.0)
     lora_dropout: float = help_field("LoRA dropout", default=0.05)
     micro_batch_size: int = help_field("conversations (packed: sequences) per device per forward pass", default=4)
-    lr: float = new_default(TrainingConfig, "lr", default=5e-5)
-    min_lr: float = new_default(TrainingConfig, "min_lr", default=0.0)
-    warmup_steps: int = new_default(TrainingConfig, "warmup_steps", default=5)
-    weight_decay: float = new_default(TrainingConfig, "weight_decay", default=0.0)
-    adam_beta2: float = new_default(TrainingConfig, "adam_beta2", default=0.999)
-    eval_every: int = new_default(TrainingConfig, "eval_every", default=20)
-    save_every: int = new_default(TrainingConfig, "save_every", default=50)
 
     command = "sft"
 
