@@ -73,9 +73,44 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     hf_logging.disable_progress_bar()  # their per-save and per-load bars would cut through the run's own bar
     output = config.resolved_output()
     data_dir = resolve_data_dir(config.data, progress)
-    meta = load_meta(data_dir)
-    tokenizer = load_prepared_tokenizer(data_dir)
-    vocab_size = int(meta["vocab_size"])
+    meta, tokenizer = load_meta(data_dir), load_prepared_tokenizer(data_dir)
+    model_spec, model_tokenizer = _start(config, data_dir, tokenizer, int(meta["vocab_size"]))
+    train_blocks, val_blocks, val_batch, val_batches, eval_on = _blocks(config, data_dir, meta)
+    check_warmup(config, config.max_steps)
+    args = training_arguments(config, output, eval_on, config.max_steps, val_batch)
+    samples_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+    train_blocks.num_samples = config.max_steps * samples_per_step
+    val_blocks.num_samples = val_batches * val_batch * launched_world_size()
+    epochs = _epochs(config, data_dir, train_blocks, samples_per_step)
+    set_seed(config.seed)  # the model init depends on the seed only, so NTP and MEAP runs start identical
+    model = _model(config, model_spec, meta, tokenizer, model_tokenizer)
+    collator = _collator(config, model, meta, tokenizer, samples_per_step)
+    trainer = make_trainer(
+        config,
+        output,
+        args,
+        model,
+        train_blocks,
+        val_blocks if eval_on else None,
+        collator,
+        dataclasses.replace(collator, mask_ratio=0.0, mode="exact"),  # validation reads clean inputs
+        tokens_per_step=samples_per_step * config.seq_len,
+        seq_len=config.seq_len,
+        progress=progress,
+        probes=probe_schedule(config, tokenizer, config.seq_len),
+    )
+    facts = {
+        "tokenizer_sha256": vocabulary_sha256(tokenizer),
+        "epochs": round(epochs, 4),
+        "sequences": {"train": train_blocks.num_blocks, "val": val_blocks.num_blocks},
+    }
+    return Run(config, output, trainer, tokenizer, samples_per_step, config.max_steps, facts)
+
+
+def _start(config: PretrainConfig, data_dir: Path, tokenizer, vocab_size: int) -> tuple[str, object]:
+    """What the run starts from, resolved once (a preset name, or the local model directory of a packaged model,
+    a run or a hub id), checked against ``seq_len`` and the data's tokenizer; and that model's own tokenizer
+    (None for a preset or a config file)."""
     model_spec = training_model_spec(config.model) if not config.model_config else config.model
     limit = model_max_length(model_spec, vocab_size, config.model_config, config.model_override)
     if config.seq_len > limit:
@@ -83,16 +118,18 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
             f"seq_len: {config.seq_len} is above the maximum of model "
             f"`{config.model_config or config.model}` ({limit} tokens)"
         )
-    model_tokenizer = (
-        None if config.model_config else _check_data_tokenizer(data_dir, tokenizer, config.model, model_spec)
-    )
+    if config.model_config:
+        return model_spec, None
+    return model_spec, _check_data_tokenizer(data_dir, tokenizer, config.model, model_spec)
 
+
+def _blocks(config: PretrainConfig, data_dir: Path, meta: dict):
+    """(train blocks, validation blocks, validation micro-batch, validation batches, whether to validate)."""
     train_blocks = PackedBlocks(open_split(data_dir, "train"), config.seq_len, seed=config.seed)
     if train_blocks.num_blocks == 0:
         raise UserError(f"{data_dir}: the train split has fewer than seq_len + 1 = {config.seq_len + 1} tokens")
     val_blocks = PackedBlocks(open_split(data_dir, "val"), config.seq_len, shuffle=False)
-    world_size = launched_world_size()
-    val_batch, val_batches = validation_batches(val_blocks.num_blocks, config, world_size)
+    val_batch, val_batches = validation_batches(val_blocks.num_blocks, config, launched_world_size())
     eval_on = bool(config.eval_every and val_batches)
     if config.eval_every and not eval_on:
         warn(
@@ -100,12 +137,11 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
             f"one sequence of {config.seq_len + 1} per process; validation is off (prepare the data with a larger "
             "--val-fraction, or train with a shorter --seq-len)"
         )
-    check_warmup(config, config.max_steps)
+    return train_blocks, val_blocks, val_batch, val_batches, eval_on
 
-    args = training_arguments(config, output, eval_on, config.max_steps, val_batch)
-    samples_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
-    train_blocks.num_samples = config.max_steps * samples_per_step
-    val_blocks.num_samples = val_batches * val_batch * world_size
+
+def _epochs(config: PretrainConfig, data_dir: Path, train_blocks: PackedBlocks, samples_per_step: int) -> float:
+    """The passes over the training data the run takes, said (and warned of when above one)."""
     epochs = train_blocks.num_samples / train_blocks.num_blocks
     if is_main_process():
         print(
@@ -118,20 +154,21 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
             f"{train_blocks.num_blocks:,} sequences (a model this long on it may memorise; prepare more text or "
             "train fewer steps)"
         )
+    return epochs
 
-    set_seed(config.seed)  # the model init depends on the seed only, so NTP and MEAP runs start identical
-    eos = int(meta["eos_token_id"])
+
+def _model(config: PretrainConfig, model_spec: str, meta: dict, tokenizer, model_tokenizer):
+    """The model, its vocabulary the data's, with a ``[MASK]`` row fit to train."""
     model = build_model(
         model_spec,
-        vocab_size,
+        int(meta["vocab_size"]),
         attn_implementation=config.attn_implementation,
         model_config=config.model_config,
         overrides=config.model_override,
-        eos_token_id=eos,
+        eos_token_id=int(meta["eos_token_id"]),
         bos_token_id=tokenizer.bos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    mask_id = int(meta["mask_token_id"])
     try:
         check_vocab_fits(tokenizer, model)
     except ValueError as error:
@@ -141,48 +178,22 @@ def build_run(config: PretrainConfig, progress: bool = True) -> Run:
     knows_mask = model_tokenizer is not None and mask_token_id(model_tokenizer) is not None
     trained = is_model_dir(model_spec) and not config.model_config  # else a fresh init: every row is new
     untrained_row = not knows_mask or (config.effective_mask_ratio() > 0 and not mask_row_trained(model_spec))
-    fit_mask_embedding(model, mask_id, initialise=trained and untrained_row)
+    fit_mask_embedding(model, int(meta["mask_token_id"]), initialise=trained and untrained_row)
+    return model
 
-    specials = special_token_ids(tokenizer)
-    documents = packed_attention(model, True) if config.document_attention else None
-    collator = MeapCollator(
-        mask_id,
+
+def _collator(config: PretrainConfig, model, meta: dict, tokenizer, samples_per_step: int) -> MeapCollator:
+    eos = int(meta["eos_token_id"])
+    return MeapCollator(
+        int(meta["mask_token_id"]),
         config.effective_mask_ratio(),
         config.mask_mode,
         config.seed,
-        specials,
+        special_token_ids(tokenizer),
         pad_token_id=eos,
         samples_per_step=samples_per_step,
         eos_token_id=eos,
-        document_attention=documents,
-    )
-    clean_collator = dataclasses.replace(collator, mask_ratio=0.0, mode="exact")
-    trainer = make_trainer(
-        config,
-        output,
-        args,
-        model,
-        train_blocks,
-        val_blocks if eval_on else None,
-        collator,
-        clean_collator,
-        tokens_per_step=samples_per_step * config.seq_len,
-        seq_len=config.seq_len,
-        progress=progress,
-        probes=probe_schedule(config, tokenizer, config.seq_len),
-    )
-    return Run(
-        config,
-        output,
-        trainer,
-        tokenizer,
-        samples_per_step,
-        config.max_steps,
-        {
-            "tokenizer_sha256": vocabulary_sha256(tokenizer),
-            "epochs": round(epochs, 4),
-            "sequences": {"train": train_blocks.num_blocks, "val": val_blocks.num_blocks},
-        },
+        document_attention=packed_attention(model, True) if config.document_attention else None,
     )
 
 

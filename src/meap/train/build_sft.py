@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 
 import torch
 from transformers import set_seed
@@ -32,7 +33,65 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     conversations = read_conversations(config.data, config.format or None, skipped)  # before any loading
     if skipped:
         warn(f"{len(skipped)} bad records skipped (--skip-bad-lines); the first: {skipped[0]}")
-    model, tokenizer = load_for_training(config.model, config.attn_implementation)
+    model, tokenizer, mask_id, newly_added = _model(config)
+    where = ", ".join(config.data) or "builtin"
+    segments = [_tokenized(tokenizer, turns, f"{where}: conversation {n}") for n, turns in enumerate(conversations)]
+    collator = _collator(config, model, tokenizer, mask_id)
+    split = _split(config, collator, segments, where)
+    kinds = sum((split.kinds[i] for i in split.train), Counter())
+    meap_share = _meap_share(config, where, kinds, len(split.train), split.longest)  # refuses before anything runs
+    world_size = launched_world_size()
+    samples_per_step = config.micro_batch_size * config.grad_accum_steps * world_size
+    train_stream, max_steps = _train_stream(config, [segments[i] for i in split.train], split, samples_per_step, where)
+    val_batch, val_batches = validation_batches(len(split.val), config, world_size)
+    eval_on = bool(config.eval_every and val_batches)
+    if config.eval_every and config.val_fraction and not eval_on:
+        warn(
+            f"{where}: {len(split.val)} of {len(split.kept)} conversations held out (val_fraction "
+            f"{config.val_fraction}), fewer than one per process; validation is off (raise --val-fraction)"
+        )
+    val_stream = SFTStream([segments[i] for i in split.val], shuffle=False)
+    val_stream.truncate(val_batches * val_batch * world_size)
+    check_warmup(config, max_steps)
+    check_forgetting_risk(config, len(split.train), max_steps, where)
+
+    args = training_arguments(config, output, eval_on, max_steps, val_batch)
+    set_seed(config.seed)  # LoRA's initialisation
+    if config.lora_r:
+        model = _with_lora(model, config, mask_id if newly_added else None)
+    average = sum(split.lengths[i] for i in split.train) / len(split.train)
+    trainer = make_trainer(
+        config,
+        output,
+        args,
+        model,
+        train_stream,
+        val_stream if eval_on else None,
+        collator,
+        dataclasses.replace(collator, mask_ratio=0.0, packing=False, count_tokens=False),  # validation: clean
+        tokens_per_step=None,
+        seq_len=round(average),
+        progress=progress,
+        probes=probe_schedule(config, tokenizer, config.max_length),
+    )
+    if config.lora_r and trainer.is_deepspeed_enabled:  # FSDP: refused by SFTConfig.problems
+        raise UserError("lora_r: LoRA runs merge the adapter on one process; use DDP, not DeepSpeed")
+    facts = {
+        "conversations": {"train": len(split.train), "val": len(split.val), "skipped": len(segments) - len(split.kept)},
+        "rows": dict(kinds),
+        "val_rows": dict(sum((split.kinds[i] for i in split.val), Counter())),
+        "meap_share": meap_share,
+        "skipped_records": len(skipped or []),
+        "tokenizer_sha256": vocabulary_sha256(tokenizer),
+    }
+    return Run(config, output, trainer, tokenizer, samples_per_step, max_steps, facts)
+
+
+def _model(config: SFTConfig):
+    """(model, tokenizer, the ``[MASK]`` id, whether the tokenizer lacked it): the model to fine-tune, its
+    directory resolved once, checked against ``max_length``, with a ``[MASK]`` row fit to train."""
+    model_dir = str(resolve_model_dir(config.model))
+    model, tokenizer = load_for_training(model_dir, config.attn_implementation)
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit and config.max_length > limit:
         raise UserError(
@@ -43,18 +102,17 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
         mask_id = add_mask_token(tokenizer, model)
     except ValueError as error:  # a tokenizer with more tokens than the model has rows
         raise UserError(f"{config.model}: {error}") from None
-    if not newly_added and config.effective_mask_ratio() > 0 and not mask_row_trained(resolve_model_dir(config.model)):
+    if not newly_added and config.effective_mask_ratio() > 0 and not mask_row_trained(model_dir):
         fit_mask_embedding(model, mask_id, initialise=True)  # an NTP run's [MASK] row: never trained, still its init
-    where = ", ".join(config.data) or "builtin"
-    segments = [_tokenized(tokenizer, turns, f"{where}: conversation {n}") for n, turns in enumerate(conversations)]
+    return model, tokenizer, mask_id, newly_added
 
-    # Lengths and kinds of a conversation's rows do not depend on the mask, so one draw tells both.
+
+def _collator(config: SFTConfig, model, tokenizer, mask_id: int) -> MeapSFTCollator:
     eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    collator = MeapSFTCollator(
+    return MeapSFTCollator(
         mask_id,
         eos,
-        pad,
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
         config.effective_mask_ratio(),
         config.min_answer_tokens,
         config.layout,
@@ -64,6 +122,22 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
         packed_attention=packed_attention(model, config.packing),
         count_tokens=True,
     )
+
+
+@dataclass
+class _Split:
+    """The conversations' rows as the collator makes them, and the seeded train / validation split."""
+
+    lengths: list[int]  # tokens of each conversation's rows (0: no answer token within max_length)
+    kinds: list[Counter]  # each conversation's row kinds
+    longest: int  # the longest original + masked copy a conversation trained as NTP would take
+    kept: list[int]
+    train: list[int]
+    val: list[int]
+
+
+def _split(config: SFTConfig, collator: MeapSFTCollator, segments: list, where: str) -> _Split:
+    # Lengths and kinds of a conversation's rows do not depend on the mask, so one draw tells both.
     lengths, row_kinds, longest = [], [], 0
     for n, conversation in enumerate(segments):
         try:
@@ -85,14 +159,13 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
     val_ids, train_ids = [kept[i] for i in order[:num_val]], sorted(kept[i] for i in order[num_val:])
     if not train_ids:
         raise UserError(f"{where}: no conversation left to train on")
-    kinds = sum((row_kinds[i] for i in train_ids), Counter())
-    meap_share = _meap_share(config, where, kinds, len(train_ids), longest)
+    return _Split(lengths, row_kinds, longest, kept, train_ids, val_ids)
 
-    world_size = launched_world_size()
-    samples_per_step = config.micro_batch_size * config.grad_accum_steps * world_size
-    pack_lengths = [lengths[i] for i in train_ids] if config.packing else None
+
+def _train_stream(config: SFTConfig, train: list, split: _Split, samples_per_step: int, where: str):
+    """(the training stream, exactly the run's samples, and the run's optimizer steps)."""
+    pack_lengths = [split.lengths[i] for i in split.train] if config.packing else None
     options = dict(seed=config.seed, pack_lengths=pack_lengths, max_length=config.max_length)
-    train = [segments[i] for i in train_ids]
     train_stream = SFTStream(train, epochs=config.epochs, **options)
     max_steps = config.max_steps or len(train_stream) // samples_per_step
     if max_steps == 0:
@@ -102,50 +175,7 @@ def build_sft_run(config: SFTConfig, progress: bool = True) -> Run:
         )
     if config.max_steps:  # as many passes as the steps need, cut to them
         train_stream = SFTStream.covering(train, max_steps * samples_per_step, **options)
-    train_stream.truncate(max_steps * samples_per_step)
-
-    val_batch, val_batches = validation_batches(len(val_ids), config, world_size)
-    eval_on = bool(config.eval_every and val_batches)
-    if config.eval_every and config.val_fraction and not eval_on:
-        warn(
-            f"{where}: {len(val_ids)} of {len(kept)} conversations held out (val_fraction {config.val_fraction}), "
-            f"fewer than one per process; validation is off (raise --val-fraction)"
-        )
-    val_stream = SFTStream([segments[i] for i in val_ids], shuffle=False).truncate(val_batches * val_batch * world_size)
-    clean_collator = dataclasses.replace(collator, mask_ratio=0.0, packing=False, count_tokens=False)
-    check_warmup(config, max_steps)
-    check_forgetting_risk(config, len(train_ids), max_steps, where)
-
-    args = training_arguments(config, output, eval_on, max_steps, val_batch)
-    set_seed(config.seed)  # LoRA's initialisation
-    if config.lora_r:
-        model = _with_lora(model, config, mask_id if newly_added else None)
-    average = sum(lengths[i] for i in train_ids) / len(train_ids)
-    trainer = make_trainer(
-        config,
-        output,
-        args,
-        model,
-        train_stream,
-        val_stream if eval_on else None,
-        collator,
-        clean_collator,
-        tokens_per_step=None,
-        seq_len=round(average),
-        progress=progress,
-        probes=probe_schedule(config, tokenizer, config.max_length),
-    )
-    if config.lora_r and trainer.is_deepspeed_enabled:  # FSDP: refused by SFTConfig.problems
-        raise UserError("lora_r: LoRA runs merge the adapter on one process; use DDP, not DeepSpeed")
-    facts = {
-        "conversations": {"train": len(train_ids), "val": len(val_ids), "skipped": len(segments) - len(kept)},
-        "rows": dict(kinds),
-        "val_rows": dict(sum((row_kinds[i] for i in val_ids), Counter())),
-        "meap_share": meap_share,
-        "skipped_records": len(skipped or []),
-        "tokenizer_sha256": vocabulary_sha256(tokenizer),
-    }
-    return Run(config, output, trainer, tokenizer, samples_per_step, max_steps, facts)
+    return train_stream.truncate(max_steps * samples_per_step), max_steps
 
 
 def _meap_share(config: SFTConfig, where: str, kinds: Counter, conversations: int, longest: int) -> float | None:
