@@ -304,7 +304,7 @@ def test_every_committed_summary_recomputes_from_its_records(summary, records, k
     committed = json.loads((RESULTS / summary).read_text())
     assert committed["code"]["commit"] or committed["code"]["published_in"]
     assert (committed["wall_seconds"] or 0) > 1 or committed.get("wall_note")
-    assert experiment_of(read(RESULTS / records)) == kind
+    assert experiment_of(read(RESULTS / records)).name == kind
     verdict = (
         [] if kind == "demo-sft" else ["--threshold", str(committed["threshold"]), "--window", str(committed["window"])]
     )

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meap.config import config_to_dict
 from meap.constants import OBJECTIVES
 from meap.eval.results import has_summary
 from meap.experiments.config import DemoConfig
 from meap.experiments.corpus import DATA_DIRS, EVALUATION_FILE, PROBES_FILE, materials, trained_length, write_materials
+from meap.experiments.protocol import conclude
 from meap.experiments.runner import (
     Clock,
     Job,
@@ -36,15 +36,12 @@ from meap.experiments.runner import (
     forget_evaluations,
     job_seconds,
     pin_numerics,
-    provenance,
-    publish_summary,
     run_jobs,
     say,
     start_experiment,
 )
-from meap.fsutil import atomic_write_json, atomic_write_jsonl
+from meap.fsutil import atomic_write_jsonl
 
-SUMMARY_FILE = "demo.json"
 # `meap demo --quick`: every stage on a few documents and steps (a smoke test, not an experiment).
 QUICK = {
     "documents": 300,
@@ -133,8 +130,8 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     """Run every stage for ``config`` and return the summary (also in ``demo.json``)."""
     pin_numerics(config)  # before anything computes here (the evaluations) or in the jobs, which inherit it
     from meap.data.shards import META_FILE
-    from meap.experiments.dose import dose_response, write_dose_report
-    from meap.experiments.paired import load_runs, onset_comparison, write_onset_report, write_records
+    from meap.experiments import dose, paired
+    from meap.experiments.paired import load_runs, write_records
 
     seeds, objectives = config.training_seeds(), config.objectives
     output = config.resolved_output()
@@ -150,7 +147,7 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
     if not done:
         write_materials(found, output, progress)
     elif changed:
-        forget_evaluations(output, ("retrieval",), changed)
+        forget_evaluations(output, paired.EXPERIMENT.evaluations, changed)
         atomic_write_jsonl(output / EVALUATION_FILE, found["evaluation"])
     data, drills = output / DATA_DIRS["corpus"], output / DATA_DIRS["drills"]
     probes, evaluation = output / PROBES_FILE, output / EVALUATION_FILE
@@ -175,22 +172,9 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, progress: bool = Tr
         return {"runs": {str(seed): {o: str(run) for o, run in by.items()} for seed, by in runs.items()}}
     say(f"{clock}  4/4 verdict")
     # a dose-response reads a trend over the mask ratios; otherwise the onsets of the pair
-    compare, report = (
-        (dose_response, write_dose_report) if config.mask_ratios else (onset_comparison, write_onset_report)
-    )
-    comparison = {**compare(loaded, threshold=config.onset_threshold, window=config.onset_window), "task": config.task}
-    tables = report(comparison, output)
+    experiment = dose.EXPERIMENT if config.mask_ratios else paired.EXPERIMENT
+    onset = dict(threshold=config.onset_threshold, window=config.onset_window)
+    comparison = {**experiment.verdict(loaded, **onset), "task": config.task}
     # wall_seconds: the last invocation that trained or evaluated; training_job_seconds: every training job,
     # continues included
-    summary = {
-        **comparison,
-        **provenance(output / SUMMARY_FILE, computed, clock),
-        "training_job_seconds": job_seconds(jobs),
-        "config": config_to_dict(config),
-    }
-    atomic_write_json(output / SUMMARY_FILE, summary)
-    if config.summary:
-        publish_summary(Path(config.summary), summary, tables.read_text(encoding="utf-8"), output / "comparison.png")
-    print("\n" + tables.read_text(encoding="utf-8"))
-    print(f"{clock.seconds():.0f} s in all -> {output / SUMMARY_FILE}")
-    return summary
+    return conclude(experiment, comparison, config, output, clock, computed, training_job_seconds=job_seconds(jobs))

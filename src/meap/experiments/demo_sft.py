@@ -25,24 +25,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from meap.config import config_to_dict
 from meap.eval.results import RECORDS_FILE, has_summary, prompt_scores, read_records
 from meap.experiments.config import SFT_ARMS, SFTDemoConfig
+from meap.experiments.protocol import Experiment, conclude
 from meap.experiments.runner import (
     check_output,
     continue_training,
     forget_evaluations,
     pin_numerics,
-    provenance,
-    publish_summary,
     say,
     start_experiment,
 )
-from meap.fsutil import atomic_write_json, atomic_write_text, write_json_gz
+from meap.fsutil import write_json_gz
 from meap.rundir import RunDir
 
-SUMMARY_FILE = "demo-sft.json"
-COMPARISON_FILE = "comparison.md"
 TRAINING_FILE = "train.jsonl"
 SCORES = {
     "best_subspan_em": "greedy best-subspan EM",
@@ -184,7 +180,9 @@ def sft_comparison(base_records: list[dict], runs: dict[int, dict[str, list[dict
     return result
 
 
-def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) -> str:
+def sft_blocks(comparison: dict, config: SFTDemoConfig) -> list[tuple]:
+    """The report's blocks: the validity gate's reading, then per score the accuracies by gold position, per
+    seed and the paired differences; the rows each run trained on."""
     from meap.experiments.paired import interval_text, percent
 
     arms, headline = comparison["objectives"], comparison[comparison["scores"][0]]
@@ -195,65 +193,69 @@ def _markdown(comparison: dict, config: SFTDemoConfig, rows: dict[str, dict]) ->
         else ", ".join(config.train.data)
     )
     epochs = ", ".join(f"{arm_label(a)} {config.arm_epochs(a)}" for a in arms)
-    lines = [
-        f"# {' vs '.join(map(arm_label, arms))} of {config.train.model}, {len(comparison['seeds'])} seed(s)",
-        "",
-        f"Fine-tuned on {training}, epochs: {epochs} (NTP-SFT and MEAP-SFT at equal training tokens; the "
-        "equal-steps arm at MEAP-SFT's optimizer steps). Evaluated on multi-document QA, "
-        f"{config.mdqa_num_docs} documents of about {config.mdqa_passage_words} words, {config.mdqa_examples} "
-        "questions at each gold position. Scores in percent (log-probabilities in nats); differences with 95% "
-        f"t-intervals over seeds, the {comparison['questions']} questions (each averaged over its gold "
-        "positions) and seeds as crossed factors; with one seed, over questions only.",
-    ]
     validity = comparison["validity"]
     verdict = (
         f"**This run measures forgetting, not the objective** ({', '.join(map(arm_label, validity['failing']))})"
         if validity["failing"]
         else "Every arm passes the validity gate"
     )
-    lines += [
-        "",
-        f"{verdict}: greedy EM minus the base model's, "
-        + ", ".join(f"{arm_label(a)} {-100 * validity['below_base'][a]:+.1f}" for a in arms)
-        + f" points (the gate: more than {100 * validity['gate']:.0f} below).",
+    blocks: list[tuple] = [
+        ("h1", f"{' vs '.join(map(arm_label, arms))} of {config.train.model}, {len(comparison['seeds'])} seed(s)"),
+        (
+            "p",
+            f"Fine-tuned on {training}, epochs: {epochs} (NTP-SFT and MEAP-SFT at equal training tokens; the "
+            "equal-steps arm at MEAP-SFT's optimizer steps). Evaluated on multi-document QA, "
+            f"{config.mdqa_num_docs} documents of about {config.mdqa_passage_words} words, {config.mdqa_examples} "
+            "questions at each gold position. Scores in percent (log-probabilities in nats); differences with 95% "
+            f"t-intervals over seeds, the {comparison['questions']} questions (each averaged over its gold "
+            "positions) and seeds as crossed factors; with one seed, over questions only.",
+        ),
+        (
+            "p",
+            f"{verdict}: greedy EM minus the base model's, "
+            + ", ".join(f"{arm_label(a)} {-100 * validity['below_base'][a]:+.1f}" for a in arms)
+            + f" points (the gate: more than {100 * validity['gate']:.0f} below).",
+        ),
     ]
     for key in comparison["scores"]:
         table, scale = comparison[key], 1 if key == "answer_logprob" else 100
         number = (lambda value: f"{value:.2f}") if scale == 1 else percent
-        lines += [
-            "",
-            f"## {SCORES[key]}",
-            "",
-            "| model | " + " | ".join(f"gold {int(p) + 1}" for p in positions) + " | all |",
-            "|---|" + "---|" * (len(positions) + 1),
-            "| base | "
-            + " | ".join(number(table["base"]["by_gold_position"][p]) for p in positions)
-            + f" | {number(table['base']['mean'])} |",
+        by_arm = table["by_gold_position"]
+        by_position = [
+            ["base", *(number(table["base"]["by_gold_position"][p]) for p in positions), number(table["base"]["mean"])]
+        ] + [
+            [
+                f"{arm_label(a)} (mean of seeds)",
+                *(number(by_arm[a][p]) if p in by_arm[a] else "n/a" for p in positions),
+                number(table["mean"][a]),
+            ]
+            for a in arms
         ]
-        for a in arms:
-            by_position = table["by_gold_position"][a]
-            lines.append(
-                f"| {arm_label(a)} (mean of seeds) | "
-                + " | ".join(number(by_position[p]) if p in by_position else "n/a" for p in positions)
-                + f" | {number(table['mean'][a])} |"
-            )
-        lines += ["", "| seed | " + " | ".join(map(arm_label, arms)) + " |", "|---|" + "---|" * len(arms)]
-        for index, seed in enumerate(comparison["seeds"]):
-            lines.append(f"| {seed} | " + " | ".join(number(table["by_seed"][a][index]) for a in arms) + " |")
-        lines += ["", "| difference | [95% CI] |", "|---|---|"]
-        for a, difference in table.get("paired", {}).items():
-            lines.append(f"| MEAP-SFT - {arm_label(a)} | {interval_text(difference, scale)} |")
-        for a in arms:
-            lines.append(f"| {arm_label(a)} - base | {interval_text(table['versus_base'][a], scale)} |")
-    lines += [
-        "",
-        "Training rows per run: "
-        + "; ".join(
-            f"{name} " + ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items()))
-            for name, counts in rows.items()
-        ),
+        by_seed = [
+            [str(seed), *(number(table["by_seed"][a][index]) for a in arms)]
+            for index, seed in enumerate(comparison["seeds"])
+        ]
+        differences = [
+            [f"MEAP-SFT - {arm_label(a)}", interval_text(difference, scale)]
+            for a, difference in table.get("paired", {}).items()
+        ] + [[f"{arm_label(a)} - base", interval_text(table["versus_base"][a], scale)] for a in arms]
+        blocks += [
+            ("h2", SCORES[key]),
+            ("table", ["model", *(f"gold {int(p) + 1}" for p in positions), "all"], by_position),
+            ("table", ["seed", *map(arm_label, arms)], by_seed),
+            ("table", ["difference", "[95% CI]"], differences),
+        ]
+    rows = comparison["training_rows"]
+    return blocks + [
+        (
+            "p",
+            "Training rows per run: "
+            + "; ".join(
+                f"{name} " + ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items()))
+                for name, counts in rows.items()
+            ),
+        )
     ]
-    return "\n".join(lines) + "\n"
 
 
 def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
@@ -263,7 +265,7 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     changed = [] if overwrite else check_output(config, config.resolved_output(), overwrite)
     output, clock = start_experiment(config, overwrite)
     if changed:
-        forget_evaluations(output, ("mdqa",), changed)
+        forget_evaluations(output, EXPERIMENT.evaluations, changed)
         for path in (output / "mdqa").glob("*.jsonl.gz"):  # the evaluation files, not the training conversations
             path.unlink()
     seeds, arms = config.training_seeds(), config.objectives
@@ -301,19 +303,24 @@ def run_demo_sft(config: SFTDemoConfig, *, overwrite: bool = False, progress: bo
     }
     if config.records:
         write_json_gz(config.records, loaded)
-    comparison = {**recompute(loaded), "training_rows": rows}
-    tables = _markdown(comparison, config, rows)
-    atomic_write_text(output / COMPARISON_FILE, tables)
-    summary = {**comparison, **provenance(output / SUMMARY_FILE, computed, clock), "config": config_to_dict(config)}
-    atomic_write_json(output / SUMMARY_FILE, summary)
-    if config.summary:
-        publish_summary(Path(config.summary), summary, tables)
-    print("\n" + tables)
-    print(f"{clock.seconds():.0f} s in all -> {output / SUMMARY_FILE}")
-    return summary
+    return conclude(EXPERIMENT, {**recompute(loaded), "training_rows": rows}, config, output, clock, computed)
 
 
-def recompute(loaded: dict) -> dict:
-    """The comparison from the records file's content (``{"base", "gate", "runs": {seed: {arm: records}}}``)."""
+def recompute(loaded: dict, **onset) -> dict:
+    """The comparison from the records file's content (``{"base", "gate", "runs": {seed: {arm: records}}}``);
+    no onset here (``onset`` goes unused): the validity gate travels in the records."""
     runs = {int(seed): by_arm for seed, by_arm in loaded["runs"].items()}
     return sft_comparison(loaded["base"], runs, loaded["gate"])
+
+
+SFT_KEYS = ("base", "gate", "runs")
+EXPERIMENT = Experiment(
+    "demo-sft",
+    "demo-sft.json",
+    evaluations=("mdqa",),
+    holds=lambda records: all(key in records for key in SFT_KEYS),
+    load=lambda content, path: content,
+    verdict=recompute,
+    blocks=sft_blocks,
+    runs_compare=False,
+)

@@ -12,15 +12,12 @@ were censored. Recomputed from the records: ``meap experiment recompute RECORDS.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from meap.errors import UserError
 from meap.eval.results import prompt_scores
 from meap.experiments.config import arm_ratio
 from meap.experiments.figures import plot_dose
-from meap.experiments.paired import percent, probe_curve
-from meap.fsutil import atomic_write_text
-from meap.report import markdown
+from meap.experiments.paired import by_seed, percent, probe_curve
+from meap.experiments.protocol import Experiment
 from meap.rundir import last_value
 from meap.stats import onset, trend
 
@@ -105,13 +102,14 @@ def _slope(name: str, result: dict) -> str:
     return text
 
 
-def write_dose_report(comparison: dict, output: Path) -> Path:
-    """``comparison.md`` (tables) and ``comparison.png`` (curves and trends) in ``output``; returns the .md."""
+def dose_blocks(comparison: dict, config=None) -> list[tuple]:
+    """The report's blocks: the primary measure per seed, the verdict, every measure by ratio (its figure: the
+    curves and trends, :func:`meap.experiments.figures.plot_dose`)."""
     seeds, arms, measures = comparison["seeds"], comparison["arms"], comparison["measures"]
     ratio_names = [f"{100 * ratio:g}%" for ratio in comparison["mask_ratios"]]
     skill = "copying" if comparison.get("task") == "copy" else "key-based retrieval"
     primary, primary_label = measures[comparison["primary"]], MEASURES[comparison["primary"]].removesuffix(" (%)")
-    blocks: list[tuple] = [
+    return [
         ("h1", f"Dose-response: {skill} over mask ratios {', '.join(ratio_names)}, {len(seeds)} seed(s)"),
         (
             "p",
@@ -151,9 +149,18 @@ def write_dose_report(comparison: dict, output: Path) -> Path:
             ],
         ),
     ]
-    output.mkdir(parents=True, exist_ok=True)
-    plot_dose(comparison, MEASURES, output / "comparison.png")
-    blocks.append(("img", "comparison.png"))
-    path = output / "comparison.md"
-    atomic_write_text(path, markdown(blocks))
-    return path
+
+
+EXPERIMENT = Experiment(
+    "dose",
+    "demo.json",
+    evaluations=("retrieval",),
+    # its arms are named by their mask ratio (meap-0.05: meap.experiments.config.dose_arm)
+    holds=lambda records: any(
+        arm != "ntp" and arm.startswith("meap-") for runs in records.values() if isinstance(runs, dict) for arm in runs
+    ),
+    load=by_seed,
+    verdict=dose_response,
+    blocks=dose_blocks,
+    figure=lambda comparison, path: plot_dose(comparison, MEASURES, path),
+)

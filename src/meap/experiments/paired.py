@@ -24,8 +24,8 @@ from meap.errors import UserError
 from meap.eval.results import RECORDS_FILE, prompt_scores, summary_file
 from meap.eval.results import read_records as read_jsonl
 from meap.experiments.figures import plot_onsets
-from meap.fsutil import atomic_write_text, read_json_gz, write_json_gz
-from meap.report import markdown
+from meap.experiments.protocol import Experiment
+from meap.fsutil import read_json_gz, write_json_gz
 from meap.rundir import RunDir, last_value, without_timing
 from meap.stats import compare_onsets, mean_and_spread, onset, paired_difference, seed_statistics
 
@@ -173,8 +173,9 @@ def _p(value) -> str:
     return "n/a" if value is None else f"{value:.3g}"
 
 
-def write_onset_report(comparison: dict, output: Path) -> Path:
-    """``comparison.md`` (tables) and ``comparison.png`` (curves and onsets) in ``output``; returns the .md."""
+def onset_blocks(comparison: dict, config=None) -> list[tuple]:
+    """The report's blocks: the onsets per seed, the verdict, the secondary measures (its figure: the curves
+    and onsets, :func:`meap.experiments.figures.plot_onsets`)."""
     seeds, onsets = comparison["seeds"], comparison["onset_tokens_by_seed"]
     skill = "copy" if comparison.get("task") == "copy" else "retrieve by key"
     blocks: list[tuple] = [("h1", f"NTP vs MEAP: tokens to {skill}, paired over {len(seeds)} seed(s)")]
@@ -274,16 +275,22 @@ def write_onset_report(comparison: dict, output: Path) -> Path:
             secondary.append(
                 [f"{label} (mean over layers)", f"{attention['ntp'][key]:.3f}", f"{attention['meap'][key]:.3f}", ""]
             )
-    blocks += [
+    return blocks + [
         ("h2", "Secondary measures (end of the window)"),
         ("table", ["measure", "NTP", "MEAP", "MEAP - NTP [95% CI]"], secondary),
     ]
-    output.mkdir(parents=True, exist_ok=True)
-    plot_onsets(comparison, output / "comparison.png")
-    blocks.append(("img", "comparison.png"))
-    path = output / "comparison.md"
-    atomic_write_text(path, markdown(blocks))
-    return path
+
+
+EXPERIMENT = Experiment(
+    "demo",
+    "demo.json",
+    evaluations=("retrieval",),
+    holds=lambda records: True,  # matched last: any records file of runs by seed and arm
+    load=by_seed,
+    verdict=onset_comparison,
+    blocks=onset_blocks,
+    figure=plot_onsets,
+)
 
 
 # Summary fields that name where a run lay, not what it computed.

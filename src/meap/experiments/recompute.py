@@ -2,10 +2,10 @@
 JSON, by the experiment that wrote the file; with ``--same OTHER``, whether the runs two records files hold
 computed the same (exit status 1 when they did not), e.g. a rerun on another CPU.
 
-Which experiment wrote a records file is read from its content: the fine-tuning experiment's holds the base
-model's records, the validity gate and the runs (``base``, ``gate``, ``runs``); the pretraining experiment's
-holds runs by seed and arm, a dose-response's arms named by their mask ratio (``meap-0.05``;
-:func:`meap.experiments.config.dose_arm`).
+Which experiment wrote a records file is read from its content, by each experiment's ``holds``
+(:mod:`meap.experiments.protocol`): the fine-tuning experiment's holds the base model's records, the validity
+gate and the runs; the pretraining experiment's holds runs by seed and arm, a dose-response's arms named by
+their mask ratio (``meap-0.05``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from meap.config.commands import CommandConfig, option
 from meap.constants import ONSET_THRESHOLD, ONSET_WINDOW
 from meap.errors import UserError
 from meap.fsutil import read_json_gz
-
-SFT_KEYS = ("base", "gate", "runs")
 
 
 @dataclass
@@ -54,12 +52,17 @@ class RecomputeConfig(CommandConfig):
         return found
 
 
-def experiment_of(records: dict) -> str:
-    """``demo-sft``, ``dose`` or ``demo``: the experiment whose records file holds ``records``."""
-    if all(key in records for key in SFT_KEYS):
-        return "demo-sft"
-    arms = {arm for runs in records.values() if isinstance(runs, dict) for arm in runs}
-    return "dose" if any(arm != "ntp" and arm.startswith("meap-") for arm in arms) else "demo"
+def experiments() -> tuple:
+    """Every experiment (:class:`meap.experiments.protocol.Experiment`), in the order a records file is matched
+    against them (the first that holds it); imported when asked, so that ``meap --help`` loads none."""
+    from meap.experiments import demo_sft, dose, paired
+
+    return demo_sft.EXPERIMENT, dose.EXPERIMENT, paired.EXPERIMENT
+
+
+def experiment_of(records: dict):
+    """The experiment whose records file holds ``records``."""
+    return next(experiment for experiment in experiments() if experiment.holds(records))
 
 
 def read(path: Path) -> dict:
@@ -76,17 +79,9 @@ def read(path: Path) -> dict:
 
 def _verdict(path: Path, config: RecomputeConfig) -> dict:
     records = read(path)
-    kind = experiment_of(records)
-    if kind == "demo-sft":
-        from meap.experiments.demo_sft import recompute
-
-        return recompute(records)
-    from meap.experiments.dose import dose_response
-    from meap.experiments.paired import by_seed, onset_comparison
-
-    compare = dose_response if kind == "dose" else onset_comparison
-    result = compare(by_seed(records, path), threshold=config.threshold, window=config.window)
-    result.pop("curves")
+    experiment = experiment_of(records)
+    result = experiment.verdict(experiment.load(records, path), threshold=config.threshold, window=config.window)
+    result.pop("curves", None)  # the figure's data, not the verdict's
     return result
 
 
@@ -96,15 +91,18 @@ def recompute(config: RecomputeConfig) -> None:
     if not config.same:
         print(json.dumps(_verdict(records, config), indent=2))
         return
-    from meap.experiments.paired import by_seed, differences
+    from meap.experiments.paired import differences
 
     arms = dict(arm.split("=", 1) for arm in config.arm)
     loaded = []
     for path in (records, Path(config.same)):
         content = read(path)
-        if experiment_of(content) == "demo-sft":
-            raise UserError(f"{path}: --same compares the pretraining experiment's runs; this is demo-sft's records")
-        loaded.append(by_seed(content, path))
+        experiment = experiment_of(content)
+        if not experiment.runs_compare:
+            raise UserError(
+                f"{path}: --same compares the pretraining experiment's runs; this is {experiment.name}'s records"
+            )
+        loaded.append(experiment.load(content, path))
     compared, found = differences(*loaded, arms)
     print("\n".join(found + [f"{len(compared)} runs compared ({', '.join(compared)}): {len(found)} differences"]))
     if found:
